@@ -1,0 +1,283 @@
+// Package sqldb implements the store interfaces once, over database/sql, for the SQL
+// databases moat supports. store/sqlite and store/postgres open a connection, name their
+// Dialect (error classification, migration lock) and embed their own migrations; the queries
+// here are the portable subset both accept ($N placeholders, standard types), written by hand.
+//
+// Every tenant-scoped query filters on tenant_id, bound from the TenantTx that ForTenant
+// created: there is no query path that takes a tenant from its caller's arguments
+// (rule 3). A DB is safe for concurrent use; a tx is used by one goroutine.
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// Dialect is what differs between the databases.
+type Dialect struct {
+	Name string
+	// Classify maps a driver error to store.ErrConflict (unique violation), store.ErrInUse
+	// (foreign-key violation) or returns it unchanged.
+	Classify func(error) error
+	// LockMigrations serializes concurrent migrators inside the migration transaction
+	// (several replicas starting at once). Nil when the database serializes writers itself.
+	LockMigrations func(ctx context.Context, tx *sql.Tx) error
+	// Retryable reports errors after which the whole transaction may be retried
+	// (serialization failures, busy database).
+	Retryable func(error) bool
+}
+
+// DB is an open store.
+type DB struct {
+	db      *sql.DB
+	dialect Dialect
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Open wraps db, runs the migrations from migrations (files named NNNN_name.sql, applied in
+// order, each in its own transaction and recorded in schema_migrations), and returns the store.
+func Open(ctx context.Context, db *sql.DB, d Dialect, migrations fs.FS, now func() time.Time) (*DB, error) {
+	s := &DB{db: db, dialect: d}
+	if err := s.migrate(ctx, migrations, now); err != nil {
+		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *DB) Close() error { return s.db.Close() }
+
+// Ping checks that the database answers.
+func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// SQL exposes the underlying handle for tests and benchmarks of the store itself.
+func (s *DB) SQL() *sql.DB { return s.db }
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func readMigrations(fsys fs.FS) ([]migration, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, n := range names {
+		num, _, ok := strings.Cut(n, "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", n)
+		}
+		b, err := fs.ReadFile(fsys, n)
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: n, sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i := 1; i < len(ms); i++ {
+		if ms[i].version == ms[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", ms[i-1].name, ms[i].name, ms[i].version)
+		}
+	}
+	return ms, nil
+}
+
+func (s *DB) migrate(ctx context.Context, fsys fs.FS, now func() time.Time) error {
+	ms, err := readMigrations(fsys)
+	if err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		name TEXT NOT NULL,
+		applied_at TIMESTAMP NOT NULL)`); err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if err := s.apply(ctx, m, now); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+func (s *DB) apply(ctx context.Context, m migration, now func() time.Time) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	if s.dialect.LockMigrations != nil {
+		if err := s.dialect.LockMigrations(ctx, tx); err != nil {
+			return err
+		}
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+		m.version, m.name, now().UTC()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// maxAttempts bounds retries of a transaction that lost a serialization race.
+const maxAttempts = 5
+
+// InTx runs fn in a transaction, retrying it when the database reports a retryable conflict.
+func (s *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
+	var err error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		err = s.inTx(ctx, fn)
+		if err == nil || s.dialect.Retryable == nil || !s.dialect.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (s *DB) inTx(ctx context.Context, fn func(store.Tx) error) error {
+	sqltx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	t := &tx{tx: sqltx, d: s.dialect}
+	if err := fn(t); err != nil {
+		if rerr := sqltx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if err := sqltx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", s.dialect.Classify(err))
+	}
+	return nil
+}
+
+// tx implements store.Tx.
+type tx struct {
+	tx *sql.Tx
+	d  Dialect
+}
+
+func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	r, err := t.tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return nil, t.d.Classify(err)
+	}
+	return r, nil
+}
+
+func (t *tx) Tenants() store.Tenants { return tenants{t} }
+func (t *tx) Users() store.Users     { return users{t} }
+func (t *tx) Tokens() store.Tokens   { return tokens{t} }
+
+func (t *tx) ForTenant(id tenant.ID) (store.TenantTx, error) {
+	if id == "" {
+		return nil, store.ErrNoTenant
+	}
+	return &tenantTx{tx: t, id: id}, nil
+}
+
+type tenantTx struct {
+	tx *tx
+	id tenant.ID
+}
+
+func (t *tenantTx) ID() tenant.ID              { return t.id }
+func (t *tenantTx) Products() store.Products   { return products{t} }
+func (t *tenantTx) Groups() store.Groups       { return groups{t} }
+func (t *tenantTx) Members() store.Members     { return members{t} }
+func (t *tenantTx) Audit() store.AuditLog      { return auditLog{t} }
+
+// limit clamps a page size: the API validates it, the store still never runs unbounded.
+func limit(p store.Page) int {
+	if p.Limit <= 0 || p.Limit > 1000 {
+		return 1000
+	}
+	return p.Limit
+}
+
+// oneRow turns "no rows" into store.ErrNotFound.
+func oneRow(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// affected returns ErrNotFound when a write touched no row.
+func affected(r sql.Result) error {
+	n, err := r.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// versioned checks an optimistic write that touched no row: missing is ErrNotFound, present
+// at another version is ErrStale.
+func (t *tx) versioned(ctx context.Context, r sql.Result, exists string, args ...any) error {
+	n, err := r.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	var c int
+	if err := t.tx.QueryRowContext(ctx, exists, args...).Scan(&c); err != nil {
+		return err
+	}
+	if c == 0 {
+		return store.ErrNotFound
+	}
+	return store.ErrStale
+}
+
+// fold is the case-insensitive key that name uniqueness is checked on: "DW100" and
+// "dw100" are the same product. Computed in Go so both databases agree.
+func fold(name string) string { return strings.ToLower(name) }
+
+func utc(t time.Time) time.Time { return t.UTC() }
+
+func nullTime(t *time.Time) sql.NullTime {
+	if t == nil {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: t.UTC(), Valid: true}
+}
+
+func timePtr(n sql.NullTime) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := n.Time.UTC()
+	return &t
+}

@@ -1,0 +1,79 @@
+// Package sqlite opens moat's embedded default store: one SQLite file (modernc.org/sqlite,
+// pure Go, so CGO_ENABLED=0 builds cross-compile) in write-ahead-log mode with foreign keys
+// on. Writers are serialized by SQLite itself (transactions begin IMMEDIATE, with a busy
+// timeout), so concurrent requests queue instead of failing. Behaviour is the shared
+// sqldb implementation, checked by storetest. Safe for concurrent use.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/sqldb"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Open opens (creating if needed) the database file at path and migrates it.
+func Open(ctx context.Context, path string, now func() time.Time) (*sqldb.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)") // a committed write survives power loss
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s, err := sqldb.Open(ctx, db, Dialect, sub, now)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dialect classifies SQLite errors.
+var Dialect = sqldb.Dialect{
+	Name:     "sqlite",
+	Classify: classify,
+	Retryable: func(err error) bool {
+		e, ok := errors.AsType[*sqlite.Error](err)
+		return ok && (e.Code()&0xff == sqlite3.SQLITE_BUSY || e.Code()&0xff == sqlite3.SQLITE_LOCKED)
+	},
+}
+
+func classify(err error) error {
+	e, ok := errors.AsType[*sqlite.Error](err)
+	if !ok {
+		return err
+	}
+	switch e.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		return fmt.Errorf("%w: %w", store.ErrInUse, err)
+	}
+	return err
+}

@@ -1,0 +1,145 @@
+// Package store declares moat's persistent state as small per-aggregate interfaces, the
+// errors callers branch on, and one transaction entry point. Two implementations keep the
+// same behaviour, checked by the one conformance suite in store/storetest: store/sqlite (the
+// embedded default) and store/postgres (scale-out).
+//
+// Tenant-owned data is reachable only through Tx.ForTenant, which refuses an empty tenant ID
+// (ErrNoTenant), and every query under it filters on tenant_id: a bug in a handler cannot
+// read across tenants (rule 3; attacked by storetest's TenantIsolation cases and by
+// TestAPI_CrossTenantIsNotFound). Stores never read the clock: callers pass timestamps.
+//
+// A Store is safe for concurrent use; a Tx belongs to the one goroutine running the function
+// given to InTx and must not be kept after it returns.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/moat-iot/moat/internal/audit"
+	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// Errors callers branch on with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the write would break a uniqueness rule (a duplicate name in its scope).
+	ErrConflict = errors.New("conflict")
+	// ErrStale: an optimistic write named a version that is no longer current.
+	ErrStale = errors.New("stale version")
+	// ErrNoTenant: tenant-scoped access without a tenant.
+	ErrNoTenant = errors.New("no tenant")
+	// ErrInUse: a delete would leave dependants behind.
+	ErrInUse = errors.New("in use")
+)
+
+// Store is an open database.
+type Store interface {
+	// InTx runs fn in one transaction: committed when fn returns nil, rolled back otherwise.
+	InTx(ctx context.Context, fn func(Tx) error) error
+	// Ping checks that the database answers (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// Tx is one transaction.
+type Tx interface {
+	Tenants() Tenants
+	Users() Users
+	Tokens() Tokens
+	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
+	ForTenant(id tenant.ID) (TenantTx, error)
+}
+
+// TenantTx reaches the data of one tenant.
+type TenantTx interface {
+	ID() tenant.ID
+	Products() Products
+	Groups() Groups
+	Members() Members
+	Audit() AuditLog
+}
+
+// Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
+type Page struct {
+	After string
+	Limit int
+}
+
+// Tenants is the platform-level tenant registry.
+type Tenants interface {
+	Create(ctx context.Context, t tenant.Tenant) error
+	Get(ctx context.Context, id tenant.ID) (tenant.Tenant, error)
+	// GetByName finds a tenant by name, case-insensitively.
+	GetByName(ctx context.Context, name string) (tenant.Tenant, error)
+	// List returns every tenant (for platform operators).
+	List(ctx context.Context, p Page) ([]tenant.Tenant, error)
+	// ListForUser returns the tenants in which the user holds a role.
+	ListForUser(ctx context.Context, user auth.UserID, p Page) ([]tenant.Tenant, error)
+}
+
+// Users holds users and their roles.
+type Users interface {
+	Create(ctx context.Context, u auth.User) error
+	Get(ctx context.Context, id auth.UserID) (auth.User, error)
+	// CountOperators counts platform operators (bootstrap runs when there is none).
+	CountOperators(ctx context.Context) (int, error)
+	// Roles returns the user's role in every tenant where it has one.
+	Roles(ctx context.Context, id auth.UserID) (map[tenant.ID]auth.Role, error)
+}
+
+// Tokens holds API token records (hashes, never secrets).
+type Tokens interface {
+	Create(ctx context.Context, t auth.Token) error
+	Get(ctx context.Context, id auth.TokenID) (auth.Token, error)
+	ListForUser(ctx context.Context, user auth.UserID, p Page) ([]auth.Token, error)
+	// Revoke marks the user's token revoked at the given time; ErrNotFound when the user
+	// has no such token. Revoking twice keeps the first time.
+	Revoke(ctx context.Context, user auth.UserID, id auth.TokenID, at time.Time) (auth.Token, error)
+}
+
+// Products holds one tenant's products.
+type Products interface {
+	Create(ctx context.Context, p product.Product) error
+	Get(ctx context.Context, id product.ID) (product.Product, error)
+	// GetByName finds a product by name, case-insensitively.
+	GetByName(ctx context.Context, name string) (product.Product, error)
+	List(ctx context.Context, p Page) ([]product.Product, error)
+	// Update writes p when the stored version is p.Version-1 (ErrStale otherwise).
+	Update(ctx context.Context, p product.Product) error
+	// Delete removes the product and its device groups; version 0 skips the version check.
+	Delete(ctx context.Context, id product.ID, version int64) error
+}
+
+// Groups holds one tenant's device groups.
+type Groups interface {
+	Create(ctx context.Context, g product.Group) error
+	Get(ctx context.Context, pid product.ID, id product.GroupID) (product.Group, error)
+	// GetByName finds a product's group by name, case-insensitively.
+	GetByName(ctx context.Context, pid product.ID, name string) (product.Group, error)
+	List(ctx context.Context, pid product.ID, p Page) ([]product.Group, error)
+	// Update writes g when the stored version is g.Version-1 (ErrStale otherwise).
+	Update(ctx context.Context, g product.Group) error
+	// Delete removes the group; version 0 skips the version check.
+	Delete(ctx context.Context, pid product.ID, id product.GroupID, version int64) error
+}
+
+// Members holds one tenant's role assignments.
+type Members interface {
+	// Put grants the user the role, replacing any earlier role in this tenant.
+	Put(ctx context.Context, user auth.UserID, role auth.Role, at time.Time) error
+	Get(ctx context.Context, user auth.UserID) (auth.Member, error)
+	List(ctx context.Context, p Page) ([]auth.Member, error)
+	Delete(ctx context.Context, user auth.UserID) error
+	// CountRole counts the users holding the role (the last administrator cannot leave).
+	CountRole(ctx context.Context, role auth.Role) (int, error)
+}
+
+// AuditLog holds one tenant's audit events, append-only.
+type AuditLog interface {
+	Append(ctx context.Context, e audit.Event) error
+	List(ctx context.Context, p Page) ([]audit.Event, error)
+}
