@@ -1,0 +1,258 @@
+package mgmt
+
+import (
+	"fmt"
+	"net/http"
+	"reflect"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/problem"
+	"github.com/moat-iot/moat/internal/product"
+)
+
+// The OpenAPI document is generated from the route table and the Go types of the bodies, so
+// it cannot drift from the code (STYLE principle 5); TestOpenAPI_MatchesRoutes checks it with
+// an independent OpenAPI implementation and validates real responses against it.
+
+// APIVersion is the version of the management API in the OpenAPI document.
+const APIVersion = "1.0.0"
+
+// enums lists the allowed values of string types.
+var enums = map[reflect.Type][]string{
+	reflect.TypeFor[auth.Role]():            {string(auth.Reader), string(auth.Contributor), string(auth.Administrator)},
+	reflect.TypeFor[product.OSFeed]():       {string(product.Retail), string(product.RetailEval)},
+	reflect.TypeFor[product.UpdatePolicy](): {string(product.UpdateAll), string(product.UpdateOSOnly)},
+}
+
+// schemaNames overrides the generated component name of a type.
+var schemaNames = map[reflect.Type]string{
+	reflect.TypeFor[product.Group]():       "DeviceGroup",
+	reflect.TypeFor[product.GroupCreate](): "DeviceGroupCreate",
+	reflect.TypeFor[product.GroupUpdate](): "DeviceGroupUpdate",
+	reflect.TypeFor[problem.Body]():        "Problem",
+	reflect.TypeFor[auth.Token]():          "Token",
+	reflect.TypeFor[auth.User]():           "User",
+	reflect.TypeFor[auth.Member]():         "Member",
+}
+
+// schemaName is the component name of a named struct type: the type name, prefixed with its
+// package name unless it already starts with it (product.Create -> ProductCreate).
+func schemaName(t reflect.Type) string {
+	if n, ok := schemaNames[t]; ok {
+		return n
+	}
+	pkg := t.PkgPath()
+	pkg = pkg[strings.LastIndex(pkg, "/")+1:]
+	if pkg == "mgmt" || strings.HasPrefix(strings.ToLower(t.Name()), pkg) {
+		return t.Name()
+	}
+	return strings.ToUpper(pkg[:1]) + pkg[1:] + t.Name()
+}
+
+type obj = map[string]any
+
+type schemas struct {
+	components obj
+}
+
+func (s *schemas) ref(t reflect.Type) obj {
+	name := schemaName(t)
+	if _, ok := s.components[name]; !ok {
+		s.components[name] = obj{} // placeholder against recursion
+		s.components[name] = s.structSchema(t)
+	}
+	return obj{"$ref": "#/components/schemas/" + name}
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+func (s *schemas) schema(t reflect.Type) obj {
+	if t == timeType {
+		return obj{"type": "string", "format": "date-time"}
+	}
+	if vals, ok := enums[t]; ok {
+		return obj{"type": "string", "enum": vals}
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return s.schema(t.Elem())
+	case reflect.String:
+		return obj{"type": "string"}
+	case reflect.Bool:
+		return obj{"type": "boolean"}
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		return obj{"type": "integer", "format": "int64"}
+	case reflect.Slice:
+		return obj{"type": "array", "items": s.schema(t.Elem())}
+	case reflect.Struct:
+		return s.ref(t)
+	}
+	panic(fmt.Sprintf("mgmt: no OpenAPI schema for %v", t)) // a new body type needs a case here; TestOpenAPI catches it
+}
+
+func (s *schemas) structSchema(t reflect.Type) obj {
+	props := obj{}
+	var required []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		if tag == "-" || !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "" {
+			name = f.Name
+		}
+		p := s.schema(f.Type)
+		if f.Type.Kind() == reflect.String && (name == "name") {
+			p = obj{"type": "string", "minLength": 1, "maxLength": ident.MaxNameChars}
+		}
+		props[name] = p
+		if !strings.Contains(opts, "omitempty") {
+			required = append(required, name)
+		}
+	}
+	out := obj{"type": "object", "properties": props, "additionalProperties": false}
+	if len(required) > 0 {
+		out["required"] = required
+	}
+	return out
+}
+
+var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
+
+var paramDescriptions = map[string]string{
+	"tenant":  "Tenant ID (tnt_...).",
+	"product": "Product ID (prd_...).",
+	"group":   "Device group ID (grp_...).",
+	"user":    "User ID (usr_...).",
+	"token":   "Token ID (tok_...).",
+}
+
+// OpenAPI builds the OpenAPI 3.0 document of the management API.
+func OpenAPI() map[string]any {
+	s := &schemas{components: obj{}}
+	problemRef := s.ref(reflect.TypeFor[problem.Body]())
+	problemResponse := func(desc string) obj {
+		return obj{"description": desc, "content": obj{problem.ContentType: obj{"schema": problemRef}}}
+	}
+	paths := obj{}
+	for _, rt := range Routes() {
+		op := obj{
+			"operationId": rt.OperationID,
+			"summary":     rt.Summary,
+			"tags":        []string{tagOf(rt.Pattern)},
+		}
+		var params []any
+		for _, m := range pathParam.FindAllStringSubmatch(rt.Pattern, -1) {
+			params = append(params, obj{"name": m[1], "in": "path", "required": true,
+				"description": paramDescriptions[m[1]], "schema": obj{"type": "string"}})
+		}
+		if rt.List {
+			params = append(params,
+				obj{"name": "limit", "in": "query", "required": false, "description": "Page size, 1 to 1000 (default 100).",
+					"schema": obj{"type": "integer", "minimum": 1, "maximum": MaxPageSize, "default": DefaultPageSize}},
+				obj{"name": "page_token", "in": "query", "required": false, "description": "next_page_token of the previous page.",
+					"schema": obj{"type": "string"}})
+			for _, f := range rt.Filters {
+				params = append(params, obj{"name": f, "in": "query", "required": false,
+					"description": "Only the object with this " + f + " (case-insensitive).", "schema": obj{"type": "string"}})
+			}
+		}
+		if rt.IfMatch != "" {
+			params = append(params, obj{"name": "If-Match", "in": "header", "required": rt.IfMatch == "required",
+				"description": "ETag of the version the change is based on.", "schema": obj{"type": "string"}})
+		}
+		if len(params) > 0 {
+			op["parameters"] = params
+		}
+		if rt.Request != nil {
+			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.schema(rt.Request)}}}
+		}
+		responses := obj{}
+		success := obj{"description": http.StatusText(rt.Status)}
+		if rt.Response != nil {
+			var body obj
+			if rt.List {
+				body = obj{"type": "object", "additionalProperties": false, "required": []string{"items"},
+					"properties": obj{
+						"items":           obj{"type": "array", "items": s.schema(rt.Response)},
+						"next_page_token": obj{"type": "string"},
+					}}
+			} else {
+				body = s.schema(rt.Response)
+			}
+			success["content"] = obj{"application/json": obj{"schema": body}}
+		}
+		responses[fmt.Sprint(rt.Status)] = success
+		responses["400"] = problemResponse("The request is malformed or invalid; field names the offending field.")
+		if rt.Auth != AuthNone {
+			responses["401"] = problemResponse("No valid bearer token.")
+			op["security"] = []any{obj{"bearerAuth": []string{}}}
+		}
+		if rt.Auth == AuthOperator || rt.Auth == AuthTenant {
+			responses["403"] = problemResponse("The caller's role does not allow this.")
+		}
+		if pathParam.MatchString(rt.Pattern) {
+			responses["404"] = problemResponse("No such object visible to the caller (another tenant's objects are never visible).")
+		}
+		if rt.Method == http.MethodPost || rt.Method == http.MethodPatch || rt.Method == http.MethodPut || rt.Method == http.MethodDelete {
+			responses["409"] = problemResponse("The change conflicts with the current state (a duplicate name, the last Administrator).")
+		}
+		if rt.Request != nil {
+			responses["413"] = problemResponse("The body is too large.")
+			responses["415"] = problemResponse("The body is not application/json.")
+		}
+		if rt.IfMatch != "" {
+			responses["412"] = problemResponse("If-Match does not name the current version.")
+		}
+		if rt.IfMatch == "required" {
+			responses["428"] = problemResponse("If-Match is missing.")
+		}
+		responses["500"] = problemResponse("The server failed; the request ID in X-Request-Id identifies it in the logs.")
+		op["responses"] = responses
+
+		path, ok := paths[rt.Pattern].(obj)
+		if !ok {
+			path = obj{}
+			paths[rt.Pattern] = path
+		}
+		path[strings.ToLower(rt.Method)] = op
+	}
+	paths["/api/v1/openapi.json"] = obj{"get": obj{
+		"operationId": "getOpenAPI", "summary": "This document", "tags": []string{"meta"},
+		"responses": obj{"200": obj{"description": "The OpenAPI document", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}},
+	}}
+	return obj{
+		"openapi": "3.0.3",
+		"info": obj{
+			"title":       "moat management API",
+			"version":     APIVersion,
+			"description": "Tenants, products, device groups, members, tokens and the audit log of a moat security service. Errors are RFC 9457 problem details.",
+			"license":     obj{"name": "Apache-2.0"},
+		},
+		"servers": []any{obj{"url": "/"}},
+		"paths":   paths,
+		"components": obj{
+			"schemas": s.components,
+			"securitySchemes": obj{"bearerAuth": obj{
+				"type": "http", "scheme": "bearer",
+				"description": "An API token (moat_tok_...) from moat server's first start, createMember or createToken.",
+			}},
+		},
+	}
+}
+
+func tagOf(pattern string) string {
+	parts := strings.Split(strings.TrimPrefix(pattern, "/api/v1/"), "/")
+	// The last literal segment names the resource.
+	for i := len(parts) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(parts[i], "{") {
+			return parts[i]
+		}
+	}
+	return "meta"
+}

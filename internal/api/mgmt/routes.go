@@ -1,0 +1,148 @@
+package mgmt
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+
+	"github.com/moat-iot/moat/internal/audit"
+	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// AuthRule is who may call a route. The zero value is invalid, so a route that forgets its
+// rule is refused at start-up (default deny).
+type AuthRule int
+
+const (
+	authUnset AuthRule = iota
+	// AuthNone: no authentication (health, the OpenAPI document).
+	AuthNone
+	// AuthAny: any authenticated principal, acting on itself.
+	AuthAny
+	// AuthOperator: platform operators only.
+	AuthOperator
+	// AuthTenant: a principal with at least MinRole in the path's {tenant}.
+	AuthTenant
+)
+
+// Route is one entry of the route table.
+type Route struct {
+	Method  string
+	Pattern string
+	// OperationID names the operation in the OpenAPI document and the client.
+	OperationID string
+	Summary     string
+	Auth        AuthRule
+	MinRole     auth.Role // for AuthTenant
+	// Request is the body type, nil for none.
+	Request reflect.Type
+	// Response is the success body type (the item type for lists), nil for none.
+	Response reflect.Type
+	List     bool
+	Status   int
+	// Filters are the list's query filters besides limit and page_token.
+	Filters []string
+	// IfMatch: "required" (428 without it), "optional", or "".
+	IfMatch string
+	Handler func(*API, *call) (any, error)
+}
+
+func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
+
+// Routes returns the route table: the only place a management route is declared.
+func Routes() []Route {
+	const (
+		tenantPath  = "/api/v1/tenants/{tenant}"
+		productPath = tenantPath + "/products/{product}"
+		groupPath   = productPath + "/device-groups/{group}"
+	)
+	return []Route{
+		{Method: "GET", Pattern: "/api/v1/me", OperationID: "getMe", Summary: "Show the calling user, its token and its roles",
+			Auth: AuthAny, Response: typeOf[Me](), Status: 200, Handler: (*API).getMe},
+
+		{Method: "GET", Pattern: "/api/v1/tokens", OperationID: "listTokens", Summary: "List the calling user's API tokens",
+			Auth: AuthAny, Response: typeOf[auth.Token](), List: true, Status: 200, Handler: (*API).listTokens},
+		{Method: "POST", Pattern: "/api/v1/tokens", OperationID: "createToken", Summary: "Create an API token for the calling user; the secret is shown once",
+			Auth: AuthAny, Request: typeOf[TokenCreate](), Response: typeOf[TokenCreated](), Status: 201, Handler: (*API).createToken},
+		{Method: "DELETE", Pattern: "/api/v1/tokens/{token}", OperationID: "revokeToken", Summary: "Revoke one of the calling user's API tokens",
+			Auth: AuthAny, Response: typeOf[auth.Token](), Status: 200, Handler: (*API).revokeToken},
+
+		{Method: "GET", Pattern: "/api/v1/tenants", OperationID: "listTenants", Summary: "List the tenants the caller may see (all of them for a platform operator)",
+			Auth: AuthAny, Response: typeOf[tenant.Tenant](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listTenants},
+		{Method: "POST", Pattern: "/api/v1/tenants", OperationID: "createTenant", Summary: "Create a tenant; its creator becomes its Administrator",
+			Auth: AuthOperator, Request: typeOf[tenant.Create](), Response: typeOf[tenant.Tenant](), Status: 201, Handler: (*API).createTenant},
+		{Method: "GET", Pattern: tenantPath, OperationID: "getTenant", Summary: "Show a tenant",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[tenant.Tenant](), Status: 200, Handler: (*API).getTenant},
+
+		{Method: "GET", Pattern: tenantPath + "/members", OperationID: "listMembers", Summary: "List the tenant's users and their roles",
+			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[auth.Member](), List: true, Status: 200, Handler: (*API).listMembers},
+		{Method: "POST", Pattern: tenantPath + "/members", OperationID: "createMember", Summary: "Create a user with a role in the tenant and its first API token (shown once)",
+			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[MemberCreate](), Response: typeOf[MemberCreated](), Status: 201, Handler: (*API).createMember},
+		{Method: "PUT", Pattern: tenantPath + "/members/{user}", OperationID: "putMember", Summary: "Grant an existing user a role in the tenant, or change it",
+			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[MemberPut](), Response: typeOf[auth.Member](), Status: 200, Handler: (*API).putMember},
+		{Method: "DELETE", Pattern: tenantPath + "/members/{user}", OperationID: "deleteMember", Summary: "Remove a user's role in the tenant",
+			Auth: AuthTenant, MinRole: auth.Administrator, Status: 204, Handler: (*API).deleteMember},
+
+		{Method: "GET", Pattern: tenantPath + "/audit-events", OperationID: "listAuditEvents", Summary: "List the tenant's audit log, oldest first",
+			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[audit.Event](), List: true, Status: 200, Handler: (*API).listAudit},
+
+		{Method: "GET", Pattern: tenantPath + "/products", OperationID: "listProducts", Summary: "List the tenant's products",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listProducts},
+		{Method: "POST", Pattern: tenantPath + "/products", OperationID: "createProduct", Summary: "Create a product with its five default device groups",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[product.Create](), Response: typeOf[product.Product](), Status: 201, Handler: (*API).createProduct},
+		{Method: "GET", Pattern: productPath, OperationID: "getProduct", Summary: "Show a product",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), Status: 200, Handler: (*API).getProduct},
+		{Method: "PATCH", Pattern: productPath, OperationID: "updateProduct", Summary: "Change a product's name or description (If-Match required)",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[product.Update](), Response: typeOf[product.Product](), Status: 200, IfMatch: "required", Handler: (*API).updateProduct},
+		{Method: "DELETE", Pattern: productPath, OperationID: "deleteProduct", Summary: "Delete a product and its device groups",
+			Auth: AuthTenant, MinRole: auth.Contributor, Status: 204, IfMatch: "optional", Handler: (*API).deleteProduct},
+
+		{Method: "GET", Pattern: productPath + "/device-groups", OperationID: "listDeviceGroups", Summary: "List a product's device groups",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Group](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listGroups},
+		{Method: "POST", Pattern: productPath + "/device-groups", OperationID: "createDeviceGroup", Summary: "Create a device group in a product",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[product.GroupCreate](), Response: typeOf[product.Group](), Status: 201, Handler: (*API).createGroup},
+		{Method: "GET", Pattern: groupPath, OperationID: "getDeviceGroup", Summary: "Show a device group",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Group](), Status: 200, Handler: (*API).getGroup},
+		{Method: "PATCH", Pattern: groupPath, OperationID: "updateDeviceGroup", Summary: "Change a device group (If-Match required)",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[product.GroupUpdate](), Response: typeOf[product.Group](), Status: 200, IfMatch: "required", Handler: (*API).updateGroup},
+		{Method: "DELETE", Pattern: groupPath, OperationID: "deleteDeviceGroup", Summary: "Delete a device group",
+			Auth: AuthTenant, MinRole: auth.Contributor, Status: 204, IfMatch: "optional", Handler: (*API).deleteGroup},
+	}
+}
+
+// checkRoutes refuses a table with a route that lacks an authorization rule, a handler, an
+// operation ID or a tenant in the path of a tenant-scoped route.
+func checkRoutes(rs []Route) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, rt := range rs {
+		name := rt.Method + " " + rt.Pattern
+		if seen[name] {
+			errs = append(errs, fmt.Errorf("route %s: declared twice", name))
+		}
+		seen[name] = true
+		if rt.Handler == nil || rt.OperationID == "" || rt.Status == 0 {
+			errs = append(errs, fmt.Errorf("route %s: needs Handler, OperationID and Status", name))
+		}
+		switch rt.Auth {
+		case AuthNone, AuthAny, AuthOperator:
+		case AuthTenant:
+			if !rt.MinRole.Valid() {
+				errs = append(errs, fmt.Errorf("route %s: tenant route without MinRole", name))
+			}
+			if !strings.Contains(rt.Pattern, "{tenant}") {
+				errs = append(errs, fmt.Errorf("route %s: tenant route without {tenant} in its path", name))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
+		}
+		if rt.Method != http.MethodGet && rt.Auth == AuthNone {
+			errs = append(errs, fmt.Errorf("route %s: a write without authentication", name))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is everything `moat server` is built from. DefaultConfig alone runs the server on
+// embedded defaults (SQLite and a local CA under ./moat-data).
+type Config struct {
+	// Addr is the HTTPS listen address.
+	Addr string `json:"addr"`
+	// DataDir holds the SQLite database and the local TLS CA.
+	DataDir string `json:"data_dir"`
+	// Database is empty (SQLite in DataDir), a SQLite file path, or a postgres:// URL.
+	// It may hold a password: give it by MOAT_DATABASE rather than a flag.
+	Database string `json:"database"`
+	// TLSCert and TLSKey replace the local CA with an operator's certificate (PEM files).
+	TLSCert string `json:"tls_cert"`
+	TLSKey  string `json:"tls_key"`
+	// LogLevel is debug, info, warn or error; LogFormat is text or json.
+	LogLevel  string `json:"log_level"`
+	LogFormat string `json:"log_format"`
+	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
+	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8443",
+		DataDir:         "./moat-data",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// Validate reports every problem with the configuration, each with its field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("addr", "must be host:port, got %q", c.Addr)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must not be empty")
+	}
+	if strings.Contains(c.Database, "://") && !strings.HasPrefix(c.Database, "postgres://") &&
+		!strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite://") {
+		bad("database", "must be a SQLite file path, sqlite://PATH or postgres://...")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		bad("tls_cert", "tls_cert and tls_key must be given together")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "must be text or json, got %q", c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) databaseKind() string {
+	if strings.HasPrefix(c.Database, "postgres") {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// Redacted returns the config with secrets (a database password) masked, for printing.
+func (c Config) Redacted() Config {
+	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+			c.Database = u.String()
+		}
+	}
+	if strings.Contains(c.Database, "password=") {
+		fields := strings.Fields(c.Database)
+		for i, f := range fields {
+			if strings.HasPrefix(f, "password=") {
+				fields[i] = "password=REDACTED"
+			}
+		}
+		c.Database = strings.Join(fields, " ")
+	}
+	return c
+}
