@@ -1,0 +1,163 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/moat-iot/moat/internal/server"
+)
+
+// serverFlags registers the server's configuration in one place: each field has one flag,
+// one MOAT_* variable (by ff's env prefix) and one key in a --config file.
+func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTPS listen address (MOAT_ADDR)")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory: SQLite database and local TLS CA (MOAT_DATA)")
+	fs.StringVar(&cfg.Database, "database", cfg.Database, "database: empty for SQLite in --data, or postgres://...; prefer MOAT_DATABASE when it holds a password")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate chain to serve instead of the local CA's (MOAT_TLS_CERT)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key for --tls-cert (MOAT_TLS_KEY)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (MOAT_LOG_LEVEL)")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (MOAT_LOG_FORMAT)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
+}
+
+func newServerCmd(env *Env) *ffcli.Command {
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("moat server", flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	serverFlags(fs, &cfg)
+	fs.String("config", "", "JSON config file (keys as the flag names, plus \"version\": 1)")
+	check := fs.Bool("check-config", false, "print the effective configuration (secrets redacted) and exit")
+	return &ffcli.Command{
+		Name:       "server",
+		ShortUsage: "moat server [flags]",
+		ShortHelp:  "Run the security service (HTTPS management API, health and metrics).",
+		LongHelp: `Runs the security service. On first start with an empty data directory it creates
+its TLS certificate (a local CA in DATA/tls, unless --tls-cert/--tls-key are given), its SQLite
+database, and prints a platform-operator token once. With --database postgres://... state
+lives in PostgreSQL, so several servers can share it.
+
+Configuration: defaults < --config file < MOAT_* environment < flags.
+Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /healthz, /readyz,
+/metrics (Prometheus). SIGINT or SIGTERM shuts down gracefully.
+
+EXAMPLES
+  moat server
+  moat server --data /var/lib/moat --addr 0.0.0.0:8443
+  MOAT_DATABASE=postgres://moat:secret@db/moat moat server
+  moat server --config /etc/moat/server.json --check-config`,
+		FlagSet: fs,
+		Options: []ff.Option{
+			ff.WithEnvVarPrefix("MOAT"),
+			ff.WithConfigFileFlag("config"),
+			ff.WithConfigFileParser(StrictJSONConfig),
+		},
+		Exec: func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usagef("moat server takes no arguments, got %q", args[0])
+			}
+			if err := cfg.Validate(); err != nil {
+				return usagef("invalid configuration:\n%v", err)
+			}
+			if *check {
+				enc := json.NewEncoder(env.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(cfg.Redacted())
+			}
+			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
+			s, err := server.Open(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "moat server: %s\n", s.URL)
+			fmt.Fprintf(env.Stdout, "TLS CA: %s (SHA-256 %s)\n", filepath.Join(cfg.DataDir, "tls", "ca.pem"), server.Fingerprint(s.CAPEM))
+			if s.BootstrapToken != "" {
+				fmt.Fprintf(env.Stdout, "\nPlatform-operator token (shown once, keep it safe):\n  %s\n\n", s.BootstrapToken)
+				fmt.Fprintf(env.Stdout, "Log in with:\n  moat login --server %s --ca-cert %s --token -\n\n",
+					s.URL, filepath.Join(cfg.DataDir, "tls", "ca.pem"))
+			}
+			return s.Serve(ctx)
+		},
+	}
+}
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated by Config.Validate
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// ConfigVersion is the only config file version this build reads.
+const ConfigVersion = 1
+
+// StrictJSONConfig parses a config file for ff: one JSON object whose keys are flag names,
+// with "version": 1 required; unknown keys (ff refuses undefined flags), trailing data and a
+// missing or other version are errors.
+func StrictJSONConfig(r io.Reader, set func(name, value string) error) error {
+	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("config file: trailing data after the JSON object")
+	}
+	v, ok := m["version"]
+	if !ok {
+		return errors.New("config file: \"version\" is required (use 1)")
+	}
+	if n, ok := v.(json.Number); !ok || n.String() != fmt.Sprint(ConfigVersion) {
+		return fmt.Errorf("config file: version %v is not supported (use %d)", v, ConfigVersion)
+	}
+	delete(m, "version")
+	var errs []error
+	for k, val := range m {
+		var s string
+		switch x := val.(type) {
+		case string:
+			s = x
+		case json.Number:
+			s = x.String()
+		case bool:
+			s = fmt.Sprint(x)
+		default:
+			errs = append(errs, fmt.Errorf("config file: %q must be a string, number or boolean", k))
+			continue
+		}
+		if err := set(k, s); err != nil {
+			errs = append(errs, fmt.Errorf("config file: key %q: %w", k, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readSecret reads a secret given as "-" (stdin) or a value, trimming white space.
+func readSecret(env *Env, v string) (string, error) {
+	if v != "-" {
+		return v, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(env.Stdin, 4096))
+	if err != nil {
+		return "", fmt.Errorf("read secret from standard input: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
