@@ -7,10 +7,12 @@
 package ident
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -18,12 +20,40 @@ import (
 	"github.com/moat-iot/moat/internal/problem"
 )
 
+// monotonic keeps identifiers made by this process strictly increasing, even within one
+// millisecond or when the clock steps back: the later of two objects sorts later.
+var monotonic struct {
+	sync.Mutex
+	last [16]byte
+}
+
 // New returns a fresh identifier such as "prd_0193f1c2a4b57d0e9c1f2a3b4c5d6e7f".
 func New(prefix string, now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:]) // crypto/rand.Read never fails (Go 1.24+)
+	monotonic.Lock()
+	if bytes.Compare(b[:6], monotonic.last[:6]) <= 0 {
+		// Same or earlier millisecond: continue from the last ID, plus a random step so
+		// that IDs stay unguessable.
+		b = monotonic.last
+		var step [2]byte
+		rand.Read(step[:])
+		increment(&b, uint64(binary.BigEndian.Uint16(step[:]))+1)
+	}
+	monotonic.last = b
+	monotonic.Unlock()
 	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+// increment adds n to the 80-bit random part of b (big-endian), carrying into the time part
+// only on overflow, which keeps the order.
+func increment(b *[16]byte, n uint64) {
+	for i := 15; i >= 0 && n > 0; i-- {
+		sum := uint64(b[i]) + n&0xff
+		b[i] = byte(sum)
+		n = n>>8 + sum>>8
+	}
 }
 
 // Valid reports whether s has the shape of an identifier with the given prefix.

@@ -316,12 +316,10 @@ func (a *API) putMember(c *call) (any, error) {
 	}
 	req := c.body.(MemberPut)
 	var m auth.Member
-	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
-		if _, err := tx.Users().Get(c.ctx, auth.UserID(id)); err != nil {
-			return err
-		}
-		tt, err := tx.ForTenant(c.tenant)
-		if err != nil {
+	err = a.inTenant(c, func(tt store.TenantTx) error {
+		// Only members of this tenant: granting a role to another tenant's user by ID would
+		// reveal that user's name across tenants (rule 3).
+		if _, err := tt.Members().Get(c.ctx, auth.UserID(id)); err != nil {
 			return err
 		}
 		if err := a.keepAnAdministrator(c, tt, auth.UserID(id), req.Role); err != nil {
@@ -330,6 +328,7 @@ func (a *API) putMember(c *call) (any, error) {
 		if err := tt.Members().Put(c.ctx, auth.UserID(id), req.Role, c.now); err != nil {
 			return err
 		}
+		var err error
 		if m, err = tt.Members().Get(c.ctx, auth.UserID(id)); err != nil {
 			return err
 		}

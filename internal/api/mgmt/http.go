@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -29,8 +30,12 @@ const (
 
 // page reads limit and page_token. The token is the opaque encoding of the last ID seen.
 func (c *call) page() (store.Page, error) {
-	q := c.r.URL.Query()
+	q, err := url.ParseQuery(c.r.URL.RawQuery)
 	p := store.Page{Limit: DefaultPageSize}
+	if err != nil {
+		return p, &problem.Error{Kind: problem.Invalid, Code: "invalid_query", Field: "query",
+			Detail: "the query string is malformed"}
+	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxPageSize {

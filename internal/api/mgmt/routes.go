@@ -82,7 +82,7 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[auth.Member](), List: true, Status: 200, Handler: (*API).listMembers},
 		{Method: "POST", Pattern: tenantPath + "/members", OperationID: "createMember", Summary: "Create a user with a role in the tenant and its first API token (shown once)",
 			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[MemberCreate](), Response: typeOf[MemberCreated](), Status: 201, Handler: (*API).createMember},
-		{Method: "PUT", Pattern: tenantPath + "/members/{user}", OperationID: "putMember", Summary: "Grant an existing user a role in the tenant, or change it",
+		{Method: "PUT", Pattern: tenantPath + "/members/{user}", OperationID: "putMember", Summary: "Change a member's role in the tenant",
 			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[MemberPut](), Response: typeOf[auth.Member](), Status: 200, Handler: (*API).putMember},
 		{Method: "DELETE", Pattern: tenantPath + "/members/{user}", OperationID: "deleteMember", Summary: "Remove a user's role in the tenant",
 			Auth: AuthTenant, MinRole: auth.Administrator, Status: 204, Handler: (*API).deleteMember},
