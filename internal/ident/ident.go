@@ -78,12 +78,13 @@ const (
 )
 
 // CheckName records a problem when s is not an acceptable object name: non-empty, valid
-// UTF-8, at most MaxNameChars characters, no control characters, no leading or trailing space.
+// UTF-8 (U+FFFD counts as invalid: encoding/json substitutes it for invalid escapes such as
+// lone surrogates, which would otherwise slip through), at most MaxNameChars characters, no control characters, no leading or trailing space.
 func CheckName(v *problem.Validation, field, s string) {
 	switch {
 	case s == "":
 		v.Add(field, "name_required", "%s must not be empty", field)
-	case !utf8.ValidString(s):
+	case !utf8.ValidString(s) || strings.ContainsRune(s, utf8.RuneError):
 		v.Add(field, "invalid_utf8", "%s is not valid UTF-8", field)
 	case utf8.RuneCountInString(s) > MaxNameChars:
 		v.Add(field, "name_too_long", "%s must be at most %d characters", field, MaxNameChars)
@@ -99,7 +100,7 @@ func CheckName(v *problem.Validation, field, s string) {
 // and tab. Empty is allowed.
 func CheckDescription(v *problem.Validation, field, s string) {
 	switch {
-	case !utf8.ValidString(s):
+	case !utf8.ValidString(s) || strings.ContainsRune(s, utf8.RuneError):
 		v.Add(field, "invalid_utf8", "%s is not valid UTF-8", field)
 	case utf8.RuneCountInString(s) > MaxDescriptionChars:
 		v.Add(field, "description_too_long", "%s must be at most %d characters", field, MaxDescriptionChars)
