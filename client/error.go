@@ -1,0 +1,91 @@
+package client
+
+import (
+	"encoding/json"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Error is a failure the server reported: an RFC 9457 problem document, or for a response
+// that is not one (a proxy's error page, say) just its status.
+type Error struct {
+	// Status is the HTTP status code.
+	Status int
+	// Type is the problem type URI, e.g. urn:moat:problem:name_taken.
+	Type  string
+	Title string
+	// Code is stable and snake_case (name_taken, etag_mismatch, unauthenticated, ...):
+	// branch on it, never on Detail. Empty when the body was not a problem document.
+	Code string
+	// Detail is a human-readable explanation that is safe to show.
+	Detail string
+	// Field names the offending request field, if any.
+	Field string
+	// Errors lists every invalid field when the server found several.
+	Errors []FieldError
+	// Instance is the request path the problem is about.
+	Instance string
+	// RequestID is the server's ID for the request (X-Request-Id), for its logs.
+	RequestID string
+}
+
+// FieldError names one invalid field.
+type FieldError struct {
+	Field  string `json:"field"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+}
+
+// Error reads like "name_taken: another product in the same scope already has this name
+// (field name)".
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.Code != "" {
+		b.WriteString(e.Code)
+	} else {
+		b.WriteString("HTTP " + strconv.Itoa(e.Status))
+		if t := http.StatusText(e.Status); t != "" {
+			b.WriteString(" " + t)
+		}
+	}
+	if e.Detail != "" {
+		b.WriteString(": " + e.Detail)
+	}
+	if e.Field != "" {
+		b.WriteString(" (field " + e.Field + ")")
+	}
+	return b.String()
+}
+
+// problemBody is the RFC 9457 document with moat's extension members.
+type problemBody struct {
+	Type     string       `json:"type"`
+	Title    string       `json:"title"`
+	Status   int          `json:"status"`
+	Detail   string       `json:"detail"`
+	Instance string       `json:"instance"`
+	Code     string       `json:"code"`
+	Field    string       `json:"field"`
+	Errors   []FieldError `json:"errors"`
+}
+
+// decodeError turns an unsuccessful response into an *Error. The HTTP status always wins
+// over a status in the body.
+func decodeError(resp *http.Response, data []byte) *Error {
+	e := &Error{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode), RequestID: resp.Header.Get("X-Request-Id")}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt != "application/problem+json" {
+		return e
+	}
+	var p problemBody
+	if err := json.Unmarshal(data, &p); err != nil {
+		return e
+	}
+	e.Type, e.Code, e.Detail, e.Field, e.Errors, e.Instance = p.Type, p.Code, p.Detail, p.Field, p.Errors, p.Instance
+	if p.Title != "" {
+		e.Title = p.Title
+	}
+	return e
+}
