@@ -1,0 +1,98 @@
+package sqlite_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/sqlite"
+	"github.com/moat-iot/moat/internal/store/storetest"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+func TestSQLite_Store(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, filepath.Join(t.TempDir(), "moat.db"))
+	})
+}
+
+func open(t *testing.T, path string) store.Store {
+	t.Helper()
+	s, err := sqlite.Open(t.Context(), path, time.Now)
+	if err != nil {
+		t.Fatalf("sqlite.Open(%s) = %v", path, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return s
+}
+
+// TestSQLite_OpenTwiceIsIdempotent reopens a migrated file, as every restart does: the
+// migrations must not run again, and the data must survive.
+func TestSQLite_OpenTwiceIsIdempotent(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "moat.db")
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	x := tenant.Tenant{ID: "tnt_0190000000000000000000000000000a", Name: "Contoso", CreatedAt: now, UpdatedAt: now, Version: 1}
+
+	s, err := sqlite.Open(t.Context(), path, time.Now)
+	if err != nil {
+		t.Fatalf("sqlite.Open(%s) = %v", path, err)
+	}
+	if err := s.InTx(t.Context(), func(tx store.Tx) error { return tx.Tenants().Create(t.Context(), x) }); err != nil {
+		t.Fatalf("Tenants().Create = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v", err)
+	}
+
+	s2, err := sqlite.Open(t.Context(), path, time.Now)
+	if err != nil {
+		t.Fatalf("second sqlite.Open(%s) = %v, want nil", path, err)
+	}
+	t.Cleanup(func() { s2.Close() })
+
+	type applied struct {
+		Version int
+		Name    string
+	}
+	rows, err := s2.SQL().QueryContext(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []applied
+	for rows.Next() {
+		var a applied
+		if err := rows.Scan(&a.Version, &a.Name); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []applied{{1, "0001_init.sql"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("schema_migrations after two Opens mismatch (-want +got):\n%s", d)
+	}
+
+	var gotT tenant.Tenant
+	err = s2.InTx(t.Context(), func(tx store.Tx) error {
+		var err error
+		gotT, err = tx.Tenants().Get(t.Context(), x.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Tenants().Get(%s) after reopening = %v, want nil", x.ID, err)
+	}
+	if d := cmp.Diff(x, gotT); d != "" {
+		t.Errorf("Tenants().Get(%s) after reopening mismatch (-want +got):\n%s", x.ID, d)
+	}
+}
