@@ -102,12 +102,6 @@ func (s *DB) migrate(ctx context.Context, fsys fs.FS, now func() time.Time) erro
 	if err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY,
-		name TEXT NOT NULL,
-		applied_at TIMESTAMP NOT NULL)`); err != nil {
-		return err
-	}
 	for _, m := range ms {
 		if err := s.apply(ctx, m, now); err != nil {
 			return fmt.Errorf("migration %s: %w", m.name, err)
@@ -126,6 +120,15 @@ func (s *DB) apply(ctx context.Context, m migration, now func() time.Time) error
 		if err := s.dialect.LockMigrations(ctx, tx); err != nil {
 			return err
 		}
+	}
+	// Under the lock: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe against a
+	// concurrent creator (two replicas starting at once, one failed with a unique violation
+	// on pg_type; TestPostgres_ConcurrentOpen).
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY,
+		name TEXT NOT NULL,
+		applied_at TIMESTAMP NOT NULL)`); err != nil {
+		return err
 	}
 	var n int
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&n); err != nil {

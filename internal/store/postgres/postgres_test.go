@@ -1,0 +1,106 @@
+package postgres_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/postgres"
+	"github.com/moat-iot/moat/internal/store/sqldb"
+	"github.com/moat-iot/moat/internal/store/storetest"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+func TestPostgres_Store(t *testing.T) {
+	testenv.PostgresDSN(t) // skip (or fail in CI) once, not in every case
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return open(t, testenv.FreshPostgresDatabase(t))
+	})
+}
+
+func open(t *testing.T, dsn string) *sqldb.DB {
+	t.Helper()
+	s, err := postgres.Open(t.Context(), dsn, time.Now)
+	if err != nil {
+		t.Fatalf("postgres.Open(fresh database) = %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return s
+}
+
+// TestPostgres_ConcurrentOpen starts two replicas on one empty database at once, as a
+// deployment does: both must come up, and the schema must be migrated exactly once (the
+// migrations run under an advisory lock). Repeated on several databases to give the race a
+// chance.
+func TestPostgres_ConcurrentOpen(t *testing.T) {
+	testenv.PostgresDSN(t)
+	for round := range 5 {
+		t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
+			t.Parallel()
+			dsn := testenv.FreshPostgresDatabase(t)
+			const replicas = 2
+			var (
+				wg     sync.WaitGroup
+				start  = make(chan struct{})
+				stores [replicas]*sqldb.DB
+				errs   [replicas]error
+			)
+			for i := range replicas {
+				wg.Go(func() {
+					<-start
+					stores[i], errs[i] = postgres.Open(t.Context(), dsn, time.Now)
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, s := range stores {
+				if s != nil {
+					t.Cleanup(func() { s.Close() })
+				}
+				if errs[i] != nil {
+					t.Errorf("postgres.Open by replica %d of %d at once = %v, want nil", i, replicas, errs[i])
+				}
+			}
+			if t.Failed() {
+				return
+			}
+
+			type applied struct {
+				Version int
+				Name    string
+			}
+			rows, err := stores[0].SQL().QueryContext(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var got []applied
+			for rows.Next() {
+				var a applied
+				if err := rows.Scan(&a.Version, &a.Name); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, a)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff([]applied{{1, "0001_init.sql"}}, got); d != "" {
+				t.Errorf("schema_migrations after concurrent Opens mismatch (-want +got):\n%s", d)
+			}
+			for i, s := range stores {
+				if err := s.Ping(t.Context()); err != nil {
+					t.Errorf("replica %d Ping() = %v, want nil", i, err)
+				}
+			}
+		})
+	}
+}
