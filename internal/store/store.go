@@ -40,6 +40,9 @@ var (
 type Store interface {
 	// InTx runs fn in one transaction: committed when fn returns nil, rolled back otherwise.
 	InTx(ctx context.Context, fn func(Tx) error) error
+	// InReadTx runs fn in a read-only transaction: it sees one consistent snapshot, never
+	// waits for writers, and any write in it fails. Authentication and GETs use it.
+	InReadTx(ctx context.Context, fn func(Tx) error) error
 	// Ping checks that the database answers (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -91,7 +91,7 @@ func (a *API) listTokens(c *call) (any, error) {
 		return nil, err
 	}
 	var out []auth.Token
-	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
+	err = a.store.InReadTx(c.ctx, func(tx store.Tx) error {
 		out, err = tx.Tokens().ListForUser(c.ctx, c.principal.User.ID, p)
 		return err
 	})
@@ -155,7 +155,7 @@ func (a *API) listTenants(c *call) (any, error) {
 	}
 	name := c.r.URL.Query().Get("name")
 	var out []tenant.Tenant
-	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
+	err = a.store.InReadTx(c.ctx, func(tx store.Tx) error {
 		if name != "" {
 			t, err := tx.Tenants().GetByName(c.ctx, name)
 			if errors.Is(err, store.ErrNotFound) {
@@ -215,7 +215,7 @@ func (a *API) createTenant(c *call) (any, error) {
 
 func (a *API) getTenant(c *call) (any, error) {
 	var out tenant.Tenant
-	err := a.store.InTx(c.ctx, func(tx store.Tx) error {
+	err := a.store.InReadTx(c.ctx, func(tx store.Tx) error {
 		var err error
 		out, err = tx.Tenants().Get(c.ctx, c.tenant)
 		return err
@@ -268,7 +268,7 @@ func (a *API) listMembers(c *call) (any, error) {
 		return nil, err
 	}
 	var out []auth.Member
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		out, err = tt.Members().List(c.ctx, p)
 		return err
 	})
@@ -383,7 +383,7 @@ func (a *API) listAudit(c *call) (any, error) {
 		return nil, err
 	}
 	var out []audit.Event
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		out, err = tt.Audit().List(c.ctx, p)
 		return err
 	})

@@ -235,7 +235,7 @@ func (a *API) authenticate(c *call) (*auth.Principal, error) {
 		return nil, unauth
 	}
 	var p *auth.Principal
-	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
+	err = a.store.InReadTx(c.ctx, func(tx store.Tx) error {
 		tok, err := tx.Tokens().Get(c.ctx, id)
 		if err != nil {
 			return err
@@ -402,6 +402,17 @@ func (c *call) audit(tt store.TenantTx, action, objType, objID, detail string) e
 // inTenant runs fn in a transaction scoped to the call's tenant.
 func (a *API) inTenant(c *call, fn func(store.TenantTx) error) error {
 	return a.store.InTx(c.ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(c.tenant)
+		if err != nil {
+			return err
+		}
+		return fn(tt)
+	})
+}
+
+// readTenant runs fn in a read-only transaction scoped to the call's tenant.
+func (a *API) readTenant(c *call, fn func(store.TenantTx) error) error {
+	return a.store.InReadTx(c.ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(c.tenant)
 		if err != nil {
 			return err

@@ -16,7 +16,7 @@ func (a *API) listProducts(c *call) (any, error) {
 	}
 	name := c.r.URL.Query().Get("name")
 	var out []product.Product
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		if name != "" {
 			x, err := tt.Products().GetByName(c.ctx, name)
 			if err == nil {
@@ -80,7 +80,7 @@ func (a *API) getProduct(c *call) (any, error) {
 		return nil, err
 	}
 	var out product.Product
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		out, err = tt.Products().Get(c.ctx, id)
 		return err
 	})
@@ -144,7 +144,7 @@ func (a *API) listGroups(c *call) (any, error) {
 	}
 	name := c.r.URL.Query().Get("name")
 	var out []product.Group
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		if _, err := tt.Products().Get(c.ctx, pid); err != nil {
 			return err
 		}
@@ -204,7 +204,7 @@ func (a *API) getGroup(c *call) (any, error) {
 		return nil, err
 	}
 	var out product.Group
-	err = a.inTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenant(c, func(tt store.TenantTx) error {
 		out, err = tt.Groups().Get(c.ctx, pid, gid)
 		return err
 	})

@@ -46,7 +46,7 @@ func Open(ctx context.Context, dsn string, now func() time.Time) (*sqldb.DB, err
 		db.Close()
 		return nil, err
 	}
-	s, err := sqldb.Open(ctx, db, Dialect, sub, now)
+	s, err := sqldb.Open(ctx, db, nil, Dialect, sub, now)
 	if err != nil {
 		db.Close()
 		return nil, err

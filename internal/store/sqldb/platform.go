@@ -28,12 +28,12 @@ func (s tenants) Create(ctx context.Context, x tenant.Tenant) error {
 }
 
 func (s tenants) Get(ctx context.Context, id tenant.ID) (tenant.Tenant, error) {
-	x, err := scanTenant(s.t.tx.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
+	x, err := scanTenant(s.t.queryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE id = $1`, id))
 	return x, oneRow(err)
 }
 
 func (s tenants) GetByName(ctx context.Context, name string) (tenant.Tenant, error) {
-	x, err := scanTenant(s.t.tx.QueryRowContext(ctx, `SELECT `+tenantCols+` FROM tenants WHERE name_fold = $1`, fold(name)))
+	x, err := scanTenant(s.t.queryRow(ctx, `SELECT `+tenantCols+` FROM tenants WHERE name_fold = $1`, fold(name)))
 	return x, oneRow(err)
 }
 
@@ -51,7 +51,7 @@ func (s tenants) ListForUser(ctx context.Context, user auth.UserID, p store.Page
 
 // queryList runs a list query and scans every row.
 func queryList[T any](ctx context.Context, t *tx, scan func(interface{ Scan(...any) error }) (T, error), q string, args ...any) ([]T, error) {
-	rows, err := t.tx.QueryContext(ctx, q, args...)
+	rows, err := t.query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -83,18 +83,18 @@ func (s users) Create(ctx context.Context, u auth.User) error {
 }
 
 func (s users) Get(ctx context.Context, id auth.UserID) (auth.User, error) {
-	u, err := scanUser(s.t.tx.QueryRowContext(ctx, `SELECT id, name, platform_operator, created_at FROM users WHERE id = $1`, id))
+	u, err := scanUser(s.t.queryRow(ctx, `SELECT id, name, platform_operator, created_at FROM users WHERE id = $1`, id))
 	return u, oneRow(err)
 }
 
 func (s users) CountOperators(ctx context.Context) (int, error) {
 	var n int
-	err := s.t.tx.QueryRowContext(ctx, `SELECT count(*) FROM users WHERE platform_operator = $1`, true).Scan(&n)
+	err := s.t.queryRow(ctx, `SELECT count(*) FROM users WHERE platform_operator = $1`, true).Scan(&n)
 	return n, err
 }
 
 func (s users) Roles(ctx context.Context, id auth.UserID) (map[tenant.ID]auth.Role, error) {
-	rows, err := s.t.tx.QueryContext(ctx, `SELECT tenant_id, role FROM members WHERE user_id = $1`, id)
+	rows, err := s.t.query(ctx, `SELECT tenant_id, role FROM members WHERE user_id = $1`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (s tokens) Create(ctx context.Context, k auth.Token) error {
 }
 
 func (s tokens) Get(ctx context.Context, id auth.TokenID) (auth.Token, error) {
-	k, err := scanToken(s.t.tx.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
+	k, err := scanToken(s.t.queryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1`, id))
 	return k, oneRow(err)
 }
 
@@ -148,6 +148,6 @@ func (s tokens) Revoke(ctx context.Context, user auth.UserID, id auth.TokenID, a
 	if _, err := r.RowsAffected(); err != nil {
 		return auth.Token{}, err
 	}
-	k, err := scanToken(s.t.tx.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1 AND user_id = $2`, id, user))
+	k, err := scanToken(s.t.queryRow(ctx, `SELECT `+tokenCols+` FROM tokens WHERE id = $1 AND user_id = $2`, id, user))
 	return k, oneRow(err)
 }

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/moat-iot/moat/internal/store"
@@ -29,6 +30,9 @@ type Dialect struct {
 	// Classify maps a driver error to store.ErrConflict (unique violation), store.ErrInUse
 	// (foreign-key violation) or returns it unchanged.
 	Classify func(error) error
+	// CacheStatements prepares each read-only query once per connection of the read pool
+	// (SQLite); off where the driver caches by itself (pgx).
+	CacheStatements bool
 	// LockMigrations serializes concurrent migrators inside the migration transaction
 	// (several replicas starting at once). Nil when the database serializes writers itself.
 	LockMigrations func(ctx context.Context, tx *sql.Tx) error
@@ -40,15 +44,30 @@ type Dialect struct {
 // DB is an open store.
 type DB struct {
 	db      *sql.DB
+	ro      *sql.DB // read-only transactions; the same pool as db unless Open was given one
 	dialect Dialect
+	stmts   *stmtCache
+	roStmts *stmtCache
 }
 
 var _ store.Store = (*DB)(nil)
 
 // Open wraps db, runs the migrations from migrations (files named NNNN_name.sql, applied in
 // order, each in its own transaction and recorded in schema_migrations), and returns the store.
-func Open(ctx context.Context, db *sql.DB, d Dialect, migrations fs.FS, now func() time.Time) (*DB, error) {
-	s := &DB{db: db, dialect: d}
+//
+// ro, when not nil, is a separate pool for read-only transactions (SQLite uses one whose
+// transactions do not take the write lock); Close closes it too.
+func Open(ctx context.Context, db, ro *sql.DB, d Dialect, migrations fs.FS, now func() time.Time) (*DB, error) {
+	if ro == nil {
+		ro = db
+	}
+	s := &DB{db: db, ro: ro, dialect: d}
+	if d.CacheStatements && ro != db {
+		// Only the read pool: it is unbounded, so preparing on a second connection while a
+		// transaction holds one cannot wait forever. The writer pool has one connection,
+		// which the open transaction holds, so preparing there would deadlock.
+		s.roStmts = newStmtCache(ro)
+	}
 	if err := s.migrate(ctx, migrations, now); err != nil {
 		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
 	}
@@ -56,7 +75,13 @@ func Open(ctx context.Context, db *sql.DB, d Dialect, migrations fs.FS, now func
 }
 
 // Close closes the database.
-func (s *DB) Close() error { return s.db.Close() }
+func (s *DB) Close() error {
+	errs := []error{s.stmts.close()}
+	if s.ro != s.db {
+		errs = append(errs, s.roStmts.close(), s.ro.Close())
+	}
+	return errors.Join(append(errs, s.db.Close())...)
+}
 
 // Ping checks that the database answers.
 func (s *DB) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
@@ -162,12 +187,22 @@ func (s *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
 	return err
 }
 
+// InReadTx runs fn in a read-only transaction.
+func (s *DB) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
+	sqltx, err := s.ro.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.ro == s.db})
+	if err != nil {
+		return fmt.Errorf("begin read-only: %w", err)
+	}
+	defer sqltx.Rollback() //nolint:errcheck // read-only: nothing to keep or lose
+	return fn(&tx{tx: sqltx, d: s.dialect, stmts: s.roStmts})
+}
+
 func (s *DB) inTx(ctx context.Context, fn func(store.Tx) error) error {
 	sqltx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	t := &tx{tx: sqltx, d: s.dialect}
+	t := &tx{tx: sqltx, d: s.dialect, stmts: s.stmts}
 	if err := fn(t); err != nil {
 		if rerr := sqltx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
@@ -182,12 +217,82 @@ func (s *DB) inTx(ctx context.Context, fn func(store.Tx) error) error {
 
 // tx implements store.Tx.
 type tx struct {
-	tx *sql.Tx
-	d  Dialect
+	tx    *sql.Tx
+	d     Dialect
+	stmts *stmtCache // nil: no caching (the driver caches, as pgx does)
+}
+
+// stmt returns q prepared for this transaction. With a cache, each pooled connection parses
+// a query once rather than on every call (parsing was a fifth of an authenticated read).
+func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if t.stmts == nil {
+		return nil
+	}
+	s, err := t.stmts.get(ctx, q)
+	if err != nil {
+		return nil
+	}
+	return t.tx.StmtContext(ctx, s)
+}
+
+func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	if s := t.stmt(ctx, q); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
+	return t.tx.QueryRowContext(ctx, q, args...)
+}
+
+func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if s := t.stmt(ctx, q); s != nil {
+		return s.QueryContext(ctx, args...)
+	}
+	return t.tx.QueryContext(ctx, q, args...)
+}
+
+// stmtCache holds one prepared statement per query text for a pool.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+
+func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.m[q]; ok {
+		return s, nil
+	}
+	s, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	c.m[q] = s
+	return s, nil
+}
+
+func (c *stmtCache) close() error {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, s := range c.m {
+		errs = append(errs, s.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	r, err := t.tx.ExecContext(ctx, q, args...)
+	var r sql.Result
+	var err error
+	if s := t.stmt(ctx, q); s != nil {
+		r, err = s.ExecContext(ctx, args...)
+	} else {
+		r, err = t.tx.ExecContext(ctx, q, args...)
+	}
 	if err != nil {
 		return nil, t.d.Classify(err)
 	}
@@ -255,7 +360,7 @@ func (t *tx) versioned(ctx context.Context, r sql.Result, exists string, args ..
 		return nil
 	}
 	var c int
-	if err := t.tx.QueryRowContext(ctx, exists, args...).Scan(&c); err != nil {
+	if err := t.queryRow(ctx, exists, args...).Scan(&c); err != nil {
 		return err
 	}
 	if c == 0 {

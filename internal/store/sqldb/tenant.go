@@ -31,13 +31,13 @@ func (s products) Create(ctx context.Context, p product.Product) error {
 }
 
 func (s products) Get(ctx context.Context, id product.ID) (product.Product, error) {
-	p, err := scanProduct(s.t.tx.tx.QueryRowContext(ctx,
+	p, err := scanProduct(s.t.tx.queryRow(ctx,
 		`SELECT `+productCols+` FROM products WHERE tenant_id = $1 AND id = $2`, s.t.id, id))
 	return p, oneRow(err)
 }
 
 func (s products) GetByName(ctx context.Context, name string) (product.Product, error) {
-	p, err := scanProduct(s.t.tx.tx.QueryRowContext(ctx,
+	p, err := scanProduct(s.t.tx.queryRow(ctx,
 		`SELECT `+productCols+` FROM products WHERE tenant_id = $1 AND name_fold = $2`, s.t.id, fold(name)))
 	return p, oneRow(err)
 }
@@ -88,13 +88,13 @@ func (s groups) Create(ctx context.Context, g product.Group) error {
 }
 
 func (s groups) Get(ctx context.Context, pid product.ID, id product.GroupID) (product.Group, error) {
-	g, err := scanGroup(s.t.tx.tx.QueryRowContext(ctx,
+	g, err := scanGroup(s.t.tx.queryRow(ctx,
 		`SELECT `+groupCols+` FROM device_groups WHERE tenant_id = $1 AND product_id = $2 AND id = $3`, s.t.id, pid, id))
 	return g, oneRow(err)
 }
 
 func (s groups) GetByName(ctx context.Context, pid product.ID, name string) (product.Group, error) {
-	g, err := scanGroup(s.t.tx.tx.QueryRowContext(ctx,
+	g, err := scanGroup(s.t.tx.queryRow(ctx,
 		`SELECT `+groupCols+` FROM device_groups WHERE tenant_id = $1 AND product_id = $2 AND name_fold = $3`, s.t.id, pid, fold(name)))
 	return g, oneRow(err)
 }
@@ -150,7 +150,7 @@ func (s members) Put(ctx context.Context, user auth.UserID, role auth.Role, at t
 }
 
 func (s members) Get(ctx context.Context, user auth.UserID) (auth.Member, error) {
-	m, err := scanMember(s.t.tx.tx.QueryRowContext(ctx, memberSelect+` WHERE m.tenant_id = $1 AND m.user_id = $2`, s.t.id, user))
+	m, err := scanMember(s.t.tx.queryRow(ctx, memberSelect+` WHERE m.tenant_id = $1 AND m.user_id = $2`, s.t.id, user))
 	return m, oneRow(err)
 }
 
@@ -169,7 +169,7 @@ func (s members) Delete(ctx context.Context, user auth.UserID) error {
 
 func (s members) CountRole(ctx context.Context, role auth.Role) (int, error) {
 	var n int
-	err := s.t.tx.tx.QueryRowContext(ctx, `SELECT count(*) FROM members WHERE tenant_id = $1 AND role = $2`, s.t.id, role).Scan(&n)
+	err := s.t.tx.queryRow(ctx, `SELECT count(*) FROM members WHERE tenant_id = $1 AND role = $2`, s.t.id, role).Scan(&n)
 	return n, err
 }
 

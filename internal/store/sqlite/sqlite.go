@@ -27,37 +27,62 @@ var migrations embed.FS
 
 // Open opens (creating if needed) the database file at path and migrates it.
 func Open(ctx context.Context, path string, now func() time.Time) (*sqldb.DB, error) {
+	db, err := openPool(ctx, path, "immediate", false)
+	if err != nil {
+		return nil, err
+	}
+	// Readers: deferred transactions that never take the write lock (WAL lets them read a
+	// snapshot while a writer commits), and query_only so a bug cannot write through them.
+	ro, err := openPool(ctx, path, "deferred", true)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err == nil {
+		var s *sqldb.DB
+		if s, err = sqldb.Open(ctx, db, ro, Dialect, sub, now); err == nil {
+			return s, nil
+		}
+	}
+	db.Close()
+	ro.Close()
+	return nil, err
+}
+
+// openPool opens a connection pool on the file. Writers begin IMMEDIATE so that two
+// read-then-write transactions queue on the busy timeout instead of deadlocking.
+func openPool(ctx context.Context, path, txlock string, readOnly bool) (*sql.DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)") // a committed write survives power loss
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Set("_txlock", "immediate")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	}
+	q.Set("_txlock", txlock)
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	if !readOnly {
+		// One writer connection: SQLite has one write lock anyway, and queueing in the pool
+		// is cheaper than spinning on SQLITE_BUSY.
+		db.SetMaxOpenConns(1)
 	}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	s, err := sqldb.Open(ctx, db, Dialect, sub, now)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	return s, nil
+	return db, nil
 }
 
 // Dialect classifies SQLite errors.
 var Dialect = sqldb.Dialect{
-	Name:     "sqlite",
-	Classify: classify,
+	Name:            "sqlite",
+	Classify:        classify,
+	CacheStatements: true,
 	Retryable: func(err error) bool {
 		e, ok := errors.AsType[*sqlite.Error](err)
 		return ok && (e.Code()&0xff == sqlite3.SQLITE_BUSY || e.Code()&0xff == sqlite3.SQLITE_LOCKED)
