@@ -1,0 +1,61 @@
+package demo_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/demo"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+func TestDemo_SeedScenario(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var out bytes.Buffer
+	logs := &testenv.SyncBuffer{}
+	d, err := demo.Start(ctx, demo.Config{Addr: "127.0.0.1:0", DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)), &out)
+	if err != nil {
+		t.Fatalf("demo.Start: %v", err)
+	}
+	outc := &testenv.SyncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, outc) }()
+
+	select {
+	case <-d.Played():
+	case err := <-done:
+		t.Fatalf("demo stopped before playing the scenario: %v\n%s", err, outc.String())
+	}
+	r := d.Result
+	if r.Tenant.Name != "Contoso" || r.Product.Name != "DW100" || len(r.Groups) != 5 {
+		t.Fatalf("demo result = tenant %q product %q %d groups, want Contoso, DW100, 5", r.Tenant.Name, r.Product.Name, len(r.Groups))
+	}
+	caPEM := mustRead(t, r.CAFile)
+	contoso, err := client.New(r.URL, client.WithToken(r.AdminToken), client.WithCACertPEM(caPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := contoso.ListProducts(ctx, r.Tenant.ID, client.ListOptions{})
+	if err != nil || len(ps.Items) != 1 || ps.Items[0].ID != r.Product.ID {
+		t.Errorf("Contoso lists products %+v, %v; want DW100", ps.Items, err)
+	}
+	// The platform operator left Contoso: it sees none of its data.
+	op, _ := client.New(r.URL, client.WithToken(r.OperatorToken), client.WithCACertPEM(caPEM))
+	if _, err := op.ListProducts(ctx, r.Tenant.ID, client.ListOptions{}); err == nil {
+		t.Error("the platform operator reads Contoso's products after leaving the tenant")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("demo Serve after cancel = %v, want nil", err)
+	}
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL} {
+		if !strings.Contains(outc.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
+		}
+	}
+}
