@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestServer_ExampleConfigParses checks the annotated example in docs/ against the real
+// parser: it must load, and flags must win over it.
+func TestServer_ExampleConfigParses(t *testing.T) {
+	t.Parallel()
+	u := newUser(t)
+	out := u.must("server", "--config", "../../docs/server.example.json", "--check-config")
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatalf("--check-config printed %q: %v", out, err)
+	}
+	if cfg["data_dir"] != "/var/lib/moat" || cfg["log_format"] != "json" {
+		t.Errorf("effective config = %v, want data_dir /var/lib/moat and log_format json from the file", cfg)
+	}
+	out = u.must("server", "--config", "../../docs/server.example.json", "--addr", "127.0.0.1:9999", "--check-config")
+	if !strings.Contains(out, `"127.0.0.1:9999"`) {
+		t.Errorf("flag did not override the config file: %s", out)
+	}
+}
+
+func TestServer_StrictConfigFile(t *testing.T) {
+	t.Parallel()
+	cases := map[string]string{
+		"missing version": `{"addr":"127.0.0.1:1"}`,
+		"other version":   `{"version":2}`,
+		"unknown key":     `{"version":1,"adress":"127.0.0.1:1"}`,
+		"trailing data":   `{"version":1} {}`,
+		"nested value":    `{"version":1,"addr":{"host":"x"}}`,
+		"not JSON":        `addr = 1`,
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			u := newUser(t)
+			r := u.run("server", "--config", writeFile(t, "server.json", content), "--check-config")
+			if r.code != ExitUsage || !strings.Contains(r.stderr, "config") {
+				t.Errorf("moat server --config (%s) = exit %d, stderr %q; want exit 2 naming the config", name, r.code, r.stderr)
+			}
+		})
+	}
+}
+
+func TestServer_InvalidConfigNamesField(t *testing.T) {
+	t.Parallel()
+	u := newUser(t)
+	r := u.run("server", "--log-level", "loud", "--check-config")
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "log_level") {
+		t.Errorf("moat server --log-level loud = exit %d, stderr %q; want exit 2 naming log_level", r.code, r.stderr)
+	}
+}
+
+func TestDemo_ExitAfter(t *testing.T) {
+	t.Parallel()
+	u := newUser(t)
+	out := u.must("demo", "--addr", "127.0.0.1:0", "--exit-after", "2s")
+	for _, want := range []string{"tenant Contoso", "product DW100", "Production OS Evaluation", "stopped after 2s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("moat demo output lacks %q:\n%s", want, out)
+		}
+	}
+}
