@@ -70,9 +70,18 @@ EXAMPLES
 				return usagef("invalid configuration:\n%v", err)
 			}
 			if *check {
+				// Printed as a config file (flag names, version), so the output can be saved
+				// and used with --config. Secrets are redacted.
+				out := map[string]any{"version": ConfigVersion}
+				fs.VisitAll(func(f *flag.Flag) {
+					if f.Name != "config" && f.Name != "check-config" {
+						out[f.Name] = f.Value.String()
+					}
+				})
+				out["database"] = cfg.Redacted().Database
 				enc := json.NewEncoder(env.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(cfg.Redacted())
+				return enc.Encode(out)
 			}
 			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
 			s, err := server.Open(ctx, cfg, log)

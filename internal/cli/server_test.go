@@ -27,8 +27,13 @@ func TestServer_ExampleConfigParses(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
 		t.Fatalf("--check-config printed %q: %v", out, err)
 	}
-	if cfg["data_dir"] != "/var/lib/moat" || cfg["log_format"] != "json" {
-		t.Errorf("effective config = %v, want data_dir /var/lib/moat and log_format json from the file", cfg)
+	if cfg["data"] != "/var/lib/moat" || cfg["log-format"] != "json" || cfg["version"] != float64(1) {
+		t.Errorf("effective config = %v, want data /var/lib/moat and log-format json from the file", cfg)
+	}
+	// The printed config is itself a valid config file.
+	again := u.must("server", "--config", writeFile(t, "effective.json", out), "--check-config")
+	if again != out {
+		t.Errorf("--check-config of its own output differs:\n%s\nvs\n%s", again, out)
 	}
 	out = u.must("server", "--config", "../../docs/server.example.json", "--addr", "127.0.0.1:9999", "--check-config")
 	if !strings.Contains(out, `"127.0.0.1:9999"`) {
@@ -55,6 +60,15 @@ func TestServer_StrictConfigFile(t *testing.T) {
 				t.Errorf("moat server --config (%s) = exit %d, stderr %q; want exit 2 naming the config", name, r.code, r.stderr)
 			}
 		})
+	}
+}
+
+func TestServer_CheckConfigRedactsPassword(t *testing.T) {
+	t.Parallel()
+	u := newUser(t)
+	out := u.must("server", "--database", "postgres://moat:s3cret@db/moat", "--check-config")
+	if strings.Contains(out, "s3cret") || !strings.Contains(out, "REDACTED") {
+		t.Errorf("--check-config printed the database password:\n%s", out)
 	}
 }
 
