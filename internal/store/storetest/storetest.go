@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", auditTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
+		{"ReadTx", readTxTests},
 		{"Concurrency", concurrencyTests},
 	}
 	for _, s := range suites {
