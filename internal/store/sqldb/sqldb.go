@@ -189,7 +189,15 @@ func (s *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
 
 // InReadTx runs fn in a read-only transaction.
 func (s *DB) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
-	sqltx, err := s.ro.BeginTx(ctx, &sql.TxOptions{ReadOnly: s.ro == s.db})
+	opts := &sql.TxOptions{}
+	if s.ro == s.db {
+		// One pool (PostgreSQL): read-only, and REPEATABLE READ so that every statement sees
+		// the first one's snapshot; READ COMMITTED, the default, takes a new snapshot per
+		// statement (storetest's ReadTx/SeesOneSnapshot). SQLite's read pool is query_only,
+		// and a WAL reader keeps its snapshot until the transaction ends.
+		opts = &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead}
+	}
+	sqltx, err := s.ro.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin read-only: %w", err)
 	}
