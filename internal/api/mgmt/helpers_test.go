@@ -194,3 +194,16 @@ func (f fixture) productPath() string {
 func (f fixture) groupPath() string {
 	return f.productPath() + "/device-groups/" + f.group.ID
 }
+
+// onBothStores runs fn against a server on SQLite and one on PostgreSQL: the API's
+// behaviour must not depend on the database.
+func onBothStores(t *testing.T, fn func(t *testing.T, w *world)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		fn(t, newWorld(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		fn(t, newWorld(t, testenv.WithDatabase(testenv.FreshPostgresDatabase(t))))
+	})
+}

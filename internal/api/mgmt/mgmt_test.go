@@ -16,258 +16,266 @@ import (
 
 func TestAPI_CreateProductMakesDefaultGroups(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	var gs struct {
-		Items []object `json:"items"`
-	}
-	w.a.admin.must(200, "GET", w.a.productPath()+"/device-groups", nil).decode(t, &gs)
-	var got []string
-	for _, g := range gs.Items {
-		got = append(got, g.Name+"|"+g.OSFeed+"|"+g.Policy)
-	}
-	want := []string{
-		"Development|Retail|UpdateOSOnly",
-		"Field Test|Retail|UpdateAll",
-		"Production|Retail|UpdateAll",
-		"Field Test OS Evaluation|RetailEval|UpdateAll",
-		"Production OS Evaluation|RetailEval|UpdateAll",
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("default groups (-want +got):\n%s", diff)
-	}
+	onBothStores(t, func(t *testing.T, w *world) {
+		var gs struct {
+			Items []object `json:"items"`
+		}
+		w.a.admin.must(200, "GET", w.a.productPath()+"/device-groups", nil).decode(t, &gs)
+		var got []string
+		for _, g := range gs.Items {
+			got = append(got, g.Name+"|"+g.OSFeed+"|"+g.Policy)
+		}
+		want := []string{
+			"Development|Retail|UpdateOSOnly",
+			"Field Test|Retail|UpdateAll",
+			"Production|Retail|UpdateAll",
+			"Field Test OS Evaluation|RetailEval|UpdateAll",
+			"Production OS Evaluation|RetailEval|UpdateAll",
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("default groups (-want +got):\n%s", diff)
+		}
+	})
 }
 
 func TestAPI_RoleRules(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	a := w.a
-	products := "/api/v1/tenants/" + a.tenant + "/products"
+	onBothStores(t, func(t *testing.T, w *world) {
+		a := w.a
+		products := "/api/v1/tenants/" + a.tenant + "/products"
 
-	// Reader: reads, never writes.
-	w.readerA.must(200, "GET", products, nil)
-	w.readerA.must(200, "GET", a.productPath(), nil)
-	p := w.readerA.must(403, "POST", products, map[string]string{"name": "X1"}).problem(t)
-	if p.Code != "role_required" {
-		t.Errorf("Reader POST product: code = %q, want role_required", p.Code)
-	}
-	w.readerA.must(403, "PATCH", a.productPath(), map[string]string{"name": "renamed"}, "If-Match", `"1"`)
-	w.readerA.must(403, "DELETE", a.groupPath(), nil)
-	w.readerA.must(403, "GET", "/api/v1/tenants/"+a.tenant+"/audit-events", nil)
+		// Reader: reads, never writes.
+		w.readerA.must(200, "GET", products, nil)
+		w.readerA.must(200, "GET", a.productPath(), nil)
+		p := w.readerA.must(403, "POST", products, map[string]string{"name": "X1"}).problem(t)
+		if p.Code != "role_required" {
+			t.Errorf("Reader POST product: code = %q, want role_required", p.Code)
+		}
+		w.readerA.must(403, "PATCH", a.productPath(), map[string]string{"name": "renamed"}, "If-Match", `"1"`)
+		w.readerA.must(403, "DELETE", a.groupPath(), nil)
+		w.readerA.must(403, "GET", "/api/v1/tenants/"+a.tenant+"/audit-events", nil)
 
-	// Contributor: products and groups, not members or the audit log.
-	w.contribA.must(201, "POST", products, map[string]string{"name": "X2"})
-	w.contribA.must(403, "POST", "/api/v1/tenants/"+a.tenant+"/members", map[string]string{"name": "eve", "role": "Administrator"})
-	w.contribA.must(403, "GET", "/api/v1/tenants/"+a.tenant+"/members", nil)
+		// Contributor: products and groups, not members or the audit log.
+		w.contribA.must(201, "POST", products, map[string]string{"name": "X2"})
+		w.contribA.must(403, "POST", "/api/v1/tenants/"+a.tenant+"/members", map[string]string{"name": "eve", "role": "Administrator"})
+		w.contribA.must(403, "GET", "/api/v1/tenants/"+a.tenant+"/members", nil)
 
-	// Only platform operators create tenants.
-	w.a.admin.must(403, "POST", "/api/v1/tenants", map[string]string{"name": "Evil"})
+		// Only platform operators create tenants.
+		w.a.admin.must(403, "POST", "/api/v1/tenants", map[string]string{"name": "Evil"})
 
-	// Nothing was written by the refused calls.
-	var l list
-	a.admin.must(200, "GET", products, nil).decode(t, &l)
-	if len(l.Items) != 2 {
-		t.Errorf("products after refused writes = %d, want 2 (DW100, X2)", len(l.Items))
-	}
+		// Nothing was written by the refused calls.
+		var l list
+		a.admin.must(200, "GET", products, nil).decode(t, &l)
+		if len(l.Items) != 2 {
+			t.Errorf("products after refused writes = %d, want 2 (DW100, X2)", len(l.Items))
+		}
+	})
 }
 
 func TestAPI_RevokedTokenIsRefused(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	var created struct {
-		Token  object `json:"token"`
-		Secret string `json:"secret"`
-	}
-	w.a.admin.must(201, "POST", "/api/v1/tokens", map[string]string{"name": "ci", "expires_in": "720h"}).decode(t, &created)
-	ci := w.a.admin.as(created.Secret)
-	ci.must(200, "GET", "/api/v1/me", nil)
-	// Another user cannot revoke it (it is not theirs): 404.
-	w.b.admin.must(404, "DELETE", "/api/v1/tokens/"+created.Token.ID, nil)
-	ci.must(200, "GET", "/api/v1/me", nil)
+	onBothStores(t, func(t *testing.T, w *world) {
+		var created struct {
+			Token  object `json:"token"`
+			Secret string `json:"secret"`
+		}
+		w.a.admin.must(201, "POST", "/api/v1/tokens", map[string]string{"name": "ci", "expires_in": "720h"}).decode(t, &created)
+		ci := w.a.admin.as(created.Secret)
+		ci.must(200, "GET", "/api/v1/me", nil)
+		// Another user cannot revoke it (it is not theirs): 404.
+		w.b.admin.must(404, "DELETE", "/api/v1/tokens/"+created.Token.ID, nil)
+		ci.must(200, "GET", "/api/v1/me", nil)
 
-	w.a.admin.must(200, "DELETE", "/api/v1/tokens/"+created.Token.ID, nil)
-	r := ci.must(401, "GET", "/api/v1/me", nil)
-	if p := r.problem(t); p.Code != "unauthenticated" {
-		t.Errorf("revoked token: code = %q, want unauthenticated", p.Code)
-	}
-	if r.Header.Get("WWW-Authenticate") == "" {
-		t.Error("401 without WWW-Authenticate")
-	}
-	ci.must(401, "GET", "/api/v1/tenants/"+w.a.tenant+"/products", nil)
+		w.a.admin.must(200, "DELETE", "/api/v1/tokens/"+created.Token.ID, nil)
+		r := ci.must(401, "GET", "/api/v1/me", nil)
+		if p := r.problem(t); p.Code != "unauthenticated" {
+			t.Errorf("revoked token: code = %q, want unauthenticated", p.Code)
+		}
+		if r.Header.Get("WWW-Authenticate") == "" {
+			t.Error("401 without WWW-Authenticate")
+		}
+		ci.must(401, "GET", "/api/v1/tenants/"+w.a.tenant+"/products", nil)
 
-	// Tampered and malformed tokens are refused alike.
-	for _, tok := range []string{
-		"", "garbage", created.Secret[:len(created.Secret)-1] + "A", "moat_tok_00.x",
-		strings.Replace(w.a.admin.token, ".", ".A", 1),
-	} {
-		w.a.admin.as(tok).must(401, "GET", "/api/v1/me", nil)
-	}
-	// The secret never appears in the logs.
-	if strings.Contains(w.srv.Logs.String(), created.Secret[strings.Index(created.Secret, ".")+1:]) {
-		t.Error("server logs contain a token secret")
-	}
+		// Tampered and malformed tokens are refused alike.
+		for _, tok := range []string{
+			"", "garbage", created.Secret[:len(created.Secret)-1] + "A", "moat_tok_00.x",
+			strings.Replace(w.a.admin.token, ".", ".A", 1),
+		} {
+			w.a.admin.as(tok).must(401, "GET", "/api/v1/me", nil)
+		}
+		// The secret never appears in the logs.
+		if strings.Contains(w.srv.Logs.String(), created.Secret[strings.Index(created.Secret, ".")+1:]) {
+			t.Error("server logs contain a token secret")
+		}
+	})
 }
 
 func TestAPI_IfMatchPreventsLostUpdate(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	path := w.a.productPath()
-	r := w.a.admin.must(200, "GET", path, nil)
-	tag := r.Header.Get("ETag")
-	if tag != `"1"` {
-		t.Fatalf("ETag = %q, want \"1\"", tag)
-	}
-	// No If-Match: 428.
-	if p := w.a.admin.must(428, "PATCH", path, map[string]string{"description": "x"}).problem(t); p.Code != "if_match_required" {
-		t.Errorf("code = %q, want if_match_required", p.Code)
-	}
-	// Alice and Bob both read version 1; Alice writes first.
-	alice := w.a.admin.must(200, "PATCH", path, map[string]string{"description": "alice"}, "If-Match", tag)
-	if got := alice.Header.Get("ETag"); got != `"2"` {
-		t.Errorf("ETag after update = %q, want \"2\"", got)
-	}
-	p := w.contribA.must(412, "PATCH", path, map[string]string{"description": "bob"}, "If-Match", tag).problem(t)
-	if p.Code != "etag_mismatch" {
-		t.Errorf("stale write: code = %q, want etag_mismatch", p.Code)
-	}
-	// A weak tag never matches.
-	w.contribA.must(412, "PATCH", path, map[string]string{"description": "bob"}, "If-Match", `W/"2"`)
-	var cur struct {
-		Description string `json:"description"`
-	}
-	w.a.admin.must(200, "GET", path, nil).decode(t, &cur)
-	if cur.Description != "alice" {
-		t.Errorf("description = %q, want alice (Bob's stale write must not land)", cur.Description)
-	}
-	// A stale DELETE is refused too.
-	w.a.admin.must(412, "DELETE", path, nil, "If-Match", `"1"`)
+	onBothStores(t, func(t *testing.T, w *world) {
+		path := w.a.productPath()
+		r := w.a.admin.must(200, "GET", path, nil)
+		tag := r.Header.Get("ETag")
+		if tag != `"1"` {
+			t.Fatalf("ETag = %q, want \"1\"", tag)
+		}
+		// No If-Match: 428.
+		if p := w.a.admin.must(428, "PATCH", path, map[string]string{"description": "x"}).problem(t); p.Code != "if_match_required" {
+			t.Errorf("code = %q, want if_match_required", p.Code)
+		}
+		// Alice and Bob both read version 1; Alice writes first.
+		alice := w.a.admin.must(200, "PATCH", path, map[string]string{"description": "alice"}, "If-Match", tag)
+		if got := alice.Header.Get("ETag"); got != `"2"` {
+			t.Errorf("ETag after update = %q, want \"2\"", got)
+		}
+		p := w.contribA.must(412, "PATCH", path, map[string]string{"description": "bob"}, "If-Match", tag).problem(t)
+		if p.Code != "etag_mismatch" {
+			t.Errorf("stale write: code = %q, want etag_mismatch", p.Code)
+		}
+		// A weak tag never matches.
+		w.contribA.must(412, "PATCH", path, map[string]string{"description": "bob"}, "If-Match", `W/"2"`)
+		var cur struct {
+			Description string `json:"description"`
+		}
+		w.a.admin.must(200, "GET", path, nil).decode(t, &cur)
+		if cur.Description != "alice" {
+			t.Errorf("description = %q, want alice (Bob's stale write must not land)", cur.Description)
+		}
+		// A stale DELETE is refused too.
+		w.a.admin.must(412, "DELETE", path, nil, "If-Match", `"1"`)
 
-	// Concurrent writers with the same version: exactly one wins.
-	var wg sync.WaitGroup
-	codes := make(chan int, 8)
-	for i := range 8 {
-		wg.Go(func() {
-			codes <- w.a.admin.do("PATCH", path, map[string]string{"description": fmt.Sprint("w", i)}, "If-Match", `"2"`).Status
-		})
-	}
-	wg.Wait()
-	close(codes)
-	count := map[int]int{}
-	for c := range codes {
-		count[c]++
-	}
-	if count[200] != 1 || count[412] != 7 {
-		t.Errorf("concurrent PATCH at one version: statuses %v, want one 200 and seven 412", count)
-	}
+		// Concurrent writers with the same version: exactly one wins.
+		var wg sync.WaitGroup
+		codes := make(chan int, 8)
+		for i := range 8 {
+			wg.Go(func() {
+				codes <- w.a.admin.do("PATCH", path, map[string]string{"description": fmt.Sprint("w", i)}, "If-Match", `"2"`).Status
+			})
+		}
+		wg.Wait()
+		close(codes)
+		count := map[int]int{}
+		for c := range codes {
+			count[c]++
+		}
+		if count[200] != 1 || count[412] != 7 {
+			t.Errorf("concurrent PATCH at one version: statuses %v, want one 200 and seven 412", count)
+		}
+	})
 }
 
 func TestAPI_AuditLogRecordsChanges(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	w.contribA.must(200, "PATCH", w.a.groupPath(), map[string]string{"update_policy": "UpdateAll"}, "If-Match", `"1"`)
-	var l struct {
-		Items []struct {
-			Action     string `json:"action"`
-			ActorName  string `json:"actor_name"`
-			ObjectID   string `json:"object_id"`
-			RemoteAddr string `json:"remote_addr"`
-			TenantID   string `json:"tenant_id"`
-		} `json:"items"`
-	}
-	w.a.admin.must(200, "GET", "/api/v1/tenants/"+w.a.tenant+"/audit-events", nil).decode(t, &l)
-	var actions []string
-	for _, e := range l.Items {
-		actions = append(actions, e.Action)
-		if e.TenantID != w.a.tenant {
-			t.Errorf("audit event of tenant %s in %s's log", e.TenantID, w.a.tenant)
+	onBothStores(t, func(t *testing.T, w *world) {
+		w.contribA.must(200, "PATCH", w.a.groupPath(), map[string]string{"update_policy": "UpdateAll"}, "If-Match", `"1"`)
+		var l struct {
+			Items []struct {
+				Action     string `json:"action"`
+				ActorName  string `json:"actor_name"`
+				ObjectID   string `json:"object_id"`
+				RemoteAddr string `json:"remote_addr"`
+				TenantID   string `json:"tenant_id"`
+			} `json:"items"`
 		}
-		if !strings.HasPrefix(e.RemoteAddr, "127.0.0.1:") {
-			t.Errorf("audit %s: remote_addr = %q, want 127.0.0.1:port", e.Action, e.RemoteAddr)
+		w.a.admin.must(200, "GET", "/api/v1/tenants/"+w.a.tenant+"/audit-events", nil).decode(t, &l)
+		var actions []string
+		for _, e := range l.Items {
+			actions = append(actions, e.Action)
+			if e.TenantID != w.a.tenant {
+				t.Errorf("audit event of tenant %s in %s's log", e.TenantID, w.a.tenant)
+			}
+			if !strings.HasPrefix(e.RemoteAddr, "127.0.0.1:") {
+				t.Errorf("audit %s: remote_addr = %q, want 127.0.0.1:port", e.Action, e.RemoteAddr)
+			}
 		}
-	}
-	want := []string{"tenant.create", "member.put", "member.create", "product.create", "member.create", "member.create", "device_group.update"}
-	if diff := cmp.Diff(want, actions); diff != "" {
-		t.Errorf("audit actions (-want +got):\n%s", diff)
-	}
-	last := l.Items[len(l.Items)-1]
-	if last.ActorName != "contributor" || last.ObjectID != w.a.group.ID {
-		t.Errorf("last event = %+v, want actor contributor on %s", last, w.a.group.ID)
-	}
+		want := []string{"tenant.create", "member.put", "member.create", "product.create", "member.create", "member.create", "device_group.update"}
+		if diff := cmp.Diff(want, actions); diff != "" {
+			t.Errorf("audit actions (-want +got):\n%s", diff)
+		}
+		last := l.Items[len(l.Items)-1]
+		if last.ActorName != "contributor" || last.ObjectID != w.a.group.ID {
+			t.Errorf("last event = %+v, want actor contributor on %s", last, w.a.group.ID)
+		}
+	})
 }
 
 func TestAPI_Pagination(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	base := "/api/v1/tenants/" + w.a.tenant + "/products"
-	for i := range 6 {
-		w.a.admin.must(201, "POST", base, map[string]string{"name": fmt.Sprintf("P%02d", i)})
-	}
-	var names []string
-	page := ""
-	for pages := 0; ; pages++ {
-		if pages > 10 {
-			t.Fatal("pagination does not end")
+	onBothStores(t, func(t *testing.T, w *world) {
+		base := "/api/v1/tenants/" + w.a.tenant + "/products"
+		for i := range 6 {
+			w.a.admin.must(201, "POST", base, map[string]string{"name": fmt.Sprintf("P%02d", i)})
+		}
+		var names []string
+		page := ""
+		for pages := 0; ; pages++ {
+			if pages > 10 {
+				t.Fatal("pagination does not end")
+			}
+			var l list
+			w.a.admin.must(200, "GET", base+"?limit=3&page_token="+page, nil).decode(t, &l)
+			for _, p := range l.Items {
+				names = append(names, p.Name)
+			}
+			if l.NextPageToken == "" {
+				break
+			}
+			page = l.NextPageToken
+		}
+		want := []string{"DW100", "P00", "P01", "P02", "P03", "P04", "P05"}
+		if diff := cmp.Diff(want, names); diff != "" {
+			t.Errorf("paged names (-want +got):\n%s", diff)
+		}
+		for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?page_token=%%%"} {
+			p := w.a.admin.must(400, "GET", base+q, nil).problem(t)
+			if p.Field == "" {
+				t.Errorf("GET %s: problem names no field", q)
+			}
 		}
 		var l list
-		w.a.admin.must(200, "GET", base+"?limit=3&page_token="+page, nil).decode(t, &l)
-		for _, p := range l.Items {
-			names = append(names, p.Name)
+		w.a.admin.must(200, "GET", base+"?name=dw100", nil).decode(t, &l)
+		if len(l.Items) != 1 || l.Items[0].ID != w.a.product.ID {
+			t.Errorf("?name=dw100 = %+v, want DW100 (case-insensitive)", l.Items)
 		}
-		if l.NextPageToken == "" {
-			break
-		}
-		page = l.NextPageToken
-	}
-	want := []string{"DW100", "P00", "P01", "P02", "P03", "P04", "P05"}
-	if diff := cmp.Diff(want, names); diff != "" {
-		t.Errorf("paged names (-want +got):\n%s", diff)
-	}
-	for _, q := range []string{"?limit=0", "?limit=1001", "?limit=x", "?page_token=%%%"} {
-		p := w.a.admin.must(400, "GET", base+q, nil).problem(t)
-		if p.Field == "" {
-			t.Errorf("GET %s: problem names no field", q)
-		}
-	}
-	var l list
-	w.a.admin.must(200, "GET", base+"?name=dw100", nil).decode(t, &l)
-	if len(l.Items) != 1 || l.Items[0].ID != w.a.product.ID {
-		t.Errorf("?name=dw100 = %+v, want DW100 (case-insensitive)", l.Items)
-	}
+	})
 }
 
 func TestAPI_LastAdministratorStays(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	var l struct {
-		Items []struct {
+	onBothStores(t, func(t *testing.T, w *world) {
+		var l struct {
+			Items []struct {
+				User struct{ ID string } `json:"user"`
+				Role string              `json:"role"`
+			} `json:"items"`
+		}
+		// Remove the operator (the creator) so the tenant admin is the last Administrator.
+		w.a.admin.must(200, "GET", "/api/v1/tenants/"+w.a.tenant+"/members", nil).decode(t, &l)
+		var me struct {
 			User struct{ ID string } `json:"user"`
-			Role string              `json:"role"`
-		} `json:"items"`
-	}
-	// Remove the operator (the creator) so the tenant admin is the last Administrator.
-	w.a.admin.must(200, "GET", "/api/v1/tenants/"+w.a.tenant+"/members", nil).decode(t, &l)
-	var me struct {
-		User struct{ ID string } `json:"user"`
-	}
-	w.op.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
-	w.a.admin.must(204, "DELETE", "/api/v1/tenants/"+w.a.tenant+"/members/"+me.User.ID, nil)
-	p := w.a.admin.must(409, "DELETE", "/api/v1/tenants/"+w.a.tenant+"/members/"+w.a.userID, nil).problem(t)
-	if p.Code != "last_administrator" {
-		t.Errorf("code = %q, want last_administrator", p.Code)
-	}
-	w.a.admin.must(409, "PUT", "/api/v1/tenants/"+w.a.tenant+"/members/"+w.a.userID, map[string]string{"role": "Reader"})
-	// The operator, no longer a member, now sees nothing of the tenant.
-	w.op.must(404, "GET", "/api/v1/tenants/"+w.a.tenant+"/products", nil)
+		}
+		w.op.must(200, "GET", "/api/v1/me", nil).decode(t, &me)
+		w.a.admin.must(204, "DELETE", "/api/v1/tenants/"+w.a.tenant+"/members/"+me.User.ID, nil)
+		p := w.a.admin.must(409, "DELETE", "/api/v1/tenants/"+w.a.tenant+"/members/"+w.a.userID, nil).problem(t)
+		if p.Code != "last_administrator" {
+			t.Errorf("code = %q, want last_administrator", p.Code)
+		}
+		w.a.admin.must(409, "PUT", "/api/v1/tenants/"+w.a.tenant+"/members/"+w.a.userID, map[string]string{"role": "Reader"})
+		// The operator, no longer a member, now sees nothing of the tenant.
+		w.op.must(404, "GET", "/api/v1/tenants/"+w.a.tenant+"/products", nil)
+	})
 }
 
 func TestAPI_UnknownRouteIsProblem(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	r := w.a.admin.must(404, "GET", "/api/v1/nope", nil)
-	r.problem(t)
-	r = w.a.admin.do("PUT", "/api/v1/tenants", nil)
-	if r.Status != http.StatusMethodNotAllowed && r.Status != http.StatusNotFound {
-		t.Errorf("PUT /api/v1/tenants = %d, want 405 or 404", r.Status)
-	}
+	onBothStores(t, func(t *testing.T, w *world) {
+		r := w.a.admin.must(404, "GET", "/api/v1/nope", nil)
+		r.problem(t)
+		r = w.a.admin.do("PUT", "/api/v1/tenants", nil)
+		if r.Status != http.StatusMethodNotAllowed && r.Status != http.StatusNotFound {
+			t.Errorf("PUT /api/v1/tenants = %d, want 405 or 404", r.Status)
+		}
+	})
 }
 
 // TestAPI_CrossTenantIsNotFound walks every tenant-scoped route of the table as tenant A's
@@ -276,66 +284,67 @@ func TestAPI_UnknownRouteIsProblem(t *testing.T) {
 // fails it. Enforces rule 3.
 func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
-	bDump := dumpTenant(t, w.b)
-	param := regexp.MustCompile(`\{([a-z_]+)\}`)
-	// Attacks: B's tenant in the path; and A's own tenant with B's object IDs.
-	attacks := []struct {
-		name string
-		vals map[string]string
-	}{
-		{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
-		{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
-		{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
-	}
-	covered := 0
-	for _, rt := range mgmt.Routes() {
-		if rt.Auth != mgmt.AuthTenant {
-			continue
+	onBothStores(t, func(t *testing.T, w *world) {
+		bDump := dumpTenant(t, w.b)
+		param := regexp.MustCompile(`\{([a-z_]+)\}`)
+		// Attacks: B's tenant in the path; and A's own tenant with B's object IDs.
+		attacks := []struct {
+			name string
+			vals map[string]string
+		}{
+			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
+			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
+			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID}},
 		}
-		for _, at := range attacks {
-			if at.name != "B tenant" && !strings.Contains(rt.Pattern, "{product}") && !strings.Contains(rt.Pattern, "{user}") {
-				continue // no object of B's in this path beyond the tenant
-			}
-			if at.name == "A product with B group" && !strings.Contains(rt.Pattern, "{group}") {
+		covered := 0
+		for _, rt := range mgmt.Routes() {
+			if rt.Auth != mgmt.AuthTenant {
 				continue
 			}
-			path := param.ReplaceAllStringFunc(rt.Pattern, func(m string) string {
-				v, ok := at.vals[m[1:len(m)-1]]
-				if !ok {
-					t.Fatalf("route %s %s: no cross-tenant value for %s; add one to this test", rt.Method, rt.Pattern, m)
+			for _, at := range attacks {
+				if at.name != "B tenant" && !strings.Contains(rt.Pattern, "{product}") && !strings.Contains(rt.Pattern, "{user}") {
+					continue // no object of B's in this path beyond the tenant
 				}
-				return v
-			})
-			var body any
-			if rt.Request != nil {
-				body = validBody(t, rt.OperationID)
+				if at.name == "A product with B group" && !strings.Contains(rt.Pattern, "{group}") {
+					continue
+				}
+				path := param.ReplaceAllStringFunc(rt.Pattern, func(m string) string {
+					v, ok := at.vals[m[1:len(m)-1]]
+					if !ok {
+						t.Fatalf("route %s %s: no cross-tenant value for %s; add one to this test", rt.Method, rt.Pattern, m)
+					}
+					return v
+				})
+				var body any
+				if rt.Request != nil {
+					body = validBody(t, rt.OperationID)
+				}
+				r := w.a.admin.do(rt.Method, path, body, "If-Match", `"1"`)
+				if r.Status != http.StatusNotFound {
+					t.Errorf("%s: %s %s = %d %s, want 404", at.name, rt.Method, path, r.Status, r.Body)
+				} else {
+					r.problem(t)
+				}
+				covered++
 			}
-			r := w.a.admin.do(rt.Method, path, body, "If-Match", `"1"`)
-			if r.Status != http.StatusNotFound {
-				t.Errorf("%s: %s %s = %d %s, want 404", at.name, rt.Method, path, r.Status, r.Body)
-			} else {
-				r.problem(t)
-			}
-			covered++
 		}
-	}
-	if covered < 20 {
-		t.Errorf("covered %d route attacks, want every tenant route", covered)
-	}
-	if diff := cmp.Diff(bDump, dumpTenant(t, w.b)); diff != "" {
-		t.Errorf("tenant B changed by A's requests (-before +after):\n%s", diff)
-	}
-	// Listing: A sees only its own tenant and objects.
-	var tl list
-	w.a.admin.must(200, "GET", "/api/v1/tenants", nil).decode(t, &tl)
-	if len(tl.Items) != 1 || tl.Items[0].ID != w.a.tenant {
-		t.Errorf("A lists tenants %+v, want only its own", tl.Items)
-	}
-	w.a.admin.must(200, "GET", "/api/v1/tenants?name=Fabrikam", nil).decode(t, &tl)
-	if len(tl.Items) != 0 {
-		t.Errorf("A finds tenant Fabrikam by name: %+v", tl.Items)
-	}
+		if covered < 20 {
+			t.Errorf("covered %d route attacks, want every tenant route", covered)
+		}
+		if diff := cmp.Diff(bDump, dumpTenant(t, w.b)); diff != "" {
+			t.Errorf("tenant B changed by A's requests (-before +after):\n%s", diff)
+		}
+		// Listing: A sees only its own tenant and objects.
+		var tl list
+		w.a.admin.must(200, "GET", "/api/v1/tenants", nil).decode(t, &tl)
+		if len(tl.Items) != 1 || tl.Items[0].ID != w.a.tenant {
+			t.Errorf("A lists tenants %+v, want only its own", tl.Items)
+		}
+		w.a.admin.must(200, "GET", "/api/v1/tenants?name=Fabrikam", nil).decode(t, &tl)
+		if len(tl.Items) != 0 {
+			t.Errorf("A finds tenant Fabrikam by name: %+v", tl.Items)
+		}
+	})
 }
 
 // validBody returns a request body that would be accepted, so a 404 comes from the
