@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command (`make test`, `.ci/run`): format check, go vet, then every test with
+# The one test command (`make test`, `.ci/run`): format check, go.mod tidy check, go vet,
+# then every test with
 # the race detector and shuffled order, against a real PostgreSQL.
 #
 #   scripts/test.sh                                  # everything: go test ./...
@@ -21,6 +22,9 @@ if [[ -n $unformatted ]]; then
 	echo "$unformatted" >&2
 	exit 1
 fi
+
+echo "--- go mod tidy -diff" >&2
+go mod tidy -diff
 
 echo "--- go vet" >&2
 go vet ./...
