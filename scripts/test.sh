@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (`make test`, `.ci/run`): format check, go.mod tidy check, go vet,
-# then every test with
-# the race detector and shuffled order, against a real PostgreSQL.
+# then every test with the race detector and shuffled order, against a real PostgreSQL.
 #
 #   scripts/test.sh                                  # everything: go test ./...
 #   scripts/test.sh -run Postgres ./internal/store/... # arguments go to go test verbatim,
