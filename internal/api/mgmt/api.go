@@ -26,6 +26,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -83,8 +84,22 @@ func New(cfg Config) (*API, error) {
 
 // Register adds every route of the table to mux.
 func (a *API) Register(mux *http.ServeMux) {
+	allowed := map[string][]string{}
 	for _, rt := range Routes() {
 		mux.Handle(rt.Method+" "+rt.Pattern, a.wrap(rt))
+		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
+	}
+	// Another method on a known path is a problem document with Allow, not the mux's
+	// plain-text 405.
+	for pattern, methods := range allowed {
+		allow := strings.Join(methods, ", ")
+		if slices.Contains(methods, http.MethodGet) {
+			allow += ", HEAD"
+		}
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", allow)
+			problem.Write(w, r, problem.New(problem.MethodNotAllowed, "method_not_allowed", "%s is not allowed here; use %s", r.Method, allow))
+		})
 	}
 	doc, err := json.MarshalIndent(OpenAPI(), "", "  ")
 	if err != nil {

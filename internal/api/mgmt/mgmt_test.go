@@ -271,9 +271,9 @@ func TestAPI_UnknownRouteIsProblem(t *testing.T) {
 	onBothStores(t, func(t *testing.T, w *world) {
 		r := w.a.admin.must(404, "GET", "/api/v1/nope", nil)
 		r.problem(t)
-		r = w.a.admin.do("PUT", "/api/v1/tenants", nil)
-		if r.Status != http.StatusMethodNotAllowed && r.Status != http.StatusNotFound {
-			t.Errorf("PUT /api/v1/tenants = %d, want 405 or 404", r.Status)
+		r = w.a.admin.must(http.StatusMethodNotAllowed, "PUT", "/api/v1/tenants", nil)
+		if p := r.problem(t); p.Code != "method_not_allowed" || r.Header.Get("Allow") != "GET, POST, HEAD" {
+			t.Errorf("PUT /api/v1/tenants: code %q, Allow %q; want method_not_allowed and GET, POST, HEAD", p.Code, r.Header.Get("Allow"))
 		}
 	})
 }
