@@ -4,7 +4,7 @@
 BIN      ?= bin/moat
 FUZZTIME ?= 30s
 
-.PHONY: test demo build fuzz bench
+.PHONY: test demo build fuzz bench lint
 
 ## test: gofmt check, go vet, then go test -race -shuffle=on ./... against a throwaway
 ## PostgreSQL (or MOAT_TEST_POSTGRES_DSN). Extra go test arguments, packages included:
@@ -34,3 +34,7 @@ fuzz:
 ## bench: every benchmark, each with its in-run baseline.
 bench:
 	go test -run='^$$' -bench=. ./...
+
+## lint: golangci-lint v2 with .golangci.yml, pinned in tools/go.mod.
+lint:
+	go tool -modfile=tools/go.mod golangci-lint run ./...

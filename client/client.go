@@ -111,7 +111,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 			tlsCfg.RootCAs = pool
 		}
 		if o.insecure {
-			tlsCfg.InsecureSkipVerify = true //nolint:gosec // asked for by name: WithInsecureSkipVerify
+			tlsCfg.InsecureSkipVerify = true // asked for by name: WithInsecureSkipVerify
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = tlsCfg

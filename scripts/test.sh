@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (`make test`, `.ci/run`): format check, go.mod tidy check, go vet,
+# The one test command (`make test`, `.ci/run`): format check, go.mod tidy check, go vet, golangci-lint,
 # then every test with the race detector and shuffled order, against a real PostgreSQL.
 #
 #   scripts/test.sh                                  # everything: go test ./...
@@ -27,6 +27,9 @@ go mod tidy -diff
 
 echo "--- go vet" >&2
 go vet ./...
+
+echo "--- golangci-lint (pinned in tools/go.mod)" >&2
+go tool -modfile=tools/go.mod golangci-lint run ./...
 
 pg_bin() {
 	local dirs

@@ -243,7 +243,7 @@ func fmtTimePtr(t *time.Time) string {
 // shellQuote quotes s for a command the user may paste.
 func shellQuote(s string) string {
 	if s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return !(r == '-' || r == '_' || r == '.' || r == '/' || unicode.IsLetter(r) || unicode.IsDigit(r))
+		return r != '-' && r != '_' && r != '.' && r != '/' && !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	}) {
 		return s
 	}

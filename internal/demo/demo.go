@@ -83,8 +83,7 @@ func (d *Demo) Serve(ctx context.Context, out io.Writer) error {
 	go func() { done <- d.srv.Serve(ctx) }()
 	if err := d.play(ctx, out); err != nil {
 		cancel(err)
-		<-done
-		return fmt.Errorf("demo scenario: %w", err)
+		return errors.Join(fmt.Errorf("demo scenario: %w", err), <-done)
 	}
 	close(d.played)
 	return <-done

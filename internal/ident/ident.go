@@ -51,7 +51,7 @@ func New(prefix string, now time.Time) string {
 func increment(b *[16]byte, n uint64) {
 	for i := 15; i >= 0 && n > 0; i-- {
 		sum := uint64(b[i]) + n&0xff
-		b[i] = byte(sum)
+		b[i] = byte(sum) //nolint:gosec // G115: truncation to the low byte is the point; the carry moves on in n
 		n = n>>8 + sum>>8
 	}
 }
@@ -64,7 +64,7 @@ func Valid(prefix, s string) bool {
 		return false
 	}
 	for _, c := range rest {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}

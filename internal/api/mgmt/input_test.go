@@ -1,6 +1,7 @@
 package mgmt_test
 
 import (
+	"errors"
 	"net/http"
 	"reflect"
 	"strings"
@@ -122,7 +123,7 @@ func FuzzDecodeBody(f *testing.F) {
 		for _, typ := range types {
 			v, err := mgmt.DecodeBody(body, typ)
 			if err != nil {
-				if p, ok := err.(*problem.Error); !ok || p.Kind == problem.Internal {
+				if p, ok := errors.AsType[*problem.Error](err); !ok || p.Kind == problem.Internal {
 					t.Fatalf("DecodeBody(%q, %v) error %v is not a client problem", body, typ, err)
 				}
 				continue

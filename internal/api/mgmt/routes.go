@@ -129,6 +129,8 @@ func checkRoutes(rs []Route) error {
 			errs = append(errs, fmt.Errorf("route %s: needs Handler, OperationID and Status", name))
 		}
 		switch rt.Auth {
+		case authUnset:
+			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
 		case AuthNone, AuthAny, AuthOperator:
 		case AuthTenant:
 			if !rt.MinRole.Valid() {

@@ -140,7 +140,7 @@ func (s *DB) apply(ctx context.Context, m migration, now func() time.Time) error
 	if err != nil {
 		return err
 	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+	defer tx.Rollback() // a no-op after Commit
 	if s.dialect.LockMigrations != nil {
 		if err := s.dialect.LockMigrations(ctx, tx); err != nil {
 			return err
@@ -201,7 +201,7 @@ func (s *DB) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin read-only: %w", err)
 	}
-	defer sqltx.Rollback() //nolint:errcheck // read-only: nothing to keep or lose
+	defer sqltx.Rollback() // read-only: nothing to keep or lose
 	return fn(&tx{tx: sqltx, d: s.dialect, stmts: s.roStmts})
 }
 
@@ -240,18 +240,18 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 	if err != nil {
 		return nil
 	}
-	return t.tx.StmtContext(ctx, s)
+	return t.tx.StmtContext(ctx, s) // a transaction's statements close when it ends
 }
 
 func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	if s := t.stmt(ctx, q); s != nil {
+	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction
 		return s.QueryRowContext(ctx, args...)
 	}
 	return t.tx.QueryRowContext(ctx, q, args...)
 }
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	if s := t.stmt(ctx, q); s != nil {
+	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction; the caller closes the rows
 		return s.QueryContext(ctx, args...)
 	}
 	return t.tx.QueryContext(ctx, q, args...)
@@ -272,7 +272,7 @@ func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
 	if s, ok := c.m[q]; ok {
 		return s, nil
 	}
-	s, err := c.db.PrepareContext(ctx, q)
+	s, err := c.db.PrepareContext(ctx, q) //nolint:sqlclosecheck // cached for the pool's life; closed by stmtCache.close
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +296,7 @@ func (c *stmtCache) close() error {
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	var r sql.Result
 	var err error
-	if s := t.stmt(ctx, q); s != nil {
+	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction
 		r, err = s.ExecContext(ctx, args...)
 	} else {
 		r, err = t.tx.ExecContext(ctx, q, args...)

@@ -66,7 +66,7 @@ func testTenantList(h *harness) {
 	ids := h.ids(tenant.IDPrefix, 5)
 	want := make([]tenant.Tenant, len(ids))
 	for i := len(ids) - 1; i >= 0; i-- {
-		x := h.newTenant("Tenant " + string(rune('A'+i)))
+		x := h.newTenant("Tenant " + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i:i+1])
 		x.ID = tenant.ID(ids[i])
 		h.must("Tenants().Create", func(tx store.Tx) error { return tx.Tenants().Create(h.ctx(), x) })
 		want[i] = x
@@ -81,7 +81,7 @@ func testTenantListForUser(h *harness) {
 	ids := h.ids(tenant.IDPrefix, 4)
 	all := make([]tenant.Tenant, len(ids))
 	for i := len(ids) - 1; i >= 0; i-- {
-		x := h.newTenant("Tenant " + string(rune('A'+i)))
+		x := h.newTenant("Tenant " + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i:i+1])
 		x.ID = tenant.ID(ids[i])
 		h.must("Tenants().Create", func(tx store.Tx) error { return tx.Tenants().Create(h.ctx(), x) })
 		all[i] = x
