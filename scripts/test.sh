@@ -14,22 +14,30 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-echo "--- gofmt" >&2
-unformatted=$(gofmt -l .)
-if [[ -n $unformatted ]]; then
-	echo "these files need gofmt -w:" >&2
-	echo "$unformatted" >&2
-	exit 1
+checks() {
+	echo "--- gofmt" >&2
+	unformatted=$(gofmt -l .)
+	if [[ -n $unformatted ]]; then
+		echo "these files need gofmt -w:" >&2
+		echo "$unformatted" >&2
+		exit 1
+	fi
+
+	echo "--- go mod tidy -diff" >&2
+	go mod tidy -diff
+
+	echo "--- go vet" >&2
+	go vet ./...
+
+	echo "--- golangci-lint (pinned in tools/go.mod)" >&2
+	go tool -modfile=tools/go.mod golangci-lint run ./...
+}
+
+# MOAT_TEST_NO_CHECKS=1 skips the format, tidy, vet and lint checks while iterating on tests;
+# CI always runs them.
+if [[ ${MOAT_TEST_NO_CHECKS:-} != 1 || ${CI:-} == true ]]; then
+	checks
 fi
-
-echo "--- go mod tidy -diff" >&2
-go mod tidy -diff
-
-echo "--- go vet" >&2
-go vet ./...
-
-echo "--- golangci-lint (pinned in tools/go.mod)" >&2
-go tool -modfile=tools/go.mod golangci-lint run ./...
 
 pg_bin() {
 	local dirs

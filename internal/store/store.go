@@ -21,6 +21,7 @@ import (
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/trust"
 )
 
 // Errors callers branch on with errors.Is.
@@ -64,6 +65,7 @@ type TenantTx interface {
 	Groups() Groups
 	Members() Members
 	Audit() AuditLog
+	SigningKeys() SigningKeys
 }
 
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
@@ -145,4 +147,15 @@ type Members interface {
 type AuditLog interface {
 	Append(ctx context.Context, e audit.Event) error
 	List(ctx context.Context, p Page) ([]audit.Event, error)
+}
+
+// SigningKeys holds one tenant's registered public signing keys.
+type SigningKeys interface {
+	// Create registers a key; ErrConflict when the tenant already has a key with this name
+	// or this TUF key ID.
+	Create(ctx context.Context, k trust.SigningKey) error
+	Get(ctx context.Context, id trust.KeyID) (trust.SigningKey, error)
+	List(ctx context.Context, p Page) ([]trust.SigningKey, error)
+	// Revoke marks the key revoked at the given time; revoking twice keeps the first time.
+	Revoke(ctx context.Context, id trust.KeyID, at time.Time) (trust.SigningKey, error)
 }

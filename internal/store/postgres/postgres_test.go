@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -93,7 +94,16 @@ func TestPostgres_ConcurrentOpen(t *testing.T) {
 			if err := rows.Err(); err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff([]applied{{1, "0001_init.sql"}}, got); d != "" {
+			// Every migration file exactly once, in order.
+			files, err := filepath.Glob("migrations/*.sql")
+			if err != nil || len(files) == 0 {
+				t.Fatalf("migration files: %v, %v", files, err)
+			}
+			var want []applied
+			for i, f := range files {
+				want = append(want, applied{i + 1, filepath.Base(f)})
+			}
+			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("schema_migrations after concurrent Opens mismatch (-want +got):\n%s", d)
 			}
 			for i, s := range stores {

@@ -323,11 +323,12 @@ type tenantTx struct {
 	id tenant.ID
 }
 
-func (t *tenantTx) ID() tenant.ID            { return t.id }
-func (t *tenantTx) Products() store.Products { return products{t} }
-func (t *tenantTx) Groups() store.Groups     { return groups{t} }
-func (t *tenantTx) Members() store.Members   { return members{t} }
-func (t *tenantTx) Audit() store.AuditLog    { return auditLog{t} }
+func (t *tenantTx) ID() tenant.ID                  { return t.id }
+func (t *tenantTx) Products() store.Products       { return products{t} }
+func (t *tenantTx) Groups() store.Groups           { return groups{t} }
+func (t *tenantTx) Members() store.Members         { return members{t} }
+func (t *tenantTx) SigningKeys() store.SigningKeys { return signingKeys{t} }
+func (t *tenantTx) Audit() store.AuditLog          { return auditLog{t} }
 
 // limit clamps a page size: the API validates it, the store still never runs unbounded.
 func limit(p store.Page) int {

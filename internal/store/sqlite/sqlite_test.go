@@ -78,7 +78,15 @@ func TestSQLite_OpenTwiceIsIdempotent(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := []applied{{1, "0001_init.sql"}}
+	// Every migration file exactly once, in order.
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files: %v, %v", files, err)
+	}
+	var want []applied
+	for i, f := range files {
+		want = append(want, applied{i + 1, filepath.Base(f)})
+	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("schema_migrations after two Opens mismatch (-want +got):\n%s", d)
 	}
@@ -94,5 +102,24 @@ func TestSQLite_OpenTwiceIsIdempotent(t *testing.T) {
 	}
 	if d := cmp.Diff(x, gotT); d != "" {
 		t.Errorf("Tenants().Get(%s) after reopening mismatch (-want +got):\n%s", x.ID, d)
+	}
+}
+
+// TestMigrations_SameAsPostgres keeps the two dialects' migrations in step: the same files,
+// so a schema change cannot land for one database only.
+func TestMigrations_SameAsPostgres(t *testing.T) {
+	t.Parallel()
+	names := func(glob string) []string {
+		files, err := filepath.Glob(glob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range files {
+			files[i] = filepath.Base(f)
+		}
+		return files
+	}
+	if d := cmp.Diff(names("migrations/*.sql"), names("../postgres/migrations/*.sql")); d != "" {
+		t.Errorf("migration files differ between sqlite and postgres (-sqlite +postgres):\n%s", d)
 	}
 }

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Groups", groupTests},
 		{"Members", memberTests},
 		{"Audit", auditTests},
+		{"SigningKeys", signingKeyTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},
