@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/moat-iot/moat/internal/audit"
@@ -58,7 +59,7 @@ func (s products) Update(ctx context.Context, p product.Product) error {
 }
 
 func (s products) Delete(ctx context.Context, id product.ID, version int64) error {
-	// Groups first: the foreign key would refuse otherwise, and a product is deleted whole.
+	// The product's groups go with it (ON DELETE CASCADE): a product is deleted whole.
 	r, err := s.t.tx.exec(ctx, `DELETE FROM products WHERE tenant_id = $1 AND id = $2 AND (CAST($3 AS BIGINT) = 0 OR version = $3)`, s.t.id, id, version)
 	if err != nil {
 		return err
@@ -141,8 +142,11 @@ func (s members) Put(ctx context.Context, user auth.UserID, role auth.Role, at t
 	if err != nil {
 		return err
 	}
-	if affected(r) == nil {
+	switch err := affected(r); {
+	case err == nil:
 		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return err
 	}
 	_, err = s.t.tx.exec(ctx, `INSERT INTO members (tenant_id, user_id, role, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)`,
 		s.t.id, user, role, utc(at), utc(at))
