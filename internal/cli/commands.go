@@ -24,6 +24,7 @@ func commands(env *Env) []*ffcli.Command {
 		newMemberCmd(env),
 		newTokenCmd(env),
 		newAuditCmd(env),
+		newKeyCmd(env),
 		newServerCmd(env),
 		newDemoCmd(env),
 	}
