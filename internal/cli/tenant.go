@@ -20,7 +20,7 @@ EXAMPLES
   moat tenant create --name Contoso
   moat tenant select Contoso
   moat tenant list`,
-		newTenantCreate(env), newTenantList(env), newTenantShow(env), newTenantSelect(env))
+		newTenantCreate(env), newTenantList(env), newTenantShow(env), newTenantSelect(env), newSigningKeyCmd(env))
 }
 
 func tenantFields(t client.Tenant) [][2]string {

@@ -2,7 +2,12 @@ package mgmt_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"strings"
@@ -146,6 +151,7 @@ type fixture struct {
 	product object
 	group   object
 	userID  string
+	keyID   string
 }
 
 func newWorld(t testing.TB, opts ...testenv.ServerOption) *world {
@@ -176,7 +182,9 @@ func (w *world) tenant(t testing.TB, name string) fixture {
 	admin.must(201, "POST", "/api/v1/tenants/"+ten.ID+"/products", map[string]string{"name": "DW100", "description": name + " dishwasher"}).decode(t, &p)
 	var gs list
 	admin.must(200, "GET", "/api/v1/tenants/"+ten.ID+"/products/"+p.ID+"/device-groups", nil).decode(t, &gs)
-	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID}
+	var key object
+	admin.must(201, "POST", "/api/v1/tenants/"+ten.ID+"/signing-keys", map[string]string{"name": "release", "public_key_pem": newPublicKeyPEM(t)}).decode(t, &key)
+	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID}
 }
 
 func (w *world) member(t testing.TB, f fixture, name, role string) *api {
@@ -206,4 +214,18 @@ func onBothStores(t *testing.T, fn func(t *testing.T, w *world)) {
 		t.Parallel()
 		fn(t, newWorld(t, testenv.WithDatabase(testenv.FreshPostgresDatabase(t))))
 	})
+}
+
+// newPublicKeyPEM makes a fresh ECDSA P-256 public key in PEM, as `moat key generate` writes.
+func newPublicKeyPEM(t testing.TB) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/trust"
 )
 
 // The OpenAPI document is generated from the route table and the Go types of the bodies, so
@@ -37,6 +38,8 @@ var schemaNames = map[reflect.Type]string{
 	reflect.TypeFor[auth.Token]():          "Token",
 	reflect.TypeFor[auth.User]():           "User",
 	reflect.TypeFor[auth.Member]():         "Member",
+	reflect.TypeFor[trust.SigningKey]():    "SigningKey",
+	reflect.TypeFor[trust.KeyCreate]():     "SigningKeyCreate",
 }
 
 // schemaName is the component name of a named struct type: the type name, prefixed with its
@@ -130,6 +133,7 @@ var paramDescriptions = map[string]string{
 	"group":   "Device group ID (grp_...).",
 	"user":    "User ID (usr_...).",
 	"token":   "Token ID (tok_...).",
+	"key":     "Signing key record ID (key_...).",
 }
 
 // OpenAPI builds the OpenAPI 3.0 document of the management API.

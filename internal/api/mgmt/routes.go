@@ -11,6 +11,7 @@ import (
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/trust"
 )
 
 // AuthRule is who may call a route. The zero value is invalid, so a route that forgets its
@@ -89,6 +90,15 @@ func Routes() []Route {
 
 		{Method: "GET", Pattern: tenantPath + "/audit-events", OperationID: "listAuditEvents", Summary: "List the tenant's audit log, oldest first",
 			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[audit.Event](), List: true, Status: 200, Handler: (*API).listAudit},
+
+		{Method: "GET", Pattern: tenantPath + "/signing-keys", OperationID: "listSigningKeys", Summary: "List the tenant's registered public signing keys",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[trust.SigningKey](), List: true, Status: 200, Handler: (*API).listSigningKeys},
+		{Method: "POST", Pattern: tenantPath + "/signing-keys", OperationID: "createSigningKey", Summary: "Register an offline public signing key (ECDSA P-256 PEM) for the tenant's images",
+			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[trust.KeyCreate](), Response: typeOf[trust.SigningKey](), Status: 201, Handler: (*API).createSigningKey},
+		{Method: "GET", Pattern: tenantPath + "/signing-keys/{key}", OperationID: "getSigningKey", Summary: "Show a registered signing key",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[trust.SigningKey](), Status: 200, Handler: (*API).getSigningKey},
+		{Method: "DELETE", Pattern: tenantPath + "/signing-keys/{key}", OperationID: "revokeSigningKey", Summary: "Revoke a signing key: it signs nothing from now on",
+			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[trust.SigningKey](), Status: 200, Handler: (*API).revokeSigningKey},
 
 		{Method: "GET", Pattern: tenantPath + "/products", OperationID: "listProducts", Summary: "List the tenant's products",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listProducts},
