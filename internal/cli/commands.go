@@ -21,6 +21,7 @@ func commands(env *Env) []*ffcli.Command {
 		newTenantCmd(env),
 		newProductCmd(env),
 		newDeviceGroupCmd(env),
+		newImageCmd(env),
 		newMemberCmd(env),
 		newTokenCmd(env),
 		newAuditCmd(env),
