@@ -26,9 +26,10 @@ func newDemoCmd(env *Env) *ffcli.Command {
 		LongHelp: `Starts a security service on SQLite in a temporary directory, bootstraps a platform
 operator, creates tenant Contoso with its own Administrator, and creates product DW100 with
 its five default device groups (Development, Field Test, Production, Field Test OS
-Evaluation, Production OS Evaluation), all through the public management API. It prints
-what it did, the server URL, the tokens and a ready 'moat login' line, then stays up until
-Ctrl-C (or --exit-after). Nothing needs to be installed.
+Evaluation, Production OS Evaluation), all through the public management API. Contoso then
+makes its offline image signing key, registers only the public half, and packs the DW100
+application image. It prints what it did, the server URL, the tokens and a ready 'moat login'
+line, then stays up until Ctrl-C (or --exit-after). Nothing needs to be installed.
 
 EXAMPLES
   moat demo

@@ -2,8 +2,9 @@
 // with embedded defaults. It starts a security service on SQLite in a data directory, then,
 // through the public client package only (as any tenant's tooling would), creates tenant
 // Contoso with its own administrator and the DW100 dishwasher product with its default
-// device groups, and reports what it did. Later parts of moat extend the story (images,
-// devices, attestation, telemetry) here.
+// device groups; Contoso makes its offline signing key (registering only the public half) and
+// packs the DW100 application image. It reports what it did. Later parts of moat extend the
+// story (publishing, devices, attestation, telemetry) here.
 package demo
 
 import (
@@ -18,6 +19,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/server"
 )
 
@@ -38,11 +40,20 @@ type Result struct {
 	AdminToken    string
 	Product       client.Product
 	Groups        []client.DeviceGroup
+	// SigningKey is Contoso's registered offline key; KeyFile holds its private half,
+	// which never left the demo's machine.
+	SigningKey client.SigningKey
+	KeyFile    string
+	// AppImage is the packed DW100 application image and AppManifest its manifest.
+	AppImage    string
+	AppSHA256   string
+	AppManifest image.Manifest
 }
 
 // Demo is a running demo.
 type Demo struct {
 	srv    *server.Server
+	dir    string
 	played chan struct{}
 	// Result is complete once Played is closed.
 	Result Result
@@ -69,7 +80,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if srv.BootstrapToken == "" {
 		return nil, fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir)
 	}
-	return &Demo{srv: srv, played: make(chan struct{}), Result: Result{
+	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), Result: Result{
 		URL: srv.URL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
@@ -146,6 +157,10 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(tw, "      %s\t%s\t%s\t%s\n", g.Name, g.OSFeed, g.UpdatePolicy, g.ID)
 	}
 	tw.Flush()
+
+	if err := d.offline(ctx, contoso, out, step); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, `
 Server:              %s
 TLS CA:              %s (SHA-256 %s)

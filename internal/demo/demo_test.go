@@ -3,12 +3,15 @@ package demo_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/demo"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/testenv"
 )
 
@@ -48,6 +51,30 @@ func TestDemo_SeedScenario(t *testing.T) {
 	op, _ := client.New(r.URL, client.WithToken(r.OperatorToken), client.WithCACertPEM(caPEM))
 	if _, err := op.ListProducts(ctx, r.Tenant.ID, client.ListOptions{}); err == nil {
 		t.Error("the platform operator reads Contoso's products after leaving the tenant")
+	}
+	// Contoso's offline side: the key is registered by its public half only, the private
+	// half stays in a 0600 file, and the app image is a valid package for DW100.
+	keysList, err := contoso.ListSigningKeys(ctx, r.Tenant.ID, client.ListOptions{})
+	if err != nil || len(keysList.Items) != 1 || keysList.Items[0].TUFKeyID != r.SigningKey.TUFKeyID {
+		t.Errorf("Contoso's signing keys = %+v, %v; want the demo's key", keysList.Items, err)
+	}
+	if st, err := os.Stat(r.KeyFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("private key file %s: %v, %v; want mode 0600", r.KeyFile, st, err)
+	}
+	f, err := os.Open(r.AppImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pkg, err := image.Open(f)
+	if err != nil {
+		t.Fatalf("image.Open(demo app) = %v", err)
+	}
+	if _, err := io.Copy(io.Discard, pkg.Payload()); err != nil {
+		t.Errorf("demo app payload does not verify: %v", err)
+	}
+	if m := pkg.Manifest(); m.Product != "DW100" || m.Kind != "app" {
+		t.Errorf("demo app manifest = %+v, want an app for DW100", m)
 	}
 	cancel()
 	if err := <-done; err != nil {
