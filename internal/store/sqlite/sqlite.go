@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"time"
 
 	"modernc.org/sqlite"
@@ -26,7 +27,15 @@ import (
 var migrations embed.FS
 
 // Open opens (creating if needed) the database file at path and migrates it.
+//
+// A new file is created with mode 0600 (it holds token hashes and audit records; SQLite
+// gives its -wal and -shm files the same mode).
 func Open(ctx context.Context, path string, now func() time.Time) (*sqldb.DB, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	f.Close()
 	db, err := openPool(ctx, path, "immediate", false)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -121,5 +122,24 @@ func TestMigrations_SameAsPostgres(t *testing.T) {
 	}
 	if d := cmp.Diff(names("migrations/*.sql"), names("../postgres/migrations/*.sql")); d != "" {
 		t.Errorf("migration files differ between sqlite and postgres (-sqlite +postgres):\n%s", d)
+	}
+}
+
+// TestOpen_CreatesPrivateFile: the database holds token hashes and the audit log, so only
+// its owner may read it.
+func TestOpen_CreatesPrivateFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "moat.db")
+	s, err := sqlite.Open(t.Context(), path, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o600 {
+		t.Errorf("database file mode = %v, want 0600", got)
 	}
 }
