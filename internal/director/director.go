@@ -1,0 +1,253 @@
+// Package director defines the per-device update assignment that the security service's
+// online director key signs (Uptane's director role, simplified), and its verification on
+// the device.
+//
+// An assignment names one device of one tenant, an increasing counter, a short validity
+// window and at most one image per kind ("os", "app"), each by its TUF target path, SHA-256,
+// length, version and security version. [Issue] signs one on the server; [Verify] checks one
+// on the device; [CheckAgainstRepo] is the cross-check the device makes against the image
+// repository it verified separately, before it installs anything.
+//
+// What it trusts: the director public key pinned on the device (passed to Verify), the
+// device's own identity and clock (passed in [Expect]), the last counter it accepted and
+// its anti-rollback floors (the caller persists both), and the image repository view the
+// caller verified with TUF (the lookup passed to CheckAgainstRepo).
+//
+// What it enforces (DESIGN rule 2, the Uptane split): an assignment alone is never enough
+// to install. It must be signed by exactly the pinned key (TestVerify_RejectsSignatureBySecondKey,
+// TestVerify_RejectsForgery), its signed bytes must be the one canonical encoding, so no
+// unsigned, duplicated or ambiguous field can influence an install (ATTACKS row 22;
+// TestVerify_RejectsAmbiguousEncoding), it must name this device and tenant (ATTACKS row 19;
+// TestVerify_RejectsReplayToOtherDevice), be inside its validity window
+// (TestVerify_RejectsOutsideValidity), carry a counter above the last accepted one
+// (TestVerify_RejectsReplayedCounter), and every image it names must be in the verified
+// repository with the same hash, length and security version (ATTACKS row 18;
+// TestCheckAgainstRepo_RejectsMismatch) and not below the device's floor (ATTACKS row 26;
+// TestCheckAgainstRepo_RejectsBelowFloor). A compromise of the online director key can
+// therefore withhold updates or re-assign an older signed image that the floor still
+// allows, but cannot make a device install bytes the offline keys did not sign.
+// ATTACKS row 20 (partial bundle) is the update client's: an assignment is all-or-nothing
+// input to it. Bad input of any shape is an error and never a panic (FuzzVerify).
+//
+// Concurrency: the package has no state; every function is safe for concurrent use.
+// Verify and CheckAgainstRepo do not keep the counter or floors: the caller records the
+// accepted counter (and raises floors after a successful install) atomically with acting
+// on the assignment.
+package director
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Format is the only assignment format version this package issues and accepts.
+const Format = 1
+
+// Limits of an assignment.
+const (
+	MaxImages       = 8                  // images in one assignment
+	MaxImageBytes   = 4 << 30            // length of one image (4 GiB)
+	MaxValidity     = 7 * 24 * time.Hour // ExpiresAt - IssuedAt
+	ClockSkew       = 5 * time.Minute    // how far IssuedAt may be ahead of the device's clock
+	DefaultMaxBytes = 64 << 10           // size of an envelope Verify reads unless told otherwise
+	maxIDLen        = 128
+	maxPathLen      = 255
+	maxVersionLen   = 64
+)
+
+// Image kinds. An os image's path is under "os/" (signed by the platform OS key) and an
+// app image's under "apps/" (delegated to the tenant's key), so the kind cannot be used to
+// pass one off as the other.
+const (
+	KindOS  = "os"
+	KindApp = "app"
+)
+
+// Errors that callers branch on with errors.Is.
+var (
+	ErrTooLarge     = errors.New("assignment too large")
+	ErrMalformed    = errors.New("malformed assignment")
+	ErrSignature    = errors.New("assignment signature invalid")
+	ErrNotCanonical = errors.New("assignment not in canonical form")
+	ErrWrongDevice  = errors.New("assignment for another device")
+	ErrExpired      = errors.New("assignment outside its validity window")
+	ErrReplayed     = errors.New("assignment counter not above the last accepted")
+	ErrRepoMismatch = errors.New("assigned image differs from the image repository")
+	ErrBelowFloor   = errors.New("assigned image below the anti-rollback floor")
+)
+
+// Assignment is what the director says one device should run. Its JSON encoding, with the
+// fields in this order and times in RFC 3339 UTC to the second, is what the director key
+// signs.
+type Assignment struct {
+	Version   int       `json:"version"` // Format
+	DeviceID  string    `json:"device_id"`
+	TenantID  string    `json:"tenant_id"`
+	Counter   uint64    `json:"counter"` // strictly increasing per device, from 1
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Images    []Image   `json:"images"` // at most one per kind; empty: nothing assigned
+}
+
+// Image is one image the device should run, named as the TUF image repository names it.
+type Image struct {
+	Kind            string `json:"kind"`   // KindOS or KindApp
+	Path            string `json:"path"`   // TUF target path: "os/<name>/<version>" or "apps/<component>/<version>"
+	SHA256          string `json:"sha256"` // 64 lower-case hex digits
+	Length          int64  `json:"length"` // bytes, 1..MaxImageBytes
+	Version         string `json:"version"`
+	SecurityVersion uint32 `json:"security_version"`
+}
+
+// Validate reports every problem with the assignment's content, joined.
+func (a Assignment) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if a.Version != Format {
+		bad("version: %d, want %d", a.Version, Format)
+	}
+	if !validID(a.DeviceID) {
+		bad("device_id: %q is not 1 to %d letters, digits or ._:-", a.DeviceID, maxIDLen)
+	}
+	if !validID(a.TenantID) {
+		bad("tenant_id: %q is not 1 to %d letters, digits or ._:-", a.TenantID, maxIDLen)
+	}
+	if a.Counter == 0 {
+		bad("counter: must be at least 1")
+	}
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"issued_at", a.IssuedAt}, {"expires_at", a.ExpiresAt}} {
+		name, t := f.name, f.t
+		switch {
+		case t.IsZero():
+			bad("%s: missing", name)
+		case t.Location() != time.UTC:
+			bad("%s: %s is not in UTC", name, t.Format(time.RFC3339))
+		case t.Nanosecond() != 0:
+			bad("%s: %s has a fraction of a second", name, t.Format(time.RFC3339Nano))
+		case t.Year() < 2000 || t.Year() > 9999:
+			bad("%s: year %d out of range", name, t.Year())
+		}
+	}
+	if !a.IssuedAt.IsZero() && !a.ExpiresAt.IsZero() {
+		if v := a.ExpiresAt.Sub(a.IssuedAt); v <= 0 || v > MaxValidity {
+			bad("expires_at: %s after issued_at, want more than 0 and at most %s", v, MaxValidity)
+		}
+	}
+	if len(a.Images) > MaxImages {
+		bad("images: %d, at most %d", len(a.Images), MaxImages)
+	}
+	seen := map[string]bool{}
+	for i, im := range a.Images {
+		if err := im.validate(); err != nil {
+			bad("images[%d]: %w", i, err)
+		}
+		if seen[im.Kind] {
+			bad("images[%d]: a second image of kind %q", i, im.Kind)
+		}
+		seen[im.Kind] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (im Image) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var prefix string
+	switch im.Kind {
+	case KindOS:
+		prefix = "os/"
+	case KindApp:
+		prefix = "apps/"
+	default:
+		bad("kind: %q, want %q or %q", im.Kind, KindOS, KindApp)
+	}
+	if !validVersion(im.Version) {
+		bad("version: %q is not 1 to %d letters, digits or .+-", im.Version, maxVersionLen)
+	}
+	switch {
+	case !validPath(im.Path):
+		bad("path: %q is not a clean relative path of letters, digits and ._+- segments", im.Path)
+	case prefix != "" && !strings.HasPrefix(im.Path, prefix):
+		bad("path: %q of a %s image is not under %s", im.Path, im.Kind, prefix)
+	case im.Path[strings.LastIndexByte(im.Path, '/')+1:] != im.Version:
+		bad("path: %q does not end in its version %q", im.Path, im.Version)
+	}
+	if !validSHA256(im.SHA256) {
+		bad("sha256: %q is not 64 lower-case hex digits", im.SHA256)
+	}
+	if im.Length <= 0 || im.Length > MaxImageBytes {
+		bad("length: %d, want 1 to %d", im.Length, int64(MaxImageBytes))
+	}
+	return errors.Join(errs...)
+}
+
+func validID(s string) bool {
+	if s == "" || len(s) > maxIDLen {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func validVersion(s string) bool {
+	if s == "" || len(s) > maxVersionLen || s == "." || s == ".." {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if !isAlnum(c) && c != '.' && c != '+' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validPath accepts "a/b/c" with at least two segments, none empty, "." or "..", each of
+// letters, digits and ._+-.
+func validPath(p string) bool {
+	if len(p) > maxPathLen {
+		return false
+	}
+	segs := strings.Split(p, "/")
+	if len(segs) < 2 {
+		return false
+	}
+	for _, s := range segs {
+		if s == "" || s == "." || s == ".." {
+			return false
+		}
+		for i := range len(s) {
+			c := s[i]
+			if !isAlnum(c) && c != '.' && c != '_' && c != '+' && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
