@@ -406,10 +406,11 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func envelopeOf(t *testing.T, env []byte) director.Signed {
+func envelopeOf(tb testing.TB, env []byte) director.Signed {
+	tb.Helper()
 	var s director.Signed
 	if err := json.Unmarshal(env, &s); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return s
 }
