@@ -440,7 +440,7 @@ func checkPath(name, prefix string, role *metadata.DelegatedRole) error {
 			return fmt.Errorf("%w: %q has an empty, dot or overlong segment", ErrPath, name)
 		}
 		for _, c := range []byte(seg) {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+~-", c) >= 0) {
+			if !pathByte(c) {
 				return fmt.Errorf("%w: %q has the byte %q", ErrPath, name, c)
 			}
 		}
@@ -451,4 +451,8 @@ func checkPath(name, prefix string, role *metadata.DelegatedRole) error {
 		}
 	}
 	return nil
+}
+
+func pathByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+~-", c) >= 0
 }
