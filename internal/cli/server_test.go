@@ -91,3 +91,23 @@ func TestDemo_ExitAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_EnvironmentPrecedence: defaults < config file < MOAT_* environment < flags.
+// Not parallel: it sets process environment variables.
+func TestServer_EnvironmentPrecedence(t *testing.T) {
+	t.Setenv("MOAT_LOG_LEVEL", "debug")
+	t.Setenv("MOAT_ADDR", "127.0.0.1:9001")
+	u := newUser(t)
+	file := writeFile(t, "server.json", `{"version":1,"log-level":"error","data":"/srv/moat"}`)
+	out := u.must("server", "--config", file, "--addr", "127.0.0.1:9002", "--check-config")
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"log-level": "debug", "addr": "127.0.0.1:9002", "data": "/srv/moat"}
+	for k, v := range want {
+		if cfg[k] != v {
+			t.Errorf("effective %s = %v, want %v (file < env < flag)", k, cfg[k], v)
+		}
+	}
+}
