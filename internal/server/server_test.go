@@ -3,12 +3,15 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,3 +228,49 @@ func TestServer_OpenFailsCleanly(t *testing.T) {
 }
 
 func nowUTC() time.Time { return time.Now().UTC() }
+
+// TestServer_NoGoroutinesLeftAfterShutdown starts a server, uses it, stops it, and checks
+// that every goroutine it started is gone. Not parallel: it counts the process's goroutines.
+func TestServer_NoGoroutinesLeftAfterShutdown(t *testing.T) {
+	before := runtime.NumGoroutine()
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	var hc *http.Client
+	startStop(t, cfg, func(s *server.Server) {
+		c := newClient(t, s, s.BootstrapToken)
+		if _, err := c.CreateTenant(t.Context(), client.TenantCreate{Name: "Contoso"}); err != nil {
+			t.Fatal(err)
+		}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig(t, s)}}
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", s.URL+"/readyz", nil)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	})
+	hc.CloseIdleConnections()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		after := runtime.NumGoroutine()
+		if after <= before {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Fatalf("%d goroutines after shutdown, %d before:\n%s", after, before, buf[:n])
+		}
+		runtime.Gosched()
+	}
+}
+
+func tlsConfig(t *testing.T, s *server.Server) *tls.Config {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(s.CAPEM) {
+		t.Fatal("no CA certificate")
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
