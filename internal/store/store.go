@@ -54,6 +54,7 @@ type Tx interface {
 	Tenants() Tenants
 	Users() Users
 	Tokens() Tokens
+	PlatformRoots() PlatformRoots
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
 }
@@ -66,6 +67,7 @@ type TenantTx interface {
 	Members() Members
 	Audit() AuditLog
 	SigningKeys() SigningKeys
+	TUFFiles() TUFFiles
 }
 
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
@@ -158,4 +160,34 @@ type SigningKeys interface {
 	List(ctx context.Context, p Page) ([]trust.SigningKey, error)
 	// Revoke marks the key revoked at the given time; revoking twice keeps the first time.
 	Revoke(ctx context.Context, id trust.KeyID, at time.Time) (trust.SigningKey, error)
+}
+
+// File is a named file of bytes, such as one TUF metadata file.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// TimestampFile is the one TUF file that is replaced rather than versioned.
+const TimestampFile = "timestamp.json"
+
+// MaxTUFFileBytes bounds one stored TUF metadata file.
+const MaxTUFFileBytes = 4 << 20
+
+// TUFFiles holds the files of one tenant's view of the TUF image repository (what
+// internal/tuf's View publishes), so that the view survives a restart byte for byte.
+type TUFFiles interface {
+	// Put stores a file. Every name but TimestampFile is immutable: the same bytes again is
+	// a no-op, other bytes are ErrConflict. TimestampFile is replaced.
+	Put(ctx context.Context, f File, at time.Time) error
+	Get(ctx context.Context, name string) ([]byte, error)
+	// All returns every stored file, ordered by name.
+	All(ctx context.Context) ([]File, error)
+}
+
+// PlatformRoots holds the platform's chain of TUF root metadata, version 1 first.
+type PlatformRoots interface {
+	// Append stores the next root version; a version that is not the next is ErrConflict.
+	Append(ctx context.Context, version int64, data []byte, at time.Time) error
+	List(ctx context.Context) ([][]byte, error)
 }

@@ -311,6 +311,8 @@ func (t *tx) Tenants() store.Tenants { return tenants{t} }
 func (t *tx) Users() store.Users     { return users{t} }
 func (t *tx) Tokens() store.Tokens   { return tokens{t} }
 
+func (t *tx) PlatformRoots() store.PlatformRoots { return platformRoots{t} }
+
 func (t *tx) ForTenant(id tenant.ID) (store.TenantTx, error) {
 	if id == "" {
 		return nil, store.ErrNoTenant
@@ -328,6 +330,7 @@ func (t *tenantTx) Products() store.Products       { return products{t} }
 func (t *tenantTx) Groups() store.Groups           { return groups{t} }
 func (t *tenantTx) Members() store.Members         { return members{t} }
 func (t *tenantTx) SigningKeys() store.SigningKeys { return signingKeys{t} }
+func (t *tenantTx) TUFFiles() store.TUFFiles       { return tufFiles{t} }
 func (t *tenantTx) Audit() store.AuditLog          { return auditLog{t} }
 
 // limit clamps a page size: the API validates it, the store still never runs unbounded.

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Members", memberTests},
 		{"Audit", auditTests},
 		{"SigningKeys", signingKeyTests},
+		{"TUF", tufTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},
