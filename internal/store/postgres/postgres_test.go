@@ -2,12 +2,9 @@ package postgres_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/postgres"
@@ -74,38 +71,7 @@ func TestPostgres_ConcurrentOpen(t *testing.T) {
 				return
 			}
 
-			type applied struct {
-				Version int
-				Name    string
-			}
-			rows, err := stores[0].SQL().QueryContext(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var got []applied
-			for rows.Next() {
-				var a applied
-				if err := rows.Scan(&a.Version, &a.Name); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, a)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			// Every migration file exactly once, in order.
-			files, err := filepath.Glob("migrations/*.sql")
-			if err != nil || len(files) == 0 {
-				t.Fatalf("migration files: %v, %v", files, err)
-			}
-			var want []applied
-			for i, f := range files {
-				want = append(want, applied{i + 1, filepath.Base(f)})
-			}
-			if d := cmp.Diff(want, got); d != "" {
-				t.Errorf("schema_migrations after concurrent Opens mismatch (-want +got):\n%s", d)
-			}
+			storetest.CheckMigrations(t, stores[0].SQL(), "migrations/*.sql")
 			for i, s := range stores {
 				if err := s.Ping(t.Context()); err != nil {
 					t.Errorf("replica %d Ping() = %v, want nil", i, err)

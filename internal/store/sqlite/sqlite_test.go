@@ -59,38 +59,7 @@ func TestSQLite_OpenTwiceIsIdempotent(t *testing.T) {
 	}
 	t.Cleanup(func() { s2.Close() })
 
-	type applied struct {
-		Version int
-		Name    string
-	}
-	rows, err := s2.SQL().QueryContext(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var got []applied
-	for rows.Next() {
-		var a applied
-		if err := rows.Scan(&a.Version, &a.Name); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, a)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	// Every migration file exactly once, in order.
-	files, err := filepath.Glob("migrations/*.sql")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("migration files: %v, %v", files, err)
-	}
-	var want []applied
-	for i, f := range files {
-		want = append(want, applied{i + 1, filepath.Base(f)})
-	}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("schema_migrations after two Opens mismatch (-want +got):\n%s", d)
-	}
+	storetest.CheckMigrations(t, s2.SQL(), "migrations/*.sql")
 
 	var gotT tenant.Tenant
 	err = s2.InTx(t.Context(), func(tx store.Tx) error {

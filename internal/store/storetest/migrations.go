@@ -1,0 +1,46 @@
+package storetest
+
+import (
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// CheckMigrations fails the test unless db's schema_migrations records every migration file
+// matching glob exactly once, in order (version N is the Nth file).
+func CheckMigrations(t *testing.T, db *sql.DB, glob string) {
+	t.Helper()
+	type applied struct {
+		Version int
+		Name    string
+	}
+	rows, err := db.QueryContext(t.Context(), `SELECT version, name FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []applied
+	for rows.Next() {
+		var a applied
+		if err := rows.Scan(&a.Version, &a.Name); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(glob)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migration files %s: %v, %v", glob, files, err)
+	}
+	var want []applied
+	for i, f := range files {
+		want = append(want, applied{i + 1, filepath.Base(f)})
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("schema_migrations mismatch (-want +got):\n%s", d)
+	}
+}
