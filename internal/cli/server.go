@@ -26,6 +26,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.Database, "database", cfg.Database, "database: empty for SQLite in --data, or postgres://...; prefer MOAT_DATABASE when it holds a password")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate chain to serve instead of the local CA's (MOAT_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key for --tls-cert (MOAT_TLS_KEY)")
+	fs.Var((*hostList)(&cfg.TLSHosts), "tls-hosts", "comma-separated DNS names and IP addresses the local CA's certificate also covers (MOAT_TLS_HOSTS)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (MOAT_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (MOAT_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
@@ -169,4 +170,20 @@ func readSecret(env *Env, v string) (string, error) {
 		return "", fmt.Errorf("read secret from standard input: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// hostList is a comma-separated flag value that prints back the way it parses, so that
+// --check-config output is itself a valid config file.
+type hostList []string
+
+func (h *hostList) String() string { return strings.Join(*h, ",") }
+
+func (h *hostList) Set(v string) error {
+	*h = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*h = append(*h, s)
+		}
+	}
+	return nil
 }

@@ -35,7 +35,10 @@ func TestServer_ExampleConfigParses(t *testing.T) {
 	if again != out {
 		t.Errorf("--check-config of its own output differs:\n%s\nvs\n%s", again, out)
 	}
-	out = u.must("server", "--config", "../../docs/server.example.json", "--addr", "127.0.0.1:9999", "--check-config")
+	out = u.must("server", "--config", "../../docs/server.example.json", "--addr", "127.0.0.1:9999", "--tls-hosts", "moat.contoso.example,10.0.0.5", "--check-config")
+	if !strings.Contains(out, `"moat.contoso.example,10.0.0.5"`) {
+		t.Errorf("--check-config does not print --tls-hosts back: %s", out)
+	}
 	if !strings.Contains(out, `"127.0.0.1:9999"`) {
 		t.Errorf("flag did not override the config file: %s", out)
 	}

@@ -22,6 +22,9 @@ type Config struct {
 	// TLSCert and TLSKey replace the local CA with an operator's certificate (PEM files).
 	TLSCert string `json:"tls_cert"`
 	TLSKey  string `json:"tls_key"`
+	// TLSHosts are further DNS names and IP addresses the local CA's server certificate
+	// covers, besides localhost, 127.0.0.1, ::1 and the listen host (ignored with TLSCert).
+	TLSHosts []string `json:"tls_hosts"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`
@@ -55,6 +58,11 @@ func (c Config) Validate() error {
 	if strings.Contains(c.Database, "://") && !strings.HasPrefix(c.Database, "postgres://") &&
 		!strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite://") {
 		bad("database", "must be a SQLite file path, sqlite://PATH or postgres://...")
+	}
+	for _, h := range c.TLSHosts {
+		if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
+			bad("tls_hosts", "%q is not a DNS name or an IP address", h)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert", "tls_cert and tls_key must be given together")

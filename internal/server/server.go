@@ -153,7 +153,7 @@ func (s *Server) tlsConfig(host string, now time.Time) (*tls.Config, []byte, err
 		}
 		return cfg, chain, nil
 	}
-	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, s.cfg.TLSHosts...)
 	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
 		if host != "localhost" && host != "127.0.0.1" && host != "::1" {
 			hosts = append(hosts, host)

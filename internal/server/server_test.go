@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -273,4 +275,43 @@ func tlsConfig(t *testing.T, s *server.Server) *tls.Config {
 		t.Fatal("no CA certificate")
 	}
 	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// TestServer_TLSHosts: the local certificate covers the extra names it is asked for, and a
+// restart with another name re-issues it under the same CA.
+func TestServer_TLSHosts(t *testing.T) {
+	t.Parallel()
+	cfg := server.DefaultConfig()
+	cfg.Addr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	cfg.TLSHosts = []string{"moat.contoso.example", "10.1.2.3"}
+	leaf := func() *x509.Certificate {
+		var c *x509.Certificate
+		startStop(t, cfg, func(s *server.Server) {
+			b, err := os.ReadFile(filepath.Join(cfg.DataDir, "tls", "server.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			blk, _ := pem.Decode(b)
+			if c, err = x509.ParseCertificate(blk.Bytes); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return c
+	}
+	c := leaf()
+	for _, h := range []string{"moat.contoso.example", "10.1.2.3", "localhost", "127.0.0.1"} {
+		if err := c.VerifyHostname(h); err != nil {
+			t.Errorf("server certificate does not cover %s: %v", h, err)
+		}
+	}
+	cfg.TLSHosts = []string{"other.contoso.example"}
+	if err := leaf().VerifyHostname("other.contoso.example"); err != nil {
+		t.Errorf("after a restart with another host: %v", err)
+	}
+	bad := server.DefaultConfig()
+	bad.TLSHosts = []string{"has space"}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "tls_hosts") {
+		t.Errorf("Validate(tls_hosts with a space) = %v, want an error naming tls_hosts", err)
+	}
 }
