@@ -143,6 +143,13 @@ func (r *repo) file(name string) []byte {
 	return must(r.view.File(name))(r.t)
 }
 
+// setView makes the server serve v from now on, as after a restart.
+func (r *repo) setView(v *View) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.view = v
+}
+
 // serveBytes makes the server answer name with data instead of the view's file.
 func (r *repo) serveBytes(name string, data []byte) {
 	r.setOverride(name, func(w http.ResponseWriter, _ *http.Request) { w.Write(data) })
@@ -157,13 +164,13 @@ func (r *repo) setOverride(name string, h http.HandlerFunc) {
 func (r *repo) serve(w http.ResponseWriter, req *http.Request) {
 	if name, ok := strings.CutPrefix(req.URL.Path, "/metadata/"); ok {
 		r.mu.Lock()
-		h := r.override[name]
+		h, view := r.override[name], r.view
 		r.mu.Unlock()
 		if h != nil {
 			h(w, req)
 			return
 		}
-		data, err := r.view.File(name)
+		data, err := view.File(name)
 		if errors.Is(err, ErrNotFound) {
 			http.NotFound(w, req)
 			return

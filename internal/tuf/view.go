@@ -285,6 +285,9 @@ func (v *View) RefreshTimestamp(online signature.Signer, now time.Time, ttl time
 		return nil
 	}
 	if v.snapshot.Signed.Expires.Before(now.Add(ttl)) {
+		if v.snapshotTTL <= 0 {
+			return fmt.Errorf("%w: snapshot TTL unknown since Restore: Publish first", ErrExpired)
+		}
 		return v.publish(online, now, v.snapshotTTL, ttl)
 	}
 	snap := v.timestamp.Signed.Meta["snapshot.json"]
@@ -302,20 +305,14 @@ func (v *View) RefreshTimestamp(online signature.Signer, now time.Time, ttl time
 func (v *View) File(name string) ([]byte, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	if name == "timestamp.json" {
-		if v.timestampRaw == nil {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
-		}
-		return bytes.Clone(v.timestampRaw), nil
-	}
-	base, ok := strings.CutSuffix(name, ".json")
-	num, role, ok2 := strings.Cut(base, ".")
-	n, err := strconv.ParseInt(num, 10, 64)
-	if !ok || !ok2 || err != nil || n < 1 || num != strconv.FormatInt(n, 10) {
+	role, n, ok := parseName(name)
+	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	var data []byte
 	switch role {
+	case metadata.TIMESTAMP:
+		data = v.timestampRaw
 	case metadata.ROOT:
 		if n <= int64(len(v.roots)) {
 			data = v.roots[n-1]
@@ -332,6 +329,28 @@ func (v *View) File(name string) ([]byte, error) {
 	}
 	return bytes.Clone(data), nil
 }
+
+// parseName splits a served file name: "timestamp.json" is (timestamp, 0); "N.role.json"
+// is (role, N) for the roles root, targets, apps and snapshot, N canonical and at least 1.
+func parseName(name string) (role string, n int64, ok bool) {
+	if name == "timestamp.json" {
+		return metadata.TIMESTAMP, 0, true
+	}
+	base, ok := strings.CutSuffix(name, ".json")
+	num, role, ok2 := strings.Cut(base, ".")
+	n, err := strconv.ParseInt(num, 10, 64)
+	if !ok || !ok2 || err != nil || n < 1 || num != strconv.FormatInt(n, 10) {
+		return "", 0, false
+	}
+	switch role {
+	case metadata.ROOT, metadata.TARGETS, AppsRole, metadata.SNAPSHOT:
+		return role, n, true
+	}
+	return "", 0, false
+}
+
+// fileName is the consistent-snapshot name of version n of role.
+func fileName(n int64, role string) string { return strconv.FormatInt(n, 10) + "." + role + ".json" }
 
 func metaFile(version int64, raw []byte) *metadata.MetaFiles {
 	sum := sha256.Sum256(raw)
