@@ -8,7 +8,8 @@
 // "os/" and delegates the paths AppsPaths, terminating, to the tenant's image signing keys;
 // the tenant key (offline) signs apps.json; only snapshot.json and timestamp.json are signed
 // online. NewRoot, SignRoot, SignTargets and SignApps run where the offline keys are (the
-// CLI); Open, the Put methods, Publish, RefreshTimestamp and File run on the server.
+// CLI); Open, Restore, the Put methods, Publish, RefreshTimestamp, File and Files run on
+// the server.
 //
 // What it trusts: the first root it is opened with (1.root.json, self-signed), and from
 // there only signatures verified by go-tuf's own Metadata.VerifyDelegate. What it enforces:
@@ -31,6 +32,19 @@
 // Clients bound what they download (TestTUF_RejectsEndlessData shows go-tuf's limits hold
 // against this layout); target blobs are served by the blob store, not by this package.
 //
-// Concurrency: a View is safe for concurrent use; one mutex guards it, File takes it shared.
-// A View keeps every version it published, so clients on an older snapshot can finish.
+// Persistence: a View lives in memory; the server keeps it across restarts by storing what
+// Files returns and calling Restore at start (then Publish, so snapshot and timestamp go on
+// from the stored versions and clients see no rollback). Every name but timestamp.json
+// (N.root.json, N.targets.json, N.apps.json, N.snapshot.json) is immutable once served: after
+// each Put, Publish or RefreshTimestamp the server stores the names it has not stored yet
+// and overwrites timestamp.json, nothing else. Restore trusts the store no more than a
+// client trusts a mirror: it verifies the root chain from 1.root.json, every signature, and
+// that snapshot and timestamp name exactly the stored files (ErrVersion, ErrSignature,
+// ErrMalformed otherwise); attacked by TestRestore_Refuses and FuzzRestore. It cannot tell
+// that a file was deleted together with everything naming it, so the store must keep what
+// it is given; clients that saw newer versions still refuse older ones.
+//
+// Concurrency: a View is safe for concurrent use; one mutex guards it, File and Files take
+// it shared. A View keeps every version it published, so clients on an older snapshot can
+// finish.
 package tuf

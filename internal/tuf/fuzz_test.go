@@ -3,8 +3,11 @@ package tuf
 import (
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // appNameRE is what an accepted apps target path must look like: apps/{component}/{version}
@@ -50,6 +53,35 @@ func FuzzPutApps(f *testing.F) {
 					t.Fatalf("PutApps accepted raw metadata with target path %q", n)
 				}
 			}
+		}
+	})
+}
+
+// FuzzRestore: Restore never panics when one file of a valid set holds arbitrary bytes; it
+// refuses with one of its sentinels, or accepts and then serves exactly the bytes given
+// (rule 5). The seed's uint8 picks the file, modulo the number of files.
+func FuzzRestore(f *testing.F) {
+	r := newRepo(f)
+	r.putTargets()
+	r.putApps()
+	r.publish()
+	files := r.view.Files()
+	for i, file := range files {
+		f.Add(uint8(i), file.Data)
+	}
+	f.Fuzz(func(t *testing.T, i uint8, data []byte) {
+		in := slices.Clone(files)
+		k := int(i) % len(in)
+		in[k].Data = data
+		v, err := Restore(in)
+		if err != nil {
+			if !restoreErr(err) {
+				t.Fatalf("Restore(%s = %q) = %v, want a sentinel", in[k].Name, data, err)
+			}
+			return
+		}
+		if diff := cmp.Diff(in, v.Files()); diff != "" {
+			t.Fatalf("Restore(%s = %q) accepted and serves (-given +served):\n%s", in[k].Name, data, diff)
 		}
 	})
 }
