@@ -1,0 +1,359 @@
+// Package repo hosts moat's TUF image repository on the server: the platform's root chain,
+// and one view per tenant (internal/tuf) whose files are kept in the store byte for byte, so
+// that the repository survives restarts and is shared by every server replica.
+//
+// What it trusts and enforces (DESIGN rule 2; docs/design/updates.md):
+//   - root.json and each tenant's targets.json come signed from the platform's offline
+//     keys; the view verifies them (internal/tuf), and the first root must name this
+//     server's online key for snapshot and timestamp, or nothing could ever be published;
+//   - apps.json must verify under the delegation the operator signed AND carry a valid
+//     signature by a key the tenant has registered and not revoked (internal/trust), so a
+//     revoked key signs nothing from the moment it is revoked, before the operator re-signs
+//     the delegation; attacked by TestRepo_RevokedKeySignsNothing;
+//   - the server holds only the online key: it signs snapshot and timestamp and nothing that
+//     adds software; attacked by internal/tuf's TestTUF_RejectsArbitrarySoftware;
+//   - a tenant's files are reachable only through store.ForTenant (rule 3).
+//
+// Every write rebuilds the tenant's view from the store with tuf.Restore (which verifies
+// everything again), applies the change, publishes a new snapshot and timestamp, and stores
+// the new files in the same transaction; a concurrent writer on another replica loses on the
+// immutable file names and gets store.ErrConflict. A Service is safe for concurrent use.
+package repo
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/trust"
+	"github.com/moat-iot/moat/internal/tuf"
+)
+
+// Errors callers branch on, besides those of internal/tuf and internal/store.
+var (
+	// ErrNotInitialized: the platform has not uploaded its first root yet.
+	ErrNotInitialized = errors.New("the image repository has no root yet (moat platform init)")
+	// ErrWrongOnlineKey: a root that does not name this server's online key.
+	ErrWrongOnlineKey = errors.New("the root does not name this server's online key for snapshot and timestamp")
+	// ErrNoActiveKey: apps.json carries no valid signature by an active registered key.
+	ErrNoActiveKey = errors.New("apps.json is not signed by any of the tenant's active registered signing keys")
+)
+
+// Metadata lifetimes the server signs online.
+const (
+	SnapshotTTL  = 7 * 24 * time.Hour
+	TimestampTTL = 24 * time.Hour
+)
+
+// Service is the hosted repository.
+type Service struct {
+	store     store.Store
+	online    signature.Signer
+	onlinePub *ecdsa.PublicKey
+	now       func() time.Time
+}
+
+// New returns the service. online is the server's online signing key.
+func New(st store.Store, online *ecdsa.PrivateKey, now func() time.Time) (*Service, error) {
+	if st == nil || online == nil || now == nil {
+		return nil, errors.New("repo: store, online key and clock are required")
+	}
+	s, err := keys.Signer(online)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: st, online: s, onlinePub: &online.PublicKey, now: now}, nil
+}
+
+// OnlineKey is the public key the root must name for snapshot and timestamp.
+func (s *Service) OnlineKey() *ecdsa.PublicKey { return s.onlinePub }
+
+// PutRoot stores the next root of the platform chain and returns its version. The first
+// must be version 1, self-signed, and name this server's online key; each next one must be
+// signed by a threshold of the previous root's keys and its own.
+func (s *Service) PutRoot(ctx context.Context, data []byte) (int64, error) {
+	r, err := parseRoot(data)
+	if err != nil {
+		return 0, err
+	}
+	version := r.Signed.Version
+	err = s.store.InTx(ctx, func(tx store.Tx) error {
+		roots, err := tx.PlatformRoots().List(ctx)
+		if err != nil {
+			return err
+		}
+		if len(roots) == 0 {
+			if _, err := tuf.Open(data); err != nil {
+				return err
+			}
+		} else {
+			v, err := tuf.Open(roots[0])
+			if err != nil {
+				return fmt.Errorf("stored root 1: %w", err)
+			}
+			for i, next := range append(roots[1:], data) {
+				if err := v.PutRoot(next); err != nil {
+					if i == len(roots)-1 {
+						return err
+					}
+					return fmt.Errorf("stored root %d: %w", i+2, err)
+				}
+			}
+		}
+		if err := s.namesOnlineKey(r); err != nil {
+			return err
+		}
+		return tx.PlatformRoots().Append(ctx, version, data, s.now().UTC())
+	})
+	return version, err
+}
+
+func (s *Service) namesOnlineKey(r *metadata.Metadata[metadata.RootType]) error {
+	id := keys.KeyID(s.onlinePub)
+	for _, role := range []string{metadata.SNAPSHOT, metadata.TIMESTAMP} {
+		rr, ok := r.Signed.Roles[role]
+		if !ok || !contains(rr.KeyIDs, id) {
+			return ErrWrongOnlineKey
+		}
+	}
+	return nil
+}
+
+// PutTargets applies a tenant's new top-level targets.json (signed offline by the platform
+// OS key) and publishes; it returns the targets version.
+func (s *Service) PutTargets(ctx context.Context, t tenant.ID, data []byte) (int64, error) {
+	var version int64
+	err := s.update(ctx, t, func(_ store.TenantTx, v *tuf.View) error {
+		if err := v.PutTargets(data); err != nil {
+			return err
+		}
+		meta, err := parseTargets(data)
+		version = meta.Signed.Version
+		return err
+	})
+	return version, err
+}
+
+// PutApps applies a tenant's new apps.json (signed offline by the tenant) and publishes; it
+// returns the apps version.
+func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte) (int64, error) {
+	var version int64
+	err := s.update(ctx, t, func(tt store.TenantTx, v *tuf.View) error {
+		meta, err := parseTargets(data)
+		if err != nil {
+			return err
+		}
+		if err := s.signedByActiveKey(ctx, tt, meta); err != nil {
+			return err
+		}
+		if err := v.PutApps(data); err != nil {
+			return err
+		}
+		version = meta.Signed.Version
+		return nil
+	})
+	return version, err
+}
+
+// signedByActiveKey checks that apps carries a valid signature by one of the tenant's
+// active registered keys (revocation takes effect at once).
+func (s *Service) signedByActiveKey(ctx context.Context, tt store.TenantTx, apps *metadata.Metadata[metadata.TargetsType]) error {
+	var active []trust.SigningKey
+	page := store.Page{Limit: 1000}
+	for {
+		ks, err := tt.SigningKeys().List(ctx, page)
+		if err != nil {
+			return err
+		}
+		for _, k := range ks {
+			if k.Active() {
+				active = append(active, k)
+			}
+		}
+		if len(ks) < page.Limit {
+			break
+		}
+		page.After = string(ks[len(ks)-1].ID)
+	}
+	if len(active) == 0 {
+		return ErrNoActiveKey
+	}
+	delegator := metadata.Targets(s.now().Add(time.Hour))
+	delegator.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	var ids []string
+	for _, k := range active {
+		pub, err := keys.ParsePublicPEM([]byte(k.PublicKeyPEM))
+		if err != nil {
+			return fmt.Errorf("registered key %s: %w", k.ID, err)
+		}
+		tk, err := metadata.KeyFromPublicKey(pub)
+		if err != nil {
+			return err
+		}
+		id := keys.KeyID(pub)
+		delegator.Signed.Delegations.Keys[id] = tk
+		ids = append(ids, id)
+	}
+	delegator.Signed.Delegations.Roles = []metadata.DelegatedRole{{
+		Name: tuf.AppsRole, KeyIDs: ids, Threshold: 1, Terminating: true, Paths: tuf.AppsPaths,
+	}}
+	if err := delegator.VerifyDelegate(tuf.AppsRole, apps); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoActiveKey, err)
+	}
+	return nil
+}
+
+// update rebuilds the tenant's view, applies fn, publishes and stores the new files, all in
+// one transaction.
+func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantTx, *tuf.View) error) error {
+	return s.store.InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		v, err := s.load(ctx, tx, tt)
+		if err != nil {
+			return err
+		}
+		if err := fn(tt, v); err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		if err := v.Publish(s.online, now, SnapshotTTL, TimestampTTL); err != nil {
+			return err
+		}
+		for _, f := range v.Files() {
+			if err := tt.TUFFiles().Put(ctx, store.File{Name: f.Name, Data: f.Data}, now); err != nil {
+				return fmt.Errorf("store %s: %w", f.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// load rebuilds the tenant's view from the platform roots and the tenant's stored files,
+// verifying everything (tuf.Restore).
+func (s *Service) load(ctx context.Context, tx store.Tx, tt store.TenantTx) (*tuf.View, error) {
+	roots, err := tx.PlatformRoots().List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(roots) == 0 {
+		return nil, ErrNotInitialized
+	}
+	stored, err := tt.TUFFiles().All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(stored) == 0 {
+		v, err := tuf.Open(roots[0])
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range roots[1:] {
+			if err := v.PutRoot(r); err != nil {
+				return nil, err
+			}
+		}
+		return v, nil
+	}
+	// The platform chain may have grown since the tenant's files were stored.
+	files := make([]tuf.File, 0, len(stored)+len(roots))
+	have := map[string]bool{}
+	for _, f := range stored {
+		files = append(files, tuf.File{Name: f.Name, Data: f.Data})
+		have[f.Name] = true
+	}
+	for i, r := range roots {
+		if name := rootName(int64(i + 1)); !have[name] {
+			files = append(files, tuf.File{Name: name, Data: r})
+		}
+	}
+	return tuf.Restore(files)
+}
+
+// File returns a file of the tenant's view as a TUF client asks for it: N.root.json,
+// N.targets.json, N.apps.json, N.snapshot.json or timestamp.json; store.ErrNotFound
+// otherwise. Root files come from the platform chain, so a rotation reaches every tenant.
+func (s *Service) File(ctx context.Context, t tenant.ID, name string) ([]byte, error) {
+	var data []byte
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		if n, ok := rootVersion(name); ok {
+			roots, err := tx.PlatformRoots().List(ctx)
+			if err != nil {
+				return err
+			}
+			if n < 1 || n > int64(len(roots)) {
+				return store.ErrNotFound
+			}
+			data = roots[n-1]
+			return nil
+		}
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		data, err = tt.TUFFiles().Get(ctx, name)
+		return err
+	})
+	return data, err
+}
+
+func rootName(n int64) string { return strconv.FormatInt(n, 10) + ".root.json" }
+
+// rootVersion parses "N.root.json" with N canonical.
+func rootVersion(name string) (int64, bool) {
+	const suffix = ".root.json"
+	if len(name) <= len(suffix) || name[len(name)-len(suffix):] != suffix {
+		return 0, false
+	}
+	num := name[:len(name)-len(suffix)]
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 1 || strconv.FormatInt(n, 10) != num {
+		return 0, false
+	}
+	return n, true
+}
+
+func parseRoot(data []byte) (r *metadata.Metadata[metadata.RootType], err error) {
+	defer recoverMalformed(&err)
+	r, err = metadata.Root().FromBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: root: %w", tuf.ErrMalformed, err)
+	}
+	return r, nil
+}
+
+func parseTargets(data []byte) (t *metadata.Metadata[metadata.TargetsType], err error) {
+	defer recoverMalformed(&err)
+	t, err = metadata.Targets().FromBytes(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: targets: %w", tuf.ErrMalformed, err)
+	}
+	return t, nil
+}
+
+// recoverMalformed turns a panic in go-tuf's parser on hostile bytes into ErrMalformed.
+func recoverMalformed(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: %v", tuf.ErrMalformed, r)
+	}
+}
+
+func contains(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,301 @@
+package repo_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/repo"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/sqlite"
+	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/trust"
+	"github.com/moat-iot/moat/internal/tuf"
+)
+
+type fixture struct {
+	t                 *testing.T
+	st                store.Store
+	svc               *repo.Service
+	online            *ecdsa.PrivateKey
+	root, os, tenantK *ecdsa.PrivateKey
+	tenantA, tenantB  tenant.ID
+	keyRecord         trust.KeyID
+	root1             []byte
+	expires           time.Time
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := keys.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func signer(t *testing.T, k *ecdsa.PrivateKey) signature.Signer {
+	t.Helper()
+	s, err := keys.Signer(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "moat.db"), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{t: t, st: st, online: newKey(t), root: newKey(t), os: newKey(t), tenantK: newKey(t),
+		expires: time.Now().Add(365 * 24 * time.Hour)}
+	f.svc, err = repo.New(st, f.online, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	f.tenantA, f.tenantB = tenant.ID(ident.New(tenant.IDPrefix, now)), tenant.ID(ident.New(tenant.IDPrefix, now))
+	pubPEM, err := keys.EncodePublicPEM(&f.tenantK.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.keyRecord = trust.KeyID(ident.New(trust.IDPrefix, now))
+	err = st.InTx(t.Context(), func(tx store.Tx) error {
+		for _, id := range []tenant.ID{f.tenantA, f.tenantB} {
+			if err := tx.Tenants().Create(t.Context(), tenant.Tenant{ID: id, Name: string(id), CreatedAt: now, UpdatedAt: now, Version: 1}); err != nil {
+				return err
+			}
+		}
+		tt, err := tx.ForTenant(f.tenantA)
+		if err != nil {
+			return err
+		}
+		return tt.SigningKeys().Create(t.Context(), trust.SigningKey{
+			ID: f.keyRecord, TenantID: f.tenantA, Name: "release", TUFKeyID: keys.KeyID(&f.tenantK.PublicKey),
+			Algorithm: trust.Algorithm, PublicKeyPEM: string(pubPEM), CreatedAt: now,
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.root1, err = tuf.NewRoot(signer(t, f.root), &f.root.PublicKey, &f.os.PublicKey, &f.online.PublicKey, f.expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) targets(version int64, appKeys ...*ecdsa.PublicKey) []byte {
+	f.t.Helper()
+	b, err := tuf.SignTargets(signer(f.t, f.os), version, f.expires, nil, appKeys)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+func (f *fixture) apps(k *ecdsa.PrivateKey, version int64, paths ...string) []byte {
+	f.t.Helper()
+	targets := map[string]tuf.TargetFile{}
+	for _, p := range paths {
+		targets[p] = tuf.TargetFile{Length: 3, SHA256: strings.Repeat("ab", 32)}
+	}
+	b, err := tuf.SignApps(signer(f.t, k), version, f.expires, targets)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
+// client refreshes a go-tuf updater, pinned to root 1, against the service's files for
+// tenant t, with its cache in dir (reused across calls: a device that keeps its cache).
+func (f *fixture) client(t tenant.ID, dir string) (*updater.Updater, error) {
+	f.t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/metadata/")
+		data, err := f.svc.File(r.Context(), t, name)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(data)
+	}))
+	f.t.Cleanup(srv.Close)
+	cfg, err := config.New(srv.URL+"/metadata/", f.root1)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg.LocalMetadataDir = filepath.Join(dir, "metadata")
+	cfg.LocalTargetsDir = filepath.Join(dir, "targets")
+	cfg.RemoteTargetsURL = srv.URL + "/targets/"
+	up, err := updater.New(cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return up, up.Refresh()
+}
+
+func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); !errors.Is(err, repo.ErrNotInitialized) {
+		t.Errorf("PutTargets before a root = %v, want ErrNotInitialized", err)
+	}
+	wrongOnline := newKey(t)
+	bad, _ := tuf.NewRoot(signer(t, f.root), &f.root.PublicKey, &f.os.PublicKey, &wrongOnline.PublicKey, f.expires)
+	if _, err := f.svc.PutRoot(ctx, bad); !errors.Is(err, repo.ErrWrongOnlineKey) {
+		t.Errorf("PutRoot(root naming another online key) = %v, want ErrWrongOnlineKey", err)
+	}
+	if v, err := f.svc.PutRoot(ctx, f.root1); err != nil || v != 1 {
+		t.Fatalf("PutRoot(1.root.json) = %d, %v", v, err)
+	}
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err == nil {
+		t.Error("PutApps before targets delegates apps = nil, want an error")
+	}
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+		t.Fatalf("PutTargets = %v", err)
+	}
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+		t.Fatalf("PutApps = %v", err)
+	}
+	dir := t.TempDir()
+	up, err := f.client(f.tenantA, dir)
+	if err != nil {
+		t.Fatalf("go-tuf Refresh = %v", err)
+	}
+	if _, err := up.GetTargetInfo("apps/dw100-app/1.0.0"); err != nil {
+		t.Errorf("GetTargetInfo(apps/dw100-app/1.0.0) = %v", err)
+	}
+
+	// A new Service on the same store (a restart, or another replica) goes on from the
+	// stored versions: the client that already refreshed sees no rollback.
+	svc2, err := repo.New(f.st, f.online, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc2
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/dw100-app/1.0.0", "apps/dw100-app/1.1.0")); err != nil {
+		t.Fatalf("PutApps v2 after restart = %v", err)
+	}
+	up, err = f.client(f.tenantA, dir)
+	if err != nil {
+		t.Fatalf("go-tuf Refresh after restart = %v", err)
+	}
+	if _, err := up.GetTargetInfo("apps/dw100-app/1.1.0"); err != nil {
+		t.Errorf("GetTargetInfo(apps/dw100-app/1.1.0) after restart = %v", err)
+	}
+
+	// Tenant B has a root (the platform's) and nothing of A's.
+	if _, err := f.svc.File(ctx, f.tenantB, "timestamp.json"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("B: File(timestamp.json) = %v, want ErrNotFound", err)
+	}
+	if _, err := f.svc.File(ctx, f.tenantB, "1.apps.json"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("B: File(1.apps.json) = %v, want ErrNotFound", err)
+	}
+	if b, err := f.svc.File(ctx, f.tenantB, "1.root.json"); err != nil || string(b) != string(f.root1) {
+		t.Errorf("B: File(1.root.json) = %v, want the platform root", err)
+	}
+	// B cannot publish apps signed by A's key: B registered no key, and its targets do not
+	// delegate to A's key.
+	if _, err := f.svc.PutApps(ctx, f.tenantB, f.apps(f.tenantK, 1, "apps/x/1.0.0")); err == nil {
+		t.Error("B: PutApps signed by A's key = nil, want an error")
+	}
+}
+
+// TestRepo_RevokedKeySignsNothing: once a tenant revokes its key, apps.json signed by it
+// is refused at once, even though the operator-signed delegation still names the key.
+func TestRepo_RevokedKeySignsNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	err := f.st.InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(f.tenantA)
+		if err != nil {
+			return err
+		}
+		_, err = tt.SigningKeys().Revoke(ctx, f.keyRecord, time.Now())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := f.svc.File(ctx, f.tenantA, "timestamp.json")
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/evil/6.6.6")); !errors.Is(err, repo.ErrNoActiveKey) {
+		t.Errorf("PutApps signed by a revoked key = %v, want ErrNoActiveKey", err)
+	}
+	after, _ := f.svc.File(ctx, f.tenantA, "timestamp.json")
+	if string(before) != string(after) {
+		t.Error("a refused PutApps changed the published timestamp")
+	}
+	// A key never registered is refused the same way.
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(newKey(t), 2, "apps/evil/6.6.6")); err == nil {
+		t.Error("PutApps signed by an unregistered key = nil, want an error")
+	}
+}
+
+// TestRepo_RootRotationReachesTenants: a rotated root is served to every tenant, and a
+// tenant's next publish builds on it.
+func TestRepo_RootRotationReachesTenants(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+		t.Fatal(err)
+	}
+	newRoot := newKey(t)
+	root2, err := tuf.SignRoot([]signature.Signer{signer(t, f.root), signer(t, newRoot)}, 2, f.expires, tuf.RootKeys{
+		Root: []*ecdsa.PublicKey{&newRoot.PublicKey}, RootThreshold: 1, OS: &f.os.PublicKey, Online: &f.online.PublicKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := f.svc.PutRoot(ctx, root2); err != nil || v != 2 {
+		t.Fatalf("PutRoot(2) = %d, %v", v, err)
+	}
+	// A root signed only by a stranger is refused.
+	stranger := newKey(t)
+	root3, _ := tuf.SignRoot([]signature.Signer{signer(t, stranger)}, 3, f.expires, tuf.RootKeys{
+		Root: []*ecdsa.PublicKey{&stranger.PublicKey}, RootThreshold: 1, OS: &f.os.PublicKey, Online: &f.online.PublicKey,
+	})
+	if _, err := f.svc.PutRoot(ctx, root3); err == nil {
+		t.Error("PutRoot(3 signed by a stranger) = nil, want an error")
+	}
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+		t.Fatalf("PutApps after rotation = %v", err)
+	}
+	up, err := f.client(f.tenantA, t.TempDir())
+	if err != nil {
+		t.Fatalf("go-tuf Refresh after root rotation = %v", err)
+	}
+	if _, err := up.GetTargetInfo("apps/dw100-app/1.0.0"); err != nil {
+		t.Errorf("GetTargetInfo after rotation = %v", err)
+	}
+}
