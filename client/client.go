@@ -162,7 +162,8 @@ type request struct {
 	path    []string // segments after /api/v1, escaped by the client
 	query   url.Values
 	body    any
-	ifMatch int64 // 0: no If-Match header
+	raw     []byte // a body sent as is (signed TUF metadata), instead of body
+	ifMatch int64  // 0: no If-Match header
 }
 
 // do sends req and decodes a success response into out (nil for none).
@@ -182,7 +183,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 		u.RawQuery = req.query.Encode()
 	}
 	var body io.Reader
-	if req.body != nil {
+	if req.raw != nil {
+		body = bytes.NewReader(req.raw)
+	} else if req.body != nil {
 		b, err := json.Marshal(req.body)
 		if err != nil {
 			return fmt.Errorf("client: encode %s body: %w", req.method, err)
@@ -195,7 +198,7 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	}
 	hr.Header.Set("Accept", "application/json, application/problem+json")
 	hr.Header.Set("User-Agent", c.ua)
-	if req.body != nil {
+	if req.body != nil || req.raw != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
@@ -224,6 +227,10 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
 		return fmt.Errorf("%s %s: response is %q, not application/json", req.method, u.Path, resp.Header.Get("Content-Type"))
+	}
+	if p, ok := out.(*[]byte); ok {
+		*p = data // a file served as is
+		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s %s: decode response: %w", req.method, u.Path, err)

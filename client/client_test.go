@@ -305,8 +305,15 @@ func TestWireTypes(t *testing.T) {
 				if g, w := shape(got), shape(rt.Response); g != w {
 					t.Errorf("%s response shape\n got %s\nwant %s", name, g, w)
 				}
+			} else if rt.RawResponse {
+				if mt.NumOut() != 2 || mt.Out(0) != reflect.TypeFor[[]byte]() {
+					t.Errorf("%s serves a file as is; want ([]byte, error)", name)
+				}
 			} else if mt.NumOut() != 1 {
 				t.Errorf("%s returns %d values, want just an error", name, mt.NumOut())
+			}
+			if rt.RawRequest && !slices.Contains(ins(mt), reflect.TypeFor[[]byte]()) {
+				t.Errorf("%s takes no []byte for its signed body", name)
 			}
 			if rt.Request != nil {
 				var body reflect.Type

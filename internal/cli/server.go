@@ -27,6 +27,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate chain to serve instead of the local CA's (MOAT_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key for --tls-cert (MOAT_TLS_KEY)")
 	fs.Var((*hostList)(&cfg.TLSHosts), "tls-hosts", "comma-separated DNS names and IP addresses the local CA's certificate also covers (MOAT_TLS_HOSTS)")
+	fs.StringVar(&cfg.OnlineKey, "online-key", cfg.OnlineKey, "online signing key file for the TUF repository's snapshot and timestamp; default DATA/keys/online.key, created at first start (MOAT_ONLINE_KEY)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (MOAT_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (MOAT_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")

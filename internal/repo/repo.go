@@ -128,24 +128,38 @@ func (s *Service) namesOnlineKey(r *metadata.Metadata[metadata.RootType]) error 
 	return nil
 }
 
+// Record is called inside the transaction of a successful change, with its version, so that
+// the caller's audit event commits or rolls back with it. Nil records nothing.
+type Record func(tt store.TenantTx, version int64) error
+
 // PutTargets applies a tenant's new top-level targets.json (signed offline by the platform
 // OS key) and publishes; it returns the targets version.
-func (s *Service) PutTargets(ctx context.Context, t tenant.ID, data []byte) (int64, error) {
+func (s *Service) PutTargets(ctx context.Context, t tenant.ID, data []byte, record Record) (int64, error) {
 	var version int64
-	err := s.update(ctx, t, func(_ store.TenantTx, v *tuf.View) error {
+	err := s.update(ctx, t, func(tt store.TenantTx, v *tuf.View) error {
+		meta, err := parseTargets(data)
+		if err != nil {
+			return err
+		}
 		if err := v.PutTargets(data); err != nil {
 			return err
 		}
-		meta, err := parseTargets(data)
 		version = meta.Signed.Version
-		return err
-	})
+		return nil
+	}, func(tt store.TenantTx) error { return record.call(tt, version) })
 	return version, err
+}
+
+func (r Record) call(tt store.TenantTx, version int64) error {
+	if r == nil {
+		return nil
+	}
+	return r(tt, version)
 }
 
 // PutApps applies a tenant's new apps.json (signed offline by the tenant) and publishes; it
 // returns the apps version.
-func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte) (int64, error) {
+func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte, record Record) (int64, error) {
 	var version int64
 	err := s.update(ctx, t, func(tt store.TenantTx, v *tuf.View) error {
 		meta, err := parseTargets(data)
@@ -160,7 +174,7 @@ func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte) (int64,
 		}
 		version = meta.Signed.Version
 		return nil
-	})
+	}, func(tt store.TenantTx) error { return record.call(tt, version) })
 	return version, err
 }
 
@@ -214,7 +228,7 @@ func (s *Service) signedByActiveKey(ctx context.Context, tt store.TenantTx, apps
 
 // update rebuilds the tenant's view, applies fn, publishes and stores the new files, all in
 // one transaction.
-func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantTx, *tuf.View) error) error {
+func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantTx, *tuf.View) error, after func(store.TenantTx) error) error {
 	return s.store.InTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
@@ -236,7 +250,7 @@ func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantT
 				return fmt.Errorf("store %s: %w", f.Name, err)
 			}
 		}
-		return nil
+		return after(tt)
 	})
 }
 

@@ -154,7 +154,7 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
-	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); !errors.Is(err, repo.ErrNotInitialized) {
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); !errors.Is(err, repo.ErrNotInitialized) {
 		t.Errorf("PutTargets before a root = %v, want ErrNotInitialized", err)
 	}
 	wrongOnline := newKey(t)
@@ -165,13 +165,13 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 	if v, err := f.svc.PutRoot(ctx, f.root1); err != nil || v != 1 {
 		t.Fatalf("PutRoot(1.root.json) = %d, %v", v, err)
 	}
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err == nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err == nil {
 		t.Error("PutApps before targets delegates apps = nil, want an error")
 	}
-	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
 		t.Fatalf("PutTargets = %v", err)
 	}
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err != nil {
 		t.Fatalf("PutApps = %v", err)
 	}
 	dir := t.TempDir()
@@ -190,7 +190,7 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.svc = svc2
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/dw100-app/1.0.0", "apps/dw100-app/1.1.0")); err != nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/dw100-app/1.0.0", "apps/dw100-app/1.1.0"), nil); err != nil {
 		t.Fatalf("PutApps v2 after restart = %v", err)
 	}
 	up, err = f.client(f.tenantA, dir)
@@ -213,7 +213,7 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 	}
 	// B cannot publish apps signed by A's key: B registered no key, and its targets do not
 	// delegate to A's key.
-	if _, err := f.svc.PutApps(ctx, f.tenantB, f.apps(f.tenantK, 1, "apps/x/1.0.0")); err == nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantB, f.apps(f.tenantK, 1, "apps/x/1.0.0"), nil); err == nil {
 		t.Error("B: PutApps signed by A's key = nil, want an error")
 	}
 }
@@ -227,10 +227,10 @@ func TestRepo_RevokedKeySignsNothing(t *testing.T) {
 	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err != nil {
 		t.Fatal(err)
 	}
 	err := f.st.InTx(ctx, func(tx store.Tx) error {
@@ -245,7 +245,7 @@ func TestRepo_RevokedKeySignsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := f.svc.File(ctx, f.tenantA, "timestamp.json")
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/evil/6.6.6")); !errors.Is(err, repo.ErrNoActiveKey) {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 2, "apps/evil/6.6.6"), nil); !errors.Is(err, repo.ErrNoActiveKey) {
 		t.Errorf("PutApps signed by a revoked key = %v, want ErrNoActiveKey", err)
 	}
 	after, _ := f.svc.File(ctx, f.tenantA, "timestamp.json")
@@ -253,7 +253,7 @@ func TestRepo_RevokedKeySignsNothing(t *testing.T) {
 		t.Error("a refused PutApps changed the published timestamp")
 	}
 	// A key never registered is refused the same way.
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(newKey(t), 2, "apps/evil/6.6.6")); err == nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(newKey(t), 2, "apps/evil/6.6.6"), nil); err == nil {
 		t.Error("PutApps signed by an unregistered key = nil, want an error")
 	}
 }
@@ -267,7 +267,7 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey)); err != nil {
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
 		t.Fatal(err)
 	}
 	newRoot := newKey(t)
@@ -288,7 +288,7 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	if _, err := f.svc.PutRoot(ctx, root3); err == nil {
 		t.Error("PutRoot(3 signed by a stranger) = nil, want an error")
 	}
-	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0")); err != nil {
+	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err != nil {
 		t.Fatalf("PutApps after rotation = %v", err)
 	}
 	up, err := f.client(f.tenantA, t.TempDir())

@@ -25,6 +25,9 @@ type Config struct {
 	// TLSHosts are further DNS names and IP addresses the local CA's server certificate
 	// covers, besides localhost, 127.0.0.1, ::1 and the listen host (ignored with TLSCert).
 	TLSHosts []string `json:"tls_hosts"`
+	// OnlineKey is the online signing key's file (unencrypted, 0600); empty means
+	// DATA/keys/online.key, created at the first start.
+	OnlineKey string `json:"online_key"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`

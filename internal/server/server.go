@@ -26,6 +26,7 @@ import (
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/postgres"
 	"github.com/moat-iot/moat/internal/store/sqlite"
@@ -100,7 +101,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg)})
+	onlinePriv, err := onlineKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rp, err := repo.New(st, onlinePriv, now)
+	if err != nil {
+		return nil, err
+	}
+	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: rp})
 	if err != nil {
 		return nil, err
 	}

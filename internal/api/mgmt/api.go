@@ -35,6 +35,7 @@ import (
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/problem"
+	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
@@ -48,6 +49,7 @@ type API struct {
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *Metrics
+	repo    *repo.Service
 }
 
 // Config holds the API's dependencies. All are required.
@@ -56,6 +58,7 @@ type Config struct {
 	Logger  *slog.Logger
 	Now     func() time.Time
 	Metrics *Metrics
+	Repo    *repo.Service
 }
 
 // New returns the API.
@@ -73,13 +76,16 @@ func New(cfg Config) (*API, error) {
 	if cfg.Metrics == nil {
 		errs = append(errs, errors.New("mgmt: Metrics is required"))
 	}
+	if cfg.Repo == nil {
+		errs = append(errs, errors.New("mgmt: Repo is required"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if err := checkRoutes(Routes()); err != nil {
 		return nil, err
 	}
-	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics}, nil
+	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo}, nil
 }
 
 // Register adds every route of the table to mux.
@@ -227,6 +233,12 @@ func (a *API) serve(c *call) error {
 	if out == nil {
 		c.w.WriteHeader(status)
 		return nil
+	}
+	if raw, ok := out.(rawJSON); ok {
+		c.w.Header().Set("Content-Type", "application/json")
+		c.w.WriteHeader(status)
+		_, err := c.w.Write(raw)
+		return err
 	}
 	if v, ok := versionOf(out); ok {
 		c.w.Header().Set("ETag", etag(v))

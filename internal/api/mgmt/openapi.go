@@ -134,6 +134,7 @@ var paramDescriptions = map[string]string{
 	"user":    "User ID (usr_...).",
 	"token":   "Token ID (tok_...).",
 	"key":     "Signing key record ID (key_...).",
+	"file":    "A TUF metadata file name: N.root.json, N.targets.json, N.apps.json, N.snapshot.json or timestamp.json.",
 }
 
 // OpenAPI builds the OpenAPI 3.0 document of the management API.
@@ -176,8 +177,15 @@ func OpenAPI() map[string]any {
 		if rt.Request != nil {
 			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.schema(rt.Request)}}}
 		}
+		if rt.RawRequest {
+			op["requestBody"] = obj{"required": true, "description": "Signed TUF metadata, sent and stored byte for byte.",
+				"content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}
+		}
 		responses := obj{}
 		success := obj{"description": http.StatusText(rt.Status)}
+		if rt.RawResponse {
+			success["content"] = obj{"application/json": obj{"schema": obj{"type": "object"}}}
+		}
 		if rt.Response != nil {
 			var body obj
 			if rt.List {
@@ -206,7 +214,7 @@ func OpenAPI() map[string]any {
 		if rt.Method == http.MethodPost || rt.Method == http.MethodPatch || rt.Method == http.MethodPut || rt.Method == http.MethodDelete {
 			responses["409"] = problemResponse("The change conflicts with the current state (a duplicate name, the last Administrator).")
 		}
-		if rt.Request != nil {
+		if rt.Request != nil || rt.RawRequest {
 			responses["413"] = problemResponse("The body is too large.")
 			responses["415"] = problemResponse("The body is not application/json.")
 		}

@@ -49,7 +49,10 @@ type Route struct {
 	Filters []string
 	// IfMatch: "required" (428 without it), "optional", or "".
 	IfMatch string
-	Handler func(*API, *call) (any, error)
+	// RawRequest: the body is signed metadata the handler reads as bytes (c.rawBody), not a
+	// Go type; RawResponse: the handler returns bytes served as they are (rawJSON).
+	RawRequest, RawResponse bool
+	Handler                 func(*API, *call) (any, error)
 }
 
 func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
@@ -99,6 +102,17 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[trust.SigningKey](), Status: 200, Handler: (*API).getSigningKey},
 		{Method: "DELETE", Pattern: tenantPath + "/signing-keys/{key}", OperationID: "revokeSigningKey", Summary: "Revoke a signing key: it signs nothing from now on",
 			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[trust.SigningKey](), Status: 200, Handler: (*API).revokeSigningKey},
+
+		{Method: "GET", Pattern: "/api/v1/platform/online-key", OperationID: "getOnlineKey", Summary: "Show the server's online key, which the platform root names for snapshot and timestamp",
+			Auth: AuthOperator, Response: typeOf[OnlineKey](), Status: 200, Handler: (*API).getOnlineKey},
+		{Method: "PUT", Pattern: "/api/v1/platform/tuf/root", OperationID: "putPlatformRoot", Summary: "Upload the next platform root.json (signed offline by the platform root keys)",
+			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putPlatformRoot},
+		{Method: "PUT", Pattern: tenantPath + "/tuf/targets", OperationID: "putTenantTargets", Summary: "Upload a tenant's targets.json (signed offline by the platform OS key) and publish",
+			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantTargets},
+		{Method: "PUT", Pattern: tenantPath + "/tuf/apps", OperationID: "putTenantApps", Summary: "Upload the tenant's apps.json (signed offline by an active registered signing key) and publish",
+			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantApps},
+		{Method: "GET", Pattern: tenantPath + "/tuf/metadata/{file}", OperationID: "getTenantTUFFile", Summary: "Fetch a file of the tenant's TUF repository view (N.root.json, N.targets.json, N.apps.json, N.snapshot.json, timestamp.json)",
+			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 
 		{Method: "GET", Pattern: tenantPath + "/products", OperationID: "listProducts", Summary: "List the tenant's products",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listProducts},

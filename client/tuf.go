@@ -1,0 +1,54 @@
+package client
+
+import (
+	"context"
+	"net/http"
+)
+
+// OnlineKey is the server's online public key, which the platform root names for the TUF
+// repository's snapshot and timestamp roles.
+type OnlineKey struct {
+	PublicKeyPEM string `json:"public_key_pem"`
+	TUFKeyID     string `json:"tuf_key_id"`
+}
+
+// TUFVersion is the version of uploaded TUF metadata.
+type TUFVersion struct {
+	Version int64 `json:"version"`
+}
+
+// GetOnlineKey returns the server's online key (platform operators).
+func (c *Client) GetOnlineKey(ctx context.Context) (OnlineKey, error) {
+	var out OnlineKey
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"platform", "online-key"}}, &out)
+	return out, err
+}
+
+// PutPlatformRoot uploads the next platform root.json, signed offline (platform operators).
+func (c *Client) PutPlatformRoot(ctx context.Context, signed []byte) (TUFVersion, error) {
+	var out TUFVersion
+	err := c.do(ctx, request{method: http.MethodPut, path: []string{"platform", "tuf", "root"}, raw: signed}, &out)
+	return out, err
+}
+
+// PutTenantTargets uploads a tenant's targets.json, signed offline by the platform OS key
+// (platform operators).
+func (c *Client) PutTenantTargets(ctx context.Context, tenant string, signed []byte) (TUFVersion, error) {
+	var out TUFVersion
+	err := c.do(ctx, request{method: http.MethodPut, path: []string{"tenants", tenant, "tuf", "targets"}, raw: signed}, &out)
+	return out, err
+}
+
+// PutTenantApps uploads the tenant's apps.json, signed offline by one of its registered keys.
+func (c *Client) PutTenantApps(ctx context.Context, tenant string, signed []byte) (TUFVersion, error) {
+	var out TUFVersion
+	err := c.do(ctx, request{method: http.MethodPut, path: []string{"tenants", tenant, "tuf", "apps"}, raw: signed}, &out)
+	return out, err
+}
+
+// GetTenantTUFFile returns a file of the tenant's TUF repository view byte for byte.
+func (c *Client) GetTenantTUFFile(ctx context.Context, tenant, name string) ([]byte, error) {
+	var out []byte
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"tenants", tenant, "tuf", "metadata", name}}, &out)
+	return out, err
+}

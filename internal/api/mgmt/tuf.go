@@ -1,0 +1,153 @@
+package mgmt
+
+import (
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/problem"
+	"github.com/moat-iot/moat/internal/repo"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/tuf"
+)
+
+// rawJSON is a response served byte for byte (signed metadata must not be re-encoded).
+type rawJSON []byte
+
+// OnlineKey is the server's online public key.
+type OnlineKey struct {
+	PublicKeyPEM string `json:"public_key_pem"`
+	// TUFKeyID is the key's ID as root.json names it for snapshot and timestamp.
+	TUFKeyID string `json:"tuf_key_id"`
+}
+
+// TUFVersion is the version of uploaded metadata.
+type TUFVersion struct {
+	Version int64 `json:"version"`
+}
+
+// rawBody reads a bounded application/json body as bytes.
+func (c *call) rawBody() ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/json (signed TUF metadata)")
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, store.MaxTUFFileBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, problem.New(problem.TooLarge, "body_too_large", "the body must be at most %d bytes", store.MaxTUFFileBytes)
+		}
+		return nil, problem.New(problem.Invalid, "body_unreadable", "the body could not be read")
+	}
+	if len(b) == 0 {
+		return nil, problem.New(problem.Invalid, "body_required", "a signed TUF metadata document is required")
+	}
+	return b, nil
+}
+
+// tufProblem maps the repository's errors to problems a signer can act on.
+func tufProblem(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, repo.ErrNotInitialized):
+		return &problem.Error{Kind: problem.Conflict, Code: "repository_not_initialized", Detail: "the platform has not uploaded its root.json yet (moat platform init)", Err: err}
+	case errors.Is(err, repo.ErrWrongOnlineKey):
+		return &problem.Error{Kind: problem.Invalid, Code: "wrong_online_key", Detail: "the root must name this server's online key (GET /api/v1/platform/online-key) for snapshot and timestamp", Err: err}
+	case errors.Is(err, repo.ErrNoActiveKey):
+		return &problem.Error{Kind: problem.Invalid, Code: "not_signed_by_active_key", Detail: "apps.json must be signed by one of the tenant's active registered signing keys", Err: err}
+	case errors.Is(err, tuf.ErrSignature):
+		return &problem.Error{Kind: problem.Invalid, Code: "bad_signature", Detail: "the metadata is not signed by a threshold of the keys trusted for its role", Err: err}
+	case errors.Is(err, tuf.ErrVersion):
+		return &problem.Error{Kind: problem.Conflict, Code: "version_not_next", Detail: "the metadata version must advance (root: exactly the next version)", Err: err}
+	case errors.Is(err, tuf.ErrExpired):
+		return &problem.Error{Kind: problem.Invalid, Code: "metadata_expired", Detail: "the metadata has expired; sign it with a later expiry", Err: err}
+	case errors.Is(err, tuf.ErrPath):
+		return &problem.Error{Kind: problem.Invalid, Code: "target_path_not_allowed", Detail: "a target path is outside its role's namespace or not canonical", Err: err}
+	case errors.Is(err, tuf.ErrMalformed):
+		return &problem.Error{Kind: problem.Invalid, Code: "malformed_metadata", Detail: "the body is not TUF metadata of the expected role", Err: err}
+	case errors.Is(err, store.ErrConflict):
+		return &problem.Error{Kind: problem.Conflict, Code: "concurrent_publish", Detail: "another publish changed the repository at the same time; retry", Err: err}
+	}
+	return problem.From(err)
+}
+
+func (a *API) getOnlineKey(c *call) (any, error) {
+	pemText, err := keys.EncodePublicPEM(a.repo.OnlineKey())
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return OnlineKey{PublicKeyPEM: string(pemText), TUFKeyID: keys.KeyID(a.repo.OnlineKey())}, nil
+}
+
+func (a *API) putPlatformRoot(c *call) (any, error) {
+	body, err := c.rawBody()
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.repo.PutRoot(c.ctx, body)
+	if err != nil {
+		return nil, tufProblem(err)
+	}
+	a.log.InfoContext(c.ctx, "platform root uploaded", "request_id", c.requestID, "user_id", c.principal.User.ID, "version", v)
+	return TUFVersion{Version: v}, nil
+}
+
+// putTenantTargets is the platform operator's upload of a tenant's top-level targets; the
+// operator needs no role in the tenant, only the tenant must exist.
+func (a *API) putTenantTargets(c *call) (any, error) {
+	t := tenant.ID(c.r.PathValue("tenant"))
+	if !ident.Valid(tenant.IDPrefix, string(t)) {
+		return nil, problem.New(problem.NotFound, "tenant_not_found", "no tenant %s", truncate(string(t)))
+	}
+	err := a.store.InReadTx(c.ctx, func(tx store.Tx) error {
+		_, err := tx.Tenants().Get(c.ctx, t)
+		return err
+	})
+	if err != nil {
+		return nil, storeProblem(err, "tenant", string(t))
+	}
+	body, err := c.rawBody()
+	if err != nil {
+		return nil, err
+	}
+	c.tenant = t
+	v, err := a.repo.PutTargets(c.ctx, t, body, func(tt store.TenantTx, v int64) error {
+		return c.audit(tt, "tuf.targets.put", "tuf_targets", string(t), "targets.json version "+strconv.FormatInt(v, 10))
+	})
+	if err != nil {
+		return nil, tufProblem(err)
+	}
+	return TUFVersion{Version: v}, nil
+}
+
+func (a *API) putTenantApps(c *call) (any, error) {
+	body, err := c.rawBody()
+	if err != nil {
+		return nil, err
+	}
+	v, err := a.repo.PutApps(c.ctx, c.tenant, body, func(tt store.TenantTx, v int64) error {
+		return c.audit(tt, "tuf.apps.put", "tuf_apps", string(c.tenant), "apps.json version "+strconv.FormatInt(v, 10))
+	})
+	if err != nil {
+		return nil, tufProblem(err)
+	}
+	return TUFVersion{Version: v}, nil
+}
+
+func (a *API) getTenantTUFFile(c *call) (any, error) {
+	name := c.r.PathValue("file")
+	data, err := a.repo.File(c.ctx, c.tenant, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, problem.New(problem.NotFound, "tuf_file_not_found", "no TUF file %s in this tenant's repository", truncate(name))
+	}
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return rawJSON(data), nil
+}
