@@ -62,12 +62,20 @@ func TestServer_BootstrapTokenOnce(t *testing.T) {
 	cfg := server.DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	var onlineKey client.OnlineKey
 	first := startStop(t, cfg, func(s *server.Server) {
 		c := newClient(t, s, s.BootstrapToken)
 		if _, err := c.CreateTenant(t.Context(), client.TenantCreate{Name: "Contoso"}); err != nil {
 			t.Fatalf("CreateTenant: %v", err)
 		}
+		var err error
+		if onlineKey, err = c.GetOnlineKey(t.Context()); err != nil {
+			t.Fatalf("GetOnlineKey: %v", err)
+		}
 	})
+	if st, err := os.Stat(filepath.Join(cfg.DataDir, "keys", "online.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("online key file: %v, %v; want mode 0600", st, err)
+	}
 	if first.BootstrapToken == "" {
 		t.Fatal("first start made no bootstrap token")
 	}
@@ -79,6 +87,9 @@ func TestServer_BootstrapTokenOnce(t *testing.T) {
 			t.Error("second start made a new TLS CA; clients that pinned the first would break")
 		}
 		c := newClient(t, s, first.BootstrapToken)
+		if k, err := c.GetOnlineKey(t.Context()); err != nil || k != onlineKey {
+			t.Errorf("online key after restart = %+v, %v; want the first start's (a new key would orphan every published view)", k, err)
+		}
 		ts, err := c.ListTenants(t.Context(), client.ListOptions{})
 		if err != nil || len(ts.Items) != 1 || ts.Items[0].Name != "Contoso" {
 			t.Errorf("after restart: tenants %+v, %v; want Contoso", ts.Items, err)
