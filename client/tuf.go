@@ -17,6 +17,28 @@ type TUFVersion struct {
 	Version int64 `json:"version"`
 }
 
+// Delegation is what a tenant's next targets.json must delegate to: its active keys.
+type Delegation struct {
+	TenantID       string          `json:"tenant_id"`
+	TargetsVersion int64           `json:"targets_version"`
+	Keys           []DelegationKey `json:"keys"`
+}
+
+// DelegationKey is one active registered key.
+type DelegationKey struct {
+	Name         string `json:"name"`
+	TUFKeyID     string `json:"tuf_key_id"`
+	PublicKeyPEM string `json:"public_key_pem"`
+}
+
+// GetTenantDelegation returns what the tenant's next targets.json delegates to (platform
+// operators).
+func (c *Client) GetTenantDelegation(ctx context.Context, tenant string) (Delegation, error) {
+	var out Delegation
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"tenants", tenant, "tuf", "delegation"}}, &out)
+	return out, err
+}
+
 // GetOnlineKey returns the server's online key (platform operators).
 func (c *Client) GetOnlineKey(ctx context.Context) (OnlineKey, error) {
 	var out OnlineKey

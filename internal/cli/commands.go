@@ -26,6 +26,7 @@ func commands(env *Env) []*ffcli.Command {
 		newTokenCmd(env),
 		newAuditCmd(env),
 		newKeyCmd(env),
+		newPlatformCmd(env),
 		newServerCmd(env),
 		newDemoCmd(env),
 	}

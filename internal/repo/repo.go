@@ -322,11 +322,36 @@ func (s *Service) File(ctx context.Context, t tenant.ID, name string) ([]byte, e
 	return data, err
 }
 
+// TargetsVersion returns the version of the tenant's current targets.json, 0 when it has
+// none yet.
+func (s *Service) TargetsVersion(ctx context.Context, t tenant.ID) (int64, error) {
+	var version int64
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		files, err := tt.TUFFiles().All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if n, ok := fileVersion(f.Name, ".targets.json"); ok && n > version {
+				version = n
+			}
+		}
+		return nil
+	})
+	return version, err
+}
+
 func rootName(n int64) string { return strconv.FormatInt(n, 10) + ".root.json" }
 
 // rootVersion parses "N.root.json" with N canonical.
-func rootVersion(name string) (int64, bool) {
-	const suffix = ".root.json"
+func rootVersion(name string) (int64, bool) { return fileVersion(name, ".root.json") }
+
+// fileVersion parses "N<suffix>" with N canonical and at least 1.
+func fileVersion(name, suffix string) (int64, bool) {
 	if len(name) <= len(suffix) || name[len(name)-len(suffix):] != suffix {
 		return 0, false
 	}

@@ -31,6 +31,22 @@ type TUFVersion struct {
 	Version int64 `json:"version"`
 }
 
+// Delegation is what the platform operator signs into a tenant's targets.json: the keys the
+// tenant has registered and not revoked. Only public keys: nothing here is secret.
+type Delegation struct {
+	TenantID tenant.ID `json:"tenant_id"`
+	// TargetsVersion is the version of the tenant's current targets.json (0: none yet).
+	TargetsVersion int64           `json:"targets_version"`
+	Keys           []DelegationKey `json:"keys"`
+}
+
+// DelegationKey is one key to delegate to.
+type DelegationKey struct {
+	Name         string `json:"name"`
+	TUFKeyID     string `json:"tuf_key_id"`
+	PublicKeyPEM string `json:"public_key_pem"`
+}
+
 // rawBody reads a bounded application/json body as bytes.
 func (c *call) rawBody() ([]byte, error) {
 	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
@@ -150,4 +166,48 @@ func (a *API) getTenantTUFFile(c *call) (any, error) {
 		return nil, problem.Wrap(err)
 	}
 	return rawJSON(data), nil
+}
+
+// getTenantDelegation lets the platform operator, who holds no role in the tenant, see the
+// public keys its next targets.json delegates to (and nothing else of the tenant).
+func (a *API) getTenantDelegation(c *call) (any, error) {
+	t := tenant.ID(c.r.PathValue("tenant"))
+	if !ident.Valid(tenant.IDPrefix, string(t)) {
+		return nil, problem.New(problem.NotFound, "tenant_not_found", "no tenant %s", truncate(string(t)))
+	}
+	out := Delegation{TenantID: t, Keys: []DelegationKey{}}
+	err := a.store.InReadTx(c.ctx, func(tx store.Tx) error {
+		if _, err := tx.Tenants().Get(c.ctx, t); err != nil {
+			return err
+		}
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		page := store.Page{Limit: 1000}
+		for {
+			ks, err := tt.SigningKeys().List(c.ctx, page)
+			if err != nil {
+				return err
+			}
+			for _, k := range ks {
+				if k.Active() {
+					out.Keys = append(out.Keys, DelegationKey{Name: k.Name, TUFKeyID: k.TUFKeyID, PublicKeyPEM: k.PublicKeyPEM})
+				}
+			}
+			if len(ks) < page.Limit {
+				return nil
+			}
+			page.After = string(ks[len(ks)-1].ID)
+		}
+	})
+	if err != nil {
+		return nil, storeProblem(err, "tenant", string(t))
+	}
+	v, err := a.repo.TargetsVersion(c.ctx, t)
+	if err != nil {
+		return nil, tufProblem(err)
+	}
+	out.TargetsVersion = v
+	return out, nil
 }

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
+
+// TestPlatform_InitAndTargetsSign walks the offline root of trust: the operator creates the
+// platform keys and the first root, Contoso registers a key, the operator delegates
+// Contoso's apps to it, and a go-tuf client pinned to the written 1.root.json verifies
+// Contoso's view through the API.
+func TestPlatform_InitAndTargetsSign(t *testing.T) {
+	t.Parallel()
+	s := testenv.StartServer(t)
+	op := newUser(t)
+	op.login(s, s.OperatorToken)
+	op.must("tenant", "create", "--name", "Contoso")
+	mc := mustJSON[client.MemberCreated](op, "member", "create", "--tenant", "Contoso", "--name", "contoso-admin", "--role", "Administrator")
+	contoso := newUser(t)
+	contoso.login(s, mc.Secret)
+
+	keyDir := filepath.Join(t.TempDir(), "platform")
+	// A tenant administrator is not a platform operator.
+	contoso.want(ExitForbidden, "platform", "init", "--out", filepath.Join(t.TempDir(), "x"), "--no-passphrase")
+	op.want(ExitUsage, "platform", "init", "--out", keyDir)
+	out := op.must("platform", "init", "--out", keyDir, "--no-passphrase")
+	if !strings.Contains(out, "Trust anchor") {
+		t.Errorf("platform init output lacks the trust anchor:\n%s", out)
+	}
+	for _, f := range []string{"root.key", "os.key"} {
+		if st, err := os.Stat(filepath.Join(keyDir, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", f, st, err)
+		}
+	}
+	op.want(ExitError, "platform", "init", "--out", keyDir, "--no-passphrase") // never overwrites
+
+	// No key registered yet: nothing to delegate to.
+	op.want(ExitConflict, "platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir)
+	key := filepath.Join(t.TempDir(), "release.key")
+	contoso.must("key", "generate", "--out", key, "--no-passphrase")
+	k := mustJSON[client.SigningKey](contoso, "tenant", "signing-key", "add", "--name", "release", "--public-key", key+".pub")
+	out = op.must("platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir)
+	if !strings.Contains(out, k.TUFKeyID) {
+		t.Errorf("targets-sign does not show the delegated key %s:\n%s", k.TUFKeyID, out)
+	}
+	op.must("platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir) // version 2
+
+	root1, err := os.ReadFile(filepath.Join(keyDir, "1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := s.URL + "/api/v1/tenants/" + k.TenantID + "/tuf/"
+	cfg, err := config.New(base+"metadata/", root1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir, cfg.RemoteTargetsURL = filepath.Join(dir, "m"), filepath.Join(dir, "t"), base+"targets/"
+	hc := s.HTTPClient(t)
+	hc.Transport = bearer{token: mc.Secret, base: hc.Transport}
+	if err := cfg.SetDefaultFetcherHTTPClient(hc); err != nil {
+		t.Fatal(err)
+	}
+	up, err := updater.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Refresh(); err != nil {
+		t.Fatalf("go-tuf Refresh of Contoso's view = %v", err)
+	}
+	if v := up.GetTrustedMetadataSet().Targets["targets"].Signed.Version; v != 2 {
+		t.Errorf("trusted targets version = %d, want 2", v)
+	}
+}
