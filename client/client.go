@@ -162,8 +162,10 @@ type request struct {
 	path    []string // segments after /api/v1, escaped by the client
 	query   url.Values
 	body    any
-	raw     []byte // a body sent as is (signed TUF metadata), instead of body
-	ifMatch int64  // 0: no If-Match header
+	raw     []byte    // a body sent as is (signed TUF metadata), instead of body
+	stream  io.Reader // a body streamed as application/octet-stream, instead of body
+	sink    io.Writer // a success response streamed here instead of decoded
+	ifMatch int64     // 0: no If-Match header
 }
 
 // do sends req and decodes a success response into out (nil for none).
@@ -183,7 +185,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 		u.RawQuery = req.query.Encode()
 	}
 	var body io.Reader
-	if req.raw != nil {
+	if req.stream != nil {
+		body = req.stream
+	} else if req.raw != nil {
 		body = bytes.NewReader(req.raw)
 	} else if req.body != nil {
 		b, err := json.Marshal(req.body)
@@ -201,6 +205,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if req.body != nil || req.raw != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
+	if req.stream != nil {
+		hr.Header.Set("Content-Type", "application/octet-stream")
+	}
 	if c.token != "" {
 		hr.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -212,6 +219,16 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 		return fmt.Errorf("%s %s: %w", req.method, u.Path, err)
 	}
 	defer resp.Body.Close()
+	if req.sink != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		n, err := io.Copy(req.sink, resp.Body)
+		if err != nil {
+			return fmt.Errorf("%s %s: read response: %w", req.method, u.Path, err)
+		}
+		if p, ok := out.(*int64); ok {
+			*p = n
+		}
+		return nil
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", req.method, u.Path, err)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
@@ -305,6 +306,10 @@ func TestWireTypes(t *testing.T) {
 				if g, w := shape(got), shape(rt.Response); g != w {
 					t.Errorf("%s response shape\n got %s\nwant %s", name, g, w)
 				}
+			} else if rt.RawResponse && rt.RawResponseType == "application/octet-stream" {
+				if mt.NumOut() != 2 || mt.Out(0) != reflect.TypeFor[int64]() || !slices.Contains(ins(mt), reflect.TypeFor[io.Writer]()) {
+					t.Errorf("%s streams a file; want (ctx, ..., io.Writer) (int64, error)", name)
+				}
 			} else if rt.RawResponse {
 				if mt.NumOut() != 2 || mt.Out(0) != reflect.TypeFor[[]byte]() {
 					t.Errorf("%s serves a file as is; want ([]byte, error)", name)
@@ -312,7 +317,11 @@ func TestWireTypes(t *testing.T) {
 			} else if mt.NumOut() != 1 {
 				t.Errorf("%s returns %d values, want just an error", name, mt.NumOut())
 			}
-			if rt.RawRequest && !slices.Contains(ins(mt), reflect.TypeFor[[]byte]()) {
+			if rt.RawRequest && rt.RawRequestType == "application/octet-stream" {
+				if !slices.Contains(ins(mt), reflect.TypeFor[io.Reader]()) {
+					t.Errorf("%s takes no io.Reader for its streamed body", name)
+				}
+			} else if rt.RawRequest && !slices.Contains(ins(mt), reflect.TypeFor[[]byte]()) {
 				t.Errorf("%s takes no []byte for its signed body", name)
 			}
 			if rt.Request != nil {

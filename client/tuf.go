@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 )
 
 // OnlineKey is the server's online public key, which the platform root names for the TUF
@@ -73,4 +75,28 @@ func (c *Client) GetTenantTUFFile(ctx context.Context, tenant, name string) ([]b
 	var out []byte
 	err := c.do(ctx, request{method: http.MethodGet, path: []string{"tenants", tenant, "tuf", "metadata", name}}, &out)
 	return out, err
+}
+
+// BlobInfo is an uploaded blob.
+type BlobInfo struct {
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+// UploadBlob streams an image package to the tenant's blob store and returns its digest,
+// which the tenant's signed apps.json then names.
+func (c *Client) UploadBlob(ctx context.Context, tenant string, body io.Reader) (BlobInfo, error) {
+	var out BlobInfo
+	err := c.do(ctx, request{method: http.MethodPost, path: []string{"tenants", tenant, "blobs"}, stream: body}, &out)
+	return out, err
+}
+
+// GetTenantTarget streams a target of the tenant's TUF view (by its hash-prefixed name,
+// "apps/<name>/<sha256>.<version>") into w and returns the number of bytes written. The
+// caller verifies the bytes against the signed metadata, as a TUF client does.
+func (c *Client) GetTenantTarget(ctx context.Context, tenant, target string, w io.Writer) (int64, error) {
+	var n int64
+	path := append([]string{"tenants", tenant, "tuf", "targets"}, strings.Split(target, "/")...)
+	err := c.do(ctx, request{method: http.MethodGet, path: path, sink: w}, &n)
+	return n, err
 }

@@ -25,12 +25,17 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/moat-iot/moat/internal/blob"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -46,6 +51,9 @@ var (
 	ErrWrongOnlineKey = errors.New("the root does not name this server's online key for snapshot and timestamp")
 	// ErrNoActiveKey: apps.json carries no valid signature by an active registered key.
 	ErrNoActiveKey = errors.New("apps.json is not signed by any of the tenant's active registered signing keys")
+	// ErrBadTarget: a target of apps.json is not an uploaded image package of the tenant
+	// that matches its path (apps/<name>/<version>), or is not for one of its products.
+	ErrBadTarget = errors.New("a target is not a matching image package uploaded by the tenant")
 )
 
 // Metadata lifetimes the server signs online.
@@ -57,21 +65,23 @@ const (
 // Service is the hosted repository.
 type Service struct {
 	store     store.Store
+	blobs     blob.Store
 	online    signature.Signer
 	onlinePub *ecdsa.PublicKey
 	now       func() time.Time
 }
 
-// New returns the service. online is the server's online signing key.
-func New(st store.Store, online *ecdsa.PrivateKey, now func() time.Time) (*Service, error) {
-	if st == nil || online == nil || now == nil {
-		return nil, errors.New("repo: store, online key and clock are required")
+// New returns the service. online is the server's online signing key; blobs holds the
+// uploaded image packages.
+func New(st store.Store, blobs blob.Store, online *ecdsa.PrivateKey, now func() time.Time) (*Service, error) {
+	if st == nil || blobs == nil || online == nil || now == nil {
+		return nil, errors.New("repo: store, blob store, online key and clock are required")
 	}
 	s, err := keys.Signer(online)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, online: s, onlinePub: &online.PublicKey, now: now}, nil
+	return &Service{store: st, blobs: blobs, online: s, onlinePub: &online.PublicKey, now: now}, nil
 }
 
 // OnlineKey is the public key the root must name for snapshot and timestamp.
@@ -169,6 +179,11 @@ func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte, record 
 		if err := s.signedByActiveKey(ctx, tt, meta); err != nil {
 			return err
 		}
+		for path, tf := range meta.Signed.Targets {
+			if err := s.checkTarget(ctx, tt, path, tf); err != nil {
+				return err
+			}
+		}
 		if err := v.PutApps(data); err != nil {
 			return err
 		}
@@ -176,6 +191,48 @@ func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte, record 
 		return nil
 	}, func(tt store.TenantTx) error { return record.call(tt, version) })
 	return version, err
+}
+
+// checkTarget ties a signed target to what the tenant uploaded: the blob with that SHA-256
+// and length is the tenant's, it is an image package whose manifest names the same path
+// (apps/<name>/<version>), it is an app, and its product exists in the tenant. The device
+// checks the same package again (hash, length, manifest) before installing.
+func (s *Service) checkTarget(ctx context.Context, tt store.TenantTx, path string, tf *metadata.TargetFiles) error {
+	hexsum, ok := tf.Hashes["sha256"]
+	if !ok {
+		return fmt.Errorf("%w: %s has no sha256", ErrBadTarget, path)
+	}
+	d, err := blob.ParseDigest(hexsum.String())
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
+	}
+	size, err := tt.Blobs().Size(ctx, d.String())
+	if errors.Is(err, store.ErrNotFound) || err == nil && size != tf.Length {
+		return fmt.Errorf("%w: %s: no uploaded blob %s of %d bytes", ErrBadTarget, path, d, tf.Length)
+	}
+	if err != nil {
+		return err
+	}
+	f, err := s.blobs.Open(ctx, d)
+	if err != nil {
+		return fmt.Errorf("open blob %s: %w", d, err)
+	}
+	defer f.Close()
+	pkg, err := image.Open(f)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
+	}
+	m := pkg.Manifest()
+	if m.Kind != image.KindApp || path != "apps/"+m.Name+"/"+m.Version {
+		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
+	}
+	if _, err := tt.Products().GetByName(ctx, m.Product); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s is for product %q, which the tenant does not have", ErrBadTarget, path, m.Product)
+		}
+		return err
+	}
+	return nil
 }
 
 // signedByActiveKey checks that apps carries a valid signature by one of the tenant's
@@ -395,4 +452,54 @@ func contains(ids []string, id string) bool {
 		}
 	}
 	return false
+}
+
+// AddBlob stores an uploaded blob (an image package) and records it as the tenant's, so
+// that its apps.json may name it and its devices fetch it.
+func (s *Service) AddBlob(ctx context.Context, t tenant.ID, r io.Reader, maxBytes int64) (blob.Info, error) {
+	info, err := s.blobs.Put(ctx, r, maxBytes)
+	if err != nil {
+		return blob.Info{}, err
+	}
+	err = s.store.InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		return tt.Blobs().Add(ctx, info.Digest.String(), info.Size, s.now().UTC())
+	})
+	return info, err
+}
+
+// ServeBlob serves one of the tenant's blobs (with Range and a strong ETag); another
+// tenant's blob is store.ErrNotFound, as is a blob nobody uploaded.
+func (s *Service) ServeBlob(w http.ResponseWriter, r *http.Request, t tenant.ID, d blob.Digest) error {
+	err := s.store.InReadTx(r.Context(), func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		_, err = tt.Blobs().Size(r.Context(), d.String())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := blob.Serve(privateCache{w}, r, s.blobs, d); errors.Is(err, blob.ErrNotFound) {
+		return store.ErrNotFound
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// privateCache keeps a tenant's blob out of shared caches: it is immutable, so the client may
+// keep it for a year, but it was served to an authenticated tenant member.
+type privateCache struct{ http.ResponseWriter }
+
+func (p privateCache) WriteHeader(code int) {
+	if strings.HasPrefix(p.Header().Get("Cache-Control"), "public") {
+		p.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
+	}
+	p.ResponseWriter.WriteHeader(code)
 }

@@ -1,11 +1,15 @@
 package repo_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,8 +19,11 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/sqlite"
@@ -33,6 +40,7 @@ type fixture struct {
 	root, os, tenantK *ecdsa.PrivateKey
 	tenantA, tenantB  tenant.ID
 	keyRecord         trust.KeyID
+	blobs             *fsblob.Store
 	root1             []byte
 	expires           time.Time
 }
@@ -64,7 +72,11 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { st.Close() })
 	f := &fixture{t: t, st: st, online: newKey(t), root: newKey(t), os: newKey(t), tenantK: newKey(t),
 		expires: time.Now().Add(365 * 24 * time.Hour)}
-	f.svc, err = repo.New(st, f.online, time.Now)
+	f.blobs, err = fsblob.Open(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc, err = repo.New(st, f.blobs, f.online, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +95,10 @@ func newFixture(t *testing.T) *fixture {
 		}
 		tt, err := tx.ForTenant(f.tenantA)
 		if err != nil {
+			return err
+		}
+		if err := tt.Products().Create(t.Context(), product.Product{ID: product.ID(ident.New(product.IDPrefix, now)), TenantID: f.tenantA,
+			Name: "DW100", CreatedAt: now, UpdatedAt: now, Version: 1}); err != nil {
 			return err
 		}
 		return tt.SigningKeys().Create(t.Context(), trust.SigningKey{
@@ -109,11 +125,44 @@ func (f *fixture) targets(version int64, appKeys ...*ecdsa.PublicKey) []byte {
 	return b
 }
 
+// pkg packs an app image "apps/<name>/<version>" for product DW100 (or the given one) and
+// uploads it for tenant A, returning its target.
+func (f *fixture) pkg(path, productName string) tuf.TargetFile {
+	f.t.Helper()
+	parts := strings.Split(path, "/")
+	dir := f.t.TempDir()
+	manifest := `{"format":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","name":"` + parts[1] +
+		`","kind":"app","version":"` + parts[2] + `","security_version":1,"product":"` + productName +
+		`","app":{"entry_point":"bin/app","capabilities":{}}}`
+	if err := os.WriteFile(filepath.Join(dir, "app.json"), []byte(manifest), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o700); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\n"), 0o700); err != nil {
+		f.t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := image.Pack(f.t.Context(), dir, &buf); err != nil {
+		f.t.Fatalf("Pack(%s): %v", path, err)
+	}
+	sum := sha256.Sum256(buf.Bytes())
+	info, err := f.svc.AddBlob(f.t.Context(), f.tenantA, bytes.NewReader(buf.Bytes()), 1<<20)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if info.Digest.Hex() != hex.EncodeToString(sum[:]) {
+		f.t.Fatalf("AddBlob digest %s, want %x", info.Digest, sum)
+	}
+	return tuf.TargetFile{Length: info.Size, SHA256: info.Digest.Hex()}
+}
+
 func (f *fixture) apps(k *ecdsa.PrivateKey, version int64, paths ...string) []byte {
 	f.t.Helper()
 	targets := map[string]tuf.TargetFile{}
 	for _, p := range paths {
-		targets[p] = tuf.TargetFile{Length: 3, SHA256: strings.Repeat("ab", 32)}
+		targets[p] = f.pkg(p, "DW100")
 	}
 	b, err := tuf.SignApps(signer(f.t, k), version, f.expires, targets)
 	if err != nil {
@@ -185,7 +234,7 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 
 	// A new Service on the same store (a restart, or another replica) goes on from the
 	// stored versions: the client that already refreshed sees no rollback.
-	svc2, err := repo.New(f.st, f.online, time.Now)
+	svc2, err := repo.New(f.st, f.blobs, f.online, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,5 +346,40 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	}
 	if _, err := up.GetTargetInfo("apps/dw100-app/1.0.0"); err != nil {
 		t.Errorf("GetTargetInfo after rotation = %v", err)
+	}
+}
+
+// TestRepo_RejectsTargetsThatAreNotTheTenantsPackages: a signed apps.json may only name image
+// packages the tenant uploaded, at the path their manifest names, for one of its products.
+func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
+		t.Fatal(err)
+	}
+	good := f.pkg("apps/dw100-app/1.0.0", "DW100")
+	cases := map[string]map[string]tuf.TargetFile{
+		"never uploaded":       {"apps/dw100-app/1.0.0": {Length: good.Length, SHA256: strings.Repeat("ab", 32)}},
+		"wrong length":         {"apps/dw100-app/1.0.0": {Length: good.Length + 1, SHA256: good.SHA256}},
+		"path is not manifest": {"apps/dw100-app/2.0.0": good},
+		"other name":           {"apps/evil-app/1.0.0": good},
+		"unknown product":      {"apps/dw200-app/1.0.0": f.pkg("apps/dw200-app/1.0.0", "DW200")},
+	}
+	for name, targets := range cases {
+		signed, err := tuf.SignApps(signer(t, f.tenantK), 1, f.expires, targets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.PutApps(ctx, f.tenantA, signed, nil); !errors.Is(err, repo.ErrBadTarget) {
+			t.Errorf("%s: PutApps = %v, want ErrBadTarget", name, err)
+		}
+	}
+	signed, _ := tuf.SignApps(signer(t, f.tenantK), 1, f.expires, map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": good})
+	if _, err := f.svc.PutApps(ctx, f.tenantA, signed, nil); err != nil {
+		t.Errorf("PutApps(the uploaded package) = %v", err)
 	}
 }

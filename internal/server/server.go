@@ -25,6 +25,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -105,7 +106,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	rp, err := repo.New(st, onlinePriv, now)
+	blobs, err := fsblob.Open(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return nil, fmt.Errorf("open blob store: %w", err)
+	}
+	rp, err := repo.New(st, blobs, onlinePriv, now)
 	if err != nil {
 		return nil, err
 	}

@@ -68,6 +68,7 @@ type TenantTx interface {
 	Audit() AuditLog
 	SigningKeys() SigningKeys
 	TUFFiles() TUFFiles
+	Blobs() Blobs
 }
 
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
@@ -190,4 +191,13 @@ type PlatformRoots interface {
 	// Append stores the next root version; a version that is not the next is ErrConflict.
 	Append(ctx context.Context, version int64, data []byte, at time.Time) error
 	List(ctx context.Context) ([][]byte, error)
+}
+
+// Blobs records which content-addressed blobs (by "sha256:<hex>" digest) a tenant uploaded,
+// so that a tenant's metadata can name, and its devices fetch, only the tenant's own blobs.
+type Blobs interface {
+	// Add records the blob for the tenant; adding it again is a no-op.
+	Add(ctx context.Context, digest string, size int64, at time.Time) error
+	// Size returns the recorded size; ErrNotFound when the tenant never uploaded it.
+	Size(ctx context.Context, digest string) (int64, error)
 }

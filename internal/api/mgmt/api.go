@@ -234,6 +234,9 @@ func (a *API) serve(c *call) error {
 		c.w.WriteHeader(status)
 		return nil
 	}
+	if _, ok := out.(alreadyWritten); ok {
+		return nil
+	}
 	if raw, ok := out.(rawJSON); ok {
 		c.w.Header().Set("Content-Type", "application/json")
 		c.w.WriteHeader(status)

@@ -286,7 +286,7 @@ func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 	t.Parallel()
 	onBothStores(t, func(t *testing.T, w *world) {
 		bDump := dumpTenant(t, w.b)
-		param := regexp.MustCompile(`\{([a-z_]+)\}`)
+		param := regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
 		// Path parameters that name one of B's objects (a TUF file name names none).
 		objectParam := regexp.MustCompile(`\{(product|group|user|key)\}`)
 		// Attacks: B's tenant in the path; and A's own tenant with B's object IDs.
@@ -294,9 +294,9 @@ func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 			name string
 			vals map[string]string
 		}{
-			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json"}},
-			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json"}},
-			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json"}},
+			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
 		}
 		covered := 0
 		for _, rt := range mgmt.Routes() {
@@ -311,7 +311,7 @@ func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 					continue
 				}
 				path := param.ReplaceAllStringFunc(rt.Pattern, func(m string) string {
-					v, ok := at.vals[m[1:len(m)-1]]
+					v, ok := at.vals[strings.TrimSuffix(m[1:len(m)-1], "...")]
 					if !ok {
 						t.Fatalf("route %s %s: no cross-tenant value for %s; add one to this test", rt.Method, rt.Pattern, m)
 					}

@@ -125,7 +125,11 @@ func (s *schemas) structSchema(t reflect.Type) obj {
 	return out
 }
 
-var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
+var pathParam = regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
+
+// OpenAPIPath is a route pattern as an OpenAPI path template: a ServeMux wildcard
+// "{name...}" (the rest of the path) becomes "{name}".
+func OpenAPIPath(pattern string) string { return strings.ReplaceAll(pattern, "...}", "}") }
 
 var paramDescriptions = map[string]string{
 	"tenant":  "Tenant ID (tnt_...).",
@@ -134,6 +138,7 @@ var paramDescriptions = map[string]string{
 	"user":    "User ID (usr_...).",
 	"token":   "Token ID (tok_...).",
 	"key":     "Signing key record ID (key_...).",
+	"target":  "A target's hash-prefixed path as TUF clients ask for it: apps/<name>/<sha256>.<version>.",
 	"file":    "A TUF metadata file name: N.root.json, N.targets.json, N.apps.json, N.snapshot.json or timestamp.json.",
 }
 
@@ -178,13 +183,22 @@ func OpenAPI() map[string]any {
 			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.schema(rt.Request)}}}
 		}
 		if rt.RawRequest {
-			op["requestBody"] = obj{"required": true, "description": "Signed TUF metadata, sent and stored byte for byte.",
-				"content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}
+			if rt.RawRequestType == "application/octet-stream" {
+				op["requestBody"] = obj{"required": true, "description": "The file, streamed.",
+					"content": obj{rt.RawRequestType: obj{"schema": obj{"type": "string", "format": "binary"}}}}
+			} else {
+				op["requestBody"] = obj{"required": true, "description": "Signed TUF metadata, sent and stored byte for byte.",
+					"content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}
+			}
 		}
 		responses := obj{}
 		success := obj{"description": http.StatusText(rt.Status)}
 		if rt.RawResponse {
-			success["content"] = obj{"application/json": obj{"schema": obj{"type": "object"}}}
+			if rt.RawResponseType == "application/octet-stream" {
+				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string", "format": "binary"}}}
+			} else {
+				success["content"] = obj{"application/json": obj{"schema": obj{"type": "object"}}}
+			}
 		}
 		if rt.Response != nil {
 			var body obj
@@ -227,10 +241,10 @@ func OpenAPI() map[string]any {
 		responses["500"] = problemResponse("The server failed; the request ID in X-Request-Id identifies it in the logs.")
 		op["responses"] = responses
 
-		path, ok := paths[rt.Pattern].(obj)
+		path, ok := paths[OpenAPIPath(rt.Pattern)].(obj)
 		if !ok {
 			path = obj{}
-			paths[rt.Pattern] = path
+			paths[OpenAPIPath(rt.Pattern)] = path
 		}
 		path[strings.ToLower(rt.Method)] = op
 	}

@@ -52,7 +52,10 @@ type Route struct {
 	// RawRequest: the body is signed metadata the handler reads as bytes (c.rawBody), not a
 	// Go type; RawResponse: the handler returns bytes served as they are (rawJSON).
 	RawRequest, RawResponse bool
-	Handler                 func(*API, *call) (any, error)
+	// RawRequestType and RawResponseType are the media types of raw bodies
+	// (default application/json).
+	RawRequestType, RawResponseType string
+	Handler                         func(*API, *call) (any, error)
 }
 
 func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
@@ -113,6 +116,10 @@ func Routes() []Route {
 			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantTargets},
 		{Method: "PUT", Pattern: tenantPath + "/tuf/apps", OperationID: "putTenantApps", Summary: "Upload the tenant's apps.json (signed offline by an active registered signing key) and publish",
 			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantApps},
+		{Method: "POST", Pattern: tenantPath + "/blobs", OperationID: "uploadBlob", Summary: "Upload an image package (streamed, content-addressed by SHA-256) for the tenant's apps.json to name",
+			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, RawRequestType: "application/octet-stream", Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadBlob},
+		{Method: "GET", Pattern: tenantPath + "/tuf/targets/{target...}", OperationID: "getTenantTarget", Summary: "Download a target of the tenant's TUF view by its hash-prefixed name (Range and a strong ETag supported)",
+			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, RawResponseType: "application/octet-stream", Status: 200, Handler: (*API).getTenantTarget},
 		{Method: "GET", Pattern: tenantPath + "/tuf/metadata/{file}", OperationID: "getTenantTUFFile", Summary: "Fetch a file of the tenant's TUF repository view (N.root.json, N.targets.json, N.apps.json, N.snapshot.json, timestamp.json)",
 			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 

@@ -6,7 +6,10 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/problem"
@@ -77,6 +80,8 @@ func tufProblem(err error) error {
 		return &problem.Error{Kind: problem.Invalid, Code: "wrong_online_key", Detail: "the root must name this server's online key (GET /api/v1/platform/online-key) for snapshot and timestamp", Err: err}
 	case errors.Is(err, repo.ErrNoActiveKey):
 		return &problem.Error{Kind: problem.Invalid, Code: "not_signed_by_active_key", Detail: "apps.json must be signed by one of the tenant's active registered signing keys", Err: err}
+	case errors.Is(err, repo.ErrBadTarget):
+		return &problem.Error{Kind: problem.Invalid, Code: "bad_target", Detail: "every target must be an image package the tenant uploaded, at apps/<name>/<version> as its manifest says, for one of the tenant's products", Err: err}
 	case errors.Is(err, tuf.ErrSignature):
 		return &problem.Error{Kind: problem.Invalid, Code: "bad_signature", Detail: "the metadata is not signed by a threshold of the keys trusted for its role", Err: err}
 	case errors.Is(err, tuf.ErrVersion):
@@ -210,4 +215,54 @@ func (a *API) getTenantDelegation(c *call) (any, error) {
 	}
 	out.TargetsVersion = v
 	return out, nil
+}
+
+// alreadyWritten is returned by a handler that wrote its response itself (a streamed blob).
+type alreadyWritten struct{}
+
+// BlobInfo is an uploaded blob.
+type BlobInfo struct {
+	Digest string `json:"digest"` // "sha256:<hex>"
+	Size   int64  `json:"size"`
+}
+
+// MaxBlobBytes bounds one uploaded image package.
+const MaxBlobBytes = 2 << 30
+
+// uploadBlob streams an image package into the blob store; nothing is held in memory, and a
+// body over MaxBlobBytes stores nothing.
+func (a *API) uploadBlob(c *call) (any, error) {
+	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/octet-stream" {
+		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
+	}
+	// A large package on a slow link takes longer than the server's default read timeout.
+	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now().Add(time.Hour))
+	info, err := a.repo.AddBlob(c.ctx, c.tenant, c.r.Body, MaxBlobBytes)
+	switch {
+	case errors.Is(err, blob.ErrTooLarge):
+		return nil, problem.New(problem.TooLarge, "body_too_large", "an image package must be at most %d bytes", int64(MaxBlobBytes))
+	case err != nil:
+		return nil, problem.Wrap(err)
+	}
+	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
+}
+
+// getTenantTarget serves a target by the name a TUF client asks for with consistent
+// snapshots: "<dir>/<sha256 hex>.<base name>". Only the tenant's own uploads are served.
+func (a *API) getTenantTarget(c *call) (any, error) {
+	name := c.r.PathValue("target")
+	base := name[strings.LastIndex(name, "/")+1:]
+	hexsum, _, ok := strings.Cut(base, ".")
+	d, err := blob.ParseDigest(hexsum)
+	if !ok || err != nil {
+		return nil, problem.New(problem.NotFound, "target_not_found", "no target %s", truncate(name))
+	}
+	if err := a.repo.ServeBlob(c.w, c.r, c.tenant, d); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, problem.New(problem.NotFound, "target_not_found", "no target %s", truncate(name))
+		}
+		return nil, problem.Wrap(err)
+	}
+	return alreadyWritten{}, nil
 }

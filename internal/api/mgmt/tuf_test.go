@@ -1,8 +1,10 @@
 package mgmt_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -92,7 +95,21 @@ func TestAPI_TUFRepository(t *testing.T) {
 		a.admin.must(403, "PUT", tufBase+"/targets", targets)
 		w.op.must(200, "PUT", tufBase+"/targets", targets)
 
-		app := map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: 3, SHA256: strings.Repeat("cd", 32)}}
+		// Contoso packs the DW100 app and uploads the package; only then may apps.json name it.
+		pkgBytes := packApp(t, "dw100-app", "1.0.0", "DW100")
+		var bi struct {
+			Digest string `json:"digest"`
+			Size   int64  `json:"size"`
+		}
+		w.readerA.must(403, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes, "Content-Type", "application/octet-stream")
+		w.contribA.must(415, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes)
+		w.contribA.must(201, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes, "Content-Type", "application/octet-stream").decode(t, &bi)
+		app := map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: bi.Size, SHA256: strings.TrimPrefix(bi.Digest, "sha256:")}}
+		// Naming a package that was never uploaded is refused.
+		ghost, _ := tuf.SignApps(tufSigner(t, contosoK), 1, expires, map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: 3, SHA256: strings.Repeat("cd", 32)}})
+		if p := w.contribA.must(400, "PUT", tufBase+"/apps", ghost).problem(t); p.Code != "bad_target" {
+			t.Errorf("apps naming a package never uploaded: code %q, want bad_target", p.Code)
+		}
 		apps, err := tuf.SignApps(tufSigner(t, contosoK), 1, expires, app)
 		if err != nil {
 			t.Fatal(err)
@@ -128,16 +145,51 @@ func TestAPI_TUFRepository(t *testing.T) {
 			t.Fatalf("go-tuf Refresh through the API = %v", err)
 		}
 		ti, err := up.GetTargetInfo("apps/dw100-app/1.0.0")
-		if err != nil || ti.Length != 3 {
-			t.Errorf("GetTargetInfo = %+v, %v; want the signed app", ti, err)
+		if err != nil {
+			t.Fatalf("GetTargetInfo = %v; want the signed app", err)
+		}
+		_, got, err := up.DownloadTarget(ti, "", "")
+		if err != nil || !bytes.Equal(got, pkgBytes) {
+			t.Errorf("DownloadTarget = %d bytes, %v; want the uploaded package", len(got), err)
+		}
+		// Another tenant can fetch neither the metadata nor the package.
+		w.b.admin.must(404, "GET", tufBase+"/targets/apps/dw100-app/"+strings.TrimPrefix(bi.Digest, "sha256:")+".1.0.0", nil)
+		w.b.admin.must(404, "GET", "/api/v1/tenants/"+w.b.tenant+"/tuf/targets/apps/dw100-app/"+strings.TrimPrefix(bi.Digest, "sha256:")+".1.0.0", nil)
+		// Range requests resume a download.
+		r := w.readerA.must(206, "GET", tufBase+"/targets/apps/dw100-app/"+strings.TrimPrefix(bi.Digest, "sha256:")+".1.0.0", nil, "Range", "bytes=8-15")
+		if !bytes.Equal(r.Body, pkgBytes[8:16]) || r.Header.Get("ETag") != `"`+bi.Digest+`"` {
+			t.Errorf("Range 8-15 = %q (ETag %s), want %q with the digest as a strong ETag", r.Body, r.Header.Get("ETag"), pkgBytes[8:16])
 		}
 
 		// Every upload is in Contoso's audit log.
-		r := a.admin.must(200, "GET", "/api/v1/tenants/"+a.tenant+"/audit-events?limit=1000", nil)
+		r = a.admin.must(200, "GET", "/api/v1/tenants/"+a.tenant+"/audit-events?limit=1000", nil)
 		for _, action := range []string{"tuf.targets.put", "tuf.apps.put"} {
 			if !strings.Contains(string(r.Body), action) {
 				t.Errorf("audit log lacks %s", action)
 			}
 		}
 	})
+}
+
+// packApp builds an app image package in memory for the test.
+func packApp(t *testing.T, name, version, productName string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	manifest := `{"format":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","name":"` + name +
+		`","kind":"app","version":"` + version + `","security_version":1,"product":"` + productName +
+		`","app":{"entry_point":"bin/app","capabilities":{}}}`
+	if err := os.WriteFile(filepath.Join(dir, "app.json"), []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho dw100\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := image.Pack(t.Context(), dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

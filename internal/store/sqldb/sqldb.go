@@ -331,6 +331,7 @@ func (t *tenantTx) Groups() store.Groups           { return groups{t} }
 func (t *tenantTx) Members() store.Members         { return members{t} }
 func (t *tenantTx) SigningKeys() store.SigningKeys { return signingKeys{t} }
 func (t *tenantTx) TUFFiles() store.TUFFiles       { return tufFiles{t} }
+func (t *tenantTx) Blobs() store.Blobs             { return blobs{t} }
 func (t *tenantTx) Audit() store.AuditLog          { return auditLog{t} }
 
 // limit clamps a page size: the API validates it, the store still never runs unbounded.

@@ -82,3 +82,26 @@ func (s platformRoots) List(ctx context.Context) ([][]byte, error) {
 		return b, err
 	}, `SELECT data FROM platform_roots ORDER BY version`)
 }
+
+type blobs struct{ t *tenantTx }
+
+func (s blobs) Add(ctx context.Context, digest string, size int64, at time.Time) error {
+	cur, err := s.Size(ctx, digest)
+	switch {
+	case err == nil && cur == size:
+		return nil
+	case err == nil:
+		return fmt.Errorf("blob %s recorded with size %d, not %d: %w", digest, cur, size, store.ErrConflict)
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	_, err = s.t.tx.exec(ctx, `INSERT INTO tenant_blobs (tenant_id, digest, size, created_at) VALUES ($1, $2, $3, $4)`,
+		s.t.id, digest, size, utc(at))
+	return err
+}
+
+func (s blobs) Size(ctx context.Context, digest string) (int64, error) {
+	var size int64
+	err := s.t.tx.queryRow(ctx, `SELECT size FROM tenant_blobs WHERE tenant_id = $1 AND digest = $2`, s.t.id, digest).Scan(&size)
+	return size, oneRow(err)
+}

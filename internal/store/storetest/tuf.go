@@ -11,6 +11,7 @@ var tufTests = []test{
 	{"FilesImmutableButTimestamp", testTUFFilesImmutable},
 	{"FilesAllAndIsolation", testTUFFilesAllAndIsolation},
 	{"PlatformRootsChain", testPlatformRootsChain},
+	{"BlobsPerTenant", testBlobsPerTenant},
 }
 
 func (h *harness) putTUF(tid tenant.ID, name, data string) error {
@@ -96,4 +97,23 @@ func testPlatformRootsChain(h *harness) {
 	wantErr(h.t, "Append(4) with a gap", appendRoot(4, "r4"), store.ErrConflict)
 	got, err := read(h, func(ctx context.Context, tx store.Tx) ([][]byte, error) { return tx.PlatformRoots().List(ctx) })
 	wantEqual(h.t, "PlatformRoots().List", got, err, [][]byte{[]byte("r1"), []byte("r2")})
+}
+
+func testBlobsPerTenant(h *harness) {
+	a, b := h.tenant("A"), h.tenant("B")
+	const d = "sha256:0000000000000000000000000000000000000000000000000000000000000001"
+	add := func(tid tenant.ID, size int64) error {
+		return h.in(tid, func(tt store.TenantTx) error { return tt.Blobs().Add(h.ctx(), d, size, h.tick()) })
+	}
+	if err := add(a.ID, 10); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := add(a.ID, 10); err != nil {
+		h.t.Errorf("Blobs().Add again = %v, want nil", err)
+	}
+	wantErr(h.t, "Blobs().Add(other size)", add(a.ID, 11), store.ErrConflict)
+	size, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (int64, error) { return tt.Blobs().Size(ctx, d) })
+	wantEqual(h.t, "A: Blobs().Size", size, err, int64(10))
+	_, err = readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (int64, error) { return tt.Blobs().Size(ctx, d) })
+	wantErr(h.t, "B: Blobs().Size(A's blob)", err, store.ErrNotFound)
 }
