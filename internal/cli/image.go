@@ -20,7 +20,7 @@ import (
 )
 
 func newImageCmd(env *Env) *ffcli.Command {
-	return newNoun(env, "image", "Build image packages, the files that are signed and installed on devices.",
+	return newNoun(env, "image", "Build, sign and publish image packages, the files devices install.",
 		`An image package is one file: a manifest (what the image is, which product it is for,
 which peripherals and hosts an app may use, its anti-rollback security version) and a
 zstd-compressed tar of its files. The tenant signs an app package offline and publishes it;
@@ -28,8 +28,10 @@ devices install it only if the signature and the hash of the whole file check ou
 format is described in docs/image-format.md.
 
 EXAMPLES
-  moat image package examples/dw100/app --out dw100-app.img`,
-		newImagePackage(env))
+  moat image package examples/dw100/app --out dw100-app.img
+  moat image add dw100-app.img --key contoso-release.key
+  moat image list`,
+		newImagePackage(env), newImageAdd(env), newImageList(env))
 }
 
 func newImagePackage(env *Env) *ffcli.Command {

@@ -65,6 +65,23 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	}
 	op.must("platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir) // version 2
 
+	// Contoso publishes the DW100 app: package, verify, upload, sign offline, publish.
+	contoso.must("product", "create", "--name", "DW100")
+	img := filepath.Join(t.TempDir(), "dw100-app.img")
+	contoso.must("image", "package", "../../examples/dw100/app", "--out", img)
+	added := mustJSON[imageAdded](contoso, "image", "add", img, "--key", key)
+	if added.Path != "apps/dw100-app/1.0.0" || added.AppsVersion != 1 || added.Product != "DW100" {
+		t.Errorf("image add = %+v, want apps/dw100-app/1.0.0 in apps.json version 1", added)
+	}
+	contoso.want(ExitConflict, "image", "add", img, "--key", key) // a version is published once
+	// Another key, not trusted to have signed the current apps.json, cannot build on it.
+	other := filepath.Join(t.TempDir(), "other.key")
+	contoso.must("key", "generate", "--out", other, "--no-passphrase")
+	contoso.want(ExitError, "image", "add", img, "--key", other)
+	if out := contoso.must("image", "list"); !strings.Contains(out, "apps/dw100-app/1.0.0") || !strings.Contains(out, added.SHA256) {
+		t.Errorf("image list lacks the published app:\n%s", out)
+	}
+
 	root1, err := os.ReadFile(filepath.Join(keyDir, "1.root.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,5 +107,17 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	}
 	if v := up.GetTrustedMetadataSet().Targets["targets"].Signed.Version; v != 2 {
 		t.Errorf("trusted targets version = %d, want 2", v)
+	}
+	ti, err := up.GetTargetInfo("apps/dw100-app/1.0.0")
+	if err != nil {
+		t.Fatalf("GetTargetInfo = %v", err)
+	}
+	_, data, err := up.DownloadTarget(ti, "", "")
+	if err != nil {
+		t.Fatalf("DownloadTarget = %v", err)
+	}
+	want, err := os.ReadFile(img)
+	if err != nil || string(data) != string(want) {
+		t.Errorf("downloaded %d bytes, want the %d-byte package", len(data), len(want))
 	}
 }

@@ -1,0 +1,331 @@
+package cli
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/tuf"
+)
+
+// appsState is the tenant's current apps.json as the server serves it.
+type appsState struct {
+	version int64
+	meta    *metadata.Metadata[metadata.TargetsType]
+}
+
+// currentApps follows timestamp.json and the snapshot it names to the current apps.json.
+// It trusts nothing it reads: the caller verifies the signature before building on it.
+func currentApps(ctx context.Context, c *client.Client, tenant string) (appsState, error) {
+	tsRaw, err := c.GetTenantTUFFile(ctx, tenant, "timestamp.json")
+	if err != nil {
+		if ce, ok := errors.AsType[*client.Error](err); ok && ce.Status == 404 {
+			return appsState{}, &cliError{code: ExitConflict, msg: "the tenant's image repository is not set up yet",
+				hint: "the platform operator runs 'moat platform init' and 'moat platform targets-sign --tenant ...'"}
+		}
+		return appsState{}, err
+	}
+	ts, err := metadata.Timestamp().FromBytes(tsRaw)
+	if err != nil {
+		return appsState{}, fmt.Errorf("timestamp.json: %w", err)
+	}
+	snapMeta, ok := ts.Signed.Meta["snapshot.json"]
+	if !ok {
+		return appsState{}, errors.New("timestamp.json names no snapshot")
+	}
+	snapRaw, err := c.GetTenantTUFFile(ctx, tenant, fmt.Sprintf("%d.snapshot.json", snapMeta.Version))
+	if err != nil {
+		return appsState{}, err
+	}
+	snap, err := metadata.Snapshot().FromBytes(snapRaw)
+	if err != nil {
+		return appsState{}, fmt.Errorf("snapshot.json: %w", err)
+	}
+	am, ok := snap.Signed.Meta[tuf.AppsRole+".json"]
+	if !ok {
+		return appsState{}, nil // no apps published yet
+	}
+	raw, err := c.GetTenantTUFFile(ctx, tenant, fmt.Sprintf("%d.%s.json", am.Version, tuf.AppsRole))
+	if err != nil {
+		return appsState{}, err
+	}
+	meta, err := metadata.Targets().FromBytes(raw)
+	if err != nil {
+		return appsState{}, fmt.Errorf("apps.json: %w", err)
+	}
+	return appsState{version: meta.Signed.Version, meta: meta}, nil
+}
+
+// signedByOneOf reports whether apps carries a valid signature by one of pubs.
+func signedByOneOf(apps *metadata.Metadata[metadata.TargetsType], pubs []*ecdsa.PublicKey) error {
+	d := metadata.Targets(time.Now().Add(time.Hour))
+	d.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	var ids []string
+	for _, p := range pubs {
+		k, err := metadata.KeyFromPublicKey(p)
+		if err != nil {
+			return err
+		}
+		id := keys.KeyID(p)
+		d.Signed.Delegations.Keys[id] = k
+		ids = append(ids, id)
+	}
+	d.Signed.Delegations.Roles = []metadata.DelegatedRole{{Name: tuf.AppsRole, KeyIDs: ids, Threshold: 1, Paths: tuf.AppsPaths, Terminating: true}}
+	return d.VerifyDelegate(tuf.AppsRole, apps)
+}
+
+type imageAdded struct {
+	Path            string `json:"path"`
+	SHA256          string `json:"sha256"`
+	Length          int64  `json:"length"`
+	Version         string `json:"version"`
+	SecurityVersion uint32 `json:"security_version"`
+	Product         string `json:"product"`
+	AppsVersion     int64  `json:"apps_version"`
+}
+
+// progress writes an upload's progress to w at most every 5 percent.
+type progress struct {
+	r         io.Reader
+	w         io.Writer
+	total, n  int64
+	lastShown int64
+}
+
+func (p *progress) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	if p.total > 0 && (p.n*100/p.total >= p.lastShown+5 || errors.Is(err, io.EOF) && p.lastShown < 100) {
+		p.lastShown = p.n * 100 / p.total
+		fmt.Fprintf(p.w, "\ruploading %3d%% (%d of %d bytes)", p.lastShown, p.n, p.total)
+		if p.n >= p.total {
+			fmt.Fprintln(p.w)
+		}
+	}
+	return n, err
+}
+
+func newImageAdd(env *Env) *ffcli.Command {
+	var keyFile, passFile string
+	var trust stringList
+	var valid time.Duration
+	return newVerb(env, "image", verb{
+		name:   "add",
+		args:   "FILE",
+		short:  "Verify, sign offline and publish an application image package.",
+		tenant: true,
+		long: `Verifies the package FILE locally (manifest, payload length and hash), uploads it, then
+signs the tenant's next apps.json with the offline key --key: the current list of images
+plus this one at apps/<name>/<version>. The private key never leaves this machine; the
+server accepts the result only if the key is registered and not revoked, and only for a
+package this tenant uploaded, for one of its products.
+
+The current apps.json is built upon only if it verifies with --key or with a --trust-key
+public key: a server cannot slip an image into what you sign.
+
+EXAMPLES
+  moat image package examples/dw100/app --out dw100-app.img
+  moat image add dw100-app.img --key contoso-release.key --passphrase-file ./passphrase.txt
+  moat image add dw100-app-1.1.img --key new.key --trust-key old.key.pub`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&keyFile, "key", "", "the tenant's offline signing key `FILE` (required)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the key's passphrase from the first line of `FILE` (default: $MOAT_KEY_PASSPHRASE)")
+			fs.Var(&trust, "trust-key", "a public key `FILE` whose signature on the current apps.json is trusted too (repeatable; for key rotation)")
+			fs.DurationVar(&valid, "valid-for", 365*24*time.Hour, "how long the signed apps.json is valid")
+		},
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 1, "the package FILE"); err != nil {
+				return err
+			}
+			if keyFile == "" {
+				return usagef("--key FILE is required: the offline key that signs the tenant's images")
+			}
+			m, sum, size, err := verifyPackage(args[0])
+			if err != nil {
+				return err
+			}
+			if m.Kind != image.KindApp {
+				return usagef("%s is an %s image; only the platform operator publishes OS images", args[0], m.Kind)
+			}
+			key, err := keys.ReadPrivate(keyFile, func() ([]byte, error) { return keys.Passphrase(env.Getenv, env.Stdin, passFile) })
+			if err != nil {
+				return err
+			}
+			trusted := []*ecdsa.PublicKey{&key.PublicKey}
+			for _, f := range trust {
+				p, err := keys.ReadPublic(f)
+				if err != nil {
+					return err
+				}
+				trusted = append(trusted, p)
+			}
+			c, tenant, err := s.inTenant(ctx)
+			if err != nil {
+				return err
+			}
+			cur, err := currentApps(ctx, c, tenant)
+			if err != nil {
+				return err
+			}
+			targets := map[string]tuf.TargetFile{}
+			if cur.meta != nil {
+				if err := signedByOneOf(cur.meta, trusted); err != nil {
+					return &cliError{code: ExitError, msg: "the current apps.json is not signed by --key or a --trust-key key; refusing to build on it",
+						hint: "pass the public key that signed the last release with --trust-key FILE.pub"}
+				}
+				for path, tf := range cur.meta.Signed.Targets {
+					h, ok := tf.Hashes["sha256"]
+					if !ok {
+						return fmt.Errorf("current target %s has no sha256", path)
+					}
+					var custom map[string]any
+					if tf.Custom != nil {
+						if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
+							return fmt.Errorf("current target %s: %w", path, err)
+						}
+					}
+					targets[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
+				}
+			}
+			path := "apps/" + m.Name + "/" + m.Version
+			if old, ok := targets[path]; ok {
+				if old.SHA256 == sum {
+					return &cliError{code: ExitConflict, msg: path + " is already published with this package"}
+				}
+				return &cliError{code: ExitConflict, msg: path + " is already published with other bytes",
+					hint: "a version is immutable: raise the version in app.json and package again"}
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			info, err := c.UploadBlob(ctx, tenant, &progress{r: f, w: s.env.Stderr, total: size})
+			if err != nil {
+				return err
+			}
+			if info.Digest != "sha256:"+sum || info.Size != size {
+				return fmt.Errorf("the server stored %s (%d bytes), not the package's sha256:%s (%d bytes)", info.Digest, info.Size, sum, size)
+			}
+			targets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: map[string]any{
+				"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion,
+				"product": m.Product, "component_id": m.ComponentID,
+			}}
+			signer, err := keys.Signer(key)
+			if err != nil {
+				return err
+			}
+			signed, err := tuf.SignApps(signer, cur.version+1, time.Now().Add(valid), targets)
+			if err != nil {
+				return err
+			}
+			v, err := c.PutTenantApps(ctx, tenant, signed)
+			if err != nil {
+				return err
+			}
+			res := imageAdded{Path: path, SHA256: sum, Length: size, Version: m.Version, SecurityVersion: m.SecurityVersion,
+				Product: m.Product, AppsVersion: v.Version}
+			if s.json() {
+				return s.printJSON(res)
+			}
+			return s.show(res, [][2]string{
+				{"Path", path}, {"SHA-256", sum}, {"Size", itoa(size)}, {"Product", m.Product},
+				{"Version", m.Version}, {"Security version", itoa(int64(m.SecurityVersion))},
+				{"apps.json version", itoa(v.Version)},
+			})
+		},
+	})
+}
+
+// verifyPackage reads the whole package: manifest, payload length and hash, and returns the
+// manifest and the SHA-256 and length of the file.
+func verifyPackage(path string) (image.Manifest, string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return image.Manifest{}, "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	pkg, err := image.Open(io.TeeReader(f, h))
+	if err != nil {
+		return image.Manifest{}, "", 0, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := io.Copy(io.Discard, pkg.Payload()); err != nil {
+		return image.Manifest{}, "", 0, fmt.Errorf("%s: %w", path, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return image.Manifest{}, "", 0, err
+	}
+	return pkg.Manifest(), hex.EncodeToString(h.Sum(nil)), st.Size(), nil
+}
+
+func newImageList(env *Env) *ffcli.Command {
+	return newVerb(env, "image", verb{
+		name:   "list",
+		short:  "List the tenant's published application images.",
+		tenant: true,
+		long: `Lists the images of the tenant's current apps.json: path, version, security version,
+product and SHA-256.
+
+EXAMPLES
+  moat image list
+  moat image list -o json`,
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 0, ""); err != nil {
+				return err
+			}
+			c, tenant, err := s.inTenant(ctx)
+			if err != nil {
+				return err
+			}
+			cur, err := currentApps(ctx, c, tenant)
+			if err != nil {
+				return err
+			}
+			var items []imageAdded
+			if cur.meta != nil {
+				for path, tf := range cur.meta.Signed.Targets {
+					it := imageAdded{Path: path, Length: tf.Length, AppsVersion: cur.version}
+					if h, ok := tf.Hashes["sha256"]; ok {
+						it.SHA256 = h.String()
+					}
+					if tf.Custom != nil {
+						_ = json.Unmarshal(*tf.Custom, &it) // display only; absent fields stay empty
+					}
+					it.Path, it.Length = path, tf.Length
+					items = append(items, it)
+				}
+			}
+			sort.Slice(items, func(i, j int) bool { return items[i].Path < items[j].Path })
+			return printList(s, items, []string{"PATH", "VERSION", "SECURITY VERSION", "PRODUCT", "SHA-256"}, func(i imageAdded) []string {
+				return []string{i.Path, i.Version, itoa(int64(i.SecurityVersion)), i.Product, i.SHA256}
+			})
+		},
+	})
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string { return fmt.Sprint([]string(*l)) }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
