@@ -28,7 +28,9 @@ operator, creates tenant Contoso with its own Administrator, and creates product
 its five default device groups (Development, Field Test, Production, Field Test OS
 Evaluation, Production OS Evaluation), all through the public management API. Contoso then
 makes its offline image signing key, registers only the public half, and packs the DW100
-application image. It prints what it did, the server URL, the tokens and a ready 'moat login'
+application image; the platform operator makes its offline root and OS keys, publishes the
+root and delegates Contoso's apps to Contoso's key; Contoso uploads the package and signs
+its apps.json offline, so any TUF client pinned to the printed root can verify the app. It prints what it did, the server URL, the tokens and a ready 'moat login'
 line, then stays up until Ctrl-C (or --exit-after). Nothing needs to be installed.
 
 EXAMPLES

@@ -48,6 +48,10 @@ type Result struct {
 	AppImage    string
 	AppSHA256   string
 	AppManifest image.Manifest
+	// TrustAnchor is the platform's 1.root.json, which devices pin; AppsVersion the version
+	// of Contoso's apps.json that lists the DW100 app.
+	TrustAnchor string
+	AppsVersion int64
 }
 
 // Demo is a running demo.
@@ -161,6 +165,9 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 	if err := d.offline(ctx, contoso, out, step); err != nil {
 		return err
 	}
+	if err := d.publish(ctx, op, contoso, out, step); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, `
 Server:              %s
 TLS CA:              %s (SHA-256 %s)
@@ -172,6 +179,7 @@ Try it from another terminal:
   moat login --server %s --ca-cert %s --token %s
   moat product list
   moat device-group list --product DW100
+  moat image list
 
 The demo runs until Ctrl-C.
 `, d.Result.URL, d.Result.CAFile, server.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,

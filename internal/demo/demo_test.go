@@ -3,11 +3,18 @@ package demo_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/demo"
@@ -75,6 +82,39 @@ func TestDemo_SeedScenario(t *testing.T) {
 	}
 	if m := pkg.Manifest(); m.Product != "DW100" || m.Kind != "app" {
 		t.Errorf("demo app manifest = %+v, want an app for DW100", m)
+	}
+	// Anyone with a Contoso token and the pinned root verifies and downloads the app with an
+	// unmodified go-tuf client: the whole offline/online split works end to end.
+	if r.AppsVersion != 1 {
+		t.Errorf("apps.json version = %d, want 1", r.AppsVersion)
+	}
+	root1 := mustRead(t, r.TrustAnchor)
+	base := r.URL + "/api/v1/tenants/" + r.Tenant.ID + "/tuf/"
+	cfg, err := config.New(base+"metadata/", root1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.LocalMetadataDir, cfg.LocalTargetsDir, cfg.RemoteTargetsURL = filepath.Join(dir, "m"), filepath.Join(dir, "t"), base+"targets/"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: bearer{token: r.AdminToken, base: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}
+	if err := cfg.SetDefaultFetcherHTTPClient(hc); err != nil {
+		t.Fatal(err)
+	}
+	up, err := updater.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Refresh(); err != nil {
+		t.Fatalf("go-tuf Refresh against the demo = %v", err)
+	}
+	ti, err := up.GetTargetInfo("apps/dw100-app/1.0.0")
+	if err != nil {
+		t.Fatalf("GetTargetInfo = %v", err)
+	}
+	if _, data, err := up.DownloadTarget(ti, "", ""); err != nil || !bytes.Equal(data, mustRead(t, r.AppImage)) {
+		t.Errorf("DownloadTarget = %d bytes, %v; want the packed app", len(data), err)
 	}
 	cancel()
 	if err := <-done; err != nil {

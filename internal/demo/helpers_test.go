@@ -1,6 +1,7 @@
 package demo_test
 
 import (
+	"net/http"
 	"os"
 	"testing"
 )
@@ -12,4 +13,16 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// bearer adds a token to every request of a go-tuf client.
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
 }

@@ -2,16 +2,19 @@ package demo
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/tuf"
 )
 
 // dw100App is the DW100 application's manifest as the demo ships it (the same as
@@ -42,8 +45,7 @@ echo "dw100: wash cycle"
 
 // offline plays Contoso's side that never touches the server's secrets: it makes its image
 // signing key on its own machine and registers only the public half, then packs the DW100
-// application image. Publishing signed images comes with the TUF repository
-// (docs/design/updates.md).
+// application image.
 func (d *Demo) offline(ctx context.Context, contoso *client.Client, out io.Writer, step func(string, ...any)) error {
 	dir := filepath.Join(d.dir, "contoso")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -95,6 +97,116 @@ func (d *Demo) offline(ctx context.Context, contoso *client.Client, out io.Write
 	d.Result.AppImage, d.Result.AppSHA256, d.Result.AppManifest = pkg, hex.EncodeToString(h.Sum(nil)), m
 	step("Contoso packed %s %s (security version %d) for %s: %s, SHA-256 %s...",
 		m.Name, m.Version, m.SecurityVersion, m.Product, pkg, d.Result.AppSHA256[:16])
-	fmt.Fprintln(out, "    (publishing signed images to devices comes with the TUF repository: docs/design/updates.md)")
+	return nil
+}
+
+// publish plays the signed-update split: the platform operator makes its offline root and
+// OS keys, uploads the first root naming the server's online key, and delegates Contoso's
+// apps to Contoso's registered key; Contoso uploads the DW100 package and signs apps.json
+// offline. The server signs only snapshot and timestamp.
+func (d *Demo) publish(ctx context.Context, op, contoso *client.Client, out io.Writer, step func(string, ...any)) error {
+	dir := filepath.Join(d.dir, "platform")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	rootK, err := keys.Generate()
+	if err != nil {
+		return err
+	}
+	osK, err := keys.Generate()
+	if err != nil {
+		return err
+	}
+	for name, k := range map[string]*ecdsa.PrivateKey{"root.key": rootK, "os.key": osK} {
+		if err := keys.WritePrivate(filepath.Join(dir, name), k, nil); err != nil {
+			return err
+		}
+	}
+	ok, err := op.GetOnlineKey(ctx)
+	if err != nil {
+		return err
+	}
+	online, err := keys.ParsePublicPEM([]byte(ok.PublicKeyPEM))
+	if err != nil {
+		return err
+	}
+	rootSigner, err := keys.Signer(rootK)
+	if err != nil {
+		return err
+	}
+	expires := time.Now().Add(365 * 24 * time.Hour)
+	root1, err := tuf.NewRoot(rootSigner, &rootK.PublicKey, &osK.PublicKey, online, expires)
+	if err != nil {
+		return err
+	}
+	anchor := filepath.Join(dir, "1.root.json")
+	if err := os.WriteFile(anchor, root1, 0o600); err != nil {
+		return err
+	}
+	if _, err := op.PutPlatformRoot(ctx, root1); err != nil {
+		return fmt.Errorf("upload the platform root: %w", err)
+	}
+	d.Result.TrustAnchor = anchor
+	step("the platform operator made its offline root and OS keys (%s) and published root.json v1; devices pin %s", dir, anchor)
+
+	tenant := d.Result.Tenant.ID
+	del, err := op.GetTenantDelegation(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	var pubs []*ecdsa.PublicKey
+	for _, k := range del.Keys {
+		p, err := keys.ParsePublicPEM([]byte(k.PublicKeyPEM))
+		if err != nil {
+			return err
+		}
+		pubs = append(pubs, p)
+	}
+	osSigner, err := keys.Signer(osK)
+	if err != nil {
+		return err
+	}
+	targets, err := tuf.SignTargets(osSigner, del.TargetsVersion+1, expires, nil, pubs)
+	if err != nil {
+		return err
+	}
+	if _, err := op.PutTenantTargets(ctx, tenant, targets); err != nil {
+		return fmt.Errorf("upload Contoso's targets: %w", err)
+	}
+	step("the platform operator signed Contoso's targets.json offline, delegating Contoso's apps to its registered key")
+
+	f, err := os.Open(d.Result.AppImage)
+	if err != nil {
+		return err
+	}
+	info, err := contoso.UploadBlob(ctx, tenant, f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("upload the DW100 package: %w", err)
+	}
+	key, err := keys.ReadPrivate(d.Result.KeyFile, func() ([]byte, error) { return nil, keys.ErrNoPassphrase })
+	if err != nil {
+		return err
+	}
+	signer, err := keys.Signer(key)
+	if err != nil {
+		return err
+	}
+	m := d.Result.AppManifest
+	path := "apps/" + m.Name + "/" + m.Version
+	apps, err := tuf.SignApps(signer, 1, expires, map[string]tuf.TargetFile{path: {
+		Length: info.Size, SHA256: info.Digest[len("sha256:"):],
+		Custom: map[string]any{"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID},
+	}})
+	if err != nil {
+		return err
+	}
+	v, err := contoso.PutTenantApps(ctx, tenant, apps)
+	if err != nil {
+		return fmt.Errorf("publish Contoso's apps.json: %w", err)
+	}
+	d.Result.AppsVersion = v.Version
+	step("Contoso uploaded the package and signed apps.json v%d offline: %s is published", v.Version, path)
+	fmt.Fprintf(out, "    Contoso's repository (for any TUF client): %s/api/v1/tenants/%s/tuf/metadata/ (targets: .../tuf/targets/)\n", d.Result.URL, tenant)
 	return nil
 }
