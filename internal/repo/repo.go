@@ -21,6 +21,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"errors"
@@ -502,4 +503,81 @@ func (p privateCache) WriteHeader(code int) {
 		p.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	}
 	p.ResponseWriter.WriteHeader(code)
+}
+
+// Refresh re-signs, for every tenant view that has published anything, a timestamp nearing
+// expiry (and a snapshot when it would expire first), so that clients never see a frozen
+// repository (DESIGN rule 2, freeze). It returns the number of views it changed; an error
+// on one tenant does not stop the others, and all errors are returned joined.
+func (s *Service) Refresh(ctx context.Context) (int, error) {
+	var tenants []tenant.ID
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		page := store.Page{Limit: 1000}
+		for {
+			ts, err := tx.Tenants().List(ctx, page)
+			if err != nil {
+				return err
+			}
+			for _, t := range ts {
+				tt, err := tx.ForTenant(t.ID)
+				if err != nil {
+					return err
+				}
+				if _, err := tt.TUFFiles().Get(ctx, store.TimestampFile); err == nil {
+					tenants = append(tenants, t.ID)
+				} else if !errors.Is(err, store.ErrNotFound) {
+					return err
+				}
+			}
+			if len(ts) < page.Limit {
+				return nil
+			}
+			page.After = string(ts[len(ts)-1].ID)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	var changed int
+	var errs []error
+	for _, t := range tenants {
+		err := s.store.InTx(ctx, func(tx store.Tx) error {
+			tt, err := tx.ForTenant(t)
+			if err != nil {
+				return err
+			}
+			v, err := s.load(ctx, tx, tt)
+			if err != nil {
+				return err
+			}
+			before, err := v.File(store.TimestampFile)
+			if err != nil {
+				return err
+			}
+			now := s.now().UTC()
+			err = v.RefreshTimestamp(s.online, now, TimestampTTL)
+			if errors.Is(err, tuf.ErrExpired) {
+				// A restored view does not know the last snapshot lifetime: publish anew.
+				err = v.Publish(s.online, now, SnapshotTTL, TimestampTTL)
+			}
+			if err != nil {
+				return err
+			}
+			after, err := v.File(store.TimestampFile)
+			if err != nil || bytes.Equal(before, after) {
+				return err
+			}
+			for _, f := range v.Files() {
+				if err := tt.TUFFiles().Put(ctx, store.File{Name: f.Name, Data: f.Data}, now); err != nil {
+					return fmt.Errorf("store %s: %w", f.Name, err)
+				}
+			}
+			changed++
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("refresh tenant %s: %w", t, err))
+		}
+	}
+	return changed, errors.Join(errs...)
 }

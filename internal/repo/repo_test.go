@@ -383,3 +383,37 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 		t.Errorf("PutApps(the uploaded package) = %v", err)
 	}
 }
+
+// TestRepo_RefreshKeepsTimestampFresh: a server that keeps running re-signs timestamps before
+// they expire, so a client never sees a frozen repository; a fresh one is left alone.
+func TestRepo_RefreshKeepsTimestampFresh(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.svc.Refresh(ctx); err != nil || n != 0 {
+		t.Errorf("Refresh of a fresh view = %d, %v; want 0 changed", n, err)
+	}
+	// Twenty hours later (more than half the 24 h timestamp lifetime), on a restarted server.
+	later, err := repo.New(f.st, f.blobs, f.online, func() time.Time { return time.Now().Add(20 * time.Hour) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := later.File(ctx, f.tenantA, "timestamp.json")
+	if n, err := later.Refresh(ctx); err != nil || n != 1 {
+		t.Fatalf("Refresh 20 h later = %d, %v; want 1 changed", n, err)
+	}
+	after, _ := later.File(ctx, f.tenantA, "timestamp.json")
+	if bytes.Equal(before, after) {
+		t.Error("timestamp.json unchanged after a refresh that should re-sign it")
+	}
+	// A client refreshing after that still verifies (no rollback, fresh expiry).
+	if _, err := f.client(f.tenantA, t.TempDir()); err != nil {
+		t.Errorf("go-tuf Refresh after the server refreshed = %v", err)
+	}
+}

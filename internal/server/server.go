@@ -38,6 +38,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	store    store.Store
+	repo     *repo.Service
 	http     *http.Server
 	listener net.Listener
 	ready    atomic.Bool
@@ -114,6 +115,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.repo = rp
 	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: rp})
 	if err != nil {
 		return nil, err
@@ -229,6 +231,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.ready.Store(true)
 	errc := make(chan error, 1)
 	go func() { errc <- s.http.Serve(s.listener) }()
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	refreshed := make(chan struct{})
+	go func() {
+		defer close(refreshed)
+		s.refreshLoop(refreshCtx)
+	}()
 	s.log.InfoContext(ctx, "moat server listening", "url", s.URL, "data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind())
 
 	var serveErr error
@@ -238,6 +246,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.ready.Store(false)
+	stopRefresh()
+	<-refreshed
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := s.http.Shutdown(sctx); err != nil {
@@ -257,3 +267,26 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // Store is the server's store, for in-process tests and the demo.
 func (s *Server) Store() store.Store { return s.store }
+
+// RefreshInterval is how often the server re-signs timestamps nearing expiry.
+const RefreshInterval = time.Hour
+
+// refreshLoop keeps every tenant's TUF timestamp fresh (rule 2, freeze): at start, then every
+// RefreshInterval, until ctx is done.
+func (s *Server) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(RefreshInterval)
+	defer t.Stop()
+	for {
+		n, err := s.repo.Refresh(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "refresh TUF timestamps", "err", err)
+		} else if n > 0 {
+			s.log.InfoContext(ctx, "TUF timestamps re-signed", "views", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
