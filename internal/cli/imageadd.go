@@ -71,6 +71,54 @@ func currentApps(ctx context.Context, c *client.Client, tenant string) (appsStat
 	return appsState{version: meta.Signed.Version, meta: meta}, nil
 }
 
+// trustedApps returns the tenant's current apps.json and its targets, after checking that a
+// key the signer trusts signed it: a server cannot slip a target into what is re-signed.
+func trustedApps(ctx context.Context, c *client.Client, tenant string, trusted []*ecdsa.PublicKey) (appsState, map[string]tuf.TargetFile, error) {
+	cur, err := currentApps(ctx, c, tenant)
+	if err != nil {
+		return cur, nil, err
+	}
+	targets := map[string]tuf.TargetFile{}
+	if cur.meta == nil {
+		return cur, targets, nil
+	}
+	if err := signedByOneOf(cur.meta, trusted); err != nil {
+		return cur, nil, &cliError{code: ExitError, msg: "the current apps.json is not signed by --key or a --trust-key key; refusing to build on it",
+			hint: "pass the public key that signed the last release with --trust-key FILE.pub"}
+	}
+	for path, tf := range cur.meta.Signed.Targets {
+		h, ok := tf.Hashes["sha256"]
+		if !ok {
+			return cur, nil, fmt.Errorf("current target %s has no sha256", path)
+		}
+		var custom map[string]any
+		if tf.Custom != nil {
+			if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
+				return cur, nil, fmt.Errorf("current target %s: %w", path, err)
+			}
+		}
+		targets[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
+	}
+	return cur, targets, nil
+}
+
+// signingKeys reads the offline key and the extra trusted public keys.
+func signingKeys(env *Env, keyFile, passFile string, trust []string) (*ecdsa.PrivateKey, []*ecdsa.PublicKey, error) {
+	key, err := keys.ReadPrivate(keyFile, func() ([]byte, error) { return keys.Passphrase(env.Getenv, env.Stdin, passFile) })
+	if err != nil {
+		return nil, nil, err
+	}
+	trusted := []*ecdsa.PublicKey{&key.PublicKey}
+	for _, f := range trust {
+		p, err := keys.ReadPublic(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		trusted = append(trusted, p)
+	}
+	return key, trusted, nil
+}
+
 // signedByOneOf reports whether apps carries a valid signature by one of pubs.
 func signedByOneOf(apps *metadata.Metadata[metadata.TargetsType], pubs []*ecdsa.PublicKey) error {
 	d := metadata.Targets(time.Now().Add(time.Hour))
@@ -162,45 +210,17 @@ EXAMPLES
 			if m.Kind != image.KindApp {
 				return usagef("%s is an %s image; only the platform operator publishes OS images", args[0], m.Kind)
 			}
-			key, err := keys.ReadPrivate(keyFile, func() ([]byte, error) { return keys.Passphrase(env.Getenv, env.Stdin, passFile) })
+			key, trusted, err := signingKeys(env, keyFile, passFile, trust)
 			if err != nil {
 				return err
-			}
-			trusted := []*ecdsa.PublicKey{&key.PublicKey}
-			for _, f := range trust {
-				p, err := keys.ReadPublic(f)
-				if err != nil {
-					return err
-				}
-				trusted = append(trusted, p)
 			}
 			c, tenant, err := s.inTenant(ctx)
 			if err != nil {
 				return err
 			}
-			cur, err := currentApps(ctx, c, tenant)
+			cur, targets, err := trustedApps(ctx, c, tenant, trusted)
 			if err != nil {
 				return err
-			}
-			targets := map[string]tuf.TargetFile{}
-			if cur.meta != nil {
-				if err := signedByOneOf(cur.meta, trusted); err != nil {
-					return &cliError{code: ExitError, msg: "the current apps.json is not signed by --key or a --trust-key key; refusing to build on it",
-						hint: "pass the public key that signed the last release with --trust-key FILE.pub"}
-				}
-				for path, tf := range cur.meta.Signed.Targets {
-					h, ok := tf.Hashes["sha256"]
-					if !ok {
-						return fmt.Errorf("current target %s has no sha256", path)
-					}
-					var custom map[string]any
-					if tf.Custom != nil {
-						if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-							return fmt.Errorf("current target %s: %w", path, err)
-						}
-					}
-					targets[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
-				}
 			}
 			path := "apps/" + m.Name + "/" + m.Version
 			if old, ok := targets[path]; ok {
@@ -328,4 +348,70 @@ func (l *stringList) String() string { return fmt.Sprint([]string(*l)) }
 func (l *stringList) Set(v string) error {
 	*l = append(*l, v)
 	return nil
+}
+
+func newImageRevoke(env *Env) *ffcli.Command {
+	var keyFile, passFile string
+	var trust stringList
+	var valid time.Duration
+	return newVerb(env, "image", verb{
+		name:   "revoke",
+		args:   "PATH",
+		short:  "Withdraw a published application image: sign the next apps.json without it.",
+		tenant: true,
+		long: `Signs the tenant's next apps.json offline without the image at PATH (as 'moat image list'
+shows it, apps/<name>/<version>) and publishes it. Devices then refuse the image: it is no
+longer signed for them. Like 'image add', it builds only on an apps.json that --key or a
+--trust-key key signed.
+
+EXAMPLES
+  moat image revoke apps/dw100-app/1.0.0 --key contoso-release.key`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&keyFile, "key", "", "the tenant's offline signing key `FILE` (required)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the key's passphrase from the first line of `FILE` (default: $MOAT_KEY_PASSPHRASE)")
+			fs.Var(&trust, "trust-key", "a public key `FILE` whose signature on the current apps.json is trusted too (repeatable)")
+			fs.DurationVar(&valid, "valid-for", 365*24*time.Hour, "how long the signed apps.json is valid")
+		},
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 1, "the image PATH"); err != nil {
+				return err
+			}
+			if keyFile == "" {
+				return usagef("--key FILE is required: the offline key that signs the tenant's images")
+			}
+			key, trusted, err := signingKeys(env, keyFile, passFile, trust)
+			if err != nil {
+				return err
+			}
+			c, tenant, err := s.inTenant(ctx)
+			if err != nil {
+				return err
+			}
+			cur, targets, err := trustedApps(ctx, c, tenant, trusted)
+			if err != nil {
+				return err
+			}
+			if _, ok := targets[args[0]]; !ok {
+				return &cliError{code: ExitNotFound, msg: "no published image " + clean(args[0]), hint: "run 'moat image list'"}
+			}
+			delete(targets, args[0])
+			signer, err := keys.Signer(key)
+			if err != nil {
+				return err
+			}
+			signed, err := tuf.SignApps(signer, cur.version+1, time.Now().Add(valid), targets)
+			if err != nil {
+				return err
+			}
+			v, err := c.PutTenantApps(ctx, tenant, signed)
+			if err != nil {
+				return err
+			}
+			if s.json() {
+				return s.printJSON(map[string]any{"revoked": args[0], "apps_version": v.Version})
+			}
+			s.done("Revoked %s: apps.json version %d no longer lists it.", clean(args[0]), v.Version)
+			return nil
+		},
+	})
 }

@@ -81,6 +81,14 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	if out := contoso.must("image", "list"); !strings.Contains(out, "apps/dw100-app/1.0.0") || !strings.Contains(out, added.SHA256) {
 		t.Errorf("image list lacks the published app:\n%s", out)
 	}
+	// A revoked image is no longer listed in apps.json, so devices refuse it; the tenant may
+	// publish the same package again later.
+	contoso.must("image", "revoke", "apps/dw100-app/1.0.0", "--key", key)
+	if out := contoso.must("image", "list"); strings.Contains(out, "apps/dw100-app/1.0.0") {
+		t.Errorf("image list still shows a revoked image:\n%s", out)
+	}
+	contoso.want(ExitNotFound, "image", "revoke", "apps/dw100-app/1.0.0", "--key", key)
+	contoso.must("image", "add", img, "--key", key) // the same bytes may be published again
 
 	root1, err := os.ReadFile(filepath.Join(keyDir, "1.root.json"))
 	if err != nil {
