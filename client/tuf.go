@@ -24,6 +24,8 @@ type Delegation struct {
 	TenantID       string          `json:"tenant_id"`
 	TargetsVersion int64           `json:"targets_version"`
 	Keys           []DelegationKey `json:"keys"`
+	// CurrentTargets is the tenant's current targets.json, unverified: the signer checks it.
+	CurrentTargets string `json:"current_targets,omitempty"`
 }
 
 // DelegationKey is one active registered key.
@@ -99,4 +101,12 @@ func (c *Client) GetTenantTarget(ctx context.Context, tenant, target string, w i
 	path := append([]string{"tenants", tenant, "tuf", "targets"}, strings.Split(target, "/")...)
 	err := c.do(ctx, request{method: http.MethodGet, path: path, sink: w}, &n)
 	return n, err
+}
+
+// UploadPlatformBlob streams an OS image package for tenants' targets.json to name
+// (platform operators).
+func (c *Client) UploadPlatformBlob(ctx context.Context, body io.Reader) (BlobInfo, error) {
+	var out BlobInfo
+	err := c.do(ctx, request{method: http.MethodPost, path: []string{"platform", "blobs"}, stream: body}, &out)
+	return out, err
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -38,7 +41,7 @@ machine in production) and bring it online only to sign.
 EXAMPLES
   moat platform init --out ./platform-keys --passphrase-file ./passphrase.txt
   moat platform targets-sign --tenant Contoso --keys ./platform-keys --passphrase-file ./passphrase.txt`,
-		newPlatformInit(env), newPlatformTargetsSign(env))
+		newPlatformInit(env), newPlatformTargetsSign(env), newPlatformOSPublish(env))
 }
 
 // keyPassphrase returns the passphrase for new keys, or nil with --no-passphrase.
@@ -231,11 +234,15 @@ EXAMPLES
 				}
 				pubs = append(pubs, pub)
 			}
+			osTargets, err := trustedOSTargets(d, &osK.PublicKey)
+			if err != nil {
+				return err
+			}
 			signer, err := keys.Signer(osK)
 			if err != nil {
 				return err
 			}
-			targets, err := tuf.SignTargets(signer, d.TargetsVersion+1, time.Now().Add(valid), nil, pubs)
+			targets, err := tuf.SignTargets(signer, d.TargetsVersion+1, time.Now().Add(valid), osTargets, pubs)
 			if err != nil {
 				return err
 			}
@@ -250,6 +257,174 @@ EXAMPLES
 			return printList(s, d.Keys, []string{"NAME", "TUF KEY ID"}, func(k client.DelegationKey) []string {
 				return []string{k.Name, k.TUFKeyID}
 			})
+		},
+	})
+}
+
+// trustedOSTargets returns the OS targets of the tenant's current targets.json after checking
+// that the OS key signed it, so that re-signing never takes in what a server slipped in.
+func trustedOSTargets(d client.Delegation, osPub *ecdsa.PublicKey) (map[string]tuf.TargetFile, error) {
+	out := map[string]tuf.TargetFile{}
+	if d.CurrentTargets == "" {
+		return out, nil
+	}
+	cur, err := metadata.Targets().FromBytes([]byte(d.CurrentTargets))
+	if err != nil {
+		return nil, fmt.Errorf("the tenant's current targets.json: %w", err)
+	}
+	k, err := metadata.KeyFromPublicKey(osPub)
+	if err != nil {
+		return nil, err
+	}
+	root := metadata.Root()
+	if err := root.Signed.AddKey(k, metadata.TARGETS); err != nil {
+		return nil, err
+	}
+	if err := root.VerifyDelegate(metadata.TARGETS, cur); err != nil {
+		return nil, &cliError{code: ExitError, msg: "the tenant's current targets.json is not signed by this OS key; refusing to build on it",
+			hint: "check --keys: it must be the directory of 'moat platform init'"}
+	}
+	for path, tf := range cur.Signed.Targets {
+		h, ok := tf.Hashes["sha256"]
+		if !ok {
+			return nil, fmt.Errorf("current target %s has no sha256", path)
+		}
+		var custom map[string]any
+		if tf.Custom != nil {
+			if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
+				return nil, fmt.Errorf("current target %s: %w", path, err)
+			}
+		}
+		out[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
+	}
+	return out, nil
+}
+
+func newPlatformOSPublish(env *Env) *ffcli.Command {
+	var dir, passFile, feed string
+	var valid time.Duration
+	return newVerb(env, "platform", verb{
+		name:  "os-publish",
+		args:  "FILE",
+		short: "Publish an OS image package to a feed in every tenant's targets.json.",
+		long: `Verifies the OS image package FILE locally, uploads it, and for every tenant signs the next
+targets.json offline with the OS key: its current OS images (checked against the OS key), the
+new one at os/<name>/<version> on the feed --feed, and the delegation of its apps to its
+active keys. Devices in groups that follow the feed take it; RetailEval comes before Retail.
+Publishing a version already on one feed to the other adds that feed.
+
+EXAMPLES
+  moat image package examples/dw100/os --out moat-os.img
+  moat platform os-publish moat-os.img --feed RetailEval --keys ./platform-keys
+  moat platform os-publish moat-os.img --feed Retail --keys ./platform-keys`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dir, "keys", "", "`DIR` written by 'moat platform init' (required)")
+			fs.StringVar(&feed, "feed", "", "`FEED` to publish to: Retail or RetailEval (required)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the OS key's passphrase from the first line of `FILE` (default: $MOAT_KEY_PASSPHRASE)")
+			fs.DurationVar(&valid, "valid-for", 365*24*time.Hour, "how long each targets.json is valid")
+		},
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 1, "the package FILE"); err != nil {
+				return err
+			}
+			if dir == "" || (feed != "Retail" && feed != "RetailEval") {
+				return usagef("--keys DIR and --feed Retail|RetailEval are required")
+			}
+			m, sum, size, err := verifyPackage(args[0])
+			if err != nil {
+				return err
+			}
+			if m.Kind != image.KindOS {
+				return usagef("%s is an %s image; tenants publish their apps with 'moat image add'", args[0], m.Kind)
+			}
+			osK, err := keys.ReadPrivate(filepath.Join(dir, platformOSKey), func() ([]byte, error) {
+				return keys.Passphrase(env.Getenv, env.Stdin, passFile)
+			})
+			if err != nil {
+				return err
+			}
+			signer, err := keys.Signer(osK)
+			if err != nil {
+				return err
+			}
+			c, err := s.client()
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			info, err := c.UploadPlatformBlob(ctx, &progress{r: f, w: s.env.Stderr, total: size})
+			f.Close()
+			if err != nil {
+				return err
+			}
+			if info.Digest != "sha256:"+sum || info.Size != size {
+				return fmt.Errorf("the server stored %s (%d bytes), not the package's sha256:%s (%d bytes)", info.Digest, info.Size, sum, size)
+			}
+			path := "os/" + m.Name + "/" + m.Version
+			tenants, err := client.Collect(ctx, client.ListOptions{}, c.ListTenants)
+			if err != nil {
+				return err
+			}
+			published := 0
+			for _, t := range tenants {
+				d, err := c.GetTenantDelegation(ctx, t.ID)
+				if err != nil {
+					return err
+				}
+				if len(d.Keys) == 0 && d.CurrentTargets == "" {
+					s.note("skipped tenant %s: no signing key registered and no targets.json yet", clean(t.Name))
+					continue
+				}
+				osTargets, err := trustedOSTargets(d, &osK.PublicKey)
+				if err != nil {
+					return fmt.Errorf("tenant %s: %w", t.Name, err)
+				}
+				feeds := []any{feed}
+				if old, ok := osTargets[path]; ok {
+					if old.SHA256 != sum {
+						return &cliError{code: ExitConflict, msg: path + " is already published with other bytes", hint: "a version is immutable: raise the version in os.json"}
+					}
+					if fs, ok := old.Custom["feeds"].([]any); ok {
+						for _, f := range fs {
+							if f != feed {
+								feeds = append(feeds, f)
+							}
+						}
+					}
+				}
+				osTargets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: map[string]any{
+					"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion,
+					"component_id": m.ComponentID, "feeds": feeds,
+				}}
+				var pubs []*ecdsa.PublicKey
+				for _, k := range d.Keys {
+					p, err := keys.ParsePublicPEM([]byte(k.PublicKeyPEM))
+					if err != nil {
+						return err
+					}
+					pubs = append(pubs, p)
+				}
+				if len(pubs) == 0 {
+					s.note("skipped tenant %s: it has no active signing key to delegate its apps to", clean(t.Name))
+					continue
+				}
+				signed, err := tuf.SignTargets(signer, d.TargetsVersion+1, time.Now().Add(valid), osTargets, pubs)
+				if err != nil {
+					return err
+				}
+				if _, err := c.PutTenantTargets(ctx, t.ID, signed); err != nil {
+					return fmt.Errorf("tenant %s: %w", t.Name, err)
+				}
+				published++
+			}
+			if s.json() {
+				return s.printJSON(map[string]any{"path": path, "sha256": sum, "feed": feed, "tenants": published})
+			}
+			s.done("Published %s (%s) to %s in %d tenants' targets.json.", path, sum[:16], feed, published)
+			return nil
 		},
 	})
 }

@@ -90,6 +90,15 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	contoso.want(ExitNotFound, "image", "revoke", "apps/dw100-app/1.0.0", "--key", key)
 	contoso.must("image", "add", img, "--key", key) // the same bytes may be published again
 
+	// The platform publishes an OS image to RetailEval, then to Retail; a later targets-sign
+	// keeps it (verified against the OS key), and Contoso's devices can fetch it.
+	osImg := filepath.Join(t.TempDir(), "moat-os.img")
+	op.must("image", "package", "../../examples/dw100/os", "--out", osImg)
+	op.want(ExitUsage, "platform", "os-publish", img, "--feed", "Retail", "--keys", keyDir) // an app is not an OS
+	op.must("platform", "os-publish", osImg, "--feed", "RetailEval", "--keys", keyDir)
+	op.must("platform", "os-publish", osImg, "--feed", "Retail", "--keys", keyDir)
+	op.must("platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir)
+
 	root1, err := os.ReadFile(filepath.Join(keyDir, "1.root.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +122,26 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	if err := up.Refresh(); err != nil {
 		t.Fatalf("go-tuf Refresh of Contoso's view = %v", err)
 	}
-	if v := up.GetTrustedMetadataSet().Targets["targets"].Signed.Version; v != 2 {
-		t.Errorf("trusted targets version = %d, want 2", v)
+	top := up.GetTrustedMetadataSet().Targets["targets"]
+	if v := top.Signed.Version; v != 5 {
+		t.Errorf("trusted targets version = %d, want 5 (2 signs, 2 OS publishes, 1 sign)", v)
+	}
+	osPath := ""
+	for p, tf := range top.Signed.Targets {
+		osPath = p
+		if tf.Custom == nil || !strings.Contains(string(*tf.Custom), `"Retail"`) || !strings.Contains(string(*tf.Custom), `"RetailEval"`) {
+			t.Errorf("OS target %s custom = %v, want both feeds", p, tf.Custom)
+		}
+	}
+	if !strings.HasPrefix(osPath, "os/") {
+		t.Fatalf("targets.json lists %q, want the OS image", osPath)
+	}
+	oti, err := up.GetTargetInfo(osPath)
+	if err != nil {
+		t.Fatalf("GetTargetInfo(%s) = %v", osPath, err)
+	}
+	if _, _, err := up.DownloadTarget(oti, "", ""); err != nil {
+		t.Errorf("DownloadTarget(%s) = %v", osPath, err)
 	}
 	ti, err := up.GetTargetInfo("apps/dw100-app/1.0.0")
 	if err != nil {

@@ -152,6 +152,11 @@ func (s *Service) PutTargets(ctx context.Context, t tenant.ID, data []byte, reco
 		if err != nil {
 			return err
 		}
+		for path, tf := range meta.Signed.Targets {
+			if err := s.checkOSTarget(ctx, tt, path, tf); err != nil {
+				return err
+			}
+		}
 		if err := v.PutTargets(data); err != nil {
 			return err
 		}
@@ -192,6 +197,64 @@ func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte, record 
 		return nil
 	}, func(tt store.TenantTx) error { return record.call(tt, version) })
 	return version, err
+}
+
+// checkOSTarget ties an OS target of targets.json to a package the platform uploaded (an OS
+// image at os/<name>/<version>) and records it as the tenant's, so the tenant's devices may
+// fetch it.
+func (s *Service) checkOSTarget(ctx context.Context, tt store.TenantTx, path string, tf *metadata.TargetFiles) error {
+	d, m, err := s.openPackage(ctx, path, tf)
+	if err != nil {
+		return err
+	}
+	if m.Kind != image.KindOS || path != "os/"+m.Name+"/"+m.Version {
+		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
+	}
+	return tt.Blobs().Add(ctx, d.String(), tf.Length, s.now().UTC())
+}
+
+// openPackage reads the manifest of the stored blob a target names, checking its length.
+func (s *Service) openPackage(ctx context.Context, path string, tf *metadata.TargetFiles) (blob.Digest, image.Manifest, error) {
+	hexsum, ok := tf.Hashes["sha256"]
+	if !ok {
+		return blob.Digest{}, image.Manifest{}, fmt.Errorf("%w: %s has no sha256", ErrBadTarget, path)
+	}
+	d, err := blob.ParseDigest(hexsum.String())
+	if err != nil {
+		return d, image.Manifest{}, fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
+	}
+	info, err := s.blobs.Stat(ctx, d)
+	if errors.Is(err, blob.ErrNotFound) || err == nil && info.Size != tf.Length {
+		return d, image.Manifest{}, fmt.Errorf("%w: %s: no uploaded blob %s of %d bytes", ErrBadTarget, path, d, tf.Length)
+	}
+	if err != nil {
+		return d, image.Manifest{}, err
+	}
+	f, err := s.blobs.Open(ctx, d)
+	if err != nil {
+		return d, image.Manifest{}, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	defer f.Close()
+	pkg, err := image.Open(f)
+	if err != nil {
+		return d, image.Manifest{}, fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
+	}
+	return d, pkg.Manifest(), nil
+}
+
+// AddPlatformBlob stores a blob the platform operator uploads (an OS image package). It
+// becomes a tenant's only when a targets.json the OS key signed names it.
+func (s *Service) AddPlatformBlob(ctx context.Context, r io.Reader, maxBytes int64) (blob.Info, error) {
+	return s.blobs.Put(ctx, r, maxBytes)
+}
+
+// CurrentTargets returns the tenant's current targets.json, or nil when it has none.
+func (s *Service) CurrentTargets(ctx context.Context, t tenant.ID) ([]byte, error) {
+	v, err := s.TargetsVersion(ctx, t)
+	if err != nil || v == 0 {
+		return nil, err
+	}
+	return s.File(ctx, t, strconv.FormatInt(v, 10)+".targets.json")
 }
 
 // checkTarget ties a signed target to what the tenant uploaded: the blob with that SHA-256

@@ -378,6 +378,19 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 			t.Errorf("%s: PutApps = %v, want ErrBadTarget", name, err)
 		}
 	}
+	// targets.json may name as an OS image only an uploaded OS package at its own path.
+	for name, osTargets := range map[string]map[string]tuf.TargetFile{
+		"app as OS":    {"os/dw100-app/1.0.0": good},
+		"not uploaded": {"os/moat-os/1.0.0": {Length: 10, SHA256: strings.Repeat("ef", 32)}},
+	} {
+		signedT, err := tuf.SignTargets(signer(t, f.os), 2, f.expires, osTargets, []*ecdsa.PublicKey{&f.tenantK.PublicKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.svc.PutTargets(ctx, f.tenantA, signedT, nil); !errors.Is(err, repo.ErrBadTarget) {
+			t.Errorf("%s: PutTargets = %v, want ErrBadTarget", name, err)
+		}
+	}
 	signed, _ := tuf.SignApps(signer(t, f.tenantK), 1, f.expires, map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": good})
 	if _, err := f.svc.PutApps(ctx, f.tenantA, signed, nil); err != nil {
 		t.Errorf("PutApps(the uploaded package) = %v", err)

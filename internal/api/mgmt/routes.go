@@ -110,6 +110,8 @@ func Routes() []Route {
 			Auth: AuthOperator, Response: typeOf[OnlineKey](), Status: 200, Handler: (*API).getOnlineKey},
 		{Method: "PUT", Pattern: "/api/v1/platform/tuf/root", OperationID: "putPlatformRoot", Summary: "Upload the next platform root.json (signed offline by the platform root keys)",
 			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putPlatformRoot},
+		{Method: "POST", Pattern: "/api/v1/platform/blobs", OperationID: "uploadPlatformBlob", Summary: "Upload an OS image package (streamed, content-addressed) for tenants' targets.json to name",
+			Auth: AuthOperator, RawRequest: true, RawRequestType: "application/octet-stream", Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadPlatformBlob},
 		{Method: "GET", Pattern: tenantPath + "/tuf/delegation", OperationID: "getTenantDelegation", Summary: "Show what a tenant's next targets.json must delegate: its active registered signing keys",
 			Auth: AuthOperator, Response: typeOf[Delegation](), Status: 200, Handler: (*API).getTenantDelegation},
 		{Method: "PUT", Pattern: tenantPath + "/tuf/targets", OperationID: "putTenantTargets", Summary: "Upload a tenant's targets.json (signed offline by the platform OS key) and publish",

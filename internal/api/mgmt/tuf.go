@@ -41,6 +41,9 @@ type Delegation struct {
 	// TargetsVersion is the version of the tenant's current targets.json (0: none yet).
 	TargetsVersion int64           `json:"targets_version"`
 	Keys           []DelegationKey `json:"keys"`
+	// CurrentTargets is the tenant's current targets.json as served (empty when none), so
+	// that the operator's next signature keeps its OS images after verifying it.
+	CurrentTargets string `json:"current_targets,omitempty"`
 }
 
 // DelegationKey is one key to delegate to.
@@ -214,6 +217,11 @@ func (a *API) getTenantDelegation(c *call) (any, error) {
 		return nil, tufProblem(err)
 	}
 	out.TargetsVersion = v
+	cur, err := a.repo.CurrentTargets(c.ctx, t)
+	if err != nil {
+		return nil, tufProblem(err)
+	}
+	out.CurrentTargets = string(cur)
 	return out, nil
 }
 
@@ -228,6 +236,24 @@ type BlobInfo struct {
 
 // MaxBlobBytes bounds one uploaded image package.
 const MaxBlobBytes = 2 << 30
+
+// uploadPlatformBlob streams an OS image package from the platform operator into the blob
+// store; a tenant's devices may fetch it once that tenant's targets.json names it.
+func (a *API) uploadPlatformBlob(c *call) (any, error) {
+	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/octet-stream" {
+		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
+	}
+	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now().Add(time.Hour))
+	info, err := a.repo.AddPlatformBlob(c.ctx, c.r.Body, MaxBlobBytes)
+	switch {
+	case errors.Is(err, blob.ErrTooLarge):
+		return nil, problem.New(problem.TooLarge, "body_too_large", "an image package must be at most %d bytes", int64(MaxBlobBytes))
+	case err != nil:
+		return nil, problem.Wrap(err)
+	}
+	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
+}
 
 // uploadBlob streams an image package into the blob store; nothing is held in memory, and a
 // body over MaxBlobBytes stores nothing.
