@@ -82,22 +82,13 @@ func trustedApps(ctx context.Context, c *client.Client, tenant string, trusted [
 	if cur.meta == nil {
 		return cur, targets, nil
 	}
-	if err := signedByOneOf(cur.meta, trusted); err != nil {
+	if err := tuf.VerifySignedByAny(cur.meta, trusted); err != nil {
 		return cur, nil, &cliError{code: ExitError, msg: "the current apps.json is not signed by --key or a --trust-key key; refusing to build on it",
 			hint: "pass the public key that signed the last release with --trust-key FILE.pub"}
 	}
-	for path, tf := range cur.meta.Signed.Targets {
-		h, ok := tf.Hashes["sha256"]
-		if !ok {
-			return cur, nil, fmt.Errorf("current target %s has no sha256", path)
-		}
-		var custom map[string]any
-		if tf.Custom != nil {
-			if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-				return cur, nil, fmt.Errorf("current target %s: %w", path, err)
-			}
-		}
-		targets[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
+	targets, err = tuf.TargetFilesOf(cur.meta)
+	if err != nil {
+		return cur, nil, fmt.Errorf("the current apps.json: %w", err)
 	}
 	return cur, targets, nil
 }
@@ -117,24 +108,6 @@ func signingKeys(env *Env, keyFile, passFile string, trust []string) (*ecdsa.Pri
 		trusted = append(trusted, p)
 	}
 	return key, trusted, nil
-}
-
-// signedByOneOf reports whether apps carries a valid signature by one of pubs.
-func signedByOneOf(apps *metadata.Metadata[metadata.TargetsType], pubs []*ecdsa.PublicKey) error {
-	d := metadata.Targets(time.Now().Add(time.Hour))
-	d.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
-	var ids []string
-	for _, p := range pubs {
-		k, err := metadata.KeyFromPublicKey(p)
-		if err != nil {
-			return err
-		}
-		id := keys.KeyID(p)
-		d.Signed.Delegations.Keys[id] = k
-		ids = append(ids, id)
-	}
-	d.Signed.Delegations.Roles = []metadata.DelegatedRole{{Name: tuf.AppsRole, KeyIDs: ids, Threshold: 1, Paths: tuf.AppsPaths, Terminating: true}}
-	return d.VerifyDelegate(tuf.AppsRole, apps)
 }
 
 type imageAdded struct {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/ecdsa"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -272,30 +271,13 @@ func trustedOSTargets(d client.Delegation, osPub *ecdsa.PublicKey) (map[string]t
 	if err != nil {
 		return nil, fmt.Errorf("the tenant's current targets.json: %w", err)
 	}
-	k, err := metadata.KeyFromPublicKey(osPub)
-	if err != nil {
-		return nil, err
-	}
-	root := metadata.Root()
-	if err := root.Signed.AddKey(k, metadata.TARGETS); err != nil {
-		return nil, err
-	}
-	if err := root.VerifyDelegate(metadata.TARGETS, cur); err != nil {
+	if err := tuf.VerifySignedByAny(cur, []*ecdsa.PublicKey{osPub}); err != nil {
 		return nil, &cliError{code: ExitError, msg: "the tenant's current targets.json is not signed by this OS key; refusing to build on it",
 			hint: "check --keys: it must be the directory of 'moat platform init'"}
 	}
-	for path, tf := range cur.Signed.Targets {
-		h, ok := tf.Hashes["sha256"]
-		if !ok {
-			return nil, fmt.Errorf("current target %s has no sha256", path)
-		}
-		var custom map[string]any
-		if tf.Custom != nil {
-			if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-				return nil, fmt.Errorf("current target %s: %w", path, err)
-			}
-		}
-		out[path] = tuf.TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
+	out, err = tuf.TargetFilesOf(cur)
+	if err != nil {
+		return nil, fmt.Errorf("the tenant's current targets.json: %w", err)
 	}
 	return out, nil
 }

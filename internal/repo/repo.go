@@ -262,31 +262,15 @@ func (s *Service) CurrentTargets(ctx context.Context, t tenant.ID) ([]byte, erro
 // (apps/<name>/<version>), it is an app, and its product exists in the tenant. The device
 // checks the same package again (hash, length, manifest) before installing.
 func (s *Service) checkTarget(ctx context.Context, tt store.TenantTx, path string, tf *metadata.TargetFiles) error {
-	hexsum, ok := tf.Hashes["sha256"]
-	if !ok {
-		return fmt.Errorf("%w: %s has no sha256", ErrBadTarget, path)
-	}
-	d, err := blob.ParseDigest(hexsum.String())
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
-	}
-	size, err := tt.Blobs().Size(ctx, d.String())
-	if errors.Is(err, store.ErrNotFound) || err == nil && size != tf.Length {
-		return fmt.Errorf("%w: %s: no uploaded blob %s of %d bytes", ErrBadTarget, path, d, tf.Length)
-	}
+	d, m, err := s.openPackage(ctx, path, tf)
 	if err != nil {
 		return err
 	}
-	f, err := s.blobs.Open(ctx, d)
-	if err != nil {
-		return fmt.Errorf("open blob %s: %w", d, err)
+	if size, err := tt.Blobs().Size(ctx, d.String()); errors.Is(err, store.ErrNotFound) || err == nil && size != tf.Length {
+		return fmt.Errorf("%w: %s: the tenant uploaded no blob %s of %d bytes", ErrBadTarget, path, d, tf.Length)
+	} else if err != nil {
+		return err
 	}
-	defer f.Close()
-	pkg, err := image.Open(f)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
-	}
-	m := pkg.Manifest()
 	if m.Kind != image.KindApp || path != "apps/"+m.Name+"/"+m.Version {
 		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
 	}
@@ -322,26 +306,15 @@ func (s *Service) signedByActiveKey(ctx context.Context, tt store.TenantTx, apps
 	if len(active) == 0 {
 		return ErrNoActiveKey
 	}
-	delegator := metadata.Targets(s.now().Add(time.Hour))
-	delegator.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
-	var ids []string
+	pubs := make([]*ecdsa.PublicKey, 0, len(active))
 	for _, k := range active {
 		pub, err := keys.ParsePublicPEM([]byte(k.PublicKeyPEM))
 		if err != nil {
 			return fmt.Errorf("registered key %s: %w", k.ID, err)
 		}
-		tk, err := metadata.KeyFromPublicKey(pub)
-		if err != nil {
-			return err
-		}
-		id := keys.KeyID(pub)
-		delegator.Signed.Delegations.Keys[id] = tk
-		ids = append(ids, id)
+		pubs = append(pubs, pub)
 	}
-	delegator.Signed.Delegations.Roles = []metadata.DelegatedRole{{
-		Name: tuf.AppsRole, KeyIDs: ids, Threshold: 1, Terminating: true, Paths: tuf.AppsPaths,
-	}}
-	if err := delegator.VerifyDelegate(tuf.AppsRole, apps); err != nil {
+	if err := tuf.VerifySignedByAny(apps, pubs); err != nil {
 		return fmt.Errorf("%w: %w", ErrNoActiveKey, err)
 	}
 	return nil

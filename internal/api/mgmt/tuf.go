@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"context"
 	"errors"
 	"io"
 	"mime"
@@ -240,31 +241,26 @@ const MaxBlobBytes = 2 << 30
 // uploadPlatformBlob streams an OS image package from the platform operator into the blob
 // store; a tenant's devices may fetch it once that tenant's targets.json names it.
 func (a *API) uploadPlatformBlob(c *call) (any, error) {
-	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/octet-stream" {
-		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
-	}
-	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now().Add(time.Hour))
-	info, err := a.repo.AddPlatformBlob(c.ctx, c.r.Body, MaxBlobBytes)
-	switch {
-	case errors.Is(err, blob.ErrTooLarge):
-		return nil, problem.New(problem.TooLarge, "body_too_large", "an image package must be at most %d bytes", int64(MaxBlobBytes))
-	case err != nil:
-		return nil, problem.Wrap(err)
-	}
-	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
+	return streamUpload(c, a.repo.AddPlatformBlob)
 }
 
-// uploadBlob streams an image package into the blob store; nothing is held in memory, and a
-// body over MaxBlobBytes stores nothing.
+// uploadBlob streams an image package into the blob store for the tenant.
 func (a *API) uploadBlob(c *call) (any, error) {
+	return streamUpload(c, func(ctx context.Context, r io.Reader, max int64) (blob.Info, error) {
+		return a.repo.AddBlob(ctx, c.tenant, r, max)
+	})
+}
+
+// streamUpload streams an application/octet-stream body into put; nothing is held in
+// memory, and a body over MaxBlobBytes stores nothing.
+func streamUpload(c *call, put func(context.Context, io.Reader, int64) (blob.Info, error)) (any, error) {
 	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/octet-stream" {
 		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
 	}
 	// A large package on a slow link takes longer than the server's default read timeout.
 	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now().Add(time.Hour))
-	info, err := a.repo.AddBlob(c.ctx, c.tenant, c.r.Body, MaxBlobBytes)
+	info, err := put(c.ctx, c.r.Body, MaxBlobBytes)
 	switch {
 	case errors.Is(err, blob.ErrTooLarge):
 		return nil, problem.New(problem.TooLarge, "body_too_large", "an image package must be at most %d bytes", int64(MaxBlobBytes))
