@@ -280,6 +280,9 @@ func (a *API) getTenantTarget(c *call) (any, error) {
 	if !ok || err != nil {
 		return nil, problem.New(problem.NotFound, "target_not_found", "no target %s", truncate(name))
 	}
+	// A large package on a slow link takes longer than the server's default write timeout;
+	// the client's own stall and overall deadlines bound it (blob.Fetch).
+	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(time.Hour))
 	if err := a.repo.ServeBlob(c.w, c.r, c.tenant, d); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, problem.New(problem.NotFound, "target_not_found", "no target %s", truncate(name))

@@ -193,3 +193,4 @@ func packApp(t *testing.T, name, version, productName string) []byte {
 	}
 	return buf.Bytes()
 }
+
