@@ -193,4 +193,3 @@ func packApp(t *testing.T, name, version, productName string) []byte {
 	}
 	return buf.Bytes()
 }
-
