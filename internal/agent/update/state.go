@@ -1,0 +1,115 @@
+package update
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/moat-iot/moat/internal/director"
+)
+
+// Files in Config.StateDir.
+const (
+	counterFile = "counter"     // decimal counter of the last accepted assignment
+	floorsFile  = "floors.json" // {"app": N, "os": N}
+	tufDir      = "tuf"         // go-tuf's trusted metadata
+)
+
+// readCounter returns the counter of the last accepted assignment, 0 if none was.
+func readCounter(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, counterFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read counter: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSuffix(string(b), "\n"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read counter: %w", err)
+	}
+	return n, nil
+}
+
+func writeCounter(dir string, n uint64) error {
+	return writeAtomic(dir, counterFile, []byte(strconv.FormatUint(n, 10)+"\n"))
+}
+
+// readFloors returns the anti-rollback floor of every kind; a missing file means 0 for all.
+func readFloors(dir string) (map[string]uint32, error) {
+	floors := map[string]uint32{director.KindOS: 0, director.KindApp: 0}
+	b, err := os.ReadFile(filepath.Join(dir, floorsFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return floors, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read floors: %w", err)
+	}
+	var stored map[string]uint32
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&stored); err != nil {
+		return nil, fmt.Errorf("read floors: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("read floors: trailing data")
+	}
+	for k, v := range stored {
+		if _, ok := floors[k]; !ok {
+			return nil, fmt.Errorf("read floors: unknown kind %q", k)
+		}
+		floors[k] = v
+	}
+	return floors, nil
+}
+
+func writeFloors(dir string, floors map[string]uint32) error {
+	b, err := json.Marshal(floors)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(dir, floorsFile, append(b, '\n'))
+}
+
+// writeAtomic replaces dir/name with data so that a crash leaves either the old or the new
+// content: a temporary file is written and synced, renamed over name, and dir is synced.
+func writeAtomic(dir, name string, data []byte) (err error) {
+	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,404 @@
+// Package update is the device side of moat's signed updates (DESIGN rule 2, the Uptane
+// split): it checks a director assignment against the TUF image repository, downloads the
+// assigned image packages and keeps the device's anti-rollback state.
+//
+// What it trusts: the platform root pinned in the device build (Config.Root, 1.root.json)
+// and the root chain go-tuf verified from it (cached in StateDir/tuf), the director public
+// key pinned beside it (Config.DirectorKey), the device's identity and clock (Config), and
+// its own state directory: the counter of the last accepted assignment and the
+// anti-rollback floors. Neither the server nor the network is trusted.
+//
+// What it enforces: Check installs nothing on the director's word alone. The assignment
+// must be signed by the pinned director key, name this device and tenant, be unexpired and
+// carry a counter above the last accepted one (director.Verify;
+// TestUpdate_RejectsAssignmentForOtherDevice, TestUpdate_RejectsReplayedAssignment, which
+// also restarts the Client: the counter is persisted). The tenant's view of the image
+// repository is then verified with go-tuf's updater from the pinned root (rollback, freeze,
+// mix-and-match and endless-data protections included), and every assigned image must be
+// listed there with the same SHA-256, length and security version, which the offline key
+// signed in the target's custom metadata (TestUpdate_RejectsDirectorOnlyCompromise), and be
+// at or above the device's floor for its kind (TestUpdate_RejectsRollbackBelowFloor). The
+// counter is recorded only when every check passed. Download fetches a planned image with
+// blob.Fetch, streamed to disk, resumable, bounded by the signed length and by the stall and
+// overall deadlines of Config.FetchOptions, and keeps it only if it hashes to the signed
+// SHA-256 (TestUpdate_RejectsWrongPackageBytes) and is a well-formed image package whose
+// manifest states the planned kind, name, version and security version
+// (TestUpdate_RejectsManifestMismatch). Commit raises a floor after an install and never
+// lowers one (TestUpdate_FloorNeverDecreases). Every state file is replaced atomically
+// (temporary file, fsync, rename, fsync of the directory).
+//
+// Concurrency: Check and Commit serialize on the Client. Run one Check or Download at a
+// time per Client; concurrent Downloads, if any, must use different destination files.
+// Two Clients must not share a StateDir.
+package update
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/moat-iot/moat/internal/blob"
+	"github.com/moat-iot/moat/internal/director"
+	"github.com/moat-iot/moat/internal/image"
+)
+
+// Errors that callers branch on with errors.Is. Check's errors also wrap director's
+// sentinels (director.ErrReplayed, director.ErrRepoMismatch, director.ErrBelowFloor, ...)
+// and go-tuf's error types (metadata.ErrExpiredMetadata, ...); Download's wrap blob's
+// (blob.ErrDigestMismatch, blob.ErrTooLarge, blob.ErrStalled, ...) and image's.
+var (
+	// ErrFloorDecrease: Commit was asked to lower an anti-rollback floor. Nothing changed.
+	ErrFloorDecrease = errors.New("anti-rollback floor would decrease")
+	// ErrManifestMismatch: a downloaded package's manifest is not the image the plan names
+	// (kind, name, version or security version). The file was removed.
+	ErrManifestMismatch = errors.New("image manifest differs from the plan")
+)
+
+// Config is what the device build and its provisioning give the update client. Every field
+// is required.
+type Config struct {
+	// MetadataURL and TargetsURL are the tenant's view of the image repository, each ending
+	// in "/": <server>/api/v1/tenants/<t>/tuf/metadata/ and .../tuf/targets/. Only https.
+	MetadataURL string
+	TargetsURL  string
+	// Root is the pinned platform root, 1.root.json.
+	Root []byte
+	// DirectorKey is the pinned director public key (ECDSA P-256).
+	DirectorKey *ecdsa.PublicKey
+	// DeviceID and TenantID are this device's identity, as assignments name it.
+	DeviceID string
+	TenantID string
+	// StateDir holds the client's state: the last accepted counter, the floors and the
+	// trusted TUF metadata. It is created (mode 0700) if missing.
+	StateDir string
+	// HTTPClient carries the device's credential to the server.
+	HTTPClient *http.Client
+	// Now is the device's clock.
+	Now func() time.Time
+	// FetchOptions bound image downloads in time; Timeout must be set.
+	FetchOptions blob.FetchOptions
+	// MaxMetadataBytes bounds every TUF metadata file the client downloads.
+	MaxMetadataBytes int64
+}
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	for _, u := range []struct{ name, v string }{{"metadata_url", c.MetadataURL}, {"targets_url", c.TargetsURL}} {
+		p, err := url.Parse(u.v)
+		switch {
+		case u.v == "":
+			errs = append(errs, fmt.Errorf("%s: required", u.name))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
+		case p.Scheme != "https" || p.Host == "":
+			errs = append(errs, fmt.Errorf("%s: %q is not an https URL", u.name, u.v))
+		case !strings.HasSuffix(p.Path, "/") || p.RawQuery != "" || p.Fragment != "":
+			errs = append(errs, fmt.Errorf("%s: %q must end in / and have no query or fragment", u.name, u.v))
+		}
+	}
+	if len(c.Root) == 0 {
+		errs = append(errs, errors.New("root: required"))
+	} else if r, err := metadata.Root().FromBytes(c.Root); err != nil {
+		errs = append(errs, fmt.Errorf("root: %w", err))
+	} else if err := r.VerifyDelegate(metadata.ROOT, r); err != nil {
+		errs = append(errs, fmt.Errorf("root: not signed by its own root keys: %w", err))
+	}
+	if c.DirectorKey == nil {
+		errs = append(errs, errors.New("director_key: required"))
+	} else if c.DirectorKey.Curve != elliptic.P256() {
+		errs = append(errs, errors.New("director_key: not a P-256 key"))
+	}
+	if c.DeviceID == "" {
+		errs = append(errs, errors.New("device_id: required"))
+	}
+	if c.TenantID == "" {
+		errs = append(errs, errors.New("tenant_id: required"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir: required"))
+	}
+	if c.HTTPClient == nil {
+		errs = append(errs, errors.New("http_client: required"))
+	}
+	if c.Now == nil {
+		errs = append(errs, errors.New("now: required"))
+	}
+	if c.FetchOptions.Timeout <= 0 {
+		errs = append(errs, errors.New("fetch_options.timeout: must be positive"))
+	}
+	if c.FetchOptions.StallTimeout < 0 {
+		errs = append(errs, errors.New("fetch_options.stall_timeout: must not be negative"))
+	}
+	if c.MaxMetadataBytes <= 0 {
+		errs = append(errs, errors.New("max_metadata_bytes: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Client checks assignments, downloads images and keeps the anti-rollback state of one device.
+type Client struct {
+	cfg Config
+	mu  sync.Mutex // serializes access to the state files
+}
+
+// New validates cfg and returns a Client. It creates cfg.StateDir if missing and reads the
+// state in it, so a damaged state directory is an error now rather than at the first Check.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("update client config: %w", err)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("update client state: %w", err)
+	}
+	if _, err := readCounter(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if _, err := readFloors(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	return &Client{cfg: cfg}, nil
+}
+
+// Plan is what an accepted assignment asks the device to install.
+type Plan struct {
+	Counter uint64 // the assignment's counter, now recorded as the last accepted
+	Images  []PlannedImage
+}
+
+// PlannedImage is one image to download and install, as both the director and the
+// verified image repository name it.
+type PlannedImage struct {
+	Kind            string // director.KindOS or director.KindApp
+	Path            string // TUF target path
+	SHA256          string // lower-case hex
+	Length          int64
+	Version         string
+	SecurityVersion uint32
+	URL             string // hash-prefixed target URL: <TargetsURL><dir>/<sha256>.<basename>
+}
+
+// repoTarget is the verified repository's entry for one target path.
+type repoTarget struct {
+	sha256          string
+	length          int64
+	securityVersion uint32
+}
+
+// Check verifies an assignment envelope and cross-checks it against the tenant's image
+// repository, verified now with go-tuf from the pinned root. Only when every check passes is
+// the assignment's counter recorded, and the plan returned. A plan with no images means the
+// director assigns nothing.
+func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	last, err := readCounter(c.cfg.StateDir)
+	if err != nil {
+		return Plan{}, err
+	}
+	a, err := director.Verify(assignment, c.cfg.DirectorKey, director.Expect{
+		DeviceID: c.cfg.DeviceID, TenantID: c.cfg.TenantID, Now: c.cfg.Now(), LastCounter: last,
+	})
+	if err != nil {
+		return Plan{}, fmt.Errorf("verify assignment: %w", err)
+	}
+	floors, err := readFloors(c.cfg.StateDir)
+	if err != nil {
+		return Plan{}, err
+	}
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	repo := make(map[string]repoTarget, len(a.Images))
+	var lookupErrs []error
+	for _, im := range a.Images {
+		rt, err := lookupTarget(up, im.Path)
+		if err != nil {
+			lookupErrs = append(lookupErrs, err)
+			continue
+		}
+		repo[im.Path] = rt
+	}
+	lookup := func(path string) (string, int64, uint32, bool) {
+		rt, ok := repo[path]
+		return rt.sha256, rt.length, rt.securityVersion, ok
+	}
+	if err := director.CheckAgainstRepo(a, lookup, floors); err != nil {
+		// The lookup errors say why a path was missing (absent, unsigned custom metadata, or
+		// the repository could not be read); any of them fails the check.
+		return Plan{}, errors.Join(fmt.Errorf("assignment %d: %w", a.Counter, err), errors.Join(lookupErrs...))
+	}
+	consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
+	plan := Plan{Counter: a.Counter}
+	for _, im := range a.Images {
+		plan.Images = append(plan.Images, PlannedImage{
+			Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Length: im.Length,
+			Version: im.Version, SecurityVersion: im.SecurityVersion,
+			URL: targetURL(c.cfg.TargetsURL, im.Path, im.SHA256, consistent),
+		})
+	}
+	if err := writeCounter(c.cfg.StateDir, a.Counter); err != nil {
+		return Plan{}, err
+	}
+	return plan, nil
+}
+
+// refresh builds a go-tuf updater from the trusted root (the cached one, which go-tuf
+// verified from the pinned one, when present) and refreshes the top-level metadata.
+func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
+	dir := filepath.Join(c.cfg.StateDir, tufDir)
+	root := c.cfg.Root
+	switch b, err := os.ReadFile(filepath.Join(dir, metadata.ROOT+".json")); {
+	case err == nil:
+		root = b
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("read trusted root: %w", err)
+	}
+	tc, err := config.New(c.cfg.MetadataURL, root)
+	if err != nil {
+		return nil, fmt.Errorf("image repository: %w", err)
+	}
+	tc.LocalMetadataDir, tc.LocalTargetsDir = dir, dir // targets are never written here
+	tc.RemoteTargetsURL = c.cfg.TargetsURL
+	tc.Fetcher = tufFetcher{ctx: ctx, hc: c.cfg.HTTPClient, limit: c.cfg.MaxMetadataBytes}
+	tc.RootMaxLength = min(tc.RootMaxLength, c.cfg.MaxMetadataBytes)
+	tc.TimestampMaxLength = min(tc.TimestampMaxLength, c.cfg.MaxMetadataBytes)
+	tc.SnapshotMaxLength = min(tc.SnapshotMaxLength, c.cfg.MaxMetadataBytes)
+	tc.TargetsMaxLength = min(tc.TargetsMaxLength, c.cfg.MaxMetadataBytes)
+	up, err := updater.New(tc)
+	if err != nil {
+		return nil, fmt.Errorf("load trusted root: %w", err)
+	}
+	// Expiry is judged by the device's clock, the same one the assignment is judged by.
+	up.UnsafeSetRefTime(c.cfg.Now().UTC())
+	if err := up.Refresh(); err != nil {
+		return nil, fmt.Errorf("refresh image repository: %w", err)
+	}
+	return up, nil
+}
+
+// lookupTarget returns the verified repository's entry for path. The security version is
+// the one the target's signer put in its custom metadata; a target without one cannot be
+// matched.
+func lookupTarget(up *updater.Updater, p string) (repoTarget, error) {
+	tf, err := up.GetTargetInfo(p)
+	if err != nil {
+		return repoTarget{}, fmt.Errorf("image repository target %s: %w", p, err)
+	}
+	sum, ok := tf.Hashes["sha256"]
+	if !ok {
+		return repoTarget{}, fmt.Errorf("image repository target %s has no sha256", p)
+	}
+	if tf.Custom == nil {
+		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
+	}
+	var custom struct {
+		SecurityVersion *uint32 `json:"security_version"`
+	}
+	if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
+		return repoTarget{}, fmt.Errorf("image repository target %s custom metadata: %w", p, err)
+	}
+	if custom.SecurityVersion == nil {
+		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
+	}
+	return repoTarget{sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: *custom.SecurityVersion}, nil
+}
+
+// targetURL is the URL go-tuf downloads target p from: with consistent snapshots,
+// <base><dir>/<sha256>.<basename>.
+func targetURL(base, p, sha string, consistent bool) string {
+	if !consistent {
+		return base + p
+	}
+	dir, name := path.Split(p)
+	return base + dir + sha + "." + name
+}
+
+// Download fetches the planned image into dst and checks that it is the image package the
+// plan names. dst is written only if the bytes hash to the planned SHA-256 and length
+// (blob.Fetch; an interrupted download resumes from dst+".part"), and removed again if the
+// package is malformed or its manifest differs from the plan (ErrManifestMismatch).
+func (c *Client) Download(ctx context.Context, p PlannedImage, dst string) error {
+	want, err := blob.ParseDigest(p.SHA256)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", p.Path, err)
+	}
+	if err := blob.Fetch(ctx, c.cfg.HTTPClient, p.URL, want, p.Length, dst, c.cfg.FetchOptions); err != nil {
+		return fmt.Errorf("download %s: %w", p.Path, err)
+	}
+	if err := checkPackage(dst, p); err != nil {
+		return errors.Join(fmt.Errorf("download %s: %w", p.Path, err), os.Remove(dst))
+	}
+	return nil
+}
+
+// checkPackage opens the package at name, reads its payload through (so its hash is
+// checked) and compares its manifest with p.
+func checkPackage(name string, p PlannedImage) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := image.Open(f)
+	if err != nil {
+		return err
+	}
+	m := r.Manifest()
+	prefix := "apps/"
+	if p.Kind == director.KindOS {
+		prefix = "os/"
+	}
+	if string(m.Kind) != p.Kind || m.Version != p.Version || m.SecurityVersion != p.SecurityVersion ||
+		p.Path != prefix+m.Name+"/"+m.Version {
+		return fmt.Errorf("%w: package holds %s %s %s security version %d, plan %s security version %d",
+			ErrManifestMismatch, m.Kind, m.Name, m.Version, m.SecurityVersion, p.Path, p.SecurityVersion)
+	}
+	if _, err := io.Copy(io.Discard, r.Payload()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Commit records that an image of kind with securityVersion is installed: it raises the
+// kind's anti-rollback floor to securityVersion. Lowering a floor is ErrFloorDecrease and
+// changes nothing; committing the current floor again is a no-op.
+func (c *Client) Commit(kind string, securityVersion uint32) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	floors, err := readFloors(c.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	cur, ok := floors[kind]
+	if !ok {
+		return fmt.Errorf("commit: unknown image kind %q", kind)
+	}
+	if securityVersion < cur {
+		return fmt.Errorf("commit %s security version %d: %w (floor %d)", kind, securityVersion, ErrFloorDecrease, cur)
+	}
+	if securityVersion == cur {
+		return nil
+	}
+	floors[kind] = securityVersion
+	return writeFloors(c.cfg.StateDir, floors)
+}
