@@ -110,3 +110,10 @@ func (c *Client) UploadPlatformBlob(ctx context.Context, body io.Reader) (BlobIn
 	err := c.do(ctx, request{method: http.MethodPost, path: []string{"platform", "blobs"}, stream: body}, &out)
 	return out, err
 }
+
+// ListPlatformAuditEvents lists the platform's audit log (platform operators).
+func (c *Client) ListPlatformAuditEvents(ctx context.Context, opts ListOptions) (Page[AuditEvent], error) {
+	var out Page[AuditEvent]
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"platform", "audit-events"}, query: listQuery(opts)}, &out)
+	return out, err
+}

@@ -40,7 +40,7 @@ machine in production) and bring it online only to sign.
 EXAMPLES
   moat platform init --out ./platform-keys --passphrase-file ./passphrase.txt
   moat platform targets-sign --tenant Contoso --keys ./platform-keys --passphrase-file ./passphrase.txt`,
-		newPlatformInit(env), newPlatformTargetsSign(env), newPlatformOSPublish(env))
+		newPlatformInit(env), newPlatformTargetsSign(env), newPlatformOSPublish(env), newPlatformAudit(env))
 }
 
 // keyPassphrase returns the passphrase for new keys, or nil with --no-passphrase.
@@ -407,6 +407,35 @@ EXAMPLES
 			}
 			s.done("Published %s (%s) to %s in %d tenants' targets.json.", path, sum[:16], feed, published)
 			return nil
+		},
+	})
+}
+
+func newPlatformAudit(env *Env) *ffcli.Command {
+	return newVerb(env, "platform", verb{
+		name:  "audit",
+		short: "List the platform's audit log: tenants created, roots and OS packages uploaded.",
+		long: `Lists the platform-level changes, oldest first, with who made them and from where. Each
+tenant's own changes are in its audit log ('moat audit list').
+
+EXAMPLES
+  moat platform audit
+  moat platform audit -o json`,
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 0, ""); err != nil {
+				return err
+			}
+			c, err := s.client()
+			if err != nil {
+				return err
+			}
+			items, err := client.Collect(ctx, client.ListOptions{}, c.ListPlatformAuditEvents)
+			if err != nil {
+				return err
+			}
+			return printList(s, items, []string{"AT", "ACTOR", "ACTION", "OBJECT", "DETAIL"}, func(e client.AuditEvent) []string {
+				return []string{fmtTime(e.At), e.ActorName, e.Action, e.ObjectID, e.Detail}
+			})
 		},
 	})
 }

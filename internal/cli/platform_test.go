@@ -98,6 +98,9 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	op.must("platform", "os-publish", osImg, "--feed", "RetailEval", "--keys", keyDir)
 	op.must("platform", "os-publish", osImg, "--feed", "Retail", "--keys", keyDir)
 	op.must("platform", "targets-sign", "--tenant", "Contoso", "--keys", keyDir)
+	if out := op.must("platform", "audit"); !strings.Contains(out, "tuf.root.put") || !strings.Contains(out, "blob.upload") {
+		t.Errorf("platform audit lacks the root and OS uploads:\n%s", out)
+	}
 
 	root1, err := os.ReadFile(filepath.Join(keyDir, "1.root.json"))
 	if err != nil {

@@ -91,7 +91,7 @@ func (s *Service) OnlineKey() *ecdsa.PublicKey { return s.onlinePub }
 // PutRoot stores the next root of the platform chain and returns its version. The first
 // must be version 1, self-signed, and name this server's online key; each next one must be
 // signed by a threshold of the previous root's keys and its own.
-func (s *Service) PutRoot(ctx context.Context, data []byte) (int64, error) {
+func (s *Service) PutRoot(ctx context.Context, data []byte, record func(tx store.Tx, version int64) error) (int64, error) {
 	r, err := parseRoot(data)
 	if err != nil {
 		return 0, err
@@ -123,7 +123,13 @@ func (s *Service) PutRoot(ctx context.Context, data []byte) (int64, error) {
 		if err := s.namesOnlineKey(r); err != nil {
 			return err
 		}
-		return tx.PlatformRoots().Append(ctx, version, data, s.now().UTC())
+		if err := tx.PlatformRoots().Append(ctx, version, data, s.now().UTC()); err != nil {
+			return err
+		}
+		if record != nil {
+			return record(tx, version)
+		}
+		return nil
 	})
 	return version, err
 }

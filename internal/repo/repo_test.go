@@ -208,10 +208,10 @@ func TestRepo_PublishesAVerifiableTenantView(t *testing.T) {
 	}
 	wrongOnline := newKey(t)
 	bad, _ := tuf.NewRoot(signer(t, f.root), &f.root.PublicKey, &f.os.PublicKey, &wrongOnline.PublicKey, f.expires)
-	if _, err := f.svc.PutRoot(ctx, bad); !errors.Is(err, repo.ErrWrongOnlineKey) {
+	if _, err := f.svc.PutRoot(ctx, bad, nil); !errors.Is(err, repo.ErrWrongOnlineKey) {
 		t.Errorf("PutRoot(root naming another online key) = %v, want ErrWrongOnlineKey", err)
 	}
-	if v, err := f.svc.PutRoot(ctx, f.root1); err != nil || v != 1 {
+	if v, err := f.svc.PutRoot(ctx, f.root1, nil); err != nil || v != 1 {
 		t.Fatalf("PutRoot(1.root.json) = %d, %v", v, err)
 	}
 	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err == nil {
@@ -273,7 +273,7 @@ func TestRepo_RevokedKeySignsNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
-	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+	if _, err := f.svc.PutRoot(ctx, f.root1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
@@ -313,7 +313,7 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+	if _, err := f.svc.PutRoot(ctx, f.root1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
@@ -326,7 +326,7 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := f.svc.PutRoot(ctx, root2); err != nil || v != 2 {
+	if v, err := f.svc.PutRoot(ctx, root2, nil); err != nil || v != 2 {
 		t.Fatalf("PutRoot(2) = %d, %v", v, err)
 	}
 	// A root signed only by a stranger is refused.
@@ -334,7 +334,7 @@ func TestRepo_RootRotationReachesTenants(t *testing.T) {
 	root3, _ := tuf.SignRoot([]signature.Signer{signer(t, stranger)}, 3, f.expires, tuf.RootKeys{
 		Root: []*ecdsa.PublicKey{&stranger.PublicKey}, RootThreshold: 1, OS: &f.os.PublicKey, Online: &f.online.PublicKey,
 	})
-	if _, err := f.svc.PutRoot(ctx, root3); err == nil {
+	if _, err := f.svc.PutRoot(ctx, root3, nil); err == nil {
 		t.Error("PutRoot(3 signed by a stranger) = nil, want an error")
 	}
 	if _, err := f.svc.PutApps(ctx, f.tenantA, f.apps(f.tenantK, 1, "apps/dw100-app/1.0.0"), nil); err != nil {
@@ -355,7 +355,7 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
-	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+	if _, err := f.svc.PutRoot(ctx, f.root1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {
@@ -403,7 +403,7 @@ func TestRepo_RefreshKeepsTimestampFresh(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := t.Context()
-	if _, err := f.svc.PutRoot(ctx, f.root1); err != nil {
+	if _, err := f.svc.PutRoot(ctx, f.root1, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.PutTargets(ctx, f.tenantA, f.targets(1, &f.tenantK.PublicKey), nil); err != nil {

@@ -55,6 +55,9 @@ type Tx interface {
 	Users() Users
 	Tokens() Tokens
 	PlatformRoots() PlatformRoots
+	// PlatformAudit is the audit log of platform-level changes (the root of trust, OS
+	// uploads, tenant creation); events in it have no tenant.
+	PlatformAudit() AuditLog
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
 }

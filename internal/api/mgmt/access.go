@@ -201,6 +201,9 @@ func (a *API) createTenant(c *call) (any, error) {
 			return err
 		}
 		c.tenant = t.ID
+		if err := c.auditPlatform(tx, "tenant.create", "tenant", string(t.ID), "tenant "+t.Name); err != nil {
+			return err
+		}
 		if err := c.audit(tt, "tenant.create", "tenant", string(t.ID), "tenant "+t.Name); err != nil {
 			return err
 		}
@@ -385,6 +388,22 @@ func (a *API) listAudit(c *call) (any, error) {
 	var out []audit.Event
 	err = a.readTenant(c, func(tt store.TenantTx) error {
 		out, err = tt.Audit().List(c.ctx, p)
+		return err
+	})
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return listOf(out, p, func(e audit.Event) string { return e.ID }), nil
+}
+
+func (a *API) listPlatformAudit(c *call) (any, error) {
+	p, err := c.page()
+	if err != nil {
+		return nil, err
+	}
+	var out []audit.Event
+	err = a.store.InReadTx(c.ctx, func(tx store.Tx) error {
+		out, err = tx.PlatformAudit().List(c.ctx, p)
 		return err
 	})
 	if err != nil {

@@ -435,6 +435,22 @@ func (c *call) audit(tt store.TenantTx, action, objType, objID, detail string) e
 	return nil
 }
 
+// auditPlatform appends a platform-level event (no tenant), in the same transaction as the
+// change.
+func (c *call) auditPlatform(tx store.Tx, action, objType, objID, detail string) error {
+	e := audit.Event{
+		ID: ident.New(audit.IDPrefix, c.now), At: c.now, Action: action, ObjectType: objType, ObjectID: objID,
+		RemoteAddr: c.r.RemoteAddr, RequestID: c.requestID, Detail: detail,
+	}
+	if c.principal != nil {
+		e.ActorID, e.ActorName, e.TokenID = string(c.principal.User.ID), c.principal.User.Name, string(c.principal.TokenID)
+	}
+	if err := tx.PlatformAudit().Append(c.ctx, e); err != nil {
+		return fmt.Errorf("append platform audit event %s: %w", action, err)
+	}
+	return nil
+}
+
 // inTenant runs fn in a transaction scoped to the call's tenant.
 func (a *API) inTenant(c *call, fn func(store.TenantTx) error) error {
 	return a.store.InTx(c.ctx, func(tx store.Tx) error {

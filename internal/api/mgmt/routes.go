@@ -106,6 +106,8 @@ func Routes() []Route {
 		{Method: "DELETE", Pattern: tenantPath + "/signing-keys/{key}", OperationID: "revokeSigningKey", Summary: "Revoke a signing key: it signs nothing from now on",
 			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[trust.SigningKey](), Status: 200, Handler: (*API).revokeSigningKey},
 
+		{Method: "GET", Pattern: "/api/v1/platform/audit-events", OperationID: "listPlatformAuditEvents", Summary: "List the platform's audit log (tenants created, roots and OS packages uploaded), oldest first",
+			Auth: AuthOperator, Response: typeOf[audit.Event](), List: true, Status: 200, Handler: (*API).listPlatformAudit},
 		{Method: "GET", Pattern: "/api/v1/platform/online-key", OperationID: "getOnlineKey", Summary: "Show the server's online key, which the platform root names for snapshot and timestamp",
 			Auth: AuthOperator, Response: typeOf[OnlineKey](), Status: 200, Handler: (*API).getOnlineKey},
 		{Method: "PUT", Pattern: "/api/v1/platform/tuf/root", OperationID: "putPlatformRoot", Summary: "Upload the next platform root.json (signed offline by the platform root keys)",

@@ -115,7 +115,9 @@ func (a *API) putPlatformRoot(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.repo.PutRoot(c.ctx, body)
+	v, err := a.repo.PutRoot(c.ctx, body, func(tx store.Tx, v int64) error {
+		return c.auditPlatform(tx, "tuf.root.put", "tuf_root", strconv.FormatInt(v, 10), "root.json version "+strconv.FormatInt(v, 10))
+	})
 	if err != nil {
 		return nil, tufProblem(err)
 	}
@@ -241,7 +243,18 @@ const MaxBlobBytes = 2 << 30
 // uploadPlatformBlob streams an OS image package from the platform operator into the blob
 // store; a tenant's devices may fetch it once that tenant's targets.json names it.
 func (a *API) uploadPlatformBlob(c *call) (any, error) {
-	return streamUpload(c, a.repo.AddPlatformBlob)
+	out, err := streamUpload(c, a.repo.AddPlatformBlob)
+	if err != nil {
+		return nil, err
+	}
+	bi := out.(BlobInfo)
+	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
+		return c.auditPlatform(tx, "blob.upload", "blob", bi.Digest, "OS package of "+strconv.FormatInt(bi.Size, 10)+" bytes")
+	})
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return bi, nil
 }
 
 // uploadBlob streams an image package into the blob store for the tenant.

@@ -161,6 +161,15 @@ func TestAPI_TUFRepository(t *testing.T) {
 			t.Errorf("Range 8-15 = %q (ETag %s), want %q with the digest as a strong ETag", r.Body, r.Header.Get("ETag"), pkgBytes[8:16])
 		}
 
+		// Platform changes are in the platform's audit log, readable by operators only.
+		pr := w.op.must(200, "GET", "/api/v1/platform/audit-events", nil)
+		for _, action := range []string{"tenant.create", "tuf.root.put"} {
+			if !strings.Contains(string(pr.Body), `"`+action+`"`) {
+				t.Errorf("platform audit log lacks %s", action)
+			}
+		}
+		a.admin.must(403, "GET", "/api/v1/platform/audit-events", nil)
+
 		// Every upload is in Contoso's audit log.
 		r = a.admin.must(200, "GET", "/api/v1/tenants/"+a.tenant+"/audit-events?limit=1000", nil)
 		for _, action := range []string{"tuf.targets.put", "tuf.apps.put"} {

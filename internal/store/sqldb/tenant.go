@@ -198,3 +198,26 @@ func (s auditLog) List(ctx context.Context, p store.Page) ([]audit.Event, error)
 	return queryList(ctx, s.t.tx, scanEvent,
 		`SELECT `+auditCols+` FROM audit_events WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3`, s.t.id, p.After, limit(p))
 }
+
+// platformAudit is the platform's audit log: the same events, without a tenant.
+type platformAudit struct{ t *tx }
+
+const platformAuditCols = `id, at, actor_id, actor_name, token_id, action, object_type, object_id, remote_addr, request_id, detail`
+
+func scanPlatformEvent(row interface{ Scan(...any) error }) (audit.Event, error) {
+	var e audit.Event
+	err := row.Scan(&e.ID, &e.At, &e.ActorID, &e.ActorName, &e.TokenID, &e.Action, &e.ObjectType, &e.ObjectID, &e.RemoteAddr, &e.RequestID, &e.Detail)
+	e.At = utc(e.At)
+	return e, err
+}
+
+func (s platformAudit) Append(ctx context.Context, e audit.Event) error {
+	_, err := s.t.exec(ctx, `INSERT INTO platform_audit_events (`+platformAuditCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		e.ID, utc(e.At), e.ActorID, e.ActorName, e.TokenID, e.Action, e.ObjectType, e.ObjectID, e.RemoteAddr, e.RequestID, e.Detail)
+	return err
+}
+
+func (s platformAudit) List(ctx context.Context, p store.Page) ([]audit.Event, error) {
+	return queryList(ctx, s.t, scanPlatformEvent,
+		`SELECT `+platformAuditCols+` FROM platform_audit_events WHERE id > $1 ORDER BY id LIMIT $2`, p.After, limit(p))
+}

@@ -3,6 +3,9 @@ package storetest
 import (
 	"context"
 
+	"github.com/moat-iot/moat/internal/audit"
+	"github.com/moat-iot/moat/internal/ident"
+
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
@@ -12,6 +15,7 @@ var tufTests = []test{
 	{"FilesAllAndIsolation", testTUFFilesAllAndIsolation},
 	{"PlatformRootsChain", testPlatformRootsChain},
 	{"BlobsPerTenant", testBlobsPerTenant},
+	{"PlatformAudit", testPlatformAudit},
 }
 
 func (h *harness) putTUF(tid tenant.ID, name, data string) error {
@@ -116,4 +120,20 @@ func testBlobsPerTenant(h *harness) {
 	wantEqual(h.t, "A: Blobs().Size", size, err, int64(10))
 	_, err = readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (int64, error) { return tt.Blobs().Size(ctx, d) })
 	wantErr(h.t, "B: Blobs().Size(A's blob)", err, store.ErrNotFound)
+}
+
+func testPlatformAudit(h *harness) {
+	a := h.tenant("A")
+	e := audit.Event{ID: ident.New(audit.IDPrefix, h.tick()), At: h.tick().UTC(), ActorID: "usr_x", ActorName: "platform-operator",
+		TokenID: "tok_x", Action: "tuf.root.put", ObjectType: "tuf_root", ObjectID: "1", RemoteAddr: "127.0.0.1:1", RequestID: "r", Detail: "root v1"}
+	h.must("PlatformAudit().Append", func(tx store.Tx) error { return tx.PlatformAudit().Append(h.ctx(), e) })
+	got, err := read(h, func(ctx context.Context, tx store.Tx) ([]audit.Event, error) {
+		return tx.PlatformAudit().List(ctx, store.Page{})
+	})
+	wantEqual(h.t, "PlatformAudit().List", got, err, []audit.Event{e})
+	// Platform events are not in any tenant's log, and tenant events not in the platform's.
+	list, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) ([]audit.Event, error) {
+		return tt.Audit().List(ctx, store.Page{})
+	})
+	wantEmpty(h.t, "A: Audit().List", list, err)
 }
