@@ -1,0 +1,225 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/moat-iot/moat/internal/identity"
+)
+
+// nonceEncoding is how nonces are written: base64url without padding, strict.
+var nonceEncoding = base64.RawURLEncoding.Strict()
+
+// Signed is the envelope a device sends: the canonical evidence bytes and the identity
+// key's signature over them.
+type Signed struct {
+	Signed     json.RawMessage `json:"signed"`
+	Signatures []Signature     `json:"signatures"`
+}
+
+// Signature is an ECDSA P-256 signature over the SHA-256 of Signed.Signed.
+type Signature struct {
+	KeyID string `json:"keyid"` // KeyID of the signing key
+	Sig   string `json:"sig"`   // ASN.1 DER, standard base64 with padding
+}
+
+// Expect is what the server knows independently of the evidence it verifies.
+type Expect struct {
+	DeviceID string        // the registered device whose key is passed to Verify
+	Nonce    string        // the nonce the server issued for this session
+	Now      time.Time     // the server's clock
+	MaxSkew  time.Duration // allowed |evidence time - Now|; 0 means DefaultMaxSkew
+	MaxBytes int           // envelope size limit; 0 means DefaultMaxBytes
+}
+
+// NewNonce returns a fresh nonce: NonceBytes bytes from crypto/rand, unpadded base64url.
+func NewNonce() string {
+	b := make([]byte, NonceBytes)
+	_, _ = rand.Read(b) // crypto/rand.Read never returns an error (it crashes the program instead)
+	return nonceEncoding.EncodeToString(b)
+}
+
+// KeyID returns the hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER encoding of pub:
+// for an identity key, the same string as its device ID.
+func KeyID(pub *ecdsa.PublicKey) (string, error) {
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return "", errors.New("attest key: not an ECDSA P-256 public key")
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("attest key id: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// canonical returns the one encoding of e that is signed: encoding/json of the struct,
+// with a missing measurement list written as [] (so that null and [] cannot both stand
+// for it).
+func canonical(e Evidence) ([]byte, error) {
+	if e.Measurements == nil {
+		e.Measurements = []Measurement{}
+	}
+	return json.Marshal(e)
+}
+
+// Sign validates e and returns the envelope signed by s. The time is converted to UTC and
+// truncated to the second before validation; a zero Format is set to Format.
+func Sign(s identity.Signer, e Evidence) ([]byte, error) {
+	if s == nil {
+		return nil, errors.New("sign evidence: no identity key")
+	}
+	kid, err := KeyID(s.Public())
+	if err != nil {
+		return nil, fmt.Errorf("sign evidence: %w", err)
+	}
+	if e.Format == 0 {
+		e.Format = Format
+	}
+	e.Time = e.Time.UTC().Truncate(time.Second)
+	if err := e.Validate(); err != nil {
+		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
+	}
+	body, err := canonical(e)
+	if err != nil {
+		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
+	}
+	sum := sha256.Sum256(body)
+	sig, err := s.Sign(sum[:])
+	if err != nil {
+		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
+	}
+	env, err := json.Marshal(Signed{
+		Signed:     body,
+		Signatures: []Signature{{KeyID: kid, Sig: base64.StdEncoding.EncodeToString(sig)}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
+	}
+	return env, nil
+}
+
+// Verify checks an evidence envelope a device sent and returns the evidence in it. pub is
+// the device's registered identity key. The checks, in order: size; strict decoding of the
+// envelope; exactly one signature, by pub, over the signed bytes; strict decoding of the
+// evidence; both envelope and evidence are exactly their canonical encodings; the content
+// is valid; it names want.DeviceID, which is the device ID of pub; it carries want.Nonce
+// (compared in constant time); its time is within want.MaxSkew of want.Now. Errors wrap
+// the package's sentinels; on error the returned Evidence is zero.
+//
+// The caller bounds its read of data to the same limit (MaxBytes+1), and consumes the
+// nonce in its store (once) before acting on the evidence.
+func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Evidence, error) {
+	max := want.MaxBytes
+	if max == 0 {
+		max = DefaultMaxBytes
+	}
+	skew := want.MaxSkew
+	if skew == 0 {
+		skew = DefaultMaxSkew
+	}
+	switch {
+	case max < 0:
+		return Evidence{}, fmt.Errorf("verify evidence: max bytes %d is negative", max)
+	case skew < 0:
+		return Evidence{}, fmt.Errorf("verify evidence: max skew %s is negative", skew)
+	case want.DeviceID == "" || want.Nonce == "":
+		return Evidence{}, errors.New("verify evidence: expected device id or nonce is empty")
+	case want.Now.IsZero():
+		return Evidence{}, errors.New("verify evidence: no current time")
+	}
+	kid, err := KeyID(pub)
+	if err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: %w", err)
+	}
+	if len(data) > max {
+		return Evidence{}, fmt.Errorf("verify evidence: %d bytes, limit %d: %w", len(data), max, ErrTooLarge)
+	}
+
+	var env Signed
+	if err := decodeStrict(data, &env); err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: envelope: %w: %w", ErrMalformed, err)
+	}
+	if len(env.Signed) == 0 || bytes.Equal(env.Signed, []byte("null")) {
+		return Evidence{}, fmt.Errorf("verify evidence: envelope: no signed field: %w", ErrMalformed)
+	}
+
+	// Rule 1: the signature is checked over the raw bytes before anything in them is read.
+	if n := len(env.Signatures); n != 1 {
+		return Evidence{}, fmt.Errorf("verify evidence: %d signatures, want exactly 1: %w", n, ErrSignature)
+	}
+	s := env.Signatures[0]
+	if s.KeyID != kid {
+		return Evidence{}, fmt.Errorf("verify evidence: signed by key %.16q, want the registered key %.16s: %w", s.KeyID, kid, ErrSignature)
+	}
+	sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
+	if err != nil || base64.StdEncoding.EncodeToString(sig) != s.Sig {
+		return Evidence{}, fmt.Errorf("verify evidence: signature is not standard base64: %w", ErrSignature)
+	}
+	sum := sha256.Sum256(env.Signed)
+	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
+		return Evidence{}, fmt.Errorf("verify evidence: signature by key %.16s does not verify: %w", kid, ErrSignature)
+	}
+
+	var e Evidence
+	if err := decodeStrict(env.Signed, &e); err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: signed: %w: %w", ErrMalformed, err)
+	}
+	// ATTACKS row 5: the bytes signed are the only encoding of what is judged, so a
+	// duplicate key, an escape, padding or a reordering is refused, not interpreted.
+	c, err := canonical(e)
+	if err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: signed: %w: %w", ErrMalformed, err)
+	}
+	if !bytes.Equal(c, env.Signed) {
+		return Evidence{}, fmt.Errorf("verify evidence: signed bytes are not the canonical encoding: %w", ErrNotCanonical)
+	}
+	if b, err := json.Marshal(env); err != nil || !bytes.Equal(b, data) {
+		return Evidence{}, fmt.Errorf("verify evidence: envelope is not the canonical encoding: %w", ErrNotCanonical)
+	}
+	if err := e.Validate(); err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: %w: %w", ErrMalformed, err)
+	}
+
+	// Evidence must name the device the session is for, and that must be the device the
+	// signing key identifies: one device's key cannot speak for another.
+	if e.DeviceID != want.DeviceID || e.DeviceID != kid {
+		return Evidence{}, fmt.Errorf("verify evidence: names device %.16s, session is for %.16s, key is %.16s: %w",
+			e.DeviceID, want.DeviceID, kid, ErrWrongDevice)
+	}
+	// ATTACKS row 2: evidence captured in one session is refused in another.
+	if subtle.ConstantTimeCompare([]byte(e.Nonce), []byte(want.Nonce)) != 1 {
+		return Evidence{}, fmt.Errorf("verify evidence of device %.16s: nonce does not match the session's: %w", e.DeviceID, ErrNonce)
+	}
+	if d := e.Time.Sub(want.Now); d > skew || d < -skew {
+		return Evidence{}, fmt.Errorf("verify evidence of device %.16s: time %s, now %s, more than %s apart: %w",
+			e.DeviceID, e.Time.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339), skew, ErrStale)
+	}
+	return e, nil
+}
+
+// decodeStrict decodes exactly one JSON value into v: unknown fields and trailing data
+// (other than white space, which the canonical check then refuses) are errors.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}

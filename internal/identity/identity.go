@@ -1,0 +1,72 @@
+// Package identity is the device's identity: its ECDSA P-256 identity key, held behind
+// the small [Signer] interface, and the device ID derived from the public half.
+//
+// A device ID is the lower-case hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER
+// encoding of the device's P-256 public key ([IDFromPublicKey]): 64 characters, the same
+// on every machine, and bound to the key, so nobody can claim an ID without the key.
+//
+// What it trusts: the local filesystem and the operating system's access control for
+// the key file of a [FileKey] (a TPM backend would hold the key in hardware instead).
+// What it enforces (DESIGN trust model, rule 1: the identity key is what evidence is
+// signed with): only P-256 keys are created or opened; a key file is created exclusively
+// (never overwriting an identity), with mode 0600, durably (temporary file, fsync,
+// rename, fsync of the directory), and [OpenFileKey] refuses a file that group or others
+// may read or write, or a key of another type or curve.
+//
+// The package uses the standard library only, so the slim device build stays small.
+//
+// Concurrency: the package has no state; a FileKey is immutable after opening and safe
+// for concurrent use.
+package identity
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+)
+
+// DeviceID names one device: the lower-case hex SHA-256 of the PKIX DER of its identity
+// public key.
+type DeviceID string
+
+// IDLen is the length of a device ID in characters.
+const IDLen = 2 * sha256.Size
+
+// IDFromPublicKey returns the device ID of pub: the lower-case hex SHA-256 of the PKIX
+// (SubjectPublicKeyInfo) DER encoding of the P-256 public key. It returns "" for nil or
+// a key that is not on P-256, which [ValidID] refuses.
+func IDFromPublicKey(pub *ecdsa.PublicKey) DeviceID {
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return ""
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(der)
+	return DeviceID(hex.EncodeToString(sum[:]))
+}
+
+// ValidID reports whether s has the form of a device ID: exactly 64 lower-case hex digits.
+func ValidID(s string) bool {
+	if len(s) != IDLen {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Signer holds a device identity key. The private key need not be exportable: a TPM 2.0
+// or secure-element backend implements the same interface.
+type Signer interface {
+	// Public returns the P-256 public key.
+	Public() *ecdsa.PublicKey
+	// Sign signs a SHA-256 digest (32 bytes) and returns an ASN.1 DER ECDSA signature.
+	Sign(digest []byte) ([]byte, error)
+}
