@@ -35,6 +35,10 @@ var (
 	ErrNoTenant = errors.New("no tenant")
 	// ErrInUse: a delete would leave dependants behind.
 	ErrInUse = errors.New("in use")
+	// ErrNonceUsed: an attestation nonce presented a second time (a replay).
+	ErrNonceUsed = errors.New("nonce already used")
+	// ErrExpired: a record past its expiry, such as an attestation nonce.
+	ErrExpired = errors.New("expired")
 )
 
 // Store is an open database.
@@ -58,6 +62,8 @@ type Tx interface {
 	// PlatformAudit is the audit log of platform-level changes (the root of trust, OS
 	// uploads, tenant creation); events in it have no tenant.
 	PlatformAudit() AuditLog
+	// Nonces holds the attestation nonces handed to devices, each usable once.
+	Nonces() Nonces
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
 }
@@ -203,4 +209,17 @@ type Blobs interface {
 	Add(ctx context.Context, digest string, size int64, at time.Time) error
 	// Size returns the recorded size; ErrNotFound when the tenant never uploaded it.
 	Size(ctx context.Context, digest string) (int64, error)
+}
+
+// Nonces holds attestation nonces: issued to one device, consumed at most once, before they
+// expire (rule 1; a replayed quote is refused). Consume is atomic: of two concurrent
+// consumers of one nonce exactly one succeeds.
+type Nonces interface {
+	// Issue records a fresh nonce for the device.
+	Issue(ctx context.Context, deviceID, nonce string, expires time.Time) error
+	// Consume marks the device's nonce used at now. ErrNotFound when it was never issued to
+	// this device, ErrNonceUsed when already consumed, ErrExpired when past its expiry.
+	Consume(ctx context.Context, deviceID, nonce string, now time.Time) error
+	// DeleteExpired removes nonces that expired before the given time and returns how many.
+	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 }

@@ -315,6 +315,8 @@ func (t *tx) PlatformRoots() store.PlatformRoots { return platformRoots{t} }
 
 func (t *tx) PlatformAudit() store.AuditLog { return platformAudit{t} }
 
+func (t *tx) Nonces() store.Nonces { return nonces{t} }
+
 func (t *tx) ForTenant(id tenant.ID) (store.TenantTx, error) {
 	if id == "" {
 		return nil, store.ErrNoTenant

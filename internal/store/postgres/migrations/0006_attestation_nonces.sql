@@ -1,0 +1,8 @@
+-- moat schema 6 (PostgreSQL): attestation nonces, each for one device and usable once.
+CREATE TABLE attestation_nonces (
+	nonce      TEXT PRIMARY KEY,
+	device_id  TEXT NOT NULL,
+	expires_at TIMESTAMPTZ NOT NULL,
+	used_at    TIMESTAMPTZ
+);
+CREATE INDEX attestation_nonces_expiry ON attestation_nonces (expires_at);
