@@ -1,21 +1,16 @@
 package attest
 
 import (
-	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
+	"github.com/moat-iot/moat/internal/envelope"
 	"github.com/moat-iot/moat/internal/identity"
 )
 
@@ -23,17 +18,11 @@ import (
 var nonceEncoding = base64.RawURLEncoding.Strict()
 
 // Signed is the envelope a device sends: the canonical evidence bytes and the identity
-// key's signature over them.
-type Signed struct {
-	Signed     json.RawMessage `json:"signed"`
-	Signatures []Signature     `json:"signatures"`
-}
+// key's signature over them (internal/envelope).
+type Signed = envelope.Signed
 
 // Signature is an ECDSA P-256 signature over the SHA-256 of Signed.Signed.
-type Signature struct {
-	KeyID string `json:"keyid"` // KeyID of the signing key
-	Sig   string `json:"sig"`   // ASN.1 DER, standard base64 with padding
-}
+type Signature = envelope.Signature
 
 // Expect is what the server knows independently of the evidence it verifies.
 type Expect struct {
@@ -54,15 +43,11 @@ func NewNonce() string {
 // KeyID returns the hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER encoding of pub:
 // for an identity key, the same string as its device ID.
 func KeyID(pub *ecdsa.PublicKey) (string, error) {
-	if pub == nil || pub.Curve != elliptic.P256() {
-		return "", errors.New("attest key: not an ECDSA P-256 public key")
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	id, err := envelope.KeyID(pub)
 	if err != nil {
-		return "", fmt.Errorf("attest key id: %w", err)
+		return "", fmt.Errorf("attest key: %w", err)
 	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	return id, nil
 }
 
 // canonical returns the one encoding of e that is signed: encoding/json of the struct,
@@ -81,8 +66,7 @@ func Sign(s identity.Signer, e Evidence) ([]byte, error) {
 	if s == nil {
 		return nil, errors.New("sign evidence: no identity key")
 	}
-	kid, err := KeyID(s.Public())
-	if err != nil {
+	if _, err := KeyID(s.Public()); err != nil {
 		return nil, fmt.Errorf("sign evidence: %w", err)
 	}
 	if e.Format == 0 {
@@ -96,15 +80,7 @@ func Sign(s identity.Signer, e Evidence) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
 	}
-	sum := sha256.Sum256(body)
-	sig, err := s.Sign(sum[:])
-	if err != nil {
-		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
-	}
-	env, err := json.Marshal(Signed{
-		Signed:     body,
-		Signatures: []Signature{{KeyID: kid, Sig: base64.StdEncoding.EncodeToString(sig)}},
-	})
+	env, err := envelope.Seal(s.Public(), body, s.Sign)
 	if err != nil {
 		return nil, fmt.Errorf("sign evidence of device %s: %w", e.DeviceID, err)
 	}
@@ -144,50 +120,11 @@ func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Evidence, error) {
 	if err != nil {
 		return Evidence{}, fmt.Errorf("verify evidence: %w", err)
 	}
-	if len(data) > max {
-		return Evidence{}, fmt.Errorf("verify evidence: %d bytes, limit %d: %w", len(data), max, ErrTooLarge)
-	}
-
-	var env Signed
-	if err := decodeStrict(data, &env); err != nil {
-		return Evidence{}, fmt.Errorf("verify evidence: envelope: %w: %w", ErrMalformed, err)
-	}
-	if len(env.Signed) == 0 || bytes.Equal(env.Signed, []byte("null")) {
-		return Evidence{}, fmt.Errorf("verify evidence: envelope: no signed field: %w", ErrMalformed)
-	}
-
-	// Rule 1: the signature is checked over the raw bytes before anything in them is read.
-	if n := len(env.Signatures); n != 1 {
-		return Evidence{}, fmt.Errorf("verify evidence: %d signatures, want exactly 1: %w", n, ErrSignature)
-	}
-	s := env.Signatures[0]
-	if s.KeyID != kid {
-		return Evidence{}, fmt.Errorf("verify evidence: signed by key %.16q, want the registered key %.16s: %w", s.KeyID, kid, ErrSignature)
-	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
-	if err != nil || base64.StdEncoding.EncodeToString(sig) != s.Sig {
-		return Evidence{}, fmt.Errorf("verify evidence: signature is not standard base64: %w", ErrSignature)
-	}
-	sum := sha256.Sum256(env.Signed)
-	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
-		return Evidence{}, fmt.Errorf("verify evidence: signature by key %.16s does not verify: %w", kid, ErrSignature)
-	}
-
+	// Rule 1, ATTACKS row 5: signed by the registered key, and the only encoding of what
+	// is judged (internal/envelope).
 	var e Evidence
-	if err := decodeStrict(env.Signed, &e); err != nil {
-		return Evidence{}, fmt.Errorf("verify evidence: signed: %w: %w", ErrMalformed, err)
-	}
-	// ATTACKS row 5: the bytes signed are the only encoding of what is judged, so a
-	// duplicate key, an escape, padding or a reordering is refused, not interpreted.
-	c, err := canonical(e)
-	if err != nil {
-		return Evidence{}, fmt.Errorf("verify evidence: signed: %w: %w", ErrMalformed, err)
-	}
-	if !bytes.Equal(c, env.Signed) {
-		return Evidence{}, fmt.Errorf("verify evidence: signed bytes are not the canonical encoding: %w", ErrNotCanonical)
-	}
-	if b, err := json.Marshal(env); err != nil || !bytes.Equal(b, data) {
-		return Evidence{}, fmt.Errorf("verify evidence: envelope is not the canonical encoding: %w", ErrNotCanonical)
+	if err := envelope.Open(data, pub, max, &e, func() ([]byte, error) { return canonical(e) }); err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: %w", err)
 	}
 	if err := e.Validate(); err != nil {
 		return Evidence{}, fmt.Errorf("verify evidence: %w: %w", ErrMalformed, err)
@@ -208,18 +145,4 @@ func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Evidence, error) {
 			e.DeviceID, e.Time.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339), skew, ErrStale)
 	}
 	return e, nil
-}
-
-// decodeStrict decodes exactly one JSON value into v: unknown fields and trailing data
-// (other than white space, which the canonical check then refuses) are errors.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
 }

@@ -35,6 +35,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moat-iot/moat/internal/envelope"
 	"github.com/moat-iot/moat/internal/identity"
 )
 
@@ -59,10 +60,10 @@ const (
 
 // Errors that callers branch on with errors.Is.
 var (
-	ErrTooLarge     = errors.New("evidence too large")
-	ErrMalformed    = errors.New("malformed evidence")
-	ErrSignature    = errors.New("evidence signature invalid")
-	ErrNotCanonical = errors.New("evidence not in canonical form")
+	ErrTooLarge     = envelope.ErrTooLarge
+	ErrMalformed    = envelope.ErrMalformed
+	ErrSignature    = envelope.ErrSignature
+	ErrNotCanonical = envelope.ErrNotCanonical
 	ErrWrongDevice  = errors.New("evidence for another device")
 	ErrNonce        = errors.New("evidence nonce does not match")
 	ErrStale        = errors.New("evidence time outside the allowed skew")

@@ -40,6 +40,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/moat-iot/moat/internal/envelope"
 )
 
 // Format is the only assignment format version this package issues and accepts.
@@ -67,10 +69,10 @@ const (
 
 // Errors that callers branch on with errors.Is.
 var (
-	ErrTooLarge     = errors.New("assignment too large")
-	ErrMalformed    = errors.New("malformed assignment")
-	ErrSignature    = errors.New("assignment signature invalid")
-	ErrNotCanonical = errors.New("assignment not in canonical form")
+	ErrTooLarge     = envelope.ErrTooLarge
+	ErrMalformed    = envelope.ErrMalformed
+	ErrSignature    = envelope.ErrSignature
+	ErrNotCanonical = envelope.ErrNotCanonical
 	ErrWrongDevice  = errors.New("assignment for another device")
 	ErrExpired      = errors.New("assignment outside its validity window")
 	ErrReplayed     = errors.New("assignment counter not above the last accepted")

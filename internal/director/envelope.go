@@ -1,33 +1,22 @@
 package director
 
 import (
-	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
+
+	"github.com/moat-iot/moat/internal/envelope"
 )
 
 // Signed is the envelope a device fetches: the canonical assignment bytes and the
-// director's signature over them.
-type Signed struct {
-	Signed     json.RawMessage `json:"signed"`
-	Signatures []Signature     `json:"signatures"`
-}
+// director's signature over them (internal/envelope).
+type Signed = envelope.Signed
 
 // Signature is an ECDSA P-256 signature over the SHA-256 of Signed.Signed.
-type Signature struct {
-	KeyID string `json:"keyid"` // KeyID of the signing key
-	Sig   string `json:"sig"`   // ASN.1 DER, standard base64 with padding
-}
+type Signature = envelope.Signature
 
 // Expect is what the device knows independently of the assignment it verifies.
 type Expect struct {
@@ -40,22 +29,11 @@ type Expect struct {
 
 // KeyID returns the hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER encoding of pub.
 func KeyID(pub *ecdsa.PublicKey) (string, error) {
-	if err := checkKey(pub); err != nil {
-		return "", err
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	id, err := envelope.KeyID(pub)
 	if err != nil {
-		return "", fmt.Errorf("director key id: %w", err)
+		return "", fmt.Errorf("director key: %w", err)
 	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
-}
-
-func checkKey(pub *ecdsa.PublicKey) error {
-	if pub == nil || pub.Curve != elliptic.P256() {
-		return errors.New("director key: not an ECDSA P-256 public key")
-	}
-	return nil
+	return id, nil
 }
 
 // canonical returns the one encoding of a that is signed: encoding/json of the struct,
@@ -73,8 +51,7 @@ func Issue(key *ecdsa.PrivateKey, a Assignment) ([]byte, error) {
 	if key == nil {
 		return nil, errors.New("issue assignment: no director key")
 	}
-	kid, err := KeyID(&key.PublicKey)
-	if err != nil {
+	if _, err := KeyID(&key.PublicKey); err != nil {
 		return nil, fmt.Errorf("issue assignment: %w", err)
 	}
 	a.IssuedAt = a.IssuedAt.UTC().Truncate(time.Second)
@@ -86,14 +63,8 @@ func Issue(key *ecdsa.PrivateKey, a Assignment) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue assignment for device %s: %w", a.DeviceID, err)
 	}
-	sum := sha256.Sum256(body)
-	sig, err := ecdsa.SignASN1(rand.Reader, key, sum[:])
-	if err != nil {
-		return nil, fmt.Errorf("issue assignment for device %s: sign: %w", a.DeviceID, err)
-	}
-	env, err := json.Marshal(Signed{
-		Signed:     body,
-		Signatures: []Signature{{KeyID: kid, Sig: base64.StdEncoding.EncodeToString(sig)}},
+	env, err := envelope.Seal(&key.PublicKey, body, func(digest []byte) ([]byte, error) {
+		return ecdsa.SignASN1(rand.Reader, key, digest)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issue assignment for device %s: %w", a.DeviceID, err)
@@ -123,54 +94,11 @@ func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Assignment, error) 
 	case want.Now.IsZero():
 		return Assignment{}, errors.New("verify assignment: no current time")
 	}
-	kid, err := KeyID(pub)
-	if err != nil {
-		return Assignment{}, fmt.Errorf("verify assignment: %w", err)
-	}
-	if len(data) > max {
-		return Assignment{}, fmt.Errorf("verify assignment: %d bytes, limit %d: %w", len(data), max, ErrTooLarge)
-	}
-
-	var env Signed
-	if err := decodeStrict(data, &env); err != nil {
-		return Assignment{}, fmt.Errorf("verify assignment: envelope: %w: %w", ErrMalformed, err)
-	}
-	if len(env.Signed) == 0 || bytes.Equal(env.Signed, []byte("null")) {
-		return Assignment{}, fmt.Errorf("verify assignment: envelope: no signed field: %w", ErrMalformed)
-	}
-
-	// Rule 2: the signature is checked over the raw bytes before anything in them is read.
-	if n := len(env.Signatures); n != 1 {
-		return Assignment{}, fmt.Errorf("verify assignment: %d signatures, want exactly 1: %w", n, ErrSignature)
-	}
-	s := env.Signatures[0]
-	if s.KeyID != kid {
-		return Assignment{}, fmt.Errorf("verify assignment: signed by key %.16q, want the pinned director key %.16s: %w", s.KeyID, kid, ErrSignature)
-	}
-	sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
-	if err != nil || base64.StdEncoding.EncodeToString(sig) != s.Sig {
-		return Assignment{}, fmt.Errorf("verify assignment: signature is not standard base64: %w", ErrSignature)
-	}
-	sum := sha256.Sum256(env.Signed)
-	if !ecdsa.VerifyASN1(pub, sum[:], sig) {
-		return Assignment{}, fmt.Errorf("verify assignment: signature by key %.16s does not verify: %w", kid, ErrSignature)
-	}
-
+	// Rule 2, ATTACKS row 22: signed by the pinned key, and the only encoding of what is
+	// acted on (internal/envelope).
 	var a Assignment
-	if err := decodeStrict(env.Signed, &a); err != nil {
-		return Assignment{}, fmt.Errorf("verify assignment: signed: %w: %w", ErrMalformed, err)
-	}
-	// Rule 2, ATTACKS row 22: the bytes signed are the only encoding of what is acted on,
-	// so a duplicate key, an escape, padding or a reordering is refused, not interpreted.
-	c, err := canonical(a)
-	if err != nil {
-		return Assignment{}, fmt.Errorf("verify assignment: signed: %w: %w", ErrMalformed, err)
-	}
-	if !bytes.Equal(c, env.Signed) {
-		return Assignment{}, fmt.Errorf("verify assignment: signed bytes are not the canonical encoding: %w", ErrNotCanonical)
-	}
-	if e, err := json.Marshal(env); err != nil || !bytes.Equal(e, data) {
-		return Assignment{}, fmt.Errorf("verify assignment: envelope is not the canonical encoding: %w", ErrNotCanonical)
+	if err := envelope.Open(data, pub, max, &a, func() ([]byte, error) { return canonical(a) }); err != nil {
+		return Assignment{}, fmt.Errorf("verify assignment: %w", err)
 	}
 	if err := a.Validate(); err != nil {
 		return Assignment{}, fmt.Errorf("verify assignment: %w: %w", ErrMalformed, err)
@@ -193,18 +121,4 @@ func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Assignment, error) 
 		return Assignment{}, fmt.Errorf("verify assignment: counter %d, last accepted %d: %w", a.Counter, want.LastCounter, ErrReplayed)
 	}
 	return a, nil
-}
-
-// decodeStrict decodes exactly one JSON value into v: unknown fields and trailing data
-// (other than white space, which the canonical check then refuses) are errors.
-func decodeStrict(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON value")
-	}
-	return nil
 }
