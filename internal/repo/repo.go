@@ -70,6 +70,7 @@ type Service struct {
 	online    signature.Signer
 	onlinePub *ecdsa.PublicKey
 	now       func() time.Time
+	catalogs  catalogCache
 }
 
 // New returns the service. online is the server's online signing key; blobs holds the
@@ -350,6 +351,7 @@ func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantT
 				return fmt.Errorf("store %s: %w", f.Name, err)
 			}
 		}
+		s.invalidate(t)
 		return after(tt)
 	})
 }

@@ -28,6 +28,12 @@ type Config struct {
 	// OnlineKey is the online signing key's file (unencrypted, 0600); empty means
 	// DATA/keys/online.key, created at the first start.
 	OnlineKey string `json:"online_key"`
+	// CAKeyKEK is the file of the 32-byte key that wraps tenant device-CA private keys in
+	// the database (0600); empty means DATA/keys/ca.kek, created at the first start.
+	// Replicas that share a database must share it, as they share OnlineKey.
+	CAKeyKEK string `json:"ca_kek"`
+	// CertLifetime is the lifetime of device certificates issued after attestation.
+	CertLifetime time.Duration `json:"certificate_lifetime"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`
@@ -43,6 +49,7 @@ func DefaultConfig() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 20 * time.Second,
+		CertLifetime:    24 * time.Hour,
 	}
 }
 
@@ -79,6 +86,9 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log_format", "must be text or json, got %q", c.LogFormat)
+	}
+	if c.CertLifetime < 5*time.Minute || c.CertLifetime > 30*24*time.Hour {
+		bad("certificate_lifetime", "must be between 5m and 720h, got %s", c.CertLifetime)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")

@@ -26,6 +26,7 @@ import (
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/blob/fsblob"
+	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -39,6 +40,7 @@ type Server struct {
 	log      *slog.Logger
 	store    store.Store
 	repo     *repo.Service
+	fleet    *fleet.Service
 	http     *http.Server
 	listener net.Listener
 	ready    atomic.Bool
@@ -116,7 +118,17 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.repo = rp
-	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: rp})
+	kek, err := caKEK(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := fleet.New(fleet.Config{Store: st, Repo: rp, Logger: log.With("component", "fleet"), Now: now,
+		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime})
+	if err != nil {
+		return nil, err
+	}
+	s.fleet = fl
+	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: rp, Fleet: fl})
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +168,9 @@ func openStore(ctx context.Context, cfg Config, now func() time.Time) (store.Sto
 }
 
 func (s *Server) tlsConfig(host string, now time.Time) (*tls.Config, []byte, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	// Devices present client certificates (mutual TLS); management clients present none.
+	// The device routes verify them (internal/fleet), so the handshake only asks.
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {
@@ -282,6 +296,13 @@ func (s *Server) refreshLoop(ctx context.Context) {
 			s.log.ErrorContext(ctx, "refresh TUF timestamps", "err", err)
 		} else if n > 0 {
 			s.log.InfoContext(ctx, "TUF timestamps re-signed", "views", n)
+		}
+		err = s.store.InTx(ctx, func(tx store.Tx) error {
+			_, err := tx.Nonces().DeleteExpired(ctx, time.Now().Add(-time.Minute))
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
+			s.log.ErrorContext(ctx, "delete expired attestation nonces", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -19,6 +19,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
@@ -64,6 +65,12 @@ type Tx interface {
 	PlatformAudit() AuditLog
 	// Nonces holds the attestation nonces handed to devices, each usable once.
 	Nonces() Nonces
+	// Devices is the platform's device registry (registration, claiming, attestation).
+	Devices() Devices
+	// PlatformCA holds the platform root's X.509 certificate, which certifies tenant CAs.
+	PlatformCA() PlatformCA
+	// PendingCAs lists every tenant's device CAs that wait for the platform root.
+	PendingCAs(ctx context.Context) ([]device.CA, error)
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
 }
@@ -78,6 +85,11 @@ type TenantTx interface {
 	SigningKeys() SigningKeys
 	TUFFiles() TUFFiles
 	Blobs() Blobs
+	// Devices reaches the devices the tenant claimed, and no others.
+	Devices() TenantDevices
+	DeviceCAs() DeviceCAs
+	Certificates() Certificates
+	Deployments() Deployments
 }
 
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
@@ -222,4 +234,72 @@ type Nonces interface {
 	Consume(ctx context.Context, deviceID, nonce string, now time.Time) error
 	// DeleteExpired removes nonces that expired before the given time and returns how many.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Devices is the platform-wide device registry.
+type Devices interface {
+	// Register records a new device (unclaimed, Version 1); ErrConflict when its ID is
+	// already registered.
+	Register(ctx context.Context, d device.Device) error
+	Get(ctx context.Context, id device.ID) (device.Device, error)
+	// Claim puts an unclaimed device into tenant t at the given time and returns it.
+	// Claiming a device the same tenant already claimed returns it unchanged; a device
+	// another tenant claimed is ErrConflict; an unknown one ErrNotFound.
+	Claim(ctx context.Context, id device.ID, t tenant.ID, at time.Time) (device.Device, error)
+	// Update writes d when the stored version is d.Version-1 (ErrStale otherwise). It
+	// never changes the device's tenant (Claim does).
+	Update(ctx context.Context, d device.Device) error
+}
+
+// TenantDevices reaches the devices one tenant claimed. Another tenant's device, or an
+// unclaimed one, is ErrNotFound.
+type TenantDevices interface {
+	Get(ctx context.Context, id device.ID) (device.Device, error)
+	// List returns the tenant's devices ordered by ID, filtered.
+	List(ctx context.Context, f device.Filter, p Page) ([]device.Device, error)
+	// Update writes d when the stored version is d.Version-1 (ErrStale otherwise) and the
+	// device is the tenant's (ErrNotFound otherwise). It never changes the tenant.
+	Update(ctx context.Context, d device.Device) error
+	// CountInGroup counts the tenant's devices in a group (a group with devices cannot be
+	// deleted).
+	CountInGroup(ctx context.Context, pid product.ID, gid product.GroupID) (int, error)
+}
+
+// PlatformCA holds the platform root certificate (PEM), one at a time.
+type PlatformCA interface {
+	// Put stores the certificate, replacing any earlier one.
+	Put(ctx context.Context, certPEM string, at time.Time) error
+	// Get returns it; ErrNotFound before the platform is initialised.
+	Get(ctx context.Context) (string, error)
+}
+
+// DeviceCAs holds one tenant's device certificate authorities.
+type DeviceCAs interface {
+	// Create stores a new CA (Version 1); ErrConflict on a duplicate ID.
+	Create(ctx context.Context, ca device.CA) error
+	Get(ctx context.Context, id string) (device.CA, error)
+	// List returns every CA of the tenant, oldest first.
+	List(ctx context.Context) ([]device.CA, error)
+	// Update writes ca when the stored version is ca.Version-1 (ErrStale otherwise).
+	Update(ctx context.Context, ca device.CA) error
+}
+
+// Certificates records the device certificates issued to one tenant's devices.
+type Certificates interface {
+	// Record stores an issued certificate; ErrConflict when the serial exists (serials are
+	// unique across all tenants).
+	Record(ctx context.Context, c device.Certificate) error
+	Get(ctx context.Context, serial string) (device.Certificate, error)
+	// ListForDevice returns a device's certificates, newest first, at most limit.
+	ListForDevice(ctx context.Context, id device.ID, limit int) ([]device.Certificate, error)
+}
+
+// Deployments holds one tenant's application deployments to device groups.
+type Deployments interface {
+	// Create records a deployment; it becomes its group's current one.
+	Create(ctx context.Context, d device.Deployment) error
+	// Current returns the group's newest deployment; ErrNotFound when it has none.
+	Current(ctx context.Context, pid product.ID, gid product.GroupID) (device.Deployment, error)
+	// List returns a group's deployments, newest first.
+	List(ctx context.Context, pid product.ID, gid product.GroupID, p Page) ([]device.Deployment, error)
 }

@@ -189,7 +189,13 @@ func (a *API) createTenant(c *call) (any, error) {
 		ID: tenant.ID(ident.New(tenant.IDPrefix, c.now)), Name: req.Name,
 		CreatedAt: c.now, UpdatedAt: c.now, Version: 1,
 	}
-	err := a.store.InTx(c.ctx, func(tx store.Tx) error {
+	// The tenant's device CA is created with it; the platform root certifies it offline
+	// (moat platform ca-sign).
+	ca, err := a.fleet.NewPendingCA(t.ID, c.now)
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
 		if err := tx.Tenants().Create(c.ctx, t); err != nil {
 			return err
 		}
@@ -198,6 +204,9 @@ func (a *API) createTenant(c *call) (any, error) {
 			return err
 		}
 		if err := tt.Members().Put(c.ctx, c.principal.User.ID, auth.Administrator, c.now); err != nil {
+			return err
+		}
+		if err := tt.DeviceCAs().Create(c.ctx, ca); err != nil {
 			return err
 		}
 		c.tenant = t.ID

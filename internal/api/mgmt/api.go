@@ -33,6 +33,8 @@ import (
 
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/repo"
@@ -50,6 +52,7 @@ type API struct {
 	now     func() time.Time
 	metrics *Metrics
 	repo    *repo.Service
+	fleet   *fleet.Service
 }
 
 // Config holds the API's dependencies. All are required.
@@ -59,6 +62,7 @@ type Config struct {
 	Now     func() time.Time
 	Metrics *Metrics
 	Repo    *repo.Service
+	Fleet   *fleet.Service
 }
 
 // New returns the API.
@@ -79,13 +83,16 @@ func New(cfg Config) (*API, error) {
 	if cfg.Repo == nil {
 		errs = append(errs, errors.New("mgmt: Repo is required"))
 	}
+	if cfg.Fleet == nil {
+		errs = append(errs, errors.New("mgmt: Fleet is required"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if err := checkRoutes(Routes()); err != nil {
 		return nil, err
 	}
-	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo}, nil
+	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet}, nil
 }
 
 // Register adds every route of the table to mux.
@@ -128,8 +135,9 @@ type call struct {
 	r         *http.Request
 	route     *Route
 	principal *auth.Principal
-	tenant    tenant.ID // set on tenant-scoped routes after authorization
-	body      any       // decoded and validated request body, when the route has one
+	device    *device.Device // the authenticated device on device routes
+	tenant    tenant.ID      // set on tenant-scoped and device routes after authorization
+	body      any            // decoded and validated request body, when the route has one
 	requestID string
 	now       time.Time
 	status    int // success status, when a handler overrides the route's
@@ -210,7 +218,19 @@ func (a *API) wrap(rt Route) http.Handler {
 }
 
 func (a *API) serve(c *call) error {
-	if c.route.Auth != AuthNone {
+	switch c.route.Auth {
+	case AuthNone, AuthDeviceProof:
+	case AuthDevice:
+		d, err := a.fleet.Authenticate(c.ctx, c.r.TLS)
+		if errors.Is(err, fleet.ErrUnauthenticated) {
+			a.log.WarnContext(c.ctx, "device authentication refused", "request_id", c.requestID, "err", err)
+			return problem.New(problem.Unauthenticated, "device_unauthenticated", "a valid, unexpired device certificate from the device's tenant CA is required (attest first)")
+		}
+		if err != nil {
+			return problem.Wrap(fmt.Errorf("authenticate device: %w", err))
+		}
+		c.device, c.tenant = &d, d.TenantID
+	default:
 		p, err := a.authenticate(c)
 		if err != nil {
 			c.w.Header().Set("WWW-Authenticate", `Bearer realm="moat"`)
@@ -242,6 +262,12 @@ func (a *API) serve(c *call) error {
 	}
 	if _, ok := out.(alreadyWritten); ok {
 		return nil
+	}
+	if f, ok := out.(rawFile); ok {
+		c.w.Header().Set("Content-Type", f.contentType)
+		c.w.WriteHeader(status)
+		_, err := c.w.Write(f.data)
+		return err
 	}
 	if raw, ok := out.(rawJSON); ok {
 		c.w.Header().Set("Content-Type", "application/json")
@@ -302,7 +328,7 @@ func (a *API) authenticate(c *call) (*auth.Principal, error) {
 
 func (a *API) authorize(c *call) error {
 	switch c.route.Auth {
-	case AuthNone, AuthAny:
+	case AuthNone, AuthAny, AuthDevice, AuthDeviceProof:
 		return nil
 	case AuthOperator:
 		return c.principal.RequireOperator()

@@ -146,12 +146,13 @@ type world struct {
 }
 
 type fixture struct {
-	admin   *api
-	tenant  string
-	product object
-	group   object
-	userID  string
-	keyID   string
+	admin    *api
+	tenant   string
+	product  object
+	group    object
+	userID   string
+	keyID    string
+	deviceID string // a device the tenant claimed
 }
 
 func newWorld(t testing.TB, opts ...testenv.ServerOption) *world {
@@ -184,7 +185,10 @@ func (w *world) tenant(t testing.TB, name string) fixture {
 	admin.must(200, "GET", "/api/v1/tenants/"+ten.ID+"/products/"+p.ID+"/device-groups", nil).decode(t, &gs)
 	var key object
 	admin.must(201, "POST", "/api/v1/tenants/"+ten.ID+"/signing-keys", map[string]string{"name": "release", "public_key_pem": newPublicKeyPEM(t)}).decode(t, &key)
-	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID}
+	var dev struct{ ID string }
+	w.op.must(201, "POST", "/api/v1/platform/devices", map[string]string{"public_key_pem": newPublicKeyPEM(t)}).decode(t, &dev)
+	admin.must(200, "POST", "/api/v1/tenants/"+ten.ID+"/device-claims", map[string]any{"device_ids": []string{dev.ID}})
+	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID, deviceID: dev.ID}
 }
 
 func (w *world) member(t testing.TB, f fixture, name, role string) *api {

@@ -188,7 +188,7 @@ func TestAPI_AuditLogRecordsChanges(t *testing.T) {
 				t.Errorf("audit %s: remote_addr = %q, want 127.0.0.1:port", e.Action, e.RemoteAddr)
 			}
 		}
-		want := []string{"tenant.create", "member.put", "member.create", "product.create", "signing_key.create", "member.create", "member.create", "device_group.update"}
+		want := []string{"tenant.create", "member.put", "member.create", "product.create", "signing_key.create", "device.claim", "member.create", "member.create", "device_group.update"}
 		if diff := cmp.Diff(want, actions); diff != "" {
 			t.Errorf("audit actions (-want +got):\n%s", diff)
 		}
@@ -288,15 +288,15 @@ func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 		bDump := dumpTenant(t, w.b)
 		param := regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
 		// Path parameters that name one of B's objects (a TUF file name names none).
-		objectParam := regexp.MustCompile(`\{(product|group|user|key)\}`)
+		objectParam := regexp.MustCompile(`\{(product|group|user|key|device)\}`)
 		// Attacks: B's tenant in the path; and A's own tenant with B's object IDs.
 		attacks := []struct {
 			name string
 			vals map[string]string
 		}{
-			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
-			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
-			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
 		}
 		covered := 0
 		for _, rt := range mgmt.Routes() {
@@ -367,6 +367,12 @@ func validBody(t *testing.T, op string) any {
 		return map[string]string{"name": "Pwned"}
 	case "createSigningKey":
 		return map[string]string{"name": "injected", "public_key_pem": newPublicKeyPEM(t)}
+	case "claimDevices":
+		return map[string]any{"device_ids": []string{strings.Repeat("0", 64)}}
+	case "updateDevice":
+		return map[string]any{"device_group": "DW100/Production", "blocked": true}
+	case "createDeployment":
+		return map[string]string{"target": "apps/dw100-app/1.0.0"}
 	}
 	t.Fatalf("no valid body for operation %s; add one to validBody", op)
 	return nil
@@ -383,6 +389,10 @@ func dumpTenant(t *testing.T, f fixture) string {
 		"/api/v1/tenants/" + f.tenant + "/members",
 		"/api/v1/tenants/" + f.tenant + "/audit-events",
 		"/api/v1/tenants/" + f.tenant + "/signing-keys",
+		"/api/v1/tenants/" + f.tenant + "/devices",
+		"/api/v1/tenants/" + f.tenant + "/device-cas",
+		"/api/v1/tenants/" + f.tenant + "/devices/" + f.deviceID + "/certificates",
+		f.groupPath() + "/deployments",
 	} {
 		r := f.admin.must(200, "GET", p, nil)
 		var v any

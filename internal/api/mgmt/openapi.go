@@ -2,6 +2,7 @@ package mgmt
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -89,6 +90,12 @@ func (s *schemas) schema(t reflect.Type) obj {
 		return obj{"type": "boolean"}
 	case reflect.Int, reflect.Int32, reflect.Int64:
 		return obj{"type": "integer", "format": "int64"}
+	case reflect.Uint32:
+		return obj{"type": "integer", "format": "int64", "minimum": 0, "maximum": math.MaxUint32}
+	case reflect.Map:
+		if t.Key().Kind() == reflect.String {
+			return obj{"type": "object", "additionalProperties": s.schema(t.Elem())}
+		}
 	case reflect.Slice:
 		return obj{"type": "array", "items": s.schema(t.Elem())}
 	case reflect.Struct:
@@ -139,6 +146,8 @@ var paramDescriptions = map[string]string{
 	"token":   "Token ID (tok_...).",
 	"key":     "Signing key record ID (key_...).",
 	"target":  "A target's hash-prefixed path as TUF clients ask for it: apps/<name>/<sha256>.<version>.",
+	"device":  "Device ID: 64 lower-case hex digits, the SHA-256 of the device's public key (PKIX DER).",
+	"ca":      "Device CA ID (dca_...).",
 	"file":    "A TUF metadata file name: N.root.json, N.targets.json, N.apps.json, N.snapshot.json or timestamp.json.",
 }
 
@@ -183,10 +192,14 @@ func OpenAPI() map[string]any {
 			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.schema(rt.Request)}}}
 		}
 		if rt.RawRequest {
-			if rt.RawRequestType == "application/octet-stream" {
+			switch rt.RawRequestType {
+			case "application/octet-stream":
 				op["requestBody"] = obj{"required": true, "description": "The file, streamed.",
 					"content": obj{rt.RawRequestType: obj{"schema": obj{"type": "string", "format": "binary"}}}}
-			} else {
+			case "application/x-pem-file":
+				op["requestBody"] = obj{"required": true, "description": "A PEM certificate.",
+					"content": obj{rt.RawRequestType: obj{"schema": obj{"type": "string"}}}}
+			default:
 				op["requestBody"] = obj{"required": true, "description": "Signed TUF metadata, sent and stored byte for byte.",
 					"content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}
 			}
@@ -194,9 +207,12 @@ func OpenAPI() map[string]any {
 		responses := obj{}
 		success := obj{"description": http.StatusText(rt.Status)}
 		if rt.RawResponse {
-			if rt.RawResponseType == "application/octet-stream" {
+			switch rt.RawResponseType {
+			case "application/octet-stream":
 				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string", "format": "binary"}}}
-			} else {
+			case "application/x-pem-file":
+				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string"}}}
+			default:
 				success["content"] = obj{"application/json": obj{"schema": obj{"type": "object"}}}
 			}
 		}
@@ -215,7 +231,19 @@ func OpenAPI() map[string]any {
 		}
 		responses[fmt.Sprint(rt.Status)] = success
 		responses["400"] = problemResponse("The request is malformed or invalid; field names the offending field.")
-		if rt.Auth != AuthNone {
+		switch rt.Auth {
+		case AuthNone:
+		case AuthDeviceProof:
+			op["security"] = []any{}
+			if rt.RawRequest {
+				responses["403"] = problemResponse("Refused; the reason is recorded for support staff, not told to the caller.")
+			}
+		case AuthDevice:
+			// OpenAPI 3.0 has no mutualTLS scheme (3.1 does): say it in words.
+			op["security"] = []any{}
+			op["description"] = "Requires mutual TLS with the device's certificate from its tenant's device CA (issued by attest)."
+			responses["401"] = problemResponse("No valid device certificate, or the device is blocked.")
+		default:
 			responses["401"] = problemResponse("No valid bearer token.")
 			op["security"] = []any{obj{"bearerAuth": []string{}}}
 		}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
@@ -28,6 +30,12 @@ const (
 	AuthOperator
 	// AuthTenant: a principal with at least MinRole in the path's {tenant}.
 	AuthTenant
+	// AuthDevice: a device, by its client certificate from its tenant's CA (mutual TLS);
+	// its tenant is the certificate's, never the path's.
+	AuthDevice
+	// AuthDeviceProof: a device that has no certificate yet; the body carries its proof
+	// (attestation), and the answer to a failed proof says only "refused".
+	AuthDeviceProof
 )
 
 // Route is one entry of the route table.
@@ -66,6 +74,8 @@ func Routes() []Route {
 		tenantPath  = "/api/v1/tenants/{tenant}"
 		productPath = tenantPath + "/products/{product}"
 		groupPath   = productPath + "/device-groups/{group}"
+		devicePath  = tenantPath + "/devices/{device}"
+		pem         = "application/x-pem-file"
 	)
 	return []Route{
 		{Method: "GET", Pattern: "/api/v1/me", OperationID: "getMe", Summary: "Show the calling user, its token and its roles",
@@ -127,6 +137,50 @@ func Routes() []Route {
 		{Method: "GET", Pattern: tenantPath + "/tuf/metadata/{file}", OperationID: "getTenantTUFFile", Summary: "Fetch a file of the tenant's TUF repository view (N.root.json, N.targets.json, N.apps.json, N.snapshot.json, timestamp.json)",
 			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 
+		{Method: "POST", Pattern: "/api/v1/platform/devices", OperationID: "registerDevice", Summary: "Register a manufactured device's identity public key (ECDSA P-256 PEM); its ID is the hex SHA-256 of the key",
+			Auth: AuthOperator, Request: typeOf[device.Register](), Response: typeOf[device.Device](), Status: 201, Handler: (*API).registerDevice},
+		{Method: "PUT", Pattern: "/api/v1/platform/ca-certificate", OperationID: "putPlatformCertificate", Summary: "Upload the platform root's X.509 certificate (self-signed by a root key of the TUF root) that certifies tenant device CAs",
+			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, Response: typeOf[PlatformCertificate](), Status: 200, Handler: (*API).putPlatformCertificate},
+		{Method: "GET", Pattern: "/api/v1/platform/device-cas", OperationID: "listPendingDeviceCAs", Summary: "List every tenant's device CAs that wait for the platform root to certify them",
+			Auth: AuthOperator, Response: typeOf[device.CA](), List: true, Status: 200, Handler: (*API).listPendingDeviceCAs},
+		{Method: "PUT", Pattern: tenantPath + "/device-cas/{ca}/certificate", OperationID: "putDeviceCACertificate", Summary: "Upload the certificate the platform root issued (offline) for a pending tenant device CA; it becomes the tenant's active CA",
+			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, Response: typeOf[device.CA](), Status: 200, Handler: (*API).putDeviceCACertificate},
+
+		{Method: "GET", Pattern: tenantPath + "/device-cas", OperationID: "listDeviceCAs", Summary: "List the tenant's device CAs (pending, active, retired)",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.CA](), List: true, Status: 200, Handler: (*API).listDeviceCAs},
+		{Method: "POST", Pattern: tenantPath + "/device-cas", OperationID: "rotateDeviceCA", Summary: "Start a device CA rotation: a new CA that takes over, with an overlap, once the platform root certifies it",
+			Auth: AuthTenant, MinRole: auth.Administrator, Response: typeOf[device.CA](), Status: 201, Handler: (*API).rotateDeviceCA},
+		{Method: "GET", Pattern: tenantPath + "/ca-certificate-chain", OperationID: "getDeviceCAChain", Summary: "Download the PEM chain (the tenant's trusted device CAs, then the platform root) a tenant's cloud trusts its devices with",
+			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, RawResponseType: pem, Status: 200, Handler: (*API).getDeviceCAChain},
+
+		{Method: "POST", Pattern: tenantPath + "/device-claims", OperationID: "claimDevices", Summary: "Claim registered devices into the tenant (once: a device claimed by another tenant cannot be claimed)",
+			Auth: AuthTenant, MinRole: auth.Administrator, Request: typeOf[device.Claim](), Response: typeOf[Claimed](), Status: 200, Handler: (*API).claimDevices},
+		{Method: "GET", Pattern: tenantPath + "/devices", OperationID: "listDevices", Summary: "List the tenant's devices",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Device](), List: true, Filters: []string{"product"}, Status: 200, Handler: (*API).listDevices},
+		{Method: "GET", Pattern: devicePath, OperationID: "getDevice", Summary: "Show a device: group, floors, state and its last attestation (with the refusal reason)",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDevice},
+		{Method: "PATCH", Pattern: devicePath, OperationID: "updateDevice", Summary: "Move a device to a group, block or unblock it, or grant the development capability (If-Match required; blocked and development need Administrator)",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.Update](), Response: typeOf[device.Device](), Status: 200, IfMatch: "required", Handler: (*API).updateDevice},
+		{Method: "GET", Pattern: devicePath + "/certificates", OperationID: "listDeviceCertificates", Summary: "List the certificates issued to a device, newest first, with what it attested",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Certificate](), List: true, Status: 200, Handler: (*API).listDeviceCertificates},
+		{Method: "GET", Pattern: groupPath + "/deployments", OperationID: "listDeployments", Summary: "List a device group's deployments, newest (current) first",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), List: true, Status: 200, Handler: (*API).listDeployments},
+		{Method: "POST", Pattern: groupPath + "/deployments", OperationID: "createDeployment", Summary: "Deploy an app image (a current target of the tenant's apps.json, for the group's product) to a device group",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.DeploymentCreate](), Response: typeOf[device.Deployment](), Status: 201, Handler: (*API).createDeployment},
+
+		{Method: "POST", Pattern: "/api/v1/device/attestation/nonces", OperationID: "createAttestationNonce", Summary: "Device: get a single-use attestation nonce",
+			Auth: AuthDeviceProof, Request: typeOf[NonceRequest](), Response: typeOf[fleet.Nonce](), Status: 201, Handler: (*API).createNonce},
+		{Method: "POST", Pattern: "/api/v1/device/attestations", OperationID: "attest", Summary: "Device: present signed attestation evidence; get a short-lived client certificate, or 403 refused",
+			Auth: AuthDeviceProof, RawRequest: true, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
+		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
+			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
+		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
+			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
+		{Method: "GET", Pattern: "/api/v1/device/tuf/metadata/{file}", OperationID: "getDeviceTUFFile", Summary: "Device (mutual TLS): a file of its tenant's TUF repository view",
+			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
+		{Method: "GET", Pattern: "/api/v1/device/tuf/targets/{target...}", OperationID: "getDeviceTarget", Summary: "Device (mutual TLS): download a target of its tenant's view by hash-prefixed name (Range and a strong ETag supported)",
+			Auth: AuthDevice, RawResponse: true, RawResponseType: "application/octet-stream", Status: 200, Handler: (*API).getTenantTarget},
+
 		{Method: "GET", Pattern: tenantPath + "/products", OperationID: "listProducts", Summary: "List the tenant's products",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listProducts},
 		{Method: "POST", Pattern: tenantPath + "/products", OperationID: "createProduct", Summary: "Create a product with its five default device groups",
@@ -169,6 +223,10 @@ func checkRoutes(rs []Route) error {
 		case authUnset:
 			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
 		case AuthNone, AuthAny, AuthOperator:
+		case AuthDevice, AuthDeviceProof:
+			if strings.Contains(rt.Pattern, "{tenant}") {
+				errs = append(errs, fmt.Errorf("route %s: a device route takes its tenant from the certificate, not the path", name))
+			}
 		case AuthTenant:
 			if !rt.MinRole.Valid() {
 				errs = append(errs, fmt.Errorf("route %s: tenant route without MinRole", name))

@@ -1,0 +1,319 @@
+package fleet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/moat-iot/moat/internal/attest"
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/deviceca"
+	"github.com/moat-iot/moat/internal/envelope"
+	"github.com/moat-iot/moat/internal/identity"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/repo"
+	"github.com/moat-iot/moat/internal/store"
+)
+
+// Refusal is why an attestation was refused. Only support staff and metrics see it.
+type Refusal struct {
+	Reason string // one of device.RefusalReasons
+	Detail string
+}
+
+func (r *Refusal) Error() string { return "attestation refused: " + r.Reason + ": " + r.Detail }
+
+// Is makes errors.Is(err, ErrRefused) true for a *Refusal.
+func (r *Refusal) Is(target error) bool { return target == ErrRefused }
+
+func refuse(reason, format string, args ...any) *Refusal {
+	return &Refusal{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Nonce is a fresh attestation nonce.
+type Nonce struct {
+	Nonce     string    `json:"nonce"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// NewNonce issues a single-use nonce to a device, valid for NonceTTL. An unregistered ID
+// gets a nonce too, which nothing records, so that an unauthenticated caller cannot tell
+// registered devices from others, nor fill the store.
+func (s *Service) NewNonce(ctx context.Context, id device.ID) (Nonce, error) {
+	now := s.cfg.Now().UTC()
+	n := Nonce{Nonce: attest.NewNonce(), ExpiresAt: now.Add(NonceTTL).Truncate(time.Second)}
+	err := s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
+		if _, err := tx.Devices().Get(ctx, id); err != nil {
+			return err
+		}
+		return tx.Nonces().Issue(ctx, string(id), n.Nonce, n.ExpiresAt)
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Nonce{}, err
+	}
+	return n, nil
+}
+
+// Issued is a certificate issued after a successful attestation.
+type Issued struct {
+	// ChainPEM is the device certificate followed by the issuing tenant CA's.
+	ChainPEM string    `json:"certificate_chain_pem"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// MaxEvidenceBytes bounds an evidence envelope.
+const MaxEvidenceBytes = attest.DefaultMaxBytes
+
+// Attest verifies evidence and issues a device certificate. A refusal is a *Refusal
+// (errors.Is ErrRefused); any other error is the server's.
+func (s *Service) Attest(ctx context.Context, data []byte) (Issued, error) {
+	is, err := s.attest(ctx, data)
+	var r *Refusal
+	switch {
+	case errors.As(err, &r):
+		s.metrics.attestations.WithLabelValues("refused").Inc()
+		s.metrics.refusals.WithLabelValues(r.Reason).Inc()
+		s.cfg.Logger.WarnContext(ctx, "attestation refused", "reason", r.Reason, "detail", r.Detail)
+	case err == nil:
+		s.metrics.attestations.WithLabelValues("issued").Inc()
+	}
+	return is, err
+}
+
+// claimed is what Attest reads from evidence before verifying it: only which device's key
+// to verify with and which nonce to spend.
+type claimed struct {
+	DeviceID string `json:"device_id"`
+	Nonce    string `json:"nonce"`
+}
+
+func peek(data []byte) (claimed, error) {
+	var env envelope.Signed
+	var c claimed
+	if len(data) > MaxEvidenceBytes {
+		return c, attest.ErrTooLarge
+	}
+	if err := json.Unmarshal(data, &env); err != nil {
+		return c, attest.ErrMalformed
+	}
+	if err := json.Unmarshal(env.Signed, &c); err != nil || !identity.ValidID(c.DeviceID) {
+		return c, attest.ErrMalformed
+	}
+	return c, nil
+}
+
+func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
+	now := s.cfg.Now().UTC()
+	c, err := peek(data)
+	if err != nil {
+		return Issued{}, refuse(device.RefusedBadSignature, "evidence: %v", err)
+	}
+	id := device.ID(c.DeviceID)
+	var dev device.Device
+	err = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+		var err error
+		dev, err = tx.Devices().Get(ctx, id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return Issued{}, refuse(device.RefusedUnknownDevice, "device %s is not registered", id)
+	}
+	if err != nil {
+		return Issued{}, err
+	}
+	pub, err := keys.ParsePublicPEM([]byte(dev.PublicKeyPEM))
+	if err != nil {
+		return Issued{}, fmt.Errorf("stored key of device %s: %w", id, err)
+	}
+	ev, err := attest.Verify(data, pub, attest.Expect{DeviceID: string(id), Nonce: c.Nonce, Now: now})
+	if err != nil {
+		reason := device.RefusedBadSignature
+		if errors.Is(err, attest.ErrStale) {
+			reason = device.RefusedNonce
+		}
+		// Not recorded on the device: anybody can send evidence that names it.
+		return Issued{}, refuse(reason, "device %s: %v", id, err)
+	}
+	var cat *repo.Catalog
+	if dev.TenantID != "" {
+		if cat, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
+			return Issued{}, err
+		}
+	}
+	var is Issued
+	var refusal *Refusal
+	err = s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
+		refusal = nil
+		if err := tx.Nonces().Consume(ctx, string(id), c.Nonce, now); err != nil {
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNonceUsed) || errors.Is(err, store.ErrExpired) {
+				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
+				return s.record(ctx, tx, id, ev, refusal, "", now)
+			}
+			return err
+		}
+		dev, err := tx.Devices().Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if refusal = s.check(ctx, tx, dev, ev, cat); refusal != nil {
+			return s.record(ctx, tx, id, ev, refusal, "", now)
+		}
+		is, refusal, err = s.issue(ctx, tx, dev, pub, ev, now)
+		if err != nil {
+			return err
+		}
+		if refusal != nil {
+			return s.record(ctx, tx, id, ev, refusal, "", now)
+		}
+		return s.record(ctx, tx, id, ev, nil, is.Serial, now)
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	if refusal != nil {
+		return Issued{}, refusal
+	}
+	return is, nil
+}
+
+// check applies the policy to verified evidence, in the order of device.RefusalReasons.
+func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev attest.Evidence, cat *repo.Catalog) *Refusal {
+	switch {
+	case dev.TenantID == "" || cat == nil:
+		return refuse(device.RefusedUnclaimed, "device %s is not claimed by a tenant", dev.ID)
+	case dev.Blocked:
+		return refuse(device.RefusedBlocked, "device %s is blocked", dev.ID)
+	}
+	var productName string
+	if dev.ProductID != "" {
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err == nil {
+			var p product.Product
+			if p, err = tt.Products().Get(ctx, dev.ProductID); err == nil {
+				productName = p.Name
+			}
+		}
+	}
+	sawOS := false
+	for _, m := range ev.Measurements {
+		if m.Kind == attest.KindOS {
+			sawOS = true
+		}
+		if m.Kind == attest.KindApp && ev.DevelopmentMode && dev.Development {
+			continue // a development device may run a side-loaded app
+		}
+		if r := s.checkImage(ctx, dev, m, cat, productName); r != nil {
+			return r
+		}
+	}
+	if !sawOS {
+		return refuse(device.RefusedUnknownImage, "no OS image measured")
+	}
+	if ev.DevelopmentMode && !dev.Development {
+		return refuse(device.RefusedDevelopmentMode, "device %s reports development mode without the development capability", dev.ID)
+	}
+	return nil
+}
+
+func (s *Service) checkImage(ctx context.Context, dev device.Device, m attest.Measurement, cat *repo.Catalog, productName string) *Refusal {
+	im, ok := cat.Images[m.Path]
+	if !ok || im.SHA256 != m.SHA256 {
+		if was, err := s.cfg.Repo.WasListed(ctx, dev.TenantID, m.Path, m.SHA256); err == nil && was {
+			return refuse(device.RefusedRevokedImage, "%s (sha256 %.16s) is revoked", m.Path, m.SHA256)
+		}
+		return refuse(device.RefusedUnknownImage, "%s (sha256 %.16s) is not a signed image of the tenant", m.Path, m.SHA256)
+	}
+	if im.Kind != m.Kind || im.Version != m.Version || im.SecurityVersion != m.SecurityVersion {
+		return refuse(device.RefusedUnknownImage, "%s: measured %s %s security version %d, signed %s %s security version %d",
+			m.Path, m.Kind, m.Version, m.SecurityVersion, im.Kind, im.Version, im.SecurityVersion)
+	}
+	if im.Kind == attest.KindApp && productName != "" && !strings.EqualFold(im.Product, productName) {
+		return refuse(device.RefusedUnknownImage, "%s is for product %s, the device is a %s", m.Path, im.Product, productName)
+	}
+	if floor := dev.Floors[im.Component()]; m.SecurityVersion < floor {
+		return refuse(device.RefusedBelowFloor, "%s security version %d is below the device's floor %d", m.Path, m.SecurityVersion, floor)
+	}
+	return nil
+}
+
+// issue signs the device certificate and records it; a tenant without an active CA is a
+// refusal the operator resolves (moat platform ca-sign).
+func (s *Service) issue(ctx context.Context, tx store.Tx, dev device.Device, pub *ecdsa.PublicKey, ev attest.Evidence, now time.Time) (Issued, *Refusal, error) {
+	tr, err := s.tenantTrust(ctx, dev.TenantID)
+	if err != nil {
+		return Issued{}, nil, err
+	}
+	if tr.issuer == nil {
+		return Issued{}, refuse(device.RefusedNoCA, "tenant %s has no active device CA", dev.TenantID), nil
+	}
+	notAfter := now.Add(s.cfg.CertLifetime)
+	if notAfter.After(tr.issuer.cert.NotAfter) {
+		notAfter = tr.issuer.cert.NotAfter
+	}
+	der, serial, err := deviceca.Issue(tr.issuer.cert, tr.issuer.key, deviceca.IssueRequest{
+		DevicePublicKey: pub, TenantID: string(dev.TenantID), DeviceID: string(dev.ID),
+		NotBefore: now.Add(-5 * time.Minute), NotAfter: notAfter,
+	})
+	if err != nil {
+		return Issued{}, nil, fmt.Errorf("issue certificate: %w", err)
+	}
+	tt, err := tx.ForTenant(dev.TenantID)
+	if err != nil {
+		return Issued{}, nil, err
+	}
+	rec := device.Certificate{
+		Serial: serial, DeviceID: dev.ID, TenantID: dev.TenantID, CAID: tr.issuer.id,
+		ProductID: dev.ProductID, GroupID: dev.GroupID, Images: measurements(ev),
+		IssuedAt: now, NotAfter: notAfter.UTC().Truncate(time.Second),
+	}
+	if err := tt.Certificates().Record(ctx, rec); err != nil {
+		return Issued{}, nil, fmt.Errorf("record certificate %s: %w", serial, err)
+	}
+	chain := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.issuer.cert.Raw}))
+	return Issued{ChainPEM: chain, Serial: serial, NotAfter: rec.NotAfter}, nil, nil
+}
+
+// record writes the attestation outcome on the device; on success it raises the floors to
+// the attested security versions (they never fall).
+func (s *Service) record(ctx context.Context, tx store.Tx, id device.ID, ev attest.Evidence, r *Refusal, serial string, now time.Time) error {
+	dev, err := tx.Devices().Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	a := &device.Attestation{At: now, Serial: serial, DevelopmentMode: ev.DevelopmentMode, Images: measurements(ev)}
+	if r != nil {
+		a.Refusal, a.Detail = r.Reason, r.Detail
+	} else {
+		floors := maps.Clone(dev.Floors)
+		if floors == nil {
+			floors = map[string]uint32{}
+		}
+		for _, m := range ev.Measurements {
+			comp := m.Path[:strings.LastIndexByte(m.Path, '/')]
+			if m.SecurityVersion > floors[comp] {
+				floors[comp] = m.SecurityVersion
+			}
+		}
+		dev.Floors = floors
+	}
+	dev.Attestation = a
+	dev.Version++
+	return tx.Devices().Update(ctx, dev)
+}
+
+func measurements(ev attest.Evidence) []device.Measurement {
+	out := make([]device.Measurement, 0, len(ev.Measurements))
+	for _, m := range ev.Measurements {
+		out = append(out, device.Measurement{Kind: m.Kind, Path: m.Path, SHA256: m.SHA256, Version: m.Version, SecurityVersion: m.SecurityVersion})
+	}
+	return out
+}

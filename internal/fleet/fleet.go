@@ -1,0 +1,245 @@
+// Package fleet is the security service's device side: it gives devices attestation nonces,
+// verifies their evidence against the device registry and the image catalog, issues their
+// short-lived certificates from the tenant's device CA, authenticates them on the device
+// API by those certificates, and computes each device's signed update assignment (the
+// director).
+//
+// What it trusts: the store (registry, CAs, deployments), the image catalog of
+// internal/repo (images the offline keys signed and nobody revoked), the platform root
+// certificate the operator uploaded, and its own keys: the key-encryption key that unwraps
+// tenant CA keys and the online key that signs assignments.
+//
+// What it enforces (DESIGN rule 1): a certificate only for a registered, claimed, unblocked
+// device whose evidence carries its identity key's signature over a nonce issued to it and
+// never used, and whose every measured image is in the catalog with the measured hash and
+// versions, for its product, not below the device's anti-rollback floors, and not in
+// development mode without the development capability (TestAttest_Refusals names each
+// reason). A refusal tells the caller only "refused"; the reason is counted in
+// moat_attestation_refusals_total, logged, and recorded on the device for support staff
+// once the evidence's signature is the device's (a forged claim cannot rewrite a device's
+// record). On the device API a device is identified only by a certificate that chains to a
+// CA of its own tenant trusted now, that the server recorded as issued, for a device that is
+// still claimed by that tenant and not blocked, checked on every request (rule 3;
+// TestAuthenticate_*). Assignments name only images in the catalog at or above the device's
+// floors (rule 2: the device checks them against TUF again).
+//
+// A Service is safe for concurrent use.
+package fleet
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/deviceca"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/repo"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// Defaults.
+const (
+	DefaultCertLifetime = 24 * time.Hour
+	NonceTTL            = 2 * time.Minute
+	AssignmentTTL       = time.Hour
+	// CAValidity is how long the platform root certifies a tenant CA (moat platform
+	// ca-sign) and CAOverlap how long a replaced CA stays trusted after a rotation.
+	CAValidity = 5 * 365 * 24 * time.Hour
+	CAOverlap  = 7 * 24 * time.Hour
+	// trustTTL bounds how long a replica uses cached CA certificates and keys.
+	trustTTL = 30 * time.Second
+)
+
+// Errors callers branch on.
+var (
+	// ErrRefused: attestation refused; the Refusal says why (never shown to the caller).
+	ErrRefused = errors.New("attestation refused")
+	// ErrUnauthenticated: no valid device certificate, or the device may not connect now.
+	ErrUnauthenticated = errors.New("device not authenticated")
+	// ErrNoPlatformCA: the platform root certificate has not been uploaded yet.
+	ErrNoPlatformCA = errors.New("the platform has no root certificate yet (moat platform init)")
+	// ErrBadCA: an uploaded CA certificate does not certify the pending CA.
+	ErrBadCA = errors.New("CA certificate does not certify the pending CA")
+)
+
+// Config holds a Service's dependencies; all but CertLifetime are required.
+type Config struct {
+	Store  store.Store
+	Repo   *repo.Service
+	Logger *slog.Logger
+	Now    func() time.Time
+	// KEK is the 32-byte key-encryption key that wraps tenant CA private keys at rest.
+	KEK []byte
+	// Director is the online key that signs update assignments.
+	Director     *ecdsa.PrivateKey
+	Registerer   prometheus.Registerer
+	CertLifetime time.Duration
+}
+
+// Service is the device side of the security service.
+type Service struct {
+	cfg     Config
+	metrics metrics
+	counter atomic.Uint64 // last assignment counter issued by this process
+
+	mu    sync.Mutex
+	trust map[tenant.ID]*tenantTrust // cached CA certificates and keys
+	root  cachedRoot
+}
+
+type metrics struct {
+	attestations *prometheus.CounterVec // result: issued | refused
+	refusals     *prometheus.CounterVec // reason
+	authFailures prometheus.Counter
+	assignments  prometheus.Counter
+}
+
+// New returns the service.
+func New(cfg Config) (*Service, error) {
+	var errs []error
+	if cfg.Store == nil || cfg.Repo == nil || cfg.Logger == nil || cfg.Now == nil || cfg.Registerer == nil {
+		errs = append(errs, errors.New("fleet: Store, Repo, Logger, Now and Registerer are required"))
+	}
+	if len(cfg.KEK) != 32 {
+		errs = append(errs, errors.New("fleet: KEK must be 32 bytes"))
+	}
+	if cfg.Director == nil {
+		errs = append(errs, errors.New("fleet: Director key is required"))
+	}
+	if cfg.CertLifetime == 0 {
+		cfg.CertLifetime = DefaultCertLifetime
+	}
+	if cfg.CertLifetime < 5*time.Minute || cfg.CertLifetime > 30*24*time.Hour {
+		errs = append(errs, fmt.Errorf("fleet: certificate lifetime %s outside 5m..720h", cfg.CertLifetime))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}}
+	s.metrics = metrics{
+		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
+		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
+		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
+	}
+	for _, r := range device.RefusalReasons {
+		s.metrics.refusals.WithLabelValues(r)
+	}
+	s.metrics.attestations.WithLabelValues("issued")
+	s.metrics.attestations.WithLabelValues("refused")
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments} {
+		if err := cfg.Registerer.Register(c); err != nil {
+			return nil, fmt.Errorf("fleet: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// DirectorKey is the public key devices verify assignments with.
+func (s *Service) DirectorKey() *ecdsa.PublicKey { return &s.cfg.Director.PublicKey }
+
+type cachedRoot struct {
+	cert   *x509.Certificate
+	pem    string
+	loaded time.Time
+}
+
+// rootCert returns the platform root certificate (cached for trustTTL).
+func (s *Service) rootCert(ctx context.Context) (*x509.Certificate, string, error) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	r := s.root
+	s.mu.Unlock()
+	if r.cert != nil && now.Sub(r.loaded) < trustTTL {
+		return r.cert, r.pem, nil
+	}
+	var pemText string
+	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+		var err error
+		pemText, err = tx.PlatformCA().Get(ctx)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, "", ErrNoPlatformCA
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	cert, err := deviceca.ParseRootCertificate([]byte(pemText))
+	if err != nil {
+		return nil, "", fmt.Errorf("stored platform root certificate: %w", err)
+	}
+	s.mu.Lock()
+	s.root = cachedRoot{cert: cert, pem: pemText, loaded: now}
+	s.mu.Unlock()
+	return cert, pemText, nil
+}
+
+// ForgetRoot drops the cached platform root certificate (after an upload on this replica).
+func (s *Service) ForgetRoot() {
+	s.mu.Lock()
+	s.root = cachedRoot{}
+	s.mu.Unlock()
+}
+
+// CheckRoot checks a platform root certificate before it is stored: a self-signed P-256 CA
+// whose key is one of the root-role keys of the platform's current TUF root, so that only
+// the holder of the offline root key can make one (a stolen operator token cannot install
+// a CA root of its own), and, when one is stored already, with the same key (renewal; a
+// new key would orphan every tenant CA).
+func (s *Service) CheckRoot(ctx context.Context, certPEM []byte) error {
+	cert, err := deviceca.ParseRootCertificate(certPEM)
+	if err != nil {
+		return err
+	}
+	pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
+	if !ok {
+		return errors.New("the certificate key is not ECDSA")
+	}
+	var roots [][]byte
+	var current string
+	err = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+		var err error
+		if roots, err = tx.PlatformRoots().List(ctx); err != nil {
+			return err
+		}
+		current, err = tx.PlatformCA().Get(ctx)
+		if errors.Is(err, store.ErrNotFound) {
+			err = nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if len(roots) == 0 {
+		return errors.New("upload the platform root.json first (moat platform init)")
+	}
+	root, err := metadata.Root().FromBytes(roots[len(roots)-1])
+	if err != nil {
+		return fmt.Errorf("stored platform root: %w", err)
+	}
+	role, ok := root.Signed.Roles[metadata.ROOT]
+	if !ok || !slices.Contains(role.KeyIDs, keys.KeyID(pub)) {
+		return errors.New("the certificate's key is not a root key of the platform's TUF root")
+	}
+	if current != "" {
+		old, err := deviceca.ParseRootCertificate([]byte(current))
+		if err == nil && !old.PublicKey.(*ecdsa.PublicKey).Equal(pub) {
+			return errors.New("the certificate has another key than the stored platform root certificate")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package repo
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/tuf"
+)
+
+// Image is one image the tenant's current repository view lists: an OS image of
+// targets.json (signed by the platform OS key) or an app of apps.json (signed by the
+// tenant's key), with the custom metadata the offline key signed.
+type Image struct {
+	Path            string   // TUF target path: os/<name>/<version> or apps/<name>/<version>
+	Kind            string   // "os" or "app"
+	Name            string   // the path's middle segment
+	Version         string   // semantic version
+	SecurityVersion uint32   // anti-rollback floor the image sets
+	SHA256          string   // lower-case hex
+	Length          int64    // bytes
+	Product         string   // apps: the product it is for
+	Feeds           []string // os: the feeds it is published to
+}
+
+// Component is the image's anti-rollback component: its path without the version.
+func (im Image) Component() string { return im.Path[:strings.LastIndexByte(im.Path, '/')] }
+
+// Catalog is the set of images a tenant's current repository view lists: what is genuine
+// and approved now. An image once listed and no longer is revoked.
+type Catalog struct {
+	Images map[string]Image // by path
+	key    string
+	loaded time.Time
+}
+
+// catalogTTL bounds how long a cached catalog is used without looking at the store again;
+// a change through this replica invalidates it at once.
+const catalogTTL = 30 * time.Second
+
+type catalogCache struct {
+	mu sync.Mutex
+	m  map[tenant.ID]*Catalog
+}
+
+// Catalog returns the images the tenant's current view lists (empty before anything is
+// published). It is cached by the current timestamp.json; a publication through this
+// Service, or catalogTTL, refreshes it. Apps are listed only while apps.json carries a
+// signature by an active registered key (a revoked key signs nothing).
+func (s *Service) Catalog(ctx context.Context, t tenant.ID) (*Catalog, error) {
+	var ts []byte
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		ts, err = tt.TUFFiles().Get(ctx, store.TimestampFile)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return &Catalog{Images: map[string]Image{}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(ts)
+	key := string(sum[:])
+	now := s.now()
+	s.catalogs.mu.Lock()
+	c := s.catalogs.m[t]
+	s.catalogs.mu.Unlock()
+	if c != nil && c.key == key && now.Sub(c.loaded) < catalogTTL {
+		return c, nil
+	}
+	c, err = s.loadCatalog(ctx, t, ts)
+	if err != nil {
+		return nil, err
+	}
+	c.key, c.loaded = key, now
+	s.catalogs.mu.Lock()
+	if s.catalogs.m == nil {
+		s.catalogs.m = map[tenant.ID]*Catalog{}
+	}
+	s.catalogs.m[t] = c
+	s.catalogs.mu.Unlock()
+	return c, nil
+}
+
+// invalidate drops the tenant's cached catalog (after a publication or a key revocation).
+func (s *Service) invalidate(t tenant.ID) {
+	s.catalogs.mu.Lock()
+	delete(s.catalogs.m, t)
+	s.catalogs.mu.Unlock()
+}
+
+// Invalidate drops the tenant's cached catalog; call it when a signing key is revoked.
+func (s *Service) Invalidate(t tenant.ID) { s.invalidate(t) }
+
+func (s *Service) loadCatalog(ctx context.Context, t tenant.ID, tsData []byte) (*Catalog, error) {
+	c := &Catalog{Images: map[string]Image{}}
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		ts, err := metadata.Timestamp().FromBytes(tsData)
+		if err != nil {
+			return fmt.Errorf("stored timestamp: %w", err)
+		}
+		snapMeta, ok := ts.Signed.Meta["snapshot.json"]
+		if !ok {
+			return errors.New("stored timestamp names no snapshot")
+		}
+		snapData, err := tt.TUFFiles().Get(ctx, strconv.FormatInt(snapMeta.Version, 10)+".snapshot.json")
+		if err != nil {
+			return fmt.Errorf("stored snapshot %d: %w", snapMeta.Version, err)
+		}
+		snap, err := metadata.Snapshot().FromBytes(snapData)
+		if err != nil {
+			return fmt.Errorf("stored snapshot: %w", err)
+		}
+		for role, prefix := range map[string]string{"targets": "os/", "apps": "apps/"} {
+			m, ok := snap.Signed.Meta[role+".json"]
+			if !ok {
+				continue
+			}
+			data, err := tt.TUFFiles().Get(ctx, strconv.FormatInt(m.Version, 10)+"."+role+".json")
+			if err != nil {
+				return fmt.Errorf("stored %s %d: %w", role, m.Version, err)
+			}
+			md, err := parseTargets(data)
+			if err != nil {
+				return err
+			}
+			if role == "apps" {
+				if err := s.signedByActiveKey(ctx, tt, md); err != nil {
+					if errors.Is(err, ErrNoActiveKey) {
+						continue // every app of a revoked key is unapproved
+					}
+					return err
+				}
+			}
+			if err := addImages(c.Images, md, prefix); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return c, err
+}
+
+// addImages adds the targets of md under prefix to images.
+func addImages(images map[string]Image, md *metadata.Metadata[metadata.TargetsType], prefix string) error {
+	files, err := tuf.TargetFilesOf(md)
+	if err != nil {
+		return err
+	}
+	for path, f := range files {
+		if !strings.HasPrefix(path, prefix) || strings.Count(path, "/") != 2 {
+			continue
+		}
+		im, err := imageOf(path, f)
+		if err != nil {
+			return err
+		}
+		images[path] = im
+	}
+	return nil
+}
+
+func imageOf(path string, f tuf.TargetFile) (Image, error) {
+	parts := strings.Split(path, "/")
+	im := Image{Path: path, Name: parts[1], Version: parts[2], SHA256: f.SHA256, Length: f.Length, Kind: "app"}
+	if parts[0] == "os" {
+		im.Kind = "os"
+	}
+	// Custom metadata was signed offline; the server checked the package behind it at upload.
+	raw, err := json.Marshal(f.Custom)
+	if err != nil {
+		return im, err
+	}
+	var custom struct {
+		SecurityVersion uint32   `json:"security_version"`
+		Product         string   `json:"product"`
+		Feeds           []string `json:"feeds"`
+	}
+	if err := json.Unmarshal(raw, &custom); err != nil {
+		return im, fmt.Errorf("target %s: custom metadata: %w", path, err)
+	}
+	im.SecurityVersion, im.Product, im.Feeds = custom.SecurityVersion, custom.Product, custom.Feeds
+	return im, nil
+}
+
+// WasListed reports whether any version of the tenant's targets.json or apps.json ever
+// listed path with this SHA-256: it tells a revoked image from one never signed.
+func (s *Service) WasListed(ctx context.Context, t tenant.ID, path, sha256Hex string) (bool, error) {
+	found := false
+	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		files, err := tt.TUFFiles().All(ctx)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f.Name, ".targets.json") && !strings.HasSuffix(f.Name, ".apps.json") {
+				continue
+			}
+			md, err := parseTargets(f.Data)
+			if err != nil {
+				return err
+			}
+			if tf, ok := md.Signed.Targets[path]; ok {
+				if h, ok := tf.Hashes["sha256"]; ok && h.String() == sha256Hex {
+					found = true
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	return found, err
+}
