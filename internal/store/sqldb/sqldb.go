@@ -317,6 +317,10 @@ func (t *tx) PlatformAudit() store.AuditLog { return platformAudit{t} }
 
 func (t *tx) Nonces() store.Nonces { return nonces{t} }
 
+func (t *tx) Devices() store.Devices { return devices{t} }
+
+func (t *tx) PlatformCA() store.PlatformCA { return platformCA{t} }
+
 func (t *tx) ForTenant(id tenant.ID) (store.TenantTx, error) {
 	if id == "" {
 		return nil, store.ErrNoTenant
@@ -329,14 +333,18 @@ type tenantTx struct {
 	id tenant.ID
 }
 
-func (t *tenantTx) ID() tenant.ID                  { return t.id }
-func (t *tenantTx) Products() store.Products       { return products{t} }
-func (t *tenantTx) Groups() store.Groups           { return groups{t} }
-func (t *tenantTx) Members() store.Members         { return members{t} }
-func (t *tenantTx) SigningKeys() store.SigningKeys { return signingKeys{t} }
-func (t *tenantTx) TUFFiles() store.TUFFiles       { return tufFiles{t} }
-func (t *tenantTx) Blobs() store.Blobs             { return blobs{t} }
-func (t *tenantTx) Audit() store.AuditLog          { return auditLog{t} }
+func (t *tenantTx) ID() tenant.ID                    { return t.id }
+func (t *tenantTx) Products() store.Products         { return products{t} }
+func (t *tenantTx) Groups() store.Groups             { return groups{t} }
+func (t *tenantTx) Members() store.Members           { return members{t} }
+func (t *tenantTx) SigningKeys() store.SigningKeys   { return signingKeys{t} }
+func (t *tenantTx) TUFFiles() store.TUFFiles         { return tufFiles{t} }
+func (t *tenantTx) Blobs() store.Blobs               { return blobs{t} }
+func (t *tenantTx) Audit() store.AuditLog            { return auditLog{t} }
+func (t *tenantTx) Devices() store.TenantDevices     { return tenantDevices{t} }
+func (t *tenantTx) DeviceCAs() store.DeviceCAs       { return deviceCAs{t} }
+func (t *tenantTx) Certificates() store.Certificates { return certificates{t} }
+func (t *tenantTx) Deployments() store.Deployments   { return deployments{t} }
 
 // limit clamps a page size: the API validates it, the store still never runs unbounded.
 func limit(p store.Page) int {

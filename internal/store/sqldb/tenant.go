@@ -59,7 +59,9 @@ func (s products) Update(ctx context.Context, p product.Product) error {
 }
 
 func (s products) Delete(ctx context.Context, id product.ID, version int64) error {
-	// The product's groups go with it (ON DELETE CASCADE): a product is deleted whole.
+	// The product's groups go with it (ON DELETE CASCADE), and their deployments with them: a
+	// product is deleted whole. A device still in one of its groups holds the group (its
+	// foreign key has no action), so the delete fails with ErrInUse and changes nothing.
 	r, err := s.t.tx.exec(ctx, `DELETE FROM products WHERE tenant_id = $1 AND id = $2 AND (CAST($3 AS BIGINT) = 0 OR version = $3)`, s.t.id, id, version)
 	if err != nil {
 		return err
@@ -116,6 +118,8 @@ func (s groups) Update(ctx context.Context, g product.Group) error {
 	return s.t.tx.versioned(ctx, r, `SELECT count(*) FROM device_groups WHERE tenant_id = $1 AND product_id = $2 AND id = $3`, s.t.id, g.ProductID, g.ID)
 }
 
+// Delete removes the group and its deployments (ON DELETE CASCADE); a group that still has
+// devices is ErrInUse (the devices' foreign key to it has no action).
 func (s groups) Delete(ctx context.Context, pid product.ID, id product.GroupID, version int64) error {
 	r, err := s.t.tx.exec(ctx, `DELETE FROM device_groups WHERE tenant_id = $1 AND product_id = $2 AND id = $3 AND (CAST($4 AS BIGINT) = 0 OR version = $4)`,
 		s.t.id, pid, id, version)

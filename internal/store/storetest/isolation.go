@@ -19,6 +19,11 @@ var isolationTests = []test{
 	{"Groups", testIsolationGroups},
 	{"Members", testIsolationMembers},
 	{"Audit", testIsolationAudit},
+	{"Devices", testIsolationDevices},
+	{"UnclaimedDevices", testIsolationUnclaimedDevices},
+	{"DeviceCAs", testIsolationDeviceCAs},
+	{"Certificates", testIsolationCertificates},
+	{"Deployments", testIsolationDeployments},
 }
 
 func testIsolationNoTenant(h *harness) {

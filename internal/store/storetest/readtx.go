@@ -13,6 +13,7 @@ import (
 var readTxTests = []test{
 	{"SeesCommittedWrites", testReadTxSeesCommitted},
 	{"RefusesWrites", testReadTxRefusesWrites},
+	{"RefusesDeviceWrites", testReadTxRefusesDeviceWrites},
 	{"DoesNotWaitForWriters", testReadTxDoesNotWait},
 	{"SeesOneSnapshot", testReadTxSnapshot},
 }

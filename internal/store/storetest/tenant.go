@@ -20,6 +20,8 @@ var productTests = []test{
 	{"Update", testProductUpdate},
 	{"Delete", testProductDelete},
 	{"DeleteRemovesGroups", testProductDeleteRemovesGroups},
+	{"DeleteWithDevicesIsInUse", testProductDeleteInUse},
+	{"DeleteRemovesDeployments", testProductDeleteRemovesDeployments},
 }
 
 func testProductCreateGet(h *harness) {
@@ -192,6 +194,8 @@ var groupTests = []test{
 	{"ListOrdersByIDAndPages", testGroupList},
 	{"Update", testGroupUpdate},
 	{"Delete", testGroupDelete},
+	{"DeleteWithDevicesIsInUse", testGroupDeleteInUse},
+	{"DeleteRemovesDeployments", testGroupDeleteRemovesDeployments},
 }
 
 func testGroupCreateGet(h *harness) {

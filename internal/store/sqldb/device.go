@@ -1,0 +1,343 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// The device registry is platform-wide (a device exists before any tenant claims it), so
+// the platform-level devices type reaches every row; tenantDevices binds tenant_id from
+// its tenantTx in every query, as the rest of the tenant-scoped types do.
+
+const deviceCols = `id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id, blocked, development, floors, attestation, version`
+
+func scanDevice(row interface{ Scan(...any) error }) (device.Device, error) {
+	var d device.Device
+	var tid, pid, gid, att sql.NullString
+	var claimed sql.NullTime
+	var floors string
+	if err := row.Scan(&d.ID, &d.PublicKeyPEM, &d.RegisteredAt, &tid, &claimed, &pid, &gid, &d.Blocked, &d.Development,
+		&floors, &att, &d.Version); err != nil {
+		return d, err
+	}
+	d.RegisteredAt, d.ClaimedAt = utc(d.RegisteredAt), timePtr(claimed)
+	d.TenantID, d.ProductID, d.GroupID = tenant.ID(tid.String), product.ID(pid.String), product.GroupID(gid.String)
+	if err := json.Unmarshal([]byte(floors), &d.Floors); err != nil {
+		return d, fmt.Errorf("device %s floors: %w", d.ID, err)
+	}
+	if d.Floors == nil {
+		d.Floors = map[string]uint32{}
+	}
+	if att.Valid {
+		d.Attestation = new(device.Attestation)
+		if err := json.Unmarshal([]byte(att.String), d.Attestation); err != nil {
+			return d, fmt.Errorf("device %s attestation: %w", d.ID, err)
+		}
+		d.Attestation.At = utc(d.Attestation.At)
+		if d.Attestation.Images == nil {
+			d.Attestation.Images = []device.Measurement{}
+		}
+	}
+	return d, nil
+}
+
+// deviceJSON encodes the JSON columns: nil floors as {}, no attestation as NULL, and an
+// attestation's images as [] rather than null.
+func deviceJSON(d device.Device) (floors string, att sql.NullString, err error) {
+	f := []byte("{}")
+	if d.Floors != nil {
+		if f, err = json.Marshal(d.Floors); err != nil {
+			return "", att, err
+		}
+	}
+	if d.Attestation != nil {
+		a := *d.Attestation
+		a.At = utc(a.At)
+		if a.Images == nil {
+			a.Images = []device.Measurement{}
+		}
+		b, err := json.Marshal(a)
+		if err != nil {
+			return "", att, err
+		}
+		att = sql.NullString{String: string(b), Valid: true}
+	}
+	return string(f), att, nil
+}
+
+// nullString stores an empty string as NULL (an unclaimed device's tenant, an ungrouped
+// device's product and group: NULL keeps the foreign key to device_groups unchecked).
+func nullString[S ~string](s S) sql.NullString {
+	return sql.NullString{String: string(s), Valid: s != ""}
+}
+
+type devices struct{ t *tx }
+
+// Register stores the device unclaimed and at version 1, whatever d says about its tenant,
+// group or version: only Claim puts a device into a tenant.
+func (s devices) Register(ctx context.Context, d device.Device) error {
+	floors, att, err := deviceJSON(d)
+	if err != nil {
+		return err
+	}
+	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, 1)`,
+		d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att)
+	return err
+}
+
+func (s devices) Get(ctx context.Context, id device.ID) (device.Device, error) {
+	d, err := scanDevice(s.t.queryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, id))
+	return d, oneRow(err)
+}
+
+// Claim is one conditional UPDATE, so that of two tenants claiming a device at once exactly
+// one changes the row; the loser's statement matches nothing (PostgreSQL re-checks the
+// WHERE clause against the winner's committed row), and a read says why.
+func (s devices) Claim(ctx context.Context, id device.ID, t tenant.ID, at time.Time) (device.Device, error) {
+	if t == "" {
+		return device.Device{}, store.ErrNoTenant
+	}
+	r, err := s.t.exec(ctx, `UPDATE devices SET tenant_id = $1, claimed_at = $2, version = version + 1
+		WHERE id = $3 AND tenant_id IS NULL`, t, utc(at), id)
+	if err != nil {
+		return device.Device{}, err
+	}
+	if err := affected(r); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return device.Device{}, err
+	}
+	d, err := s.Get(ctx, id)
+	switch {
+	case err != nil:
+		return device.Device{}, err
+	case d.TenantID != t:
+		return device.Device{}, fmt.Errorf("device %s is claimed by another tenant: %w", id, store.ErrConflict)
+	}
+	return d, nil
+}
+
+// deviceSet is the UPDATE of a device's changeable columns; identity, registration and
+// tenant (tenant_id, claimed_at) are never written by Update.
+const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = $3, development = $4, floors = $5, attestation = $6, version = $7`
+
+func (s devices) Update(ctx context.Context, d device.Device) error {
+	floors, att, err := deviceJSON(d)
+	if err != nil {
+		return err
+	}
+	r, err := s.t.exec(ctx, deviceSet+` WHERE id = $8 AND version = $9`,
+		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, d.Version, d.ID, d.Version-1)
+	if err != nil {
+		return err
+	}
+	return s.t.versioned(ctx, r, `SELECT count(*) FROM devices WHERE id = $1`, d.ID)
+}
+
+type tenantDevices struct{ t *tenantTx }
+
+func (s tenantDevices) Get(ctx context.Context, id device.ID) (device.Device, error) {
+	d, err := scanDevice(s.t.tx.queryRow(ctx, `SELECT `+deviceCols+` FROM devices WHERE tenant_id = $1 AND id = $2`, s.t.id, id))
+	return d, oneRow(err)
+}
+
+func (s tenantDevices) List(ctx context.Context, f device.Filter, p store.Page) ([]device.Device, error) {
+	q := `SELECT ` + deviceCols + ` FROM devices WHERE tenant_id = $1 AND id > $2`
+	args := []any{s.t.id, p.After}
+	if f.ProductID != "" {
+		args = append(args, f.ProductID)
+		q += ` AND product_id = $` + strconv.Itoa(len(args))
+	}
+	if f.GroupID != "" {
+		args = append(args, f.GroupID)
+		q += ` AND group_id = $` + strconv.Itoa(len(args))
+	}
+	args = append(args, limit(p))
+	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
+	return queryList(ctx, s.t.tx, scanDevice, q, args...)
+}
+
+func (s tenantDevices) Update(ctx context.Context, d device.Device) error {
+	floors, att, err := deviceJSON(d)
+	if err != nil {
+		return err
+	}
+	r, err := s.t.tx.exec(ctx, deviceSet+` WHERE tenant_id = $8 AND id = $9 AND version = $10`,
+		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, d.Version, s.t.id, d.ID, d.Version-1)
+	if err != nil {
+		return err
+	}
+	return s.t.tx.versioned(ctx, r, `SELECT count(*) FROM devices WHERE tenant_id = $1 AND id = $2`, s.t.id, d.ID)
+}
+
+func (s tenantDevices) CountInGroup(ctx context.Context, pid product.ID, gid product.GroupID) (int, error) {
+	var n int
+	err := s.t.tx.queryRow(ctx, `SELECT count(*) FROM devices WHERE tenant_id = $1 AND product_id = $2 AND group_id = $3`,
+		s.t.id, pid, gid).Scan(&n)
+	return n, err
+}
+
+type platformCA struct{ t *tx }
+
+func (s platformCA) Put(ctx context.Context, certPEM string, at time.Time) error {
+	_, err := s.t.exec(ctx, `INSERT INTO platform_ca (id, certificate_pem, updated_at) VALUES (1, $1, $2)
+		ON CONFLICT (id) DO UPDATE SET certificate_pem = excluded.certificate_pem, updated_at = excluded.updated_at`,
+		certPEM, utc(at))
+	return err
+}
+
+func (s platformCA) Get(ctx context.Context) (string, error) {
+	var pem string
+	err := s.t.queryRow(ctx, `SELECT certificate_pem FROM platform_ca WHERE id = 1`).Scan(&pem)
+	return pem, oneRow(err)
+}
+
+const caCols = `tenant_id, id, state, created_at, csr_pem, certificate_pem, activated_at, retire_at, wrapped_key, version`
+
+func scanCA(row interface{ Scan(...any) error }) (device.CA, error) {
+	var c device.CA
+	var activated, retire sql.NullTime
+	err := row.Scan(&c.TenantID, &c.ID, &c.State, &c.CreatedAt, &c.CSRPEM, &c.CertificatePEM, &activated, &retire, &c.WrappedKey, &c.Version)
+	c.CreatedAt, c.ActivatedAt, c.RetireAt = utc(c.CreatedAt), timePtr(activated), timePtr(retire)
+	return c, err
+}
+
+// nonNilBytes keeps an empty key from becoming NULL.
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// PendingCAs reads every tenant's CAs: the platform root certifies them all.
+func (t *tx) PendingCAs(ctx context.Context) ([]device.CA, error) {
+	return queryList(ctx, t, scanCA,
+		`SELECT `+caCols+` FROM device_cas WHERE state = $1 ORDER BY created_at, tenant_id, id`, device.CAPending)
+}
+
+type deviceCAs struct{ t *tenantTx }
+
+// Create stores the CA at version 1 in the TenantTx's tenant.
+func (s deviceCAs) Create(ctx context.Context, c device.CA) error {
+	_, err := s.t.tx.exec(ctx, `INSERT INTO device_cas (`+caCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
+		s.t.id, c.ID, c.State, utc(c.CreatedAt), c.CSRPEM, c.CertificatePEM, nullTime(c.ActivatedAt), nullTime(c.RetireAt),
+		nonNilBytes(c.WrappedKey))
+	return err
+}
+
+func (s deviceCAs) Get(ctx context.Context, id string) (device.CA, error) {
+	c, err := scanCA(s.t.tx.queryRow(ctx, `SELECT `+caCols+` FROM device_cas WHERE tenant_id = $1 AND id = $2`, s.t.id, id))
+	return c, oneRow(err)
+}
+
+func (s deviceCAs) List(ctx context.Context) ([]device.CA, error) {
+	return queryList(ctx, s.t.tx, scanCA, `SELECT `+caCols+` FROM device_cas WHERE tenant_id = $1 ORDER BY created_at, id`, s.t.id)
+}
+
+// Update writes what changes over a CA's life (state, certificate, times, the wrapped key
+// when the key-encryption key rotates); its creation time and request stay.
+func (s deviceCAs) Update(ctx context.Context, c device.CA) error {
+	r, err := s.t.tx.exec(ctx, `UPDATE device_cas SET state = $1, certificate_pem = $2, activated_at = $3, retire_at = $4, wrapped_key = $5, version = $6
+		WHERE tenant_id = $7 AND id = $8 AND version = $9`,
+		c.State, c.CertificatePEM, nullTime(c.ActivatedAt), nullTime(c.RetireAt), nonNilBytes(c.WrappedKey), c.Version, s.t.id, c.ID, c.Version-1)
+	if err != nil {
+		return err
+	}
+	return s.t.tx.versioned(ctx, r, `SELECT count(*) FROM device_cas WHERE tenant_id = $1 AND id = $2`, s.t.id, c.ID)
+}
+
+type certificates struct{ t *tenantTx }
+
+const certCols = `serial, tenant_id, device_id, ca_id, product_id, group_id, images, issued_at, not_after`
+
+func scanCertificate(row interface{ Scan(...any) error }) (device.Certificate, error) {
+	var c device.Certificate
+	var images string
+	if err := row.Scan(&c.Serial, &c.TenantID, &c.DeviceID, &c.CAID, &c.ProductID, &c.GroupID, &images, &c.IssuedAt, &c.NotAfter); err != nil {
+		return c, err
+	}
+	c.IssuedAt, c.NotAfter = utc(c.IssuedAt), utc(c.NotAfter)
+	if err := json.Unmarshal([]byte(images), &c.Images); err != nil {
+		return c, fmt.Errorf("certificate %s images: %w", c.Serial, err)
+	}
+	if c.Images == nil {
+		c.Images = []device.Measurement{}
+	}
+	return c, nil
+}
+
+// Record stores the certificate in the TenantTx's tenant; the serial is the primary key,
+// so a serial any tenant used is ErrConflict.
+func (s certificates) Record(ctx context.Context, c device.Certificate) error {
+	images := c.Images
+	if images == nil {
+		images = []device.Measurement{}
+	}
+	b, err := json.Marshal(images)
+	if err != nil {
+		return err
+	}
+	_, err = s.t.tx.exec(ctx, `INSERT INTO device_certificates (`+certCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		c.Serial, s.t.id, c.DeviceID, c.CAID, c.ProductID, c.GroupID, string(b), utc(c.IssuedAt), utc(c.NotAfter))
+	return err
+}
+
+func (s certificates) Get(ctx context.Context, serial string) (device.Certificate, error) {
+	c, err := scanCertificate(s.t.tx.queryRow(ctx,
+		`SELECT `+certCols+` FROM device_certificates WHERE tenant_id = $1 AND serial = $2`, s.t.id, serial))
+	return c, oneRow(err)
+}
+
+func (s certificates) ListForDevice(ctx context.Context, id device.ID, n int) ([]device.Certificate, error) {
+	return queryList(ctx, s.t.tx, scanCertificate,
+		`SELECT `+certCols+` FROM device_certificates WHERE tenant_id = $1 AND device_id = $2
+		ORDER BY issued_at DESC, serial DESC LIMIT $3`, s.t.id, id, limit(store.Page{Limit: n}))
+}
+
+type deployments struct{ t *tenantTx }
+
+const deploymentCols = `id, tenant_id, product_id, group_id, target, sha256, created_at, created_by`
+
+func scanDeployment(row interface{ Scan(...any) error }) (device.Deployment, error) {
+	var d device.Deployment
+	err := row.Scan(&d.ID, &d.TenantID, &d.ProductID, &d.GroupID, &d.Target, &d.SHA256, &d.CreatedAt, &d.CreatedBy)
+	d.CreatedAt = utc(d.CreatedAt)
+	return d, err
+}
+
+// Create stores the deployment in the TenantTx's tenant; the foreign key to device_groups
+// (tenant_id first) refuses a group that is not the tenant's.
+func (s deployments) Create(ctx context.Context, d device.Deployment) error {
+	_, err := s.t.tx.exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		d.ID, s.t.id, d.ProductID, d.GroupID, d.Target, d.SHA256, utc(d.CreatedAt), d.CreatedBy)
+	return err
+}
+
+func (s deployments) Current(ctx context.Context, pid product.ID, gid product.GroupID) (device.Deployment, error) {
+	d, err := scanDeployment(s.t.tx.queryRow(ctx, `SELECT `+deploymentCols+` FROM deployments
+		WHERE tenant_id = $1 AND product_id = $2 AND group_id = $3 ORDER BY created_at DESC, id DESC LIMIT 1`, s.t.id, pid, gid))
+	return d, oneRow(err)
+}
+
+// List pages newest first by ID (identifiers ascend with their creation time): After is the
+// last ID of the previous page, and the next page holds older deployments.
+func (s deployments) List(ctx context.Context, pid product.ID, gid product.GroupID, p store.Page) ([]device.Deployment, error) {
+	q := `SELECT ` + deploymentCols + ` FROM deployments WHERE tenant_id = $1 AND product_id = $2 AND group_id = $3`
+	args := []any{s.t.id, pid, gid}
+	if p.After != "" {
+		args = append(args, p.After)
+		q += ` AND id < $` + strconv.Itoa(len(args))
+	}
+	args = append(args, limit(p))
+	q += ` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
+	return queryList(ctx, s.t.tx, scanDeployment, q, args...)
+}
