@@ -163,6 +163,7 @@ type request struct {
 	query   url.Values
 	body    any
 	raw     []byte    // a body sent as is (signed TUF metadata), instead of body
+	rawType string    // the media type of raw; default application/json
 	stream  io.Reader // a body streamed as application/octet-stream, instead of body
 	sink    io.Writer // a success response streamed here instead of decoded
 	ifMatch int64     // 0: no If-Match header
@@ -205,6 +206,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if req.body != nil || req.raw != nil {
 		hr.Header.Set("Content-Type", "application/json")
 	}
+	if req.raw != nil && req.rawType != "" {
+		hr.Header.Set("Content-Type", req.rawType)
+	}
 	if req.stream != nil {
 		hr.Header.Set("Content-Type", "application/octet-stream")
 	}
@@ -242,18 +246,21 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if out == nil {
 		return nil
 	}
+	if p, ok := out.(*[]byte); ok {
+		*p = data // a file served as is (JSON metadata or a PEM chain)
+		return nil
+	}
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "application/json" {
 		return fmt.Errorf("%s %s: response is %q, not application/json", req.method, u.Path, resp.Header.Get("Content-Type"))
-	}
-	if p, ok := out.(*[]byte); ok {
-		*p = data // a file served as is
-		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s %s: decode response: %w", req.method, u.Path, err)
 	}
 	return nil
 }
+
+// pemType is the media type of PEM bodies.
+const pemType = "application/x-pem-file"
 
 // ETag is the entity tag of an object version, as the server sends it and If-Match takes it.
 func ETag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
