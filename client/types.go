@@ -204,6 +204,8 @@ type ListOptions struct {
 	// Name keeps only the object with this exact name, on lists that support it
 	// (tenants, products, device groups).
 	Name string
+	// Product keeps only the devices of the product with this name (ListDevices).
+	Product string
 }
 
 // Page is one page of a list. NextPageToken is empty on the last page.

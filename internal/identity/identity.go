@@ -20,11 +20,14 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
+	"io"
 )
 
 // DeviceID names one device: the lower-case hex SHA-256 of the PKIX DER of its identity
@@ -69,4 +72,20 @@ type Signer interface {
 	Public() *ecdsa.PublicKey
 	// Sign signs a SHA-256 digest (32 bytes) and returns an ASN.1 DER ECDSA signature.
 	Sign(digest []byte) ([]byte, error)
+}
+
+// CryptoSigner adapts s to crypto.Signer, so the identity key authenticates TLS
+// connections (mutual TLS on the device API) without leaving its backend. It signs only
+// SHA-256 digests, which is what ECDSA P-256 uses in TLS 1.3 and moat's TLS 1.2 suites.
+func CryptoSigner(s Signer) crypto.Signer { return cryptoSigner{s} }
+
+type cryptoSigner struct{ s Signer }
+
+func (c cryptoSigner) Public() crypto.PublicKey { return c.s.Public() }
+
+func (c cryptoSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts == nil || opts.HashFunc() != crypto.SHA256 || len(digest) != sha256.Size {
+		return nil, errors.New("identity: only SHA-256 digests are signed")
+	}
+	return c.s.Sign(digest)
 }

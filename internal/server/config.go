@@ -37,6 +37,8 @@ type Config struct {
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `json:"log_level"`
 	LogFormat string `json:"log_format"`
+	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
+	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
 	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
 }

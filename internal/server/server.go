@@ -61,6 +61,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	now := time.Now
+	if cfg.Now != nil {
+		now = cfg.Now
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -278,6 +281,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.InfoContext(ctx, "moat server stopped")
 	return serveErr
 }
+
+// Fleet is the server's device service, for in-process tests and benchmarks.
+func (s *Server) Fleet() *fleet.Service { return s.fleet }
 
 // Store is the server's store, for in-process tests and the demo.
 func (s *Server) Store() store.Store { return s.store }

@@ -30,6 +30,9 @@ func WithDatabase(dsn string) ServerOption {
 	return func(c *server.Config) { c.Database = dsn }
 }
 
+// WithConfig changes the test server's config with fn.
+func WithConfig(fn func(*server.Config)) ServerOption { return ServerOption(fn) }
+
 // StartServer starts a server for the test and stops it at cleanup, failing the test if
 // shutdown is not clean.
 func StartServer(t testing.TB, opts ...ServerOption) *Server {

@@ -1,0 +1,359 @@
+package fleet_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/attest"
+	"github.com/moat-iot/moat/internal/director"
+	"github.com/moat-iot/moat/internal/identity"
+	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/server"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+// fleet is a platform with one OS and one app published and the app deployed to
+// DW100/Production, on a server whose clock the test can move.
+type fleet struct {
+	*testenv.Platform
+	os, app testenv.Image
+	offset  *atomic.Int64 // added to the server's clock
+}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	offset := new(atomic.Int64)
+	p := testenv.NewPlatform(t, testenv.WithConfig(func(c *server.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	}))
+	f := &fleet{Platform: p, offset: offset}
+	f.os = p.PublishOS("moat-os", "1.0.0", 1, "Retail", "RetailEval")
+	f.app = p.PublishApp("dw100-app", "1.0.0", 1, "DW100")
+	f.deploy("Production", f.app.Path)
+	return f
+}
+
+func (f *fleet) group(name string) client.DeviceGroup {
+	gs, err := f.Admin.ListDeviceGroups(context.Background(), f.Tenant, f.Product, client.ListOptions{Name: name})
+	if err != nil || len(gs.Items) != 1 {
+		panic("no group " + name)
+	}
+	return gs.Items[0]
+}
+
+func (f *fleet) deploy(group, target string) {
+	g := f.group(group)
+	if _, err := f.Admin.CreateDeployment(context.Background(), f.Tenant, f.Product, g.ID, client.DeploymentCreate{Target: target}); err != nil {
+		panic(err)
+	}
+}
+
+func (f *fleet) record(t *testing.T, id string) client.Device {
+	t.Helper()
+	d, err := f.Admin.GetDevice(context.Background(), f.Tenant, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (f *fleet) directorKey(t *testing.T) *ecdsa.PublicKey {
+	t.Helper()
+	ok, err := f.Op.GetOnlineKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.ParsePublicPEM([]byte(ok.PublicKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestAttest_IssuesCertificateForGenuineSoftware is the whole path of rule 1: a claimed
+// device that booted signed images gets a certificate, is identified by it on the device
+// API, and is assigned its group's images, signed by the director key.
+func TestAttest_IssuesCertificateForGenuineSoftware(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Production")
+	cert, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatalf("Attest: %v", err)
+	}
+	if life := time.Until(cert.Leaf.NotAfter); life < 23*time.Hour || life > 25*time.Hour {
+		t.Errorf("certificate lifetime %s, want 24h", life)
+	}
+	dc := f.DeviceClient(cert)
+	self, err := dc.GetDeviceSelf(ctx)
+	if err != nil || self.ID != d.ID || self.TenantID != f.Tenant {
+		t.Fatalf("GetDeviceSelf = %+v, %v; want device %s of %s", self, err, d.ID, f.Tenant)
+	}
+	raw, err := dc.GetAssignment(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := director.Verify(raw, f.directorKey(t), director.Expect{DeviceID: d.ID, TenantID: f.Tenant, Now: time.Now()})
+	if err != nil {
+		t.Fatalf("assignment does not verify: %v", err)
+	}
+	if len(a.Images) != 2 || a.Images[0].Path != f.os.Path || a.Images[1].Path != f.app.Path || a.Images[1].SHA256 != f.app.SHA256 {
+		t.Errorf("assignment images %+v, want %s and %s", a.Images, f.os.Path, f.app.Path)
+	}
+	raw2, err := dc.GetAssignment(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := director.Verify(raw2, f.directorKey(t), director.Expect{DeviceID: d.ID, TenantID: f.Tenant, Now: time.Now(), LastCounter: a.Counter}); err != nil {
+		t.Errorf("second assignment: %v (the counter must increase)", err)
+	}
+	if _, err := dc.GetDeviceTUFFile(ctx, "timestamp.json"); err != nil {
+		t.Errorf("device cannot read its tenant's TUF metadata: %v", err)
+	}
+	rec := f.record(t, d.ID)
+	if rec.Attestation == nil || rec.Attestation.Refusal != "" || rec.Attestation.Serial == "" || len(rec.Attestation.Images) != 2 {
+		t.Errorf("device record attestation = %+v, want a success with serial and two images", rec.Attestation)
+	}
+	if rec.Floors["apps/dw100-app"] != 1 || rec.Floors["os/moat-os"] != 1 {
+		t.Errorf("floors = %v, want raised to the attested security versions", rec.Floors)
+	}
+	certs, err := f.Admin.ListDeviceCertificates(ctx, f.Tenant, d.ID, client.ListOptions{})
+	if err != nil || len(certs.Items) != 1 || certs.Items[0].Serial != rec.Attestation.Serial || len(certs.Items[0].Images) != 2 {
+		t.Errorf("certificates = %+v, %v; want the one issued, with the attested images", certs.Items, err)
+	}
+}
+
+// refusal attests and expects a 403 that says only "refused", the reason counted in
+// moat_attestation_refusals_total, and, when the device signed the evidence (recorded), the
+// reason on the device's record.
+func (f *fleet) refusal(t *testing.T, name string, evidence []byte, d testenv.Device, reason string, recorded bool) {
+	t.Helper()
+	before := f.refusals(t, reason)
+	_, err := f.Anon().Attest(context.Background(), evidence)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden || ce.Code != "attestation_refused" || ce.Detail != "refused" {
+		t.Fatalf("%s: Attest = %v, want 403 attestation_refused saying only \"refused\"", name, err)
+	}
+	if after := f.refusals(t, reason); after != before+1 {
+		t.Errorf("%s: moat_attestation_refusals_total{reason=%q} went from %v to %v, want one more", name, reason, before, after)
+	}
+	if !recorded {
+		return
+	}
+	rec, err := f.Admin.GetDevice(context.Background(), f.Tenant, d.ID)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if rec.Attestation == nil || rec.Attestation.Refusal != reason {
+		t.Errorf("%s: device record attestation = %+v, want refusal %q", name, rec.Attestation, reason)
+	}
+}
+
+// refusals reads the server's refusal counter for reason.
+func (f *fleet) refusals(t *testing.T, reason string) float64 {
+	t.Helper()
+	resp, err := f.Server.HTTPClient(t).Get(f.Server.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := `moat_attestation_refusals_total{reason="` + reason + `"} `
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no metric %s", prefix)
+	return 0
+}
+
+// TestAttest_Refusals attacks each rule of attestation: each case would get a certificate
+// if its check were missing.
+func TestAttest_Refusals(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	good := []attest.Measurement{f.os.Measurement(), f.app.Measurement()}
+
+	t.Run("unknown device", func(t *testing.T) {
+		k, err := identity.CreateFileKey(t.TempDir() + "/k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := testenv.Device{Key: k, ID: string(k.ID())}
+		f.refusal(t, "unregistered", f.Evidence(d, false, good...), d, "unknown_device", false)
+	})
+	t.Run("unclaimed", func(t *testing.T) {
+		d := f.NewDevice(false, "")
+		f.refusal(t, "unclaimed", f.Evidence(d, false, good...), d, "unclaimed", false)
+	})
+	t.Run("blocked", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(true)})
+		f.refusal(t, "blocked", f.Evidence(d, false, good...), d, "blocked", true)
+	})
+	t.Run("bad signature", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		other := f.NewDevice(true, "DW100/Production")
+		n, err := f.Anon().CreateAttestationNonce(ctx, client.NonceRequest{DeviceID: d.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Signed by another device's key while naming d: Sign refuses, so forge the envelope.
+		ev, err := attest.Sign(other.Key, attest.Evidence{DeviceID: other.ID, Nonce: n.Nonce, Time: time.Now(), Measurements: good})
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := strings.ReplaceAll(string(ev), other.ID, d.ID)
+		f.refusal(t, "another device's key", []byte(forged), d, "bad_signature", false)
+	})
+	t.Run("replayed nonce", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		ev := f.Evidence(d, false, good...)
+		if _, err := f.Anon().Attest(ctx, ev); err != nil {
+			t.Fatalf("first use: %v", err)
+		}
+		f.refusal(t, "replay", ev, d, "stale_or_replayed_nonce", true)
+	})
+	t.Run("nonce of another device", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		other := f.NewDevice(true, "DW100/Production")
+		n, err := f.Anon().CreateAttestationNonce(ctx, client.NonceRequest{DeviceID: other.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := attest.Sign(d.Key, attest.Evidence{DeviceID: d.ID, Nonce: n.Nonce, Time: time.Now(), Measurements: good})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.refusal(t, "nonce of another device", ev, d, "stale_or_replayed_nonce", true)
+	})
+	t.Run("expired nonce", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		ev := f.Evidence(d, false, good...)
+		f.offset.Store(int64(3 * time.Minute))
+		defer f.offset.Store(0)
+		// The evidence time is within skew, the nonce is past its 2 minutes.
+		f.refusal(t, "expired nonce", ev, d, "stale_or_replayed_nonce", true)
+	})
+	t.Run("tampered app", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		m := f.app.Measurement()
+		m.SHA256 = strings.Repeat("ab", 32)
+		f.refusal(t, "tampered", f.Evidence(d, false, f.os.Measurement(), m), d, "unknown_image", true)
+	})
+	t.Run("unsigned OS", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		m := f.os.Measurement()
+		m.Path, m.Version = "os/moat-os/9.9.9", "9.9.9"
+		f.refusal(t, "unsigned OS", f.Evidence(d, false, m, f.app.Measurement()), d, "unknown_image", true)
+	})
+	t.Run("no OS measured", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		f.refusal(t, "no OS", f.Evidence(d, false, f.app.Measurement()), d, "unknown_image", true)
+	})
+	t.Run("security version lie", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		m := f.app.Measurement()
+		m.SecurityVersion = 7
+		f.refusal(t, "security version lie", f.Evidence(d, false, f.os.Measurement(), m), d, "unknown_image", true)
+	})
+	t.Run("another product's app", func(t *testing.T) {
+		if _, err := f.Admin.CreateProduct(ctx, f.Tenant, client.ProductCreate{Name: "WM200"}); err != nil {
+			t.Fatal(err)
+		}
+		wm := f.PublishApp("wm200-app", "1.0.0", 1, "WM200")
+		d := f.NewDevice(true, "DW100/Production")
+		f.refusal(t, "wrong product", f.Evidence(d, false, f.os.Measurement(), wm.Measurement()), d, "unknown_image", true)
+	})
+	t.Run("below floor", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
+		if _, err := f.Attest(d, f.os.Measurement(), v2.Measurement()); err != nil {
+			t.Fatalf("attest v2: %v", err)
+		}
+		// Rolled back to 1.0.0 (still signed, security version 1): the floor is now 2.
+		f.refusal(t, "rollback", f.Evidence(d, false, good...), d, "below_floor", true)
+	})
+	t.Run("development mode", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Development")
+		f.refusal(t, "dev mode", f.Evidence(d, true, good...), d, "development_mode_not_allowed", true)
+		// With the capability it passes, and a side-loaded app is allowed only then.
+		f.Update(d.ID, client.DeviceUpdate{Development: ptr(true)})
+		side := f.app.Measurement()
+		side.Path, side.SHA256, side.Version = "apps/dw100-app/0.0.1-dev", strings.Repeat("cd", 32), "0.0.1-dev"
+		if _, err := f.Anon().Attest(ctx, f.Evidence(d, true, f.os.Measurement(), side)); err != nil {
+			t.Fatalf("development device with capability: %v", err)
+		}
+		// A production device running the same side-loaded app is refused.
+		p := f.NewDevice(true, "DW100/Production")
+		f.refusal(t, "side-loaded on production", f.Evidence(p, false, f.os.Measurement(), side), p, "unknown_image", true)
+	})
+	t.Run("revoked image", func(t *testing.T) {
+		d := f.NewDevice(true, "DW100/Production")
+		bad := f.PublishApp("dw100-app", "1.0.1", 1, "DW100")
+		if _, err := f.Attest(d, f.os.Measurement(), bad.Measurement()); err != nil {
+			t.Fatalf("attest before revocation: %v", err)
+		}
+		f.RevokeApp(bad.Path)
+		f.refusal(t, "revoked", f.Evidence(d, false, f.os.Measurement(), bad.Measurement()), d, "revoked_image", true)
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestAuthenticate_DeviceAPI attacks mutual TLS on the device API: no certificate, a
+// certificate from a CA the platform never certified, a blocked device with a still-valid
+// certificate, and an expired certificate are all refused.
+func TestAuthenticate_DeviceAPI(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Production")
+	cert, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unauth := func(name string, c *client.Client) {
+		t.Helper()
+		_, err := c.GetAssignment(ctx)
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+			t.Errorf("%s: GetAssignment = %v, want 401", name, err)
+		}
+	}
+	unauth("no certificate", f.Anon())
+	unauth("self-made CA", f.DeviceClient(f.ForgedCertificate(d)))
+
+	dc := f.DeviceClient(cert)
+	if _, err := dc.GetAssignment(ctx); err != nil {
+		t.Fatalf("valid certificate: %v", err)
+	}
+	f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(true)})
+	unauth("blocked device", f.DeviceClient(cert))
+	f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(false)})
+	if _, err := f.DeviceClient(cert).GetAssignment(ctx); err != nil {
+		t.Fatalf("unblocked: %v", err)
+	}
+	f.offset.Store(int64(25 * time.Hour))
+	defer f.offset.Store(0)
+	unauth("expired certificate", f.DeviceClient(cert))
+}
