@@ -96,8 +96,8 @@ type Filter struct {
 	GroupID   product.GroupID
 }
 
-// MaxClaim bounds the devices of one claim request.
-const MaxClaim = 1000
+// MaxClaim bounds the devices of one claim request (so that it fits the 64 KiB body limit).
+const MaxClaim = 500
 
 // Claim is the body of a claim request.
 type Claim struct {

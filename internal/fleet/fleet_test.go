@@ -3,6 +3,8 @@ package fleet_test
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -356,4 +358,9 @@ func TestAuthenticate_DeviceAPI(t *testing.T) {
 	f.offset.Store(int64(25 * time.Hour))
 	defer f.offset.Store(0)
 	unauth("expired certificate", f.DeviceClient(cert))
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
