@@ -2,9 +2,12 @@ package fleet
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
@@ -47,7 +50,7 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 	} else if err != nil {
 		return device.Device{}, err
 	}
-	tid, did, _, err := deviceca.VerifyDevice(leaf, tr.trusted, root, s.cfg.Now())
+	tid, did, err := s.verifyChain(leaf, tr, root)
 	if err != nil {
 		return device.Device{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
@@ -78,4 +81,46 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		return device.Device{}, fmt.Errorf("%w: device %s is blocked", ErrUnauthenticated, did)
 	}
 	return dev, nil
+}
+
+// verified is a certificate chain checked once, reused until it must be checked again.
+type verified struct {
+	tenant, device string
+	trust          *tenantTrust // the tenant trust it was checked against
+	until          time.Time
+}
+
+// maxVerified bounds the cache of verified chains (a replica serving more devices than
+// this re-verifies some chains, which is correct, only slower).
+const maxVerified = 1 << 17
+
+// verifyChain verifies the leaf's chain to the root through the tenant's trusted CAs
+// (deviceca.VerifyDevice), remembering the result for the same certificate bytes until the
+// tenant's trust is reloaded (trustTTL) or the certificate expires: two ECDSA verifications
+// per request are most of an update check's cost otherwise. Device state (blocked, claimed,
+// certificate on record) is still read on every request.
+func (s *Service) verifyChain(leaf *x509.Certificate, tr *tenantTrust, root *x509.Certificate) (string, string, error) {
+	now := s.cfg.Now()
+	key := sha256.Sum256(leaf.Raw)
+	s.mu.Lock()
+	v, ok := s.verified[key]
+	s.mu.Unlock()
+	if ok && v.trust == tr && now.Before(v.until) {
+		return v.tenant, v.device, nil
+	}
+	tid, did, _, err := deviceca.VerifyDevice(leaf, tr.trusted, root, now)
+	if err != nil {
+		return "", "", err
+	}
+	until := tr.loaded.Add(trustTTL)
+	if leaf.NotAfter.Before(until) {
+		until = leaf.NotAfter
+	}
+	s.mu.Lock()
+	if len(s.verified) >= maxVerified {
+		clear(s.verified)
+	}
+	s.verified[key] = verified{tenant: tid, device: did, trust: tr, until: until}
+	s.mu.Unlock()
+	return tid, did, nil
 }

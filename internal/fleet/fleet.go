@@ -94,9 +94,10 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	mu    sync.Mutex
-	trust map[tenant.ID]*tenantTrust // cached CA certificates and keys
-	root  cachedRoot
+	mu       sync.Mutex
+	trust    map[tenant.ID]*tenantTrust // cached CA certificates and keys
+	root     cachedRoot
+	verified map[[32]byte]verified // chains verified recently, by SHA-256 of the leaf
 }
 
 type metrics struct {
@@ -127,7 +128,7 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}}
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),

@@ -402,3 +402,31 @@ func (c *Client) Commit(kind string, securityVersion uint32) error {
 	floors[kind] = securityVersion
 	return writeFloors(c.cfg.StateDir, floors)
 }
+
+// DirectorKeyFromRoot returns the server's online key as a platform root names it for the
+// timestamp role: the key that also signs director assignments. A device provisioned with
+// only its pinned root learns the director key from it, and a root rotation that replaces
+// the online key replaces the director key with it.
+func DirectorKeyFromRoot(root []byte) (*ecdsa.PublicKey, error) {
+	r, err := metadata.Root().FromBytes(root)
+	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	role, ok := r.Signed.Roles[metadata.TIMESTAMP]
+	if !ok || len(role.KeyIDs) != 1 {
+		return nil, errors.New("root: the timestamp role must name exactly one key (the server's online key)")
+	}
+	k, ok := r.Signed.Keys[role.KeyIDs[0]]
+	if !ok {
+		return nil, errors.New("root: the timestamp key is not listed")
+	}
+	pub, err := k.ToPublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("root: timestamp key: %w", err)
+	}
+	ec, ok := pub.(*ecdsa.PublicKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, errors.New("root: the timestamp key is not ECDSA P-256")
+	}
+	return ec, nil
+}
