@@ -17,10 +17,14 @@ import (
 	"path/filepath"
 	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/server"
+	"github.com/moat-iot/moat/internal/tuf"
 )
 
 // Config is what the demo is built from.
@@ -52,6 +56,25 @@ type Result struct {
 	// of Contoso's apps.json that lists the DW100 app.
 	TrustAnchor string
 	AppsVersion int64
+	// OSPath and OSSHA256 name the platform's OS image on both feeds.
+	OSPath   string
+	OSSHA256 string
+	// CAChain is the PEM chain Contoso's cloud trusts its devices with.
+	CAChain string
+	// Devices is the demo fleet: what each device attested and installed.
+	Devices []DeviceResult
+}
+
+// DeviceResult is one demo device's story.
+type DeviceResult struct {
+	ID string
+	// Serial and NotAfter describe its certificate; empty when attestation was refused.
+	Serial   string
+	NotAfter time.Time
+	// Refusal and Detail are the reason support staff see when it was refused.
+	Refusal, Detail string
+	// Installed lists the images it downloaded, verified and committed.
+	Installed []string
 }
 
 // Demo is a running demo.
@@ -59,6 +82,11 @@ type Demo struct {
 	srv    *server.Server
 	dir    string
 	played chan struct{}
+	// Contoso's offline signing state for apps.json (the demo plays Contoso's engineers).
+	apps      map[string]tuf.TargetFile
+	appSigner signature.Signer
+	expires   time.Time
+	osImage   []byte // the OS image package the fleet booted
 	// Result is complete once Played is closed.
 	Result Result
 }
@@ -168,6 +196,9 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 	if err := d.publish(ctx, op, contoso, out, step); err != nil {
 		return err
 	}
+	if err := d.fleet(ctx, op, contoso, out, step); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, `
 Server:              %s
 TLS CA:              %s (SHA-256 %s)
@@ -180,9 +211,11 @@ Try it from another terminal:
   moat product list
   moat device-group list --product DW100
   moat image list
+  moat device list
+  moat device show %s
 
 The demo runs until Ctrl-C.
 `, d.Result.URL, d.Result.CAFile, server.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
-		d.Result.URL, d.Result.URL, d.Result.CAFile, d.Result.AdminToken)
+		d.Result.URL, d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID)
 	return nil
 }

@@ -85,8 +85,28 @@ func TestDemo_SeedScenario(t *testing.T) {
 	}
 	// Anyone with a Contoso token and the pinned root verifies and downloads the app with an
 	// unmodified go-tuf client: the whole offline/online split works end to end.
-	if r.AppsVersion != 1 {
-		t.Errorf("apps.json version = %d, want 1", r.AppsVersion)
+	if r.AppsVersion != 2 {
+		t.Errorf("apps.json version = %d, want 2 (1.0.0, then 1.1.0)", r.AppsVersion)
+	}
+	// The fleet: every device but the tampered one attested and installed the OS and app
+	// 1.1.0; the tampered one was refused with its reason on record and installed nothing.
+	if len(r.Devices) != 5 {
+		t.Fatalf("demo fleet = %d devices, want 5", len(r.Devices))
+	}
+	for i, dev := range r.Devices {
+		if i == len(r.Devices)-1 {
+			if dev.Refusal != "unknown_image" || dev.Serial != "" || len(dev.Installed) != 0 {
+				t.Errorf("tampered device = %+v, want refused unknown_image, no certificate, nothing installed", dev)
+			}
+			continue
+		}
+		if dev.Serial == "" || dev.Refusal != "" || strings.Join(dev.Installed, " ") != r.OSPath+" apps/dw100-app/1.1.0" {
+			t.Errorf("device %d = %+v, want a certificate and %s + apps/dw100-app/1.1.0 installed", i, dev, r.OSPath)
+		}
+	}
+	chain := mustRead(t, r.CAChain)
+	if strings.Count(string(chain), "BEGIN CERTIFICATE") != 2 {
+		t.Errorf("CA chain %s holds %d certificates, want Contoso's CA and the platform root", r.CAChain, strings.Count(string(chain), "BEGIN CERTIFICATE"))
 	}
 	root1 := mustRead(t, r.TrustAnchor)
 	base := r.URL + "/api/v1/tenants/" + r.Tenant.ID + "/tuf/"
@@ -120,7 +140,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
-	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "refused: unknown_image", "certificate issued"} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}

@@ -148,6 +148,9 @@ func (d *Demo) publish(ctx context.Context, op, contoso *client.Client, out io.W
 	}
 	d.Result.TrustAnchor = anchor
 	step("the platform operator made its offline root and OS keys (%s) and published root.json v1; devices pin %s", dir, anchor)
+	if err := d.platformCA(ctx, op, rootK, dir, step); err != nil {
+		return err
+	}
 
 	tenant := d.Result.Tenant.ID
 	del, err := op.GetTenantDelegation(ctx, tenant)
@@ -166,14 +169,18 @@ func (d *Demo) publish(ctx context.Context, op, contoso *client.Client, out io.W
 	if err != nil {
 		return err
 	}
-	targets, err := tuf.SignTargets(osSigner, del.TargetsVersion+1, expires, nil, pubs)
+	osTarget, err := d.publishOS(ctx, op, step)
+	if err != nil {
+		return err
+	}
+	targets, err := tuf.SignTargets(osSigner, del.TargetsVersion+1, expires, osTarget, pubs)
 	if err != nil {
 		return err
 	}
 	if _, err := op.PutTenantTargets(ctx, tenant, targets); err != nil {
 		return fmt.Errorf("upload Contoso's targets: %w", err)
 	}
-	step("the platform operator signed Contoso's targets.json offline, delegating Contoso's apps to its registered key")
+	step("the platform operator signed Contoso's targets.json offline: %s on the Retail and RetailEval feeds, and Contoso's apps delegated to its registered key", d.Result.OSPath)
 
 	f, err := os.Open(d.Result.AppImage)
 	if err != nil {
@@ -194,10 +201,12 @@ func (d *Demo) publish(ctx context.Context, op, contoso *client.Client, out io.W
 	}
 	m := d.Result.AppManifest
 	path := "apps/" + m.Name + "/" + m.Version
-	apps, err := tuf.SignApps(signer, 1, expires, map[string]tuf.TargetFile{path: {
+	d.apps = map[string]tuf.TargetFile{path: {
 		Length: info.Size, SHA256: info.Digest[len("sha256:"):],
 		Custom: map[string]any{"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID},
-	}})
+	}}
+	d.appSigner, d.expires = signer, expires
+	apps, err := tuf.SignApps(signer, 1, expires, d.apps)
 	if err != nil {
 		return err
 	}
