@@ -28,6 +28,8 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key for --tls-cert (MOAT_TLS_KEY)")
 	fs.Var((*hostList)(&cfg.TLSHosts), "tls-hosts", "comma-separated DNS names and IP addresses the local CA's certificate also covers (MOAT_TLS_HOSTS)")
 	fs.StringVar(&cfg.OnlineKey, "online-key", cfg.OnlineKey, "online signing key file for the TUF repository's snapshot and timestamp; default DATA/keys/online.key, created at first start (MOAT_ONLINE_KEY)")
+	fs.StringVar(&cfg.CAKeyKEK, "ca-kek", cfg.CAKeyKEK, "file of the key that wraps tenant device-CA keys in the database; default DATA/keys/ca.kek, created at first start; replicas share it (MOAT_CA_KEK)")
+	fs.DurationVar(&cfg.CertLifetime, "certificate-lifetime", cfg.CertLifetime, "lifetime of device certificates issued after attestation, 5m to 720h (MOAT_CERTIFICATE_LIFETIME)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (MOAT_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (MOAT_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
@@ -50,8 +52,8 @@ database, and prints a platform-operator token once. With --database postgres://
 lives in PostgreSQL, so several servers can share it.
 
 Configuration: defaults < --config file < MOAT_* environment < flags.
-Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /healthz, /readyz,
-/metrics (Prometheus). SIGINT or SIGTERM shuts down gracefully.
+Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json; the device API under
+/api/v1/device, mutual TLS with device certificates), /healthz, /readyz, /metrics (Prometheus). SIGINT or SIGTERM shuts down gracefully.
 
 EXAMPLES
   moat server
