@@ -52,8 +52,9 @@ database, and prints a platform-operator token once. With --database postgres://
 lives in PostgreSQL, so several servers can share it.
 
 Configuration: defaults < --config file < MOAT_* environment < flags.
-Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json; the device API under
-/api/v1/device, mutual TLS with device certificates), /healthz, /readyz, /metrics (Prometheus). SIGINT or SIGTERM shuts down gracefully.
+Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /api/v1/device
+(the device API: mutual TLS with device certificates), /healthz, /readyz, /metrics
+(Prometheus). SIGINT or SIGTERM shuts down gracefully.
 
 EXAMPLES
   moat server
