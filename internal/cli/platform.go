@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/tuf"
@@ -25,22 +27,37 @@ const (
 	platformRootKey = "root.key"
 	platformOSKey   = "os.key"
 	platformRoot1   = "1.root.json"
+	// platformRootCA is the platform root's X.509 certificate: the root key, self-signed,
+	// as the top of every tenant's device CA chain. It is public.
+	platformRootCA = "root-ca.pem"
+)
+
+// The platform root certificate's name and lifetime: it outlives every tenant CA it signs.
+const (
+	rootCAName     = "moat platform root"
+	rootCAValidity = 20 * 365 * 24 * time.Hour
 )
 
 func newPlatformCmd(env *Env) *ffcli.Command {
-	return newNoun(env, "platform", "Platform operator: the offline root of trust of the image repository.",
+	return newNoun(env, "platform", "Platform operator: the offline roots of trust, tenant device CAs and device registration.",
 		`The platform operator holds two offline keys: the root key signs root.json, the top of
-every device's trust; the OS key signs each tenant's targets.json (OS images, and which
+every device's trust, and the X.509 root certificate (root-ca.pem) that certifies each
+tenant's device CA; the OS key signs each tenant's targets.json (OS images, and which
 tenant keys may sign the tenant's applications). The server holds only its online key,
-which signs snapshot and timestamp: a compromise of the running server cannot add software.
+which signs snapshot and timestamp: a compromise of the running server cannot add software
+or make a device CA.
 
 Keep the directory of 'moat platform init' offline (a hardware token or an air-gapped
-machine in production) and bring it online only to sign.
+machine in production) and bring it online only to sign. The operator also makes and
+registers the identity keys of manufactured devices.
 
 EXAMPLES
   moat platform init --out ./platform-keys --passphrase-file ./passphrase.txt
-  moat platform targets-sign --tenant Contoso --keys ./platform-keys --passphrase-file ./passphrase.txt`,
-		newPlatformInit(env), newPlatformTargetsSign(env), newPlatformOSPublish(env), newPlatformAudit(env))
+  moat platform ca-sign --keys ./platform-keys --passphrase-file ./passphrase.txt
+  moat platform targets-sign --tenant Contoso --keys ./platform-keys --passphrase-file ./passphrase.txt
+  moat platform manufacture --count 100 --out ./devices`,
+		newPlatformInit(env), newPlatformCACertificate(env), newPlatformCASign(env), newPlatformTargetsSign(env),
+		newPlatformOSPublish(env), newPlatformDeviceCmd(env), newPlatformManufacture(env), newPlatformAudit(env))
 }
 
 // keyPassphrase returns the passphrase for new keys, or nil with --no-passphrase.
@@ -64,18 +81,22 @@ func newPlatformInit(env *Env) *ffcli.Command {
 	var valid time.Duration
 	return newVerb(env, "platform", verb{
 		name:  "init",
-		short: "Create the platform root and OS keys offline and upload the first root.json.",
+		short: "Create the platform root and OS keys offline; upload the first root.json and the root certificate.",
 		long: `Creates the platform root key and OS key in DIR (never uploaded), asks the server for its
 online key, builds 1.root.json (root: the root key; targets: the OS key; snapshot and
 timestamp: the server's online key), signs it with the root key, uploads it, and writes it to
-DIR/1.root.json: the file every device pins as its trust anchor. Needs the platform-operator
-role. Refuses to overwrite existing keys.
+DIR/1.root.json: the file every device pins as its trust anchor.
+
+It then makes the platform root certificate, the root key's self-signed X.509 certificate
+("moat platform root", valid 20 years) that certifies every tenant's device CA, writes it to
+DIR/root-ca.pem and uploads it. Needs the platform-operator role. Refuses to overwrite
+existing keys.
 
 EXAMPLES
   moat platform init --out ./platform-keys --passphrase-file ./passphrase.txt
   MOAT_KEY_PASSPHRASE=... moat platform init --out ./platform-keys`,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "out", "", "`DIR` for root.key, os.key and 1.root.json (required; created 0700)")
+			fs.StringVar(&out, "out", "", "`DIR` for root.key, os.key, 1.root.json and root-ca.pem (required; created 0700)")
 			fs.StringVar(&passFile, "passphrase-file", "", "read the keys' passphrase from the first line of `FILE`, - for standard input (default: $MOAT_KEY_PASSPHRASE)")
 			fs.BoolVar(&noPass, "no-passphrase", false, "store the keys unencrypted, protected by their file mode (0600) alone")
 			fs.DurationVar(&valid, "valid-for", 365*24*time.Hour, "how long 1.root.json is valid")
@@ -90,7 +111,7 @@ EXAMPLES
 			if valid < 24*time.Hour {
 				return usagef("--valid-for must be at least 24h")
 			}
-			for _, name := range []string{platformRootKey, platformOSKey, platformRoot1} {
+			for _, name := range []string{platformRootKey, platformOSKey, platformRoot1, platformRootCA} {
 				if _, err := os.Lstat(filepath.Join(out, name)); err == nil {
 					return errKeyExists(filepath.Join(out, name))
 				}
@@ -137,8 +158,27 @@ EXAMPLES
 			if err != nil {
 				return err
 			}
+			// The root certificate needs the root.json just uploaded: the server accepts
+			// only a certificate of a root key of the platform's TUF root.
+			caPath := filepath.Join(out, platformRootCA)
+			caPEM, err := deviceca.NewRootCertificate(rootK, rootCAName, time.Now(), rootCAValidity)
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(caPath, caPEM, 0o644, false); err != nil {
+				return err
+			}
+			rootCert, err := deviceca.ParseRootCertificate(caPEM)
+			if err != nil {
+				return err
+			}
+			if _, err := c.PutPlatformCertificate(ctx, caPEM); err != nil {
+				return fmt.Errorf("upload the root certificate %s: %w (upload it again with 'moat platform ca-certificate --keys %s')", caPath, err, shellQuote(out))
+			}
 			res := map[string]any{"root_version": v.Version, "root_key_id": keys.KeyID(&rootK.PublicKey),
-				"os_key_id": keys.KeyID(&osK.PublicKey), "online_key_id": ok.TUFKeyID, "trust_anchor": filepath.Join(out, platformRoot1)}
+				"os_key_id": keys.KeyID(&osK.PublicKey), "online_key_id": ok.TUFKeyID, "trust_anchor": filepath.Join(out, platformRoot1),
+				"root_certificate": caPath, "root_certificate_sha256": certFingerprint(rootCert),
+				"root_certificate_not_after": rootCert.NotAfter.UTC()}
 			if s.json() {
 				return s.printJSON(res)
 			}
@@ -148,6 +188,8 @@ EXAMPLES
 				{"OS key", keys.KeyID(&osK.PublicKey) + " (" + filepath.Join(out, platformOSKey) + ")"},
 				{"Online key", ok.TUFKeyID + " (held by the server)"},
 				{"Trust anchor", filepath.Join(out, platformRoot1) + " (pin it on every device)"},
+				{"Root certificate", caPath + " (uploaded; valid until " + fmtTime(rootCert.NotAfter) + ")"},
+				{"Root cert SHA-256", certFingerprint(rootCert)},
 			}); err != nil {
 				return err
 			}
@@ -438,4 +480,299 @@ EXAMPLES
 			})
 		},
 	})
+}
+
+// readRootKey reads the offline platform root key from dir.
+func readRootKey(env *Env, dir, passFile string) (*ecdsa.PrivateKey, error) {
+	return keys.ReadPrivate(filepath.Join(dir, platformRootKey), func() ([]byte, error) {
+		return keys.Passphrase(env.Getenv, env.Stdin, passFile)
+	})
+}
+
+// maxCertFileBytes bounds what is read of a local certificate file.
+const maxCertFileBytes = 64 << 10
+
+// readRootCA reads dir/root-ca.pem and checks that it is the certificate of rootKey.
+func readRootCA(dir string, rootKey *ecdsa.PrivateKey) (*x509.Certificate, []byte, error) {
+	path := filepath.Join(dir, platformRootCA)
+	data, err := readBounded(path, maxCertFileBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := deviceca.ParseRootCertificate(data)
+	if err != nil {
+		return nil, nil, &cliError{code: ExitError, msg: fmt.Sprintf("%s: %v", path, err),
+			hint: "it must be the file 'moat platform init' or 'moat platform ca-certificate' wrote"}
+	}
+	if pub, ok := cert.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&rootKey.PublicKey) {
+		return nil, nil, &cliError{code: ExitError, msg: fmt.Sprintf("%s is not a certificate of the root key %s", path, filepath.Join(dir, platformRootKey)),
+			hint: "check --keys; to make a certificate of this root key, move the file away and run 'moat platform ca-certificate'"}
+	}
+	return cert, data, nil
+}
+
+// rootCAShown is what 'moat platform ca-certificate -o json' prints.
+type rootCAShown struct {
+	File     string    `json:"file"`
+	Created  bool      `json:"created"`
+	Subject  string    `json:"subject"`
+	SHA256   string    `json:"sha256"`
+	NotAfter time.Time `json:"not_after"`
+	KeyID    string    `json:"root_key_id"`
+}
+
+func newPlatformCACertificate(env *Env) *ffcli.Command {
+	var dir, passFile string
+	var renew bool
+	return newVerb(env, "platform", verb{
+		name:  "ca-certificate",
+		short: "Upload the platform root certificate that certifies tenant device CAs, making it if needed.",
+		long: `Uploads DIR/root-ca.pem, the root key's self-signed X.509 certificate at the top of every
+tenant's device CA chain. It makes the certificate first, offline with DIR/root.key ("moat
+platform root", valid 20 years), when DIR has none (a platform initialised before 'moat
+platform init' made one) or when --renew asks for a new one (same key, new validity).
+
+Running it again uploads the same certificate, so it is safe to repeat. The server accepts
+only a certificate of a root key of the platform's root.json, and refuses one of another key
+than the certificate it already holds: the tenant CAs it certified stay valid. Needs the
+platform-operator role.
+
+EXAMPLES
+  moat platform ca-certificate --keys ./platform-keys --passphrase-file ./passphrase.txt
+  moat platform ca-certificate --keys ./platform-keys --renew`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dir, "keys", "", "`DIR` written by 'moat platform init' (required)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the root key's passphrase from the first line of `FILE`, - for standard input (default: $MOAT_KEY_PASSPHRASE)")
+			fs.BoolVar(&renew, "renew", false, "make a new certificate of the root key even if DIR has one, and replace it")
+		},
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 0, ""); err != nil {
+				return err
+			}
+			if dir == "" {
+				return usagef("--keys DIR is required: the directory of 'moat platform init'")
+			}
+			rootK, err := readRootKey(env, dir, passFile)
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(dir, platformRootCA)
+			_, statErr := os.Lstat(path)
+			exists := statErr == nil
+			var cert *x509.Certificate
+			var certPEM []byte
+			if exists && !renew {
+				if cert, certPEM, err = readRootCA(dir, rootK); err != nil {
+					return err
+				}
+				if time.Now().After(cert.NotAfter) {
+					return &cliError{code: ExitError, msg: fmt.Sprintf("%s expired at %s", path, fmtTime(cert.NotAfter)),
+						hint: "make a new one with --renew"}
+				}
+			} else {
+				if certPEM, err = deviceca.NewRootCertificate(rootK, rootCAName, time.Now(), rootCAValidity); err != nil {
+					return err
+				}
+				if cert, err = deviceca.ParseRootCertificate(certPEM); err != nil {
+					return err
+				}
+				if err := writeFileAtomic(path, certPEM, 0o644, exists); err != nil {
+					return err
+				}
+			}
+			c, err := s.client()
+			if err != nil {
+				return err
+			}
+			if _, err := c.PutPlatformCertificate(ctx, certPEM); err != nil {
+				return err
+			}
+			res := rootCAShown{File: path, Created: !exists || renew, Subject: cert.Subject.String(),
+				SHA256: certFingerprint(cert), NotAfter: cert.NotAfter.UTC(), KeyID: keys.KeyID(&rootK.PublicKey)}
+			if s.json() {
+				return s.printJSON(res)
+			}
+			what := "Uploaded"
+			if res.Created {
+				what = "Made and uploaded"
+			}
+			s.done("%s the platform root certificate %s.", what, path)
+			return s.show(res, [][2]string{{"Subject", res.Subject}, {"SHA-256", res.SHA256},
+				{"Valid until", fmtTime(res.NotAfter)}, {"Root key", res.KeyID}})
+		},
+	})
+}
+
+// signedCA is one row of 'moat platform ca-sign'.
+type signedCA struct {
+	tenantName string
+	ca         client.DeviceCA
+	notAfter   time.Time
+}
+
+func newPlatformCASign(env *Env) *ffcli.Command {
+	var dir, passFile, tenantRef string
+	var validity time.Duration
+	var dryRun bool
+	return newVerb(env, "platform", verb{
+		name:  "ca-sign",
+		short: "Certify the tenants' pending device CAs offline with the platform root key.",
+		long: `Lists the tenants' device CAs that wait for the platform root (a new tenant's first CA, or
+one that 'moat ca-certificate rotate' started), checks each certificate request locally, signs
+it offline with DIR/root.key under DIR/root-ca.pem, and uploads the certificate: the CA
+becomes the tenant's active one and issues its device certificates, and the CA it replaces
+stays trusted for an overlap. The root key never leaves this machine.
+
+Before each CA is signed, its tenant and CA ID, as the request itself names them, are shown
+on standard error; a request that names another tenant or CA than the server lists it under
+is refused. --dry-run only lists. Needs the platform-operator role.
+
+EXAMPLES
+  moat platform ca-sign --keys ./platform-keys --dry-run
+  moat platform ca-sign --keys ./platform-keys --passphrase-file ./passphrase.txt
+  moat platform ca-sign --keys ./platform-keys --tenant Contoso --validity 8760h`,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&dir, "keys", "", "`DIR` written by 'moat platform init': root.key and root-ca.pem (required)")
+			fs.StringVar(&tenantRef, "tenant", "", "sign only the CAs of this tenant (`ID|NAME`)")
+			fs.StringVar(&passFile, "passphrase-file", "", "read the root key's passphrase from the first line of `FILE`, - for standard input (default: $MOAT_KEY_PASSPHRASE)")
+			fs.DurationVar(&validity, "validity", 5*365*24*time.Hour, "how long each tenant CA certificate is valid (it must end before the root certificate)")
+			fs.BoolVar(&dryRun, "dry-run", false, "list the pending CAs and sign nothing")
+		},
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 0, ""); err != nil {
+				return err
+			}
+			if dir == "" && !dryRun {
+				return usagef("--keys DIR is required: the directory of 'moat platform init'")
+			}
+			if validity < 24*time.Hour {
+				return usagef("--validity must be at least 24h")
+			}
+			var rootK *ecdsa.PrivateKey
+			var rootCert *x509.Certificate
+			if !dryRun {
+				var err error
+				if rootK, err = readRootKey(env, dir, passFile); err != nil {
+					return err
+				}
+				if rootCert, _, err = readRootCA(dir, rootK); err != nil {
+					return err
+				}
+				if end := time.Now().Add(validity); end.After(rootCert.NotAfter) {
+					return usagef("--validity %s would end at %s, after the root certificate (%s)", validity, fmtTime(end), fmtTime(rootCert.NotAfter))
+				}
+			}
+			c, err := s.client()
+			if err != nil {
+				return err
+			}
+			only := ""
+			if tenantRef != "" {
+				t, err := s.findTenant(ctx, tenantRef)
+				if err != nil {
+					return err
+				}
+				only = t.ID
+			}
+			pending, err := client.Collect(ctx, client.ListOptions{}, c.ListPendingDeviceCAs)
+			if err != nil {
+				return err
+			}
+			names := map[string]string{}
+			tenantName := func(id string) string {
+				if n, ok := names[id]; ok {
+					return n
+				}
+				n := "?"
+				if t, err := c.GetTenant(ctx, id); err == nil {
+					n = t.Name
+				}
+				names[id] = n
+				return n
+			}
+			var todo []client.DeviceCA
+			for _, ca := range pending {
+				if only == "" || ca.TenantID == only {
+					todo = append(todo, ca)
+				}
+			}
+			if dryRun {
+				return printList(s, todo, []string{"TENANT", "TENANT ID", "CA ID", "REQUESTED"}, func(ca client.DeviceCA) []string {
+					return []string{tenantName(ca.TenantID), ca.TenantID, ca.ID, fmtTime(ca.CreatedAt)}
+				})
+			}
+			if len(todo) == 0 {
+				if s.json() {
+					return s.printJSON([]client.DeviceCA{})
+				}
+				s.done("No device CA waits for the platform root.")
+				return nil
+			}
+			var done []signedCA
+			var errs []error
+			for _, ca := range todo {
+				name := tenantName(ca.TenantID)
+				sc, err := signPendingCA(ctx, s, c, rootCert, rootK, ca, name, validity)
+				if err != nil {
+					s.note("moat: device CA %s of tenant %s: %v", ca.ID, clean(name), err)
+					errs = append(errs, err)
+					continue
+				}
+				done = append(done, sc)
+			}
+			if s.json() {
+				out := []client.DeviceCA{}
+				for _, d := range done {
+					out = append(out, d.ca)
+				}
+				if err := s.printJSON(out); err != nil {
+					return err
+				}
+			} else if len(done) > 0 {
+				s.done("Certified %s with the platform root:", plural(len(done), "device CA"))
+				if err := printList(s, done, []string{"TENANT", "TENANT ID", "CA ID", "STATE", "VALID UNTIL"}, func(d signedCA) []string {
+					return []string{d.tenantName, d.ca.TenantID, d.ca.ID, d.ca.State, fmtTime(d.notAfter)}
+				}); err != nil {
+					return err
+				}
+			}
+			if len(errs) > 0 {
+				code := ExitError
+				if e, ok := errors.AsType[*client.Error](errors.Join(errs...)); ok {
+					code = exitForStatus(e.Status)
+				}
+				return &cliError{code: code, msg: fmt.Sprintf("%d of %s not certified (see above)", len(errs), plural(len(todo), "device CA")),
+					hint: "fix the cause and run 'moat platform ca-sign' again: it signs only the CAs still pending"}
+			}
+			return nil
+		},
+	})
+}
+
+// signPendingCA checks a pending CA's request, signs it with the root key and uploads the
+// certificate. It signs only what the request names, and only if that is what the server
+// lists it as: a server cannot get a CA for one tenant certified under another's name.
+func signPendingCA(ctx context.Context, s *session, c *client.Client, root *x509.Certificate, rootK *ecdsa.PrivateKey,
+	ca client.DeviceCA, tenantName string, validity time.Duration) (signedCA, error) {
+	info, err := deviceca.ParseCSR([]byte(ca.CSRPEM))
+	if err != nil {
+		return signedCA{}, err
+	}
+	if info.TenantID != ca.TenantID || info.CAID != ca.ID {
+		return signedCA{}, fmt.Errorf("the request names CA %s of tenant %s, not what the server lists; refusing to sign it", info.CAID, info.TenantID)
+	}
+	s.note("Signing device CA %s of tenant %s (%s).", info.CAID, clean(tenantName), info.TenantID)
+	certPEM, err := deviceca.SignCA(root, rootK, []byte(ca.CSRPEM), time.Now(), validity)
+	if err != nil {
+		return signedCA{}, err
+	}
+	cert, err := parseCertsPEM(certPEM)
+	if err != nil {
+		return signedCA{}, fmt.Errorf("the signed certificate: %w", err)
+	}
+	up, err := c.PutDeviceCACertificate(ctx, info.TenantID, info.CAID, certPEM)
+	if err != nil {
+		return signedCA{}, err
+	}
+	return signedCA{tenantName: tenantName, ca: up, notAfter: cert[0].NotAfter}, nil
 }

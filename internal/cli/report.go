@@ -73,6 +73,13 @@ var hints = map[string]string{
 	"name_taken":                 "choose another name",
 	"etag_mismatch":              "someone else changed it since it was read; run the command again",
 	"last_administrator":         "make another member Administrator first",
+	"device_not_found":           "run 'moat device list' to see the tenant's devices",
+	"device_registered":          "a device is registered once; give its ID to the tenant that claims it",
+	"image_not_found":            "run 'moat image list' to see the published images",
+	"wrong_product":              "deploy an image made for the group's product",
+	"ca_pending":                 "the platform operator certifies it with 'moat platform ca-sign'",
+	"platform_not_initialized":   "the platform operator runs 'moat platform init' (or 'moat platform ca-certificate')",
+	"bad_root_certificate":       "upload the certificate of the platform's root key (the --keys directory of 'moat platform init')",
 }
 
 var statusHints = map[int]string{
