@@ -277,5 +277,8 @@ func listQuery(o ListOptions) url.Values {
 	if o.Name != "" {
 		q.Set("name", o.Name)
 	}
+	if o.Product != "" {
+		q.Set("product", o.Product)
+	}
 	return q
 }

@@ -192,7 +192,7 @@ func (c *Client) ClaimDevices(ctx context.Context, tenant string, req DeviceClai
 	return out, err
 }
 
-// ListDevices lists the tenant's devices; opts.Filter "product" selects one product's.
+// ListDevices lists the tenant's devices; opts.Product (a product name) selects one product's.
 func (c *Client) ListDevices(ctx context.Context, tenant string, opts ListOptions) (Page[Device], error) {
 	var out Page[Device]
 	err := c.do(ctx, request{method: http.MethodGet, path: []string{"tenants", tenant, "devices"}, query: listQuery(opts)}, &out)

@@ -144,7 +144,7 @@ func (r Register) Validate() error {
 
 // Update changes a device's group or state; absent fields are left as they are.
 type Update struct {
-	// Group is "<product name>/<group name>".
+	// Group is "<product name>/<group name>", or "" to take the device out of its group.
 	Group       *string `json:"device_group,omitempty"`
 	Blocked     *bool   `json:"blocked,omitempty"`
 	Development *bool   `json:"development,omitempty"`
@@ -156,8 +156,8 @@ func (u Update) Validate() error {
 	if u.Group == nil && u.Blocked == nil && u.Development == nil {
 		v.Add("", "nothing_to_update", "name at least one of device_group, blocked, development")
 	}
-	if u.Group != nil && (len(*u.Group) < 3 || len(*u.Group) > 2*64+1) {
-		v.Add("device_group", "invalid_device_group", "device_group must be PRODUCT/GROUP")
+	if u.Group != nil && *u.Group != "" && (len(*u.Group) < 3 || len(*u.Group) > 2*64+1) {
+		v.Add("device_group", "invalid_device_group", `device_group must be PRODUCT/GROUP, or "" for none`)
 	}
 	return v.Err()
 }

@@ -364,3 +364,45 @@ func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestDeployments_Refuses: a deployment names a current app of the tenant, for the
+// group's product (wrong software never reaches a group), and needs a Contributor.
+func TestDeployments_Refuses(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	if _, err := f.Admin.CreateProduct(ctx, f.Tenant, client.ProductCreate{Name: "WM200"}); err != nil {
+		t.Fatal(err)
+	}
+	wm := f.PublishApp("wm200-app", "1.0.0", 1, "WM200")
+	g := f.group("Production")
+	for name, target := range map[string]string{
+		"another product's app": wm.Path,
+		"unsigned":              "apps/dw100-app/9.9.9",
+		"an OS image":           f.os.Path,
+	} {
+		_, err := f.Admin.CreateDeployment(ctx, f.Tenant, f.Product, g.ID, client.DeploymentCreate{Target: target})
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusBadRequest {
+			t.Errorf("deploy %s: %v, want 400", name, err)
+		}
+	}
+	f.RevokeApp(f.app.Path)
+	if _, err := f.Admin.CreateDeployment(ctx, f.Tenant, f.Product, g.ID, client.DeploymentCreate{Target: f.app.Path}); err == nil {
+		t.Error("deploying a revoked app succeeded")
+	}
+	ds, err := f.Admin.ListDeployments(ctx, f.Tenant, f.Product, g.ID, client.ListOptions{})
+	if err != nil || len(ds.Items) != 1 {
+		t.Errorf("deployments = %+v, %v; want only the first", ds.Items, err)
+	}
+	r, err := f.Admin.CreateMember(ctx, f.Tenant, client.MemberCreate{Name: "reader", Role: client.RoleReader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
+	_, err = f.Client(r.Secret).CreateDeployment(ctx, f.Tenant, f.Product, g.ID, client.DeploymentCreate{Target: v2.Path})
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
+		t.Errorf("a Reader deploys: %v, want 403", err)
+	}
+}
