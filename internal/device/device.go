@@ -42,7 +42,18 @@ type Device struct {
 	Floors map[string]uint32 `json:"floors"`
 	// Attestation is the outcome of the device's last attestation, successful or not.
 	Attestation *Attestation `json:"attestation,omitempty"`
-	Version     int64        `json:"version"`
+	// Certificate is the certificate of the device's latest successful attestation: the
+	// only one the device API accepts (a superseded one presented later is a second
+	// instance of the identity). Nil when the latest fresh attestation was refused.
+	Certificate *Current `json:"certificate,omitempty"`
+	Version     int64    `json:"version"`
+}
+
+// Current names a device's current certificate.
+type Current struct {
+	Serial   string    `json:"serial"`
+	IssuedAt time.Time `json:"issued_at"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Attestation is what support staff see of a device's last attestation.

@@ -154,8 +154,10 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 		refusal = nil
 		if err := tx.Nonces().Consume(ctx, string(id), c.Nonce, now); err != nil {
 			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNonceUsed) || errors.Is(err, store.ErrExpired) {
+				// A replay of genuine evidence: recorded, but the device's current
+				// certificate stands (a replayer must not be able to revoke it).
 				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
-				return s.record(ctx, tx, id, ev, refusal, "", now)
+				return s.record(ctx, tx, id, ev, outcome{refusal: refusal}, now)
 			}
 			return err
 		}
@@ -164,16 +166,18 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			return err
 		}
 		if refusal = s.check(ctx, tx, dev, ev, cat); refusal != nil {
-			return s.record(ctx, tx, id, ev, refusal, "", now)
+			// Fresh evidence the device signed shows it may not be trusted now: its current
+			// certificate stops working too.
+			return s.record(ctx, tx, id, ev, outcome{refusal: refusal, revoke: true}, now)
 		}
 		is, refusal, err = s.issue(ctx, tx, dev, pub, ev, now)
 		if err != nil {
 			return err
 		}
 		if refusal != nil {
-			return s.record(ctx, tx, id, ev, refusal, "", now)
+			return s.record(ctx, tx, id, ev, outcome{refusal: refusal}, now)
 		}
-		return s.record(ctx, tx, id, ev, nil, is.Serial, now)
+		return s.record(ctx, tx, id, ev, outcome{issued: &is}, now)
 	})
 	if err != nil {
 		return Issued{}, err
@@ -282,17 +286,31 @@ func (s *Service) issue(ctx context.Context, tx store.Tx, dev device.Device, pub
 	return Issued{ChainPEM: chain, Serial: serial, NotAfter: rec.NotAfter}, nil, nil
 }
 
-// record writes the attestation outcome on the device; on success it raises the floors to
-// the attested security versions (they never fall).
-func (s *Service) record(ctx context.Context, tx store.Tx, id device.ID, ev attest.Evidence, r *Refusal, serial string, now time.Time) error {
+// outcome is what an attestation ends in: a certificate issued, or a refusal that may
+// also revoke the device's current certificate.
+type outcome struct {
+	issued  *Issued
+	refusal *Refusal
+	revoke  bool
+}
+
+// record writes the attestation outcome on the device; on success it makes the new
+// certificate the device's current one and raises the floors to the attested security
+// versions (they never fall).
+func (s *Service) record(ctx context.Context, tx store.Tx, id device.ID, ev attest.Evidence, o outcome, now time.Time) error {
 	dev, err := tx.Devices().Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	a := &device.Attestation{At: now, Serial: serial, DevelopmentMode: ev.DevelopmentMode, Images: measurements(ev)}
-	if r != nil {
+	a := &device.Attestation{At: now, DevelopmentMode: ev.DevelopmentMode, Images: measurements(ev)}
+	if o.revoke {
+		dev.Certificate = nil
+	}
+	if r := o.refusal; r != nil {
 		a.Refusal, a.Detail = r.Reason, r.Detail
 	} else {
+		a.Serial = o.issued.Serial
+		dev.Certificate = &device.Current{Serial: o.issued.Serial, IssuedAt: now, NotAfter: o.issued.NotAfter}
 		floors := maps.Clone(dev.Floors)
 		if floors == nil {
 			floors = map[string]uint32{}

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
+	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
@@ -80,7 +82,78 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 	if dev.Blocked {
 		return device.Device{}, fmt.Errorf("%w: device %s is blocked", ErrUnauthenticated, did)
 	}
+	switch cur := dev.Certificate; {
+	case cur == nil:
+		return device.Device{}, fmt.Errorf("%w: device %s: its latest attestation was refused", ErrUnauthenticated, did)
+	case cur.Serial == serial:
+	case !connStart(ctx, s.cfg.Now()).After(cur.IssuedAt.Add(SupersedeGrace)):
+		// A connection the device opened before it renewed (or just after, racing the
+		// renewal) still carries the previous certificate: the same device.
+	default:
+		s.identityConflict(ctx, dev, serial)
+		return device.Device{}, fmt.Errorf("%w: device %s presented certificate %s, superseded by %s at %s", ErrUnauthenticated, did, serial, cur.Serial, cur.IssuedAt.Format(time.RFC3339))
+	}
 	return dev, nil
+}
+
+// SupersedeGrace: a device's previous certificate is accepted on connections opened up to
+// this long after a newer one was issued (the renewing device's own connections, opened
+// before or while it renewed). A connection opened later with it is a second instance of
+// the identity.
+const SupersedeGrace = 30 * time.Second
+
+type connStartKey struct{}
+
+// WithConnStart records in a connection's context when the connection was accepted; the
+// server sets it (http.Server.ConnContext) so that a superseded certificate can be told
+// apart on an old connection of the device itself and on a new one of a clone.
+func WithConnStart(ctx context.Context, t time.Time) context.Context {
+	return context.WithValue(ctx, connStartKey{}, t)
+}
+
+// connStart returns when the request's connection was accepted, or now when unknown.
+func connStart(ctx context.Context, now time.Time) time.Time {
+	if t, ok := ctx.Value(connStartKey{}).(time.Time); ok {
+		return t
+	}
+	return now
+}
+
+// identityConflict raises the alert of a cloned device identity (ATTACKS row 1): a
+// certificate the device's own later attestation superseded is still in use, so two
+// instances hold the identity key. The request is refused; the conflict is counted
+// (moat_device_identity_conflicts_total), logged, and written once per certificate to the
+// tenant's audit log for support staff.
+func (s *Service) identityConflict(ctx context.Context, dev device.Device, serial string) {
+	s.metrics.conflicts.Inc()
+	s.cfg.Logger.WarnContext(ctx, "device identity in use twice: a superseded certificate was presented",
+		"device_id", dev.ID, "tenant_id", dev.TenantID, "serial", serial, "current_serial", dev.Certificate.Serial)
+	s.mu.Lock()
+	seen := s.conflicts[serial]
+	s.conflicts[serial] = true
+	if len(s.conflicts) > maxVerified {
+		clear(s.conflicts)
+	}
+	s.mu.Unlock()
+	if seen {
+		return
+	}
+	now := s.cfg.Now().UTC()
+	err := s.cfg.Store.InTx(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		return tt.Audit().Append(ctx, audit.Event{
+			ID: ident.New(audit.IDPrefix, now), TenantID: dev.TenantID, At: now,
+			Action: "device.identity_conflict", ObjectType: "device", ObjectID: string(dev.ID),
+			Detail: "certificate " + serial + " was presented after its successor " + dev.Certificate.Serial +
+				" was issued: two devices hold this identity key (cloned key?)",
+		})
+	})
+	if err != nil {
+		s.cfg.Logger.ErrorContext(ctx, "record device identity conflict", "device_id", dev.ID, "err", err)
+	}
 }
 
 // verified is a certificate chain checked once, reused until it must be checked again.

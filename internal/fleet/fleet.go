@@ -94,10 +94,11 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	mu       sync.Mutex
-	trust    map[tenant.ID]*tenantTrust // cached CA certificates and keys
-	root     cachedRoot
-	verified map[[32]byte]verified // chains verified recently, by SHA-256 of the leaf
+	mu        sync.Mutex
+	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys
+	root      cachedRoot
+	verified  map[[32]byte]verified // chains verified recently, by SHA-256 of the leaf
+	conflicts map[string]bool       // serials already reported as identity conflicts
 }
 
 type metrics struct {
@@ -105,6 +106,7 @@ type metrics struct {
 	refusals     *prometheus.CounterVec // reason
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
+	conflicts    prometheus.Counter
 }
 
 // New returns the service.
@@ -128,19 +130,20 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}}
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
+		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}

@@ -164,6 +164,12 @@ func (f *fleet) refusal(t *testing.T, name string, evidence []byte, d testenv.De
 // refusals reads the server's refusal counter for reason.
 func (f *fleet) refusals(t *testing.T, reason string) float64 {
 	t.Helper()
+	return f.metric(t, `moat_attestation_refusals_total{reason="`+reason+`"}`)
+}
+
+// metric reads one sample of the server's /metrics.
+func (f *fleet) metric(t *testing.T, name string) float64 {
+	t.Helper()
 	resp, err := f.Server.HTTPClient(t).Get(f.Server.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +179,7 @@ func (f *fleet) refusals(t *testing.T, reason string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prefix := `moat_attestation_refusals_total{reason="` + reason + `"} `
+	prefix := name + " "
 	for line := range strings.Lines(string(body)) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), prefix); ok {
 			n, err := strconv.ParseFloat(v, 64)
@@ -404,5 +410,92 @@ func TestDeployments_Refuses(t *testing.T) {
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
 		t.Errorf("a Reader deploys: %v, want 403", err)
+	}
+}
+
+// TestAuthenticate_ClonedIdentityIsFlagged attacks ATTACKS row 1 with a software key: two
+// devices hold one identity key and both attest. The second attestation supersedes the
+// first certificate; the first device's new connections with it are refused, the conflict
+// is counted and written to the tenant's audit log, and the latest certificate works.
+// The device's own connections opened before it renewed keep working.
+func TestAuthenticate_ClonedIdentityIsFlagged(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Production")
+	first, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := f.DeviceClient(first)
+	if _, err := original.GetAssignment(ctx); err != nil { // opens a kept-alive connection
+		t.Fatal(err)
+	}
+	clone, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.offset.Store(int64(time.Minute))
+	defer f.offset.Store(0)
+	if _, err := original.GetAssignment(ctx); err != nil {
+		t.Errorf("the connection opened before the renewal: %v, want still accepted", err)
+	}
+	before := f.metric(t, "moat_device_identity_conflicts_total")
+	_, err = f.DeviceClient(first).GetAssignment(ctx)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+		t.Fatalf("superseded certificate on a new connection: %v, want 401", err)
+	}
+	if after := f.metric(t, "moat_device_identity_conflicts_total"); after != before+1 {
+		t.Errorf("identity conflicts went from %v to %v, want one more", before, after)
+	}
+	if _, err := f.DeviceClient(clone).GetAssignment(ctx); err != nil {
+		t.Errorf("latest certificate: %v", err)
+	}
+	evs, err := f.Admin.ListAuditEvents(ctx, f.Tenant, client.ListOptions{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs.Items {
+		found = found || e.Action == "device.identity_conflict" && e.ObjectID == d.ID
+	}
+	if !found {
+		t.Error("no device.identity_conflict event in the tenant's audit log")
+	}
+}
+
+// TestAuthenticate_RefusedAttestationEndsTheCertificate: a device whose fresh attestation
+// is refused (it now runs a revoked image) loses its still-valid certificate at once; a
+// replay of old evidence, which anyone who captured it could send, does not.
+func TestAuthenticate_RefusedAttestationEndsTheCertificate(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Production")
+	ev := f.Evidence(d, false, f.os.Measurement(), f.app.Measurement())
+	is, err := f.Anon().Attest(ctx, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := testenv.TLSCertificate(t, is.ChainPEM, d.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Anon().Attest(ctx, ev); err == nil {
+		t.Fatal("replayed evidence accepted")
+	}
+	if _, err := f.DeviceClient(cert).GetAssignment(ctx); err != nil {
+		t.Fatalf("after a replay of its evidence the device's certificate must still work: %v", err)
+	}
+	bad := f.PublishApp("dw100-app", "1.0.1", 1, "DW100")
+	f.RevokeApp(bad.Path)
+	if _, err := f.Attest(d, f.os.Measurement(), bad.Measurement()); err == nil {
+		t.Fatal("attestation with a revoked app accepted")
+	}
+	_, err = f.DeviceClient(cert).GetAssignment(ctx)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+		t.Fatalf("certificate after a refused attestation: %v, want 401", err)
 	}
 }

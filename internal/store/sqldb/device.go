@@ -19,16 +19,23 @@ import (
 // the platform-level devices type reaches every row; tenantDevices binds tenant_id from
 // its tenantTx in every query, as the rest of the tenant-scoped types do.
 
-const deviceCols = `id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id, blocked, development, floors, attestation, version`
+const deviceCols = `id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id, blocked, development, floors, attestation, certificate, version`
 
 func scanDevice(row interface{ Scan(...any) error }) (device.Device, error) {
 	var d device.Device
-	var tid, pid, gid, att sql.NullString
+	var tid, pid, gid, att, cert sql.NullString
 	var claimed sql.NullTime
 	var floors string
 	if err := row.Scan(&d.ID, &d.PublicKeyPEM, &d.RegisteredAt, &tid, &claimed, &pid, &gid, &d.Blocked, &d.Development,
-		&floors, &att, &d.Version); err != nil {
+		&floors, &att, &cert, &d.Version); err != nil {
 		return d, err
+	}
+	if cert.Valid {
+		d.Certificate = new(device.Current)
+		if err := json.Unmarshal([]byte(cert.String), d.Certificate); err != nil {
+			return d, fmt.Errorf("device %s certificate: %w", d.ID, err)
+		}
+		d.Certificate.IssuedAt, d.Certificate.NotAfter = utc(d.Certificate.IssuedAt), utc(d.Certificate.NotAfter)
 	}
 	d.RegisteredAt, d.ClaimedAt = utc(d.RegisteredAt), timePtr(claimed)
 	d.TenantID, d.ProductID, d.GroupID = tenant.ID(tid.String), product.ID(pid.String), product.GroupID(gid.String)
@@ -53,11 +60,11 @@ func scanDevice(row interface{ Scan(...any) error }) (device.Device, error) {
 
 // deviceJSON encodes the JSON columns: nil floors as {}, no attestation as NULL, and an
 // attestation's images as [] rather than null.
-func deviceJSON(d device.Device) (floors string, att sql.NullString, err error) {
+func deviceJSON(d device.Device) (floors string, att, cert sql.NullString, err error) {
 	f := []byte("{}")
 	if d.Floors != nil {
 		if f, err = json.Marshal(d.Floors); err != nil {
-			return "", att, err
+			return "", att, cert, err
 		}
 	}
 	if d.Attestation != nil {
@@ -68,11 +75,20 @@ func deviceJSON(d device.Device) (floors string, att sql.NullString, err error) 
 		}
 		b, err := json.Marshal(a)
 		if err != nil {
-			return "", att, err
+			return "", att, cert, err
 		}
 		att = sql.NullString{String: string(b), Valid: true}
 	}
-	return string(f), att, nil
+	if d.Certificate != nil {
+		c := *d.Certificate
+		c.IssuedAt, c.NotAfter = utc(c.IssuedAt), utc(c.NotAfter)
+		b, err := json.Marshal(c)
+		if err != nil {
+			return "", att, cert, err
+		}
+		cert = sql.NullString{String: string(b), Valid: true}
+	}
+	return string(f), att, cert, nil
 }
 
 // nullString stores an empty string as NULL (an unclaimed device's tenant, an ungrouped
@@ -86,12 +102,12 @@ type devices struct{ t *tx }
 // Register stores the device unclaimed and at version 1, whatever d says about its tenant,
 // group or version: only Claim puts a device into a tenant.
 func (s devices) Register(ctx context.Context, d device.Device) error {
-	floors, att, err := deviceJSON(d)
+	floors, att, cert, err := deviceJSON(d)
 	if err != nil {
 		return err
 	}
-	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, 1)`,
-		d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att)
+	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, $8, 1)`,
+		d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att, cert)
 	return err
 }
 
@@ -127,15 +143,15 @@ func (s devices) Claim(ctx context.Context, id device.ID, t tenant.ID, at time.T
 
 // deviceSet is the UPDATE of a device's changeable columns; identity, registration and
 // tenant (tenant_id, claimed_at) are never written by Update.
-const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = $3, development = $4, floors = $5, attestation = $6, version = $7`
+const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = $3, development = $4, floors = $5, attestation = $6, certificate = $7, version = $8`
 
 func (s devices) Update(ctx context.Context, d device.Device) error {
-	floors, att, err := deviceJSON(d)
+	floors, att, cert, err := deviceJSON(d)
 	if err != nil {
 		return err
 	}
-	r, err := s.t.exec(ctx, deviceSet+` WHERE id = $8 AND version = $9`,
-		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, d.Version, d.ID, d.Version-1)
+	r, err := s.t.exec(ctx, deviceSet+` WHERE id = $9 AND version = $10`,
+		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, cert, d.Version, d.ID, d.Version-1)
 	if err != nil {
 		return err
 	}
@@ -166,12 +182,12 @@ func (s tenantDevices) List(ctx context.Context, f device.Filter, p store.Page) 
 }
 
 func (s tenantDevices) Update(ctx context.Context, d device.Device) error {
-	floors, att, err := deviceJSON(d)
+	floors, att, cert, err := deviceJSON(d)
 	if err != nil {
 		return err
 	}
-	r, err := s.t.tx.exec(ctx, deviceSet+` WHERE tenant_id = $8 AND id = $9 AND version = $10`,
-		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, d.Version, s.t.id, d.ID, d.Version-1)
+	r, err := s.t.tx.exec(ctx, deviceSet+` WHERE tenant_id = $9 AND id = $10 AND version = $11`,
+		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, cert, d.Version, s.t.id, d.ID, d.Version-1)
 	if err != nil {
 		return err
 	}

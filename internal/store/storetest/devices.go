@@ -307,6 +307,7 @@ func testDeviceJSON(h *harness) {
 			{Kind: "app", Path: "apps/dishwasher/2.0.0", SHA256: strings.Repeat("cd", 32), Version: "2.0.0", SecurityVersion: 4_000_000_000},
 		},
 	}
+	v2.Certificate = &device.Current{Serial: "0a1b2c", IssuedAt: h.tick(), NotAfter: h.tick().Add(24 * time.Hour)}
 	v2.Version = 2
 	if err := h.updateDevice(v2); err != nil {
 		h.t.Fatalf("Devices().Update(floors, attestation) = %v, want nil", err)
@@ -330,7 +331,7 @@ func testDeviceJSON(h *harness) {
 	wantEqual(h.t, "Devices().Get(nil floors, refusal without images)", got, err, want)
 
 	v4 := want
-	v4.Attestation, v4.Version = nil, 4
+	v4.Attestation, v4.Certificate, v4.Version = nil, nil, 4
 	if err := h.updateDevice(v4); err != nil {
 		h.t.Fatalf("Devices().Update(no attestation) = %v, want nil", err)
 	}

@@ -21,6 +21,7 @@ CREATE TABLE devices (
 	development    BOOLEAN NOT NULL,
 	floors         TEXT NOT NULL,
 	attestation    TEXT,
+	certificate    TEXT,
 	version        BIGINT NOT NULL,
 	CHECK ((tenant_id IS NULL) = (claimed_at IS NULL)),
 	CHECK ((product_id IS NULL) = (group_id IS NULL)),
