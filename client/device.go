@@ -21,7 +21,16 @@ type Device struct {
 	Development  bool              `json:"development"`
 	Floors       map[string]uint32 `json:"floors"`
 	Attestation  *Attestation      `json:"attestation,omitempty"`
-	Version      int64             `json:"version"`
+	// Certificate is the device's current certificate: the only one the device API accepts.
+	Certificate *CurrentCertificate `json:"certificate,omitempty"`
+	Version     int64               `json:"version"`
+}
+
+// CurrentCertificate names a device's current certificate.
+type CurrentCertificate struct {
+	Serial   string    `json:"serial"`
+	IssuedAt time.Time `json:"issued_at"`
+	NotAfter time.Time `json:"not_after"`
 }
 
 // Attestation is the outcome of a device's last attestation; Refusal is empty on success.

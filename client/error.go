@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Error is a failure the server reported: an RFC 9457 problem document, or for a response
@@ -29,6 +30,16 @@ type Error struct {
 	Instance string
 	// RequestID is the server's ID for the request (X-Request-Id), for its logs.
 	RequestID string
+	// Recovery is the grant that comes with an attestation refused only because the
+	// device's software is out of date: a token that opens the device API's update routes
+	// (WithToken) until ExpiresAt, so the device can install its update and attest again.
+	Recovery *Recovery
+}
+
+// Recovery is a recovery grant for a device refused a certificate.
+type Recovery struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // FieldError names one invalid field.
@@ -69,6 +80,7 @@ type problemBody struct {
 	Code     string       `json:"code"`
 	Field    string       `json:"field"`
 	Errors   []FieldError `json:"errors"`
+	Recovery *Recovery    `json:"recovery"`
 }
 
 // decodeError turns an unsuccessful response into an *Error. The HTTP status always wins
@@ -84,6 +96,7 @@ func decodeError(resp *http.Response, data []byte) *Error {
 		return e
 	}
 	e.Type, e.Code, e.Detail, e.Field, e.Errors, e.Instance = p.Type, p.Code, p.Detail, p.Field, p.Errors, p.Instance
+	e.Recovery = p.Recovery
 	if p.Title != "" {
 		e.Title = p.Title
 	}

@@ -22,10 +22,12 @@ import (
 	"github.com/moat-iot/moat/internal/store"
 )
 
-// Refusal is why an attestation was refused. Only support staff and metrics see it.
+// Refusal is why an attestation was refused. Only support staff and metrics see it; the
+// device gets Recovery when what it runs is merely out of date.
 type Refusal struct {
-	Reason string // one of device.RefusalReasons
-	Detail string
+	Reason   string // one of device.RefusalReasons
+	Detail   string
+	Recovery *Recovery
 }
 
 func (r *Refusal) Error() string { return "attestation refused: " + r.Reason + ": " + r.Detail }
@@ -166,6 +168,11 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			return err
 		}
 		if refusal = s.check(ctx, tx, dev, ev, cat); refusal != nil {
+			if recoverable[refusal.Reason] {
+				if refusal.Recovery, err = s.newRecovery(dev, now); err != nil {
+					return err
+				}
+			}
 			// Fresh evidence the device signed shows it may not be trusted now: its current
 			// certificate stops working too.
 			return s.record(ctx, tx, id, ev, outcome{refusal: refusal, revoke: true}, now)

@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -498,4 +499,70 @@ func TestAuthenticate_RefusedAttestationEndsTheCertificate(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
 		t.Fatalf("certificate after a refused attestation: %v, want 401", err)
 	}
+}
+
+// TestAttest_OutdatedDeviceGetsItsUpdate (ATTACKS row 4): a device refused because it runs
+// an image below its floor gets no certificate, but a recovery grant that opens only the
+// update routes, so it fetches its assignment and images; the grant does not open anything
+// else, ends with its hour, and stops working when the device is blocked.
+func TestAttest_OutdatedDeviceGetsItsUpdate(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
+	f.deploy("Production", v2.Path)
+	d := f.NewDevice(true, "DW100/Production")
+	if _, err := f.Attest(d, f.os.Measurement(), v2.Measurement()); err != nil {
+		t.Fatal(err)
+	}
+	// It boots the old app (security version 1, below its floor 2).
+	_, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden || ce.Detail != "refused" || ce.Recovery == nil {
+		t.Fatalf("attest below the floor: %v, want 403 refused with a recovery grant", err)
+	}
+	if !strings.HasPrefix(ce.Recovery.Token, "moat_rcv_") || time.Until(ce.Recovery.ExpiresAt) > time.Hour+time.Minute {
+		t.Errorf("recovery grant %+v, want a moat_rcv_ token for at most an hour", ce.Recovery)
+	}
+	rc := f.Client(ce.Recovery.Token)
+	raw, err := rc.GetAssignment(ctx)
+	if err != nil {
+		t.Fatalf("assignment with the recovery token: %v", err)
+	}
+	a, err := director.Verify(raw, f.directorKey(t), director.Expect{DeviceID: d.ID, TenantID: f.Tenant, Now: time.Now()})
+	if err != nil || len(a.Images) != 2 || a.Images[1].Path != v2.Path {
+		t.Fatalf("assignment = %+v, %v; want the OS and %s", a.Images, err, v2.Path)
+	}
+	var sink bytes.Buffer
+	if _, err := rc.GetDeviceTarget(ctx, "apps/dw100-app/"+v2.SHA256+".2.0.0", &sink); err != nil || sink.Len() != int(v2.Length) {
+		t.Fatalf("download with the recovery token: %v, %d bytes", err, sink.Len())
+	}
+	unauth := func(name string, err error) {
+		t.Helper()
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Status != http.StatusUnauthorized {
+			t.Errorf("%s: %v, want 401", name, err)
+		}
+	}
+	_, err = rc.GetDeviceSelf(ctx)
+	unauth("a route that is not for updates", err)
+	_, err = rc.ListDevices(ctx, f.Tenant, client.ListOptions{})
+	unauth("the management API", err)
+	forged := ce.Recovery.Token[:len(ce.Recovery.Token)-4] + "AAAA"
+	_, err = f.Client(forged).GetAssignment(ctx)
+	unauth("a tampered token", err)
+	// Refusals for other reasons carry no grant.
+	blocked := f.NewDevice(true, "DW100/Production")
+	f.Update(blocked.ID, client.DeviceUpdate{Blocked: ptr(true)})
+	if _, err := f.Attest(blocked, f.os.Measurement(), f.app.Measurement()); !errors.As(err, &ce) || ce.Recovery != nil {
+		t.Errorf("blocked device: %v, want a refusal without recovery", err)
+	}
+	f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(true)})
+	_, err = rc.GetAssignment(ctx)
+	unauth("the grant of a device blocked since", err)
+	f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(false)})
+	f.offset.Store(int64(61 * time.Minute))
+	defer f.offset.Store(0)
+	_, err = rc.GetAssignment(ctx)
+	unauth("an expired grant", err)
 }

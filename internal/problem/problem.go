@@ -85,6 +85,9 @@ type Error struct {
 	Err    error  // internal cause: logged, never serialized
 	// Fields lists every offending field when validation found several.
 	Fields []FieldError
+	// Extensions are further members of the problem document (RFC 9457 section 3.2), for
+	// the caller the problem is about; they never replace a standard member.
+	Extensions map[string]any
 }
 
 // FieldError names one invalid field.
@@ -138,6 +141,27 @@ type Body struct {
 	Code     string       `json:"code"`
 	Field    string       `json:"field,omitempty"`
 	Errors   []FieldError `json:"errors,omitempty"`
+	// Extensions are written as further top-level members.
+	Extensions map[string]any `json:"-"`
+}
+
+// MarshalJSON writes the members, then the extension members that do not collide with one.
+func (b Body) MarshalJSON() ([]byte, error) {
+	type plain Body
+	data, err := json.Marshal(plain(b))
+	if err != nil || len(b.Extensions) == 0 {
+		return data, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, err
+	}
+	for k, v := range b.Extensions {
+		if _, taken := m[k]; !taken {
+			m[k] = v
+		}
+	}
+	return json.Marshal(m)
 }
 
 // TypeBase prefixes the problem type URI; the code completes it. A URN, so that no
@@ -151,14 +175,15 @@ const ContentType = "application/problem+json"
 func (e *Error) Body(instance string) Body {
 	info := kindInfo[e.Kind]
 	return Body{
-		Type:     TypeBase + e.Code,
-		Title:    info.title,
-		Status:   info.status,
-		Detail:   e.Detail,
-		Instance: instance,
-		Code:     e.Code,
-		Field:    e.Field,
-		Errors:   e.Fields,
+		Type:       TypeBase + e.Code,
+		Title:      info.title,
+		Status:     info.status,
+		Detail:     e.Detail,
+		Instance:   instance,
+		Code:       e.Code,
+		Field:      e.Field,
+		Errors:     e.Fields,
+		Extensions: e.Extensions,
 	}
 }
 

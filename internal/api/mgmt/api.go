@@ -221,7 +221,14 @@ func (a *API) serve(c *call) error {
 	switch c.route.Auth {
 	case AuthNone, AuthDeviceProof:
 	case AuthDevice:
-		d, err := a.fleet.Authenticate(c.ctx, c.r.TLS)
+		var d device.Device
+		var err error
+		if tok, ok := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer "+fleet.RecoveryPrefix); ok && c.route.Recovery &&
+			(c.r.TLS == nil || len(c.r.TLS.PeerCertificates) == 0) {
+			d, err = a.fleet.AuthenticateRecovery(c.ctx, fleet.RecoveryPrefix+tok)
+		} else {
+			d, err = a.fleet.Authenticate(c.ctx, c.r.TLS)
+		}
 		if errors.Is(err, fleet.ErrUnauthenticated) {
 			a.log.WarnContext(c.ctx, "device authentication refused", "request_id", c.requestID, "err", err)
 			return problem.New(problem.Unauthenticated, "device_unauthenticated", "a valid, unexpired device certificate from the device's tenant CA is required (attest first)")

@@ -477,8 +477,14 @@ func (a *API) attest(c *call) (any, error) {
 	}
 	is, err := a.fleet.Attest(c.ctx, body)
 	if errors.Is(err, fleet.ErrRefused) {
-		// The reason is for support staff (the device's record, metrics, logs), not the caller.
-		return nil, problem.New(problem.Forbidden, "attestation_refused", "refused")
+		// The reason is for support staff (the device's record, metrics, logs), not the
+		// caller. A device whose signed, fresh evidence shows only out-of-date software gets
+		// a recovery grant to fetch its update with.
+		p := problem.New(problem.Forbidden, "attestation_refused", "refused")
+		if r, ok := errors.AsType[*fleet.Refusal](err); ok && r.Recovery != nil {
+			p.Extensions = map[string]any{"recovery": r.Recovery}
+		}
+		return nil, p
 	}
 	if err != nil {
 		return nil, problem.Wrap(err)

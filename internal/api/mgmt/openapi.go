@@ -236,12 +236,15 @@ func OpenAPI() map[string]any {
 		case AuthDeviceProof:
 			op["security"] = []any{}
 			if rt.RawRequest {
-				responses["403"] = problemResponse("Refused; the reason is recorded for support staff, not told to the caller.")
+				responses["403"] = problemResponse("Refused; the reason is recorded for support staff, not told to the caller. When the device's fresh, signed evidence shows only out-of-date software, the problem carries a `recovery` member {token, expires_at}: a token for the update routes.")
 			}
 		case AuthDevice:
 			// OpenAPI 3.0 has no mutualTLS scheme (3.1 does): say it in words.
 			op["security"] = []any{}
 			op["description"] = "Requires mutual TLS with the device's certificate from its tenant's device CA (issued by attest)."
+			if rt.Recovery {
+				op["description"] = "Requires mutual TLS with the device's certificate from its tenant's device CA (issued by attest), or `Authorization: Bearer moat_rcv_...`: the recovery token of a refused attestation."
+			}
 			responses["401"] = problemResponse("No valid device certificate, or the device is blocked.")
 		default:
 			responses["401"] = problemResponse("No valid bearer token.")

@@ -63,7 +63,10 @@ type Route struct {
 	// RawRequestType and RawResponseType are the media types of raw bodies
 	// (default application/json).
 	RawRequestType, RawResponseType string
-	Handler                         func(*API, *call) (any, error)
+	// Recovery: an AuthDevice route that also admits a device's recovery token (a device
+	// refused a certificate because its software is out of date fetches its update).
+	Recovery bool
+	Handler  func(*API, *call) (any, error)
 }
 
 func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
@@ -175,11 +178,11 @@ func Routes() []Route {
 		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
 			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
-			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
+			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/metadata/{file}", OperationID: "getDeviceTUFFile", Summary: "Device (mutual TLS): a file of its tenant's TUF repository view",
-			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
+			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/targets/{target...}", OperationID: "getDeviceTarget", Summary: "Device (mutual TLS): download a target of its tenant's view by hash-prefixed name (Range and a strong ETag supported)",
-			Auth: AuthDevice, RawResponse: true, RawResponseType: "application/octet-stream", Status: 200, Handler: (*API).getTenantTarget},
+			Auth: AuthDevice, Recovery: true, RawResponse: true, RawResponseType: "application/octet-stream", Status: 200, Handler: (*API).getTenantTarget},
 
 		{Method: "GET", Pattern: tenantPath + "/products", OperationID: "listProducts", Summary: "List the tenant's products",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[product.Product](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listProducts},
@@ -224,6 +227,9 @@ func checkRoutes(rs []Route) error {
 			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
 		case AuthNone, AuthAny, AuthOperator:
 		case AuthDevice, AuthDeviceProof:
+			if rt.Recovery && (rt.Auth != AuthDevice || rt.Method != http.MethodGet) {
+				errs = append(errs, fmt.Errorf("route %s: only device GETs admit recovery tokens", name))
+			}
 			if strings.Contains(rt.Pattern, "{tenant}") {
 				errs = append(errs, fmt.Errorf("route %s: a device route takes its tenant from the certificate, not the path", name))
 			}
