@@ -1,13 +1,13 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -112,16 +112,13 @@ func (s *Service) Chain(ctx context.Context, t tenant.ID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, rootPEM, err := s.rootCert(ctx)
+	root, _, err := s.rootCert(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	for i := len(tr.trusted) - 1; i >= 0; i-- {
-		pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: tr.trusted[i].Raw})
-	}
-	b.WriteString(rootPEM)
-	return b.Bytes(), nil
+	cas := slices.Clone(tr.trusted)
+	slices.Reverse(cas)
+	return deviceca.Chain(root, cas...), nil
 }
 
 // tenantTrust loads (or returns the cached) CA certificates and issuing key of a tenant.
