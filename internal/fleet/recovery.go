@@ -86,23 +86,32 @@ func (s *Service) AuthenticateRecovery(ctx context.Context, token string) (devic
 	return dev, err
 }
 
-func (s *Service) authenticateRecovery(ctx context.Context, token string) (device.Device, error) {
+// parseGrant checks a recovery token's form, signature (by pub) and validity at now.
+func parseGrant(token string, pub *ecdsa.PublicKey, now time.Time) (grant, error) {
+	var g grant
 	raw, ok := strings.CutPrefix(token, RecoveryPrefix)
 	if !ok || len(token) > maxRecoveryToken {
-		return device.Device{}, fmt.Errorf("%w: not a recovery token", ErrUnauthenticated)
+		return g, fmt.Errorf("%w: not a recovery token", ErrUnauthenticated)
 	}
 	env, err := base64.RawURLEncoding.Strict().DecodeString(raw)
 	if err != nil {
-		return device.Device{}, fmt.Errorf("%w: recovery token: %w", ErrUnauthenticated, err)
+		return g, fmt.Errorf("%w: recovery token: %w", ErrUnauthenticated, err)
 	}
-	var g grant
-	err = envelope.Open(env, &s.cfg.Director.PublicKey, maxRecoveryToken, &g, func() ([]byte, error) { return json.Marshal(g) })
+	err = envelope.Open(env, pub, maxRecoveryToken, &g, func() ([]byte, error) { return json.Marshal(g) })
 	if err != nil {
-		return device.Device{}, fmt.Errorf("%w: recovery token: %w", ErrUnauthenticated, err)
+		return g, fmt.Errorf("%w: recovery token: %w", ErrUnauthenticated, err)
 	}
-	now := s.cfg.Now()
-	if g.Purpose != grantPurpose || !now.Before(g.ExpiresAt) || now.Add(5*time.Minute).Before(g.IssuedAt) {
-		return device.Device{}, fmt.Errorf("%w: recovery token expired or not a recovery grant", ErrUnauthenticated)
+	if g.Purpose != grantPurpose || !now.Before(g.ExpiresAt) || now.Add(5*time.Minute).Before(g.IssuedAt) ||
+		g.ExpiresAt.Sub(g.IssuedAt) > RecoveryTTL {
+		return g, fmt.Errorf("%w: recovery token expired or not a recovery grant", ErrUnauthenticated)
+	}
+	return g, nil
+}
+
+func (s *Service) authenticateRecovery(ctx context.Context, token string) (device.Device, error) {
+	g, err := parseGrant(token, &s.cfg.Director.PublicKey, s.cfg.Now())
+	if err != nil {
+		return device.Device{}, err
 	}
 	var dev device.Device
 	err = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
