@@ -31,7 +31,7 @@ EXAMPLES
   moat image package examples/dw100/app --out dw100-app.img
   moat image add dw100-app.img --key contoso-release.key
   moat image list`,
-		newImagePackage(env), newImageAdd(env), newImageList(env), newImageRevoke(env))
+		newImagePackage(env), newImageAdd(env), newImageList(env), newImageShow(env), newImageRevoke(env))
 }
 
 func newImagePackage(env *Env) *ffcli.Command {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -387,4 +388,96 @@ EXAMPLES
 			return nil
 		},
 	})
+}
+
+// imageShown is one image with the device groups whose current deployment names it.
+type imageShown struct {
+	imageAdded
+	DeployedTo []string `json:"deployed_to"`
+}
+
+func newImageShow(env *Env) *ffcli.Command {
+	return newVerb(env, "image", verb{
+		name:   "show",
+		args:   "PATH",
+		short:  "Show one published application image and the device groups it is deployed to.",
+		tenant: true,
+		long: `Shows an image of the tenant's current apps.json by its path (apps/NAME/VERSION): SHA-256,
+length, version, security version, product, and the device groups of that product whose
+current deployment is this image. An image no longer listed (revoked) is not found.
+
+EXAMPLES
+  moat image show apps/dw100-app/1.0.0
+  moat image show apps/dw100-app/1.0.0 -o json`,
+		run: func(ctx context.Context, s *session, args []string) error {
+			if err := wantArgs(args, 1, "PATH"); err != nil {
+				return err
+			}
+			c, tenant, err := s.inTenant(ctx)
+			if err != nil {
+				return err
+			}
+			cur, err := currentApps(ctx, c, tenant)
+			if err != nil {
+				return err
+			}
+			path := args[0]
+			var tf *metadata.TargetFiles
+			if cur.meta != nil {
+				tf = cur.meta.Signed.Targets[path]
+			}
+			if tf == nil {
+				return &cliError{code: ExitNotFound, msg: "no image " + clean(path) + " in the tenant's current apps.json", hint: "'moat image list' shows the published images"}
+			}
+			it := imageShown{imageAdded: imageAdded{Length: tf.Length, AppsVersion: cur.version}, DeployedTo: []string{}}
+			if h, ok := tf.Hashes["sha256"]; ok {
+				it.SHA256 = h.String()
+			}
+			if tf.Custom != nil {
+				_ = json.Unmarshal(*tf.Custom, &it.imageAdded) // display only; absent fields stay empty
+			}
+			it.Path, it.Length = path, tf.Length
+			if it.DeployedTo, err = deployedTo(ctx, c, tenant, it.Product, path); err != nil {
+				return err
+			}
+			deployed := strings.Join(it.DeployedTo, ", ")
+			if deployed == "" {
+				deployed = "-"
+			}
+			return s.show(it, [][2]string{
+				{"Path", it.Path}, {"Version", it.Version}, {"Security version", itoa(int64(it.SecurityVersion))},
+				{"Product", it.Product}, {"SHA-256", it.SHA256}, {"Length", itoa(it.Length)},
+				{"apps.json version", itoa(it.AppsVersion)}, {"Deployed to", deployed},
+			})
+		},
+	})
+}
+
+// deployedTo lists the groups of the product (by name) whose current deployment is path.
+func deployedTo(ctx context.Context, c *client.Client, tenant, productName, path string) ([]string, error) {
+	out := []string{}
+	if productName == "" {
+		return out, nil
+	}
+	ps, err := c.ListProducts(ctx, tenant, client.ListOptions{Name: productName})
+	if err != nil || len(ps.Items) == 0 {
+		return out, err
+	}
+	p := ps.Items[0]
+	groups, err := client.Collect(ctx, client.ListOptions{}, func(ctx context.Context, o client.ListOptions) (client.Page[client.DeviceGroup], error) {
+		return c.ListDeviceGroups(ctx, tenant, p.ID, o)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		ds, err := c.ListDeployments(ctx, tenant, p.ID, g.ID, client.ListOptions{Limit: 1})
+		if err != nil {
+			return nil, err
+		}
+		if len(ds.Items) == 1 && ds.Items[0].Target == path {
+			out = append(out, p.Name+"/"+g.Name)
+		}
+	}
+	return out, nil
 }

@@ -81,6 +81,13 @@ func TestPlatform_InitAndTargetsSign(t *testing.T) {
 	if out := contoso.must("image", "list"); !strings.Contains(out, "apps/dw100-app/1.0.0") || !strings.Contains(out, added.SHA256) {
 		t.Errorf("image list lacks the published app:\n%s", out)
 	}
+	// Shown with the groups it is deployed to.
+	contoso.must("deployment", "create", "--device-group", "DW100/Production", "--image", "apps/dw100-app/1.0.0")
+	shown := mustJSON[imageShown](contoso, "image", "show", "apps/dw100-app/1.0.0")
+	if shown.SHA256 != added.SHA256 || len(shown.DeployedTo) != 1 || shown.DeployedTo[0] != "DW100/Production" {
+		t.Errorf("image show = %+v, want its SHA-256 and deployed to DW100/Production", shown)
+	}
+	contoso.want(ExitNotFound, "image", "show", "apps/dw100-app/9.9.9")
 	// A revoked image is no longer listed in apps.json, so devices refuse it; the tenant may
 	// publish the same package again later.
 	contoso.must("image", "revoke", "apps/dw100-app/1.0.0", "--key", key)
