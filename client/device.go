@@ -289,3 +289,11 @@ func (c *Client) GetDeviceTarget(ctx context.Context, target string, w io.Writer
 	err := c.do(ctx, request{method: http.MethodGet, path: path, sink: w}, &n)
 	return n, err
 }
+
+// GetDevelopmentCapability returns the calling device's development capability (a signed
+// document bound to the device), byte for byte; a 404 *Error when it has none.
+func (c *Client) GetDevelopmentCapability(ctx context.Context) ([]byte, error) {
+	var out []byte
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"device", "capabilities", "development"}}, &out)
+	return out, err
+}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/mod/semver"
 
+	"github.com/moat-iot/moat/internal/capability"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/product"
@@ -112,4 +113,20 @@ func newestOS(cat *repo.Catalog, feed product.OSFeed, floors map[string]uint32) 
 
 func toDirector(im repo.Image) director.Image {
 	return director.Image{Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Length: im.Length, Version: im.Version, SecurityVersion: im.SecurityVersion}
+}
+
+// CapabilityValidity is how long a development capability lasts; the device fetches it
+// again while the capability stays granted.
+const CapabilityValidity = 7 * 24 * time.Hour
+
+// ErrNoCapability: the device has not been granted the development capability.
+var ErrNoCapability = errors.New("the device has no development capability")
+
+// DevelopmentCapability returns the device's development capability signed by the director
+// key (internal/capability), or ErrNoCapability when its tenant has not granted it.
+func (s *Service) DevelopmentCapability(dev device.Device) ([]byte, error) {
+	if !dev.Development {
+		return nil, ErrNoCapability
+	}
+	return capability.Issue(s.cfg.Director, string(dev.ID), string(dev.TenantID), s.cfg.Now(), CapabilityValidity)
 }

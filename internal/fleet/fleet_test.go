@@ -17,6 +17,7 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/attest"
+	"github.com/moat-iot/moat/internal/capability"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/keys"
@@ -565,4 +566,46 @@ func TestAttest_OutdatedDeviceGetsItsUpdate(t *testing.T) {
 	defer f.offset.Store(0)
 	_, err = rc.GetAssignment(ctx)
 	unauth("an expired grant", err)
+}
+
+// TestDevelopmentCapability: only a device granted the capability gets it, bound to itself;
+// another device cannot use it, and revoking the grant stops its issue.
+func TestDevelopmentCapability(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Development")
+	prod := f.NewDevice(true, "DW100/Production")
+	certD, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certP, err := f.Attest(prod, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *client.Error
+	if _, err := f.DeviceClient(certD).GetDevelopmentCapability(ctx); !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Fatalf("capability before the grant: %v, want 404", err)
+	}
+	f.Update(d.ID, client.DeviceUpdate{Development: ptr(true)})
+	raw, err := f.DeviceClient(certD).GetDevelopmentCapability(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := f.directorKey(t)
+	if _, err := capability.Verify(raw, key, capability.Expect{DeviceID: d.ID, TenantID: f.Tenant, Now: time.Now()}); err != nil {
+		t.Fatalf("the granted device's capability: %v", err)
+	}
+	// A production device presented with it refuses it: it names another device.
+	if _, err := capability.Verify(raw, key, capability.Expect{DeviceID: prod.ID, TenantID: f.Tenant, Now: time.Now()}); !errors.Is(err, capability.ErrWrongDevice) {
+		t.Errorf("another device accepts the capability: %v", err)
+	}
+	if _, err := f.DeviceClient(certP).GetDevelopmentCapability(ctx); !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Errorf("production device's capability: %v, want 404", err)
+	}
+	f.Update(d.ID, client.DeviceUpdate{Development: ptr(false)})
+	if _, err := f.DeviceClient(certD).GetDevelopmentCapability(ctx); !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
+		t.Errorf("capability after the grant was withdrawn: %v, want 404", err)
+	}
 }

@@ -501,3 +501,14 @@ func (a *API) getAssignment(c *call) (any, error) {
 	}
 	return rawJSON(data), nil
 }
+
+func (a *API) getDevelopmentCapability(c *call) (any, error) {
+	data, err := a.fleet.DevelopmentCapability(*c.device)
+	if errors.Is(err, fleet.ErrNoCapability) {
+		return nil, problem.New(problem.NotFound, "no_capability", "this device has no development capability (moat device enable-development)")
+	}
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return rawJSON(data), nil
+}

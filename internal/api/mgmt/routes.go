@@ -179,6 +179,8 @@ func Routes() []Route {
 			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
+		{Method: "GET", Pattern: "/api/v1/device/capabilities/development", OperationID: "getDevelopmentCapability", Summary: "Device (mutual TLS): its development capability, signed by the director key and bound to it (404 when not granted)",
+			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getDevelopmentCapability},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/metadata/{file}", OperationID: "getDeviceTUFFile", Summary: "Device (mutual TLS): a file of its tenant's TUF repository view",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/targets/{target...}", OperationID: "getDeviceTarget", Summary: "Device (mutual TLS): download a target of its tenant's view by hash-prefixed name (Range and a strong ETag supported)",
