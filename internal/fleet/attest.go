@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/attest"
+	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/envelope"
+	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/product"
@@ -332,7 +334,22 @@ func (s *Service) record(ctx context.Context, tx store.Tx, id device.ID, ev atte
 	}
 	dev.Attestation = a
 	dev.Version++
-	return tx.Devices().Update(ctx, dev)
+	if err := tx.Devices().Update(ctx, dev); err != nil {
+		return err
+	}
+	if o.refusal == nil || dev.TenantID == "" {
+		return nil
+	}
+	// Support staff find refusals in the tenant's audit log too, with their reason.
+	tt, err := tx.ForTenant(dev.TenantID)
+	if err != nil {
+		return err
+	}
+	return tt.Audit().Append(ctx, audit.Event{
+		ID: ident.New(audit.IDPrefix, now), TenantID: dev.TenantID, At: now,
+		Action: "device.attestation_refused", ObjectType: "device", ObjectID: string(dev.ID),
+		Detail: o.refusal.Reason + ": " + o.refusal.Detail,
+	})
 }
 
 func measurements(ev attest.Evidence) []device.Measurement {

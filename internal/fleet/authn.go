@@ -178,7 +178,7 @@ func (s *Service) verifyChain(leaf *x509.Certificate, tr *tenantTrust, root *x50
 	s.mu.Lock()
 	v, ok := s.verified[key]
 	s.mu.Unlock()
-	if ok && v.trust == tr && now.Before(v.until) {
+	if ok && v.trust == tr && now.Before(v.until) && !now.Before(leaf.NotBefore) {
 		return v.tenant, v.device, nil
 	}
 	tid, did, _, err := deviceca.VerifyDevice(leaf, tr.trusted, root, now)

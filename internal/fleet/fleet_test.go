@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -98,6 +99,20 @@ func TestAttest_IssuesCertificateForGenuineSoftware(t *testing.T) {
 	if life := time.Until(cert.Leaf.NotAfter); life < 23*time.Hour || life > 25*time.Hour {
 		t.Errorf("certificate lifetime %s, want 24h", life)
 	}
+	// The profile (ATTACKS row 7): issued by the tenant's own CA, naming the device.
+	chain, err := f.Admin.GetDeviceCAChain(ctx, f.Tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(splitPEM(t, chain)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.Leaf.CheckSignatureFrom(ca); err != nil || cert.Leaf.Subject.CommonName != d.ID ||
+		len(cert.Leaf.URIs) != 1 || cert.Leaf.URIs[0].String() != "urn:moat:tenant:"+f.Tenant+":device:"+d.ID ||
+		len(cert.Leaf.ExtKeyUsage) != 1 || cert.Leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || cert.Leaf.IsCA {
+		t.Errorf("certificate profile: issuer check %v, CN %q, URIs %v, EKU %v, CA %t", err, cert.Leaf.Subject.CommonName, cert.Leaf.URIs, cert.Leaf.ExtKeyUsage, cert.Leaf.IsCA)
+	}
 	dc := f.DeviceClient(cert)
 	self, err := dc.GetDeviceSelf(ctx)
 	if err != nil || self.ID != d.ID || self.TenantID != f.Tenant {
@@ -160,6 +175,17 @@ func (f *fleet) refusal(t *testing.T, name string, evidence []byte, d testenv.De
 	}
 	if rec.Attestation == nil || rec.Attestation.Refusal != reason {
 		t.Errorf("%s: device record attestation = %+v, want refusal %q", name, rec.Attestation, reason)
+	}
+	evs, err := f.Admin.ListAuditEvents(context.Background(), f.Tenant, client.ListOptions{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range evs.Items {
+		found = found || e.Action == "device.attestation_refused" && e.ObjectID == d.ID && strings.HasPrefix(e.Detail, reason+":")
+	}
+	if !found {
+		t.Errorf("%s: no device.attestation_refused audit event with reason %s", name, reason)
 	}
 }
 
@@ -363,6 +389,8 @@ func TestAuthenticate_DeviceAPI(t *testing.T) {
 	if _, err := f.DeviceClient(cert).GetAssignment(ctx); err != nil {
 		t.Fatalf("unblocked: %v", err)
 	}
+	f.offset.Store(int64(-time.Hour))
+	unauth("certificate not yet valid", f.DeviceClient(cert))
 	f.offset.Store(int64(25 * time.Hour))
 	defer f.offset.Store(0)
 	unauth("expired certificate", f.DeviceClient(cert))
