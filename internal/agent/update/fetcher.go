@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -12,10 +17,17 @@ import (
 
 // tufFetcher is go-tuf's metadata fetcher with the Client's HTTP client, a context and a size
 // bound: it reads at most min(maxLength, limit)+1 bytes of a response.
+//
+// With roots set, it also keeps every N.root.json it downloads in that directory
+// (StateDir/tuf/roots): go-tuf keeps only the newest root it trusts, and a device's boot
+// bundle needs the whole chain from the pinned root (Client.Bundle). A root is kept before
+// go-tuf has checked it; Bundle uses only the ones that chain, by signature, from the pinned
+// root to the root go-tuf trusts, and removes those above it.
 type tufFetcher struct {
 	ctx   context.Context
 	hc    *http.Client
 	limit int64
+	roots string
 }
 
 func (f tufFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) ([]byte, error) {
@@ -43,5 +55,39 @@ func (f tufFetcher) DownloadFile(url string, maxLength int64, _ time.Duration) (
 	if int64(len(data)) > maxLength {
 		return nil, &metadata.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s: more than %d bytes", url, maxLength)}
 	}
+	if v, ok := rootVersion(url); ok && f.roots != "" {
+		if err := saveRoot(f.roots, v, data); err != nil {
+			return nil, err
+		}
+	}
 	return data, nil
+}
+
+// rootVersion returns N when rawURL names N.root.json, as go-tuf asks for the next root.
+func rootVersion(rawURL string) (int64, bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return 0, false
+	}
+	n, ok := strings.CutSuffix(path.Base(u.Path), "."+metadata.ROOT+".json")
+	if !ok || n == "" || n[0] == '0' {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n, 10, 64)
+	if err != nil || v < 1 {
+		return 0, false
+	}
+	return v, true
+}
+
+// saveRoot keeps a downloaded root as dir/N.root.json.
+func saveRoot(dir string, version int64, data []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keep root version %d: %w", version, err)
+	}
+	return writeAtomic(dir, rootName(version), data)
+}
+
+func rootName(version int64) string {
+	return strconv.FormatInt(version, 10) + "." + metadata.ROOT + ".json"
 }

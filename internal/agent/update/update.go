@@ -279,7 +279,7 @@ func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
 	}
 	tc.LocalMetadataDir, tc.LocalTargetsDir = dir, dir // targets are never written here
 	tc.RemoteTargetsURL = c.cfg.TargetsURL
-	tc.Fetcher = tufFetcher{ctx: ctx, hc: c.cfg.HTTPClient, limit: c.cfg.MaxMetadataBytes}
+	tc.Fetcher = tufFetcher{ctx: ctx, hc: c.cfg.HTTPClient, limit: c.cfg.MaxMetadataBytes, roots: filepath.Join(dir, rootsDir)}
 	tc.RootMaxLength = min(tc.RootMaxLength, c.cfg.MaxMetadataBytes)
 	tc.TimestampMaxLength = min(tc.TimestampMaxLength, c.cfg.MaxMetadataBytes)
 	tc.SnapshotMaxLength = min(tc.SnapshotMaxLength, c.cfg.MaxMetadataBytes)
