@@ -7,10 +7,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/moat-iot/moat/internal/agent/sandbox"
 	"github.com/moat-iot/moat/internal/cli"
 )
 
 func main() {
+	// The app sandbox re-runs this binary as a short init step before the app (it sets up
+	// namespaces and drops privileges): that run never returns from here.
+	sandbox.MaybeInit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Main(ctx, os.Args[1:], cli.StdEnv())
 	stop()

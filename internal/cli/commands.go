@@ -31,6 +31,8 @@ func commands(env *Env) []*ffcli.Command {
 		newKeyCmd(env),
 		newPlatformCmd(env),
 		newServerCmd(env),
+		newAgentCmd(env),
+		newBootCmd(env),
 		newDemoCmd(env),
 	}
 }

@@ -573,7 +573,10 @@ func TestAttest_OutdatedDeviceGetsItsUpdate(t *testing.T) {
 			t.Errorf("%s: %v, want 401", name, err)
 		}
 	}
-	_, err = rc.GetDeviceSelf(ctx)
+	if self, err := rc.GetDeviceSelf(ctx); err != nil || self.ID != d.ID {
+		t.Errorf("the device's own record with the recovery token: %+v, %v", self.ID, err)
+	}
+	_, err = rc.GetDevelopmentCapability(ctx)
 	unauth("a route that is not for updates", err)
 	_, err = rc.ListDevices(ctx, f.Tenant, client.ListOptions{})
 	unauth("the management API", err)

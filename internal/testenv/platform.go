@@ -151,8 +151,15 @@ func (im Image) Measurement() attest.Measurement {
 	return attest.Measurement{Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Version: im.Version, SecurityVersion: im.SecurityVersion}
 }
 
-// Pack packs an image package: kind "os" or "app" (for product), with a one-file payload.
+// Pack packs an image package: kind "os" or "app" (for product), with a one-file payload:
+// a shell script at the entry point (bin/moat-agent for an OS, bin/app for an app).
 func (p *Platform) Pack(kind, name, version string, securityVersion uint32, product string) []byte {
+	p.t.Helper()
+	return p.PackWith(kind, name, version, securityVersion, product, []byte("#!/bin/sh\necho "+name+" "+version+"\n"))
+}
+
+// PackWith is Pack with the entry point's bytes given (a test app built with go build).
+func (p *Platform) PackWith(kind, name, version string, securityVersion uint32, product string, entry []byte) []byte {
 	p.t.Helper()
 	dir, err := os.MkdirTemp("", "moat-pack-")
 	p.must(err)
@@ -170,7 +177,11 @@ func (p *Platform) Pack(kind, name, version string, securityVersion uint32, prod
 	}
 	p.must(os.WriteFile(filepath.Join(dir, file), []byte(manifest), 0o600))
 	p.must(os.MkdirAll(filepath.Join(dir, "bin"), 0o700))
-	p.must(os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho "+name+" "+version+"\n"), 0o700)) //nolint:gosec // G306: an entry point is executable
+	entryName := "app"
+	if kind == "os" {
+		entryName = "moat-agent"
+	}
+	p.must(os.WriteFile(filepath.Join(dir, "bin", entryName), entry, 0o700)) //nolint:gosec // G306: an entry point is executable
 	var buf bytes.Buffer
 	_, err = image.Pack(context.Background(), dir, &buf)
 	p.must(err)
@@ -213,7 +224,13 @@ func (p *Platform) signTargets() {
 // tenant's key.
 func (p *Platform) PublishApp(name, version string, securityVersion uint32, product string) Image {
 	p.t.Helper()
-	pkg := p.Pack("app", name, version, securityVersion, product)
+	return p.PublishAppWith(name, version, securityVersion, product, []byte("#!/bin/sh\necho "+name+" "+version+"\n"))
+}
+
+// PublishAppWith is PublishApp with the entry point's bytes given.
+func (p *Platform) PublishAppWith(name, version string, securityVersion uint32, product string, entry []byte) Image {
+	p.t.Helper()
+	pkg := p.PackWith("app", name, version, securityVersion, product, entry)
 	bi, err := p.Admin.UploadBlob(context.Background(), p.Tenant, bytes.NewReader(pkg))
 	p.must(err)
 	im := Image{Kind: "app", Path: "apps/" + name + "/" + version, SHA256: bi.Digest[len("sha256:"):], Length: bi.Size,

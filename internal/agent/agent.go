@@ -1,0 +1,335 @@
+// Package agent is the device runtime, `moat agent`: it boots the verified OS and app slots
+// (internal/agent/boot), proves what it booted to the security service and keeps its
+// certificate (internal/agent/attestation), checks its update assignment (internal/agent/
+// update), downloads assigned images into the inactive slot, switches to them, and commits a
+// new image only once it proved healthy (an app reports healthy in time and does not
+// crash-loop; an OS comes up and attests) or rolls it back. It supervises the one
+// application as a separate process that reaches only the peripherals its manifest declares
+// (internal/agent/periph), and queues error reports that reach the server once connected
+// (internal/agent/errqueue).
+//
+// # Lifecycle
+//
+//	boot -> measure -> attest -> assignment -> download into the inactive slot (resumable,
+//	verified while streaming) -> install (slot pending, N tries) -> restart the app, or
+//	reboot through the launcher for an OS -> health check -> commit (floors raised), or
+//	roll back and report
+//
+// Checks run at start, every CheckInterval (jittered by a fifth either way, so a fleet
+// does not check in step), and whenever Nudge is called. A device whose attestation is
+// refused only because its software is out of date (a fresh device with no image yet, an
+// image revoked or below its floor) uses the recovery grant that comes with the refusal to
+// fetch its assignment, installs it and attests again.
+//
+// # What it trusts and enforces
+//
+// It trusts the pinned platform root and the server CAs given in Config, its identity key,
+// its state directory and its clock. It runs nothing that the boot package did not verify
+// against the pinned root just before (the OS at launch, the app before every start), it
+// installs only what both the director assigned and the offline keys signed (the update
+// client), it commits an image only after its health check, and it raises anti-rollback
+// floors only for committed images. A kill at any moment leaves the boot record on a
+// verified image (the boot package's install order) and the error queue intact.
+//
+// Concurrency: Run runs the agent until its context ends; call it once. Nudge is safe from
+// any goroutine.
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/agent/update"
+	"github.com/moat-iot/moat/internal/errreport"
+	"github.com/moat-iot/moat/internal/identity"
+)
+
+// Defaults.
+const (
+	DefaultCheckInterval = 5 * time.Minute
+	DefaultHealthTimeout = 30 * time.Second
+)
+
+// Config is what `moat agent` is started with. Fields without "optional" are required.
+type Config struct {
+	// StateDir holds everything: slots, boot record, certificates, update state, queue.
+	StateDir string
+	// ServerURL is the security service, https://HOST[:PORT].
+	ServerURL string
+	// ServerCAs is the only trust for the server's TLS certificate.
+	ServerCAs *x509.CertPool
+	// Root is the pinned platform root, 1.root.json.
+	Root []byte
+	// Identity is the device's identity key.
+	Identity identity.Signer
+	// Backend is the device's peripherals (a simulated DW100, or Linux devices).
+	Backend periph.Backend
+	// Now is the device's clock.
+	Now func() time.Time
+	// Logger, optional, receives the agent's events; nil discards them.
+	Logger *slog.Logger
+	// CheckInterval, optional, is the time between assignment checks (DefaultCheckInterval).
+	CheckInterval time.Duration
+	// HealthTimeout, optional, is how long a new app has to report healthy.
+	HealthTimeout time.Duration
+	// Reboot, optional, is called when a new OS image is installed: it should restart the
+	// device through the launcher (`moat boot`), which boots the new slot on trial. Nil
+	// reboots in process: the agent runs the launcher's decision again itself.
+	Reboot func() error
+	// AppUID and AppGID, optional, are the unprivileged user the app runs as when the agent
+	// runs as root; 0 means the agent's own.
+	AppUID, AppGID int
+	// Telemetry, optional, receives the app's telemetry; nil drops it (logged at debug).
+	Telemetry func(ctx context.Context, topic string, payload []byte) error
+}
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir: required"))
+	}
+	if c.ServerURL == "" {
+		errs = append(errs, errors.New("server_url: required"))
+	}
+	if c.ServerCAs == nil {
+		errs = append(errs, errors.New("server_cas: required"))
+	}
+	if len(c.Root) == 0 {
+		errs = append(errs, errors.New("root: required"))
+	}
+	if c.Identity == nil {
+		errs = append(errs, errors.New("identity: required"))
+	}
+	if c.Backend == nil {
+		errs = append(errs, errors.New("backend: required"))
+	}
+	if c.Now == nil {
+		errs = append(errs, errors.New("now: required"))
+	}
+	if c.CheckInterval < 0 || c.HealthTimeout < 0 {
+		errs = append(errs, errors.New("check_interval and health_timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Agent is the device runtime.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	deviceID string
+	slots    *boot.Slots
+	reports  *reportQueue
+	nudge    chan struct{}
+
+	appKick  chan struct{} // tells the supervisor a new app is installed
+	sendKick chan struct{} // a report was queued: send it
+
+	mu         sync.Mutex
+	tenantID   string          // learned from the device API
+	booted     bootState       // what this boot runs
+	stale      bool            // what runs changed: attest again
+	deniedSeen map[string]bool // capability denials already reported, per image
+}
+
+// bootState is what the current boot runs: the OS chosen by the launcher and the app the
+// supervisor last started.
+type bootState struct {
+	os  boot.Choice
+	app boot.Choice
+}
+
+// New validates cfg and opens the state directory.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	if cfg.CheckInterval == 0 {
+		cfg.CheckInterval = DefaultCheckInterval
+	}
+	if cfg.HealthTimeout == 0 {
+		cfg.HealthTimeout = DefaultHealthTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent state: %w", err)
+	}
+	slots, err := boot.New(boot.Config{StateDir: cfg.StateDir, Root: cfg.Root, Tries: boot.DefaultTries, MaxPayloadBytes: boot.DefaultMaxPayloadBytes})
+	if err != nil {
+		return nil, err
+	}
+	q, err := openReports(filepath.Join(cfg.StateDir, "errors"), cfg.Now, log)
+	if err != nil {
+		return nil, err
+	}
+	id := string(identity.IDFromPublicKey(cfg.Identity.Public()))
+	return &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q,
+		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1)}, nil
+}
+
+// Nudge asks for an assignment check now (a push from the server, or a test).
+func (a *Agent) Nudge() {
+	select {
+	case a.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// errReboot: a new OS is installed and the device must boot it.
+var errReboot = errors.New("reboot into the new OS")
+
+// Run runs the agent until ctx is done: boot, then the check loop and the app supervisor.
+// A new OS image reboots through Config.Reboot, or in process.
+func (a *Agent) Run(ctx context.Context) error {
+	for {
+		err := a.runBoot(ctx)
+		if !errors.Is(err, errReboot) {
+			return err
+		}
+		if a.cfg.Reboot != nil {
+			return a.cfg.Reboot()
+		}
+		a.log.InfoContext(ctx, "rebooting in process into the new OS")
+	}
+}
+
+// runBoot is one boot: the launcher's decision, then checks and the app until ctx ends or
+// a new OS needs a reboot.
+func (a *Agent) runBoot(ctx context.Context) error {
+	dec, err := a.slots.Launch()
+	for _, r := range dec.Rejected {
+		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
+			Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
+	}
+	switch {
+	case errors.Is(err, boot.ErrNoImage):
+		// A fresh device: no OS slot yet. It attests with nothing measured and installs
+		// what the recovery grant lets it fetch.
+		a.log.InfoContext(ctx, "no verified OS slot: running as installed at the factory")
+	case err != nil:
+		return fmt.Errorf("boot: %w", err)
+	}
+	a.mu.Lock()
+	a.booted = bootState{os: dec.OS}
+	a.mu.Unlock()
+
+	bootCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.superviseApp(bootCtx) })
+	err = a.checkLoop(bootCtx)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// checkLoop checks the assignment at start, every jittered CheckInterval and on a nudge.
+func (a *Agent) checkLoop(ctx context.Context) error {
+	s, err := a.newSession()
+	if err != nil {
+		return err
+	}
+	retry := minRetry
+	for {
+		a.mu.Lock()
+		stale := a.stale
+		a.stale = false
+		a.mu.Unlock()
+		if stale {
+			if s, err = a.newSession(); err != nil {
+				return err
+			}
+		}
+		wait := jitter(a.cfg.CheckInterval)
+		if err := a.check(ctx, s); errors.Is(err, errReboot) {
+			return err
+		} else if err != nil && ctx.Err() == nil {
+			a.log.WarnContext(ctx, "assignment check failed", "err", err, "retry_in", retry)
+			wait, retry = min(wait, retry), min(2*retry, maxRetry)
+		} else {
+			retry = minRetry
+		}
+		a.sendReports(ctx, s)
+		if !a.wait(ctx, s, wait) {
+			return nil
+		}
+	}
+}
+
+// wait waits for the next check: d, or a nudge; queued reports are sent meanwhile. It
+// reports false when ctx is done.
+func (a *Agent) wait(ctx context.Context, s *session, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-a.nudge:
+			return true
+		case <-t.C:
+			return true
+		case <-a.sendKick:
+			a.sendReports(ctx, s)
+		}
+	}
+}
+
+// A failed check is retried sooner than the interval: after minRetry, doubling to maxRetry.
+const (
+	minRetry = 2 * time.Second
+	maxRetry = 5 * time.Minute
+)
+
+// jitter spreads d by a fifth either way.
+func jitter(d time.Duration) time.Duration {
+	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+func clip(s string) string {
+	if len(s) > errreport.MaxMessageBytes {
+		return s[:errreport.MaxMessageBytes]
+	}
+	return s
+}
+
+// report queues an error report; a report the queue refuses is logged instead.
+func (a *Agent) report(r errreport.Report) {
+	r.At = a.cfg.Now().UTC().Truncate(time.Second)
+	if r.ID == "" {
+		r.ID = errreport.NewID(r.At)
+	}
+	if err := a.reports.Put(r); err != nil {
+		a.log.Error("queue error report", "kind", r.Kind, "err", err)
+		return
+	}
+	select {
+	case a.sendKick <- struct{}{}:
+	default:
+	}
+}
+
+// updateConfig is the update client's configuration for an HTTP client (a certificate's, or
+// a recovery grant's).
+func (a *Agent) updateConfig(tenant string) update.Config {
+	base := a.cfg.ServerURL + "/api/v1/device/tuf/"
+	dk, _ := update.DirectorKeyFromRoot(a.cfg.Root)
+	return update.Config{
+		MetadataURL: base + "metadata/", TargetsURL: base + "targets/", Root: a.cfg.Root, DirectorKey: dk,
+		DeviceID: a.deviceID, TenantID: tenant, StateDir: filepath.Join(a.cfg.StateDir, "update"),
+		Now: a.cfg.Now, FetchOptions: fetchOptions, MaxMetadataBytes: 4 << 20,
+	}
+}

@@ -1,0 +1,306 @@
+package agent_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent"
+	"github.com/moat-iot/moat/internal/agent/errqueue"
+	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/errreport"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+// testApps builds the test app once per mode.
+var (
+	appsOnce sync.Once
+	apps     map[string][]byte
+	appsErr  error
+)
+
+func testApp(t *testing.T, mode string) []byte {
+	t.Helper()
+	appsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "moat-testapp-")
+		if err != nil {
+			appsErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		apps = map[string][]byte{}
+		for _, m := range []string{"healthy", "crash", "silent", "undeclared"} {
+			out := filepath.Join(dir, m)
+			cmd := exec.Command("go", "build", "-ldflags", "-X main.mode="+m, "-o", out, "./testdata/testapp")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				appsErr = errors.New(string(b))
+				return
+			}
+			if apps[m], err = os.ReadFile(out); err != nil {
+				appsErr = err
+				return
+			}
+		}
+	})
+	if appsErr != nil {
+		t.Fatalf("build the test app: %v", appsErr)
+	}
+	return apps[mode]
+}
+
+// fleet is a platform with an OS on the Retail feed and a healthy app deployed to
+// DW100/Production.
+type fleet struct {
+	*testenv.Platform
+	os, app testenv.Image
+}
+
+func newFleet(t *testing.T) *fleet {
+	t.Helper()
+	p := testenv.NewPlatform(t)
+	f := &fleet{Platform: p}
+	f.os = p.PublishOS("moat-os", "1.0.0", 1, "Retail", "RetailEval")
+	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "healthy"))
+	f.deploy(f.app.Path)
+	return f
+}
+
+func (f *fleet) deploy(target string) {
+	ctx := context.Background()
+	gs, err := f.Admin.ListDeviceGroups(ctx, f.Tenant, f.Product, client.ListOptions{Name: "Production"})
+	if err != nil || len(gs.Items) != 1 {
+		panic("no Production group")
+	}
+	if _, err := f.Admin.CreateDeployment(ctx, f.Tenant, f.Product, gs.Items[0].ID, client.DeploymentCreate{Target: target}); err != nil {
+		panic(err)
+	}
+}
+
+// device is an agent running in process for a device of the fleet.
+type device struct {
+	testenv.Device
+	agent  *agent.Agent
+	state  string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(f.Server.CAPEM)
+	a, err := agent.New(agent.Config{
+		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	dv := &device{Device: d, agent: a, state: state, cancel: cancel, done: make(chan error, 1)}
+	go func() { dv.done <- a.Run(ctx) }()
+	t.Cleanup(func() { dv.stop(t) })
+	return dv
+}
+
+func (dv *device) stop(t *testing.T) {
+	if dv.cancel == nil {
+		return
+	}
+	dv.cancel()
+	dv.cancel = nil
+	select {
+	case err := <-dv.done:
+		if err != nil {
+			t.Errorf("agent Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("agent did not stop within 20 s")
+	}
+}
+
+// tlog writes the agent's log to the test's.
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// eventually polls cond (the agent works in the background) for up to 30 s.
+func eventually(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, s := cond()
+		if ok {
+			return
+		}
+		last = s
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within 30 s; last: %s", what, last)
+}
+
+// record is the device as the security service sees it.
+func (f *fleet) record(t *testing.T, id string) client.Device {
+	t.Helper()
+	d, err := f.Admin.GetDevice(context.Background(), f.Tenant, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func attested(f *fleet, t *testing.T, id string, paths ...string) func() (bool, string) {
+	return func() (bool, string) {
+		d := f.record(t, id)
+		if d.Attestation == nil || d.Attestation.Refusal != "" {
+			return false, "attestation " + describe(d.Attestation)
+		}
+		if len(d.Attestation.Images) != len(paths) {
+			return false, "attested " + describe(d.Attestation)
+		}
+		for i, p := range paths {
+			if d.Attestation.Images[i].Path != p {
+				return false, "attested " + describe(d.Attestation)
+			}
+		}
+		return true, ""
+	}
+}
+
+func describe(a *client.Attestation) string {
+	if a == nil {
+		return "none"
+	}
+	s := a.Refusal
+	for _, im := range a.Images {
+		s += " " + im.Path
+	}
+	return s
+}
+
+// TestAgent_FreshDeviceInstallsItsImagesAndAttests: a device with only its identity and the
+// pinned root is refused (nothing booted), uses the recovery grant to install its group's
+// OS and app, reboots into them, and attests with both: the whole lifecycle.
+func TestAgent_FreshDeviceInstallsItsImagesAndAttests(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	d := f.NewDevice(true, "DW100/Production")
+	f.start(t, d, t.TempDir())
+	eventually(t, "the device attests with the OS and app it installed", attested(f, t, d.ID, f.os.Path, f.app.Path))
+}
+
+// reports lists the error reports the server received from a device (the agent sends
+// what it queues while it is connected).
+func (f *fleet) reports(t *testing.T, dv *device) []errreport.Report {
+	t.Helper()
+	var rs []errreport.Report
+	got, err := f.Admin.ListErrorReports(context.Background(), f.Tenant, dv.ID, client.ListOptions{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got.Items {
+		x := r.Report
+		rs = append(rs, errreport.Report{ID: x.ID, Kind: errreport.Kind(x.Kind), ImagePath: x.ImagePath, Code: x.Code,
+			ExitCode: x.ExitCode, Signal: x.Signal, StderrTail: x.StderrTail, Step: errreport.Step(x.Step), Target: x.Target, Capability: x.Capability})
+	}
+	return rs
+}
+
+// pending lists the queued error reports of a device's state directory; only while no
+// agent runs on it.
+func pending(t *testing.T, state string) []errreport.Report {
+	t.Helper()
+	q, err := errqueue.Open(errqueue.Config{Dir: filepath.Join(state, "errors"), Now: time.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := q.Pending()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func hasReport(rs []errreport.Report, match func(errreport.Report) bool) bool {
+	for _, r := range rs {
+		if match(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestAgent_UpdatesToNewAppAndRollsBackACrashingOne: a running device moves to app 1.1.0
+// when it is deployed; then 2.0.0, which crashes at start, uses up its tries and is rolled
+// back to 1.1.0, marked bad, never retried, with a crash report and an update report queued.
+func TestAgent_UpdatesToNewAppAndRollsBackACrashingOne(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	d := f.NewDevice(true, "DW100/Production")
+	dv := f.start(t, d, t.TempDir())
+	eventually(t, "first boot", attested(f, t, d.ID, f.os.Path, f.app.Path))
+
+	v11 := f.PublishAppWith("dw100-app", "1.1.0", 1, "DW100", testApp(t, "healthy"))
+	f.deploy(v11.Path)
+	dv.agent.Nudge()
+	eventually(t, "moves to 1.1.0", attested(f, t, d.ID, f.os.Path, v11.Path))
+
+	bad := f.PublishAppWith("dw100-app", "2.0.0", 2, "DW100", testApp(t, "crash"))
+	f.deploy(bad.Path)
+	dv.agent.Nudge()
+	eventually(t, "2.0.0 rolled back", func() (bool, string) {
+		rs := f.reports(t, dv)
+		crash := hasReport(rs, func(r errreport.Report) bool {
+			return r.Kind == errreport.AppCrash && r.ImagePath == bad.Path && r.ExitCode != nil && *r.ExitCode == 3 &&
+				strings.Contains(r.StderrTail, "heater driver")
+		})
+		rolled := hasReport(rs, func(r errreport.Report) bool { return r.Kind == errreport.UpdateFailed && r.Code == "app_rolled_back" })
+		return crash && rolled, "reports: " + kinds(rs)
+	})
+	// It runs 1.1.0 again and says so to the service; 2.0.0 is not tried again.
+	dv.agent.Nudge()
+	eventually(t, "back on 1.1.0", attested(f, t, d.ID, f.os.Path, v11.Path))
+}
+
+func kinds(rs []errreport.Report) string {
+	var b strings.Builder
+	for _, r := range rs {
+		b.WriteString(string(r.Kind) + "/" + r.Code + "/" + r.Capability + "/" + r.ImagePath + " ")
+	}
+	return b.String()
+}
+
+// TestAgent_UndeclaredPeripheralIsRefusedAndReported (rule 6): an app that drives a GPIO
+// pin its manifest does not declare is refused, and the denial is reported.
+func TestAgent_UndeclaredPeripheralIsRefusedAndReported(t *testing.T) {
+	t.Parallel()
+	p := testenv.NewPlatform(t)
+	f := &fleet{Platform: p}
+	f.os = p.PublishOS("moat-os", "1.0.0", 1, "Retail")
+	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "undeclared"))
+	f.deploy(f.app.Path)
+	d := f.NewDevice(true, "DW100/Production")
+	dv := f.start(t, d, t.TempDir())
+	eventually(t, "capability denial reported", func() (bool, string) {
+		rs := f.reports(t, dv)
+		return hasReport(rs, func(r errreport.Report) bool {
+			return r.Kind == errreport.CapabilityDenied && r.Capability == "gpio:5" && r.ImagePath == f.app.Path
+		}), kinds(rs)
+	})
+}

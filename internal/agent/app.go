@@ -1,0 +1,246 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/errreport"
+	"github.com/moat-iot/moat/internal/image"
+)
+
+// Restart backoff of a crashing committed app; a run longer than stableRun resets it.
+const (
+	minRestart = time.Second
+	maxRestart = time.Minute
+	stableRun  = 5 * time.Minute
+)
+
+// superviseApp runs the app slot the boot package verifies before every start, restarts it
+// when it exits, commits a new one once it reported healthy, and lets a new one that
+// crashes or stays silent use up its tries (boot.VerifyApp then falls back to the previous
+// slot and marks the new one bad).
+func (a *Agent) superviseApp(ctx context.Context) {
+	backoff := minRestart
+	for ctx.Err() == nil {
+		before, _ := a.slots.Record()
+		c, rejected, err := a.slots.VerifyApp()
+		a.reportRollback(before, c)
+		for _, r := range rejected {
+			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back",
+				Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
+			a.log.WarnContext(ctx, "app slot rejected", "slot", r.Slot, "err", r.Err)
+		}
+		if err != nil {
+			if !errors.Is(err, boot.ErrNoImage) {
+				a.log.ErrorContext(ctx, "no app to run", "err", err)
+			}
+			select { // wait for an install
+			case <-ctx.Done():
+			case <-a.appKick:
+			}
+			continue
+		}
+		a.mu.Lock()
+		a.booted.app = c
+		a.mu.Unlock()
+		start := time.Now()
+		out := a.runApp(ctx, c)
+		switch {
+		case out.kicked || ctx.Err() != nil:
+			backoff = minRestart
+			continue
+		case out.committed:
+			backoff = minRestart
+		}
+		if time.Since(start) > stableRun {
+			backoff = minRestart
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-a.appKick:
+			t.Stop()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxRestart)
+	}
+}
+
+// appOutcome is how one run of the app ended.
+type appOutcome struct {
+	kicked    bool // a new app was installed: stopped to switch
+	committed bool // a trial app proved healthy and was committed
+}
+
+// runApp runs one start of the app in c until it exits, a new app is installed, or ctx
+// ends. A trial app must report healthy within HealthTimeout.
+func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
+	var out appOutcome
+	appCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	caps := image.Capabilities{}
+	if c.Manifest.App != nil {
+		caps = c.Manifest.App.Capabilities
+	}
+	srv, err := periph.New(periph.Config{
+		Capabilities: caps, Backend: a.cfg.Backend, Now: a.cfg.Now, Logger: a.log,
+		Denied: func(capability string) { a.denied(c, capability) },
+		Telemetry: func(ctx context.Context, topic string, payload json.RawMessage) error {
+			if a.cfg.Telemetry == nil {
+				a.log.DebugContext(ctx, "telemetry dropped: no cloud configured", "topic", topic)
+				return nil
+			}
+			return a.cfg.Telemetry(ctx, topic, payload)
+		},
+	})
+	if err != nil {
+		a.log.ErrorContext(ctx, "peripheral server", "err", err)
+		return out
+	}
+	runDir := filepath.Join(a.cfg.StateDir, "run")
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		a.log.ErrorContext(ctx, "run directory", "err", err)
+		return out
+	}
+	sock := filepath.Join(runDir, "app.sock")
+	uid, gid := -1, -1
+	if a.cfg.AppUID != 0 {
+		uid, gid = a.cfg.AppUID, a.cfg.AppGID
+	}
+	l, err := periph.Listen(sock, uid, gid)
+	if err != nil {
+		a.log.ErrorContext(ctx, "app socket", "err", err)
+		return out
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(appCtx, l); err != nil {
+			a.log.ErrorContext(ctx, "peripheral server stopped", "err", err)
+		}
+	}()
+	defer func() { cancel(); <-served }()
+
+	p, err := a.startApp(c, sock)
+	if err != nil {
+		a.report(errreport.Report{Kind: errreport.AppCrash, ImagePath: c.Image.Path, ImageVersion: c.Image.Version,
+			Code: "start_failed", Message: clip(err.Error())})
+		return out
+	}
+	a.log.InfoContext(ctx, "app started", "target", c.Image.Path, "trial", c.Trial)
+	healthy := make(chan error, 1)
+	if c.Trial {
+		go func() {
+			hctx, hcancel := context.WithTimeout(appCtx, a.cfg.HealthTimeout)
+			defer hcancel()
+			healthy <- srv.WaitHealthy(hctx)
+		}()
+	}
+	for {
+		select {
+		case err := <-healthy:
+			if err == nil {
+				if cerr := a.commit(image.KindApp); cerr != nil {
+					a.log.ErrorContext(ctx, "commit app", "err", cerr)
+				} else {
+					out.committed = true
+					a.reattest()
+				}
+				continue
+			}
+			if appCtx.Err() != nil {
+				continue // stopping anyway
+			}
+			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "not_healthy",
+				Target: c.Image.Path, Message: fmt.Sprintf("the new app did not report healthy within %s", a.cfg.HealthTimeout)})
+			p.stop()
+			<-p.done
+			return out
+		case <-a.appKick:
+			out.kicked = true
+			p.stop()
+			<-p.done
+			return out
+		case <-ctx.Done():
+			p.stop()
+			<-p.done
+			return out
+		case <-p.done:
+			a.crashed(c, p)
+			return out
+		}
+	}
+}
+
+// crashed reports an app that exited while it should have run.
+func (a *Agent) crashed(c boot.Choice, p *appProcess) {
+	r := errreport.Report{Kind: errreport.AppCrash, ImagePath: c.Image.Path, ImageVersion: c.Image.Version,
+		UptimeSeconds: int64(p.uptime().Seconds()), StderrTail: errreport.Tail(p.stderr.Bytes())}
+	if sig := p.signal(); sig != "" {
+		r.Signal = sig
+	} else {
+		code := p.exitCode()
+		r.ExitCode = &code
+	}
+	if c.Trial {
+		r.Message = "the new app exited before it reported healthy"
+	}
+	a.report(r)
+}
+
+// denied reports an op the app's manifest does not allow, once per capability and run.
+func (a *Agent) denied(c boot.Choice, capability string) {
+	a.mu.Lock()
+	key := c.Image.SHA256 + "|" + capability
+	seen := a.deniedSeen[key]
+	if a.deniedSeen == nil {
+		a.deniedSeen = map[string]bool{}
+	}
+	a.deniedSeen[key] = true
+	a.mu.Unlock()
+	if seen {
+		return
+	}
+	a.report(errreport.Report{Kind: errreport.CapabilityDenied, ImagePath: c.Image.Path, ImageVersion: c.Image.Version,
+		Capability: capability, Message: "the application used a capability its manifest does not declare"})
+}
+
+// reattest makes the next check attest again, so that the service learns what runs now.
+func (a *Agent) reattest() {
+	a.mu.Lock()
+	a.stale = true
+	a.mu.Unlock()
+	a.Nudge()
+}
+
+// reportRollback reports a trial app that VerifyApp gave up on (its tries are used up: it
+// crashed or stayed silent every time) and replaced by the previous slot.
+func (a *Agent) reportRollback(before boot.Record, now boot.Choice) {
+	p := before.App.Pending
+	if p == "" {
+		return
+	}
+	trial := before.App.Images[p]
+	if now.Slot == p {
+		return
+	}
+	after, err := a.slots.Record()
+	if err != nil {
+		return
+	}
+	if _, bad := after.App.Bad[p]; !bad {
+		return
+	}
+	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back", Target: trial.Path,
+		Message: clip(fmt.Sprintf("%s never became healthy in %d starts; rolled back to %s", trial.Path, boot.DefaultTries, now.Image.Path))})
+	a.log.Warn("new app rolled back", "target", trial.Path, "back_to", now.Image.Path)
+	a.reattest()
+}

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/errreport"
+)
+
+// appProcess is a running app.
+type appProcess struct {
+	cmd     *exec.Cmd
+	started time.Time
+	stderr  *tailBuffer
+	done    chan struct{}
+	state   *os.ProcessState
+	ended   time.Time
+}
+
+// startApp starts the app's entry point as its own process group, in its slot's root, with
+// the socket of its local API and nothing else of the agent's environment.
+func (a *Agent) startApp(c boot.Choice, sock string) (*appProcess, error) {
+	cmd := exec.Command(c.Path)
+	cmd.Dir = c.Root
+	cmd.Env = []string{"MOAT_SOCKET=" + sock, "PATH=/usr/bin:/bin", "HOME=" + c.Root}
+	tail := &tailBuffer{max: errreport.MaxStderrTailBytes}
+	cmd.Stderr = tail
+	cmd.Stdout = nil
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if a.cfg.AppUID != 0 && os.Geteuid() == 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(a.cfg.AppUID), Gid: uint32(a.cfg.AppGID)}
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &appProcess{cmd: cmd, started: time.Now(), stderr: tail, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		p.ended = time.Now()
+		p.state = cmd.ProcessState
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) && p.state == nil {
+			p.state = nil
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop asks the app's process group to end, and kills it after 5 s.
+func (p *appProcess) stop() {
+	pgid := -p.cmd.Process.Pid
+	_ = syscall.Kill(pgid, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(pgid, syscall.SIGKILL)
+		}
+	}()
+}
+
+func (p *appProcess) uptime() time.Duration { return p.ended.Sub(p.started) }
+
+func (p *appProcess) signal() string {
+	if p.state == nil {
+		return ""
+	}
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return signalName(ws.Signal())
+	}
+	return ""
+}
+
+func (p *appProcess) exitCode() int {
+	if p.state == nil {
+		return 255
+	}
+	return p.state.ExitCode() & 0xff
+}
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGSEGV:
+		return "SIGSEGV"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGABRT:
+		return "SIGABRT"
+	case syscall.SIGBUS:
+		return "SIGBUS"
+	case syscall.SIGILL:
+		return "SIGILL"
+	case syscall.SIGFPE:
+		return "SIGFPE"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGPIPE:
+		return "SIGPIPE"
+	}
+	return "SIGNAL"
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = bytes.Clone(t.buf[len(t.buf)-t.max:])
+	}
+	return len(p), nil
+}
+
+// Bytes returns a copy of the tail.
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return bytes.Clone(t.buf)
+}

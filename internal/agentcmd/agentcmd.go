@@ -1,0 +1,244 @@
+// Package agentcmd is the command line of the device runtime: `agent` (run the runtime)
+// and `boot` (the launcher), shared by the full `moat` binary and the slim device build
+// `moat-agent`, which links nothing of the server, the cloud or the management CLI
+// (TestSlimBuild_LinksNoServerPackage).
+package agentcmd
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/moat-iot/moat/internal/agent"
+	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/identity"
+)
+
+// ExitReboot is the agent's exit status when it installed a new OS: the launcher then
+// chooses and verifies the OS slot again and starts it.
+const ExitReboot = 75
+
+// Usage texts.
+const (
+	AgentUsage = `moat agent --state DIR --server URL --identity FILE --root FILE --server-ca FILE [flags]
+
+Runs the device runtime: boots the verified OS and app slots of DIR, attests to the
+security service with the identity key, installs the images the director assigns (into the
+inactive slot, committed only after a health check, rolled back otherwise), runs the one
+application with the peripherals its manifest declares, and sends error reports.
+
+Everything lives under DIR: slots, boot record (boot.json), certificates, update state,
+error queue. FILE arguments are read at start; the identity key must be mode 0600.
+
+EXAMPLES
+  moat agent --state /var/lib/moat --server https://moat.example:8443 \
+    --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
+	BootUsage = `moat boot --state DIR --root FILE -- AGENT-FLAGS...
+
+The launcher: chooses the OS slot from DIR's boot record (a new image on trial uses up one
+of its tries), verifies the slot's image against the pinned root before executing it, and
+falls back to the other slot when it is bad or out of tries. It runs the slot's
+bin/moat-agent with "agent" and the flags after --, and chooses again when the agent exits
+with status 75 (a new OS was installed). Without a verified OS slot it runs the agent it
+is itself (the factory image).`
+)
+
+// Flags are the agent's settings.
+type Flags struct {
+	State, Server, Identity, Root, ServerCA, Peripherals string
+	CheckInterval, HealthTimeout                         time.Duration
+	AppUID, AppGID                                       int
+	LogLevel                                             string
+}
+
+// Register adds the agent's flags to fs.
+func (f *Flags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&f.State, "state", "", "state `DIR` (required)")
+	fs.StringVar(&f.Server, "server", "", "security service `URL`, https://HOST[:PORT] (required)")
+	fs.StringVar(&f.Identity, "identity", "", "identity key `FILE` (PKCS#8, mode 0600; required)")
+	fs.StringVar(&f.Root, "root", "", "pinned platform root `FILE`, 1.root.json (required)")
+	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM `FILE` of the CAs trusted for the server's TLS certificate (required)")
+	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher) or simulated")
+	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
+	fs.DurationVar(&f.HealthTimeout, "health-timeout", agent.DefaultHealthTimeout, "how long a new app has to report healthy")
+	fs.IntVar(&f.AppUID, "app-uid", 0, "unprivileged `UID` the app runs as when the agent runs as root (0: the agent's)")
+	fs.IntVar(&f.AppGID, "app-gid", 0, "`GID` the app runs as with --app-uid")
+	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// Config turns the flags into the agent's configuration.
+func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
+	var errs []error
+	for name, v := range map[string]string{"--state": f.State, "--server": f.Server, "--identity": f.Identity, "--root": f.Root, "--server-ca": f.ServerCA} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return agent.Config{}, err
+	}
+	key, err := identity.OpenFileKey(f.Identity)
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--identity: %w", err)
+	}
+	root, err := os.ReadFile(f.Root)
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--root: %w", err)
+	}
+	caPEM, err := os.ReadFile(f.ServerCA)
+	if err != nil {
+		return agent.Config{}, fmt.Errorf("--server-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return agent.Config{}, fmt.Errorf("--server-ca: %s holds no PEM certificate", f.ServerCA)
+	}
+	var backend periph.Backend
+	switch f.Peripherals {
+	case "dw100":
+		backend = periph.NewDW100()
+	case "simulated":
+		backend = periph.NewSimulated()
+	default:
+		return agent.Config{}, fmt.Errorf("--peripherals: %q, want dw100 or simulated", f.Peripherals)
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		return agent.Config{}, fmt.Errorf("--log-level: %w", err)
+	}
+	return agent.Config{
+		StateDir: f.State, ServerURL: strings.TrimRight(f.Server, "/"), ServerCAs: pool, Root: root, Identity: key,
+		Backend: backend, Now: time.Now, CheckInterval: f.CheckInterval, HealthTimeout: f.HealthTimeout,
+		AppUID: f.AppUID, AppGID: f.AppGID,
+		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})),
+	}, nil
+}
+
+// errExitReboot makes RunAgent's caller exit with ExitReboot.
+var errExitReboot = errors.New("a new OS is installed: reboot through the launcher")
+
+// IsReboot reports whether err asks the process to exit with ExitReboot.
+func IsReboot(err error) bool { return errors.Is(err, errExitReboot) }
+
+// RunAgent runs `agent` with args until ctx is done. A new OS makes it return an error for
+// which IsReboot is true, when launched by `boot` (MOAT_LAUNCHED=1); otherwise it reboots
+// in process.
+func RunAgent(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("moat agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, AgentUsage); fs.PrintDefaults() }
+	var f Flags
+	f.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("agent takes no arguments, got %q", fs.Arg(0))
+	}
+	return Run(ctx, f, stderr)
+}
+
+// Run runs the agent with parsed flags; see RunAgent.
+func Run(ctx context.Context, f Flags, stderr io.Writer) error {
+	cfg, err := f.Config(stderr)
+	if err != nil {
+		return err
+	}
+	if os.Getenv("MOAT_LAUNCHED") == "1" {
+		cfg.Reboot = func() error { return errExitReboot }
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// RunBoot is the launcher: `boot --state DIR --root FILE -- AGENT-FLAGS...`. self is the
+// executable to run when no OS slot verifies (the factory image).
+func RunBoot(ctx context.Context, args []string, self string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("moat boot", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, BootUsage); fs.PrintDefaults() }
+	var b BootFlags
+	b.Register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return Boot(ctx, b, fs.Args(), self, stdout, stderr)
+}
+
+// BootFlags are the launcher's settings.
+type BootFlags struct{ State, Root string }
+
+// Register adds the launcher's flags to fs.
+func (b *BootFlags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&b.State, "state", "", "state `DIR` (required)")
+	fs.StringVar(&b.Root, "root", "", "pinned platform root `FILE` (required)")
+}
+
+// Boot runs the launcher with parsed flags and the agent's flags; see RunBoot.
+func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, stdout, stderr io.Writer) error {
+	if b.State == "" || b.Root == "" {
+		return errors.New("--state and --root are required")
+	}
+	root, err := os.ReadFile(b.Root)
+	if err != nil {
+		return fmt.Errorf("--root: %w", err)
+	}
+	state, rootFile := &b.State, &b.Root
+	agentArgs := append([]string{"agent", "--state", *state, "--root", *rootFile}, agentFlags...)
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	for ctx.Err() == nil {
+		exe := self
+		dec, err := boot.Launch(*state, root)
+		for _, r := range dec.Rejected {
+			log.Warn("slot rejected", "kind", r.Kind, "slot", r.Slot, "err", r.Err)
+		}
+		switch {
+		case errors.Is(err, boot.ErrNoImage):
+			log.Info("no verified OS slot: running the factory agent", "path", self)
+		case err != nil:
+			return err
+		default:
+			exe = dec.OS.Path
+			log.Info("booting OS slot", "slot", dec.OS.Slot, "image", dec.OS.Image.Path, "trial", dec.OS.Trial)
+		}
+		cmd := exec.CommandContext(ctx, exe, agentArgs...)
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		cmd.Env = append(os.Environ(), "MOAT_LAUNCHED=1")
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 30 * time.Second
+		err = cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &ee) && ee.ExitCode() == ExitReboot:
+			log.Info("the agent installed a new OS: rebooting")
+			continue
+		case err != nil:
+			// An agent that dies is restarted through the launcher: a new OS that keeps
+			// dying uses up its tries and is rolled back.
+			log.Error("the agent stopped", "err", err)
+			time.Sleep(time.Second)
+			continue
+		}
+		return nil
+	}
+	return nil
+}
+
+// StatePath is where the launcher's state lives (for docs and tests).
+func StatePath(state, name string) string { return filepath.Join(state, name) }
