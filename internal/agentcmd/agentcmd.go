@@ -42,8 +42,7 @@ Everything lives under DIR: slots, boot record (boot.json), certificates, update
 error queue. FILE arguments are read at start; the identity key must be mode 0600.
 
 EXAMPLES
-  moat agent --state /var/lib/moat --server https://moat.example:8443 \
-    --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
+  moat agent --state /var/lib/moat --server https://moat.example:8443 --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
 	BootUsage = `moat boot --state DIR --root FILE -- AGENT-FLAGS...
 
 The launcher: chooses the OS slot from DIR's boot record (a new image on trial uses up one
@@ -51,7 +50,10 @@ of its tries), verifies the slot's image against the pinned root before executin
 falls back to the other slot when it is bad or out of tries. It runs the slot's
 bin/moat-agent with "agent" and the flags after --, and chooses again when the agent exits
 with status 75 (a new OS was installed). Without a verified OS slot it runs the agent it
-is itself (the factory image).`
+is itself (the factory image).
+
+EXAMPLES
+  moat boot --state /var/lib/moat --root /etc/moat/1.root.json -- --server https://moat.example:8443 --identity /var/lib/moat/identity.key --server-ca /etc/moat/server-ca.pem`
 )
 
 // Flags are the agent's settings.
