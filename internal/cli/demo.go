@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -17,7 +18,7 @@ func newDemoCmd(env *Env) *ffcli.Command {
 	fs.SetOutput(env.Stderr)
 	addr := fs.String("addr", "127.0.0.1:8443", "listen address of the demo's server (a free port is taken when it is in use)")
 	dataDir := fs.String("data", "", "data directory (default: a new temporary directory, removed at exit)")
-	exitAfter := fs.Duration("exit-after", 0, "stop after this long (for scripts); 0 runs until Ctrl-C")
+	exitAfter := fs.Duration("exit-after", 0, "stop this long after the scenario has played (for scripts); 0 runs until Ctrl-C")
 	logLevel := fs.String("log-level", "warn", "server log level: debug, info, warn or error")
 	return &ffcli.Command{
 		Name:       "demo",
@@ -58,19 +59,34 @@ EXAMPLES
 			} else if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 				return usagef("--data %s is not empty; the demo needs a fresh directory", dir)
 			}
-			if *exitAfter > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, *exitAfter)
-				defer cancel()
-			}
+			ctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
 			log := newLogger(env.Stderr, *logLevel, "text")
 			d, err := demo.Start(ctx, demo.Config{Addr: *addr, DataDir: dir}, log, env.Stdout)
 			if err != nil {
 				return err
 			}
+			errExitAfter := errors.New("--exit-after elapsed")
+			if *exitAfter > 0 {
+				// The time counts from the end of the scenario, however long it took.
+				go func() {
+					select {
+					case <-d.Played():
+					case <-ctx.Done():
+						return
+					}
+					t := time.NewTimer(*exitAfter)
+					defer t.Stop()
+					select {
+					case <-t.C:
+						cancel(errExitAfter)
+					case <-ctx.Done():
+					}
+				}()
+			}
 			err = d.Serve(ctx, env.Stdout)
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) && *exitAfter > 0 {
-				fmt.Fprintf(env.Stdout, "\nmoat demo: stopped after %s.\n", *exitAfter)
+			if errors.Is(context.Cause(ctx), errExitAfter) {
+				fmt.Fprintf(env.Stdout, "\nmoat demo: stopped %s after the scenario.\n", *exitAfter)
 			} else if err == nil {
 				fmt.Fprintln(env.Stdout, "\nmoat demo: stopped.")
 			}

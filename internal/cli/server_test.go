@@ -88,7 +88,7 @@ func TestDemo_ExitAfter(t *testing.T) {
 	t.Parallel()
 	u := newUser(t)
 	out := u.must("demo", "--addr", "127.0.0.1:0", "--exit-after", "2s")
-	for _, want := range []string{"tenant Contoso", "product DW100", "Production OS Evaluation", "stopped after 2s"} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Production OS Evaluation", "rolled back to apps/dw100-app/1.1.0", "stopped 2s after the scenario"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("moat demo output lacks %q:\n%s", want, out)
 		}

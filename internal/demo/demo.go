@@ -14,7 +14,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/tuf"
@@ -61,8 +64,11 @@ type Result struct {
 	OSSHA256 string
 	// CAChain is the PEM chain Contoso's cloud trusts its devices with.
 	CAChain string
-	// Devices is the demo fleet: what each device attested and installed.
+	// Devices is the demo fleet: what each device attested and installed; the last one
+	// is the device with a tampered app.
 	Devices []DeviceResult
+	// FieldDevice is the field-test device that rolled back the crashing app 2.0.0.
+	FieldDevice string
 }
 
 // DeviceResult is one demo device's story.
@@ -87,6 +93,10 @@ type Demo struct {
 	appSigner signature.Signer
 	expires   time.Time
 	osImage   []byte // the OS image package the fleet booted
+	exe       string // this binary: the demo's DW100 app images launch it as the app
+	agents    []*agent.Agent
+	agentsWG  sync.WaitGroup
+	agentLog  *slog.Logger
 	// Result is complete once Played is closed.
 	Result Result
 }
@@ -112,7 +122,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if srv.BootstrapToken == "" {
 		return nil, fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir)
 	}
-	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), Result: Result{
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), exe: exe, agentLog: log.With("component", "agent"), Result: Result{
 		URL: srv.URL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
@@ -126,10 +140,13 @@ func (d *Demo) Serve(ctx context.Context, out io.Writer) error {
 	go func() { done <- d.srv.Serve(ctx) }()
 	if err := d.play(ctx, out); err != nil {
 		cancel(err)
+		d.agentsWG.Wait()
 		return errors.Join(fmt.Errorf("demo scenario: %w", err), <-done)
 	}
 	close(d.played)
-	return <-done
+	err := <-done
+	d.agentsWG.Wait()
+	return err
 }
 
 func (d *Demo) play(ctx context.Context, out io.Writer) error {

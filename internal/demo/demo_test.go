@@ -17,10 +17,19 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent/sandbox"
 	"github.com/moat-iot/moat/internal/demo"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/testenv"
 )
+
+// TestMain lets this test binary be the demo's DW100 app too: the demo's app images run
+// the binary that runs the demo.
+func TestMain(m *testing.M) {
+	sandbox.MaybeInit()
+	demo.MaybeRunApp()
+	os.Exit(m.Run())
+}
 
 func TestDemo_SeedScenario(t *testing.T) {
 	t.Parallel()
@@ -85,11 +94,12 @@ func TestDemo_SeedScenario(t *testing.T) {
 	}
 	// Anyone with a Contoso token and the pinned root verifies and downloads the app with an
 	// unmodified go-tuf client: the whole offline/online split works end to end.
-	if r.AppsVersion != 2 {
-		t.Errorf("apps.json version = %d, want 2 (1.0.0, then 1.1.0)", r.AppsVersion)
+	if r.AppsVersion != 3 {
+		t.Errorf("apps.json version = %d, want 3 (1.0.0, 1.1.0, 2.0.0)", r.AppsVersion)
 	}
-	// The fleet: every device but the tampered one attested and installed the OS and app
-	// 1.1.0; the tampered one was refused with its reason on record and installed nothing.
+	// The fleet of real agents: every device but the tampered one attested running the OS
+	// and app 1.1.0 (the field-test device after rolling back 2.0.0); the tampered one was
+	// refused with its reason on record.
 	if len(r.Devices) != 5 {
 		t.Fatalf("demo fleet = %d devices, want 5", len(r.Devices))
 	}
@@ -103,6 +113,17 @@ func TestDemo_SeedScenario(t *testing.T) {
 		if dev.Serial == "" || dev.Refusal != "" || strings.Join(dev.Installed, " ") != r.OSPath+" apps/dw100-app/1.1.0" {
 			t.Errorf("device %d = %+v, want a certificate and %s + apps/dw100-app/1.1.0 installed", i, dev, r.OSPath)
 		}
+	}
+	reports, err := contoso.ListErrorReports(ctx, r.Tenant.ID, r.FieldDevice, client.ListOptions{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crash bool
+	for _, rep := range reports.Items {
+		crash = crash || rep.Report.Kind == "app_crash" && rep.Report.ImagePath == "apps/dw100-app/2.0.0" && strings.Contains(rep.Report.StderrTail, "calibration")
+	}
+	if !crash {
+		t.Errorf("the field-test device's error reports lack the crash of 2.0.0: %+v", reports.Items)
 	}
 	chain := mustRead(t, r.CAChain)
 	if strings.Count(string(chain), "BEGIN CERTIFICATE") != 2 {
@@ -140,7 +161,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
-	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "refused: unknown_image", "certificate issued"} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0"} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}

@@ -20,9 +20,10 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/client"
-	"github.com/moat-iot/moat/internal/agent/update"
+	"github.com/moat-iot/moat/internal/agent"
+	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/attest"
-	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/image"
@@ -103,33 +104,34 @@ func (d *Demo) publishOS(ctx context.Context, op *client.Client, step func(strin
 
 // demoDevice is one simulated DW100 of the demo fleet.
 type demoDevice struct {
-	key  *identity.FileKey
-	dir  string
-	cert tls.Certificate
-	ok   bool
+	key   *identity.FileKey
+	dir   string
+	group string
 }
 
-// fleet plays the device side: the platform manufactures DW100s and registers their
-// identity keys, Contoso claims them into DW100/Production and deploys its app there; every
-// device attests what it booted and gets a 24-hour certificate, except one that runs a
-// tampered app and is refused; Contoso then ships app 1.1.0 and every attested device
-// installs it over mutual TLS, verified against the pinned root.
+// fleetGroups are the groups of the demo fleet's devices: the last one is a field-test
+// device, which gets app 2.0.0 first.
+var fleetGroups = []string{"Production", "Production", "Production", "Field Test"}
+
+// fleet plays the device side with real agents (in process, each with its own state
+// directory and a simulated DW100): the platform manufactures DW100s and registers their
+// identity keys, Contoso claims them and deploys its app; each agent, knowing only its key
+// and the pinned root, is refused at first (nothing booted), installs its group's OS and
+// app with the recovery grant, reboots into them and attests. A device with a tampered app
+// is refused with its reason. Contoso then ships app 1.1.0 to everyone, and a 2.0.0 that
+// crashes at start to the field-test device, which rolls it back and reports it.
 func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Writer, step func(string, ...any)) error {
 	tenant, prod := d.Result.Tenant.ID, d.Result.Product
-	var production client.DeviceGroup
-	for _, g := range d.Result.Groups {
-		if g.Name == "Production" {
-			production = g
+	appPath := "apps/" + d.Result.AppManifest.Name + "/" + d.Result.AppManifest.Version
+	for _, g := range []string{"Production", "Field Test"} {
+		if err := d.deploy(ctx, contoso, g, appPath); err != nil {
+			return err
 		}
 	}
-	appPath := "apps/" + d.Result.AppManifest.Name + "/" + d.Result.AppManifest.Version
-	if _, err := contoso.CreateDeployment(ctx, tenant, prod.ID, production.ID, client.DeploymentCreate{Target: appPath}); err != nil {
-		return fmt.Errorf("deploy %s: %w", appPath, err)
-	}
-	step("Contoso deployed %s to DW100/Production", appPath)
+	step("Contoso deployed %s to DW100/Production and DW100/Field Test", appPath)
 
-	devs := make([]*demoDevice, fleetSize)
-	ids := make([]string, fleetSize)
+	devs := make([]*demoDevice, len(fleetGroups)+1) // the last one is the tampered device
+	ids := make([]string, len(devs))
 	for i := range devs {
 		dir := filepath.Join(d.dir, "devices", fmt.Sprintf("dw100-%04d", i+1))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -146,28 +148,93 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		if _, err := op.RegisterDevice(ctx, client.DeviceRegister{PublicKeyPEM: string(pub)}); err != nil {
 			return fmt.Errorf("register device: %w", err)
 		}
-		devs[i], ids[i] = &demoDevice{key: k, dir: dir}, string(k.ID())
+		group := "Production"
+		if i < len(fleetGroups) {
+			group = fleetGroups[i]
+		}
+		devs[i], ids[i] = &demoDevice{key: k, dir: dir, group: group}, string(k.ID())
 	}
-	step("the platform manufactured %d DW100s under %s and registered their identity keys (device ID = SHA-256 of the public key)", fleetSize, filepath.Join(d.dir, "devices"))
+	step("the platform manufactured %d DW100s under %s and registered their identity keys (device ID = SHA-256 of the public key)", len(devs), filepath.Join(d.dir, "devices"))
 	if _, err := contoso.ClaimDevices(ctx, tenant, client.DeviceClaim{DeviceIDs: ids}); err != nil {
 		return fmt.Errorf("claim devices: %w", err)
 	}
-	group := "DW100/Production"
-	for _, id := range ids {
+	for i, id := range ids {
 		dev, err := contoso.GetDevice(ctx, tenant, id)
 		if err != nil {
 			return err
 		}
+		group := prod.Name + "/" + devs[i].group
 		if _, err := contoso.UpdateDevice(ctx, tenant, id, dev.Version, client.DeviceUpdate{DeviceGroup: &group}); err != nil {
 			return fmt.Errorf("move device to %s: %w", group, err)
 		}
 	}
-	step("Contoso claimed them and put them in %s", group)
+	step("Contoso claimed them and put them in their device groups")
 
-	if err := d.attestFleet(ctx, contoso, devs, out, step); err != nil {
+	fleet := devs[:len(fleetGroups)]
+	if err := d.startAgents(ctx, fleet); err != nil {
 		return err
 	}
-	if err := d.shipUpdate(ctx, contoso, production, devs, out, step); err != nil {
+	step("%d devices run moat agent with a simulated DW100; each knows only its identity key and the pinned root", len(fleet))
+	osPath := d.Result.OSPath
+	if err := d.converge(ctx, contoso, fleet, osPath, appPath); err != nil {
+		return err
+	}
+	if err := d.fleetTable(ctx, contoso, fleet, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
+		return err
+	}
+	if err := d.attestTampered(ctx, contoso, devs[len(devs)-1], out, step); err != nil {
+		return err
+	}
+
+	v11, err := d.publishApp(ctx, contoso, "1.1.0", false, step)
+	if err != nil {
+		return err
+	}
+	for _, g := range []string{"Production", "Field Test"} {
+		if err := d.deploy(ctx, contoso, g, v11); err != nil {
+			return err
+		}
+	}
+	d.nudge()
+	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
+		return err
+	}
+	if err := d.fleetTable(ctx, contoso, fleet, out, "Contoso deployed "+v11+": every agent downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
+		return err
+	}
+
+	v2, err := d.publishApp(ctx, contoso, "2.0.0", true, step)
+	if err != nil {
+		return err
+	}
+	if err := d.deploy(ctx, contoso, "Field Test", v2); err != nil {
+		return err
+	}
+	d.nudge()
+	field := fleet[len(fleet)-1]
+	reports, err := d.waitRollback(ctx, contoso, field, v2)
+	if err != nil {
+		return err
+	}
+	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
+		return err
+	}
+	step("Contoso deployed %s, which crashes at start, to DW100/Field Test: device %s... crashed %d times on trial, rolled back to %s, and reported it:",
+		v2, string(field.key.ID())[:16], boot.DefaultTries, v11)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "      KIND\tCODE\tIMAGE\tDETAIL")
+	for _, r := range reports {
+		detail := r.Report.Message
+		if r.Report.ExitCode != nil {
+			detail = fmt.Sprintf("exit %d, stderr: %s", *r.Report.ExitCode, strings.TrimSpace(r.Report.StderrTail))
+		}
+		fmt.Fprintf(tw, "      %s\t%s\t%s\t%s\n", r.Report.Kind, r.Report.Code, r.Report.ImagePath+r.Report.Target, detail)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	d.Result.FieldDevice = string(field.key.ID())
+	if err := d.collect(ctx, contoso, devs); err != nil {
 		return err
 	}
 	chain, err := contoso.GetDeviceCAChain(ctx, tenant)
@@ -182,9 +249,121 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	return nil
 }
 
-// attestFleet has every device attest the images it booted: the published OS and app,
-// except the last device, whose app was tampered with after signing.
-func (d *Demo) attestFleet(ctx context.Context, contoso *client.Client, devs []*demoDevice, out io.Writer, step func(string, ...any)) error {
+// deploy deploys target to the DW100 group named group.
+func (d *Demo) deploy(ctx context.Context, contoso *client.Client, group, target string) error {
+	for _, g := range d.Result.Groups {
+		if g.Name == group {
+			_, err := contoso.CreateDeployment(ctx, d.Result.Tenant.ID, d.Result.Product.ID, g.ID, client.DeploymentCreate{Target: target})
+			if err != nil {
+				return fmt.Errorf("deploy %s to %s: %w", target, group, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("no device group %s", group)
+}
+
+// startAgents starts one in-process agent per device; they stop when the demo does.
+func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
+	root, err := os.ReadFile(d.Result.TrustAnchor)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(d.srv.CAPEM)
+	for _, dv := range devs {
+		a, err := agent.New(agent.Config{
+			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.URL, ServerCAs: pool, Root: root,
+			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
+			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]),
+		})
+		if err != nil {
+			return err
+		}
+		d.agents = append(d.agents, a)
+		d.agentsWG.Go(func() {
+			if err := a.Run(ctx); err != nil && ctx.Err() == nil {
+				d.agentLog.Error("agent stopped", "err", err)
+			}
+		})
+	}
+	return nil
+}
+
+func (d *Demo) nudge() {
+	for _, a := range d.agents {
+		a.Nudge()
+	}
+}
+
+// converge waits until every device attested running osPath and appPath.
+func (d *Demo) converge(ctx context.Context, contoso *client.Client, devs []*demoDevice, osPath, appPath string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		done := 0
+		for _, dv := range devs {
+			rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, string(dv.key.ID()))
+			if err != nil {
+				return err
+			}
+			if runs(rec, osPath, appPath) {
+				done++
+			}
+		}
+		if done == len(devs) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d devices attested running %s and %s within 2 minutes", done, len(devs), osPath, appPath)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// runs reports whether the device's last attestation succeeded with exactly these images.
+func runs(rec client.Device, paths ...string) bool {
+	a := rec.Attestation
+	if a == nil || a.Refusal != "" || len(a.Images) != len(paths) {
+		return false
+	}
+	for i, p := range paths {
+		if a.Images[i].Path != p {
+			return false
+		}
+	}
+	return true
+}
+
+// fleetTable prints what each device runs, as the security service knows it.
+func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*demoDevice, out io.Writer, title string) error {
+	fmt.Fprintf(out, "  - %s\n", title)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "      DEVICE\tGROUP\tRUNS (attested)\tCERTIFICATE")
+	for _, dv := range devs {
+		rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, string(dv.key.ID()))
+		if err != nil {
+			return err
+		}
+		var paths []string
+		for _, im := range rec.Attestation.Images {
+			paths = append(paths, im.Path)
+		}
+		cert := "-"
+		if rec.Certificate != nil {
+			cert = fmt.Sprintf("serial %.12s..., until %s", rec.Certificate.Serial, rec.Certificate.NotAfter.Format(time.RFC3339))
+		}
+		fmt.Fprintf(tw, "      %.16s...\t%s\t%s\t%s\n", rec.ID, dv.group, strings.Join(paths, ", "), cert)
+	}
+	return tw.Flush()
+}
+
+// attestTampered has a device whose app was changed after signing attest by hand: it is
+// refused, and support staff see why.
+func (d *Demo) attestTampered(ctx context.Context, contoso *client.Client, dv *demoDevice, out io.Writer, step func(string, ...any)) error {
 	anon, err := client.New(d.Result.URL, client.WithCACertPEM(d.srv.CAPEM))
 	if err != nil {
 		return err
@@ -195,164 +374,127 @@ func (d *Demo) attestFleet(ctx context.Context, contoso *client.Client, devs []*
 	}
 	m := d.Result.AppManifest
 	osM := attest.Measurement{Kind: "os", Path: d.Result.OSPath, SHA256: sum(d.osImage), Version: "1.0.0", SecurityVersion: 1}
-	appM := attest.Measurement{Kind: "app", Path: "apps/" + m.Name + "/" + m.Version, SHA256: sum(appBytes), Version: m.Version, SecurityVersion: m.SecurityVersion}
-	tampered := appM
-	tampered.SHA256 = sum(append(appBytes, "# one more line\n"...))
-
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "      DEVICE\tATTESTATION\tCERTIFICATE")
-	for i, dv := range devs {
-		app := appM
-		if i == len(devs)-1 {
-			app = tampered
-		}
-		id := string(dv.key.ID())
-		res := DeviceResult{ID: id}
-		n, err := anon.CreateAttestationNonce(ctx, client.NonceRequest{DeviceID: id})
-		if err != nil {
-			return err
-		}
-		ev, err := attest.Sign(dv.key, attest.Evidence{DeviceID: id, Nonce: n.Nonce, Time: time.Now(), Measurements: []attest.Measurement{osM, app}})
-		if err != nil {
-			return err
-		}
-		is, err := anon.Attest(ctx, ev)
-		var ce *client.Error
-		switch {
-		case errors.As(err, &ce) && ce.Status == http.StatusForbidden:
-			rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, id)
-			if err != nil {
-				return err
-			}
-			if rec.Attestation != nil {
-				res.Refusal, res.Detail = rec.Attestation.Refusal, rec.Attestation.Detail
-			}
-			fmt.Fprintf(tw, "      %s...\trefused: %s\t- (support sees: %s)\n", id[:16], res.Refusal, res.Detail)
-		case err != nil:
-			return fmt.Errorf("attest device %s: %w", id, err)
-		default:
-			cert, err := tlsCertificate(is.ChainPEM, dv.key)
-			if err != nil {
-				return err
-			}
-			if err := os.WriteFile(filepath.Join(dv.dir, "certificate.pem"), []byte(is.ChainPEM), 0o600); err != nil {
-				return err
-			}
-			dv.cert, dv.ok = cert, true
-			res.Serial, res.NotAfter = is.Serial, is.NotAfter
-			fmt.Fprintf(tw, "      %s...\tcertificate issued\tserial %s..., until %s\n", id[:16], is.Serial[:12], is.NotAfter.Format(time.RFC3339))
-		}
-		d.Result.Devices = append(d.Result.Devices, res)
+	tampered := attest.Measurement{Kind: "app", Path: "apps/" + m.Name + "/" + m.Version, SHA256: sum(append(appBytes, "# one more line\n"...)),
+		Version: m.Version, SecurityVersion: m.SecurityVersion}
+	id := string(dv.key.ID())
+	n, err := anon.CreateAttestationNonce(ctx, client.NonceRequest{DeviceID: id})
+	if err != nil {
+		return err
 	}
-	step("each device attested what it booted (nonce, evidence signed by its identity key):")
-	return tw.Flush()
+	ev, err := attest.Sign(dv.key, attest.Evidence{DeviceID: id, Nonce: n.Nonce, Time: time.Now(), Measurements: []attest.Measurement{osM, tampered}})
+	if err != nil {
+		return err
+	}
+	_, err = anon.Attest(ctx, ev)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
+		return fmt.Errorf("the tampered device was not refused: %v", err)
+	}
+	rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, id)
+	if err != nil {
+		return err
+	}
+	step("device %.16s... booted an app changed after signing: refused (the caller sees only \"refused\"); support staff see %s: %s",
+		id, rec.Attestation.Refusal, rec.Attestation.Detail)
+	return nil
 }
 
-// shipUpdate has Contoso publish and deploy app 1.1.0 and every attested device install it.
-func (d *Demo) shipUpdate(ctx context.Context, contoso *client.Client, production client.DeviceGroup, devs []*demoDevice, out io.Writer, step func(string, ...any)) error {
-	src := filepath.Join(d.dir, "contoso", "dw100-app-1.1.0")
+// publishApp packs the DW100 app at version (a launcher for the app built into this
+// binary, or one that crashes at start), signs it into apps.json offline and uploads it.
+func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version string, crash bool, step func(string, ...any)) (string, error) {
+	src := filepath.Join(d.dir, "contoso", "dw100-app-"+version)
 	if err := os.MkdirAll(filepath.Join(src, "bin"), 0o700); err != nil {
-		return err
+		return "", err
 	}
-	manifest := strings.Replace(dw100App, `"version": "1.0.0"`, `"version": "1.1.0"`, 1)
+	manifest := strings.Replace(dw100App, `"version": "1.0.0"`, `"version": "`+version+`"`, 1)
+	if crash {
+		manifest = strings.Replace(manifest, `"security_version": 1`, `"security_version": 2`, 1)
+	}
 	if err := os.WriteFile(filepath.Join(src, image.AppManifestFile), []byte(manifest), 0o600); err != nil {
-		return err
+		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), []byte(strings.Replace(dw100Main, "wash cycle", "wash cycle (1.1.0: eco mode)", 1)), 0o700); err != nil { //nolint:gosec // G306: executable entry point
-		return err
+	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, crash), 0o700); err != nil { //nolint:gosec // G306: executable entry point
+		return "", err
 	}
 	var buf bytes.Buffer
 	m, err := image.Pack(ctx, src, &buf)
 	if err != nil {
-		return err
+		return "", err
 	}
 	tenant := d.Result.Tenant.ID
 	info, err := contoso.UploadBlob(ctx, tenant, bytes.NewReader(buf.Bytes()))
 	if err != nil {
-		return err
+		return "", err
 	}
 	path := "apps/" + m.Name + "/" + m.Version
 	d.apps[path] = tuf.TargetFile{Length: info.Size, SHA256: strings.TrimPrefix(info.Digest, "sha256:"), Custom: map[string]any{
 		"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID}}
 	apps, err := tuf.SignApps(d.appSigner, d.Result.AppsVersion+1, d.expires, d.apps)
 	if err != nil {
-		return err
+		return "", err
 	}
 	v, err := contoso.PutTenantApps(ctx, tenant, apps)
 	if err != nil {
-		return err
+		return "", err
 	}
 	d.Result.AppsVersion = v.Version
-	if _, err := contoso.CreateDeployment(ctx, tenant, d.Result.Product.ID, production.ID, client.DeploymentCreate{Target: path}); err != nil {
-		return err
-	}
-	step("Contoso signed %s into apps.json v%d offline and deployed it to DW100/Production", path, v.Version)
-
-	root, err := os.ReadFile(d.Result.TrustAnchor)
-	if err != nil {
-		return err
-	}
-	dirKey, err := update.DirectorKeyFromRoot(root)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(d.srv.CAPEM)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "      DEVICE\tINSTALLED (verified against the pinned root)")
-	for i, dv := range devs {
-		if !dv.ok {
-			fmt.Fprintf(tw, "      %s...\tnothing: no certificate, no updates\n", d.Result.Devices[i].ID[:16])
-			continue
-		}
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{dv.cert}}}}
-		installed, err := d.install(ctx, hc, root, dirKey, dv)
-		hc.CloseIdleConnections()
-		if err != nil {
-			return fmt.Errorf("device %s: %w", dv.key.ID(), err)
-		}
-		d.Result.Devices[i].Installed = installed
-		fmt.Fprintf(tw, "      %s...\t%s\n", d.Result.Devices[i].ID[:16], strings.Join(installed, ", "))
-	}
-	step("every attested device fetched its assignment (signed by the director key) over mutual TLS and installed it:")
-	return tw.Flush()
+	step("Contoso signed %s into apps.json v%d offline", path, v.Version)
+	return path, nil
 }
 
-// install is one device's update check: assignment, TUF verification, download, commit.
-func (d *Demo) install(ctx context.Context, hc *http.Client, root []byte, dirKey *ecdsa.PublicKey, dv *demoDevice) ([]string, error) {
-	base := d.Result.URL + "/api/v1/device/tuf/"
-	upd, err := update.New(update.Config{
-		MetadataURL: base + "metadata/", TargetsURL: base + "targets/", Root: root, DirectorKey: dirKey,
-		DeviceID: string(dv.key.ID()), TenantID: d.Result.Tenant.ID, StateDir: filepath.Join(dv.dir, "update"),
-		HTTPClient: hc, Now: time.Now, FetchOptions: blob.FetchOptions{StallTimeout: 30 * time.Second, Timeout: 10 * time.Minute},
-		MaxMetadataBytes: 1 << 20,
-	})
-	if err != nil {
-		return nil, err
-	}
-	api, err := client.New(d.Result.URL, client.WithHTTPClient(hc))
-	if err != nil {
-		return nil, err
-	}
-	raw, err := api.GetAssignment(ctx)
-	if err != nil {
-		return nil, err
-	}
-	plan, err := upd.Check(ctx, raw)
-	if err != nil {
-		return nil, err
-	}
-	var installed []string
-	for _, im := range plan.Images {
-		if err := upd.Download(ctx, im, filepath.Join(dv.dir, im.Kind+".img")); err != nil {
+// waitRollback waits until the device reported the crash of target and its rollback.
+func (d *Demo) waitRollback(ctx context.Context, contoso *client.Client, dv *demoDevice, target string) ([]client.ErrorReportRecord, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		rs, err := contoso.ListErrorReports(ctx, d.Result.Tenant.ID, string(dv.key.ID()), client.ListOptions{Limit: 100})
+		if err != nil {
 			return nil, err
 		}
-		if err := upd.Commit(im.Kind, im.SecurityVersion); err != nil {
-			return nil, err
+		var mine []client.ErrorReportRecord
+		crashed, rolled := false, false
+		for _, r := range rs.Items {
+			if r.Report.ImagePath == target || r.Report.Target == target {
+				mine = append(mine, r)
+			}
+			crashed = crashed || r.Report.Kind == "app_crash" && r.Report.ImagePath == target
+			rolled = rolled || r.Report.Code == "app_rolled_back"
 		}
-		installed = append(installed, im.Path)
+		if crashed && rolled {
+			return mine, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("device %s did not report the rollback of %s within 2 minutes", dv.key.ID(), target)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return installed, nil
+}
+
+// collect records each device's story in the result.
+func (d *Demo) collect(ctx context.Context, contoso *client.Client, devs []*demoDevice) error {
+	for _, dv := range devs {
+		rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, string(dv.key.ID()))
+		if err != nil {
+			return err
+		}
+		res := DeviceResult{ID: rec.ID}
+		if a := rec.Attestation; a != nil {
+			res.Refusal, res.Detail = a.Refusal, a.Detail
+			if a.Refusal == "" {
+				for _, im := range a.Images {
+					res.Installed = append(res.Installed, im.Path)
+				}
+			}
+		}
+		if rec.Certificate != nil {
+			res.Serial, res.NotAfter = rec.Certificate.Serial, rec.Certificate.NotAfter
+		}
+		d.Result.Devices = append(d.Result.Devices, res)
+	}
+	return nil
 }
 
 func sum(b []byte) string {
