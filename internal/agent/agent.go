@@ -91,6 +91,10 @@ type Config struct {
 	AppUID, AppGID int
 	// Telemetry, optional, receives the app's telemetry; nil drops it (logged at debug).
 	Telemetry func(ctx context.Context, topic string, payload []byte) error
+	// Step, optional, is called at each step of an update ("downloaded", "installed",
+	// "trial", "committed") before the agent goes on: the fault-injection tests kill the
+	// agent there.
+	Step func(step string)
 }
 
 // Validate reports every problem with c, joined.
@@ -188,6 +192,13 @@ func (a *Agent) Nudge() {
 	}
 }
 
+// step tells Config.Step that the agent reached an update step.
+func (a *Agent) step(name string) {
+	if a.cfg.Step != nil {
+		a.cfg.Step(name)
+	}
+}
+
 // errReboot: a new OS is installed and the device must boot it.
 var errReboot = errors.New("reboot into the new OS")
 
@@ -209,7 +220,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // runBoot is one boot: the launcher's decision, then checks and the app until ctx ends or
 // a new OS needs a reboot.
 func (a *Agent) runBoot(ctx context.Context) error {
+	before, _ := a.slots.Record()
 	dec, err := a.slots.Launch()
+	if err == nil && dec.AppErr == nil {
+		a.reportRollback(before, dec.App)
+	}
 	for _, r := range dec.Rejected {
 		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
 			Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
@@ -229,7 +244,12 @@ func (a *Agent) runBoot(ctx context.Context) error {
 	bootCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Go(func() { a.superviseApp(bootCtx) })
+	// The launcher already chose (and, on trial, used a try for) the first app start.
+	var first *boot.Choice
+	if dec.AppErr == nil && dec.App.Slot != "" {
+		first = &dec.App
+	}
+	wg.Go(func() { a.superviseApp(bootCtx, first) })
 	err = a.checkLoop(bootCtx)
 	cancel()
 	wg.Wait()

@@ -26,12 +26,19 @@ const (
 // when it exits, commits a new one once it reported healthy, and lets a new one that
 // crashes or stays silent use up its tries (boot.VerifyApp then falls back to the previous
 // slot and marks the new one bad).
-func (a *Agent) superviseApp(ctx context.Context) {
+func (a *Agent) superviseApp(ctx context.Context, first *boot.Choice) {
 	backoff := minRestart
 	for ctx.Err() == nil {
-		before, _ := a.slots.Record()
-		c, rejected, err := a.slots.VerifyApp()
-		a.reportRollback(before, c)
+		var c boot.Choice
+		var rejected []boot.Rejection
+		var err error
+		if first != nil {
+			c, first = *first, nil
+		} else {
+			before, _ := a.slots.Record()
+			c, rejected, err = a.slots.VerifyApp()
+			a.reportRollback(before, c)
+		}
 		for _, r := range rejected {
 			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back",
 				Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
@@ -136,6 +143,9 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 		return out
 	}
 	a.log.InfoContext(ctx, "app started", "target", c.Image.Path, "trial", c.Trial)
+	if c.Trial {
+		a.step("trial")
+	}
 	healthy := make(chan error, 1)
 	if c.Trial {
 		go func() {

@@ -224,6 +224,7 @@ func (a *Agent) install(ctx context.Context, upd *update.Client, kind image.Kind
 		}
 		return fail(step, code, err)
 	}
+	a.step("downloaded")
 	b, err := upd.Bundle(ctx)
 	if err != nil {
 		return fail(errreport.StepVerify, "bundle", err)
@@ -232,6 +233,7 @@ func (a *Agent) install(ctx context.Context, upd *update.Client, kind image.Kind
 	if err := a.slots.Install(ctx, kind, dst, boot.Bundle(b), in); err != nil {
 		return fail(errreport.StepInstall, "install_failed", err)
 	}
+	a.step("installed")
 	return os.Remove(dst)
 }
 
@@ -252,6 +254,7 @@ func (a *Agent) commit(kind image.Kind) error {
 	if err := a.slots.Commit(kind); err != nil {
 		return err
 	}
+	a.step("committed")
 	a.mu.Lock()
 	tenant := a.tenantID
 	if kind == image.KindOS {

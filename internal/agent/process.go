@@ -32,7 +32,7 @@ func (a *Agent) startApp(c boot.Choice, sock string) (*appProcess, error) {
 	tail := &tailBuffer{max: errreport.MaxStderrTailBytes}
 	cmd.Stderr = tail
 	cmd.Stdout = nil
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = processAttr()
 	if a.cfg.AppUID != 0 && os.Geteuid() == 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(a.cfg.AppUID), Gid: uint32(a.cfg.AppGID)}
 	}

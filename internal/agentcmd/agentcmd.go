@@ -160,6 +160,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) error {
 	if os.Getenv("MOAT_LAUNCHED") == "1" {
 		cfg.Reboot = func() error { return errExitReboot }
 	}
+	if step := os.Getenv(PauseEnv); step != "" {
+		cfg.Step = pauseAt(step, stderr)
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -240,6 +243,21 @@ func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, st
 		return nil
 	}
 	return nil
+}
+
+// PauseEnv names the update step (downloaded, installed, trial, committed) at which an
+// agent started for a fault-injection test announces itself on stderr ("PAUSED <step>")
+// and stops until it is killed, as a power cut there would. Never set it on a device.
+const PauseEnv = "MOAT_AGENT_TEST_PAUSE"
+
+func pauseAt(want string, stderr io.Writer) func(string) {
+	return func(step string) {
+		if step != want {
+			return
+		}
+		fmt.Fprintf(stderr, "PAUSED %s\n", step)
+		select {} // until SIGKILL
+	}
 }
 
 // StatePath is where the launcher's state lives (for docs and tests).
