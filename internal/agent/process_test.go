@@ -81,6 +81,12 @@ type agentProc struct {
 // stops until killed.
 func (f *fleet) spawn(t *testing.T, d testenv.Device, state, pause string) *agentProc {
 	t.Helper()
+	return f.spawnWith(t, d, state, pause, "1h")
+}
+
+// spawnWith is spawn with the check interval given.
+func (f *fleet) spawnWith(t *testing.T, d testenv.Device, state, pause, interval string) *agentProc {
+	t.Helper()
 	dir := t.TempDir()
 	root, ca := filepath.Join(dir, "1.root.json"), filepath.Join(dir, "server-ca.pem")
 	if err := os.WriteFile(root, f.Root, 0o600); err != nil {
@@ -90,7 +96,7 @@ func (f *fleet) spawn(t *testing.T, d testenv.Device, state, pause string) *agen
 		t.Fatal(err)
 	}
 	cmd := exec.Command(agentBinary(t), "agent", "--state", state, "--server", f.Server.URL, "--identity", d.Key.Path(),
-		"--root", root, "--server-ca", ca, "--check-interval", "1h", "--health-timeout", "10s", "--log-level", "debug")
+		"--root", root, "--server-ca", ca, "--check-interval", interval, "--health-timeout", "10s", "--log-level", "debug")
 	cmd.Env = append(os.Environ(), agentcmd.PauseEnv+"="+pause)
 	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr

@@ -161,6 +161,12 @@ func (p *Platform) Pack(kind, name, version string, securityVersion uint32, prod
 // PackWith is Pack with the entry point's bytes given (a test app built with go build).
 func (p *Platform) PackWith(kind, name, version string, securityVersion uint32, product string, entry []byte) []byte {
 	p.t.Helper()
+	return p.PackFiles(kind, name, version, securityVersion, product, entry, nil)
+}
+
+// PackFiles is PackWith with further payload files (name relative to the payload root).
+func (p *Platform) PackFiles(kind, name, version string, securityVersion uint32, product string, entry []byte, files map[string][]byte) []byte {
+	p.t.Helper()
 	dir, err := os.MkdirTemp("", "moat-pack-")
 	p.must(err)
 	defer os.RemoveAll(dir)
@@ -182,6 +188,10 @@ func (p *Platform) PackWith(kind, name, version string, securityVersion uint32, 
 		entryName = "moat-agent"
 	}
 	p.must(os.WriteFile(filepath.Join(dir, "bin", entryName), entry, 0o700)) //nolint:gosec // G306: an entry point is executable
+	for name, data := range files {
+		p.must(os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700))
+		p.must(os.WriteFile(filepath.Join(dir, name), data, 0o600))
+	}
 	var buf bytes.Buffer
 	_, err = image.Pack(context.Background(), dir, &buf)
 	p.must(err)
@@ -230,7 +240,13 @@ func (p *Platform) PublishApp(name, version string, securityVersion uint32, prod
 // PublishAppWith is PublishApp with the entry point's bytes given.
 func (p *Platform) PublishAppWith(name, version string, securityVersion uint32, product string, entry []byte) Image {
 	p.t.Helper()
-	pkg := p.PackWith("app", name, version, securityVersion, product, entry)
+	return p.PublishAppFiles(name, version, securityVersion, product, entry, nil)
+}
+
+// PublishAppFiles is PublishAppWith with further payload files.
+func (p *Platform) PublishAppFiles(name, version string, securityVersion uint32, product string, entry []byte, files map[string][]byte) Image {
+	p.t.Helper()
+	pkg := p.PackFiles("app", name, version, securityVersion, product, entry, files)
 	bi, err := p.Admin.UploadBlob(context.Background(), p.Tenant, bytes.NewReader(pkg))
 	p.must(err)
 	im := Image{Kind: "app", Path: "apps/" + name + "/" + version, SHA256: bi.Digest[len("sha256:"):], Length: bi.Size,
