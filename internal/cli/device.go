@@ -68,7 +68,7 @@ EXAMPLES
   moat device disable-development 3f9a...e1`,
 			get: func(d client.Device) bool { return d.Development }, set: func(u *client.DeviceUpdate, v bool) { u.Development = &v }, value: false,
 			did: "Device %s may no longer attest in development mode.", already: "Device %s does not have the development capability."}),
-		newDeviceCertificates(env))
+		newDeviceCertificates(env), newDeviceErrorReports(env))
 }
 
 // deviceArg checks the one device ID argument.

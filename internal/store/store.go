@@ -20,6 +20,7 @@ import (
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
@@ -90,6 +91,8 @@ type TenantTx interface {
 	DeviceCAs() DeviceCAs
 	Certificates() Certificates
 	Deployments() Deployments
+	// ErrorReports holds the error reports of the tenant's devices.
+	ErrorReports() ErrorReports
 }
 
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
@@ -302,4 +305,23 @@ type Deployments interface {
 	Current(ctx context.Context, pid product.ID, gid product.GroupID) (device.Deployment, error)
 	// List returns a group's deployments, newest first.
 	List(ctx context.Context, pid product.ID, gid product.GroupID, p Page) ([]device.Deployment, error)
+}
+
+// MaxErrorReportsPerDevice bounds the error reports stored for one device: ErrorReports.Add
+// deletes the oldest received beyond it, so a device that floods reports costs bounded
+// space and keeps its newest ones.
+const MaxErrorReportsPerDevice = 10000
+
+// ErrorReports holds the error reports of one tenant's devices.
+type ErrorReports interface {
+	// Add stores the report of the tenant's device (ErrNotFound when the device is not the
+	// tenant's), received at receivedAt (stored to the microsecond). A report ID the device
+	// already stored is a no-op that returns nil, whatever the content: devices deliver at
+	// least once, the store keeps each report once, the first copy. Beyond
+	// MaxErrorReportsPerDevice reports of the device, the oldest received are deleted.
+	Add(ctx context.Context, deviceID device.ID, r errreport.Report, receivedAt time.Time) error
+	// List returns the device's reports, newest received first (reports received together
+	// by ID, descending): Page.After is the ID of the last report of the previous page. A
+	// device with no reports, or that is not the tenant's, has an empty list.
+	List(ctx context.Context, deviceID device.ID, p Page) ([]errreport.Record, error)
 }

@@ -249,7 +249,11 @@ func (a *API) serve(c *call) error {
 		return err
 	}
 	if c.route.Request != nil {
-		v, err := decodeBody(c.r, c.w, c.route.Request)
+		limit := c.route.MaxBodyBytes
+		if limit == 0 {
+			limit = MaxBodyBytes
+		}
+		v, err := decodeBody(c.r, c.w, c.route.Request, limit)
 		if err != nil {
 			return err
 		}
@@ -354,17 +358,18 @@ func (a *API) authorize(c *call) error {
 	return problem.New(problem.Forbidden, "no_authorization_rule", "route has no authorization rule")
 }
 
-// decodeBody reads a bounded JSON body into a new value of type t and validates it.
-func decodeBody(r *http.Request, w http.ResponseWriter, t reflect.Type) (any, error) {
+// decodeBody reads a JSON body of at most limit bytes into a new value of type t and
+// validates it.
+func decodeBody(r *http.Request, w http.ResponseWriter, t reflect.Type, limit int64) (any, error) {
 	ct := r.Header.Get("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
 		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/json")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, problem.New(problem.TooLarge, "body_too_large", "the body must be at most %d bytes", MaxBodyBytes)
+			return nil, problem.New(problem.TooLarge, "body_too_large", "the body must be at most %d bytes", limit)
 		}
 		return nil, problem.New(problem.Invalid, "body_unreadable", "the body could not be read")
 	}

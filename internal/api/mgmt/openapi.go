@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
@@ -28,6 +29,16 @@ var enums = map[reflect.Type][]string{
 	reflect.TypeFor[auth.Role]():            {string(auth.Reader), string(auth.Contributor), string(auth.Administrator)},
 	reflect.TypeFor[product.OSFeed]():       {string(product.Retail), string(product.RetailEval)},
 	reflect.TypeFor[product.UpdatePolicy](): {string(product.UpdateAll), string(product.UpdateOSOnly)},
+	reflect.TypeFor[errreport.Kind]():       enumOf(errreport.Kinds),
+	reflect.TypeFor[errreport.Step]():       enumOf(errreport.Steps),
+}
+
+func enumOf[S ~string](vals []S) []string {
+	out := make([]string, len(vals))
+	for i, v := range vals {
+		out[i] = string(v)
+	}
+	return out
 }
 
 // schemaNames overrides the generated component name of a type.
@@ -41,6 +52,10 @@ var schemaNames = map[reflect.Type]string{
 	reflect.TypeFor[auth.Member]():         "Member",
 	reflect.TypeFor[trust.SigningKey]():    "SigningKey",
 	reflect.TypeFor[trust.KeyCreate]():     "SigningKeyCreate",
+	reflect.TypeFor[errreport.Report]():    "ErrorReport",
+	reflect.TypeFor[errreport.Batch]():     "ErrorReportBatch",
+	reflect.TypeFor[errreport.Accepted]():  "ErrorReportsAccepted",
+	reflect.TypeFor[errreport.Record]():    "ErrorReportRecord",
 }
 
 // schemaName is the component name of a named struct type: the type name, prefixed with its

@@ -10,6 +10,7 @@ import (
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -49,6 +50,8 @@ type Route struct {
 	MinRole     auth.Role // for AuthTenant
 	// Request is the body type, nil for none.
 	Request reflect.Type
+	// MaxBodyBytes bounds the request body; 0 means MaxBodyBytes.
+	MaxBodyBytes int64
 	// Response is the success body type (the item type for lists), nil for none.
 	Response reflect.Type
 	List     bool
@@ -166,6 +169,8 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.Update](), Response: typeOf[device.Device](), Status: 200, IfMatch: "required", Handler: (*API).updateDevice},
 		{Method: "GET", Pattern: devicePath + "/certificates", OperationID: "listDeviceCertificates", Summary: "List the certificates issued to a device, newest first, with what it attested",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Certificate](), List: true, Status: 200, Handler: (*API).listDeviceCertificates},
+		{Method: "GET", Pattern: devicePath + "/error-reports", OperationID: "listErrorReports", Summary: "List a device's error reports, newest received first",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[errreport.Record](), List: true, Status: 200, Handler: (*API).listErrorReports},
 		{Method: "GET", Pattern: groupPath + "/deployments", OperationID: "listDeployments", Summary: "List a device group's deployments, newest (current) first",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), List: true, Status: 200, Handler: (*API).listDeployments},
 		{Method: "POST", Pattern: groupPath + "/deployments", OperationID: "createDeployment", Summary: "Deploy an app image (a current target of the tenant's apps.json, for the group's product) to a device group",
@@ -181,6 +186,8 @@ func Routes() []Route {
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
 		{Method: "GET", Pattern: "/api/v1/device/capabilities/development", OperationID: "getDevelopmentCapability", Summary: "Device (mutual TLS): its development capability, signed by the director key and bound to it (404 when not granted)",
 			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getDevelopmentCapability},
+		{Method: "POST", Pattern: "/api/v1/device/error-reports", OperationID: "createErrorReports", Summary: "Device (mutual TLS): upload up to 100 error reports of the calling device; answers the IDs now stored (each once, however often sent); an invalid report refuses the whole batch",
+			Auth: AuthDevice, Request: typeOf[errreport.Batch](), MaxBodyBytes: errreport.MaxBatchBytes, Response: typeOf[errreport.Accepted](), Status: 200, Handler: (*API).createErrorReports},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/metadata/{file}", OperationID: "getDeviceTUFFile", Summary: "Device (mutual TLS): a file of its tenant's TUF repository view",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/targets/{target...}", OperationID: "getDeviceTarget", Summary: "Device (mutual TLS): download a target of its tenant's view by hash-prefixed name (Range and a strong ETag supported)",

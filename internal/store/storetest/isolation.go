@@ -24,6 +24,7 @@ var isolationTests = []test{
 	{"DeviceCAs", testIsolationDeviceCAs},
 	{"Certificates", testIsolationCertificates},
 	{"Deployments", testIsolationDeployments},
+	{"ErrorReports", testIsolationErrorReports},
 }
 
 func testIsolationNoTenant(h *harness) {

@@ -4,8 +4,8 @@
 // (SPIRE's sqltest).
 //
 // The TenantIsolation cases attack rule 3: a TenantTx for tenant B must not reach tenant A's
-// products, groups, members, audit events, devices, device CAs, certificates or deployments
-// by any method, and A's data must be unchanged afterwards.
+// products, groups, members, audit events, devices, device CAs, certificates, deployments or
+// error reports by any method, and A's data must be unchanged afterwards.
 //
 // Run is called from a test function; its subtests run in parallel, each on its own store.
 package storetest
@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeviceCAs", deviceCATests},
 		{"Certificates", certificateTests},
 		{"Deployments", deploymentTests},
+		{"ErrorReports", errorReportTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},
