@@ -52,6 +52,7 @@ import (
 	"github.com/moat-iot/moat/internal/agent/update"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/identity"
+	"github.com/moat-iot/moat/internal/image"
 )
 
 // Defaults.
@@ -91,6 +92,10 @@ type Config struct {
 	AppUID, AppGID int
 	// Telemetry, optional, receives the app's telemetry; nil drops it (logged at debug).
 	Telemetry func(ctx context.Context, topic string, payload []byte) error
+	// Launched says the launcher (`moat boot`) started the agent: it already chose the OS
+	// slot, BootSlot ("" when it runs the factory agent), and the agent only verifies it.
+	Launched bool
+	BootSlot boot.Slot
 	// Step, optional, is called at each step of an update ("downloaded", "installed",
 	// "trial", "committed") before the agent goes on: the fault-injection tests kill the
 	// agent there.
@@ -220,22 +225,43 @@ func (a *Agent) Run(ctx context.Context) error {
 // runBoot is one boot: the launcher's decision, then checks and the app until ctx ends or
 // a new OS needs a reboot.
 func (a *Agent) runBoot(ctx context.Context) error {
-	before, _ := a.slots.Record()
-	dec, err := a.slots.Launch()
-	if err == nil && dec.AppErr == nil {
-		a.reportRollback(before, dec.App)
-	}
-	for _, r := range dec.Rejected {
-		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
-			Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
-	}
-	switch {
-	case errors.Is(err, boot.ErrNoImage):
-		// A fresh device: no OS slot yet. It attests with nothing measured and installs
-		// what the recovery grant lets it fetch.
-		a.log.InfoContext(ctx, "no verified OS slot: running as installed at the factory")
-	case err != nil:
-		return fmt.Errorf("boot: %w", err)
+	var dec boot.Decision
+	var first *boot.Choice // the launcher's app choice: the supervisor's first start
+	if a.cfg.Launched {
+		// `moat boot` chose and verified the OS slot (using up a try if it is on trial);
+		// the agent verifies what it runs without choosing again.
+		if a.cfg.BootSlot != "" {
+			c, err := a.slots.Running(image.KindOS, a.cfg.BootSlot)
+			if err != nil {
+				return fmt.Errorf("boot: the OS slot the launcher chose: %w", err)
+			}
+			dec.OS = c
+		}
+	} else {
+		before, _ := a.slots.Record()
+		var err error
+		dec, err = a.slots.Launch()
+		if err == nil {
+			a.reportRollback(image.KindOS, before, dec.OS)
+			if dec.AppErr == nil {
+				a.reportRollback(image.KindApp, before, dec.App)
+				if dec.App.Slot != "" {
+					first = &dec.App
+				}
+			}
+		}
+		for _, r := range dec.Rejected {
+			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
+				Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
+		}
+		switch {
+		case errors.Is(err, boot.ErrNoImage):
+			// A fresh device: no OS slot yet. It attests with nothing measured and installs
+			// what the recovery grant lets it fetch.
+			a.log.InfoContext(ctx, "no verified OS slot: running as installed at the factory")
+		case err != nil:
+			return fmt.Errorf("boot: %w", err)
+		}
 	}
 	a.mu.Lock()
 	a.booted = bootState{os: dec.OS}
@@ -244,13 +270,8 @@ func (a *Agent) runBoot(ctx context.Context) error {
 	bootCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	// The launcher already chose (and, on trial, used a try for) the first app start.
-	var first *boot.Choice
-	if dec.AppErr == nil && dec.App.Slot != "" {
-		first = &dec.App
-	}
 	wg.Go(func() { a.superviseApp(bootCtx, first) })
-	err = a.checkLoop(bootCtx)
+	err := a.checkLoop(bootCtx)
 	cancel()
 	wg.Wait()
 	return err

@@ -37,7 +37,7 @@ func (a *Agent) superviseApp(ctx context.Context, first *boot.Choice) {
 		} else {
 			before, _ := a.slots.Record()
 			c, rejected, err = a.slots.VerifyApp()
-			a.reportRollback(before, c)
+			a.reportRollback(image.KindApp, before, c)
 		}
 		for _, r := range rejected {
 			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back",
@@ -231,26 +231,34 @@ func (a *Agent) reattest() {
 	a.Nudge()
 }
 
-// reportRollback reports a trial app that VerifyApp gave up on (its tries are used up: it
-// crashed or stayed silent every time) and replaced by the previous slot.
-func (a *Agent) reportRollback(before boot.Record, now boot.Choice) {
-	p := before.App.Pending
-	if p == "" {
+// reportRollback reports a trial image the boot package gave up on (its tries are used
+// up: an app that crashed or stayed silent every time, an OS that never came up and
+// attested) and replaced by the previous slot.
+func (a *Agent) reportRollback(kind image.Kind, before boot.Record, now boot.Choice) {
+	st := before.App
+	step, code, what := errreport.StepHealth, "app_rolled_back", "became healthy"
+	if kind == image.KindOS {
+		st = before.OS
+		step, code, what = errreport.StepBoot, "os_rolled_back", "came up and attested"
+	}
+	p := st.Pending
+	if p == "" || now.Slot == p {
 		return
 	}
-	trial := before.App.Images[p]
-	if now.Slot == p {
-		return
-	}
+	trial := st.Images[p]
 	after, err := a.slots.Record()
 	if err != nil {
 		return
 	}
-	if _, bad := after.App.Bad[p]; !bad {
+	bad := after.App.Bad
+	if kind == image.KindOS {
+		bad = after.OS.Bad
+	}
+	if _, ok := bad[p]; !ok {
 		return
 	}
-	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back", Target: trial.Path,
-		Message: clip(fmt.Sprintf("%s never became healthy in %d starts; rolled back to %s", trial.Path, boot.DefaultTries, now.Image.Path))})
-	a.log.Warn("new app rolled back", "target", trial.Path, "back_to", now.Image.Path)
+	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: trial.Path,
+		Message: clip(fmt.Sprintf("%s never %s in %d tries; rolled back to %s", trial.Path, what, boot.DefaultTries, now.Image.Path))})
+	a.log.Warn("new image rolled back", "kind", kind, "target", trial.Path, "back_to", now.Image.Path)
 	a.reattest()
 }

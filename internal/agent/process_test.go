@@ -224,3 +224,72 @@ func TestAgent_SurvivesPowerLossAtEveryUpdateStep(t *testing.T) {
 	})
 	p.kill()
 }
+
+// bootProc runs `moat-agent boot` (the launcher) for d on state.
+func (f *fleet) bootProc(t *testing.T, d testenv.Device, state string) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	root, ca := filepath.Join(dir, "1.root.json"), filepath.Join(dir, "server-ca.pem")
+	if err := os.WriteFile(root, f.Root, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(ca, f.Server.CAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(agentBinary(t), "boot", "--state", state, "--root", root, "--",
+		"--server", f.Server.URL, "--identity", d.Key.Path(), "--server-ca", ca, "--check-interval", "2s", "--health-timeout", "10s")
+	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the launcher and its agent, killed together
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	})
+	return p
+}
+
+// TestBoot_NewOSAgentOrRollBack runs the launcher, `moat-agent boot`, with OS images whose
+// bin/moat-agent is the real device build: the factory agent installs OS 1.0.0 and exits
+// to reboot, the launcher verifies and runs the slot's agent on trial, which attests and
+// commits. Then OS 2.0.0, whose agent never comes up, uses up its tries at boot and is
+// rolled back to 1.0.0, which attests again and reports the failed update.
+func TestBoot_NewOSAgentOrRollBack(t *testing.T) {
+	t.Parallel()
+	bin, err := os.ReadFile(agentBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.NewPlatform(t)
+	f := &fleet{Platform: p}
+	f.os = p.PublishOSWith("moat-os", "1.0.0", 1, bin, "Retail")
+	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "healthy"))
+	f.deploy(f.app.Path)
+	d := f.NewDevice(true, "DW100/Production")
+	state := t.TempDir()
+	lp := f.bootProc(t, d, state)
+	eventually(t, "the OS agent attests", attested(f, t, d.ID, f.os.Path, f.app.Path))
+	lp.waitFor(t, "booting OS slot")
+	if rec, err := boot.ReadRecord(state); err != nil || rec.OS.Pending != "" || rec.OS.Images[rec.OS.Active].Path != f.os.Path {
+		t.Fatalf("boot record: %+v, %v; want %s committed", rec.OS, err, f.os.Path)
+	}
+
+	broken := p.PublishOSWith("moat-os", "2.0.0", 1, []byte("#!/bin/sh\necho 'moat-os 2.0.0: cannot mount data partition' >&2\nexit 1\n"), "Retail")
+	_ = broken
+	eventually(t, "2.0.0 rolled back and reported", func() (bool, string) {
+		got, err := f.Admin.ListErrorReports(context.Background(), f.Tenant, d.ID, client.ListOptions{Limit: 1000})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range got.Items {
+			if r.Report.Code == "os_rolled_back" && r.Report.Target == "os/moat-os/2.0.0" {
+				return true, ""
+			}
+		}
+		return false, lp.stderr.String()[max(0, len(lp.stderr.String())-2000):]
+	})
+	eventually(t, "back on 1.0.0", attested(f, t, d.ID, f.os.Path, f.app.Path))
+}

@@ -21,7 +21,9 @@ import (
 
 	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/errqueue"
 	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/identity"
 )
 
@@ -157,8 +159,9 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if os.Getenv("MOAT_LAUNCHED") == "1" {
+	if os.Getenv(launchedEnv) == "1" {
 		cfg.Reboot = func() error { return errExitReboot }
+		cfg.Launched, cfg.BootSlot = true, boot.Slot(os.Getenv(slotEnv))
 	}
 	if step := os.Getenv(PauseEnv); step != "" {
 		cfg.Step = pauseAt(step, stderr)
@@ -205,11 +208,25 @@ func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, st
 	state, rootFile := &b.State, &b.Root
 	agentArgs := append([]string{"agent", "--state", *state, "--root", *rootFile}, agentFlags...)
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	slots, err := boot.New(boot.Config{StateDir: b.State, Root: root, Tries: boot.DefaultTries, MaxPayloadBytes: boot.DefaultMaxPayloadBytes})
+	if err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
-		exe := self
-		dec, err := boot.Launch(*state, root)
-		for _, r := range dec.Rejected {
+		exe, slot := self, boot.Slot("")
+		before, _ := slots.Record()
+		c, rejected, err := slots.LaunchOS()
+		for _, r := range rejected {
 			log.Warn("slot rejected", "kind", r.Kind, "slot", r.Slot, "err", r.Err)
+			queueReport(b.State, errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
+				Target: string(r.Kind) + "-" + string(r.Slot), Message: clipMessage(r.Err.Error())}, log)
+		}
+		if p := before.OS.Pending; err == nil && p != "" && c.Slot != p {
+			// The OS on trial used up its tries without coming up and attesting.
+			trial := before.OS.Images[p]
+			log.Warn("new OS rolled back", "image", trial.Path, "back_to", c.Image.Path)
+			queueReport(b.State, errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "os_rolled_back", Target: trial.Path,
+				Message: clipMessage(fmt.Sprintf("%s never came up and attested in %d boots; rolled back to %s", trial.Path, boot.DefaultTries, c.Image.Path))}, log)
 		}
 		switch {
 		case errors.Is(err, boot.ErrNoImage):
@@ -217,12 +234,12 @@ func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, st
 		case err != nil:
 			return err
 		default:
-			exe = dec.OS.Path
-			log.Info("booting OS slot", "slot", dec.OS.Slot, "image", dec.OS.Image.Path, "trial", dec.OS.Trial)
+			exe, slot = c.Path, c.Slot
+			log.Info("booting OS slot", "slot", c.Slot, "image", c.Image.Path, "trial", c.Trial)
 		}
 		cmd := exec.CommandContext(ctx, exe, agentArgs...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
-		cmd.Env = append(os.Environ(), "MOAT_LAUNCHED=1")
+		cmd.Env = append(os.Environ(), launchedEnv+"=1", slotEnv+"="+string(slot))
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 30 * time.Second
 		err = cmd.Run()
@@ -258,6 +275,33 @@ func pauseAt(want string, stderr io.Writer) func(string) {
 		fmt.Fprintf(stderr, "PAUSED %s\n", step)
 		select {} // until SIGKILL
 	}
+}
+
+// The launcher tells the agent it started that it did, and which OS slot it chose.
+const (
+	launchedEnv = "MOAT_LAUNCHED"
+	slotEnv     = "MOAT_BOOT_SLOT"
+)
+
+// queueReport puts a report into the device's error queue, which the agent sends; the
+// launcher runs only while no agent does.
+func queueReport(state string, r errreport.Report, log *slog.Logger) {
+	r.At = time.Now().UTC().Truncate(time.Second)
+	r.ID = errreport.NewID(r.At)
+	q, err := errqueue.Open(errqueue.Config{Dir: filepath.Join(state, "errors"), Now: time.Now, Logger: log})
+	if err == nil {
+		err = q.Put(r)
+	}
+	if err != nil {
+		log.Error("queue error report", "kind", r.Kind, "err", err)
+	}
+}
+
+func clipMessage(s string) string {
+	if len(s) > errreport.MaxMessageBytes {
+		return s[:errreport.MaxMessageBytes]
+	}
+	return s
 }
 
 // StatePath is where the launcher's state lives (for docs and tests).

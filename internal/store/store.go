@@ -95,6 +95,10 @@ type TenantTx interface {
 	ErrorReports() ErrorReports
 }
 
+// MaxLimit bounds Page.Limit (a larger or non-positive one is MaxLimit): the API's largest
+// page, 1000, plus the one item more it asks for to learn whether another page follows.
+const MaxLimit = 1001
+
 // Page selects a slice of a list ordered by ID: items after the ID After, at most Limit.
 type Page struct {
 	After string

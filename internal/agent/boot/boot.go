@@ -304,7 +304,11 @@ func (s *Slots) install(ctx context.Context, rec *Record, kind image.Kind, targe
 	if err != nil {
 		return err
 	}
-	if v.Image.Metadata.below(rec.Seen) {
+	floor := rec.Seen
+	if kind == image.KindOS {
+		floor.Apps = 0 // an OS bundle carries no apps.json: only root and targets can roll back
+	}
+	if v.Image.Metadata.below(floor) {
 		m := v.Image.Metadata
 		return fmt.Errorf("%w: bundle has root %d, targets %d, apps %d; the device has installed %d, %d, %d",
 			ErrRollback, m.Root, m.Targets, m.Apps, rec.Seen.Root, rec.Seen.Targets, rec.Seen.Apps)

@@ -242,3 +242,36 @@ func newer(kind image.Kind, x, y Installed) bool {
 	}
 	return semver.Compare("v"+x.Version, "v"+y.Version) > 0
 }
+
+// LaunchOS is Launch for the OS slot alone: what `moat boot` does before it executes the
+// OS's agent, which then verifies the app itself before every start (VerifyApp), so that a
+// trial app's tries are not used up twice per boot.
+func (s *Slots) LaunchOS() (Choice, []Rejection, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var d Decision
+	rec, err := s.load(&d)
+	if err != nil {
+		return Choice{}, d.Rejected, err
+	}
+	c, rej, err := s.launch(&rec, image.KindOS)
+	return c, append(d.Rejected, rej...), err
+}
+
+// Running returns the verified choice of a slot the launcher already chose, without
+// changing the record: the agent that `moat boot` started learns what it booted. It is
+// ErrNoImage when the record names no image there.
+func (s *Slots) Running(kind image.Kind, slot Slot) (Choice, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, err := ReadRecord(s.cfg.StateDir)
+	if err != nil {
+		return Choice{}, err
+	}
+	c, err := s.verifySlot(&rec, kind, slot)
+	if err != nil {
+		return Choice{}, err
+	}
+	c.Trial = rec.state(kind).Pending == slot
+	return c, nil
+}

@@ -181,7 +181,7 @@ func Routes() []Route {
 		{Method: "POST", Pattern: "/api/v1/device/attestations", OperationID: "attest", Summary: "Device: present signed attestation evidence; get a short-lived client certificate, or 403 refused",
 			Auth: AuthDeviceProof, RawRequest: true, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
 		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
-			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
+			Auth: AuthDevice, Recovery: true, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
 		{Method: "GET", Pattern: "/api/v1/device/capabilities/development", OperationID: "getDevelopmentCapability", Summary: "Device (mutual TLS): its development capability, signed by the director key and bound to it (404 when not granted)",

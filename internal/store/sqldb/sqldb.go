@@ -348,8 +348,8 @@ func (t *tenantTx) Deployments() store.Deployments   { return deployments{t} }
 
 // limit clamps a page size: the API validates it, the store still never runs unbounded.
 func limit(p store.Page) int {
-	if p.Limit <= 0 || p.Limit > 1000 {
-		return 1000
+	if p.Limit <= 0 || p.Limit > store.MaxLimit {
+		return store.MaxLimit
 	}
 	return p.Limit
 }

@@ -501,12 +501,12 @@ func testAuditDuplicate(h *harness) {
 }
 
 // maxPage is the largest page a store returns, whatever the caller asks for.
-const maxPage = 1000
+const maxPage = store.MaxLimit
 
 func testAuditClamp(h *harness) {
 	a := h.tenant("A")
 	var all []audit.Event
-	h.mustIn("Audit().Append ×1001", a.ID, func(tt store.TenantTx) error {
+	h.mustIn("Audit().Append ×MaxLimit+1", a.ID, func(tt store.TenantTx) error {
 		for i := range maxPage + 1 {
 			e := h.newEvent(a.ID, fmt.Sprintf("device.claim%d", i))
 			if err := tt.Audit().Append(h.ctx(), e); err != nil {
