@@ -201,7 +201,13 @@ func (p *Platform) PackFiles(kind, name, version string, securityVersion uint32,
 // PublishOS uploads an OS image and signs it into the tenant's targets.json on the feeds.
 func (p *Platform) PublishOS(name, version string, securityVersion uint32, feeds ...string) Image {
 	p.t.Helper()
-	pkg := p.Pack("os", name, version, securityVersion, "")
+	return p.PublishOSWith(name, version, securityVersion, []byte("#!/bin/sh\necho "+name+" "+version+"\n"), feeds...)
+}
+
+// PublishOSWith is PublishOS with the bytes of its bin/moat-agent given.
+func (p *Platform) PublishOSWith(name, version string, securityVersion uint32, agent []byte, feeds ...string) Image {
+	p.t.Helper()
+	pkg := p.PackWith("os", name, version, securityVersion, "", agent)
 	bi, err := p.Op.UploadPlatformBlob(context.Background(), bytes.NewReader(pkg))
 	p.must(err)
 	im := Image{Kind: "os", Path: "os/" + name + "/" + version, SHA256: bi.Digest[len("sha256:"):], Length: bi.Size,
