@@ -126,6 +126,9 @@ func (c Config) Validate() error {
 	if c.Now == nil {
 		errs = append(errs, errors.New("now: required"))
 	}
+	if c.AppUID < 0 || c.AppGID < 0 || c.AppUID > 1<<31-1 || c.AppGID > 1<<31-1 {
+		errs = append(errs, errors.New("app_uid and app_gid must be 0 to 2147483647"))
+	}
 	if c.CheckInterval < 0 || c.HealthTimeout < 0 {
 		errs = append(errs, errors.New("check_interval and health_timeout must not be negative"))
 	}
@@ -337,7 +340,7 @@ const (
 
 // jitter spreads d by a fifth either way.
 func jitter(d time.Duration) time.Duration {
-	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+	return d - d/5 + time.Duration(rand.Int64N(int64(d)*2/5+1)) //nolint:gosec // G404: spreading check times needs no secret randomness
 }
 
 func clip(s string) string {

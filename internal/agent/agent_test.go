@@ -15,7 +15,6 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent"
-	"github.com/moat-iot/moat/internal/agent/errqueue"
 	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/testenv"
@@ -218,21 +217,6 @@ func (f *fleet) reports(t *testing.T, dv *device) []errreport.Report {
 		x := r.Report
 		rs = append(rs, errreport.Report{ID: x.ID, Kind: errreport.Kind(x.Kind), ImagePath: x.ImagePath, Code: x.Code,
 			ExitCode: x.ExitCode, Signal: x.Signal, StderrTail: x.StderrTail, Step: errreport.Step(x.Step), Target: x.Target, Capability: x.Capability})
-	}
-	return rs
-}
-
-// pending lists the queued error reports of a device's state directory; only while no
-// agent runs on it.
-func pending(t *testing.T, state string) []errreport.Report {
-	t.Helper()
-	q, err := errqueue.Open(errqueue.Config{Dir: filepath.Join(state, "errors"), Now: time.Now, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := q.Pending()
-	if err != nil {
-		t.Fatal(err)
 	}
 	return rs
 }

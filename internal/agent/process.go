@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -26,7 +27,9 @@ type appProcess struct {
 // startApp starts the app's entry point as its own process group, in its slot's root, with
 // the socket of its local API and nothing else of the agent's environment.
 func (a *Agent) startApp(c boot.Choice, sock string) (*appProcess, error) {
-	cmd := exec.Command(c.Path)
+	// The app's lifetime is the supervisor's (stop: SIGTERM to its group, then SIGKILL), not
+	// a context's.
+	cmd := exec.CommandContext(context.Background(), c.Path) //nolint:gosec // G204: the entry point of the slot the boot package just verified
 	cmd.Dir = c.Root
 	cmd.Env = []string{"MOAT_SOCKET=" + sock, "PATH=/usr/bin:/bin", "HOME=" + c.Root}
 	tail := &tailBuffer{max: errreport.MaxStderrTailBytes}
@@ -34,7 +37,7 @@ func (a *Agent) startApp(c boot.Choice, sock string) (*appProcess, error) {
 	cmd.Stdout = nil
 	cmd.SysProcAttr = processAttr()
 	if a.cfg.AppUID != 0 && os.Geteuid() == 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(a.cfg.AppUID), Gid: uint32(a.cfg.AppGID)}
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(a.cfg.AppUID), Gid: uint32(a.cfg.AppGID)} //nolint:gosec // G115: Config.Validate bounds both to 0..2^31-1
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func agentBinary(t *testing.T) string {
 		cmd := exec.Command("go", "build", "-o", binPath, "../../cmd/moat-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("%v: %s", err, out)
+			binErr = fmt.Errorf("%w: %s", err, out)
 		}
 	})
 	if binErr != nil {

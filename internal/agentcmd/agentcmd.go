@@ -237,7 +237,7 @@ func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, st
 			exe, slot = c.Path, c.Slot
 			log.Info("booting OS slot", "slot", c.Slot, "image", c.Image.Path, "trial", c.Trial)
 		}
-		cmd := exec.CommandContext(ctx, exe, agentArgs...)
+		cmd := exec.CommandContext(ctx, exe, agentArgs...) //nolint:gosec // G204: the verified OS slot's agent, or this binary
 		cmd.Stdout, cmd.Stderr = stdout, stderr
 		cmd.Env = append(os.Environ(), launchedEnv+"=1", slotEnv+"="+string(slot))
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }

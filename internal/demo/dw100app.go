@@ -42,7 +42,7 @@ func runDW100(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	if err := c.ReportHealthy(ctx); err != nil {
 		return err
 	}

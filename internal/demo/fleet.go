@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -30,9 +28,6 @@ import (
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/tuf"
 )
-
-// fleetSize is how many DW100s the demo manufactures; the last one runs a tampered app.
-const fleetSize = 5
 
 // platformCA plays the platform operator's offline X.509 side: the root key certifies
 // itself as the root of device identity, and then every pending tenant device CA
@@ -388,7 +383,7 @@ func (d *Demo) attestTampered(ctx context.Context, contoso *client.Client, dv *d
 	_, err = anon.Attest(ctx, ev)
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
-		return fmt.Errorf("the tampered device was not refused: %v", err)
+		return fmt.Errorf("the tampered device was not refused: %w", err)
 	}
 	rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, id)
 	if err != nil {
@@ -500,26 +495,4 @@ func (d *Demo) collect(ctx context.Context, contoso *client.Client, devs []*demo
 func sum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
-}
-
-// tlsCertificate pairs an issued chain with the identity key for mutual TLS.
-func tlsCertificate(chainPEM string, key *identity.FileKey) (tls.Certificate, error) {
-	var cert tls.Certificate
-	rest := []byte(chainPEM)
-	for {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		cert.Certificate = append(cert.Certificate, b.Bytes)
-	}
-	if len(cert.Certificate) == 0 {
-		return cert, errors.New("no certificate in the issued chain")
-	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
-		return cert, err
-	}
-	cert.Leaf, cert.PrivateKey = leaf, identity.CryptoSigner(key)
-	return cert, nil
 }

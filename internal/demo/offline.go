@@ -38,11 +38,6 @@ const dw100App = `{
 }
 `
 
-const dw100Main = `#!/bin/sh
-# DW100 dishwasher application (demo placeholder until the device runtime lands).
-echo "dw100: wash cycle"
-`
-
 // offline plays Contoso's side that never touches the server's secrets: it makes its image
 // signing key on its own machine and registers only the public half, then packs the DW100
 // application image.
