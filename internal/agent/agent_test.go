@@ -271,7 +271,8 @@ func kinds(rs []errreport.Report) string {
 }
 
 // TestAgent_UndeclaredPeripheralIsRefusedAndReported (rule 6): an app that drives a GPIO
-// pin its manifest does not declare is refused, and the denial is reported.
+// pin, or reaches a host, its manifest does not declare is refused, and each denial is
+// reported.
 func TestAgent_UndeclaredPeripheralIsRefusedAndReported(t *testing.T) {
 	t.Parallel()
 	p := testenv.NewPlatform(t)
@@ -283,8 +284,12 @@ func TestAgent_UndeclaredPeripheralIsRefusedAndReported(t *testing.T) {
 	dv := f.start(t, d, t.TempDir())
 	eventually(t, "capability denial reported", func() (bool, string) {
 		rs := f.reports(t, dv)
-		return hasReport(rs, func(r errreport.Report) bool {
+		gpio := hasReport(rs, func(r errreport.Report) bool {
 			return r.Kind == errreport.CapabilityDenied && r.Capability == "gpio:5" && r.ImagePath == f.app.Path
-		}), kinds(rs)
+		})
+		host := hasReport(rs, func(r errreport.Report) bool {
+			return r.Kind == errreport.CapabilityDenied && r.Capability == "host:evil.example:443" && r.ImagePath == f.app.Path
+		})
+		return gpio && host, kinds(rs)
 	})
 }

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/netproxy"
 	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/image"
@@ -136,7 +138,30 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 	}()
 	defer func() { cancel(); <-served }()
 
-	p, err := a.startApp(c, sock)
+	// The app's network: a proxy that reaches only the hosts its manifest declares.
+	pcfg := netproxy.DefaultConfig()
+	pcfg.AllowedHosts, pcfg.Logger = caps.AllowedHosts, a.log
+	pcfg.Denied = func(capability string) { a.denied(c, capability) }
+	proxy, err := netproxy.New(pcfg)
+	if err != nil {
+		a.log.ErrorContext(ctx, "app network proxy", "err", err)
+		return out
+	}
+	pl, err := new(net.ListenConfig).Listen(appCtx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		a.log.ErrorContext(ctx, "app network proxy", "err", err)
+		return out
+	}
+	proxied := make(chan struct{})
+	go func() {
+		defer close(proxied)
+		if err := proxy.Serve(appCtx, pl); err != nil && appCtx.Err() == nil {
+			a.log.ErrorContext(ctx, "app network proxy stopped", "err", err)
+		}
+	}()
+	defer func() { cancel(); <-proxied }()
+
+	p, err := a.startApp(c, sock, "http://"+pl.Addr().String())
 	if err != nil {
 		a.report(errreport.Report{Kind: errreport.AppCrash, ImagePath: c.Image.Path, ImageVersion: c.Image.Version,
 			Code: "start_failed", Message: clip(err.Error())})

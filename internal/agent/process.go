@@ -25,13 +25,15 @@ type appProcess struct {
 }
 
 // startApp starts the app's entry point as its own process group, in its slot's root, with
-// the socket of its local API and nothing else of the agent's environment.
-func (a *Agent) startApp(c boot.Choice, sock string) (*appProcess, error) {
+// the socket of its local API, its network proxy and nothing else of the agent's
+// environment.
+func (a *Agent) startApp(c boot.Choice, sock, proxy string) (*appProcess, error) {
 	// The app's lifetime is the supervisor's (stop: SIGTERM to its group, then SIGKILL), not
 	// a context's.
 	cmd := exec.CommandContext(context.Background(), c.Path) //nolint:gosec // G204: the entry point of the slot the boot package just verified
 	cmd.Dir = c.Root
-	cmd.Env = []string{"MOAT_SOCKET=" + sock, "PATH=/usr/bin:/bin", "HOME=" + c.Root}
+	cmd.Env = []string{"MOAT_SOCKET=" + sock, "PATH=/usr/bin:/bin", "HOME=" + c.Root,
+		"HTTPS_PROXY=" + proxy, "HTTP_PROXY=" + proxy, "https_proxy=" + proxy, "http_proxy=" + proxy}
 	tail := &tailBuffer{max: errreport.MaxStderrTailBytes}
 	cmd.Stderr = tail
 	cmd.Stdout = nil

@@ -5,7 +5,8 @@
 //	healthy     report healthy, read the water temperature every 100 ms, run until SIGTERM
 //	crash       write a line to stderr and exit 3 at once
 //	silent      never report healthy
-//	undeclared  try GPIO 5 (undeclared), then behave as healthy
+//	undeclared  try GPIO 5 and the host evil.example:443 (both undeclared), then behave
+//	            as healthy
 package main
 
 import (
@@ -13,8 +14,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -55,6 +58,7 @@ func main() {
 	if mode == "undeclared" {
 		resp := call(map[string]any{"op": "gpio.set", "pin": 5, "value": true})
 		fmt.Fprintln(os.Stderr, "gpio 5:", resp["error"])
+		fmt.Fprintln(os.Stderr, "evil.example:443:", connect(os.Getenv("HTTPS_PROXY"), "evil.example:443"))
 	}
 	if mode != "silent" {
 		call(map[string]any{"op": "health.report", "status": "healthy"})
@@ -69,4 +73,23 @@ func main() {
 			call(map[string]any{"op": "adc.read", "channel": 0})
 		}
 	}
+}
+
+// connect asks the proxy for a tunnel to target and returns its status line.
+func connect(proxy, target string) string {
+	u, err := url.Parse(proxy)
+	if err != nil || u.Host == "" {
+		return "no proxy"
+	}
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(line)
 }
