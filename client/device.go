@@ -297,3 +297,22 @@ func (c *Client) GetDevelopmentCapability(ctx context.Context) ([]byte, error) {
 	err := c.do(ctx, request{method: http.MethodGet, path: []string{"device", "capabilities", "development"}}, &out)
 	return out, err
 }
+
+// UpdatesWait asks to wait for a change; Since is the generation last seen.
+type UpdatesWait struct {
+	Since string `json:"since"`
+}
+
+// Updates is the current generation of a device's assignment inputs; Changed says it
+// differs from the one waited on.
+type Updates struct {
+	Generation string `json:"generation"`
+	Changed    bool   `json:"changed"`
+}
+
+// WaitForUpdates long-polls (up to 50 s) for a change of what the calling device should run.
+func (c *Client) WaitForUpdates(ctx context.Context, req UpdatesWait) (Updates, error) {
+	var out Updates
+	err := c.do(ctx, request{method: http.MethodPost, path: []string{"device", "updates"}, body: req}, &out)
+	return out, err
+}

@@ -47,6 +47,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/boot"
 	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/agent/update"
@@ -152,6 +153,7 @@ type Agent struct {
 	booted     bootState       // what this boot runs
 	stale      bool            // what runs changed: attest again
 	deniedSeen map[string]bool // capability denials already reported, per image
+	sess       *session        // the current attestation session, for the watcher
 }
 
 // bootState is what the current boot runs: the OS chosen by the launcher and the app the
@@ -274,6 +276,7 @@ func (a *Agent) runBoot(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { a.superviseApp(bootCtx, first) })
+	wg.Go(func() { a.watch(bootCtx) })
 	err := a.checkLoop(bootCtx)
 	cancel()
 	wg.Wait()
@@ -286,6 +289,7 @@ func (a *Agent) checkLoop(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.setSession(s)
 	retry := minRetry
 	for {
 		a.mu.Lock()
@@ -296,6 +300,7 @@ func (a *Agent) checkLoop(ctx context.Context) error {
 			if s, err = a.newSession(); err != nil {
 				return err
 			}
+			a.setSession(s)
 		}
 		wait := jitter(a.cfg.CheckInterval)
 		if err := a.check(ctx, s); errors.Is(err, errReboot) {
@@ -377,3 +382,52 @@ func (a *Agent) updateConfig(tenant string) update.Config {
 		Now: a.cfg.Now, FetchOptions: fetchOptions, MaxMetadataBytes: 4 << 20,
 	}
 }
+
+func (a *Agent) setSession(s *session) {
+	a.mu.Lock()
+	a.sess = s
+	a.mu.Unlock()
+}
+
+// watch long-polls the service for a change of what this device should run and nudges a
+// check as soon as one comes: updates in seconds rather than at the next interval. It waits
+// only while the device holds a certificate; failures back off from 5 s to a minute.
+func (a *Agent) watch(ctx context.Context) {
+	var since string
+	backoff := watchMinBackoff
+	for ctx.Err() == nil {
+		a.mu.Lock()
+		s := a.sess
+		a.mu.Unlock()
+		var err error
+		if s != nil {
+			_, err = s.att.Certificate(ctx)
+		}
+		if s != nil && err == nil {
+			var u client.Updates
+			u, err = s.att.API().WaitForUpdates(ctx, client.UpdatesWait{Since: since})
+			if err == nil {
+				if u.Changed && since != "" {
+					a.log.InfoContext(ctx, "the service says what this device should run changed: checking now")
+					a.Nudge()
+				}
+				since, backoff = u.Generation, watchMinBackoff
+				continue
+			}
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, watchMaxBackoff)
+	}
+}
+
+// The watcher's backoff after a failed wait (or while the device has no certificate).
+const (
+	watchMinBackoff = 5 * time.Second
+	watchMaxBackoff = time.Minute
+)

@@ -190,11 +190,11 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 			return err
 		}
 	}
-	d.nudge()
+	// No nudge: each agent's long-poll hears of the deployment at once.
 	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
 		return err
 	}
-	if err := d.fleetTable(ctx, contoso, fleet, out, "Contoso deployed "+v11+": every agent downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
+	if err := d.fleetTable(ctx, contoso, fleet, out, "Contoso deployed "+v11+": every agent heard of it at once (long-poll), downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
 		return err
 	}
 
@@ -205,7 +205,6 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.deploy(ctx, contoso, "Field Test", v2); err != nil {
 		return err
 	}
-	d.nudge()
 	field := fleet[len(fleet)-1]
 	reports, err := d.waitRollback(ctx, contoso, field, v2)
 	if err != nil {
@@ -283,12 +282,6 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 		})
 	}
 	return nil
-}
-
-func (d *Demo) nudge() {
-	for _, a := range d.agents {
-		a.Nudge()
-	}
 }
 
 // converge waits until every device attested running osPath and appPath.

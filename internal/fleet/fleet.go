@@ -94,6 +94,10 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
+	notify   notifier      // wakes devices waiting for updates
+	stopped  chan struct{} // closed by Stop
+	stopOnce sync.Once
+
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys
 	root      cachedRoot
@@ -130,7 +134,7 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),

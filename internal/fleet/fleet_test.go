@@ -640,3 +640,47 @@ func TestDevelopmentCapability(t *testing.T) {
 		t.Errorf("capability after the grant was withdrawn: %v, want 404", err)
 	}
 }
+
+// TestWaitForUpdates: a waiting device is answered as soon as a deployment changes what it
+// should run, not at its next interval; without a change the wait ends with the same
+// generation.
+func TestWaitForUpdates(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	d := f.NewDevice(true, "DW100/Production")
+	cert, err := f.Attest(d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := f.DeviceClient(cert)
+	first, err := dc.WaitForUpdates(ctx, client.UpdatesWait{})
+	if err != nil || !first.Changed || first.Generation == "" {
+		t.Fatalf("first wait = %+v, %v; want a generation at once", first, err)
+	}
+	v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
+	second, err := dc.WaitForUpdates(ctx, client.UpdatesWait{Since: first.Generation})
+	if err != nil || !second.Changed {
+		t.Fatalf("after a publication: %+v, %v; want changed", second, err)
+	}
+	type result struct {
+		u   client.Updates
+		err error
+		at  time.Duration
+	}
+	got := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		u, err := dc.WaitForUpdates(ctx, client.UpdatesWait{Since: second.Generation})
+		got <- result{u, err, time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	f.deploy("Production", v2.Path)
+	r := <-got
+	if r.err != nil || !r.u.Changed || r.u.Generation == second.Generation {
+		t.Fatalf("wait across a deployment = %+v, %v", r.u, r.err)
+	}
+	if r.at > 10*time.Second {
+		t.Errorf("the deployment reached the waiting device after %s, want at once", r.at)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +44,19 @@ type Catalog struct {
 	Images map[string]Image // by path
 	key    string
 	loaded time.Time
+}
+
+// Fingerprint names the catalog's content: the images it lists, with their hashes and
+// security versions. A re-signed timestamp does not change it; a publication that adds,
+// changes or revokes an image does.
+func (c *Catalog) Fingerprint() string {
+	paths := slices.Sorted(maps.Keys(c.Images))
+	h := sha256.New()
+	for _, p := range paths {
+		im := c.Images[p]
+		fmt.Fprintf(h, "%s %s %d %s\n", p, im.SHA256, im.SecurityVersion, strings.Join(im.Feeds, ","))
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:16])
 }
 
 // catalogTTL bounds how long a cached catalog is used without looking at the store again;

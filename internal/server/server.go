@@ -264,6 +264,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.ready.Store(false)
+	s.fleet.Stop() // devices waiting for updates get their answer now
 	stopRefresh()
 	<-refreshed
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)

@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/device"
@@ -511,4 +512,15 @@ func (a *API) getDevelopmentCapability(c *call) (any, error) {
 		return nil, problem.Wrap(err)
 	}
 	return rawJSON(data), nil
+}
+
+func (a *API) waitForUpdates(c *call) (any, error) {
+	req := c.body.(fleet.UpdatesWait)
+	// The answer may take up to fleet.MaxWait: the connection's write deadline allows it.
+	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(fleet.MaxWait + 10*time.Second))
+	u, err := a.fleet.WaitUpdates(c.ctx, *c.device, req.Since)
+	if err != nil {
+		return nil, problem.Wrap(err)
+	}
+	return u, nil
 }

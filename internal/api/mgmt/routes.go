@@ -184,6 +184,8 @@ func Routes() []Route {
 			Auth: AuthDevice, Recovery: true, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
+		{Method: "POST", Pattern: "/api/v1/device/updates", OperationID: "waitForUpdates", Summary: "Device (mutual TLS): long-poll for a change of what it should run; answers at once when the generation differs from since, else within 50 s",
+			Auth: AuthDevice, Request: typeOf[fleet.UpdatesWait](), Response: typeOf[fleet.Updates](), Status: 200, Handler: (*API).waitForUpdates},
 		{Method: "GET", Pattern: "/api/v1/device/capabilities/development", OperationID: "getDevelopmentCapability", Summary: "Device (mutual TLS): its development capability, signed by the director key and bound to it (404 when not granted)",
 			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getDevelopmentCapability},
 		{Method: "POST", Pattern: "/api/v1/device/error-reports", OperationID: "createErrorReports", Summary: "Device (mutual TLS): upload up to 100 error reports of the calling device; answers the IDs now stored (each once, however often sent); an invalid report refuses the whole batch",
