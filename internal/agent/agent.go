@@ -93,6 +93,9 @@ type Config struct {
 	AppUID, AppGID int
 	// Telemetry, optional, receives the app's telemetry; nil drops it (logged at debug).
 	Telemetry func(ctx context.Context, topic string, payload []byte) error
+	// Product, optional, is the device's product name, pinned at manufacture: the agent
+	// installs no app signed for another product, whatever the director assigns.
+	Product string
 	// Launched says the launcher (`moat boot`) started the agent: it already chose the OS
 	// slot, BootSlot ("" when it runs the factory agent), and the agent only verifies it.
 	Launched bool
@@ -379,7 +382,7 @@ func (a *Agent) updateConfig(tenant string) update.Config {
 	return update.Config{
 		MetadataURL: base + "metadata/", TargetsURL: base + "targets/", Root: a.cfg.Root, DirectorKey: dk,
 		DeviceID: a.deviceID, TenantID: tenant, StateDir: filepath.Join(a.cfg.StateDir, "update"),
-		Now: a.cfg.Now, FetchOptions: fetchOptions, MaxMetadataBytes: 4 << 20,
+		Now: a.cfg.Now, FetchOptions: fetchOptions, MaxMetadataBytes: 4 << 20, Product: a.cfg.Product,
 	}
 }
 

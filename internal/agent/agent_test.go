@@ -100,7 +100,7 @@ func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
 	a, err := agent.New(agent.Config{
 		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
-		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second,
+		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

@@ -96,7 +96,7 @@ func (f *fleet) spawnWith(t *testing.T, d testenv.Device, state, pause, interval
 		t.Fatal(err)
 	}
 	cmd := exec.Command(agentBinary(t), "agent", "--state", state, "--server", f.Server.URL, "--identity", d.Key.Path(),
-		"--root", root, "--server-ca", ca, "--check-interval", interval, "--health-timeout", "10s", "--log-level", "debug")
+		"--root", root, "--server-ca", ca, "--check-interval", interval, "--health-timeout", "10s", "--log-level", "debug", "--product", "DW100")
 	cmd.Env = append(os.Environ(), agentcmd.PauseEnv+"="+pause)
 	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr

@@ -60,10 +60,10 @@ EXAMPLES
 
 // Flags are the agent's settings.
 type Flags struct {
-	State, Server, Identity, Root, ServerCA, Peripherals string
-	CheckInterval, HealthTimeout                         time.Duration
-	AppUID, AppGID                                       int
-	LogLevel                                             string
+	State, Server, Identity, Root, ServerCA, Peripherals, Product string
+	CheckInterval, HealthTimeout                                  time.Duration
+	AppUID, AppGID                                                int
+	LogLevel                                                      string
 }
 
 // Register adds the agent's flags to fs.
@@ -73,6 +73,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Identity, "identity", "", "identity key `FILE` (PKCS#8, mode 0600; required)")
 	fs.StringVar(&f.Root, "root", "", "pinned platform root `FILE`, 1.root.json (required)")
 	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM `FILE` of the CAs trusted for the server's TLS certificate (required)")
+	fs.StringVar(&f.Product, "product", "", "the device's product `NAME` (pinned at manufacture): apps signed for another product are refused")
 	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher) or simulated")
 	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
 	fs.DurationVar(&f.HealthTimeout, "health-timeout", agent.DefaultHealthTimeout, "how long a new app has to report healthy")
@@ -124,7 +125,7 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	return agent.Config{
 		StateDir: f.State, ServerURL: strings.TrimRight(f.Server, "/"), ServerCAs: pool, Root: root, Identity: key,
 		Backend: backend, Now: time.Now, CheckInterval: f.CheckInterval, HealthTimeout: f.HealthTimeout,
-		AppUID: f.AppUID, AppGID: f.AppGID,
+		AppUID: f.AppUID, AppGID: f.AppGID, Product: f.Product,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})),
 	}, nil
 }

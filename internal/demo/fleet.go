@@ -269,7 +269,7 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 		a, err := agent.New(agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.URL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
-			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]),
+			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]), Product: d.Result.Product.Name,
 		})
 		if err != nil {
 			return err

@@ -24,6 +24,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -280,6 +281,16 @@ func (s *Service) checkTarget(ctx context.Context, tt store.TenantTx, path strin
 	}
 	if m.Kind != image.KindApp || path != "apps/"+m.Name+"/"+m.Version {
 		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
+	}
+	// Devices and the attestation policy read the product from the signed custom metadata:
+	// it must be the package's.
+	if tf.Custom != nil {
+		var custom struct {
+			Product *string `json:"product"`
+		}
+		if err := json.Unmarshal(*tf.Custom, &custom); err != nil || custom.Product != nil && *custom.Product != m.Product {
+			return fmt.Errorf("%w: %s: the signed product differs from the package's %q", ErrBadTarget, path, m.Product)
+		}
 	}
 	if _, err := tt.Products().GetByName(ctx, m.Product); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

@@ -368,6 +368,8 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 		"path is not manifest": {"apps/dw100-app/2.0.0": good},
 		"other name":           {"apps/evil-app/1.0.0": good},
 		"unknown product":      {"apps/dw200-app/1.0.0": f.pkg("apps/dw200-app/1.0.0", "DW200")},
+		"signed for another product": {"apps/dw100-app/1.0.0": {Length: good.Length, SHA256: good.SHA256,
+			Custom: map[string]any{"kind": "app", "version": "1.0.0", "security_version": 1, "product": "WM200"}}},
 	}
 	for name, targets := range cases {
 		signed, err := tuf.SignApps(signer(t, f.tenantK), 1, f.expires, targets)

@@ -193,7 +193,7 @@ func (w *world) upload(version string, securityVersion uint32) pkg {
 // security version (nil: none), and publishes it.
 func (w *world) publish(p pkg, securityVersion *uint32) {
 	w.t.Helper()
-	custom := map[string]any{"kind": "app", "version": filepath.Base(p.path)}
+	custom := map[string]any{"kind": "app", "version": filepath.Base(p.path), "product": "DW100"}
 	if securityVersion != nil {
 		custom["security_version"] = *securityVersion
 	}

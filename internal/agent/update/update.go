@@ -70,6 +70,8 @@ var (
 	// ErrManifestMismatch: a downloaded package's manifest is not the image the plan names
 	// (kind, name, version or security version). The file was removed.
 	ErrManifestMismatch = errors.New("image manifest differs from the plan")
+	// ErrWrongProduct: an assigned app was signed for another product than the device's.
+	ErrWrongProduct = errors.New("app image for another product")
 )
 
 // Config is what the device build and its provisioning give the update client. Every field
@@ -97,6 +99,9 @@ type Config struct {
 	FetchOptions blob.FetchOptions
 	// MaxMetadataBytes bounds every TUF metadata file the client downloads.
 	MaxMetadataBytes int64
+	// Product, optional, is the product the device is (its name, pinned at manufacture):
+	// an app image signed for another product is refused (ErrWrongProduct).
+	Product string
 }
 
 // Validate reports every problem with c, joined.
@@ -201,6 +206,7 @@ type repoTarget struct {
 	sha256          string
 	length          int64
 	securityVersion uint32
+	product         string // apps: the product its signer named
 }
 
 // Check verifies an assignment envelope and cross-checks it against the tenant's image
@@ -246,6 +252,14 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 		// The lookup errors say why a path was missing (absent, unsigned custom metadata, or
 		// the repository could not be read); any of them fails the check.
 		return Plan{}, errors.Join(fmt.Errorf("assignment %d: %w", a.Counter, err), errors.Join(lookupErrs...))
+	}
+	if c.cfg.Product != "" {
+		for _, im := range a.Images {
+			// The offline key named the app's product; the director cannot change it.
+			if p := repo[im.Path].product; im.Kind == director.KindApp && !strings.EqualFold(p, c.cfg.Product) {
+				return Plan{}, fmt.Errorf("assignment %d: %s is signed for product %q, this device is a %s: %w", a.Counter, im.Path, p, c.cfg.Product, ErrWrongProduct)
+			}
+		}
 	}
 	consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
 	plan := Plan{Counter: a.Counter}
@@ -312,6 +326,7 @@ func lookupTarget(up *updater.Updater, p string) (repoTarget, error) {
 		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
 	}
 	var custom struct {
+		Product         string  `json:"product"`
 		SecurityVersion *uint32 `json:"security_version"`
 	}
 	if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
@@ -320,7 +335,7 @@ func lookupTarget(up *updater.Updater, p string) (repoTarget, error) {
 	if custom.SecurityVersion == nil {
 		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
 	}
-	return repoTarget{sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: *custom.SecurityVersion}, nil
+	return repoTarget{sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: *custom.SecurityVersion, product: custom.Product}, nil
 }
 
 // targetURL is the URL go-tuf downloads target p from: with consistent snapshots,

@@ -317,3 +317,28 @@ func TestDeps(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdate_RejectsAppOfAnotherProduct: an app the tenant signed for DW100 is refused by
+// a device that is a WM200, whatever the director assigns (wrong software).
+func TestUpdate_RejectsAppOfAnotherProduct(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	p := w.upload("1.0.0", 1)
+	w.publish(p, u32(1))
+	cfg := w.config(t.TempDir())
+	cfg.Product = "WM200"
+	c, err := update.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check(t.Context(), w.assign(deviceID, 1, p.image(1))); !errors.Is(err, update.ErrWrongProduct) {
+		t.Fatalf("Check = %v, want update.ErrWrongProduct", err)
+	}
+	cfg.Product = "dw100" // product names compare case-insensitively, as the server's do
+	if c, err = update.New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check(t.Context(), w.assign(deviceID, 1, p.image(1))); err != nil {
+		t.Fatalf("Check for its own product = %v", err)
+	}
+}
