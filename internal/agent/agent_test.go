@@ -292,3 +292,69 @@ func TestAgent_UndeclaredPeripheralIsRefusedAndReported(t *testing.T) {
 		return gpio && host, kinds(rs)
 	})
 }
+
+// TestAgent_SandboxedApp (rule 6, as root): with --app-uid the app runs as that
+// unprivileged user in its own network namespace: it cannot reach the network around the
+// proxy, the proxy refuses undeclared hosts, and undeclared peripherals are refused; every
+// denial is reported.
+func TestAgent_SandboxedApp(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI runs as root: this test must run there")
+		}
+		t.Skip("the sandbox's namespace mode needs root")
+	}
+	p := testenv.NewPlatform(t)
+	f := &fleet{Platform: p}
+	f.os = p.PublishOS("moat-os", "1.0.0", 1, "Retail")
+	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "undeclared"))
+	f.deploy(f.app.Path)
+	d := f.NewDevice(true, "DW100/Production")
+	state := filepath.Join(t.TempDir(), "state")
+	// The app's user must be able to traverse down to its slot, as under /var/lib.
+	for dir := filepath.Dir(state); dir != "/"; dir = filepath.Dir(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(dir, fi.Mode().Perm()|0o011); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	whoami := make(chan string, 16)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(f.Server.CAPEM)
+	a, err := agent.New(agent.Config{
+		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 10 * time.Second,
+		Product: "DW100", AppUID: 65534, AppGID: 65534,
+		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Telemetry: func(_ context.Context, topic string, payload []byte) error {
+			if topic == "whoami" {
+				whoami <- string(payload)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case w := <-whoami:
+		if !strings.Contains(w, `"uid":65534`) || !strings.Contains(w, `"direct":"refused"`) {
+			t.Errorf("the app reports %s, want uid 65534 and no direct network", w)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the sandboxed app never published")
+	}
+	dv := &device{Device: d, state: state}
+	eventually(t, "both denials reported", func() (bool, string) {
+		rs := f.reports(t, dv)
+		gpio := hasReport(rs, func(r errreport.Report) bool { return r.Capability == "gpio:5" })
+		host := hasReport(rs, func(r errreport.Report) bool { return r.Capability == "host:evil.example:443" })
+		return gpio && host, kinds(rs)
+	})
+}

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/moat-iot/moat/internal/agent/boot"
 	"github.com/moat-iot/moat/internal/agent/netproxy"
 	"github.com/moat-iot/moat/internal/agent/periph"
+	"github.com/moat-iot/moat/internal/agent/sandbox"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/image"
 )
@@ -115,15 +115,17 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 		return out
 	}
 	runDir := filepath.Join(a.cfg.StateDir, "run")
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
+	var cred *sandbox.Credential
+	uid, gid := -1, -1
+	if a.sandboxed() {
+		cred = &sandbox.Credential{UID: uint32(a.cfg.AppUID), GID: uint32(a.cfg.AppGID)} //nolint:gosec // G115: Config.Validate bounds both to 0..2^31-1
+		uid, gid = a.cfg.AppUID, a.cfg.AppGID
+	}
+	if err := sandbox.MakeRunDir(runDir, cred); err != nil {
 		a.log.ErrorContext(ctx, "run directory", "err", err)
 		return out
 	}
 	sock := filepath.Join(runDir, "app.sock")
-	uid, gid := -1, -1
-	if a.cfg.AppUID != 0 {
-		uid, gid = a.cfg.AppUID, a.cfg.AppGID
-	}
 	l, err := periph.Listen(sock, uid, gid)
 	if err != nil {
 		a.log.ErrorContext(ctx, "app socket", "err", err)
@@ -147,21 +149,26 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 		a.log.ErrorContext(ctx, "app network proxy", "err", err)
 		return out
 	}
-	pl, err := new(net.ListenConfig).Listen(appCtx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		a.log.ErrorContext(ctx, "app network proxy", "err", err)
-		return out
-	}
-	proxied := make(chan struct{})
-	go func() {
-		defer close(proxied)
-		if err := proxy.Serve(appCtx, pl); err != nil && appCtx.Err() == nil {
-			a.log.ErrorContext(ctx, "app network proxy stopped", "err", err)
+	var p *appProcess
+	if a.sandboxed() {
+		// The sandbox serves the proxy inside the app's network namespace: its only way out.
+		p, err = a.startSandboxed(appCtx, c, sock, proxy)
+	} else {
+		pl, lerr := new(net.ListenConfig).Listen(appCtx, "tcp", "127.0.0.1:0")
+		if lerr != nil {
+			a.log.ErrorContext(ctx, "app network proxy", "err", lerr)
+			return out
 		}
-	}()
-	defer func() { cancel(); <-proxied }()
-
-	p, err := a.startApp(c, sock, "http://"+pl.Addr().String())
+		proxied := make(chan struct{})
+		go func() {
+			defer close(proxied)
+			if err := proxy.Serve(appCtx, pl); err != nil && appCtx.Err() == nil {
+				a.log.ErrorContext(ctx, "app network proxy stopped", "err", err)
+			}
+		}()
+		defer func() { cancel(); <-proxied }()
+		p, err = a.startApp(c, sock, "http://"+pl.Addr().String())
+	}
 	if err != nil {
 		a.report(errreport.Report{Kind: errreport.AppCrash, ImagePath: c.Image.Path, ImageVersion: c.Image.Version,
 			Code: "start_failed", Message: clip(err.Error())})

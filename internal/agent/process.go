@@ -4,24 +4,72 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/sandbox"
 	"github.com/moat-iot/moat/internal/errreport"
 )
 
-// appProcess is a running app.
+// appProcess is a running app: started by the agent itself (plain), or by the sandbox.
 type appProcess struct {
 	cmd     *exec.Cmd
+	sbx     *sandbox.Process
 	started time.Time
 	stderr  *tailBuffer
 	done    chan struct{}
 	state   *os.ProcessState
+	sbxExit *sandbox.Exit
 	ended   time.Time
+}
+
+// sandboxed reports whether apps run in the sandbox: as an unprivileged user in their own
+// network namespace, which takes a runtime running as root with --app-uid.
+func (a *Agent) sandboxed() bool {
+	return a.cfg.AppUID != 0 && a.cfg.AppGID != 0 && os.Geteuid() == 0 && sandbox.DefaultIsolation() == sandbox.IsolationNamespace
+}
+
+// startSandboxed starts the app in the sandbox (internal/agent/sandbox): its own network
+// namespace whose only way out is the proxy, the app's user, no capabilities, NoNewPrivs.
+// The directories down to the app's slot become traversable (mode 0710) by the app's
+// group only: it reaches its own files and nothing else of the state directory.
+func (a *Agent) startSandboxed(ctx context.Context, c boot.Choice, sock string, proxy sandbox.ProxyServer) (*appProcess, error) {
+	cred := &sandbox.Credential{UID: uint32(a.cfg.AppUID), GID: uint32(a.cfg.AppGID)} //nolint:gosec // G115: Config.Validate bounds both to 0..2^31-1
+	slotDir := filepath.Dir(c.Root)
+	for _, dir := range []string{a.cfg.StateDir, filepath.Dir(slotDir), slotDir} {
+		if err := os.Lchown(dir, os.Geteuid(), a.cfg.AppGID); err != nil {
+			return nil, fmt.Errorf("app access to %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, 0o710); err != nil { //nolint:gosec // G302: a directory the app's group only traverses (no read, no write)
+			return nil, fmt.Errorf("app access to %s: %w", dir, err)
+		}
+	}
+	rel, err := filepath.Rel(c.Root, c.Path)
+	if err != nil {
+		return nil, err
+	}
+	tail := &tailBuffer{max: errreport.MaxStderrTailBytes}
+	sp, err := sandbox.Start(ctx, sandbox.Spec{
+		Dir: c.Root, Entry: rel, Socket: sock, Proxy: proxy, Isolation: sandbox.IsolationNamespace,
+		Credential: cred, Stderr: tail, StopGrace: 5 * time.Second, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p := &appProcess{sbx: sp, started: time.Now(), stderr: tail, done: make(chan struct{})}
+	go func() {
+		exit, _ := sp.Wait()
+		p.ended = p.started.Add(exit.Uptime)
+		p.sbxExit = &exit
+		close(p.done)
+	}()
+	return p, nil
 }
 
 // startApp starts the app's entry point as its own process group, in its slot's root, with
@@ -60,6 +108,17 @@ func (a *Agent) startApp(c boot.Choice, sock, proxy string) (*appProcess, error)
 
 // stop asks the app's process group to end, and kills it after 5 s.
 func (p *appProcess) stop() {
+	if p.sbx != nil {
+		_ = p.sbx.Signal(syscall.SIGTERM)
+		go func() {
+			select {
+			case <-p.done:
+			case <-time.After(5 * time.Second):
+				_ = p.sbx.Signal(syscall.SIGKILL)
+			}
+		}()
+		return
+	}
 	pgid := -p.cmd.Process.Pid
 	_ = syscall.Kill(pgid, syscall.SIGTERM)
 	go func() {
@@ -74,6 +133,12 @@ func (p *appProcess) stop() {
 func (p *appProcess) uptime() time.Duration { return p.ended.Sub(p.started) }
 
 func (p *appProcess) signal() string {
+	if p.sbxExit != nil {
+		if p.sbxExit.Signal != 0 {
+			return signalName(p.sbxExit.Signal)
+		}
+		return ""
+	}
 	if p.state == nil {
 		return ""
 	}
@@ -84,6 +149,9 @@ func (p *appProcess) signal() string {
 }
 
 func (p *appProcess) exitCode() int {
+	if p.sbxExit != nil {
+		return p.sbxExit.Code & 0xff
+	}
 	if p.state == nil {
 		return 255
 	}
