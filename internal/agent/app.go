@@ -167,6 +167,7 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 			}
 		}()
 		defer func() { cancel(); <-proxied }()
+		a.log.WarnContext(ctx, "the app runs as the agent's own user, without the sandbox: run the agent as root with --app-uid and --app-gid (docs/agent.md)")
 		p, err = a.startApp(c, sock, "http://"+pl.Addr().String())
 	}
 	if err != nil {

@@ -77,7 +77,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher) or simulated")
 	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
 	fs.DurationVar(&f.HealthTimeout, "health-timeout", agent.DefaultHealthTimeout, "how long a new app has to report healthy")
-	fs.IntVar(&f.AppUID, "app-uid", 0, "unprivileged `UID` the app runs as when the agent runs as root (0: the agent's)")
+	fs.IntVar(&f.AppUID, "app-uid", 0, "unprivileged `UID` the app runs as, in the sandbox, when the agent runs as root (with --app-gid; 0: no sandbox)")
 	fs.IntVar(&f.AppGID, "app-gid", 0, "`GID` the app runs as with --app-uid")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
 }
