@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent"
+	"github.com/moat-iot/moat/internal/agent/boot"
 	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/testenv"
@@ -357,4 +359,55 @@ func TestAgent_SandboxedApp(t *testing.T) {
 		host := hasReport(rs, func(r errreport.Report) bool { return r.Capability == "host:evil.example:443" })
 		return gpio && host, kinds(rs)
 	})
+}
+
+// TestAgent_NewOSRefusedAtAttestationRollsBack: a new OS that comes up but is refused at
+// attestation (here it was revoked while the device installed it) is rolled back to the
+// previous OS, which attests again; the failed step is reported.
+func TestAgent_NewOSRefusedAtAttestationRollsBack(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	d := f.NewDevice(true, "DW100/Production")
+	state := t.TempDir()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(f.Server.CAPEM)
+	var os2Path atomic.Value // set once OS 2.0.0 is published
+	os2Path.Store("")
+	var revoked sync.Once
+	a, err := agent.New(agent.Config{
+		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
+		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Step: func(step string) {
+			p := os2Path.Load().(string)
+			if step != "installed" || p == "" {
+				return
+			}
+			if rec, err := boot.ReadRecord(state); err == nil && rec.OS.Pending != "" && rec.OS.Images[rec.OS.Pending].Path == p {
+				revoked.Do(func() { f.RevokeOS(p) })
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	eventually(t, "first boot", attested(f, t, d.ID, f.os.Path, f.app.Path))
+
+	os2Path.Store("os/moat-os/2.0.0") // before publishing: the agent hears of it at once
+	os2 := f.PublishOS("moat-os", "2.0.0", 1, "Retail")
+	dv := &device{Device: d, state: state}
+	eventually(t, "2.0.0 refused, rolled back and reported", func() (bool, string) {
+		rs := f.reports(t, dv)
+		return hasReport(rs, func(r errreport.Report) bool {
+			return r.Kind == errreport.UpdateFailed && r.Step == errreport.StepAttest && r.Code == "os_refused" && r.Target == os2.Path
+		}), kinds(rs)
+	})
+	eventually(t, "back on 1.0.0", attested(f, t, d.ID, f.os.Path, f.app.Path))
+	if rec, err := boot.ReadRecord(state); err != nil || rec.OS.Images[rec.OS.Active].Path != f.os.Path || rec.OS.Pending != "" {
+		t.Errorf("boot record OS = %+v, %v; want %s active and nothing pending", rec.OS, err, f.os.Path)
+	}
 }

@@ -266,6 +266,15 @@ func (p *Platform) PublishAppFiles(name, version string, securityVersion uint32,
 	return im
 }
 
+// RevokeOS removes an OS image from the tenant's targets.json.
+func (p *Platform) RevokeOS(path string) {
+	p.t.Helper()
+	p.mu.Lock()
+	delete(p.os, path)
+	p.mu.Unlock()
+	p.signTargets()
+}
+
 // RevokeApp removes an app from apps.json (moat image revoke).
 func (p *Platform) RevokeApp(path string) {
 	p.t.Helper()
