@@ -410,7 +410,9 @@ func (a *Agent) watch(ctx context.Context) {
 			var u client.Updates
 			u, err = s.att.API().WaitForUpdates(ctx, client.UpdatesWait{Since: since})
 			if err == nil {
-				if u.Changed && since != "" {
+				// The first answer is a change too: something may have changed between the
+				// last check and this wait, and a check too many costs little.
+				if u.Changed {
 					a.log.InfoContext(ctx, "the service says what this device should run changed: checking now")
 					a.Nudge()
 				}

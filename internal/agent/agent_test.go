@@ -140,10 +140,11 @@ func (w tlog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// eventually polls cond (the agent works in the background) for up to 30 s.
+// eventually polls cond (the agent works in the background) for up to 90 s: generous,
+// for a loaded CI machine running every package's tests with the race detector at once.
 func eventually(t *testing.T, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
 		ok, s := cond()
@@ -153,7 +154,7 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 		last = s
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s: not within 30 s; last: %s", what, last)
+	t.Fatalf("%s: not within 90 s; last: %s", what, last)
 }
 
 // record is the device as the security service sees it.
