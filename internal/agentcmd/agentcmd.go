@@ -5,8 +5,10 @@
 package agentcmd
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,10 +62,10 @@ EXAMPLES
 
 // Flags are the agent's settings.
 type Flags struct {
-	State, Server, Identity, Root, ServerCA, Peripherals, Product string
-	CheckInterval, HealthTimeout                                  time.Duration
-	AppUID, AppGID                                                int
-	LogLevel                                                      string
+	State, Server, Identity, Root, ServerCA, Peripherals, PeripheralsConfig, Product string
+	CheckInterval, HealthTimeout                                                     time.Duration
+	AppUID, AppGID                                                                   int
+	LogLevel                                                                         string
 }
 
 // Register adds the agent's flags to fs.
@@ -74,7 +76,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Root, "root", "", "pinned platform root `FILE`, 1.root.json (required)")
 	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM `FILE` of the CAs trusted for the server's TLS certificate (required)")
 	fs.StringVar(&f.Product, "product", "", "the device's product `NAME` (pinned at manufacture): apps signed for another product are refused")
-	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher) or simulated")
+	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher), simulated, or linux (the board's devices, with --peripherals-config)")
+	fs.StringVar(&f.PeripheralsConfig, "peripherals-config", "", "JSON `FILE` mapping manifest peripherals to the board's devices, for --peripherals linux (docs/app-sdk.md)")
 	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
 	fs.DurationVar(&f.HealthTimeout, "health-timeout", agent.DefaultHealthTimeout, "how long a new app has to report healthy")
 	fs.IntVar(&f.AppUID, "app-uid", 0, "unprivileged `UID` the app runs as, in the sandbox, when the agent runs as root (with --app-gid; 0: no sandbox)")
@@ -115,8 +118,14 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 		backend = periph.NewDW100()
 	case "simulated":
 		backend = periph.NewSimulated()
+	case "linux":
+		b, err := linuxBackend(f.PeripheralsConfig)
+		if err != nil {
+			return agent.Config{}, fmt.Errorf("--peripherals-config: %w", err)
+		}
+		backend = b
 	default:
-		return agent.Config{}, fmt.Errorf("--peripherals: %q, want dw100 or simulated", f.Peripherals)
+		return agent.Config{}, fmt.Errorf("--peripherals: %q, want dw100, simulated or linux", f.Peripherals)
 	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(f.LogLevel)); err != nil {
@@ -128,6 +137,24 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 		AppUID: f.AppUID, AppGID: f.AppGID, Product: f.Product,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})),
 	}, nil
+}
+
+// linuxBackend reads the board's peripheral map (periph.LinuxConfig as JSON, strictly).
+func linuxBackend(path string) (*periph.Linux, error) {
+	if path == "" {
+		return nil, errors.New("required with --peripherals linux")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cfg periph.LinuxConfig
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return periph.NewLinux(cfg)
 }
 
 // errExitReboot makes RunAgent's caller exit with ExitReboot.

@@ -11,35 +11,46 @@ import (
 	"sync"
 )
 
-// LinuxConfig wires manifest names to a Linux board's sysfs files. The operator writes it
-// for the board; the app never sees it.
+// LinuxConfig wires manifest names to a Linux board's devices. The operator writes it for
+// the board (as JSON for `moat agent --peripherals linux --peripherals-config FILE`, with the
+// keys of the json tags); the app never sees it.
 type LinuxConfig struct {
 	// IIODir is the industrial-I/O device directory, normally /sys/bus/iio/devices.
-	IIODir string
+	IIODir string `json:"iio_dir"`
 	// ADC maps an ADC channel to an integer attribute under IIODir, such as
 	// "iio:device0/in_voltage0_raw" (a raw reading) or "iio:device1/in_temp_input"
 	// (a processed one). adc.read returns the attribute's integer unchanged.
-	ADC map[int]string
+	ADC map[int]string `json:"adc"`
 	// PWMDir is the PWM class directory, normally /sys/class/pwm.
-	PWMDir string
+	PWMDir string `json:"pwm_dir"`
 	// PWM maps a PWM name to a chip and channel, such as {"pwmchip0", 1}.
-	PWM map[string]LinuxPWM
+	PWM map[string]LinuxPWM `json:"pwm"`
+	// GPIOChip is the GPIO character device's chip name, such as "gpiochip0"; GPIOLines
+	// maps a manifest pin to a line offset on it (a pin not listed is its own offset).
+	GPIOChip  string      `json:"gpio_chip"`
+	GPIOLines map[int]int `json:"gpio_lines"`
+	// UART maps a manifest UART name to its serial device, such as "ISU0": "/dev/ttyS1";
+	// UARTBaud is the speed of every UART (115200 if zero).
+	UART     map[string]string `json:"uart"`
+	UARTBaud int               `json:"uart_baud"`
 }
 
 // LinuxPWM is one channel of a sysfs PWM chip.
 type LinuxPWM struct {
-	Chip    string
-	Channel int
+	Chip    string `json:"chip"`
+	Channel int    `json:"channel"`
 }
 
 // Linux is the Backend of a real Linux board. ADC channels are read through the IIO sysfs
-// interface and PWM outputs set through the PWM sysfs interface. GPIO, UART and I2C are not
-// implemented: the gpiochip character-device library the design names
-// (github.com/warthog618/go-gpiocdev) is not available to this build, so those ops answer
-// CodeUnsupported; docs/app-sdk.md says so. It is safe for concurrent use.
+// interface, PWM outputs set through the PWM sysfs interface, GPIO lines driven through the
+// GPIO character device (periph.io's gpioioctl), and UARTs are serial devices in raw mode.
+// I2C is not implemented yet and answers CodeUnsupported; docs/app-sdk.md says so. It is
+// safe for concurrent use.
 type Linux struct {
-	cfg LinuxConfig
-	mu  sync.Mutex // serialises the multi-file PWM sequence
+	cfg     LinuxConfig
+	mu      sync.Mutex          // serialises the multi-file PWM sequence, GPIO and UART state
+	outputs map[int]bool        // GPIO pins set as outputs, with their level
+	uarts   map[string]*os.File // open UARTs
 }
 
 // NewLinux checks cfg and returns the backend. It opens nothing until an op needs it.
@@ -60,6 +71,14 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 		if !localPath(p.Chip) || strings.Contains(p.Chip, "/") || p.Channel < 0 {
 			errs = append(errs, fmt.Errorf("pwm[%s]: chip must be a name such as pwmchip0 and channel not negative", name))
 		}
+	}
+	for name, dev := range cfg.UART {
+		if !filepath.IsAbs(dev) || !strings.HasPrefix(filepath.Clean(dev), "/dev/") {
+			errs = append(errs, fmt.Errorf("uart[%s]: %q is not a device under /dev", name, dev))
+		}
+	}
+	if cfg.UARTBaud == 0 {
+		cfg.UARTBaud = 115200
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("linux peripherals config: %w", err)
@@ -134,26 +153,6 @@ func writeAttr(path, v string) error {
 		err = cerr
 	}
 	return err
-}
-
-// SetGPIO implements Backend: unsupported (see Linux).
-func (l *Linux) SetGPIO(context.Context, int, bool) error {
-	return fmt.Errorf("gpio: %w", ErrUnsupported)
-}
-
-// GPIO implements Backend: unsupported (see Linux).
-func (l *Linux) GPIO(context.Context, int) (bool, error) {
-	return false, fmt.Errorf("gpio: %w", ErrUnsupported)
-}
-
-// WriteUART implements Backend: unsupported (see Linux).
-func (l *Linux) WriteUART(context.Context, string, []byte) (int, error) {
-	return 0, fmt.Errorf("uart: %w", ErrUnsupported)
-}
-
-// ReadUART implements Backend: unsupported (see Linux).
-func (l *Linux) ReadUART(context.Context, string, int) ([]byte, error) {
-	return nil, fmt.Errorf("uart: %w", ErrUnsupported)
 }
 
 // TransferI2C implements Backend: unsupported (see Linux).

@@ -1,11 +1,17 @@
 package periph
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeSysfs writes files laid out as sysfs, for the Linux backend to use.
@@ -48,8 +54,8 @@ func TestLinux_ADCFromIIO(t *testing.T) {
 			t.Errorf("ReadADC(%d) = nil error, want one", ch)
 		}
 	}
-	if err := l.SetGPIO(ctx, 4, true); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("SetGPIO() = %v, want ErrUnsupported", err)
+	if _, err := l.TransferI2C(ctx, "ISU2", 0x40, nil, 1); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("TransferI2C() = %v, want ErrUnsupported", err)
 	}
 }
 
@@ -95,5 +101,84 @@ func TestNewLinux_RejectsPathsOutside(t *testing.T) {
 		if _, err := NewLinux(cfg); err == nil {
 			t.Errorf("NewLinux(%+v) = nil error", cfg)
 		}
+	}
+}
+
+// openPTY returns a pseudo-terminal's master and the path of its slave: a serial line the
+// test holds the other end of.
+func openPTY(t *testing.T) (*os.File, string) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	rc, err := m.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) {
+		if ierr = unix.IoctlSetPointerInt(int(fd), unix.TIOCSPTLCK, 0); ierr != nil {
+			return
+		}
+		n, ierr = unix.IoctlGetInt(int(fd), unix.TIOCGPTN)
+	}); err != nil || ierr != nil {
+		t.Fatal(err, ierr)
+	}
+	return m, "/dev/pts/" + strconv.Itoa(n)
+}
+
+// TestLinux_UARTRawSerial: a UART is the configured serial device in raw mode: bytes the
+// app writes arrive unchanged at the other end (no newline translation), and bytes sent to
+// it are read back; a read with nothing to read ends with its context.
+func TestLinux_UARTRawSerial(t *testing.T) {
+	master, slave := openPTY(t)
+	l, err := NewLinux(LinuxConfig{UART: map[string]string{"ISU0": slave}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	msg := []byte("AT+RINSE?\n\x00\xff")
+	if n, err := l.WriteUART(ctx, "ISU0", msg); err != nil || n != len(msg) {
+		t.Fatalf("WriteUART = %d, %v", n, err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(master, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("the line carried %q, %v; want %q unchanged", got, err, msg)
+	}
+	if _, err := master.Write([]byte("OK 42\n")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.ReadUART(ctx, "ISU0", 64)
+	if err != nil || !bytes.HasPrefix([]byte("OK 42\n"), b) || len(b) == 0 {
+		t.Fatalf("ReadUART = %q, %v", b, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if b, err := l.ReadUART(short, "ISU0", 64); err != nil || len(b) != 0 {
+		t.Errorf("ReadUART of a silent line = %q, %v; want nothing when the context ends", b, err)
+	}
+	if _, err := l.WriteUART(ctx, "ISU9", msg); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("an unconfigured UART: %v, want ErrNotConnected", err)
+	}
+	if _, err := NewLinux(LinuxConfig{UART: map[string]string{"ISU0": "/etc/passwd"}}); err == nil {
+		t.Error("a UART outside /dev was accepted")
+	}
+}
+
+// TestLinux_GPIOWithoutChip: a board without the configured GPIO chip answers with
+// ErrNotConnected, never a panic.
+func TestLinux_GPIOWithoutChip(t *testing.T) {
+	l, err := NewLinux(LinuxConfig{GPIOChip: "gpiochip-absent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetGPIO(t.Context(), 4, true); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("SetGPIO = %v, want ErrNotConnected", err)
+	}
+	if _, err := l.GPIO(t.Context(), 17); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("GPIO = %v, want ErrNotConnected", err)
 	}
 }
