@@ -33,6 +33,8 @@ type LinuxConfig struct {
 	// UARTBaud is the speed of every UART (115200 if zero).
 	UART     map[string]string `json:"uart"`
 	UARTBaud int               `json:"uart_baud"`
+	// I2C maps a manifest I2C master name to its bus number N (/dev/i2c-N).
+	I2C map[string]int `json:"i2c"`
 }
 
 // LinuxPWM is one channel of a sysfs PWM chip.
@@ -43,14 +45,19 @@ type LinuxPWM struct {
 
 // Linux is the Backend of a real Linux board. ADC channels are read through the IIO sysfs
 // interface, PWM outputs set through the PWM sysfs interface, GPIO lines driven through the
-// GPIO character device (periph.io's gpioioctl), and UARTs are serial devices in raw mode.
-// I2C is not implemented yet and answers CodeUnsupported; docs/app-sdk.md says so. It is
-// safe for concurrent use.
+// GPIO character device (periph.io's gpioioctl), UARTs are serial devices in raw mode and
+// I2C buses /dev/i2c-N (periph.io's sysfs I2C). It is safe for concurrent use.
 type Linux struct {
 	cfg     LinuxConfig
 	mu      sync.Mutex          // serialises the multi-file PWM sequence, GPIO and UART state
 	outputs map[int]bool        // GPIO pins set as outputs, with their level
 	uarts   map[string]*os.File // open UARTs
+	i2cs    map[string]i2cBus
+}
+
+// i2cBus is an open I2C bus.
+type i2cBus interface {
+	Tx(addr uint16, w, r []byte) error
 }
 
 // NewLinux checks cfg and returns the backend. It opens nothing until an op needs it.
@@ -75,6 +82,11 @@ func NewLinux(cfg LinuxConfig) (*Linux, error) {
 	for name, dev := range cfg.UART {
 		if !filepath.IsAbs(dev) || !strings.HasPrefix(filepath.Clean(dev), "/dev/") {
 			errs = append(errs, fmt.Errorf("uart[%s]: %q is not a device under /dev", name, dev))
+		}
+	}
+	for name, n := range cfg.I2C {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("i2c[%s]: bus %d is not a bus number", name, n))
 		}
 	}
 	if cfg.UARTBaud == 0 {
@@ -153,9 +165,4 @@ func writeAttr(path, v string) error {
 		err = cerr
 	}
 	return err
-}
-
-// TransferI2C implements Backend: unsupported (see Linux).
-func (l *Linux) TransferI2C(context.Context, string, int, []byte, int) ([]byte, error) {
-	return nil, fmt.Errorf("i2c: %w", ErrUnsupported)
 }

@@ -14,6 +14,7 @@ import (
 	"periph.io/x/conn/v3/driver/driverreg"
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/host/v3/gpioioctl"
+	"periph.io/x/host/v3/sysfs"
 )
 
 // GPIO lines through the kernel's GPIO character device (/dev/gpiochipN, uAPI v2), with
@@ -193,4 +194,41 @@ func (l *Linux) ReadUART(ctx context.Context, name string, max int) ([]byte, err
 		}
 	}
 	return nil, nil
+}
+
+// I2C buses are /dev/i2c-N, through periph.io's sysfs I2C (the I2C_RDWR ioctl), opened once
+// and kept.
+
+func (l *Linux) i2c(bus string) (i2cBus, error) {
+	n, ok := l.cfg.I2C[bus]
+	if !ok {
+		return nil, fmt.Errorf("i2c %s: %w", bus, ErrNotConnected)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.i2cs[bus]; ok {
+		return b, nil
+	}
+	b, err := sysfs.NewI2C(n)
+	if err != nil {
+		return nil, fmt.Errorf("i2c %s (/dev/i2c-%d): %w: %w", bus, n, ErrNotConnected, err)
+	}
+	if l.i2cs == nil {
+		l.i2cs = map[string]i2cBus{}
+	}
+	l.i2cs[bus] = b
+	return b, nil
+}
+
+// TransferI2C implements Backend: one combined write-then-read transaction.
+func (l *Linux) TransferI2C(_ context.Context, bus string, addr int, w []byte, read int) ([]byte, error) {
+	b, err := l.i2c(bus)
+	if err != nil {
+		return nil, err
+	}
+	r := make([]byte, read)
+	if err := b.Tx(uint16(addr), w, r); err != nil { //nolint:gosec // G115: the server checks addr is 0..127
+		return nil, fmt.Errorf("i2c %s address %#x: %w: %w", bus, addr, ErrNoDevice, err)
+	}
+	return r, nil
 }

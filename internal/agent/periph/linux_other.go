@@ -28,3 +28,8 @@ func (l *Linux) WriteUART(context.Context, string, []byte) (int, error) {
 func (l *Linux) ReadUART(context.Context, string, int) ([]byte, error) {
 	return nil, fmt.Errorf("uart: %w", ErrUnsupported)
 }
+
+// TransferI2C implements Backend: unsupported off Linux.
+func (l *Linux) TransferI2C(context.Context, string, int, []byte, int) ([]byte, error) {
+	return nil, fmt.Errorf("i2c: %w", ErrUnsupported)
+}

@@ -54,8 +54,8 @@ func TestLinux_ADCFromIIO(t *testing.T) {
 			t.Errorf("ReadADC(%d) = nil error, want one", ch)
 		}
 	}
-	if _, err := l.TransferI2C(ctx, "ISU2", 0x40, nil, 1); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("TransferI2C() = %v, want ErrUnsupported", err)
+	if _, err := l.TransferI2C(ctx, "ISU2", 0x40, nil, 1); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("TransferI2C() of an unmapped bus = %v, want ErrNotConnected", err)
 	}
 }
 
@@ -168,8 +168,8 @@ func TestLinux_UARTRawSerial(t *testing.T) {
 	}
 }
 
-// TestLinux_GPIOWithoutChip: a board without the configured GPIO chip answers with
-// ErrNotConnected, never a panic.
+// TestLinux_GPIOWithoutChip: a board without the configured GPIO chip or I2C bus answers
+// with ErrNotConnected, never a panic.
 func TestLinux_GPIOWithoutChip(t *testing.T) {
 	l, err := NewLinux(LinuxConfig{GPIOChip: "gpiochip-absent"})
 	if err != nil {
@@ -180,5 +180,12 @@ func TestLinux_GPIOWithoutChip(t *testing.T) {
 	}
 	if _, err := l.GPIO(t.Context(), 17); !errors.Is(err, ErrNotConnected) {
 		t.Errorf("GPIO = %v, want ErrNotConnected", err)
+	}
+	l2, err := NewLinux(LinuxConfig{I2C: map[string]int{"ISU2": 97}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.TransferI2C(t.Context(), "ISU2", 0x40, []byte{1}, 2); !errors.Is(err, ErrNotConnected) {
+		t.Errorf("TransferI2C on a missing /dev/i2c-97 = %v, want ErrNotConnected", err)
 	}
 }
