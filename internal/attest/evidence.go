@@ -37,6 +37,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/envelope"
 	"github.com/moat-iot/moat/internal/identity"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // Format is the only evidence format version this package signs and accepts.
@@ -48,8 +49,6 @@ const (
 	DefaultMaxBytes = 16 << 10        // envelope size Verify accepts unless told otherwise
 	DefaultMaxSkew  = 5 * time.Minute // allowed |Time - Now| unless told otherwise
 	NonceBytes      = 32
-	maxPathLen      = 255
-	maxVersionLen   = 64
 )
 
 // Measurement kinds.
@@ -141,18 +140,18 @@ func (m Measurement) validate() error {
 	default:
 		bad("kind: %q, want %q or %q", m.Kind, KindOS, KindApp)
 	}
-	if !validVersion(m.Version) {
-		bad("version: %q is not 1 to %d letters, digits or .+-", m.Version, maxVersionLen)
+	if !target.ValidVersion(m.Version) {
+		bad("version: %q is not 1 to %d letters, digits or .+-", m.Version, target.MaxVersionLen)
 	}
 	switch {
-	case !validPath(m.Path):
+	case !target.ValidPath(m.Path):
 		bad("path: %q is not a clean relative path of letters, digits and ._+- segments", m.Path)
 	case prefix != "" && !strings.HasPrefix(m.Path, prefix):
 		bad("path: %q of a %s measurement is not under %s", m.Path, m.Kind, prefix)
 	case m.Path[strings.LastIndexByte(m.Path, '/')+1:] != m.Version:
 		bad("path: %q does not end in its version %q", m.Path, m.Version)
 	}
-	if !validSHA256(m.SHA256) {
+	if !target.ValidSHA256(m.SHA256) {
 		bad("sha256: %q is not 64 lower-case hex digits", m.SHA256)
 	}
 	return errors.Join(errs...)
@@ -163,57 +162,4 @@ func validNonce(s string) bool {
 	// which the strict decoder checks, so each nonce has one spelling.
 	b, err := nonceEncoding.DecodeString(s)
 	return err == nil && len(b) == NonceBytes
-}
-
-func validVersion(s string) bool {
-	if s == "" || len(s) > maxVersionLen || s == "." || s == ".." {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '+' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validPath accepts "a/b/c" with at least two segments, none empty, "." or "..", each of
-// letters, digits and ._+-.
-func validPath(p string) bool {
-	if len(p) > maxPathLen {
-		return false
-	}
-	segs := strings.Split(p, "/")
-	if len(segs) < 2 {
-		return false
-	}
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return false
-		}
-		for i := range len(s) {
-			c := s[i]
-			if !isAlnum(c) && c != '.' && c != '_' && c != '+' && c != '-' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func validSHA256(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := range len(s) {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

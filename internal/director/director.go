@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/envelope"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // Format is the only assignment format version this package issues and accepts.
@@ -55,8 +56,6 @@ const (
 	ClockSkew       = 5 * time.Minute    // how far IssuedAt may be ahead of the device's clock
 	DefaultMaxBytes = 64 << 10           // size of an envelope Verify reads unless told otherwise
 	maxIDLen        = 128
-	maxPathLen      = 255
-	maxVersionLen   = 64
 )
 
 // Image kinds. An os image's path is under "os/" (signed by the platform OS key) and an
@@ -168,18 +167,18 @@ func (im Image) validate() error {
 	default:
 		bad("kind: %q, want %q or %q", im.Kind, KindOS, KindApp)
 	}
-	if !validVersion(im.Version) {
-		bad("version: %q is not 1 to %d letters, digits or .+-", im.Version, maxVersionLen)
+	if !target.ValidVersion(im.Version) {
+		bad("version: %q is not 1 to %d letters, digits or .+-", im.Version, target.MaxVersionLen)
 	}
 	switch {
-	case !validPath(im.Path):
+	case !target.ValidPath(im.Path):
 		bad("path: %q is not a clean relative path of letters, digits and ._+- segments", im.Path)
 	case prefix != "" && !strings.HasPrefix(im.Path, prefix):
 		bad("path: %q of a %s image is not under %s", im.Path, im.Kind, prefix)
 	case im.Path[strings.LastIndexByte(im.Path, '/')+1:] != im.Version:
 		bad("path: %q does not end in its version %q", im.Path, im.Version)
 	}
-	if !validSHA256(im.SHA256) {
+	if !target.ValidSHA256(im.SHA256) {
 		bad("sha256: %q is not 64 lower-case hex digits", im.SHA256)
 	}
 	if im.Length <= 0 || im.Length > MaxImageBytes {
@@ -194,62 +193,9 @@ func validID(s string) bool {
 	}
 	for i := range len(s) {
 		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
+		if !target.IsAlnum(c) && c != '.' && c != '_' && c != ':' && c != '-' {
 			return false
 		}
 	}
 	return true
-}
-
-func validVersion(s string) bool {
-	if s == "" || len(s) > maxVersionLen || s == "." || s == ".." {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		if !isAlnum(c) && c != '.' && c != '+' && c != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validPath accepts "a/b/c" with at least two segments, none empty, "." or "..", each of
-// letters, digits and ._+-.
-func validPath(p string) bool {
-	if len(p) > maxPathLen {
-		return false
-	}
-	segs := strings.Split(p, "/")
-	if len(segs) < 2 {
-		return false
-	}
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return false
-		}
-		for i := range len(s) {
-			c := s[i]
-			if !isAlnum(c) && c != '.' && c != '_' && c != '+' && c != '-' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func validSHA256(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := range len(s) {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlnum(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

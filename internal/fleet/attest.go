@@ -161,7 +161,11 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 				// A replay of genuine evidence: recorded, but the device's current
 				// certificate stands (a replayer must not be able to revoke it).
 				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
-				return s.record(ctx, tx, id, ev, outcome{refusal: refusal}, now)
+				dev, err := tx.Devices().Get(ctx, id)
+				if err != nil {
+					return err
+				}
+				return s.record(ctx, tx, dev, ev, outcome{refusal: refusal}, now)
 			}
 			return err
 		}
@@ -177,16 +181,16 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			}
 			// Fresh evidence the device signed shows it may not be trusted now: its current
 			// certificate stops working too.
-			return s.record(ctx, tx, id, ev, outcome{refusal: refusal, revoke: true}, now)
+			return s.record(ctx, tx, dev, ev, outcome{refusal: refusal, revoke: true}, now)
 		}
 		is, refusal, err = s.issue(ctx, tx, dev, pub, ev, now)
 		if err != nil {
 			return err
 		}
 		if refusal != nil {
-			return s.record(ctx, tx, id, ev, outcome{refusal: refusal}, now)
+			return s.record(ctx, tx, dev, ev, outcome{refusal: refusal}, now)
 		}
-		return s.record(ctx, tx, id, ev, outcome{issued: &is}, now)
+		return s.record(ctx, tx, dev, ev, outcome{issued: &is}, now)
 	})
 	if err != nil {
 		return Issued{}, err
@@ -305,12 +309,8 @@ type outcome struct {
 
 // record writes the attestation outcome on the device; on success it makes the new
 // certificate the device's current one and raises the floors to the attested security
-// versions (they never fall).
-func (s *Service) record(ctx context.Context, tx store.Tx, id device.ID, ev attest.Evidence, o outcome, now time.Time) error {
-	dev, err := tx.Devices().Get(ctx, id)
-	if err != nil {
-		return err
-	}
+// versions (they never fall). dev is the device as this transaction read it.
+func (s *Service) record(ctx context.Context, tx store.Tx, dev device.Device, ev attest.Evidence, o outcome, now time.Time) error {
 	a := &device.Attestation{At: now, DevelopmentMode: ev.DevelopmentMode, Images: measurements(ev)}
 	if o.revoke {
 		dev.Certificate = nil
