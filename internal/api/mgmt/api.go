@@ -95,10 +95,36 @@ func New(cfg Config) (*API, error) {
 	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet}, nil
 }
 
-// Register adds every route of the table to mux.
-func (a *API) Register(mux *http.ServeMux) {
+// Audience is who a route serves, and so which listener carries it.
+type Audience int
+
+const (
+	// Management: people and their tools (bearer tokens), on the management listener.
+	Management Audience = iota + 1
+	// Devices: the device API (mutual TLS, or a proof in the body), on the device listener.
+	Devices
+)
+
+// Audience returns the audience of a route, from its authorization rule.
+func (rt Route) Audience() Audience {
+	if rt.Auth == AuthDevice || rt.Auth == AuthDeviceProof {
+		return Devices
+	}
+	return Management
+}
+
+// Register adds the routes of the given audiences (Management when none is given) to
+// mux, with the OpenAPI document when Management is among them. The server gives each
+// audience its own listener.
+func (a *API) Register(mux *http.ServeMux, auds ...Audience) {
+	if len(auds) == 0 {
+		auds = []Audience{Management}
+	}
 	allowed := map[string][]string{}
 	for _, rt := range Routes() {
+		if !slices.Contains(auds, rt.Audience()) {
+			continue
+		}
 		mux.Handle(rt.Method+" "+rt.Pattern, a.wrap(rt))
 		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
 	}
@@ -114,6 +140,16 @@ func (a *API) Register(mux *http.ServeMux) {
 			problem.Write(w, r, problem.New(problem.MethodNotAllowed, "method_not_allowed", "%s is not allowed here; use %s", r.Method, allow))
 		})
 	}
+	if slices.Contains(auds, Management) {
+		a.registerOpenAPI(mux)
+	}
+	// Anything else under the API is a problem document, not the mux's plain-text 404/405.
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, problem.New(problem.NotFound, "route_not_found", "no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+func (a *API) registerOpenAPI(mux *http.ServeMux) {
 	doc, err := json.MarshalIndent(OpenAPI(), "", "  ")
 	if err != nil {
 		panic(fmt.Sprintf("mgmt: OpenAPI document does not marshal: %v", err)) // impossible: built from static types
@@ -121,10 +157,6 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(doc)
-	})
-	// Anything else under the API is a problem document, not the mux's plain-text 404/405.
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, r, problem.New(problem.NotFound, "route_not_found", "no route %s %s", r.Method, r.URL.Path))
 	})
 }
 
