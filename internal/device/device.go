@@ -10,6 +10,7 @@ package device
 import (
 	"time"
 
+	"github.com/moat-iot/moat/internal/attest"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
@@ -105,6 +106,56 @@ var RefusalReasons = []string{
 type Filter struct {
 	ProductID product.ID
 	GroupID   product.GroupID
+	// OSTarget and AppTarget select the devices that run this target path by their last
+	// successful attestation (see Running); NoTarget selects those that measured no such
+	// image then, or never attested successfully.
+	OSTarget  string
+	AppTarget string
+	// Outcome selects by the last attestation: OutcomeNever, OutcomeOK, OutcomeRefused (any
+	// reason) or one refusal reason.
+	Outcome string
+	// AttestedBefore, when not zero, selects the devices whose last attestation, whatever
+	// its outcome, was before it (devices that never attested are OutcomeNever).
+	AttestedBefore time.Time
+}
+
+// NoTarget in Filter.OSTarget or Filter.AppTarget selects devices that run no known image
+// of that kind. A target path always holds a "/", so it cannot be one.
+const NoTarget = "none"
+
+// Outcomes of the last attestation that Filter.Outcome selects besides a refusal reason.
+const (
+	OutcomeNever   = "never"   // never attested
+	OutcomeOK      = "ok"      // the last attestation got a certificate
+	OutcomeRefused = "refused" // the last attestation was refused, for any reason
+)
+
+// Running is what a device runs by its last successful attestation: the target paths and
+// versions of the OS and application images it measured then ("" for a kind it did not
+// measure). A refused attestation does not change it: its images are what the device
+// claimed, not what was accepted. The store keeps it in indexed columns for fleet queries.
+type Running struct {
+	OSTarget   string `json:"os_target"`
+	OSVersion  string `json:"os_version"`
+	AppTarget  string `json:"app_target"`
+	AppVersion string `json:"app_version"`
+}
+
+// Running returns what a successful attestation shows the device runs; ok is false for a
+// nil or refused attestation, which leaves what the device runs unknown or unchanged.
+func (a *Attestation) Running() (r Running, ok bool) {
+	if a == nil || a.Refusal != "" {
+		return Running{}, false
+	}
+	for _, m := range a.Images {
+		switch m.Kind {
+		case attest.KindOS:
+			r.OSTarget, r.OSVersion = m.Path, m.Version
+		case attest.KindApp:
+			r.AppTarget, r.AppVersion = m.Path, m.Version
+		}
+	}
+	return r, true
 }
 
 // MaxClaim bounds the devices of one claim request (so that it fits the 64 KiB body limit).

@@ -91,6 +91,25 @@ func deviceJSON(d device.Device) (floors string, att, cert sql.NullString, err e
 	return string(f), att, cert, nil
 }
 
+// fleetArgs are the values of the columns that migration 10 copies out of the attestation
+// for fleet queries, in the order running_os_target, running_os_version,
+// running_app_target, running_app_version, attested_at, refusal. What the device runs
+// changes only with a successful attestation: after any other, the running values are
+// NULL, and the writes keep the stored ones (COALESCE), so they stay those of the last
+// successful attestation.
+func fleetArgs(d device.Device) []any {
+	args := make([]any, 0, 6)
+	if r, ok := d.Attestation.Running(); ok {
+		args = append(args, r.OSTarget, r.OSVersion, r.AppTarget, r.AppVersion)
+	} else {
+		args = append(args, sql.NullString{}, sql.NullString{}, sql.NullString{}, sql.NullString{})
+	}
+	if a := d.Attestation; a != nil {
+		return append(args, sql.NullTime{Time: utc(a.At), Valid: true}, a.Refusal)
+	}
+	return append(args, sql.NullTime{}, "")
+}
+
 // nullString stores an empty string as NULL (an unclaimed device's tenant, an ungrouped
 // device's product and group: NULL keeps the foreign key to device_groups unchecked).
 func nullString[S ~string](s S) sql.NullString {
@@ -106,8 +125,10 @@ func (s devices) Register(ctx context.Context, d device.Device) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, $8, 1)`,
-		d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att, cert)
+	args := append([]any{d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att, cert}, fleetArgs(d)...)
+	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`, `+fleetCols+`)
+		VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, $8, 1,
+		COALESCE($9, ''), COALESCE($10, ''), COALESCE($11, ''), COALESCE($12, ''), $13, $14)`, args...)
 	return err
 }
 
@@ -141,17 +162,34 @@ func (s devices) Claim(ctx context.Context, id device.ID, t tenant.ID, at time.T
 	return d, nil
 }
 
-// deviceSet is the UPDATE of a device's changeable columns; identity, registration and
-// tenant (tenant_id, claimed_at) are never written by Update.
-const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = $3, development = $4, floors = $5, attestation = $6, certificate = $7, version = $8`
+// fleetCols are the columns of fleetArgs (migration 10).
+const fleetCols = `running_os_target, running_os_version, running_app_target, running_app_version, attested_at, refusal`
+
+// deviceSet is the UPDATE of a device's changeable columns, $1 to $14 (deviceSetArgs);
+// identity, registration and tenant (tenant_id, claimed_at) are never written by Update.
+const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = $3, development = $4, floors = $5,
+	attestation = $6, certificate = $7, version = $8,
+	running_os_target = COALESCE($9, running_os_target), running_os_version = COALESCE($10, running_os_version),
+	running_app_target = COALESCE($11, running_app_target), running_app_version = COALESCE($12, running_app_version),
+	attested_at = $13, refusal = $14`
+
+// deviceSetArgs returns the arguments of deviceSet followed by where.
+func deviceSetArgs(d device.Device, where ...any) ([]any, error) {
+	floors, att, cert, err := deviceJSON(d)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]any{nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, cert, d.Version},
+		fleetArgs(d)...)
+	return append(args, where...), nil
+}
 
 func (s devices) Update(ctx context.Context, d device.Device) error {
-	floors, att, cert, err := deviceJSON(d)
+	args, err := deviceSetArgs(d, d.ID, d.Version-1)
 	if err != nil {
 		return err
 	}
-	r, err := s.t.exec(ctx, deviceSet+` WHERE id = $9 AND version = $10`,
-		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, cert, d.Version, d.ID, d.Version-1)
+	r, err := s.t.exec(ctx, deviceSet+` WHERE id = $15 AND version = $16`, args...)
 	if err != nil {
 		return err
 	}
@@ -182,12 +220,11 @@ func (s tenantDevices) List(ctx context.Context, f device.Filter, p store.Page) 
 }
 
 func (s tenantDevices) Update(ctx context.Context, d device.Device) error {
-	floors, att, cert, err := deviceJSON(d)
+	args, err := deviceSetArgs(d, s.t.id, d.ID, d.Version-1)
 	if err != nil {
 		return err
 	}
-	r, err := s.t.tx.exec(ctx, deviceSet+` WHERE tenant_id = $9 AND id = $10 AND version = $11`,
-		nullString(d.ProductID), nullString(d.GroupID), d.Blocked, d.Development, floors, att, cert, d.Version, s.t.id, d.ID, d.Version-1)
+	r, err := s.t.tx.exec(ctx, deviceSet+` WHERE tenant_id = $15 AND id = $16 AND version = $17`, args...)
 	if err != nil {
 		return err
 	}
