@@ -270,6 +270,19 @@ type TenantDevices interface {
 	// CountInGroup counts the tenant's devices in a group (a group with devices cannot be
 	// deleted).
 	CountInGroup(ctx context.Context, pid product.ID, gid product.GroupID) (int, error)
+	// CountRunning counts the tenant's devices that f selects per device group and what
+	// they run (device.Running), ordered by product, group, then Running's fields; devices
+	// in no group count under empty IDs. At most limit counts (MaxLimit when limit is not
+	// positive or larger): ask for one more to learn whether the list was cut.
+	CountRunning(ctx context.Context, f device.Filter, limit int) ([]RunningCount, error)
+}
+
+// RunningCount is how many of a group's devices run one combination of images.
+type RunningCount struct {
+	ProductID product.ID
+	GroupID   product.GroupID
+	Running   device.Running
+	Devices   int
 }
 
 // PlatformCA holds the platform root certificate (PEM), one at a time.
@@ -328,4 +341,17 @@ type ErrorReports interface {
 	// by ID, descending): Page.After is the ID of the last report of the previous page. A
 	// device with no reports, or that is not the tenant's, has an empty list.
 	List(ctx context.Context, deviceID device.ID, p Page) ([]errreport.Record, error)
+	// CountByImage counts the tenant's reports received at or after since per image path,
+	// image version and kind, the most reported first (then by path, version and kind).
+	// Reports that name no image count under empty strings. At most limit counts (MaxLimit
+	// when limit is not positive or larger).
+	CountByImage(ctx context.Context, since time.Time, limit int) ([]ReportCount, error)
+}
+
+// ReportCount is how many reports of one kind named one image version.
+type ReportCount struct {
+	ImagePath    string
+	ImageVersion string
+	Kind         errreport.Kind
+	Reports      int
 }

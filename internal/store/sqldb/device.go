@@ -204,18 +204,13 @@ func (s tenantDevices) Get(ctx context.Context, id device.ID) (device.Device, er
 }
 
 func (s tenantDevices) List(ctx context.Context, f device.Filter, p store.Page) ([]device.Device, error) {
-	q := `SELECT ` + deviceCols + ` FROM devices WHERE tenant_id = $1 AND id > $2`
-	args := []any{s.t.id, p.After}
-	if f.ProductID != "" {
-		args = append(args, f.ProductID)
-		q += ` AND product_id = $` + strconv.Itoa(len(args))
-	}
-	if f.GroupID != "" {
-		args = append(args, f.GroupID)
-		q += ` AND group_id = $` + strconv.Itoa(len(args))
+	cond, args, err := deviceFilter(f, s.t.id, p.After)
+	if err != nil {
+		return nil, err
 	}
 	args = append(args, limit(p))
-	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
+	q := `SELECT ` + deviceCols + ` FROM devices WHERE tenant_id = $1 AND id > $2` + cond +
+		` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
 	return queryList(ctx, s.t.tx, scanDevice, q, args...)
 }
 

@@ -41,9 +41,10 @@ func (s errorReports) Add(ctx context.Context, id device.ID, r errreport.Report,
 	if err != nil {
 		return fmt.Errorf("count error reports of device %s: %w", id, err)
 	}
-	res, err := s.t.tx.exec(ctx, `INSERT INTO error_reports (tenant_id, device_id, id, kind, at, received_at, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
-		s.t.id, id, r.ID, r.Kind, utc(r.At), utc(receivedAt).Truncate(time.Microsecond), string(body))
+	// image_path and image_version copy the body's for CountByImage (migration 10).
+	res, err := s.t.tx.exec(ctx, `INSERT INTO error_reports (tenant_id, device_id, id, kind, at, received_at, body, image_path, image_version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
+		s.t.id, id, r.ID, r.Kind, utc(r.At), utc(receivedAt).Truncate(time.Microsecond), string(body), r.ImagePath, r.ImageVersion)
 	if err != nil {
 		return err
 	}
