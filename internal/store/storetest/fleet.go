@@ -260,3 +260,42 @@ func testFleetCountReports(h *harness) {
 	got, err = h.countReports(a.ID, h.tick(), 0)
 	wantEmpty(h.t, "ErrorReports().CountByImage(now)", got, err)
 }
+
+// testIsolationFleet: B's fleet queries, given A's product, group and image names, never
+// count or list A's devices or reports; with a device of its own, B counts that one alone.
+func testIsolationFleet(h *harness) {
+	a, b := h.tenant("A"), h.tenant("B")
+	p := h.product(a.ID, "DW100")
+	g := h.group(a.ID, p.ID, "Production")
+	d := h.attest(h.placed(a.ID, g), "", osA, appX)
+	h.attest(h.placed(a.ID, g), device.RefusedBelowFloor, osA, appX)
+	h.claimed(a.ID)
+	since := h.tick()
+	h.mustAddReport(a.ID, d.ID, h.newReport(errreport.AppCrash), h.tick())
+
+	filters := []device.Filter{
+		{}, {ProductID: p.ID}, {ProductID: p.ID, GroupID: g.ID}, {OSTarget: osA.Path}, {AppTarget: appX.Path},
+		{AppTarget: device.NoTarget}, {Outcome: device.OutcomeOK}, {Outcome: device.OutcomeRefused},
+		{Outcome: device.OutcomeNever}, {AttestedBefore: h.tick()},
+	}
+	for _, f := range filters {
+		list, err := h.listDevices(b.ID, f, store.Page{})
+		wantEmpty(h.t, fmt.Sprintf("B: Devices().List(%+v)", f), list, err)
+		counts, err := h.countRunning(b.ID, f, 0)
+		wantEmpty(h.t, fmt.Sprintf("B: Devices().CountRunning(%+v)", f), counts, err)
+	}
+	reports, err := h.countReports(b.ID, since, 0)
+	wantEmpty(h.t, "B: ErrorReports().CountByImage", reports, err)
+
+	mine := h.attest(h.claimed(b.ID), "", osA, appX)
+	h.mustAddReport(b.ID, mine.ID, h.newReport(errreport.AppCrash), h.tick())
+	counts, err := h.countRunning(b.ID, device.Filter{}, 0)
+	wantEqual(h.t, "B: Devices().CountRunning with a device of its own", counts, err,
+		[]store.RunningCount{{Running: running(osA, appX), Devices: 1}})
+	list, err := h.listDevices(b.ID, device.Filter{AppTarget: appX.Path}, store.Page{})
+	wantEqual(h.t, "B: Devices().List(appX) with a device of its own", list, err, []device.Device{mine})
+	r := h.newReport(errreport.AppCrash)
+	reports, err = h.countReports(b.ID, since, 0)
+	wantEqual(h.t, "B: ErrorReports().CountByImage with a report of its own", reports, err,
+		[]store.ReportCount{{ImagePath: r.ImagePath, ImageVersion: r.ImageVersion, Kind: errreport.AppCrash, Reports: 1}})
+}

@@ -25,6 +25,7 @@ var isolationTests = []test{
 	{"Certificates", testIsolationCertificates},
 	{"Deployments", testIsolationDeployments},
 	{"ErrorReports", testIsolationErrorReports},
+	{"FleetQueries", testIsolationFleet},
 }
 
 func testIsolationNoTenant(h *harness) {
