@@ -1,6 +1,7 @@
 package postgres_test
 
 import (
+	"database/sql"
 	"fmt"
 	"sync"
 	"testing"
@@ -79,4 +80,29 @@ func TestPostgres_ConcurrentOpen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPostgres_Migration10BackfillsFleetColumns: rows written before migration 10 get their
+// fleet columns from their JSON (jsonb operators).
+func TestPostgres_Migration10BackfillsFleetColumns(t *testing.T) {
+	testenv.PostgresDSN(t)
+	t.Parallel()
+	storetest.CheckFleetBackfill(t, func(t *testing.T) (store.Store, *sql.DB, func() store.Store) {
+		dsn := testenv.FreshPostgresDatabase(t)
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := sqldb.Open(t.Context(), db, nil, postgres.Dialect, storetest.MigrationsBelow(t, "migrations", 10), time.Now)
+		if err != nil {
+			db.Close()
+			t.Fatalf("sqldb.Open(migrations below 10) = %v", err)
+		}
+		return old, old.SQL(), func() store.Store {
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, dsn)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"database/sql"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/sqldb"
 	"github.com/moat-iot/moat/internal/store/sqlite"
 	"github.com/moat-iot/moat/internal/store/storetest"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -111,4 +113,29 @@ func TestOpen_CreatesPrivateFile(t *testing.T) {
 	if got := st.Mode().Perm(); got != 0o600 {
 		t.Errorf("database file mode = %v, want 0600", got)
 	}
+}
+
+// TestSQLite_Migration10BackfillsFleetColumns: rows written before migration 10 get their
+// fleet columns from their JSON (json_extract).
+func TestSQLite_Migration10BackfillsFleetColumns(t *testing.T) {
+	t.Parallel()
+	storetest.CheckFleetBackfill(t, func(t *testing.T) (store.Store, *sql.DB, func() store.Store) {
+		path := filepath.Join(t.TempDir(), "moat.db")
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		old, err := sqldb.Open(t.Context(), db, nil, sqlite.Dialect, storetest.MigrationsBelow(t, "migrations", 10), time.Now)
+		if err != nil {
+			db.Close()
+			t.Fatalf("sqldb.Open(migrations below 10) = %v", err)
+		}
+		return old, old.SQL(), func() store.Store {
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, path)
+		}
+	})
 }
