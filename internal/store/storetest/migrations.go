@@ -3,13 +3,16 @@ package storetest
 import (
 	"database/sql"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 )
 
 // CheckMigrations fails the test unless db's schema_migrations records every migration file
-// matching glob exactly once, in order (version N is the Nth file).
+// matching glob exactly once, in order, under the version its name starts with (NNNN_).
+// Numbers may have gaps: parallel branches reserve theirs before they merge.
 func CheckMigrations(t *testing.T, db *sql.DB, glob string) {
 	t.Helper()
 	type applied struct {
@@ -37,8 +40,13 @@ func CheckMigrations(t *testing.T, db *sql.DB, glob string) {
 		t.Fatalf("migration files %s: %v, %v", glob, files, err)
 	}
 	var want []applied
-	for i, f := range files {
-		want = append(want, applied{i + 1, filepath.Base(f)})
+	for _, f := range files {
+		num, _, _ := strings.Cut(filepath.Base(f), "_")
+		v, err := strconv.Atoi(num)
+		if err != nil {
+			t.Fatalf("migration file %s: name must be NNNN_name.sql", f)
+		}
+		want = append(want, applied{v, filepath.Base(f)})
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("schema_migrations mismatch (-want +got):\n%s", d)
