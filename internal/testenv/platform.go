@@ -346,8 +346,14 @@ func (p *Platform) Evidence(d Device, dev bool, ms ...attest.Measurement) []byte
 	return ev
 }
 
-// Anon is a client without credentials, as a device before attestation.
-func (p *Platform) Anon() *client.Client { return p.Client("") }
+// Anon is a device API client without credentials, as a device before attestation (nonces,
+// attestation).
+func (p *Platform) Anon() *client.Client {
+	p.t.Helper()
+	c, err := client.New(p.Server.DeviceURL, client.WithHTTPClient(p.Server.HTTPClient(p.t)))
+	p.must(err)
+	return c
+}
 
 // Attest attests the device with the measurements and returns its TLS certificate, or the
 // server's error (a refusal is a *client.Error with status 403).
@@ -384,15 +390,17 @@ func TLSCertificate(t testing.TB, chainPEM string, key *identity.FileKey) (tls.C
 	return cert, nil
 }
 
-// DeviceClient is the device API client of a device presenting cert (mutual TLS).
+// DeviceClient is the device API client of a device presenting cert (mutual TLS), on the
+// device listener.
 func (p *Platform) DeviceClient(cert tls.Certificate) *client.Client {
 	p.t.Helper()
-	c, err := client.New(p.Server.URL, client.WithHTTPClient(p.DeviceHTTPClient(cert)))
+	c, err := client.New(p.Server.DeviceURL, client.WithHTTPClient(p.DeviceHTTPClient(cert)))
 	p.must(err)
 	return c
 }
 
-// DeviceHTTPClient is an HTTP client presenting cert and trusting only the server's CA.
+// DeviceHTTPClient is an HTTP client presenting cert and trusting only the server's CA;
+// requests for the device API go to Server.DeviceURL.
 func (p *Platform) DeviceHTTPClient(cert tls.Certificate) *http.Client {
 	p.t.Helper()
 	pool := x509.NewCertPool()

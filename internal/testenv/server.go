@@ -13,7 +13,9 @@ import (
 	"github.com/moat-iot/moat/internal/server"
 )
 
-// Server is an in-process `moat server` on 127.0.0.1 with a fresh data directory.
+// Server is an in-process `moat server` on 127.0.0.1 with a fresh data directory. Its
+// management API is at URL and its device API at DeviceURL (two listeners, as in
+// production); HTTPClient trusts both.
 type Server struct {
 	*server.Server
 	// OperatorToken is the bootstrap platform-operator token.
@@ -38,7 +40,7 @@ func WithConfig(fn func(*server.Config)) ServerOption { return ServerOption(fn) 
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	for _, o := range opts {
 		o(&cfg)
@@ -66,7 +68,7 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	return &Server{Server: s, OperatorToken: s.BootstrapToken, Logs: logs}
 }
 
-// HTTPClient returns a client that trusts only the server's CA.
+// HTTPClient returns a client that trusts only the server's CA (on either listener).
 func (s *Server) HTTPClient(t testing.TB) *http.Client {
 	t.Helper()
 	pool := x509.NewCertPool()
