@@ -199,7 +199,10 @@ func TestServer_MetricsToken(t *testing.T) {
 func TestServer_ListenersServeOneAudience(t *testing.T) {
 	t.Parallel()
 	srv := testenv.StartServer(t)
-	hc := srv.HTTPClient(t)
+	// A plain client: testenv's would route each path to its listener.
+	tr := &http.Transport{TLSClientConfig: tlsConfig(t, srv.Server)}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr}
 	cases := []struct{ base, path string }{
 		{srv.URL, "/api/v1/device/me"},
 		{srv.URL, "/api/v1/device/assignment"},

@@ -400,16 +400,11 @@ func (p *Platform) DeviceClient(cert tls.Certificate) *client.Client {
 }
 
 // DeviceHTTPClient is an HTTP client presenting cert and trusting only the server's CA;
-// requests for the device API go to Server.DeviceURL.
+// like Server.HTTPClient it sends device API paths to Server.DeviceURL and others to
+// Server.URL (where no certificate is asked for, so none is sent).
 func (p *Platform) DeviceHTTPClient(cert tls.Certificate) *http.Client {
 	p.t.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(p.Server.CAPEM) {
-		p.t.Fatal("server CA PEM holds no certificate")
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}}
-	p.t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
+	return p.Server.httpClient(p.t, []tls.Certificate{cert})
 }
 
 // ForgedCertificate is what an attacker without the platform root makes for d: a root
