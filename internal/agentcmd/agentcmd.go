@@ -46,7 +46,7 @@ Everything lives under DIR: slots, boot record (boot.json), certificates, update
 error queue. FILE arguments are read at start; the identity key must be mode 0600.
 
 EXAMPLES
-  moat agent --state /var/lib/moat --server https://moat.example:8443 --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
+  moat agent --state /var/lib/moat --server https://moat.example:8444 --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
 	BootUsage = `moat boot --state DIR --root FILE -- AGENT-FLAGS...
 
 The launcher: chooses the OS slot from DIR's boot record (a new image on trial uses up one
@@ -57,7 +57,7 @@ with status 75 (a new OS was installed). Without a verified OS slot it runs the 
 is itself (the factory image).
 
 EXAMPLES
-  moat boot --state /var/lib/moat --root /etc/moat/1.root.json -- --server https://moat.example:8443 --identity /var/lib/moat/identity.key --server-ca /etc/moat/server-ca.pem`
+  moat boot --state /var/lib/moat --root /etc/moat/1.root.json -- --server https://moat.example:8444 --identity /var/lib/moat/identity.key --server-ca /etc/moat/server-ca.pem`
 )
 
 // Flags are the agent's settings.
@@ -71,7 +71,7 @@ type Flags struct {
 // Register adds the agent's flags to fs.
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.State, "state", "", "state `DIR` (required)")
-	fs.StringVar(&f.Server, "server", "", "security service `URL`, https://HOST[:PORT] (required)")
+	fs.StringVar(&f.Server, "server", "", "security service device API `URL` (moat server --device-addr), https://HOST[:PORT] (required)")
 	fs.StringVar(&f.Identity, "identity", "", "identity key `FILE` (PKCS#8, mode 0600; required)")
 	fs.StringVar(&f.Root, "root", "", "pinned platform root `FILE`, 1.root.json (required)")
 	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM `FILE` of the CAs trusted for the server's TLS certificate (required)")

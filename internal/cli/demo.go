@@ -16,7 +16,8 @@ import (
 func newDemoCmd(env *Env) *ffcli.Command {
 	fs := flag.NewFlagSet("moat demo", flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
-	addr := fs.String("addr", "127.0.0.1:8443", "listen address of the demo's server (a free port is taken when it is in use)")
+	addr := fs.String("addr", "127.0.0.1:8443", "management listener of the demo's server (a free port is taken when it is in use)")
+	deviceAddr := fs.String("device-addr", "127.0.0.1:8444", "device listener of the demo's server, where its agents connect (a free port is taken when it is in use)")
 	dataDir := fs.String("data", "", "data directory (default: a new temporary directory, removed at exit)")
 	exitAfter := fs.Duration("exit-after", 0, "stop this long after the scenario has played (for scripts); 0 runs until Ctrl-C")
 	logLevel := fs.String("log-level", "warn", "server log level: debug, info, warn or error")
@@ -31,13 +32,18 @@ Evaluation, Production OS Evaluation), all through the public management API. Co
 makes its offline image signing key, registers only the public half, and packs the DW100
 application image; the platform operator makes its offline root and OS keys, publishes the
 root and delegates Contoso's apps to Contoso's key; Contoso uploads the package and signs
-its apps.json offline, so any TUF client pinned to the printed root can verify the app. It prints what it did, the server URL, the tokens and a ready 'moat login'
-line, then stays up until Ctrl-C (or --exit-after). Nothing needs to be installed.
+its apps.json offline, so any TUF client pinned to the printed root can verify the app. A
+fleet of in-process agents then attests over the device listener, installs the OS and the
+app, rolls back a crashing update, and one device with a tampered app is refused. It prints
+what it did, the server's two URLs (management API, device API), the tokens and a ready
+'moat login' line, then stays up until Ctrl-C (or --exit-after). Nothing needs to be
+installed. Where --addr or --device-addr is in use (another demo or server), the demo takes
+a free port for it and says so.
 
 EXAMPLES
   moat demo
   moat demo --exit-after 10s
-  moat demo --addr 127.0.0.1:9443 --data ./demo-data`,
+  moat demo --addr 127.0.0.1:9443 --device-addr 127.0.0.1:9444 --data ./demo-data`,
 		FlagSet: fs,
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -62,7 +68,7 @@ EXAMPLES
 			ctx, cancel := context.WithCancelCause(ctx)
 			defer cancel(nil)
 			log := newLogger(env.Stderr, *logLevel, "text")
-			d, err := demo.Start(ctx, demo.Config{Addr: *addr, DataDir: dir}, log, env.Stdout)
+			d, err := demo.Start(ctx, demo.Config{Addr: *addr, DeviceAddr: *deviceAddr, DataDir: dir}, log, env.Stdout)
 			if err != nil {
 				return err
 			}

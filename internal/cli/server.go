@@ -21,7 +21,8 @@ import (
 // serverFlags registers the server's configuration in one place: each field has one flag,
 // one MOAT_* variable (by ff's env prefix) and one key in a --config file.
 func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
-	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTPS listen address (MOAT_ADDR)")
+	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "management listener: HTTPS for the management API, OpenAPI, health and metrics; never asks for a client certificate (MOAT_ADDR)")
+	fs.StringVar(&cfg.DeviceAddr, "device-addr", cfg.DeviceAddr, "device listener: HTTPS for the device API, asking for device certificates (mutual TLS); agents' --server (MOAT_DEVICE_ADDR)")
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory: SQLite database and local TLS CA (MOAT_DATA)")
 	fs.StringVar(&cfg.Database, "database", cfg.Database, "database: empty for SQLite in --data, or postgres://...; prefer MOAT_DATABASE when it holds a password")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate chain to serve instead of the local CA's (MOAT_TLS_CERT)")
@@ -33,6 +34,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error (MOAT_LOG_LEVEL)")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json (MOAT_LOG_FORMAT)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", cfg.MetricsTokenFile, "file (mode 0600) holding the token /metrics requires as 'Authorization: Bearer TOKEN'; empty leaves /metrics open to anyone who reaches --addr (MOAT_METRICS_TOKEN_FILE)")
 }
 
 func newServerCmd(env *Env) *ffcli.Command {
@@ -45,20 +47,28 @@ func newServerCmd(env *Env) *ffcli.Command {
 	return &ffcli.Command{
 		Name:       "server",
 		ShortUsage: "moat server [flags]",
-		ShortHelp:  "Run the security service (HTTPS management API, health and metrics).",
+		ShortHelp:  "Run the security service (HTTPS management API, device API, health and metrics).",
 		LongHelp: `Runs the security service. On first start with an empty data directory it creates
 its TLS certificate (a local CA in DATA/tls, unless --tls-cert/--tls-key are given), its SQLite
 database, and prints a platform-operator token once. With --database postgres://... state
-lives in PostgreSQL, so several servers can share it.
+lives in PostgreSQL, so several servers can share it (with the same --online-key and --ca-kek
+files); background jobs (TUF timestamp re-signing, nonce pruning) then run on one of them at a
+time.
 
-Configuration: defaults < --config file < MOAT_* environment < flags.
-Endpoints: /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /api/v1/device
-(the device API: mutual TLS with device certificates), /healthz, /readyz, /metrics
-(Prometheus). SIGINT or SIGTERM shuts down gracefully.
+Two listeners, both TLS 1.2 (ECDHE with AEAD suites only) or 1.3:
+  --addr         /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /healthz,
+                 /readyz, /metrics (Prometheus; with --metrics-token-file it needs
+                 'Authorization: Bearer TOKEN'). Never asks for a client certificate, so
+                 browsers are not prompted; sends HSTS.
+  --device-addr  /api/v1/device (the device API: attestation, then mutual TLS with device
+                 certificates), /healthz, /readyz. Give agents this address as --server.
+
+Configuration: defaults < --config file < MOAT_* environment < flags. SIGINT or SIGTERM
+shuts down gracefully.
 
 EXAMPLES
   moat server
-  moat server --data /var/lib/moat --addr 0.0.0.0:8443
+  moat server --data /var/lib/moat --addr 0.0.0.0:8443 --device-addr 0.0.0.0:8444
   MOAT_DATABASE=postgres://moat:secret@db/moat moat server
   moat server --config /etc/moat/server.json --check-config`,
 		FlagSet: fs,
@@ -93,7 +103,11 @@ EXAMPLES
 			if err != nil {
 				return err
 			}
+			if cfg.MetricsTokenFile == "" {
+				log.Warn("/metrics is open to anyone who reaches the management listener; set --metrics-token-file to require a token")
+			}
 			fmt.Fprintf(env.Stdout, "moat server: %s\n", s.URL)
+			fmt.Fprintf(env.Stdout, "Device API (agents' --server): %s\n", s.DeviceURL)
 			fmt.Fprintf(env.Stdout, "TLS CA: %s (SHA-256 %s)\n", filepath.Join(cfg.DataDir, "tls", "ca.pem"), server.Fingerprint(s.CAPEM))
 			if s.BootstrapToken != "" {
 				fmt.Fprintf(env.Stdout, "\nPlatform-operator token (shown once, keep it safe):\n  %s\n\n", s.BootstrapToken)

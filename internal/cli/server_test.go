@@ -2,10 +2,14 @@ package cli
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/internal/server"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -79,15 +83,15 @@ func TestServer_InvalidConfigNamesField(t *testing.T) {
 	t.Parallel()
 	u := newUser(t)
 	r := u.run("server", "--log-level", "loud", "--check-config")
-	if r.code != ExitUsage || !strings.Contains(r.stderr, "log_level") {
-		t.Errorf("moat server --log-level loud = exit %d, stderr %q; want exit 2 naming log_level", r.code, r.stderr)
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "log-level") {
+		t.Errorf("moat server --log-level loud = exit %d, stderr %q; want exit 2 naming log-level", r.code, r.stderr)
 	}
 }
 
 func TestDemo_ExitAfter(t *testing.T) {
 	t.Parallel()
 	u := newUser(t)
-	out := u.must("demo", "--addr", "127.0.0.1:0", "--exit-after", "2s")
+	out := u.must("demo", "--addr", "127.0.0.1:0", "--device-addr", "127.0.0.1:0", "--exit-after", "2s")
 	for _, want := range []string{"tenant Contoso", "product DW100", "Production OS Evaluation", "rolled back to apps/dw100-app/1.1.0", "stopped 2s after the scenario"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("moat demo output lacks %q:\n%s", want, out)
@@ -111,6 +115,40 @@ func TestServer_EnvironmentPrecedence(t *testing.T) {
 	for k, v := range want {
 		if cfg[k] != v {
 			t.Errorf("effective %s = %v, want %v (file < env < flag)", k, cfg[k], v)
+		}
+	}
+}
+
+// TestServer_ValidateNamesFlags is defect 12: every field Config.Validate names is a key a
+// user can type: a flag of moat server, and so a config-file key and a MOAT_* variable.
+func TestServer_ValidateNamesFlags(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("moat server", flag.ContinueOnError)
+	cfg := server.DefaultConfig()
+	serverFlags(fs, &cfg)
+	bad := []server.Config{
+		{Addr: "nohostport", DeviceAddr: "nohostport", Database: "mysql://x", TLSHosts: []string{"has space"},
+			TLSCert: "a.pem", LogLevel: "loud", LogFormat: "xml"},
+		{Addr: "127.0.0.1:8443", DeviceAddr: "127.0.0.1:8443", DataDir: "d", LogLevel: "info", LogFormat: "text",
+			CertLifetime: time.Hour, ShutdownTimeout: time.Second},
+	}
+	seen := map[string]bool{}
+	for _, c := range bad {
+		err := c.Validate()
+		if err == nil {
+			t.Fatalf("Validate(%+v) = nil, want errors", c)
+		}
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			field, _, ok := strings.Cut(line, ": ")
+			if !ok || fs.Lookup(field) == nil {
+				t.Errorf("Validate error %q does not start with a flag name of moat server", line)
+			}
+			seen[field] = true
+		}
+	}
+	for _, want := range []string{"addr", "device-addr", "data", "database", "tls-hosts", "tls-cert", "log-level", "log-format", "certificate-lifetime", "shutdown-timeout"} {
+		if !seen[want] {
+			t.Errorf("no Validate error named %s; the test's bad configs should cover every check", want)
 		}
 	}
 }

@@ -1,10 +1,19 @@
 // Package demo is the composition root of `moat demo`: the seed scenario on one machine
-// with embedded defaults. It starts a security service on SQLite in a data directory, then,
-// through the public client package only (as any tenant's tooling would), creates tenant
-// Contoso with its own administrator and the DW100 dishwasher product with its default
-// device groups; Contoso makes its offline signing key (registering only the public half) and
-// packs the DW100 application image. It reports what it did. Later parts of moat extend the
-// story (publishing, devices, attestation, telemetry) here.
+// with embedded defaults. It starts a security service (internal/server) on SQLite in a
+// fresh data directory, on the given management and device addresses or, where one is in
+// use, on a free port. Then, through the public client package only (as any tenant's
+// tooling would), it plays the story: the platform operator bootstraps and creates tenant
+// Contoso with its own administrator, who creates product DW100 with its default device
+// groups; Contoso makes its offline signing key (registering only the public half) and
+// packs the DW100 app; the platform operator makes the offline root and OS keys, publishes
+// the TUF root, the OS image and the delegation of apps to Contoso; Contoso signs its
+// apps.json. A fleet of in-process agents (internal/agent) on the device listener then
+// attests, installs the OS and app, rolls back a crashing app 2.0.0 on the field-test
+// device, and one device with a tampered app is refused with its reason on record. The
+// demo reports each step and what a user can try next.
+//
+// It holds the offline keys a real tenant and platform keep away from the server: a demo
+// only. A Demo is driven by one goroutine: Start, then Serve (or Close).
 package demo
 
 import (
@@ -32,15 +41,19 @@ import (
 
 // Config is what the demo is built from.
 type Config struct {
-	// Addr is where the demo's server listens; when it is taken the demo picks a free port.
-	Addr string
+	// Addr is the demo server's management listener and DeviceAddr its device listener;
+	// when one is taken the demo takes a free port for it instead.
+	Addr       string
+	DeviceAddr string
 	// DataDir holds the demo's state.
 	DataDir string
 }
 
 // Result is what the demo made, for the caller to print or use.
 type Result struct {
+	// URL is the management API (people, the CLI); DeviceURL the device API (agents).
 	URL           string
+	DeviceURL     string
 	CAFile        string
 	OperatorToken string
 	Tenant        client.Tenant
@@ -107,19 +120,17 @@ func (d *Demo) Played() <-chan struct{} { return d.played }
 // Start starts the server and plays the scenario. The caller runs Serve.
 func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Demo, error) {
 	scfg := server.DefaultConfig()
-	scfg.Addr = cfg.Addr
-	scfg.DataDir = cfg.DataDir
-	srv, err := server.Open(ctx, scfg, log)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		host, _, _ := net.SplitHostPort(cfg.Addr)
-		fmt.Fprintf(out, "%s is in use; the demo takes a free port instead.\n", cfg.Addr)
-		scfg.Addr = net.JoinHostPort(host, "0")
-		srv, err = server.Open(ctx, scfg, log)
+	scfg.Addr, scfg.DeviceAddr = cfg.Addr, cfg.DeviceAddr
+	if scfg.DeviceAddr == "" {
+		scfg.DeviceAddr = server.DefaultConfig().DeviceAddr
 	}
+	scfg.DataDir = cfg.DataDir
+	srv, err := openOnFreePorts(ctx, scfg, log, out)
 	if err != nil {
 		return nil, err
 	}
 	if srv.BootstrapToken == "" {
+		srv.Close()
 		return nil, fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir)
 	}
 	exe, err := os.Executable()
@@ -127,9 +138,38 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 		return nil, err
 	}
 	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), exe: exe, agentLog: log.With("component", "agent"), Result: Result{
-		URL: srv.URL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
+		URL: srv.URL, DeviceURL: srv.DeviceURL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
+
+// openOnFreePorts opens the server, moving each listener whose address is in use to a free
+// port on the same host. server.Open binds before it touches the data directory, so a
+// retry starts from the same fresh state (defect 1; attacked by TestDemo_BusyPorts).
+func openOnFreePorts(ctx context.Context, cfg server.Config, log *slog.Logger, out io.Writer) (*server.Server, error) {
+	for {
+		srv, err := server.Open(ctx, cfg, log)
+		le, ok := errors.AsType[*server.ListenError](err)
+		if !ok || !errors.Is(err, syscall.EADDRINUSE) {
+			return srv, err
+		}
+		host, port, _ := net.SplitHostPort(le.Addr)
+		if port == "0" {
+			return nil, err // a free port was asked for and none was given: do not loop
+		}
+		fmt.Fprintf(out, "%s is in use; the demo takes a free port instead.\n", le.Addr)
+		switch le.Flag {
+		case "addr":
+			cfg.Addr = net.JoinHostPort(host, "0")
+		case "device-addr":
+			cfg.DeviceAddr = net.JoinHostPort(host, "0")
+		default:
+			return nil, err
+		}
+	}
+}
+
+// Close releases a demo that was started but will not Serve.
+func (d *Demo) Close() error { return d.srv.Close() }
 
 // Serve runs the server until ctx is done, playing the scenario once it answers. The
 // scenario's result is reported on out; a scenario failure stops the server and is returned.
@@ -155,7 +195,7 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	step := func(format string, args ...any) { fmt.Fprintf(out, "  - "+format+"\n", args...) }
-	fmt.Fprintf(out, "\nmoat demo: security service at %s\n\n", d.Result.URL)
+	fmt.Fprintf(out, "\nmoat demo: security service at %s (device API at %s)\n\n", d.Result.URL, d.Result.DeviceURL)
 
 	me, err := op.GetMe(ctx)
 	if err != nil {
@@ -218,6 +258,7 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, `
 Server:              %s
+Device API:          %s (mutual TLS; agents' --server)
 TLS CA:              %s (SHA-256 %s)
 Platform operator:   %s
 Contoso admin token: %s
@@ -232,7 +273,7 @@ Try it from another terminal:
   moat device show %s
 
 The demo runs until Ctrl-C.
-`, d.Result.URL, d.Result.CAFile, server.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
+`, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, server.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
 		d.Result.URL, d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID)
 	return nil
 }

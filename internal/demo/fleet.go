@@ -267,7 +267,7 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	pool.AppendCertsFromPEM(d.srv.CAPEM)
 	for _, dv := range devs {
 		a, err := agent.New(agent.Config{
-			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.URL, ServerCAs: pool, Root: root,
+			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
 			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]), Product: d.Result.Product.Name,
 		})
@@ -352,7 +352,7 @@ func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*d
 // attestTampered has a device whose app was changed after signing attest by hand: it is
 // refused, and support staff see why.
 func (d *Demo) attestTampered(ctx context.Context, contoso *client.Client, dv *demoDevice, out io.Writer, step func(string, ...any)) error {
-	anon, err := client.New(d.Result.URL, client.WithCACertPEM(d.srv.CAPEM))
+	anon, err := client.New(d.Result.DeviceURL, client.WithCACertPEM(d.srv.CAPEM))
 	if err != nil {
 		return err
 	}

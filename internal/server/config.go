@@ -10,43 +10,53 @@ import (
 )
 
 // Config is everything `moat server` is built from. DefaultConfig alone runs the server on
-// embedded defaults (SQLite and a local CA under ./moat-data).
+// embedded defaults (SQLite and a local CA under ./moat-data). The JSON names are the
+// config-file keys and flags (internal/cli serverFlags), and Validate names fields by them.
 type Config struct {
-	// Addr is the HTTPS listen address.
+	// Addr is the management listener (HTTPS, no client certificates): the management API,
+	// its OpenAPI document, health and metrics.
 	Addr string `json:"addr"`
+	// DeviceAddr is the device listener (HTTPS asking for client certificates): the device
+	// API and health. Browsers never reach it, so they are never asked for a certificate.
+	DeviceAddr string `json:"device-addr"`
 	// DataDir holds the SQLite database and the local TLS CA.
-	DataDir string `json:"data_dir"`
+	DataDir string `json:"data"`
 	// Database is empty (SQLite in DataDir), a SQLite file path, or a postgres:// URL.
 	// It may hold a password: give it by MOAT_DATABASE rather than a flag.
 	Database string `json:"database"`
 	// TLSCert and TLSKey replace the local CA with an operator's certificate (PEM files).
-	TLSCert string `json:"tls_cert"`
-	TLSKey  string `json:"tls_key"`
+	TLSCert string `json:"tls-cert"`
+	TLSKey  string `json:"tls-key"`
 	// TLSHosts are further DNS names and IP addresses the local CA's server certificate
 	// covers, besides localhost, 127.0.0.1, ::1 and the listen host (ignored with TLSCert).
-	TLSHosts []string `json:"tls_hosts"`
+	TLSHosts []string `json:"tls-hosts"`
 	// OnlineKey is the online signing key's file (unencrypted, 0600); empty means
 	// DATA/keys/online.key, created at the first start.
-	OnlineKey string `json:"online_key"`
+	OnlineKey string `json:"online-key"`
 	// CAKeyKEK is the file of the 32-byte key that wraps tenant device-CA private keys in
 	// the database (0600); empty means DATA/keys/ca.kek, created at the first start.
 	// Replicas that share a database must share it, as they share OnlineKey.
-	CAKeyKEK string `json:"ca_kek"`
+	CAKeyKEK string `json:"ca-kek"`
 	// CertLifetime is the lifetime of device certificates issued after attestation.
-	CertLifetime time.Duration `json:"certificate_lifetime"`
+	CertLifetime time.Duration `json:"certificate-lifetime"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
-	LogLevel  string `json:"log_level"`
-	LogFormat string `json:"log_format"`
+	LogLevel  string `json:"log-level"`
+	LogFormat string `json:"log-format"`
+	// MetricsTokenFile is a file (0600) holding the token /metrics requires as
+	// "Authorization: Bearer TOKEN"; empty leaves /metrics open to anyone who reaches the
+	// management listener (it shows request counts and the Go and process figures).
+	MetricsTokenFile string `json:"metrics-token-file"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
-	ShutdownTimeout time.Duration `json:"shutdown_timeout"`
+	ShutdownTimeout time.Duration `json:"shutdown-timeout"`
 }
 
 // DefaultConfig returns the embedded defaults.
 func DefaultConfig() Config {
 	return Config{
 		Addr:            "127.0.0.1:8443",
+		DeviceAddr:      "127.0.0.1:8444",
 		DataDir:         "./moat-data",
 		LogLevel:        "info",
 		LogFormat:       "text",
@@ -55,17 +65,25 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every problem with the configuration, each with its field.
+// Validate reports every problem with the configuration, each with the config key (the
+// flag name) a user types to fix it.
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+	_, addrPort, err := net.SplitHostPort(c.Addr)
+	if err != nil {
 		bad("addr", "must be host:port, got %q", c.Addr)
 	}
+	_, devPort, err := net.SplitHostPort(c.DeviceAddr)
+	if err != nil {
+		bad("device-addr", "must be host:port, got %q", c.DeviceAddr)
+	} else if devPort == addrPort && devPort != "0" && sameHost(c.Addr, c.DeviceAddr) {
+		bad("device-addr", "must differ from addr (%s): the device API has its own listener", c.Addr)
+	}
 	if c.DataDir == "" {
-		bad("data_dir", "must not be empty")
+		bad("data", "must not be empty")
 	}
 	if strings.Contains(c.Database, "://") && !strings.HasPrefix(c.Database, "postgres://") &&
 		!strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite://") {
@@ -73,29 +91,38 @@ func (c Config) Validate() error {
 	}
 	for _, h := range c.TLSHosts {
 		if h == "" || strings.ContainsAny(h, " /:") && net.ParseIP(h) == nil {
-			bad("tls_hosts", "%q is not a DNS name or an IP address", h)
+			bad("tls-hosts", "%q is not a DNS name or an IP address", h)
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
-		bad("tls_cert", "tls_cert and tls_key must be given together")
+		bad("tls-cert", "tls-cert and tls-key must be given together")
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+		bad("log-level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		bad("log_format", "must be text or json, got %q", c.LogFormat)
+		bad("log-format", "must be text or json, got %q", c.LogFormat)
 	}
 	if c.CertLifetime < 5*time.Minute || c.CertLifetime > 30*24*time.Hour {
-		bad("certificate_lifetime", "must be between 5m and 720h, got %s", c.CertLifetime)
+		bad("certificate-lifetime", "must be between 5m and 720h, got %s", c.CertLifetime)
 	}
 	if c.ShutdownTimeout <= 0 {
-		bad("shutdown_timeout", "must be positive")
+		bad("shutdown-timeout", "must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// sameHost reports whether two host:port addresses name the same host, or one of them
+// every host (an empty or unspecified host), so that equal ports collide.
+func sameHost(a, b string) bool {
+	ha, _, _ := net.SplitHostPort(a)
+	hb, _, _ := net.SplitHostPort(b)
+	unspecified := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return ha == hb || unspecified(ha) || unspecified(hb)
 }
 
 func (c Config) databaseKind() string {

@@ -1,8 +1,22 @@
-// Package server is the composition root of `moat server`, the security service: it builds
-// the store, the management API, health and metrics endpoints and the HTTPS listener from a
-// Config, bootstraps the first platform operator, and shuts down gracefully (in-flight
-// requests finish and their writes commit before the store closes). Wiring only: the
-// behaviour lives in the packages it composes.
+// Package server is the composition root of `moat server`, the security service. From a
+// Config it binds two HTTPS listeners first (so a busy address fails before any state is
+// touched), then opens the store (SQLite or PostgreSQL, migrated), bootstraps the first
+// platform operator, loads the online TUF key and the CA key-encryption key, and wires the
+// repository, fleet and API packages:
+//
+//   - the management listener (--addr) carries the management API and its OpenAPI
+//     document, /healthz, /readyz and /metrics (optionally behind a token); it never asks
+//     for a client certificate and sends HSTS on every response;
+//   - the device listener (--device-addr) carries the device API and /healthz, /readyz; it
+//     asks for client certificates, which internal/fleet verifies per tenant (rule 1).
+//
+// Both accept TLS 1.2 only with ECDHE and AEAD suites, or TLS 1.3, and bound slow clients
+// with read timeouts and a header size limit. Background work (TUF timestamp re-signing,
+// expired nonce pruning, and whatever the caller adds with AddJob) runs as jobs that a
+// lease in the store gives to exactly one replica per period. Serve shuts down gracefully:
+// in-flight requests finish and their writes commit before the store closes. Wiring only:
+// the behaviour lives in the packages it composes. A Server is used by one caller: Open,
+// then AddJob, then Serve (or Close).
 package server
 
 import (
@@ -15,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,27 +51,39 @@ import (
 
 // Server is a running security service.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Store
-	repo     *repo.Service
-	fleet    *fleet.Service
-	http     *http.Server
-	listener net.Listener
-	ready    atomic.Bool
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	store   store.Store
+	repo    *repo.Service
+	fleet   *fleet.Service
+	mgmt    *http.Server
+	device  *http.Server
+	mgmtLn  net.Listener
+	devLn   net.Listener
+	ready   atomic.Bool
+	holder  string // this replica's name on the leases it takes
+	jobs    []Job
+	serving atomic.Bool
 
-	// URL is the base URL clients use, e.g. https://127.0.0.1:8443.
+	// URL is the management listener's base URL, e.g. https://127.0.0.1:8443: the
+	// management API, its OpenAPI document, health and metrics.
 	URL string
+	// DeviceURL is the device listener's base URL, e.g. https://127.0.0.1:8444: the device
+	// API (attestation, then mutual TLS with device certificates). Agents' --server.
+	DeviceURL string
 	// CAPEM is the certificate clients pin to trust the server (the local CA, or the chain
-	// given with --tls-cert).
+	// given with --tls-cert); both listeners serve the same certificate.
 	CAPEM []byte
 	// BootstrapToken is the first platform operator's token when this start created it,
 	// else "". It exists nowhere else: print it once.
 	BootstrapToken string
 }
 
-// Open builds the server and binds its listener; Serve runs it.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+// Open binds both listeners, then builds the server; Serve runs it, or Close releases it.
+// A busy address fails Open with a *ListenError before the data directory or the database
+// is touched (defect 1; attacked by TestServer_BusyAddrLeavesDataUntouched).
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -64,47 +91,40 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Now != nil {
 		now = cfg.Now
 	}
+	s := &Server{cfg: cfg, log: log, now: now, holder: holderName()}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+	if s.mgmtLn, err = listen(ctx, "addr", cfg.Addr); err != nil {
+		return nil, err
+	}
+	if s.devLn, err = listen(ctx, "device-addr", cfg.DeviceAddr); err != nil {
+		return nil, err
+	}
+	s.URL, s.DeviceURL = baseURL(s.mgmtLn), baseURL(s.devLn)
+
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	cert, caPEM, err := s.certificate(now())
+	if err != nil {
+		return nil, err
+	}
+	s.CAPEM = caPEM
+	metricsToken, err := readMetricsToken(cfg.MetricsTokenFile)
+	if err != nil {
+		return nil, err
 	}
 	st, err := openStore(ctx, cfg, now)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: st}
-	ok := false
-	defer func() {
-		if !ok {
-			st.Close()
-		}
-	}()
-
-	s.BootstrapToken, err = bootstrap(ctx, st, now().UTC())
-	if err != nil {
+	s.store = st
+	if s.BootstrapToken, err = bootstrap(ctx, s.store, now().UTC()); err != nil {
 		return nil, fmt.Errorf("bootstrap platform operator: %w", err)
 	}
-
-	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-	}
-	defer func() {
-		if !ok {
-			ln.Close()
-		}
-	}()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
-	tlsCfg, caPEM, err := s.tlsConfig(host, now())
-	if err != nil {
-		return nil, err
-	}
-	s.CAPEM = caPEM
-	urlHost := host
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		urlHost = "127.0.0.1"
-	}
-	s.URL = "https://" + net.JoinHostPort(urlHost, port)
-	s.listener = tls.NewListener(ln, tlsCfg)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,48 +136,72 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open blob store: %w", err)
 	}
-	rp, err := repo.New(st, blobs, onlinePriv, now)
-	if err != nil {
+	if s.repo, err = repo.New(s.store, blobs, onlinePriv, now); err != nil {
 		return nil, err
 	}
-	s.repo = rp
 	kek, err := caKEK(cfg)
 	if err != nil {
 		return nil, err
 	}
-	fl, err := fleet.New(fleet.Config{Store: st, Repo: rp, Logger: log.With("component", "fleet"), Now: now,
+	s.fleet, err = fleet.New(fleet.Config{Store: s.store, Repo: s.repo, Logger: log.With("component", "fleet"), Now: now,
 		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime})
 	if err != nil {
 		return nil, err
 	}
-	s.fleet = fl
-	api, err := mgmt.New(mgmt.Config{Store: st, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: rp, Fleet: fl})
+	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet})
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	// Until the device API has its own listener it shares this one.
-	api.Register(mux, mgmt.Management, mgmt.Devices)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 
-	s.http = &http.Server{
-		Handler:           http.NewCrossOriginProtection().Handler(mux),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-		ConnContext:       func(ctx context.Context, _ net.Conn) context.Context { return fleet.WithConnStart(ctx, now()) },
+	// Each audience on its own listener (DESIGN, Listeners): a route of the other
+	// audience is a 404 problem document here (TestServer_ListenersServeOneAudience).
+	mgmtMux, devMux := http.NewServeMux(), http.NewServeMux()
+	api.Register(mgmtMux, mgmt.Management)
+	api.Register(devMux, mgmt.Devices)
+	for _, mux := range []*http.ServeMux{mgmtMux, devMux} {
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "ok")
+		})
+		mux.HandleFunc("GET /readyz", s.readyz)
 	}
-	ok = true
+	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	if metricsToken != "" {
+		metrics = requireToken(metricsToken, metrics)
+	}
+	mgmtMux.Handle("GET /metrics", metrics)
+
+	mgmtTLS, devTLS := listenerTLS(cert)
+	s.mgmt = newHTTPServer(ctx, withHSTS(http.NewCrossOriginProtection().Handler(mgmtMux)), log, nil)
+	s.device = newHTTPServer(ctx, devMux, log, func(ctx context.Context, _ net.Conn) context.Context {
+		return fleet.WithConnStart(ctx, now())
+	})
+	s.mgmtLn, s.devLn = tls.NewListener(s.mgmtLn, mgmtTLS), tls.NewListener(s.devLn, devTLS)
+	s.jobs = s.builtinJobs()
 	return s, nil
+}
+
+// release closes what Open took, for a server that does not Serve.
+func (s *Server) release() {
+	for _, ln := range []net.Listener{s.mgmtLn, s.devLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// Close releases the listeners and the store of a server that was opened but will not
+// Serve (a caller that gave up after Open). After Serve it does nothing: Serve releases
+// everything itself.
+func (s *Server) Close() error {
+	if s.serving.Swap(true) {
+		return nil
+	}
+	s.release()
+	return nil
 }
 
 func openStore(ctx context.Context, cfg Config, now func() time.Time) (store.Store, error) {
@@ -172,34 +216,32 @@ func openStore(ctx context.Context, cfg Config, now func() time.Time) (store.Sto
 	return sqlite.Open(ctx, path, now)
 }
 
-func (s *Server) tlsConfig(host string, now time.Time) (*tls.Config, []byte, error) {
-	// Devices present client certificates (mutual TLS); management clients present none.
-	// The device routes verify them (internal/fleet), so the handshake only asks.
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
+// certificate is what both listeners serve: the operator's --tls-cert, or one from the
+// local CA covering localhost, the listen hosts and --tls-hosts.
+func (s *Server) certificate(now time.Time) (tls.Certificate, []byte, error) {
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {
-			return nil, nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+			return cert, nil, fmt.Errorf("load --tls-cert/--tls-key: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
 		chain, err := os.ReadFile(s.cfg.TLSCert)
 		if err != nil {
-			return nil, nil, err
+			return cert, nil, err
 		}
-		return cfg, chain, nil
+		return cert, chain, nil
 	}
 	hosts := append([]string{"localhost", "127.0.0.1", "::1"}, s.cfg.TLSHosts...)
-	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-		if host != "localhost" && host != "127.0.0.1" && host != "::1" {
+	for _, ln := range []net.Listener{s.mgmtLn, s.devLn} {
+		host, _, _ := net.SplitHostPort(ln.Addr().String())
+		if ip := net.ParseIP(host); (ip == nil || !ip.IsUnspecified()) && !slices.Contains(hosts, host) {
 			hosts = append(hosts, host)
 		}
 	}
 	cert, caPEM, err := localTLS(filepath.Join(s.cfg.DataDir, "tls"), hosts, now)
 	if err != nil {
-		return nil, nil, fmt.Errorf("create TLS certificate: %w", err)
+		return cert, nil, fmt.Errorf("create TLS certificate: %w", err)
 	}
-	cfg.Certificates = []tls.Certificate{cert}
-	return cfg, caPEM, nil
+	return cert, caPEM, nil
 }
 
 // bootstrap creates the first platform operator and returns its token's secret, once: when
@@ -243,39 +285,45 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintln(w, "ready")
 }
 
-// Serve answers requests until ctx is done, then shuts down gracefully: it stops accepting,
-// lets in-flight requests finish (their transactions commit) for up to ShutdownTimeout, and
-// closes the store. It returns nil after a clean shutdown.
+// Serve answers requests on both listeners and runs the background jobs until ctx is
+// done, then shuts down gracefully: it stops accepting, stops the jobs, lets in-flight
+// requests finish (their transactions commit) for up to ShutdownTimeout, and closes the
+// store. It returns nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context) error {
+	if s.serving.Swap(true) {
+		return errors.New("serve: the server was closed or is already serving")
+	}
 	s.ready.Store(true)
-	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(s.listener) }()
-	refreshCtx, stopRefresh := context.WithCancel(ctx)
-	refreshed := make(chan struct{})
-	go func() {
-		defer close(refreshed)
-		s.refreshLoop(refreshCtx)
-	}()
-	s.log.InfoContext(ctx, "moat server listening", "url", s.URL, "data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind())
+	errc := make(chan error, 2)
+	go func() { errc <- s.mgmt.Serve(s.mgmtLn) }()
+	go func() { errc <- s.device.Serve(s.devLn) }()
+	jobsCtx, stopJobs := context.WithCancel(ctx)
+	jobsDone := s.runJobs(jobsCtx)
+	s.log.InfoContext(ctx, "moat server listening", "url", s.URL, "device_url", s.DeviceURL,
+		"data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind(), "metrics_token", s.cfg.MetricsTokenFile != "")
 
 	var serveErr error
+	pending := 2
 	select {
 	case err := <-errc:
+		pending--
 		serveErr = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
 	s.ready.Store(false)
 	s.fleet.Stop() // devices waiting for updates get their answer now
-	stopRefresh()
-	<-refreshed
+	stopJobs()
+	<-jobsDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := s.http.Shutdown(sctx); err != nil {
-		serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))
+	for _, hs := range []*http.Server{s.mgmt, s.device} {
+		if err := hs.Shutdown(sctx); err != nil {
+			serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if serveErr == nil {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			serveErr = err
+	for range pending {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && serveErr == nil {
+			serveErr = fmt.Errorf("serve: %w", err)
 		}
 	}
 	if err := s.store.Close(); err != nil {
@@ -290,33 +338,3 @@ func (s *Server) Fleet() *fleet.Service { return s.fleet }
 
 // Store is the server's store, for in-process tests and the demo.
 func (s *Server) Store() store.Store { return s.store }
-
-// RefreshInterval is how often the server re-signs timestamps nearing expiry.
-const RefreshInterval = time.Hour
-
-// refreshLoop keeps every tenant's TUF timestamp fresh (rule 2, freeze): at start, then every
-// RefreshInterval, until ctx is done.
-func (s *Server) refreshLoop(ctx context.Context) {
-	t := time.NewTicker(RefreshInterval)
-	defer t.Stop()
-	for {
-		n, err := s.repo.Refresh(ctx)
-		if err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "refresh TUF timestamps", "err", err)
-		} else if n > 0 {
-			s.log.InfoContext(ctx, "TUF timestamps re-signed", "views", n)
-		}
-		err = s.store.InTx(ctx, func(tx store.Tx) error {
-			_, err := tx.Nonces().DeleteExpired(ctx, time.Now().Add(-time.Minute))
-			return err
-		})
-		if err != nil && ctx.Err() == nil {
-			s.log.ErrorContext(ctx, "delete expired attestation nonces", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}

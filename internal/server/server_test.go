@@ -60,7 +60,7 @@ func TestServer_HealthReadyMetrics(t *testing.T) {
 func TestServer_BootstrapTokenOnce(t *testing.T) {
 	t.Parallel()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	var onlineKey client.OnlineKey
 	first := startStop(t, cfg, func(s *server.Server) {
@@ -130,7 +130,7 @@ func newClient(t *testing.T, s *server.Server, token string) *client.Client {
 func TestServer_GracefulShutdownLosesNoWrites(t *testing.T) {
 	t.Parallel()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -194,12 +194,12 @@ func TestServer_GracefulShutdownLosesNoWrites(t *testing.T) {
 
 func TestConfig_Validate(t *testing.T) {
 	t.Parallel()
-	c := server.Config{Addr: "nohostport", DataDir: "", Database: "mysql://x", TLSCert: "a.pem", LogLevel: "loud", LogFormat: "xml"}
+	c := server.Config{Addr: "nohostport", DeviceAddr: "nohostport", DataDir: "", Database: "mysql://x", TLSCert: "a.pem", LogLevel: "loud", LogFormat: "xml"}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("Validate of a bad config = nil")
 	}
-	for _, field := range []string{"addr", "data_dir", "database", "tls_cert", "log_level", "log_format", "shutdown_timeout"} {
+	for _, field := range []string{"addr", "device-addr", "data", "database", "tls-cert", "log-level", "log-format", "certificate-lifetime", "shutdown-timeout"} {
 		if !strings.Contains(err.Error(), field+":") {
 			t.Errorf("Validate error does not name %s: %v", field, err)
 		}
@@ -223,14 +223,14 @@ func TestConfig_RedactsPassword(t *testing.T) {
 func TestServer_OpenFailsCleanly(t *testing.T) {
 	t.Parallel()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.TLSCert, cfg.TLSKey = filepath.Join(cfg.DataDir, "missing.pem"), filepath.Join(cfg.DataDir, "missing-key.pem")
 	if _, err := server.Open(t.Context(), cfg, quietLog()); err == nil || !strings.Contains(err.Error(), "tls-cert") {
 		t.Errorf("Open with a missing --tls-cert = %v, want an error naming tls-cert", err)
 	}
 	cfg = server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.Database = "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=2"
 	if _, err := server.Open(t.Context(), cfg, quietLog()); err == nil {
@@ -247,7 +247,7 @@ func nowUTC() time.Time { return time.Now().UTC() }
 func TestServer_NoGoroutinesLeftAfterShutdown(t *testing.T) {
 	before := runtime.NumGoroutine()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	var hc *http.Client
 	startStop(t, cfg, func(s *server.Server) {
@@ -293,7 +293,7 @@ func tlsConfig(t *testing.T, s *server.Server) *tls.Config {
 func TestServer_TLSHosts(t *testing.T) {
 	t.Parallel()
 	cfg := server.DefaultConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.DeviceAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.TLSHosts = []string{"moat.contoso.example", "10.1.2.3"}
 	leaf := func() *x509.Certificate {
@@ -322,7 +322,7 @@ func TestServer_TLSHosts(t *testing.T) {
 	}
 	bad := server.DefaultConfig()
 	bad.TLSHosts = []string{"has space"}
-	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "tls_hosts") {
-		t.Errorf("Validate(tls_hosts with a space) = %v, want an error naming tls_hosts", err)
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "tls-hosts") {
+		t.Errorf("Validate(tls-hosts with a space) = %v, want an error naming tls-hosts", err)
 	}
 }

@@ -74,6 +74,21 @@ type Tx interface {
 	PendingCAs(ctx context.Context) ([]device.CA, error)
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
+	// Leases hand each period of a background job to one server replica.
+	Leases() Leases
+}
+
+// Leases hand each period of a named background job to one claimant among the server
+// replicas that share the database (internal/server's jobs). A lease is a claim on one
+// period: it cannot be renewed early, not even by its holder, so two claims of one name
+// are at least a period apart; a holder that stops leaves nothing to clean up, since its
+// lease lapses at the end of its period.
+type Leases interface {
+	// Acquire claims name for holder until expires when no lease of that name exists or
+	// the current one's expiry is at or before now. It reports whether the claim was
+	// granted, and the expiry of the lease now in force (expires when granted). Of
+	// concurrent claims at most one is granted.
+	Acquire(ctx context.Context, name, holder string, now, expires time.Time) (granted bool, until time.Time, err error)
 }
 
 // TenantTx reaches the data of one tenant.

@@ -346,8 +346,14 @@ func (p *Platform) Evidence(d Device, dev bool, ms ...attest.Measurement) []byte
 	return ev
 }
 
-// Anon is a client without credentials, as a device before attestation.
-func (p *Platform) Anon() *client.Client { return p.Client("") }
+// Anon is a device API client without credentials, as a device before attestation (nonces,
+// attestation).
+func (p *Platform) Anon() *client.Client {
+	p.t.Helper()
+	c, err := client.New(p.Server.DeviceURL, client.WithHTTPClient(p.Server.HTTPClient(p.t)))
+	p.must(err)
+	return c
+}
 
 // Attest attests the device with the measurements and returns its TLS certificate, or the
 // server's error (a refusal is a *client.Error with status 403).
@@ -384,24 +390,21 @@ func TLSCertificate(t testing.TB, chainPEM string, key *identity.FileKey) (tls.C
 	return cert, nil
 }
 
-// DeviceClient is the device API client of a device presenting cert (mutual TLS).
+// DeviceClient is the device API client of a device presenting cert (mutual TLS), on the
+// device listener.
 func (p *Platform) DeviceClient(cert tls.Certificate) *client.Client {
 	p.t.Helper()
-	c, err := client.New(p.Server.URL, client.WithHTTPClient(p.DeviceHTTPClient(cert)))
+	c, err := client.New(p.Server.DeviceURL, client.WithHTTPClient(p.DeviceHTTPClient(cert)))
 	p.must(err)
 	return c
 }
 
-// DeviceHTTPClient is an HTTP client presenting cert and trusting only the server's CA.
+// DeviceHTTPClient is an HTTP client presenting cert and trusting only the server's CA;
+// like Server.HTTPClient it sends device API paths to Server.DeviceURL and others to
+// Server.URL (where no certificate is asked for, so none is sent).
 func (p *Platform) DeviceHTTPClient(cert tls.Certificate) *http.Client {
 	p.t.Helper()
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(p.Server.CAPEM) {
-		p.t.Fatal("server CA PEM holds no certificate")
-	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}}
-	p.t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
+	return p.Server.httpClient(p.t, []tls.Certificate{cert})
 }
 
 // ForgedCertificate is what an attacker without the platform root makes for d: a root

@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
 		{"Fleet", fleetTests},
+		{"Leases", leaseTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},

@@ -1,0 +1,6 @@
+-- moat schema 12 (PostgreSQL): leases that hand each period of a background job to one server.
+CREATE TABLE leases (
+	name       TEXT PRIMARY KEY,
+	holder     TEXT NOT NULL,
+	expires_at TIMESTAMPTZ NOT NULL
+);
