@@ -1,16 +1,34 @@
-// Package mgmt serves the management REST API under /api/v1: tenants, members and tokens,
-// products, device groups and the audit log, plus the OpenAPI document that describes them.
+// Package mgmt serves moat's HTTP API under /api/v1 to two audiences, each on its own
+// listener (Register): the management API for people and their tools (tenants, members and
+// tokens, products and device groups, signing keys, the TUF repository and image uploads,
+// devices, device CAs, deployments, error reports and the audit logs, plus the OpenAPI
+// document), and the device API (attestation nonces and attestation, the device's own
+// record, its update assignment and long-poll, TUF files and targets, error report uploads).
 //
-// Every route is declared once in the table in routes.go with its audience and authorization
-// rule; the table drives the mux, the OpenAPI document and the tests that walk every route
-// (default deny: a route without a rule does not start). Tenant-scoped routes take the tenant
-// from the path, check the caller's role in it and reach data only through
-// store.Tx.ForTenant. A caller without a role in a tenant gets 404, never 403, for the tenant
-// and everything under it (rule 3; attacked by TestAPI_CrossTenantIsNotFound). Bodies are
-// bounded, strictly decoded and validated before anything is stored (rule 5; fuzzed by
-// FuzzDecodeBody). Every change appends an audit event in the same transaction.
+// Every route is declared once in the table in routes.go; the table drives the mux, the
+// OpenAPI document and the tests that walk every route. The shared HTTP core
+// (internal/api/httpapi) holds the route type, the authorization rules, body limits and
+// decoding, request IDs, paging, ETags, the cap on unauthenticated requests and metrics;
+// this package holds the table, the handlers and the wrapper that authenticates and
+// authorizes each request:
+//   - Default deny: a route without a rule, or without a body limit that fits its body,
+//     does not start (httpapi.CheckRoutes).
+//   - Bearer tokens authenticate management routes; tenant routes take the tenant from the
+//     path, check the caller's role in it and reach data only through store.Tx.ForTenant.
+//     A caller without a role in a tenant gets 404, never 403, for the tenant and
+//     everything under it (rule 3; attacked by TestAPI_CrossTenantIsNotFound, which walks
+//     every path parameter of every route).
+//   - Device routes authenticate the client certificate from the device's tenant CA (or,
+//     for the update routes, a recovery token) and take the tenant from it, never from the
+//     path; attestation carries its proof in a body of at most fleet.MaxEvidenceBytes.
+//   - Routes that need no credential are served at most Config.MaxUnauthenticatedRequests
+//     at a time, then 503 with Retry-After (issue 10 defect 2; attacked by
+//     TestAPI_CapsUnauthenticatedRequests and TestAPI_RejectsOversizedAttestation).
+//   - Bodies are bounded, strictly decoded and validated before anything is stored (rule 5;
+//     fuzzed by FuzzDecodeBody). Every change appends an audit event in the same
+//     transaction.
 //
-// An API is safe for concurrent use.
+// An API is safe for concurrent use; each request's call belongs to its goroutine.
 package mgmt
 
 import (
