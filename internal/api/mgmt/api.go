@@ -1,36 +1,49 @@
-// Package mgmt serves the management REST API under /api/v1: tenants, members and tokens,
-// products, device groups and the audit log, plus the OpenAPI document that describes them.
+// Package mgmt serves moat's HTTP API under /api/v1 to two audiences, each on its own
+// listener (Register): the management API for people and their tools (tenants, members and
+// tokens, products and device groups, signing keys, the TUF repository and image uploads,
+// devices, device CAs, deployments, error reports and the audit logs, plus the OpenAPI
+// document), and the device API (attestation nonces and attestation, the device's own
+// record, its update assignment and long-poll, TUF files and targets, error report uploads).
 //
-// Every route is declared once in the table in routes.go with its audience and authorization
-// rule; the table drives the mux, the OpenAPI document and the tests that walk every route
-// (default deny: a route without a rule does not start). Tenant-scoped routes take the tenant
-// from the path, check the caller's role in it and reach data only through
-// store.Tx.ForTenant. A caller without a role in a tenant gets 404, never 403, for the tenant
-// and everything under it (rule 3; attacked by TestAPI_CrossTenantIsNotFound). Bodies are
-// bounded, strictly decoded and validated before anything is stored (rule 5; fuzzed by
-// FuzzDecodeBody). Every change appends an audit event in the same transaction.
+// Every route is declared once in the table in routes.go; the table drives the mux, the
+// OpenAPI document and the tests that walk every route. The shared HTTP core
+// (internal/api/httpapi) holds the route type, the authorization rules, body limits and
+// decoding, request IDs, paging, ETags, the cap on unauthenticated requests and metrics;
+// this package holds the table, the handlers and the wrapper that authenticates and
+// authorizes each request:
+//   - Default deny: a route without a rule, or without a body limit that fits its body,
+//     does not start (httpapi.CheckRoutes).
+//   - Bearer tokens authenticate management routes; tenant routes take the tenant from the
+//     path, check the caller's role in it and reach data only through store.Tx.ForTenant.
+//     A caller without a role in a tenant gets 404, never 403, for the tenant and
+//     everything under it (rule 3; attacked by TestAPI_CrossTenantIsNotFound, which walks
+//     every path parameter of every route).
+//   - Device routes authenticate the client certificate from the device's tenant CA (or,
+//     for the update routes, a recovery token) and take the tenant from it, never from the
+//     path; attestation carries its proof in a body of at most fleet.MaxEvidenceBytes.
+//   - Routes that need no credential are served at most Config.MaxUnauthenticatedRequests
+//     at a time, then 503 with Retry-After (issue 10 defect 2; attacked by
+//     TestAPI_CapsUnauthenticatedRequests and TestAPI_RejectsOversizedAttestation).
+//   - Bodies are bounded, strictly decoded and validated before anything is stored (rule 5;
+//     fuzzed by FuzzDecodeBody). Every change appends an audit event in the same
+//     transaction.
 //
-// An API is safe for concurrent use.
+// An API is safe for concurrent use; each request's call belongs to its goroutine.
 package mgmt
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
+	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/device"
@@ -42,8 +55,12 @@ import (
 	"github.com/moat-iot/moat/internal/tenant"
 )
 
-// MaxBodyBytes bounds every request body.
-const MaxBodyBytes = 64 << 10
+// MaxBodyBytes bounds a typed JSON request body whose route declares no limit.
+const MaxBodyBytes = httpapi.DefaultMaxBodyBytes
+
+// DefaultMaxUnauthenticatedRequests is the cap on unauthenticated requests served at once
+// when Config leaves it 0.
+const DefaultMaxUnauthenticatedRequests = 256
 
 // API is the management API.
 type API struct {
@@ -53,9 +70,11 @@ type API struct {
 	metrics *Metrics
 	repo    *repo.Service
 	fleet   *fleet.Service
+	// unauth caps the requests served at once on routes that need no credential.
+	unauth *httpapi.Limiter
 }
 
-// Config holds the API's dependencies. All are required.
+// Config holds the API's dependencies and limits. The dependencies are required.
 type Config struct {
 	Store   store.Store
 	Logger  *slog.Logger
@@ -63,6 +82,10 @@ type Config struct {
 	Metrics *Metrics
 	Repo    *repo.Service
 	Fleet   *fleet.Service
+	// MaxUnauthenticatedRequests caps the requests served at once on routes that need no
+	// credential (AuthNone, AuthDeviceProof: nonces and attestation); past it they are
+	// answered 503 with Retry-After. 0 means DefaultMaxUnauthenticatedRequests.
+	MaxUnauthenticatedRequests int
 }
 
 // New returns the API.
@@ -86,32 +109,33 @@ func New(cfg Config) (*API, error) {
 	if cfg.Fleet == nil {
 		errs = append(errs, errors.New("mgmt: Fleet is required"))
 	}
+	if cfg.MaxUnauthenticatedRequests < 0 {
+		errs = append(errs, errors.New("mgmt: MaxUnauthenticatedRequests must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if err := checkRoutes(Routes()); err != nil {
+	if err := httpapi.CheckRoutes(Routes()); err != nil {
 		return nil, err
 	}
-	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet}, nil
+	n := cfg.MaxUnauthenticatedRequests
+	if n == 0 {
+		n = DefaultMaxUnauthenticatedRequests
+	}
+	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet,
+		unauth: httpapi.NewLimiter(n)}, nil
 }
 
 // Audience is who a route serves, and so which listener carries it.
-type Audience int
+type Audience = httpapi.Audience
 
+// The audiences of this package's routes.
 const (
 	// Management: people and their tools (bearer tokens), on the management listener.
-	Management Audience = iota + 1
+	Management = httpapi.Management
 	// Devices: the device API (mutual TLS, or a proof in the body), on the device listener.
-	Devices
+	Devices = httpapi.Devices
 )
-
-// Audience returns the audience of a route, from its authorization rule.
-func (rt Route) Audience() Audience {
-	if rt.Auth == AuthDevice || rt.Auth == AuthDeviceProof {
-		return Devices
-	}
-	return Management
-}
 
 // Register adds the routes of the given audiences (Management when none is given) to
 // mux, with the OpenAPI document when Management is among them. The server gives each
@@ -175,83 +199,54 @@ type call struct {
 	status    int // success status, when a handler overrides the route's
 }
 
-// requestIDKey carries the request ID in the context (request-scoped, STYLE principle 2).
-type requestIDKey struct{}
-
 // RequestID returns the request ID of ctx, or "".
-func RequestID(ctx context.Context) string {
-	s, _ := ctx.Value(requestIDKey{}).(string)
-	return s
-}
+func RequestID(ctx context.Context) string { return httpapi.RequestID(ctx) }
 
-func newRequestID() string {
-	var b [12]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the connection (deadlines for large transfers).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// The upload and target handlers extend their deadlines through the wrapper.
-var _ interface{ Unwrap() http.ResponseWriter } = (*statusWriter)(nil)
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
+// wrap serves one route: the shared core (request ID, body bound, access log, metrics)
+// around this audience's authentication, authorization and handler.
 func (a *API) wrap(rt Route) http.Handler {
+	name := rt.Name()
+	limit := rt.BodyLimit()
+	unauthenticated := rt.Auth.Unauthenticated()
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		reqID := newRequestID()
-		ctx := context.WithValue(r.Context(), requestIDKey{}, reqID)
-		r = r.WithContext(ctx)
-		w := &statusWriter{ResponseWriter: rw}
-		w.Header().Set("X-Request-Id", reqID)
-		w.Header().Set("Cache-Control", "no-store")
-		c := &call{ctx: ctx, w: w, r: r, route: &rt, requestID: reqID, now: a.now().UTC()}
+		x := httpapi.Begin(rw, r, limit)
+		w, r := x.W, x.R
+		ctx := r.Context()
+		c := &call{ctx: ctx, w: w, r: r, route: &rt, requestID: x.ID, now: a.now().UTC()}
 
-		err := a.serve(c)
-		if err != nil {
-			p := problem.From(err)
-			if p.Kind == problem.Internal {
-				a.log.ErrorContext(ctx, "request failed", "request_id", reqID, "route", rt.Pattern, "err", p.Err)
+		var err error
+		if unauthenticated {
+			// Anyone can open these: cap how many are served at once so that strangers
+			// cannot hold the server's memory (issue 10 defect 2; attacked by
+			// TestAPI_CapsUnauthenticatedRequests).
+			var release func()
+			if release, err = a.unauth.Acquire(w.Header()); err == nil {
+				defer release()
 			}
-			problem.Write(w, r, p)
 		}
-		attrs := []any{
-			"request_id", reqID, "method", r.Method, "route", rt.Pattern, "status", w.status,
-			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote_addr", r.RemoteAddr,
+		if err == nil {
+			err = x.CheckLength()
 		}
+		if err == nil {
+			err = a.serve(c)
+		}
+		if err != nil {
+			x.Fail(a.log, rt.Pattern, err)
+		}
+		attrs := make([]any, 0, 4)
 		if c.principal != nil {
 			attrs = append(attrs, "user_id", c.principal.User.ID)
 		}
 		if c.tenant != "" {
 			attrs = append(attrs, "tenant_id", c.tenant)
 		}
-		if t := r.PathValue("tenant"); t != "" && r.Method != http.MethodGet && w.status < 300 {
+		if t := r.PathValue("tenant"); t != "" && r.Method != http.MethodGet && w.Status() < 300 {
 			// A change in a tenant (its groups, devices, deployments, or a targets.json or
 			// apps.json published for it) may change what its devices should run: wake the
 			// ones waiting on this replica (they re-check; a false alarm costs one read).
 			a.fleet.Notify(tenant.ID(t))
 		}
-		a.log.InfoContext(ctx, "http request", attrs...)
-		a.metrics.observe(rt.Method+" "+rt.Pattern, w.status, time.Since(start))
+		x.Done(a.log, a.metrics, name, attrs...)
 	})
 }
 
@@ -287,11 +282,7 @@ func (a *API) serve(c *call) error {
 		return err
 	}
 	if c.route.Request != nil {
-		limit := c.route.MaxBodyBytes
-		if limit == 0 {
-			limit = MaxBodyBytes
-		}
-		v, err := decodeBody(c.r, c.w, c.route.Request, limit)
+		v, err := httpapi.ReadJSON(c.r, c.route.Request)
 		if err != nil {
 			return err
 		}
@@ -324,8 +315,8 @@ func (a *API) serve(c *call) error {
 		_, err := c.w.Write(raw)
 		return err
 	}
-	if v, ok := versionOf(out); ok {
-		c.w.Header().Set("ETag", etag(v))
+	if v, ok := httpapi.VersionOf(out); ok {
+		c.w.Header().Set("ETag", httpapi.ETag(v))
 	}
 	c.w.Header().Set("Content-Type", "application/json")
 	c.w.WriteHeader(status)
@@ -392,102 +383,16 @@ func (a *API) authorize(c *call) error {
 		c.tenant = t
 		return nil
 	}
-	// Unreachable: checkRoutes refuses a table with an unknown rule. Fail closed anyway.
+	// Unreachable: httpapi.CheckRoutes refuses a table with an unknown rule. Fail closed anyway.
 	return problem.New(problem.Forbidden, "no_authorization_rule", "route has no authorization rule")
 }
 
-// decodeBody reads a JSON body of at most limit bytes into a new value of type t and
-// validates it.
-func decodeBody(r *http.Request, w http.ResponseWriter, t reflect.Type, limit int64) (any, error) {
-	ct := r.Header.Get("Content-Type")
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || (mt != "application/json" && mt != "application/merge-patch+json") {
-		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/json")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, problem.New(problem.TooLarge, "body_too_large", "the body must be at most %d bytes", limit)
-		}
-		return nil, problem.New(problem.Invalid, "body_unreadable", "the body could not be read")
-	}
-	return DecodeBody(body, t)
-}
-
 // Validator is a request body that checks itself.
-type Validator interface{ Validate() error }
+type Validator = httpapi.Validator
 
-// DecodeBody strictly decodes body into a new value of type t and validates it: valid UTF-8,
-// one JSON object, no unknown fields, no trailing data, right types, then Validate. Every
-// failure is an Invalid problem naming the field where it can.
-func DecodeBody(body []byte, t reflect.Type) (any, error) {
-	if !utf8.Valid(body) {
-		return nil, problem.New(problem.Invalid, "invalid_utf8", "the body is not valid UTF-8")
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, problem.New(problem.Invalid, "body_required", "a JSON object body is required")
-	}
-	ptr := reflect.New(t)
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(ptr.Interface()); err != nil {
-		return nil, jsonProblem(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, problem.New(problem.Invalid, "trailing_data", "the body must hold exactly one JSON object")
-	}
-	v := ptr.Elem().Interface()
-	if val, ok := v.(Validator); ok {
-		if err := val.Validate(); err != nil {
-			return nil, err
-		}
-	}
-	return v, nil
-}
-
-func jsonProblem(err error) error {
-	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		field := e.Field
-		return &problem.Error{Kind: problem.Invalid, Code: "wrong_type", Field: field,
-			Detail: fmt.Sprintf("%s must be a JSON %s, not %s", fieldName(field), jsonKind(e.Type), e.Value)}
-	}
-	if e, ok := errors.AsType[*json.SyntaxError](err); ok {
-		return problem.New(problem.Invalid, "malformed_json", "the body is not valid JSON (at byte %d)", e.Offset)
-	}
-	if strings.HasPrefix(err.Error(), "json: unknown field ") {
-		// encoding/json has no typed error for unknown fields; the field name is all we take.
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &problem.Error{Kind: problem.Invalid, Code: "unknown_field", Field: name,
-			Detail: fmt.Sprintf("unknown field %q", name)}
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return problem.New(problem.Invalid, "malformed_json", "the body is truncated JSON")
-	}
-	return problem.New(problem.Invalid, "malformed_json", "the body is not a valid JSON object")
-}
-
-func fieldName(f string) string {
-	if f == "" {
-		return "the body"
-	}
-	return f
-}
-
-func jsonKind(t reflect.Type) string {
-	switch t.Kind() {
-	case reflect.String:
-		return "string"
-	case reflect.Bool:
-		return "boolean"
-	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Float64:
-		return "number"
-	case reflect.Slice:
-		return "array"
-	case reflect.Pointer:
-		return jsonKind(t.Elem())
-	}
-	return "object"
-}
+// DecodeBody strictly decodes body into a new value of type t and validates it (see
+// httpapi.DecodeBody).
+func DecodeBody(body []byte, t reflect.Type) (any, error) { return httpapi.DecodeBody(body, t) }
 
 // audit appends an event for a change, in the same transaction as the change.
 func (c *call) audit(tt store.TenantTx, action, objType, objID, detail string) error {

@@ -39,6 +39,7 @@ type resp struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	Close  bool // the server closes the connection after this response
 }
 
 func (r resp) decode(t testing.TB, v any) {
@@ -109,7 +110,7 @@ func (a *api) do(method, path string, body any, hdr ...string) resp {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	return resp{Status: res.StatusCode, Header: res.Header, Body: b}
+	return resp{Status: res.StatusCode, Header: res.Header, Body: b, Close: res.Close}
 }
 
 // must sends a request and fails the test unless the status is want.
@@ -153,6 +154,9 @@ type fixture struct {
 	userID   string
 	keyID    string
 	deviceID string // a device the tenant claimed
+	caID     string // the tenant's device CA (pending)
+	tokenID  string // the admin's API token
+	target   string // an uploaded image package by its TUF target name; set by tests that upload one
 }
 
 func newWorld(t testing.TB, opts ...testenv.ServerOption) *world {
@@ -188,7 +192,14 @@ func (w *world) tenant(t testing.TB, name string) fixture {
 	var dev struct{ ID string }
 	w.op.must(201, "POST", "/api/v1/platform/devices", map[string]string{"public_key_pem": newPublicKeyPEM(t)}).decode(t, &dev)
 	admin.must(200, "POST", "/api/v1/tenants/"+ten.ID+"/device-claims", map[string]any{"device_ids": []string{dev.ID}})
-	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID, deviceID: dev.ID}
+	var cas, toks list
+	admin.must(200, "GET", "/api/v1/tenants/"+ten.ID+"/device-cas", nil).decode(t, &cas)
+	admin.must(200, "GET", "/api/v1/tokens", nil).decode(t, &toks)
+	if len(cas.Items) == 0 || len(toks.Items) == 0 {
+		t.Fatalf("tenant %s: %d device CAs and %d tokens, want one of each", ten.ID, len(cas.Items), len(toks.Items))
+	}
+	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID, deviceID: dev.ID,
+		caID: cas.Items[0].ID, tokenID: toks.Items[0].ID}
 }
 
 func (w *world) member(t testing.TB, f fixture, name, role string) *api {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -278,60 +279,149 @@ func TestAPI_UnknownRouteIsProblem(t *testing.T) {
 	})
 }
 
-// TestAPI_CrossTenantIsNotFound walks every tenant-scoped route of the table as tenant A's
-// administrator against tenant B's objects: each answers 404 (never 403) and B is unchanged.
-// A new route is covered automatically; a route with a path parameter the test cannot fill
-// fails it. Enforces rule 3.
+// pathFixtures fills every path parameter of the route table, by name, for a tenant: the
+// value names that tenant's own object. A parameter that names no object of a tenant (a TUF
+// file name is read in the tenant of the path) is marked shared: only the attack through the
+// tenant applies to it. A route with a parameter missing here fails
+// TestAPI_CrossTenantIsNotFound: a new route (a future {rollout}) adds its fixture here.
+var pathFixtures = map[string]struct {
+	of     func(fixture) string
+	shared bool
+}{
+	"tenant":  {of: func(f fixture) string { return f.tenant }},
+	"product": {of: func(f fixture) string { return f.product.ID }},
+	"group":   {of: func(f fixture) string { return f.group.ID }},
+	"user":    {of: func(f fixture) string { return f.userID }},
+	"key":     {of: func(f fixture) string { return f.keyID }},
+	"device":  {of: func(f fixture) string { return f.deviceID }},
+	"ca":      {of: func(f fixture) string { return f.caID }},
+	"token":   {of: func(f fixture) string { return f.tokenID }},
+	"target":  {of: func(f fixture) string { return f.target }},
+	"file":    {of: func(fixture) string { return "timestamp.json" }, shared: true},
+}
+
+var pathParamRE = regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
+
+// crossTenantAttack is one request of the walk: the route with each path parameter filled
+// from A's or B's fixture.
+type crossTenantAttack struct {
+	name string
+	from map[string]fixture // parameter -> whose object fills it
+}
+
+// crossTenantAttacks lists the attacks on a route's parameters: B's tenant in the path (with
+// B's objects), and A's tenant with B's object in each object parameter separately and in
+// all of them at once. ok is false when a parameter has no fixture.
+func crossTenantAttacks(t *testing.T, pattern string, a, b fixture) (attacks []crossTenantAttack, ok bool) {
+	var params, objects []string
+	ok = true
+	for _, m := range pathParamRE.FindAllStringSubmatch(pattern, -1) {
+		fx, found := pathFixtures[m[1]]
+		if !found {
+			t.Errorf("route %s: no fixture for path parameter {%s}; add one to pathFixtures", pattern, m[1])
+			ok = false
+			continue
+		}
+		params = append(params, m[1])
+		if m[1] != "tenant" && !fx.shared {
+			objects = append(objects, m[1])
+		}
+	}
+	with := func(name string, b fixture, which ...string) crossTenantAttack {
+		at := crossTenantAttack{name: name, from: map[string]fixture{}}
+		for _, p := range params {
+			at.from[p] = a
+		}
+		for _, p := range which {
+			at.from[p] = b
+		}
+		return at
+	}
+	if slices.Contains(params, "tenant") {
+		attacks = append(attacks, with("B's tenant", b, params...))
+	}
+	for _, p := range objects {
+		attacks = append(attacks, with("A's tenant with B's "+p, b, p))
+	}
+	if len(objects) > 1 {
+		attacks = append(attacks, with("A's tenant with all of B's objects", b, objects...))
+	}
+	return attacks, ok
+}
+
+func (at crossTenantAttack) path(pattern string) string {
+	return pathParamRE.ReplaceAllStringFunc(pattern, func(m string) string {
+		p := strings.TrimSuffix(m[1:len(m)-1], "...")
+		return pathFixtures[p].of(at.from[p])
+	})
+}
+
+// TestAPI_CrossTenantIsNotFound walks every route of the table and every path parameter
+// (ATTACKS row 30): with tenant A's administrator token, B's tenant in the path, and A's
+// tenant with B's object in each parameter separately and all at once. Every tenant and
+// user route answers 404 problem+json (never 403), and B is unchanged. Operator routes
+// answer A exactly as they answer it for A's own objects (403: no existence oracle), and
+// device routes refuse a management token (401). A route with a parameter that has no
+// fixture in pathFixtures fails the test. Enforces rule 3.
 func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 	t.Parallel()
 	onBothStores(t, func(t *testing.T, w *world) {
-		bDump := dumpTenant(t, w.b)
-		param := regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
-		// Path parameters that name one of B's objects (a TUF file name names none).
-		objectParam := regexp.MustCompile(`\{(product|group|user|key|device)\}`)
-		// Attacks: B's tenant in the path; and A's own tenant with B's object IDs.
-		attacks := []struct {
-			name string
-			vals map[string]string
-		}{
-			{"B tenant", map[string]string{"tenant": w.b.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
-			{"A tenant with B objects", map[string]string{"tenant": w.a.tenant, "product": w.b.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
-			{"A product with B group", map[string]string{"tenant": w.a.tenant, "product": w.a.product.ID, "group": w.b.group.ID, "user": w.b.userID, "key": w.b.keyID, "device": w.b.deviceID, "file": "timestamp.json", "target": "apps/dw100-app/" + strings.Repeat("ab", 32) + ".1.0.0"}},
+		// An uploaded package of each tenant, by the name a TUF client asks for.
+		for i, f := range []*fixture{&w.a, &w.b} {
+			// Different bytes: the same package uploaded by both would be one blob.
+			pkg := packApp(t, "dw100-app", fmt.Sprintf("1.0.%d", i), "DW100")
+			var bi struct{ Digest string }
+			f.admin.must(201, "POST", "/api/v1/tenants/"+f.tenant+"/blobs", pkg, "Content-Type", "application/octet-stream").decode(t, &bi)
+			f.target = "apps/dw100-app/" + strings.TrimPrefix(bi.Digest, "sha256:") + fmt.Sprintf(".1.0.%d", i)
 		}
+		bDump := dumpTenant(t, w.b)
 		covered := 0
 		for _, rt := range mgmt.Routes() {
-			if rt.Auth != mgmt.AuthTenant {
+			attacks, ok := crossTenantAttacks(t, rt.Pattern, w.a, w.b)
+			if !ok || len(attacks) == 0 {
 				continue
 			}
+			var body any
+			if rt.Request != nil {
+				body = validBody(t, rt.OperationID)
+			}
+			var hdr []string // a write names the version it read, as a real client would
+			if rt.Method != http.MethodGet {
+				hdr = []string{"If-Match", `"1"`}
+			}
+			var own resp // the answer to A for its own objects, for operator routes
+			if rt.Auth == mgmt.AuthOperator {
+				own = w.a.admin.do(rt.Method, crossTenantAttack{from: attacks[0].fromAll(w.a)}.path(rt.Pattern), body, hdr...)
+				if own.Status != http.StatusForbidden {
+					t.Errorf("%s %s as A's administrator on A's own objects = %d, want 403", rt.Method, rt.Pattern, own.Status)
+				}
+			}
 			for _, at := range attacks {
-				if at.name != "B tenant" && !objectParam.MatchString(rt.Pattern) {
-					continue // no object of B's in this path beyond the tenant
-				}
-				if at.name == "A product with B group" && !strings.Contains(rt.Pattern, "{group}") {
-					continue
-				}
-				path := param.ReplaceAllStringFunc(rt.Pattern, func(m string) string {
-					v, ok := at.vals[strings.TrimSuffix(m[1:len(m)-1], "...")]
-					if !ok {
-						t.Fatalf("route %s %s: no cross-tenant value for %s; add one to this test", rt.Method, rt.Pattern, m)
-					}
-					return v
-				})
-				var body any
-				if rt.Request != nil {
-					body = validBody(t, rt.OperationID)
-				}
-				r := w.a.admin.do(rt.Method, path, body, "If-Match", `"1"`)
-				if r.Status != http.StatusNotFound {
-					t.Errorf("%s: %s %s = %d %s, want 404", at.name, rt.Method, path, r.Status, r.Body)
-				} else {
-					r.problem(t)
-				}
+				path := at.path(rt.Pattern)
+				r := w.a.admin.do(rt.Method, path, body, hdr...)
 				covered++
+				switch rt.Auth {
+				case mgmt.AuthTenant, mgmt.AuthAny:
+					if r.Status != http.StatusNotFound {
+						t.Errorf("%s: %s %s = %d %s, want 404", at.name, rt.Method, path, r.Status, r.Body)
+						continue
+					}
+					r.problem(t)
+				case mgmt.AuthOperator:
+					if r.Status != own.Status || r.problem(t).Code != own.problem(t).Code {
+						t.Errorf("%s: %s %s = %d %s, want what A gets for its own objects: %d %s", at.name, rt.Method, path, r.Status, r.Body, own.Status, own.Body)
+					}
+				case mgmt.AuthDevice, mgmt.AuthDeviceProof:
+					if r.Status != http.StatusUnauthorized {
+						t.Errorf("%s: %s %s with a management token = %d %s, want 401", at.name, rt.Method, path, r.Status, r.Body)
+					}
+				default:
+					t.Errorf("%s %s: no cross-tenant expectation for its authorization rule", rt.Method, rt.Pattern)
+				}
 			}
 		}
-		if covered < 20 {
-			t.Errorf("covered %d route attacks, want every tenant route", covered)
+		if covered < 60 {
+			t.Errorf("covered %d route attacks, want every parameter of every route", covered)
 		}
 		if diff := cmp.Diff(bDump, dumpTenant(t, w.b)); diff != "" {
 			t.Errorf("tenant B changed by A's requests (-before +after):\n%s", diff)
@@ -347,6 +437,15 @@ func TestAPI_CrossTenantIsNotFound(t *testing.T) {
 			t.Errorf("A finds tenant Fabrikam by name: %+v", tl.Items)
 		}
 	})
+}
+
+// fromAll is the attack's parameters all filled from f.
+func (at crossTenantAttack) fromAll(f fixture) map[string]fixture {
+	m := map[string]fixture{}
+	for p := range at.from {
+		m[p] = f
+	}
+	return m
 }
 
 // validBody returns a request body that would be accepted, so a 404 comes from the

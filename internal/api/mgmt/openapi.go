@@ -274,8 +274,13 @@ func OpenAPI() map[string]any {
 		if rt.Method == http.MethodPost || rt.Method == http.MethodPatch || rt.Method == http.MethodPut || rt.Method == http.MethodDelete {
 			responses["409"] = problemResponse("The change conflicts with the current state (a duplicate name, the last Administrator).")
 		}
+		if rt.Auth.Unauthenticated() {
+			busy := problemResponse("The server is serving as many unauthenticated requests as it allows; retry after Retry-After seconds.")
+			busy["headers"] = obj{"Retry-After": obj{"description": "Seconds to wait before retrying.", "schema": obj{"type": "integer", "minimum": 0}}}
+			responses["503"] = busy
+		}
 		if rt.Request != nil || rt.RawRequest {
-			responses["413"] = problemResponse("The body is too large.")
+			responses["413"] = problemResponse(fmt.Sprintf("The body is larger than the %d bytes this operation reads.", rt.BodyLimit()))
 			responses["415"] = problemResponse("The body is not application/json.")
 		}
 		if rt.IfMatch != "" {

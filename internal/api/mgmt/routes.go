@@ -1,76 +1,50 @@
 package mgmt
 
 import (
-	"errors"
-	"fmt"
-	"net/http"
 	"reflect"
-	"strings"
 
+	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
 )
 
-// AuthRule is who may call a route. The zero value is invalid, so a route that forgets its
-// rule is refused at start-up (default deny).
-type AuthRule int
+// AuthRule is who may call a route (see httpapi.AuthRule). The zero value is invalid, so a
+// route that forgets its rule is refused at start-up (default deny).
+type AuthRule = httpapi.AuthRule
 
+// The authorization rules, re-exported so that the table reads as before.
 const (
-	authUnset AuthRule = iota
 	// AuthNone: no authentication (health, the OpenAPI document).
-	AuthNone
+	AuthNone = httpapi.AuthNone
 	// AuthAny: any authenticated principal, acting on itself.
-	AuthAny
+	AuthAny = httpapi.AuthAny
 	// AuthOperator: platform operators only.
-	AuthOperator
+	AuthOperator = httpapi.AuthOperator
 	// AuthTenant: a principal with at least MinRole in the path's {tenant}.
-	AuthTenant
+	AuthTenant = httpapi.AuthTenant
 	// AuthDevice: a device, by its client certificate from its tenant's CA (mutual TLS);
 	// its tenant is the certificate's, never the path's.
-	AuthDevice
+	AuthDevice = httpapi.AuthDevice
 	// AuthDeviceProof: a device that has no certificate yet; the body carries its proof
 	// (attestation), and the answer to a failed proof says only "refused".
-	AuthDeviceProof
+	AuthDeviceProof = httpapi.AuthDeviceProof
 )
 
-// Route is one entry of the route table.
-type Route struct {
-	Method  string
-	Pattern string
-	// OperationID names the operation in the OpenAPI document and the client.
-	OperationID string
-	Summary     string
-	Auth        AuthRule
-	MinRole     auth.Role // for AuthTenant
-	// Request is the body type, nil for none.
-	Request reflect.Type
-	// MaxBodyBytes bounds the request body; 0 means MaxBodyBytes.
-	MaxBodyBytes int64
-	// Response is the success body type (the item type for lists), nil for none.
-	Response reflect.Type
-	List     bool
-	Status   int
-	// Filters are the list's query filters besides limit and page_token.
-	Filters []string
-	// IfMatch: "required" (428 without it), "optional", or "".
-	IfMatch string
-	// RawRequest: the body is signed metadata the handler reads as bytes (c.rawBody), not a
-	// Go type; RawResponse: the handler returns bytes served as they are (rawJSON).
-	RawRequest, RawResponse bool
-	// RawRequestType and RawResponseType are the media types of raw bodies
-	// (default application/json).
-	RawRequestType, RawResponseType string
-	// Recovery: an AuthDevice route that also admits a device's recovery token (a device
-	// refused a certificate because its software is out of date fetches its update).
-	Recovery bool
-	Handler  func(*API, *call) (any, error)
-}
+// handler is what a route of this package runs: the API and the request as handlers see it.
+type handler = func(*API, *call) (any, error)
+
+// Route is one entry of the route table: an httpapi.Route whose handler is this package's.
+// MaxBodyBytes bounds what the route reads: typed JSON bodies may leave it 0 (MaxBodyBytes);
+// raw bodies (c.rawBody, c.pemBody, streamed uploads) declare their own, and
+// httpapi.CheckRoutes refuses the table otherwise.
+type Route = httpapi.Route[handler]
 
 func typeOf[T any]() reflect.Type { return reflect.TypeFor[T]() }
 
@@ -127,17 +101,17 @@ func Routes() []Route {
 		{Method: "GET", Pattern: "/api/v1/platform/online-key", OperationID: "getOnlineKey", Summary: "Show the server's online key, which the platform root names for snapshot and timestamp",
 			Auth: AuthOperator, Response: typeOf[OnlineKey](), Status: 200, Handler: (*API).getOnlineKey},
 		{Method: "PUT", Pattern: "/api/v1/platform/tuf/root", OperationID: "putPlatformRoot", Summary: "Upload the next platform root.json (signed offline by the platform root keys)",
-			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putPlatformRoot},
+			Auth: AuthOperator, RawRequest: true, MaxBodyBytes: store.MaxTUFFileBytes, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putPlatformRoot},
 		{Method: "POST", Pattern: "/api/v1/platform/blobs", OperationID: "uploadPlatformBlob", Summary: "Upload an OS image package (streamed, content-addressed) for tenants' targets.json to name",
-			Auth: AuthOperator, RawRequest: true, RawRequestType: "application/octet-stream", Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadPlatformBlob},
+			Auth: AuthOperator, RawRequest: true, RawRequestType: "application/octet-stream", MaxBodyBytes: MaxBlobBytes, Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadPlatformBlob},
 		{Method: "GET", Pattern: tenantPath + "/tuf/delegation", OperationID: "getTenantDelegation", Summary: "Show what a tenant's next targets.json must delegate: its active registered signing keys",
 			Auth: AuthOperator, Response: typeOf[Delegation](), Status: 200, Handler: (*API).getTenantDelegation},
 		{Method: "PUT", Pattern: tenantPath + "/tuf/targets", OperationID: "putTenantTargets", Summary: "Upload a tenant's targets.json (signed offline by the platform OS key) and publish",
-			Auth: AuthOperator, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantTargets},
+			Auth: AuthOperator, RawRequest: true, MaxBodyBytes: store.MaxTUFFileBytes, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantTargets},
 		{Method: "PUT", Pattern: tenantPath + "/tuf/apps", OperationID: "putTenantApps", Summary: "Upload the tenant's apps.json (signed offline by an active registered signing key) and publish",
-			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantApps},
+			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, MaxBodyBytes: store.MaxTUFFileBytes, Response: typeOf[TUFVersion](), Status: 200, Handler: (*API).putTenantApps},
 		{Method: "POST", Pattern: tenantPath + "/blobs", OperationID: "uploadBlob", Summary: "Upload an image package (streamed, content-addressed by SHA-256) for the tenant's apps.json to name",
-			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, RawRequestType: "application/octet-stream", Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadBlob},
+			Auth: AuthTenant, MinRole: auth.Contributor, RawRequest: true, RawRequestType: "application/octet-stream", MaxBodyBytes: MaxBlobBytes, Response: typeOf[BlobInfo](), Status: 201, Handler: (*API).uploadBlob},
 		{Method: "GET", Pattern: tenantPath + "/tuf/targets/{target...}", OperationID: "getTenantTarget", Summary: "Download a target of the tenant's TUF view by its hash-prefixed name (Range and a strong ETag supported)",
 			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, RawResponseType: "application/octet-stream", Status: 200, Handler: (*API).getTenantTarget},
 		{Method: "GET", Pattern: tenantPath + "/tuf/metadata/{file}", OperationID: "getTenantTUFFile", Summary: "Fetch a file of the tenant's TUF repository view (N.root.json, N.targets.json, N.apps.json, N.snapshot.json, timestamp.json)",
@@ -146,11 +120,11 @@ func Routes() []Route {
 		{Method: "POST", Pattern: "/api/v1/platform/devices", OperationID: "registerDevice", Summary: "Register a manufactured device's identity public key (ECDSA P-256 PEM); its ID is the hex SHA-256 of the key",
 			Auth: AuthOperator, Request: typeOf[device.Register](), Response: typeOf[device.Device](), Status: 201, Handler: (*API).registerDevice},
 		{Method: "PUT", Pattern: "/api/v1/platform/ca-certificate", OperationID: "putPlatformCertificate", Summary: "Upload the platform root's X.509 certificate (self-signed by a root key of the TUF root) that certifies tenant device CAs",
-			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, Response: typeOf[PlatformCertificate](), Status: 200, Handler: (*API).putPlatformCertificate},
+			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, MaxBodyBytes: MaxBodyBytes, Response: typeOf[PlatformCertificate](), Status: 200, Handler: (*API).putPlatformCertificate},
 		{Method: "GET", Pattern: "/api/v1/platform/device-cas", OperationID: "listPendingDeviceCAs", Summary: "List every tenant's device CAs that wait for the platform root to certify them",
 			Auth: AuthOperator, Response: typeOf[device.CA](), List: true, Status: 200, Handler: (*API).listPendingDeviceCAs},
 		{Method: "PUT", Pattern: tenantPath + "/device-cas/{ca}/certificate", OperationID: "putDeviceCACertificate", Summary: "Upload the certificate the platform root issued (offline) for a pending tenant device CA; it becomes the tenant's active CA",
-			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, Response: typeOf[device.CA](), Status: 200, Handler: (*API).putDeviceCACertificate},
+			Auth: AuthOperator, RawRequest: true, RawRequestType: pem, MaxBodyBytes: MaxBodyBytes, Response: typeOf[device.CA](), Status: 200, Handler: (*API).putDeviceCACertificate},
 
 		{Method: "GET", Pattern: tenantPath + "/device-cas", OperationID: "listDeviceCAs", Summary: "List the tenant's device CAs (pending, active, retired)",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.CA](), List: true, Status: 200, Handler: (*API).listDeviceCAs},
@@ -179,7 +153,7 @@ func Routes() []Route {
 		{Method: "POST", Pattern: "/api/v1/device/attestation/nonces", OperationID: "createAttestationNonce", Summary: "Device: get a single-use attestation nonce",
 			Auth: AuthDeviceProof, Request: typeOf[NonceRequest](), Response: typeOf[fleet.Nonce](), Status: 201, Handler: (*API).createNonce},
 		{Method: "POST", Pattern: "/api/v1/device/attestations", OperationID: "attest", Summary: "Device: present signed attestation evidence; get a short-lived client certificate, or 403 refused",
-			Auth: AuthDeviceProof, RawRequest: true, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
+			Auth: AuthDeviceProof, RawRequest: true, MaxBodyBytes: fleet.MaxEvidenceBytes, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
 		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
 			Auth: AuthDevice, Recovery: true, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
@@ -217,46 +191,4 @@ func Routes() []Route {
 		{Method: "DELETE", Pattern: groupPath, OperationID: "deleteDeviceGroup", Summary: "Delete a device group",
 			Auth: AuthTenant, MinRole: auth.Contributor, Status: 204, IfMatch: "optional", Handler: (*API).deleteGroup},
 	}
-}
-
-// checkRoutes refuses a table with a route that lacks an authorization rule, a handler, an
-// operation ID or a tenant in the path of a tenant-scoped route.
-func checkRoutes(rs []Route) error {
-	var errs []error
-	seen := map[string]bool{}
-	for _, rt := range rs {
-		name := rt.Method + " " + rt.Pattern
-		if seen[name] {
-			errs = append(errs, fmt.Errorf("route %s: declared twice", name))
-		}
-		seen[name] = true
-		if rt.Handler == nil || rt.OperationID == "" || rt.Status == 0 {
-			errs = append(errs, fmt.Errorf("route %s: needs Handler, OperationID and Status", name))
-		}
-		switch rt.Auth {
-		case authUnset:
-			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
-		case AuthNone, AuthAny, AuthOperator:
-		case AuthDevice, AuthDeviceProof:
-			if rt.Recovery && (rt.Auth != AuthDevice || rt.Method != http.MethodGet) {
-				errs = append(errs, fmt.Errorf("route %s: only device GETs admit recovery tokens", name))
-			}
-			if strings.Contains(rt.Pattern, "{tenant}") {
-				errs = append(errs, fmt.Errorf("route %s: a device route takes its tenant from the certificate, not the path", name))
-			}
-		case AuthTenant:
-			if !rt.MinRole.Valid() {
-				errs = append(errs, fmt.Errorf("route %s: tenant route without MinRole", name))
-			}
-			if !strings.Contains(rt.Pattern, "{tenant}") {
-				errs = append(errs, fmt.Errorf("route %s: tenant route without {tenant} in its path", name))
-			}
-		default:
-			errs = append(errs, fmt.Errorf("route %s: no authorization rule", name))
-		}
-		if rt.Method != http.MethodGet && rt.Auth == AuthNone {
-			errs = append(errs, fmt.Errorf("route %s: a write without authentication", name))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -1,0 +1,132 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/moat-iot/moat/internal/problem"
+)
+
+// requestIDKey carries the request ID in the context (request-scoped, STYLE principle 2).
+type requestIDKey struct{}
+
+// RequestID returns the request ID of ctx, or "".
+func RequestID(ctx context.Context) string {
+	s, _ := ctx.Value(requestIDKey{}).(string)
+	return s
+}
+
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// StatusWriter records the status a handler writes, for the access log and metrics.
+type StatusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+// Status is the status written so far, 0 before the header.
+func (w *StatusWriter) Status() int { return w.status }
+
+// WriteHeader records the first status and writes it.
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines for large transfers).
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// The upload and target handlers extend their deadlines through the wrapper.
+var _ interface{ Unwrap() http.ResponseWriter } = (*StatusWriter)(nil)
+
+func (w *StatusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Exchange is one request as the core sees it: the request (its context carries the request
+// ID), the writer that records the status, when it started and the bound on its body. An
+// audience's wrapper makes one with Begin, runs its own authentication and handler, then
+// calls Fail for an error and Done once.
+type Exchange struct {
+	W     *StatusWriter
+	R     *http.Request
+	ID    string
+	Start time.Time
+	body  *limitedBody
+}
+
+// Begin starts an exchange: a fresh request ID (X-Request-Id), Cache-Control: no-store, and
+// a body bounded by bodyLimit bytes (none is read when bodyLimit is 0).
+func Begin(rw http.ResponseWriter, r *http.Request, bodyLimit int64) Exchange {
+	x := Exchange{Start: time.Now(), ID: newRequestID()}
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, x.ID))
+	if bodyLimit > 0 {
+		// MaxBytesReader gets the server's own writer: past the limit it marks the
+		// connection to close instead of draining the rest of the body.
+		x.body = &limitedBody{ReadCloser: http.MaxBytesReader(rw, r.Body, bodyLimit), limit: bodyLimit}
+		r.Body = x.body
+	} else {
+		r.Body = http.NoBody // a route that declares no body reads none
+	}
+	x.R = r
+	x.W = &StatusWriter{ResponseWriter: rw}
+	h := x.W.Header()
+	h.Set("X-Request-Id", x.ID)
+	h.Set("Cache-Control", "no-store")
+	return x
+}
+
+// CheckLength refuses a body whose declared length is over the limit before any of it is
+// read, and closes the connection after the answer rather than draining the body.
+func (x *Exchange) CheckLength() error {
+	if x.body == nil || x.R.ContentLength <= x.body.limit {
+		return nil
+	}
+	x.W.Header().Set("Connection", "close")
+	return tooLarge(x.body.limit)
+}
+
+// Problem is err as the problem the caller gets: 413 with the route's limit whenever the
+// handler read past it, whatever error it made of that.
+func (x *Exchange) Problem(err error) *problem.Error {
+	if x.body != nil && x.body.hit {
+		return tooLarge(x.body.limit)
+	}
+	return problem.From(err)
+}
+
+// Fail answers err as a problem document, logging an internal error's cause (the edge logs
+// once, with the request ID).
+func (x *Exchange) Fail(log *slog.Logger, route string, err error) {
+	p := x.Problem(err)
+	if p.Kind == problem.Internal {
+		log.ErrorContext(x.R.Context(), "request failed", "request_id", x.ID, "route", route, "err", p.Err)
+	}
+	problem.Write(x.W, x.R, p)
+}
+
+// Done writes the access line (one per request) with extra attributes and observes the
+// request in m.
+func (x *Exchange) Done(log *slog.Logger, m *Metrics, route string, extra ...any) {
+	d := time.Since(x.Start)
+	attrs := make([]any, 0, 14+len(extra))
+	attrs = append(attrs,
+		"request_id", x.ID, "method", x.R.Method, "route", route, "status", x.W.status,
+		"duration_ms", float64(d.Microseconds())/1000, "remote_addr", x.R.RemoteAddr)
+	attrs = append(attrs, extra...)
+	log.InfoContext(x.R.Context(), "http request", attrs...)
+	m.observe(route, x.W.status, d)
+}
