@@ -160,7 +160,11 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	reboot := false
+	// Every assigned image is downloaded and verified before any is installed (ATTACKS row
+	// 20, attacked by TestAgent_PartialBundleActivatesNothing): a connection lost half-way
+	// leaves the device on what it runs, with nothing on trial, and the check fails so that
+	// it is retried soon; the retry installs them together.
+	var staged []stagedImage
 	for _, im := range plan.Images {
 		kind := image.Kind(im.Kind)
 		st := rec.App
@@ -170,12 +174,21 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 		if !wanted(st, im.SHA256) {
 			continue
 		}
-		if err := a.install(ctx, upd, kind, im); err != nil {
+		dst, err := a.download(ctx, upd, kind, im)
+		if err != nil {
 			a.log.WarnContext(ctx, "update failed", "target", im.Path, "err", err)
+			return fmt.Errorf("download %s: %w", im.Path, err)
+		}
+		staged = append(staged, stagedImage{kind: kind, im: im, file: dst})
+	}
+	reboot := false
+	for _, s := range staged {
+		if err := a.install(ctx, upd, s); err != nil {
+			a.log.WarnContext(ctx, "update failed", "target", s.im.Path, "err", err)
 			continue
 		}
-		a.log.InfoContext(ctx, "image installed on trial", "target", im.Path)
-		if kind == image.KindOS {
+		a.log.InfoContext(ctx, "image installed on trial", "target", s.im.Path)
+		if s.kind == image.KindOS {
 			reboot = true
 		} else {
 			select {
@@ -206,35 +219,51 @@ func wanted(st boot.SlotState, sha string) bool {
 	return true
 }
 
-// install downloads an assigned image (resumably) and installs it in the inactive slot.
-func (a *Agent) install(ctx context.Context, upd *update.Client, kind image.Kind, im update.PlannedImage) error {
+// stagedImage is an assigned image downloaded and verified, waiting to be installed.
+type stagedImage struct {
+	kind image.Kind
+	im   update.PlannedImage
+	file string
+}
+
+// updateFailed queues the report of a failed update step for im.
+func (a *Agent) updateFailed(im update.PlannedImage, step errreport.Step, code string, err error) error {
+	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: im.Path, Message: clip(err.Error())})
+	return err
+}
+
+// download fetches an assigned image (resumably) into the downloads directory and returns
+// the file.
+func (a *Agent) download(ctx context.Context, upd *update.Client, kind image.Kind, im update.PlannedImage) (string, error) {
 	dir := filepath.Join(a.cfg.StateDir, "downloads")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
+		return "", err
 	}
 	dst := filepath.Join(dir, string(kind)+".pkg")
-	fail := func(step errreport.Step, code string, err error) error {
-		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: im.Path, Message: clip(err.Error())})
-		return err
-	}
 	if err := upd.Download(ctx, im, dst); err != nil {
 		step, code := errreport.StepDownload, "download_failed"
 		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, update.ErrManifestMismatch) || errors.Is(err, blob.ErrTooLarge) {
 			step, code = errreport.StepVerify, "image_invalid"
 		}
-		return fail(step, code, err)
+		return "", a.updateFailed(im, step, code, err)
 	}
 	a.step("downloaded")
+	return dst, nil
+}
+
+// install installs a downloaded image in the inactive slot of its kind.
+func (a *Agent) install(ctx context.Context, upd *update.Client, s stagedImage) error {
 	b, err := upd.Bundle(ctx)
 	if err != nil {
-		return fail(errreport.StepVerify, "bundle", err)
+		return a.updateFailed(s.im, errreport.StepVerify, "bundle", err)
 	}
+	im := s.im
 	in := boot.Installed{Path: im.Path, SHA256: im.SHA256, Version: im.Version, SecurityVersion: im.SecurityVersion}
-	if err := a.slots.Install(ctx, kind, dst, boot.Bundle(b), in); err != nil {
-		return fail(errreport.StepInstall, "install_failed", err)
+	if err := a.slots.Install(ctx, s.kind, s.file, boot.Bundle(b), in); err != nil {
+		return a.updateFailed(im, errreport.StepInstall, "install_failed", err)
 	}
 	a.step("installed")
-	return os.Remove(dst)
+	return os.Remove(s.file)
 }
 
 // commit makes the trial image of kind the active one and raises its floor.

@@ -44,6 +44,8 @@ func runApp(mode string) int {
 	switch mode {
 	case "probe":
 		return probeApp()
+	case "procfs":
+		return procfsApp()
 	case "env":
 		enc := json.NewEncoder(os.Stdout)
 		_ = enc.Encode(os.Environ())

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -106,6 +108,9 @@ func runInit() int {
 		}
 	}
 	if cfg.SetCred {
+		if err := pinLoginUID(cfg.UID); err != nil {
+			return fail("set audit login uid", err)
+		}
 		if err := syscall.Setgroups([]int{}); err != nil {
 			return fail("setgroups", err)
 		}
@@ -129,6 +134,31 @@ func runInit() int {
 	}
 	err = syscall.Exec(cfg.Path, cfg.Args, cfg.Env) //nolint:gosec // G204: the entry point Start checked, from the runtime, not the app
 	return fail("exec "+cfg.Path, err) + 1
+}
+
+// unsetLoginUID is the audit login UID of a task that never had one: (uid_t)-1.
+const unsetLoginUID = "4294967295"
+
+// pinLoginUID sets the audit login UID of this thread, the one that executes the app, to
+// the app's user while it is unset. The kernel lets any task set an unset login UID once,
+// without a capability, and keeps one per thread: an app would otherwise set its own to
+// 0 and have the audit log name root for what it does, thread by thread through
+// /proc/self/task/<tid>/loginuid (ATTACKS row 28; attacked by
+// TestSandbox_RefusesProcfsAliasesAndOtherDirs). Once set, changing it needs
+// CAP_AUDIT_CONTROL, which the app does not hold; the app's threads inherit it.
+func pinLoginUID(uid int) error {
+	const name = "/proc/thread-self/loginuid"
+	cur, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a kernel without audit keeps no login UID
+	}
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(cur)) != unsetLoginUID {
+		return nil // set by a login session: the app cannot change it
+	}
+	return os.WriteFile(name, []byte(strconv.Itoa(uid)), 0)
 }
 
 // loopbackUp brings up lo in the new network namespace.

@@ -7,6 +7,9 @@
 //	silent      never report healthy
 //	undeclared  try GPIO 5 and the host evil.example:443 (both undeclared), then behave
 //	            as healthy
+//
+// In every mode that runs, SIGUSR1 makes the app die of a segmentation fault (SIGSEGV, as a
+// native app's bad pointer would; the Go runtime would turn a real one into exit status 2).
 package main
 
 import (
@@ -27,6 +30,8 @@ var mode = "healthy"
 func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	segv := make(chan os.Signal, 1)
+	signal.Notify(segv, syscall.SIGUSR1)
 	if mode == "crash" {
 		fmt.Fprintln(os.Stderr, "dw100: heater driver: index out of range")
 		os.Exit(3)
@@ -63,13 +68,19 @@ func main() {
 	if mode != "silent" {
 		call(map[string]any{"op": "health.report", "status": "healthy"})
 	}
-	call(map[string]any{"op": "telemetry.publish", "topic": "whoami", "payload": map[string]any{"uid": os.Getuid(), "direct": dialDirect()}})
+	call(map[string]any{"op": "telemetry.publish", "topic": "whoami", "payload": map[string]any{"uid": os.Getuid(), "pid": os.Getpid(), "direct": dialDirect()}})
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
 		case <-stop:
 			return
+		case <-segv:
+			fmt.Fprintln(os.Stderr, "dw100: wash cycle: segmentation fault")
+			// The same process (exec keeps the PID) is killed by SIGSEGV with the default action.
+			err := syscall.Exec("/bin/sh", []string{"sh", "-c", "kill -SEGV $$"}, nil)
+			fmt.Fprintln(os.Stderr, "exec:", err)
+			os.Exit(1)
 		case <-tick.C:
 			call(map[string]any{"op": "adc.read", "channel": 0})
 		}
