@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Certificates", certificateTests},
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
+		{"Blobs", blobTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},
