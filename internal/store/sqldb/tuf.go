@@ -100,4 +100,3 @@ func (s platformRoots) List(ctx context.Context) ([][]byte, error) {
 		return b, err
 	}, `SELECT data FROM platform_roots ORDER BY version`)
 }
-

@@ -76,7 +76,9 @@ func testBlobUsage(h *harness) {
 	h.mustIn("Add 3", a.ID, func(tt store.TenantTx) error { return tt.Blobs().Add(h.ctx(), digestN(3), 5000, at) })
 	u, err = usage()
 	wantEqual(h.t, "Usage() after the tenant uploads the OS package", u, err, store.BlobUsage{Bytes: 5120, Count: 3})
-	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) { return tt.Blobs().Get(ctx, digestN(3)) })
+	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) {
+		return tt.Blobs().Get(ctx, digestN(3))
+	})
 	wantEqual(h.t, "Get(3)", got, err, store.BlobRecord{Digest: digestN(3), Size: 5000, At: at})
 
 	wantErr(h.t, "AddPlatform(other size)", h.in(a.ID, func(tt store.TenantTx) error {
@@ -105,7 +107,9 @@ func testBlobRecordsList(h *harness) {
 		})
 	}
 	checkList(h, "Blobs().List", want, func(r store.BlobRecord) string { return r.Digest }, func(p store.Page) ([]store.BlobRecord, error) {
-		return readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) ([]store.BlobRecord, error) { return tt.Blobs().List(ctx, p) })
+		return readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) ([]store.BlobRecord, error) {
+			return tt.Blobs().List(ctx, p)
+		})
 	})
 	h.mustIn("Delete(2)", a.ID, func(tt store.TenantTx) error { return tt.Blobs().Delete(h.ctx(), digestN(2)) })
 	wantErr(h.t, "Delete(2) again", h.in(a.ID, func(tt store.TenantTx) error { return tt.Blobs().Delete(h.ctx(), digestN(2)) }), store.ErrNotFound)
@@ -118,16 +122,22 @@ func testBlobIsolation(h *harness) {
 	a, b := h.tenant("A"), h.tenant("B")
 	at := h.tick()
 	h.mustIn("A: Add", a.ID, func(tt store.TenantTx) error { return tt.Blobs().Add(h.ctx(), digestN(1), 10, at) })
-	_, err := readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) { return tt.Blobs().Get(ctx, digestN(1)) })
+	_, err := readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) {
+		return tt.Blobs().Get(ctx, digestN(1))
+	})
 	wantErr(h.t, "B: Get(A's blob)", err, store.ErrNotFound)
 	wantErr(h.t, "B: Delete(A's blob)", h.in(b.ID, func(tt store.TenantTx) error { return tt.Blobs().Delete(h.ctx(), digestN(1)) }), store.ErrNotFound)
-	list, err := readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) ([]store.BlobRecord, error) { return tt.Blobs().List(ctx, store.Page{}) })
+	list, err := readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) ([]store.BlobRecord, error) {
+		return tt.Blobs().List(ctx, store.Page{})
+	})
 	wantEmpty(h.t, "B: List", list, err)
 	u, err := readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobUsage, error) { return tt.Blobs().Usage(ctx) })
 	wantEqual(h.t, "B: Usage", u, err, store.BlobUsage{})
 	// B recording the same content is its own record; A's is unchanged.
 	h.mustIn("B: Add same digest", b.ID, func(tt store.TenantTx) error { return tt.Blobs().Add(h.ctx(), digestN(1), 10, h.tick()) })
-	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) { return tt.Blobs().Get(ctx, digestN(1)) })
+	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (store.BlobRecord, error) {
+		return tt.Blobs().Get(ctx, digestN(1))
+	})
 	wantEqual(h.t, "A: Get after B's Add", got, err, store.BlobRecord{Digest: digestN(1), Size: 10, At: at})
 }
 
@@ -136,7 +146,9 @@ func testPlatformBlobs(h *harness) {
 	h.must("PlatformBlobs().Add", func(tx store.Tx) error { return tx.PlatformBlobs().Add(h.ctx(), digestN(7), 70, h.tick()) })
 	h.must("PlatformBlobs().Add again", func(tx store.Tx) error { return tx.PlatformBlobs().Add(h.ctx(), digestN(7), 70, at) })
 	wantErr(h.t, "PlatformBlobs().Add(other size)", h.tx(func(tx store.Tx) error { return tx.PlatformBlobs().Add(h.ctx(), digestN(7), 71, h.tick()) }), store.ErrConflict)
-	got, err := read(h, func(ctx context.Context, tx store.Tx) ([]store.BlobRecord, error) { return tx.PlatformBlobs().List(ctx, store.Page{}) })
+	got, err := read(h, func(ctx context.Context, tx store.Tx) ([]store.BlobRecord, error) {
+		return tx.PlatformBlobs().List(ctx, store.Page{})
+	})
 	wantEqual(h.t, "PlatformBlobs().List", got, err, []store.BlobRecord{{Digest: digestN(7), Size: 70, Platform: true, At: at}})
 	h.must("PlatformBlobs().Delete", func(tx store.Tx) error { return tx.PlatformBlobs().Delete(h.ctx(), digestN(7)) })
 	wantErr(h.t, "PlatformBlobs().Delete again", h.tx(func(tx store.Tx) error { return tx.PlatformBlobs().Delete(h.ctx(), digestN(7)) }), store.ErrNotFound)
@@ -178,10 +190,14 @@ func testBlobFiles(h *harness) {
 	got, err = unref(cutoff)
 	wantEmpty(h.t, "Unreferenced(cutoff) after a re-upload", got, err)
 
-	rec, err := read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) { return tx.BlobFiles().Lock(ctx, digestN(4)) })
+	rec, err := read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) {
+		return tx.BlobFiles().Lock(ctx, digestN(4))
+	})
 	wantEqual(h.t, "Lock(4)", rec, err, store.BlobRecord{Digest: digestN(4), Size: 4, At: recent})
 	h.must("Delete(4)", func(tx store.Tx) error { return tx.BlobFiles().Delete(h.ctx(), digestN(4)) })
-	_, err = read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) { return tx.BlobFiles().Lock(ctx, digestN(4)) })
+	_, err = read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) {
+		return tx.BlobFiles().Lock(ctx, digestN(4))
+	})
 	wantErr(h.t, "Lock(deleted)", err, store.ErrNotFound)
 	wantErr(h.t, "Delete(deleted)", h.tx(func(tx store.Tx) error { return tx.BlobFiles().Delete(h.ctx(), digestN(4)) }), store.ErrNotFound)
 }
@@ -195,8 +211,12 @@ func testTUFFilesCreated(h *harness) {
 	h.mustIn("Put 2.apps.json", a.ID, func(tt store.TenantTx) error {
 		return tt.TUFFiles().Put(h.ctx(), store.File{Name: "2.apps.json", Data: []byte("a2")}, at2)
 	})
-	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (map[string]time.Time, error) { return tt.TUFFiles().Created(ctx) })
+	got, err := readIn(h, a.ID, func(ctx context.Context, tt store.TenantTx) (map[string]time.Time, error) {
+		return tt.TUFFiles().Created(ctx)
+	})
 	wantEqual(h.t, "A: Created", got, err, map[string]time.Time{"1.apps.json": at1.UTC(), "2.apps.json": at2.UTC()})
-	got, err = readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (map[string]time.Time, error) { return tt.TUFFiles().Created(ctx) })
+	got, err = readIn(h, b.ID, func(ctx context.Context, tt store.TenantTx) (map[string]time.Time, error) {
+		return tt.TUFFiles().Created(ctx)
+	})
 	wantEqual(h.t, "B: Created", got, err, map[string]time.Time{})
 }
