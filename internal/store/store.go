@@ -255,7 +255,8 @@ type BlobUsage struct {
 // so that a tenant's metadata can name, and its devices fetch, only the tenant's own blobs.
 type Blobs interface {
 	// Add records the tenant's upload of the blob. Adding it again refreshes its time (and
-	// counts a record that was the platform's); another size is ErrConflict.
+	// counts a record that was the platform's); another size is ErrConflict. Add,
+	// AddPlatform and PlatformBlobs.Add also Hold the file's row in BlobFiles.
 	Add(ctx context.Context, digest string, size int64, at time.Time) error
 	// AddPlatform records an OS package the platform's targets.json names for the tenant
 	// (Platform, unless the tenant uploaded it too). Again refreshes its time.
@@ -264,9 +265,11 @@ type Blobs interface {
 	Size(ctx context.Context, digest string) (int64, error)
 	// Get returns the record; ErrNotFound when there is none.
 	Get(ctx context.Context, digest string) (BlobRecord, error)
-	// LockUsage holds the tenant's usage until the transaction ends, so that concurrent
-	// uploads of one tenant check its quota one after the other. Write transactions only.
-	LockUsage(ctx context.Context) error
+	// Lock holds the tenant's blob records until the transaction ends, so that uploads
+	// (checking the quota), publishes (naming recorded blobs) and garbage collection of one
+	// tenant happen one after the other. Write transactions only; ErrNotFound for an
+	// unknown tenant.
+	Lock(ctx context.Context) error
 	// Usage sums the tenant's blobs that are not Platform records.
 	Usage(ctx context.Context) (BlobUsage, error)
 	// List returns the tenant's records ordered by digest (Page.After is a digest).

@@ -30,6 +30,9 @@ func (s blobs) AddPlatform(ctx context.Context, digest string, size int64, at ti
 // add inserts the record or refreshes its time; a tenant upload (platform false) of a
 // platform record makes it the tenant's, counted against its quota.
 func (s blobs) add(ctx context.Context, digest string, size int64, platform bool, at time.Time) error {
+	if err := (blobFiles{s.t.tx}).Hold(ctx, digest, size, at); err != nil {
+		return err
+	}
 	cur, err := s.Get(ctx, digest)
 	switch {
 	case err == nil && cur.Size != size:
@@ -58,9 +61,9 @@ func (s blobs) Get(ctx context.Context, digest string) (store.BlobRecord, error)
 	return b, oneRow(err)
 }
 
-// LockUsage takes the tenant's row: a write that changes nothing, which PostgreSQL holds
+// Lock takes the tenant's row: a write that changes nothing, which PostgreSQL holds
 // until the transaction ends (SQLite has one writer at a time anyway).
-func (s blobs) LockUsage(ctx context.Context) error {
+func (s blobs) Lock(ctx context.Context) error {
 	r, err := s.t.tx.exec(ctx, `UPDATE tenants SET version = version WHERE id = $1`, s.t.id)
 	if err != nil {
 		return err
@@ -103,6 +106,9 @@ func scanPlatformBlob(row interface{ Scan(...any) error }) (store.BlobRecord, er
 }
 
 func (s platformBlobs) Add(ctx context.Context, digest string, size int64, at time.Time) error {
+	if err := (blobFiles{s.t}).Hold(ctx, digest, size, at); err != nil {
+		return err
+	}
 	var cur int64
 	err := s.t.queryRow(ctx, `SELECT size FROM platform_blobs WHERE digest = $1`, digest).Scan(&cur)
 	switch err = oneRow(err); {

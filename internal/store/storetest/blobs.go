@@ -84,9 +84,9 @@ func testBlobUsage(h *harness) {
 	wantErr(h.t, "AddPlatform(other size)", h.in(a.ID, func(tt store.TenantTx) error {
 		return tt.Blobs().AddPlatform(h.ctx(), digestN(2), 21, h.tick())
 	}), store.ErrConflict)
-	h.mustIn("LockUsage", a.ID, func(tt store.TenantTx) error { return tt.Blobs().LockUsage(h.ctx()) })
-	wantErr(h.t, "LockUsage(unknown tenant)", h.in("tnt_missing", func(tt store.TenantTx) error {
-		return tt.Blobs().LockUsage(h.ctx())
+	h.mustIn("Lock", a.ID, func(tt store.TenantTx) error { return tt.Blobs().Lock(h.ctx()) })
+	wantErr(h.t, "Lock(unknown tenant)", h.in("tnt_missing", func(tt store.TenantTx) error {
+		return tt.Blobs().Lock(h.ctx())
 	}), store.ErrNotFound)
 }
 
