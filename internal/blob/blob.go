@@ -66,11 +66,14 @@ type File interface {
 // reads at most maxBytes+1 bytes of r: longer content is ErrTooLarge. A read error from r,
 // a cancelled ctx or content over the limit store nothing. Storing content that is already
 // stored succeeds and changes nothing. Stat and Open report ErrNotFound for an unknown
-// digest. Implementations are safe for concurrent use.
+// digest. Delete removes a blob; an unknown digest is no error, so a garbage collector
+// that stopped half-way can run again. Whether a blob may be deleted (nothing refers to it)
+// is the caller's to decide. Implementations are safe for concurrent use.
 type Store interface {
 	Put(ctx context.Context, r io.Reader, maxBytes int64) (Info, error)
 	Stat(ctx context.Context, d Digest) (Info, error)
 	Open(ctx context.Context, d Digest) (File, error)
+	Delete(ctx context.Context, d Digest) error
 }
 
 // PutExpect stores the content of r only if it is exactly wantSize bytes that hash to want.

@@ -27,10 +27,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -72,6 +72,8 @@ type Service struct {
 	onlinePub *ecdsa.PublicKey
 	now       func() time.Time
 	catalogs  catalogCache
+	// defaultQuota is the storage quota of tenants without their own (0: DefaultStorageQuotaBytes).
+	defaultQuota atomic.Int64
 }
 
 // New returns the service. online is the server's online signing key; blobs holds the
@@ -218,7 +220,15 @@ func (s *Service) checkOSTarget(ctx context.Context, tt store.TenantTx, path str
 	if m.Kind != image.KindOS || path != "os/"+m.Name+"/"+m.Version {
 		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
 	}
-	return tt.Blobs().Add(ctx, d.String(), tf.Length, s.now().UTC())
+	if err := tt.Blobs().AddPlatform(ctx, d.String(), tf.Length, s.now().UTC()); err != nil {
+		return err
+	}
+	// The record holds the file's row, so a garbage collection that removed the file is
+	// over: the file must still be here (TestGC_KeepsPublished).
+	if err := s.stillStored(ctx, d); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
+	}
+	return nil
 }
 
 // openPackage reads the manifest of the stored blob a target names, checking its length.
@@ -248,12 +258,6 @@ func (s *Service) openPackage(ctx context.Context, path string, tf *metadata.Tar
 		return d, image.Manifest{}, fmt.Errorf("%w: %s: %w", ErrBadTarget, path, err)
 	}
 	return d, pkg.Manifest(), nil
-}
-
-// AddPlatformBlob stores a blob the platform operator uploads (an OS image package). It
-// becomes a tenant's only when a targets.json the OS key signed names it.
-func (s *Service) AddPlatformBlob(ctx context.Context, r io.Reader, maxBytes int64) (blob.Info, error) {
-	return s.blobs.Put(ctx, r, maxBytes)
 }
 
 // CurrentTargets returns the tenant's current targets.json, or nil when it has none.
@@ -344,6 +348,12 @@ func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantT
 	return s.store.InTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
+			return err
+		}
+		// A publish names blobs the tenant recorded; garbage collection removes records that
+		// nothing names. One at a time per tenant, so neither acts on what the other changes
+		// (TestGC_KeepsPublished).
+		if err := tt.Blobs().Lock(ctx); err != nil {
 			return err
 		}
 		v, err := s.load(ctx, tx, tt)
@@ -508,23 +518,6 @@ func contains(ids []string, id string) bool {
 		}
 	}
 	return false
-}
-
-// AddBlob stores an uploaded blob (an image package) and records it as the tenant's, so
-// that its apps.json may name it and its devices fetch it.
-func (s *Service) AddBlob(ctx context.Context, t tenant.ID, r io.Reader, maxBytes int64) (blob.Info, error) {
-	info, err := s.blobs.Put(ctx, r, maxBytes)
-	if err != nil {
-		return blob.Info{}, err
-	}
-	err = s.store.InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
-		return tt.Blobs().Add(ctx, info.Digest.String(), info.Size, s.now().UTC())
-	})
-	return info, err
 }
 
 // ServeBlob serves one of the tenant's blobs (with Range and a strong ETag); another

@@ -74,6 +74,11 @@ type Tx interface {
 	PendingCAs(ctx context.Context) ([]device.CA, error)
 	// ForTenant scopes access to one tenant's data. An empty ID is ErrNoTenant.
 	ForTenant(id tenant.ID) (TenantTx, error)
+	// PlatformBlobs records the OS packages the platform operator uploaded.
+	PlatformBlobs() PlatformBlobs
+	// BlobFiles is the registry of stored blob files, shared by every tenant and the
+	// platform, that garbage collection removes from.
+	BlobFiles() BlobFiles
 	// Leases hand each period of a background job to one server replica.
 	Leases() Leases
 }
@@ -130,6 +135,9 @@ type Tenants interface {
 	List(ctx context.Context, p Page) ([]tenant.Tenant, error)
 	// ListForUser returns the tenants in which the user holds a role.
 	ListForUser(ctx context.Context, user auth.UserID, p Page) ([]tenant.Tenant, error)
+	// SetStorageQuota sets the tenant's storage quota in bytes (nil: the server's default),
+	// advances its version and returns it; ErrNotFound for an unknown tenant.
+	SetStorageQuota(ctx context.Context, id tenant.ID, quota *int64, at time.Time) (tenant.Tenant, error)
 }
 
 // Users holds users and their roles.
@@ -227,6 +235,9 @@ type TUFFiles interface {
 	Get(ctx context.Context, name string) ([]byte, error)
 	// All returns every stored file, ordered by name.
 	All(ctx context.Context) ([]File, error)
+	// Created returns when each stored file was first stored, by name (garbage collection
+	// keeps what metadata superseded within its grace period named).
+	Created(ctx context.Context) (map[string]time.Time, error)
 }
 
 // PlatformRoots holds the platform's chain of TUF root metadata, version 1 first.
@@ -236,13 +247,80 @@ type PlatformRoots interface {
 	List(ctx context.Context) ([][]byte, error)
 }
 
+// BlobRecord is a record of a content-addressed blob, by "sha256:<hex>" digest.
+type BlobRecord struct {
+	Digest string
+	Size   int64
+	// Platform marks a tenant's record of an OS package that the platform's targets.json
+	// for the tenant names: not the tenant's upload, not counted against its quota.
+	Platform bool
+	// At is when the blob was last uploaded or named: the start of its grace period before
+	// garbage collection.
+	At time.Time
+}
+
+// BlobUsage is what a tenant's uploads take: the bytes and number of its distinct blobs,
+// without the OS packages the platform names for it.
+type BlobUsage struct {
+	Bytes int64
+	Count int
+}
+
 // Blobs records which content-addressed blobs (by "sha256:<hex>" digest) a tenant uploaded,
 // so that a tenant's metadata can name, and its devices fetch, only the tenant's own blobs.
 type Blobs interface {
-	// Add records the blob for the tenant; adding it again is a no-op.
+	// Add records the tenant's upload of the blob. Adding it again refreshes its time (and
+	// counts a record that was the platform's); another size is ErrConflict. Add,
+	// AddPlatform and PlatformBlobs.Add also Hold the file's row in BlobFiles.
 	Add(ctx context.Context, digest string, size int64, at time.Time) error
+	// AddPlatform records an OS package the platform's targets.json names for the tenant
+	// (Platform, unless the tenant uploaded it too). Again refreshes its time.
+	AddPlatform(ctx context.Context, digest string, size int64, at time.Time) error
 	// Size returns the recorded size; ErrNotFound when the tenant never uploaded it.
 	Size(ctx context.Context, digest string) (int64, error)
+	// Get returns the record; ErrNotFound when there is none.
+	Get(ctx context.Context, digest string) (BlobRecord, error)
+	// Lock holds the tenant's blob records until the transaction ends, so that uploads
+	// (checking the quota), publishes (naming recorded blobs) and garbage collection of one
+	// tenant happen one after the other. Write transactions only; ErrNotFound for an
+	// unknown tenant.
+	Lock(ctx context.Context) error
+	// Usage sums the tenant's blobs that are not Platform records.
+	Usage(ctx context.Context) (BlobUsage, error)
+	// List returns the tenant's records ordered by digest (Page.After is a digest).
+	List(ctx context.Context, p Page) ([]BlobRecord, error)
+	// Delete removes the record; ErrNotFound when there is none.
+	Delete(ctx context.Context, digest string) error
+}
+
+// PlatformBlobs records the OS packages the platform operator uploaded.
+type PlatformBlobs interface {
+	// Add records the upload; again refreshes its time; another size is ErrConflict.
+	Add(ctx context.Context, digest string, size int64, at time.Time) error
+	// List returns the records ordered by digest (Page.After is a digest).
+	List(ctx context.Context, p Page) ([]BlobRecord, error)
+	// Delete removes the record; ErrNotFound when there is none.
+	Delete(ctx context.Context, digest string) error
+}
+
+// BlobFiles is the registry of stored blob files: one row per content-addressed file,
+// whichever tenants (or the platform) hold records of it. Recording a reference to a file
+// (Hold) and removing the file (Lock, then Delete) both take its row, so an upload and a
+// garbage collection of the same content happen one after the other.
+type BlobFiles interface {
+	// Hold records the stored file, or refreshes its time, and holds its row until the
+	// transaction ends.
+	Hold(ctx context.Context, digest string, size int64, at time.Time) error
+	// Lock holds the file's row until the transaction ends and returns it; ErrNotFound when
+	// there is none.
+	Lock(ctx context.Context, digest string) (BlobRecord, error)
+	// References counts the tenants' and the platform's records of the digest.
+	References(ctx context.Context, digest string) (int, error)
+	// Unreferenced lists files recorded before the given time that no tenant or platform
+	// record names, ordered by digest (Page.After is a digest).
+	Unreferenced(ctx context.Context, before time.Time, p Page) ([]BlobRecord, error)
+	// Delete removes the file's row; ErrNotFound when there is none.
+	Delete(ctx context.Context, digest string) error
 }
 
 // Nonces holds attestation nonces: issued to one device, consumed at most once, before they

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 		{"Empty", testEmpty},
 		{"ExactlyTheLimit", testExactlyTheLimit},
 		{"UnknownDigest", testUnknownDigest},
+		{"Delete", testDelete},
 		{"ConcurrentPutOfSameContent", testConcurrentPut},
 		{"TooLargeStoresNothing", testTooLarge},
 		{"EndlessReaderIsCutOff", testEndless},
@@ -329,4 +330,22 @@ func testPutExpectEndless(t *testing.T, s blob.Store) {
 	if n := e.N(); n > size+1 {
 		t.Errorf("PutExpect(endless, size %d) read %d bytes, want at most %d", size, n, size+1)
 	}
+}
+
+// testDelete: a deleted blob is gone, its neighbours stay, and deleting again (or an
+// unknown digest) is no error.
+func testDelete(t *testing.T, s blob.Store) {
+	keep, drop := Content(11, 1000), Content(12, 1000)
+	mustPut(t, s, keep)
+	info := mustPut(t, s, drop)
+	for range 2 {
+		if err := s.Delete(t.Context(), info.Digest); err != nil {
+			t.Fatalf("Delete(%s) = %v, want nil", info.Digest, err)
+		}
+	}
+	WantNotStored(t, s, info.Digest)
+	WantStored(t, s, keep)
+	// Storing it again after the delete works.
+	mustPut(t, s, drop)
+	WantStored(t, s, drop)
 }

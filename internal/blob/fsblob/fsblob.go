@@ -201,6 +201,26 @@ func (s *Store) Open(ctx context.Context, d blob.Digest) (blob.File, error) {
 	return &file{File: f, info: blob.Info{Digest: d, Size: fi.Size()}}, nil
 }
 
+// Delete implements blob.Store. A reader that has the blob open keeps reading it (the
+// file goes when the last handle closes); the directory is synced so that the removal
+// survives a crash.
+func (s *Store) Delete(ctx context.Context, d blob.Digest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := s.path(d)
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return nil
+}
+
 // Verify rehashes stored blob d and returns an error wrapping blob.ErrDigestMismatch when
 // its bytes no longer hash to d (on-disk corruption). It repairs nothing: it reports.
 func (s *Store) Verify(ctx context.Context, d blob.Digest) error {

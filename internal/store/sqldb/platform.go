@@ -12,19 +12,42 @@ import (
 
 type tenants struct{ t *tx }
 
-const tenantCols = `id, name, created_at, updated_at, version`
+const tenantCols = `id, name, created_at, updated_at, version, storage_quota_bytes`
 
 func scanTenant(row interface{ Scan(...any) error }) (tenant.Tenant, error) {
 	var x tenant.Tenant
-	err := row.Scan(&x.ID, &x.Name, &x.CreatedAt, &x.UpdatedAt, &x.Version)
+	var quota sql.NullInt64
+	err := row.Scan(&x.ID, &x.Name, &x.CreatedAt, &x.UpdatedAt, &x.Version, &quota)
 	x.CreatedAt, x.UpdatedAt = utc(x.CreatedAt), utc(x.UpdatedAt)
+	if quota.Valid {
+		x.StorageQuotaBytes = &quota.Int64
+	}
 	return x, err
 }
 
 func (s tenants) Create(ctx context.Context, x tenant.Tenant) error {
-	_, err := s.t.exec(ctx, `INSERT INTO tenants (id, name, name_fold, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6)`,
-		x.ID, x.Name, fold(x.Name), utc(x.CreatedAt), utc(x.UpdatedAt), x.Version)
+	_, err := s.t.exec(ctx, `INSERT INTO tenants (id, name, name_fold, created_at, updated_at, version, storage_quota_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		x.ID, x.Name, fold(x.Name), utc(x.CreatedAt), utc(x.UpdatedAt), x.Version, nullInt64(x.StorageQuotaBytes))
 	return err
+}
+
+func (s tenants) SetStorageQuota(ctx context.Context, id tenant.ID, quota *int64, at time.Time) (tenant.Tenant, error) {
+	r, err := s.t.exec(ctx, `UPDATE tenants SET storage_quota_bytes = $1, updated_at = $2, version = version + 1 WHERE id = $3`,
+		nullInt64(quota), utc(at), id)
+	if err != nil {
+		return tenant.Tenant{}, err
+	}
+	if err := affected(r); err != nil {
+		return tenant.Tenant{}, err
+	}
+	return s.Get(ctx, id)
+}
+
+func nullInt64(p *int64) sql.NullInt64 {
+	if p == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: *p, Valid: true}
 }
 
 func (s tenants) Get(ctx context.Context, id tenant.ID) (tenant.Tenant, error) {
@@ -44,7 +67,7 @@ func (s tenants) List(ctx context.Context, p store.Page) ([]tenant.Tenant, error
 
 func (s tenants) ListForUser(ctx context.Context, user auth.UserID, p store.Page) ([]tenant.Tenant, error) {
 	return queryList(ctx, s.t, scanTenant,
-		`SELECT t.id, t.name, t.created_at, t.updated_at, t.version FROM tenants t
+		`SELECT t.id, t.name, t.created_at, t.updated_at, t.version, t.storage_quota_bytes FROM tenants t
 		 JOIN members m ON m.tenant_id = t.id
 		 WHERE m.user_id = $1 AND t.id > $2 ORDER BY t.id LIMIT $3`, user, p.After, limit(p))
 }

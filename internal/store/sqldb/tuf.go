@@ -58,6 +58,24 @@ func (s tufFiles) All(ctx context.Context) ([]store.File, error) {
 	}, `SELECT name, data FROM tuf_files WHERE tenant_id = $1 ORDER BY name`, s.t.id)
 }
 
+func (s tufFiles) Created(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := s.t.tx.query(ctx, `SELECT name, created_at FROM tuf_files WHERE tenant_id = $1`, s.t.id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var name string
+		var at time.Time
+		if err := rows.Scan(&name, &at); err != nil {
+			return nil, err
+		}
+		out[name] = utc(at)
+	}
+	return out, rows.Err()
+}
+
 type platformRoots struct{ t *tx }
 
 func (s platformRoots) Append(ctx context.Context, version int64, data []byte, at time.Time) error {
@@ -81,27 +99,4 @@ func (s platformRoots) List(ctx context.Context) ([][]byte, error) {
 		err := row.Scan(&b)
 		return b, err
 	}, `SELECT data FROM platform_roots ORDER BY version`)
-}
-
-type blobs struct{ t *tenantTx }
-
-func (s blobs) Add(ctx context.Context, digest string, size int64, at time.Time) error {
-	cur, err := s.Size(ctx, digest)
-	switch {
-	case err == nil && cur == size:
-		return nil
-	case err == nil:
-		return fmt.Errorf("blob %s recorded with size %d, not %d: %w", digest, cur, size, store.ErrConflict)
-	case !errors.Is(err, store.ErrNotFound):
-		return err
-	}
-	_, err = s.t.tx.exec(ctx, `INSERT INTO tenant_blobs (tenant_id, digest, size, created_at) VALUES ($1, $2, $3, $4)`,
-		s.t.id, digest, size, utc(at))
-	return err
-}
-
-func (s blobs) Size(ctx context.Context, digest string) (int64, error) {
-	var size int64
-	err := s.t.tx.queryRow(ctx, `SELECT size FROM tenant_blobs WHERE tenant_id = $1 AND digest = $2`, s.t.id, digest).Scan(&size)
-	return size, oneRow(err)
 }

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorReports", errorReportTests},
 		{"Fleet", fleetTests},
 		{"Leases", leaseTests},
+		{"Blobs", blobTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
 		{"ReadTx", readTxTests},
