@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"errors"
-	"net/http"
 	"strings"
 
-	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/store"
 )
@@ -30,16 +28,6 @@ func StoreProblem(err error, what, id string) error {
 		return p
 	}
 	return problem.Wrap(err)
-}
-
-// PathID reads an identifier from the path; a malformed one is NotFound like a missing one,
-// so a caller cannot tell a bad ID from another tenant's.
-func PathID(r *http.Request, name, prefix, what string) (string, error) {
-	s := r.PathValue(name)
-	if !ident.Valid(prefix, s) {
-		return "", problem.New(problem.NotFound, what+"_not_found", "no %s %s", strings.ReplaceAll(what, "_", " "), Truncate(s))
-	}
-	return s, nil
 }
 
 // Truncate shortens a caller's string for a problem detail.

@@ -2,10 +2,12 @@ package mgmt
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/moat-iot/moat/internal/api/httpapi"
+	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/store"
 )
 
@@ -45,7 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics { return httpapi.NewMetrics(
 
 // pathID reads an identifier from the path; a malformed one is NotFound like a missing one.
 func pathID(r *http.Request, name, prefix, what string) (string, error) {
-	return httpapi.PathID(r, name, prefix, what)
+	s := r.PathValue(name)
+	if !validID(prefix, s) {
+		return "", problem.New(problem.NotFound, what+"_not_found", "no %s %s", strings.ReplaceAll(what, "_", " "), truncate(s))
+	}
+	return s, nil
 }
 
 func truncate(s string) string { return httpapi.Truncate(s) }
