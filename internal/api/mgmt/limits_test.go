@@ -96,7 +96,7 @@ func dialAPI(t *testing.T, srv *testenv.Server) (net.Conn, *bufio.Reader, error)
 var sessions = tls.NewLRUClientSessionCache(64)
 
 // deviceURL is where the test server serves the device API.
-func deviceURL(srv *testenv.Server) string { return srv.URL }
+func deviceURL(srv *testenv.Server) string { return srv.DeviceURL }
 
 func mustDial(t *testing.T, srv *testenv.Server) (net.Conn, *bufio.Reader) {
 	t.Helper()
