@@ -5,7 +5,8 @@
 //
 // The TenantIsolation cases attack rule 3: a TenantTx for tenant B must not reach tenant A's
 // products, groups, members, audit events, devices, device CAs, certificates, deployments or
-// error reports by any method, and A's data must be unchanged afterwards.
+// error reports by any method, nor count them in the fleet queries (CountRunning,
+// CountByImage), and A's data must be unchanged afterwards.
 //
 // Run is called from a test function; its subtests run in parallel, each on its own store.
 package storetest
