@@ -281,7 +281,9 @@ func TestBlobs_QuotaIsTheOperators(t *testing.T) {
 			"A's contributor on A": func() resp { return w.contribA.do("PUT", quotaA, body) },
 			"A's admin on A":       func() resp { return w.a.admin.do("PUT", quotaA, body) },
 			"A's admin on B":       func() resp { return w.a.admin.do("PUT", quotaB, body) },
-			"A's admin on unknown": func() resp { return w.a.admin.do("PUT", "/api/v1/tenants/tnt_01aaaaaaaaaaaaaaaaaaaaaaaa/storage-quota", body) },
+			"A's admin on unknown": func() resp {
+				return w.a.admin.do("PUT", "/api/v1/tenants/tnt_01aaaaaaaaaaaaaaaaaaaaaaaa/storage-quota", body)
+			},
 		} {
 			r := try()
 			if r.Status != http.StatusForbidden || r.problem(t).Code != "platform_operator_required" {
