@@ -93,6 +93,8 @@ type Tenant struct {
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 	Version   int64     `json:"version"`
+	// StorageQuotaBytes is the quota the platform operator set; nil: the server's default.
+	StorageQuotaBytes *int64 `json:"storage_quota_bytes,omitempty"`
 }
 
 // TenantCreate is the body of a tenant creation.

@@ -1,8 +1,8 @@
 package mgmt
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/repo"
@@ -241,46 +242,148 @@ type BlobInfo struct {
 const MaxBlobBytes = 2 << 30
 
 // uploadPlatformBlob streams an OS image package from the platform operator into the blob
-// store; a tenant's devices may fetch it once that tenant's targets.json names it.
+// store; a tenant's devices may fetch it once that tenant's targets.json names it. The
+// upload is audited in the transaction that records it.
 func (a *API) uploadPlatformBlob(c *call) (any, error) {
-	out, err := streamUpload(c, a.repo.AddPlatformBlob)
+	u, err := startUpload(c)
 	if err != nil {
 		return nil, err
 	}
-	bi := out.(BlobInfo)
-	err = a.store.InTx(c.ctx, func(tx store.Tx) error {
-		return c.auditPlatform(tx, "blob.upload", "blob", bi.Digest, "OS package of "+strconv.FormatInt(bi.Size, 10)+" bytes")
+	info, err := a.repo.UploadPlatformBlob(c.ctx, u, func(tx store.Tx, info blob.Info) error {
+		return c.auditPlatform(tx, "blob.upload", "blob", info.Digest.String(), "OS package of "+strconv.FormatInt(info.Size, 10)+" bytes")
 	})
 	if err != nil {
-		return nil, problem.Wrap(err)
+		return nil, uploadProblem(err)
 	}
-	return bi, nil
+	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
 }
 
-// uploadBlob streams an image package into the blob store for the tenant.
+// uploadBlob streams an app image package into the blob store for the tenant, within its
+// storage quota, and audits it in the tenant's log (issue 10, defect 3; attacked by
+// TestBlobs_RejectsRandomBytes, TestBlobs_RejectsOverQuota and TestBlobs_UploadIsAudited).
 func (a *API) uploadBlob(c *call) (any, error) {
-	return streamUpload(c, func(ctx context.Context, r io.Reader, max int64) (blob.Info, error) {
-		return a.repo.AddBlob(ctx, c.tenant, r, max)
+	u, err := startUpload(c)
+	if err != nil {
+		return nil, err
+	}
+	info, err := a.repo.UploadBlob(c.ctx, c.tenant, u, func(tt store.TenantTx, info blob.Info) error {
+		return c.audit(tt, "blob.upload", "blob", info.Digest.String(), "image package of "+strconv.FormatInt(info.Size, 10)+" bytes")
 	})
+	if err != nil {
+		return nil, uploadProblem(err)
+	}
+	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
 }
 
-// streamUpload streams an application/octet-stream body into put; nothing is held in
-// memory, and a body over MaxBlobBytes stores nothing.
-func streamUpload(c *call, put func(context.Context, io.Reader, int64) (blob.Info, error)) (any, error) {
+// startUpload checks the media type and readies the streamed body: nothing is held in
+// memory, and the repository reads it as an image package while storing it.
+func startUpload(c *call) (repo.Upload, error) {
 	mt, _, err := mime.ParseMediaType(c.r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/octet-stream" {
-		return nil, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
+		return repo.Upload{}, problem.New(problem.Unsupported, "unsupported_media_type", "the body must be application/octet-stream")
 	}
 	// A large package on a slow link takes longer than the server's default read timeout.
 	_ = http.NewResponseController(c.w).SetReadDeadline(time.Now().Add(time.Hour))
-	info, err := put(c.ctx, c.r.Body, MaxBlobBytes)
-	switch {
-	case errors.Is(err, blob.ErrTooLarge):
-		return nil, problem.New(problem.TooLarge, "body_too_large", "an image package must be at most %d bytes", int64(MaxBlobBytes))
-	case err != nil:
-		return nil, problem.Wrap(err)
+	return repo.Upload{Body: bodyReader{c.r.Body}, Size: c.r.ContentLength, MaxBytes: MaxBlobBytes}, nil
+}
+
+// errBodyRead marks a failure to read the request body (the client went away), so that it
+// is the client's problem, not the server's.
+var errBodyRead = errors.New("read request body")
+
+type bodyReader struct{ r io.Reader }
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("%w: %w", errBodyRead, err)
 	}
-	return BlobInfo{Digest: info.Digest.String(), Size: info.Size}, nil
+	return n, err
+}
+
+// imageDetails says what is wrong with an upload that is not an image package.
+var imageDetails = []struct {
+	err    error
+	detail string
+}{
+	{image.ErrBadMagic, "the body does not start with MOATIMG: it is not a moat image package (build one with moat image package)"},
+	{image.ErrUnsupportedVersion, "the package names an image format version this server does not know"},
+	{image.ErrTruncated, "the package ends before its header, manifest or payload does"},
+	{image.ErrTrailingData, "bytes follow the package's payload"},
+	{image.ErrPayloadMismatch, "the payload's SHA-256 differs from the one its manifest declares"},
+	{image.ErrNotCanonical, "the package's manifest is not its canonical JSON encoding"},
+	{image.ErrInvalidManifest, "the package's manifest is invalid"},
+	{image.ErrTooLarge, "the package's manifest is larger than 64 KiB"},
+}
+
+// uploadProblem maps the repository's upload errors to problems the uploader can act on.
+func uploadProblem(err error) error {
+	if qe, ok := errors.AsType[*repo.QuotaError](err); ok {
+		size := "this package"
+		if qe.SizeBytes >= 0 {
+			size += " (" + strconv.FormatInt(qe.SizeBytes, 10) + " bytes)"
+		}
+		return &problem.Error{Kind: problem.TooLarge, Code: "storage_quota_exceeded", Err: err,
+			Detail: fmt.Sprintf("the tenant's uploads take %d of its %d-byte storage quota and %s does not fit; uploads that no apps.json names are removed %d hours after upload, or the platform operator can raise the quota",
+				qe.UsedBytes, qe.QuotaBytes, size, int(repo.BlobGrace.Hours()))}
+	}
+	switch {
+	case errors.Is(err, repo.ErrWrongKind):
+		return &problem.Error{Kind: problem.Invalid, Code: "wrong_image_kind", Err: err,
+			Detail: "tenants upload application packages here; OS packages are the platform operator's (POST /api/v1/platform/blobs), which takes only OS packages"}
+	case errors.Is(err, repo.ErrNotImage):
+		detail := "the body is not a valid moat image package"
+		for _, d := range imageDetails {
+			if errors.Is(err, d.err) {
+				detail = d.detail
+				break
+			}
+		}
+		return &problem.Error{Kind: problem.Invalid, Code: "not_an_image_package", Detail: detail + "; nothing was stored", Err: err}
+	case errors.Is(err, blob.ErrTooLarge):
+		return &problem.Error{Kind: problem.TooLarge, Code: "body_too_large", Detail: fmt.Sprintf("an image package must be at most %d bytes", int64(MaxBlobBytes)), Err: err}
+	case errors.Is(err, repo.ErrCollected):
+		return &problem.Error{Kind: problem.Unavailable, Code: "upload_collected", Detail: "the content was being removed as unused while it was uploaded; upload it again", Err: err}
+	case errors.Is(err, errBodyRead):
+		return &problem.Error{Kind: problem.Invalid, Code: "body_unreadable", Detail: "the body could not be read", Err: err}
+	}
+	return problem.Wrap(err)
+}
+
+// getTenantStorage shows what the tenant's uploads take against its storage quota.
+func (a *API) getTenantStorage(c *call) (any, error) {
+	st, err := a.repo.Storage(c.ctx, c.tenant)
+	if err != nil {
+		return nil, storeProblem(err, "tenant", string(c.tenant))
+	}
+	return st, nil
+}
+
+// putTenantStorageQuota sets a tenant's storage quota: the platform operator's, who holds
+// no role in the tenant; a tenant's own administrators cannot raise it (attacked by
+// TestBlobs_QuotaIsTheOperators).
+func (a *API) putTenantStorageQuota(c *call) (any, error) {
+	t := tenant.ID(c.r.PathValue("tenant"))
+	if !ident.Valid(tenant.IDPrefix, string(t)) {
+		return nil, problem.New(problem.NotFound, "tenant_not_found", "no tenant %s", truncate(string(t)))
+	}
+	req := c.body.(tenant.StorageQuota)
+	detail := "storage quota " + strconv.FormatInt(*req.StorageQuotaBytes, 10) + " bytes"
+	st, err := a.repo.SetStorageQuota(c.ctx, t, req.StorageQuotaBytes, func(tx store.Tx) error {
+		if err := c.auditPlatform(tx, "tenant.storage_quota.put", "tenant", string(t), detail); err != nil {
+			return err
+		}
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		return c.audit(tt, "tenant.storage_quota.put", "tenant", string(t), detail)
+	})
+	if err != nil {
+		return nil, storeProblem(err, "tenant", string(t))
+	}
+	c.tenant = t
+	return st, nil
 }
 
 // getTenantTarget serves a target by the name a TUF client asks for with consistent

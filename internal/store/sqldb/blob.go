@@ -106,7 +106,7 @@ func scanPlatformBlob(row interface{ Scan(...any) error }) (store.BlobRecord, er
 }
 
 func (s platformBlobs) Add(ctx context.Context, digest string, size int64, at time.Time) error {
-	if err := (blobFiles{s.t}).Hold(ctx, digest, size, at); err != nil {
+	if err := blobFiles(s).Hold(ctx, digest, size, at); err != nil {
 		return err
 	}
 	var cur int64

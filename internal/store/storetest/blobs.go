@@ -190,7 +190,15 @@ func testBlobFiles(h *harness) {
 	got, err = unref(cutoff)
 	wantEmpty(h.t, "Unreferenced(cutoff) after a re-upload", got, err)
 
+	// Recording a blob for a tenant records (holds) its file too.
+	at9 := h.tick()
+	h.mustIn("A: Add 9", a.ID, func(tt store.TenantTx) error { return tt.Blobs().Add(h.ctx(), digestN(9), 9, at9) })
 	rec, err := read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) {
+		return tx.BlobFiles().Lock(ctx, digestN(9))
+	})
+	wantEqual(h.t, "Lock(9) after Blobs().Add", rec, err, store.BlobRecord{Digest: digestN(9), Size: 9, At: at9})
+
+	rec, err = read(h, func(ctx context.Context, tx store.Tx) (store.BlobRecord, error) {
 		return tx.BlobFiles().Lock(ctx, digestN(4))
 	})
 	wantEqual(h.t, "Lock(4)", rec, err, store.BlobRecord{Digest: digestN(4), Size: 4, At: recent})
