@@ -101,7 +101,7 @@ func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
 	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -327,7 +327,7 @@ func TestAgent_SandboxedApp(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
 	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 10 * time.Second,
 		Product: "DW100", AppUID: 65534, AppGID: 65534,
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -376,7 +376,7 @@ func TestAgent_NewOSRefusedAtAttestationRollsBack(t *testing.T) {
 	os2Path.Store("")
 	var revoked sync.Once
 	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Step: func(step string) {

@@ -95,7 +95,7 @@ func (f *fleet) spawnWith(t *testing.T, d testenv.Device, state, pause, interval
 	if err := os.WriteFile(ca, f.Server.CAPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(agentBinary(t), "agent", "--state", state, "--server", f.Server.URL, "--identity", d.Key.Path(),
+	cmd := exec.Command(agentBinary(t), "agent", "--state", state, "--server", f.Server.DeviceURL, "--identity", d.Key.Path(),
 		"--root", root, "--server-ca", ca, "--check-interval", interval, "--health-timeout", "10s", "--log-level", "debug", "--product", "DW100")
 	cmd.Env = append(os.Environ(), agentcmd.PauseEnv+"="+pause)
 	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
@@ -237,7 +237,7 @@ func (f *fleet) bootProc(t *testing.T, d testenv.Device, state string) *agentPro
 		t.Fatal(err)
 	}
 	cmd := exec.Command(agentBinary(t), "boot", "--state", state, "--root", root, "--",
-		"--server", f.Server.URL, "--identity", d.Key.Path(), "--server-ca", ca, "--check-interval", "2s", "--health-timeout", "10s")
+		"--server", f.Server.DeviceURL, "--identity", d.Key.Path(), "--server-ca", ca, "--check-interval", "2s", "--health-timeout", "10s")
 	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the launcher and its agent, killed together

@@ -130,8 +130,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 		return nil, err
 	}
 	if srv.BootstrapToken == "" {
-		srv.Close()
-		return nil, fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir)
+		return nil, errors.Join(fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir), srv.Close())
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -122,7 +122,7 @@ func (s *Server) runJob(ctx context.Context, j Job) {
 		}
 		// Every replica wakes when the period ends; a little jitter spreads their claims.
 		// The wait is capped at one interval, in case another replica's clock runs ahead.
-		wait = min(max(wait, 0), j.Interval) + mrand.N(j.Interval/50+1)
+		wait = min(max(wait, 0), j.Interval) + mrand.N(j.Interval/50+1) //nolint:gosec // G404: jitter, not a secret
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -165,7 +165,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		})
 		mux.HandleFunc("GET /readyz", s.readyz)
 	}
-	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	if metricsToken != "" {
 		metrics = requireToken(metricsToken, metrics)
 	}

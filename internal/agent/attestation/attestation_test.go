@@ -35,7 +35,7 @@ func TestCertificate_AttestsAndAuthenticates(t *testing.T) {
 	c := newClient(t, cfg)
 
 	// The handshake of the first request attests.
-	api, err := client.New(e.Server.URL, client.WithHTTPClient(c.HTTPClient()))
+	api, err := client.New(e.Server.DeviceURL, client.WithHTTPClient(c.HTTPClient()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestCertificate_AttestsAndAuthenticates(t *testing.T) {
 	}
 	tr := &http.Transport{TLSClientConfig: tcfg}
 	defer tr.CloseIdleConnections()
-	own, err := client.New(e.Server.URL, client.WithHTTPClient(&http.Client{Transport: tr}))
+	own, err := client.New(e.Server.DeviceURL, client.WithHTTPClient(&http.Client{Transport: tr}))
 	if err != nil {
 		t.Fatal(err)
 	}

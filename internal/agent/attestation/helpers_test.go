@@ -61,7 +61,7 @@ func (e *env) config(t *testing.T, d testenv.Device) (attestation.Config, *teste
 		}
 	})
 	return attestation.Config{
-		ServerURL: e.Server.URL,
+		ServerURL: e.Server.DeviceURL,
 		ServerCAs: pool,
 		Identity:  d.Key,
 		StateDir:  filepath.Join(t.TempDir(), "state"),

@@ -84,7 +84,7 @@ func newDevice(t *testing.T) *device {
 	hc := p.DeviceHTTPClient(cert)
 	l := &link{base: hc.Transport}
 	hc.Transport = l
-	c, err := client.New(p.Server.URL, client.WithHTTPClient(hc))
+	c, err := client.New(p.Server.DeviceURL, client.WithHTTPClient(hc))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,7 @@ func newDevice(t *testing.T, p *testenv.Platform, group string, booted ...testen
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	base := p.Server.URL + "/api/v1/device/tuf/"
+	base := p.Server.DeviceURL + "/api/v1/device/tuf/"
 	upd, err := update.New(update.Config{
 		MetadataURL: base + "metadata/", TargetsURL: base + "targets/", Root: p.Root, DirectorKey: dirKey,
 		DeviceID: d.ID, TenantID: p.Tenant, StateDir: filepath.Join(dir, "state"), HTTPClient: p.DeviceHTTPClient(cert),

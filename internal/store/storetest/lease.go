@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
@@ -79,7 +80,7 @@ func testLeaseConcurrent(h *harness) {
 		wg.Go(func() {
 			errs[i] = h.tx(func(tx store.Tx) error {
 				var err error
-				results[i].granted, results[i].until, err = tx.Leases().Acquire(h.ctx(), "refresh", string(rune('a'+i)), now, end)
+				results[i].granted, results[i].until, err = tx.Leases().Acquire(h.ctx(), "refresh", fmt.Sprintf("replica-%d", i), now, end)
 				return err
 			})
 		})
