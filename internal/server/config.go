@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/moat-iot/moat/internal/api/mgmt"
+	"github.com/moat-iot/moat/internal/repo"
 )
 
 // Config is everything `moat server` is built from. DefaultConfig alone runs the server on
@@ -46,6 +49,13 @@ type Config struct {
 	// "Authorization: Bearer TOKEN"; empty leaves /metrics open to anyone who reaches the
 	// management listener (it shows request counts and the Go and process figures).
 	MetricsTokenFile string `json:"metrics-token-file"`
+	// DefaultStorageQuotaBytes is the storage quota of tenants for which the platform
+	// operator set none (moat tenant update --storage-quota).
+	DefaultStorageQuotaBytes int64 `json:"default-storage-quota-bytes"`
+	// MaxUnauthenticatedRequests caps the requests served at once on routes that need no
+	// credential (attestation nonces, attestation); past it they are answered 503 with
+	// Retry-After.
+	MaxUnauthenticatedRequests int `json:"max-unauthenticated-requests"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -62,6 +72,9 @@ func DefaultConfig() Config {
 		LogFormat:       "text",
 		ShutdownTimeout: 20 * time.Second,
 		CertLifetime:    24 * time.Hour,
+
+		DefaultStorageQuotaBytes:   repo.DefaultStorageQuotaBytes,
+		MaxUnauthenticatedRequests: mgmt.DefaultMaxUnauthenticatedRequests,
 	}
 }
 
@@ -112,6 +125,12 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", "must be positive")
+	}
+	if c.DefaultStorageQuotaBytes < 0 {
+		bad("default-storage-quota-bytes", "must not be negative, got %d", c.DefaultStorageQuotaBytes)
+	}
+	if c.MaxUnauthenticatedRequests < 1 || c.MaxUnauthenticatedRequests > 1<<16 {
+		bad("max-unauthenticated-requests", "must be between 1 and 65536, got %d", c.MaxUnauthenticatedRequests)
 	}
 	return errors.Join(errs...)
 }

@@ -46,6 +46,15 @@ func (s *Server) builtinJobs() []Job {
 				return err
 			})
 		}},
+		// Removes uploaded packages that no image refers to after their grace period
+		// (repo.BlobGrace), so uploads cannot fill the disk (issue 10, defect 3).
+		{Name: "blob-gc", Interval: RefreshInterval, Run: func(ctx context.Context, now time.Time) error {
+			n, bytes, err := s.repo.GC(ctx, now)
+			if n > 0 {
+				s.log.InfoContext(ctx, "unreferenced blobs removed", "blobs", n, "bytes", bytes)
+			}
+			return err
+		}},
 	}
 }
 

@@ -139,6 +139,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	if s.repo, err = repo.New(s.store, blobs, onlinePriv, now); err != nil {
 		return nil, err
 	}
+	s.repo.SetDefaultStorageQuota(cfg.DefaultStorageQuotaBytes)
 	kek, err := caKEK(cfg)
 	if err != nil {
 		return nil, err
@@ -148,7 +149,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	if err != nil {
 		return nil, err
 	}
-	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet})
+	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet,
+		MaxUnauthenticatedRequests: cfg.MaxUnauthenticatedRequests})
 	if err != nil {
 		return nil, err
 	}
