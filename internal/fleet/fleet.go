@@ -99,7 +99,8 @@ type Service struct {
 	stopOnce sync.Once
 
 	mu        sync.Mutex
-	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys
+	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
+	untrusted map[tenant.ID]time.Time    // tenant IDs with no trusted CA, when looked up; at most maxUntrusted
 	root      cachedRoot
 	verified  map[[32]byte]verified // chains verified recently, by SHA-256 of the leaf
 	conflicts map[string]bool       // serials already reported as identity conflicts
@@ -134,7 +135,7 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
