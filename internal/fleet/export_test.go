@@ -24,5 +24,12 @@ func VerifiedCacheLen(s *Service) int {
 	return len(s.verified)
 }
 
+// Waiters is the number of devices waiting for updates on the service.
+func Waiters(s *Service) int {
+	s.notify.mu.Lock()
+	defer s.notify.mu.Unlock()
+	return len(s.notify.byDevice)
+}
+
 // MaxUntrusted is the bound of the negative trust cache.
 const MaxUntrusted = maxUntrusted

@@ -86,6 +86,9 @@ type Config struct {
 	Director     *ecdsa.PrivateKey
 	Registerer   prometheus.Registerer
 	CertLifetime time.Duration
+	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
+	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
+	MaxWaiters int
 }
 
 // Service is the device side of the security service.
@@ -112,6 +115,8 @@ type metrics struct {
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
 	conflicts    prometheus.Counter
+	waiters      prometheus.Gauge
+	waitsRefused prometheus.Counter
 }
 
 // New returns the service.
@@ -129,6 +134,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.CertLifetime == 0 {
 		cfg.CertLifetime = DefaultCertLifetime
 	}
+	if cfg.MaxWaiters == 0 {
+		cfg.MaxWaiters = DefaultMaxWaiters
+	}
+	if cfg.MaxWaiters < 0 {
+		errs = append(errs, fmt.Errorf("fleet: MaxWaiters %d is negative", cfg.MaxWaiters))
+	}
 	if cfg.CertLifetime < 5*time.Minute || cfg.CertLifetime > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("fleet: certificate lifetime %s outside 5m..720h", cfg.CertLifetime))
 	}
@@ -142,13 +153,15 @@ func New(cfg Config) (*Service, error) {
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
+		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
+		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}

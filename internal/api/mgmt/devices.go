@@ -520,7 +520,7 @@ func (a *API) waitForUpdates(c *call) (any, error) {
 	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(fleet.MaxWait + 10*time.Second))
 	u, err := a.fleet.WaitUpdates(c.ctx, *c.device, req.Since)
 	if err != nil {
-		return nil, problem.Wrap(err)
+		return nil, problem.From(err)
 	}
 	return u, nil
 }
