@@ -263,7 +263,7 @@ func (a *API) serve(c *call) error {
 		var err error
 		if tok, ok := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer "+fleet.RecoveryPrefix); ok && c.route.Recovery &&
 			(c.r.TLS == nil || len(c.r.TLS.PeerCertificates) == 0) {
-			d, err = a.fleet.AuthenticateRecovery(c.ctx, fleet.RecoveryPrefix+tok)
+			d, err = a.fleet.AuthenticateRecovery(c.ctx, fleet.RecoveryPrefix+tok, c.route.Pattern)
 		} else {
 			d, err = a.fleet.Authenticate(c.ctx, c.r.TLS)
 		}
