@@ -1,5 +1,7 @@
 package fleet
 
+import "github.com/moat-iot/moat/internal/tenant"
+
 // Sizes of the service's caches and wait tables, for the tests that attack their bounds
 // (compiled into tests only, never into a shipped binary).
 
@@ -29,6 +31,14 @@ func Waiters(s *Service) int {
 	s.notify.mu.Lock()
 	defer s.notify.mu.Unlock()
 	return len(s.notify.byDevice)
+}
+
+// Armed reports whether a device of the tenant waits for a wake-up on the service.
+func Armed(s *Service, t tenant.ID) bool {
+	s.notify.mu.Lock()
+	defer s.notify.mu.Unlock()
+	_, ok := s.notify.wakes[t]
+	return ok
 }
 
 // MaxUntrusted is the bound of the negative trust cache.

@@ -117,6 +117,7 @@ type metrics struct {
 	conflicts    prometheus.Counter
 	waiters      prometheus.Gauge
 	waitsRefused prometheus.Counter
+	wakeups      prometheus.Counter
 }
 
 // New returns the service.
@@ -155,13 +156,14 @@ func New(cfg Config) (*Service, error) {
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
 		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
 		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
+		wakeups:      prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_wakeups_total", Help: "Tenant changes that woke devices waiting for updates on this replica."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused, s.metrics.wakeups} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}

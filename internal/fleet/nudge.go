@@ -150,6 +150,7 @@ func (s *Service) Notify(t tenant.ID) {
 	s.notify.mu.Lock()
 	defer s.notify.mu.Unlock()
 	if wk, ok := s.notify.wakes[t]; ok {
+		s.metrics.wakeups.Inc()
 		wk.woken = s.notify.count[t]
 		close(wk.c)
 		delete(s.notify.wakes, t)

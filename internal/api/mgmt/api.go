@@ -244,12 +244,6 @@ func (a *API) wrap(rt Route) http.Handler {
 		if c.tenant != "" {
 			attrs = append(attrs, "tenant_id", c.tenant)
 		}
-		if t := r.PathValue("tenant"); t != "" && r.Method != http.MethodGet && w.status < 300 {
-			// A change in a tenant (its groups, devices, deployments, or a targets.json or
-			// apps.json published for it) may change what its devices should run: wake the
-			// ones waiting on this replica (they re-check; a false alarm costs one read).
-			a.fleet.Notify(tenant.ID(t))
-		}
 		a.log.InfoContext(ctx, "http request", attrs...)
 		a.metrics.observe(rt.Method+" "+rt.Pattern, w.status, time.Since(start))
 	})
