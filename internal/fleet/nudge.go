@@ -164,7 +164,7 @@ func wakeDelay(woken int) time.Duration {
 	if spread <= 0 {
 		return 0
 	}
-	return rand.N(spread)
+	return rand.N(spread) //nolint:gosec // G404: jitter to spread re-checks, not a secret
 }
 
 // Stop ends every wait at once (the server is shutting down).
@@ -180,7 +180,7 @@ func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since stri
 		s.metrics.waitsRefused.Inc()
 		return Updates{}, &problem.Error{Kind: problem.Unavailable, Code: "too_many_waiters", Err: err,
 			Detail:     "the server holds as many waiting devices as it may; check again later",
-			RetryAfter: waitRetryAfter + rand.N(waitRetryAfter)}
+			RetryAfter: waitRetryAfter + rand.N(waitRetryAfter)} //nolint:gosec // G404: jitter to spread retries, not a secret
 	}
 	s.metrics.waiters.Inc()
 	defer s.metrics.waiters.Dec()
