@@ -94,8 +94,8 @@ type notifier struct {
 	wakes    map[tenant.ID]*wake
 }
 
-// add registers the device's wait, ending its earlier one; a new device past max is
-// refused past limit.
+// add registers the device's wait, ending its earlier one; a device that does not wait
+// yet is refused when limit devices do.
 func (n *notifier) add(k waitKey, limit int) (*waiter, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
