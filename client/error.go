@@ -40,6 +40,8 @@ type Error struct {
 type Recovery struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// TenantID is the tenant that claimed the device, whose update routes the grant opens.
+	TenantID string `json:"tenant_id"`
 }
 
 // FieldError names one invalid field.

@@ -73,9 +73,11 @@ func measurement(kind image.Kind, im boot.Installed) attest.Measurement {
 
 // deviceAPI returns the device API client and the HTTP client for TUF and downloads: the
 // certificate's after a successful attestation, or, after a refusal for out-of-date
-// software, the recovery grant's. A trial OS that attests is committed here: it came up
-// and proved itself; one that is refused is rolled back (errReboot).
-func (a *Agent) deviceAPI(ctx context.Context, s *session) (*client.Client, *http.Client, error) {
+// software, the recovery grant's with the tenant the grant names (a grant opens only the
+// update routes, not GET /device/me; "" with a certificate). A trial OS that attests is
+// committed here: it came up and proved itself; one that is refused is rolled back
+// (errReboot).
+func (a *Agent) deviceAPI(ctx context.Context, s *session) (*client.Client, *http.Client, string, error) {
 	_, err := s.att.Certificate(ctx)
 	a.mu.Lock()
 	trial := a.booted.os.Trial
@@ -83,35 +85,35 @@ func (a *Agent) deviceAPI(ctx context.Context, s *session) (*client.Client, *htt
 	if err == nil {
 		if trial {
 			if err := a.commit(image.KindOS); err != nil {
-				return nil, nil, err
+				return nil, nil, "", err
 			}
 		}
-		return s.att.API(), s.att.HTTPClient(), nil
+		return s.att.API(), s.att.HTTPClient(), "", nil
 	}
 	if !errors.Is(err, attestation.ErrRefused) {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	a.report(errreport.Report{Kind: errreport.AttestationRefused, Code: "refused", Message: "the security service refused the attestation"})
 	if trial {
 		if rerr := a.slots.Rollback(image.KindOS, "the new OS was refused at attestation"); rerr != nil {
-			return nil, nil, rerr
+			return nil, nil, "", rerr
 		}
 		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepAttest, Code: "os_refused",
 			Target: a.booted.os.Image.Path, Message: "the new OS came up but was refused at attestation; rolled back"})
-		return nil, nil, errReboot
+		return nil, nil, "", errReboot
 	}
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Recovery == nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	hc := &http.Client{Transport: bearer{token: ce.Recovery.Token, base: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: a.cfg.ServerCAs, MinVersion: tls.VersionTLS12}}}}
 	api, cerr := client.New(a.cfg.ServerURL, client.WithHTTPClient(hc))
 	if cerr != nil {
-		return nil, nil, cerr
+		return nil, nil, "", cerr
 	}
 	a.log.InfoContext(ctx, "attestation refused for out-of-date software: updating with the recovery grant", "expires_at", ce.Recovery.ExpiresAt)
-	return api, hc, nil
+	return api, hc, ce.Recovery.TenantID, nil
 }
 
 // bearer adds a recovery token to every request.
@@ -130,18 +132,21 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // slots, install (pending), and hand over: a new app to the supervisor, a new OS to a
 // reboot. Each failure is reported with its step and leaves the running images alone.
 func (a *Agent) check(ctx context.Context, s *session) error {
-	api, hc, err := a.deviceAPI(ctx, s)
+	api, hc, tenantID, err := a.deviceAPI(ctx, s)
 	if err != nil {
 		return err
 	}
-	self, err := api.GetDeviceSelf(ctx)
-	if err != nil {
-		return fmt.Errorf("device record: %w", err)
+	if tenantID == "" {
+		self, err := api.GetDeviceSelf(ctx)
+		if err != nil {
+			return fmt.Errorf("device record: %w", err)
+		}
+		tenantID = self.TenantID
 	}
 	a.mu.Lock()
-	a.tenantID = self.TenantID
+	a.tenantID = tenantID
 	a.mu.Unlock()
-	cfg := a.updateConfig(self.TenantID)
+	cfg := a.updateConfig(tenantID)
 	cfg.HTTPClient = hc
 	upd, err := update.New(cfg)
 	if err != nil {

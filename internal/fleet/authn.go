@@ -46,10 +46,8 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 	} else if err != nil {
 		return device.Device{}, err
 	}
-	tr, err := s.tenantTrust(ctx, tenant.ID(t))
-	if errors.Is(err, store.ErrNoTenant) {
-		return device.Device{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
-	} else if err != nil {
+	tr, err := s.trustFor(ctx, tenant.ID(t), leaf, cs.PeerCertificates[1:], root)
+	if err != nil {
 		return device.Device{}, err
 	}
 	tid, did, err := s.verifyChain(leaf, tr, root)
@@ -94,6 +92,31 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		return device.Device{}, fmt.Errorf("%w: device %s presented certificate %s, superseded by %s at %s", ErrUnauthenticated, did, serial, cur.Serial, cur.IssuedAt.Format(time.RFC3339))
 	}
 	return dev, nil
+}
+
+// trustFor returns the trust to verify the leaf with, for the tenant the leaf names. The
+// tenant ID comes from a certificate nobody has checked yet, so a tenant not in the trust
+// cache is looked up only once the chain the client presented (the leaf and its issuing
+// CA, as moat issues them) verifies to the platform root: a certificate from a CA of the
+// client's own making is refused without a store read or a cache entry. A client that
+// presents the leaf alone costs one indexed read, and a tenant with no trusted CA is kept
+// only in the bounded negative cache (maxUntrusted). Issue 10, defect 4; attacked by
+// TestAuthenticate_StrangersDoNotGrowTheTrustCache.
+func (s *Service) trustFor(ctx context.Context, t tenant.ID, leaf *x509.Certificate, presented []*x509.Certificate, root *x509.Certificate) (*tenantTrust, error) {
+	now := s.cfg.Now()
+	if tr := s.cachedTrust(t, now); tr != nil {
+		return tr, nil
+	}
+	if len(presented) > 0 {
+		if _, _, _, err := deviceca.VerifyDevice(leaf, presented, root, now); err != nil {
+			return nil, fmt.Errorf("%w: presented chain: %w", ErrUnauthenticated, err)
+		}
+	}
+	tr, err := s.tenantTrust(ctx, t)
+	if errors.Is(err, store.ErrNoTenant) {
+		return nil, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	return tr, err
 }
 
 // SupersedeGrace: a device's previous certificate is accepted on connections opened up to

@@ -102,6 +102,7 @@ func (s *Service) ActivateCA(ctx context.Context, tt store.TenantTx, caID string
 func (s *Service) forget(t tenant.ID) {
 	s.mu.Lock()
 	delete(s.trust, t)
+	delete(s.untrusted, t)
 	s.mu.Unlock()
 }
 
@@ -121,13 +122,37 @@ func (s *Service) Chain(ctx context.Context, t tenant.ID) ([]byte, error) {
 	return deviceca.Chain(root, cas...), nil
 }
 
-// tenantTrust loads (or returns the cached) CA certificates and issuing key of a tenant.
+// Bounds of the trust caches. Only tenants with a CA the platform root certified enter the
+// trust cache, so its size is the number of real tenants with devices on this replica; the
+// cap is defence in depth (a replica past it reloads some tenants, which is correct, only
+// slower). Tenant IDs with no trusted CA (made-up ones included: the authenticator reads
+// them from certificates nobody has checked yet) are remembered only in the small negative
+// cache, so a flood of them costs one indexed read each and a bounded amount of memory.
+// Issue 10, defect 4; attacked by TestAuthenticate_StrangersDoNotGrowTheTrustCache.
+const (
+	maxTrust     = 1 << 13
+	maxUntrusted = 1 << 10
+)
+
+// cachedTrust returns the tenant's cached trust while it is fresh, or nil.
+func (s *Service) cachedTrust(t tenant.ID, now time.Time) *tenantTrust {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tr := s.trust[t]; tr != nil && now.Sub(tr.loaded) < trustTTL {
+		return tr
+	}
+	if at, ok := s.untrusted[t]; ok && now.Sub(at) < trustTTL {
+		return &tenantTrust{loaded: at}
+	}
+	return nil
+}
+
+// tenantTrust loads (or returns the cached) CA certificates and issuing key of a tenant. A
+// tenant with no CA trusted now (or no such tenant) has an empty trust, which is remembered
+// only in the bounded negative cache.
 func (s *Service) tenantTrust(ctx context.Context, t tenant.ID) (*tenantTrust, error) {
 	now := s.cfg.Now()
-	s.mu.Lock()
-	tr := s.trust[t]
-	s.mu.Unlock()
-	if tr != nil && now.Sub(tr.loaded) < trustTTL {
+	if tr := s.cachedTrust(t, now); tr != nil {
 		return tr, nil
 	}
 	var cas []device.CA
@@ -142,7 +167,7 @@ func (s *Service) tenantTrust(ctx context.Context, t tenant.ID) (*tenantTrust, e
 	if err != nil {
 		return nil, err
 	}
-	tr = &tenantTrust{loaded: now}
+	tr := &tenantTrust{loaded: now}
 	for _, ca := range cas {
 		if !ca.Trusted(now) {
 			continue
@@ -161,9 +186,30 @@ func (s *Service) tenantTrust(ctx context.Context, t tenant.ID) (*tenantTrust, e
 		}
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(tr.trusted) == 0 {
+		delete(s.trust, t)
+		evictOne(s.untrusted, maxUntrusted)
+		s.untrusted[t] = now
+		return tr, nil
+	}
+	delete(s.untrusted, t)
+	evictOne(s.trust, maxTrust)
 	s.trust[t] = tr
-	s.mu.Unlock()
 	return tr, nil
+}
+
+// evictOne makes room for one more entry in a map bounded at limit by dropping an
+// arbitrary one (map iteration order is unspecified, so repeated inserts do not always
+// evict the same hot entry).
+func evictOne[K comparable, V any](m map[K]V, limit int) {
+	if len(m) < limit {
+		return
+	}
+	for k := range m {
+		delete(m, k)
+		return
+	}
 }
 
 func parseCertPEM(text string) (*x509.Certificate, error) {

@@ -86,6 +86,9 @@ type Config struct {
 	Director     *ecdsa.PrivateKey
 	Registerer   prometheus.Registerer
 	CertLifetime time.Duration
+	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
+	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
+	MaxWaiters int
 }
 
 // Service is the device side of the security service.
@@ -99,7 +102,8 @@ type Service struct {
 	stopOnce sync.Once
 
 	mu        sync.Mutex
-	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys
+	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
+	untrusted map[tenant.ID]time.Time    // tenant IDs with no trusted CA, when looked up; at most maxUntrusted
 	root      cachedRoot
 	verified  map[[32]byte]verified // chains verified recently, by SHA-256 of the leaf
 	conflicts map[string]bool       // serials already reported as identity conflicts
@@ -111,6 +115,9 @@ type metrics struct {
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
 	conflicts    prometheus.Counter
+	waiters      prometheus.Gauge
+	waitsRefused prometheus.Counter
+	wakeups      prometheus.Counter
 }
 
 // New returns the service.
@@ -128,26 +135,35 @@ func New(cfg Config) (*Service, error) {
 	if cfg.CertLifetime == 0 {
 		cfg.CertLifetime = DefaultCertLifetime
 	}
+	if cfg.MaxWaiters == 0 {
+		cfg.MaxWaiters = DefaultMaxWaiters
+	}
+	if cfg.MaxWaiters < 0 {
+		errs = append(errs, fmt.Errorf("fleet: MaxWaiters %d is negative", cfg.MaxWaiters))
+	}
 	if cfg.CertLifetime < 5*time.Minute || cfg.CertLifetime > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("fleet: certificate lifetime %s outside 5m..720h", cfg.CertLifetime))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
+		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
+		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
+		wakeups:      prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_wakeups_total", Help: "Tenant changes that woke devices waiting for updates on this replica."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused, s.metrics.wakeups} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}

@@ -22,7 +22,10 @@ import (
 // recovery grant with the refusal, so that it can fetch its update assignment and images
 // and come back with software that attests (ATTACKS row 4: "cert refused; device gets update
 // assignment"). A grant is no certificate: it opens only the update routes of the device
-// API, never a tenant's cloud.
+// API (the routes marked Recovery in internal/api/mgmt; not even GET /device/me), never a
+// tenant's cloud. It ends when the device attests successfully again (it has done its work)
+// and each use is logged (issue 10, defect 8; attacked by TestAttest_OutdatedDeviceGetsItsUpdate
+// and TestRecovery_EndsOnSuccessfulAttestation).
 
 // RecoveryPrefix starts every recovery token, so it cannot be mistaken for an API token.
 const RecoveryPrefix = "moat_rcv_"
@@ -39,6 +42,9 @@ var recoverable = map[string]bool{
 type Recovery struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// TenantID is the tenant that claimed the device: the device's update client needs it,
+	// and the grant opens no route that would tell it (the token carries it too).
+	TenantID string `json:"tenant_id"`
 }
 
 // grant is what the director key signs; Purpose keeps it apart from every other document
@@ -72,16 +78,21 @@ func (s *Service) newRecovery(dev device.Device, now time.Time) (*Recovery, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Recovery{Token: RecoveryPrefix + base64.RawURLEncoding.EncodeToString(env), ExpiresAt: g.ExpiresAt}, nil
+	return &Recovery{Token: RecoveryPrefix + base64.RawURLEncoding.EncodeToString(env), ExpiresAt: g.ExpiresAt, TenantID: g.TenantID}, nil
 }
 
-// AuthenticateRecovery identifies a device by a recovery token: signed by this server's
-// director key, for its purpose, unexpired, and for a device still claimed by the tenant it
-// names and not blocked. Every failure is ErrUnauthenticated.
-func (s *Service) AuthenticateRecovery(ctx context.Context, token string) (device.Device, error) {
+// AuthenticateRecovery identifies a device by a recovery token presented on route: signed
+// by this server's director key, for its purpose, unexpired, for a device still claimed by
+// the tenant it names and not blocked, and whose latest fresh attestation is still the
+// refusal that came with the grant. Every failure is ErrUnauthenticated; every use is
+// logged (Info), so support staff see which devices run on grants and what they fetch.
+func (s *Service) AuthenticateRecovery(ctx context.Context, token, route string) (device.Device, error) {
 	dev, err := s.authenticateRecovery(ctx, token)
 	if errors.Is(err, ErrUnauthenticated) {
 		s.metrics.authFailures.Inc()
+	}
+	if err == nil {
+		s.cfg.Logger.InfoContext(ctx, "recovery grant used", "device_id", dev.ID, "tenant_id", dev.TenantID, "route", route)
 	}
 	return dev, err
 }
@@ -130,6 +141,13 @@ func (s *Service) authenticateRecovery(ctx context.Context, token string) (devic
 	}
 	if dev.Blocked {
 		return device.Device{}, fmt.Errorf("%w: device %s is blocked", ErrUnauthenticated, dev.ID)
+	}
+	// A grant comes only with a refusal that also ends the device's certificate (attest.go,
+	// outcome.revoke), so a device that holds a certificate again has attested successfully
+	// since its grant was issued: the grant has done its work.
+	if cur := dev.Certificate; cur != nil {
+		return device.Device{}, fmt.Errorf("%w: device %s attested successfully at %s, after its recovery grant of %s",
+			ErrUnauthenticated, dev.ID, cur.IssuedAt.Format(time.RFC3339), g.IssuedAt.Format(time.RFC3339))
 	}
 	return dev, nil
 }

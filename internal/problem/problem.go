@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // Kind is the class of a problem. Each kind maps to one HTTP status and one CLI exit code.
@@ -88,6 +90,9 @@ type Error struct {
 	// Extensions are further members of the problem document (RFC 9457 section 3.2), for
 	// the caller the problem is about; they never replace a standard member.
 	Extensions map[string]any
+	// RetryAfter, when positive, is sent as the Retry-After header (whole seconds, rounded
+	// up): when an Unavailable caller may try again.
+	RetryAfter time.Duration
 }
 
 // FieldError names one invalid field.
@@ -194,6 +199,9 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if p.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((p.RetryAfter+time.Second-1)/time.Second), 10))
+	}
 	w.WriteHeader(body.Status)
 	_ = json.NewEncoder(w).Encode(body)
 }

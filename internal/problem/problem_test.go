@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moat-iot/moat/internal/problem"
 )
@@ -58,5 +59,22 @@ func TestValidation_ReportsEveryField(t *testing.T) {
 	p := problem.From(v.Err())
 	if p.Kind != problem.Invalid || p.Field != "name" || len(p.Fields) != 2 {
 		t.Errorf("Validation.Err() = %+v, want Invalid naming name with 2 fields", p)
+	}
+}
+
+// TestWrite_RetryAfter: an Unavailable problem that says when to come back carries it as
+// Retry-After in whole seconds, rounded up; one that does not sends no such header.
+func TestWrite_RetryAfter(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		after time.Duration
+		want  string
+	}{{0, ""}, {1500 * time.Millisecond, "2"}, {30 * time.Second, "30"}} {
+		rec := httptest.NewRecorder()
+		problem.Write(rec, httptest.NewRequest("POST", "/api/v1/device/updates", nil),
+			&problem.Error{Kind: problem.Unavailable, Code: "busy", RetryAfter: tc.after})
+		if got := rec.Header().Get("Retry-After"); rec.Code != http.StatusServiceUnavailable || got != tc.want {
+			t.Errorf("Write(RetryAfter %s) = %d, Retry-After %q; want 503, %q", tc.after, rec.Code, got, tc.want)
+		}
 	}
 }

@@ -240,12 +240,6 @@ func (a *API) wrap(rt Route) http.Handler {
 		if c.tenant != "" {
 			attrs = append(attrs, "tenant_id", c.tenant)
 		}
-		if t := r.PathValue("tenant"); t != "" && r.Method != http.MethodGet && w.Status() < 300 {
-			// A change in a tenant (its groups, devices, deployments, or a targets.json or
-			// apps.json published for it) may change what its devices should run: wake the
-			// ones waiting on this replica (they re-check; a false alarm costs one read).
-			a.fleet.Notify(tenant.ID(t))
-		}
 		x.Done(a.log, a.metrics, name, attrs...)
 	})
 }
@@ -258,7 +252,7 @@ func (a *API) serve(c *call) error {
 		var err error
 		if tok, ok := strings.CutPrefix(c.r.Header.Get("Authorization"), "Bearer "+fleet.RecoveryPrefix); ok && c.route.Recovery &&
 			(c.r.TLS == nil || len(c.r.TLS.PeerCertificates) == 0) {
-			d, err = a.fleet.AuthenticateRecovery(c.ctx, fleet.RecoveryPrefix+tok)
+			d, err = a.fleet.AuthenticateRecovery(c.ctx, fleet.RecoveryPrefix+tok, c.route.Pattern)
 		} else {
 			d, err = a.fleet.Authenticate(c.ctx, c.r.TLS)
 		}

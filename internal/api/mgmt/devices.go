@@ -131,6 +131,7 @@ func (a *API) claimDevices(c *call) (any, error) {
 	if err != nil {
 		return nil, storeProblem(err, "device", "")
 	}
+	a.fleet.Notify(c.tenant) // the claimed devices are the tenant's now
 	return out, nil
 }
 
@@ -227,6 +228,10 @@ func (a *API) updateDevice(c *call) (any, error) {
 		}
 		return c.audit(tt, "device.update", "device", string(id), strings.Join(changes, " "))
 	})
+	if err == nil {
+		// What the tenant's devices should run may have changed: wake their waits.
+		a.fleet.Notify(c.tenant)
+	}
 	return d, storeProblem(err, "device", string(id))
 }
 
@@ -437,6 +442,7 @@ func (a *API) createDeployment(c *call) (any, error) {
 	if err != nil {
 		return nil, storeProblem(err, "device_group", string(gid))
 	}
+	a.fleet.Notify(c.tenant) // the group's devices should run the deployment
 	return d, nil
 }
 
@@ -520,7 +526,7 @@ func (a *API) waitForUpdates(c *call) (any, error) {
 	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(fleet.MaxWait + 10*time.Second))
 	u, err := a.fleet.WaitUpdates(c.ctx, *c.device, req.Since)
 	if err != nil {
-		return nil, problem.Wrap(err)
+		return nil, problem.From(err)
 	}
 	return u, nil
 }

@@ -109,6 +109,10 @@ func (a *API) updateProduct(c *call) (any, error) {
 		}
 		return c.audit(tt, "product.update", "product", string(id), "product "+out.Name)
 	})
+	if err == nil {
+		// What the tenant's devices should run may have changed: wake their waits.
+		a.fleet.Notify(c.tenant)
+	}
 	return out, storeProblem(err, "product", string(id))
 }
 
@@ -233,6 +237,10 @@ func (a *API) updateGroup(c *call) (any, error) {
 		}
 		return c.audit(tt, "device_group.update", "device_group", string(gid), "device group "+out.Name)
 	})
+	if err == nil {
+		// What the tenant's devices should run may have changed: wake their waits.
+		a.fleet.Notify(c.tenant)
+	}
 	return out, storeProblem(err, "device_group", string(gid))
 }
 

@@ -159,7 +159,7 @@ func Routes() []Route {
 		{Method: "POST", Pattern: "/api/v1/device/attestations", OperationID: "attest", Summary: "Device: present signed attestation evidence; get a short-lived client certificate, or 403 refused",
 			Auth: AuthDeviceProof, RawRequest: true, MaxBodyBytes: fleet.MaxEvidenceBytes, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
 		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
-			Auth: AuthDevice, Recovery: true, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
+			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
 		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
 		{Method: "POST", Pattern: "/api/v1/device/updates", OperationID: "waitForUpdates", Summary: "Device (mutual TLS): long-poll for a change of what it should run; answers at once when the generation differs from since, else within 50 s",

@@ -86,5 +86,9 @@ func (a *API) revokeSigningKey(c *call) (any, error) {
 		}
 		return c.audit(tt, "signing_key.revoke", "signing_key", string(id), "signing key "+out.Name)
 	})
+	if err == nil {
+		// The key's apps are no longer genuine: wake the tenant's devices to re-check.
+		a.fleet.Notify(c.tenant)
+	}
 	return out, storeProblem(err, "signing_key", string(id))
 }

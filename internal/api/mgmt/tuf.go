@@ -151,6 +151,7 @@ func (a *API) putTenantTargets(c *call) (any, error) {
 	if err != nil {
 		return nil, tufProblem(err)
 	}
+	a.fleet.Notify(t) // OS images published or revoked for the tenant's devices
 	return TUFVersion{Version: v}, nil
 }
 
@@ -165,6 +166,7 @@ func (a *API) putTenantApps(c *call) (any, error) {
 	if err != nil {
 		return nil, tufProblem(err)
 	}
+	a.fleet.Notify(c.tenant) // apps published or revoked
 	return TUFVersion{Version: v}, nil
 }
 
