@@ -47,24 +47,6 @@ type Nonce struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// NewNonce issues a single-use nonce to a device, valid for NonceTTL. An unregistered ID
-// gets a nonce too, which nothing records, so that an unauthenticated caller cannot tell
-// registered devices from others, nor fill the store.
-func (s *Service) NewNonce(ctx context.Context, id device.ID) (Nonce, error) {
-	now := s.cfg.Now().UTC()
-	n := Nonce{Nonce: attest.NewNonce(), ExpiresAt: now.Add(NonceTTL).Truncate(time.Second)}
-	err := s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Devices().Get(ctx, id); err != nil {
-			return err
-		}
-		return tx.Nonces().Issue(ctx, string(id), n.Nonce, n.ExpiresAt)
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return Nonce{}, err
-	}
-	return n, nil
-}
-
 // Issued is a certificate issued after a successful attestation.
 type Issued struct {
 	// ChainPEM is the device certificate followed by the issuing tenant CA's.
@@ -156,10 +138,11 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 	var refusal *Refusal
 	err = s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
 		refusal = nil
-		if err := tx.Nonces().Consume(ctx, string(id), c.Nonce, now); err != nil {
-			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNonceUsed) || errors.Is(err, store.ErrExpired) {
-				// A replay of genuine evidence: recorded, but the device's current
-				// certificate stands (a replayer must not be able to revoke it).
+		if err := s.spendNonce(ctx, tx, id, c.Nonce, now); err != nil {
+			if errors.Is(err, errNonceRefused) {
+				// A replay of genuine evidence, or a nonce not issued to the device or
+				// expired: recorded, but the device's current certificate stands (a
+				// replayer must not be able to revoke it).
 				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
 				dev, err := tx.Devices().Get(ctx, id)
 				if err != nil {
