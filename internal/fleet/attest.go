@@ -19,7 +19,6 @@ import (
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/keys"
-	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 )
@@ -45,24 +44,6 @@ func refuse(reason, format string, args ...any) *Refusal {
 type Nonce struct {
 	Nonce     string    `json:"nonce"`
 	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// NewNonce issues a single-use nonce to a device, valid for NonceTTL. An unregistered ID
-// gets a nonce too, which nothing records, so that an unauthenticated caller cannot tell
-// registered devices from others, nor fill the store.
-func (s *Service) NewNonce(ctx context.Context, id device.ID) (Nonce, error) {
-	now := s.cfg.Now().UTC()
-	n := Nonce{Nonce: attest.NewNonce(), ExpiresAt: now.Add(NonceTTL).Truncate(time.Second)}
-	err := s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
-		if _, err := tx.Devices().Get(ctx, id); err != nil {
-			return err
-		}
-		return tx.Nonces().Issue(ctx, string(id), n.Nonce, n.ExpiresAt)
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return Nonce{}, err
-	}
-	return n, nil
 }
 
 // Issued is a certificate issued after a successful attestation.
@@ -146,9 +127,17 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 		// Not recorded on the device: anybody can send evidence that names it.
 		return Issued{}, refuse(reason, "device %s: %v", id, err)
 	}
+	// The catalog and the tenant's CAs are read before the write transaction, not inside
+	// it: a read transaction nested in a write one needs a second pooled connection, and
+	// as many concurrent attestations as the pool has connections then wait for each
+	// other forever (TestAttest_1000Concurrent on PostgreSQL).
 	var cat *repo.Catalog
+	var tr *tenantTrust
 	if dev.TenantID != "" {
 		if cat, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
+			return Issued{}, err
+		}
+		if tr, err = s.tenantTrust(ctx, dev.TenantID); err != nil {
 			return Issued{}, err
 		}
 	}
@@ -156,10 +145,11 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 	var refusal *Refusal
 	err = s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
 		refusal = nil
-		if err := tx.Nonces().Consume(ctx, string(id), c.Nonce, now); err != nil {
-			if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNonceUsed) || errors.Is(err, store.ErrExpired) {
-				// A replay of genuine evidence: recorded, but the device's current
-				// certificate stands (a replayer must not be able to revoke it).
+		if err := s.spendNonce(ctx, tx, id, c.Nonce, now); err != nil {
+			if errors.Is(err, errNonceRefused) {
+				// A replay of genuine evidence, or a nonce not issued to the device or
+				// expired: recorded, but the device's current certificate stands (a
+				// replayer must not be able to revoke it).
 				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
 				dev, err := tx.Devices().Get(ctx, id)
 				if err != nil {
@@ -183,7 +173,7 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			// certificate stops working too.
 			return s.record(ctx, tx, dev, ev, outcome{refusal: refusal, revoke: true}, now)
 		}
-		is, refusal, err = s.issue(ctx, tx, dev, pub, ev, now)
+		is, refusal, err = s.issue(ctx, tx, tr, dev, pub, ev, now)
 		if err != nil {
 			return err
 		}
@@ -209,14 +199,14 @@ func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev 
 	case dev.Blocked:
 		return refuse(device.RefusedBlocked, "device %s is blocked", dev.ID)
 	}
+	tt, err := tx.ForTenant(dev.TenantID)
+	if err != nil {
+		return refuse(device.RefusedUnclaimed, "device %s: %v", dev.ID, err)
+	}
 	var productName string
 	if dev.ProductID != "" {
-		tt, err := tx.ForTenant(dev.TenantID)
-		if err == nil {
-			var p product.Product
-			if p, err = tt.Products().Get(ctx, dev.ProductID); err == nil {
-				productName = p.Name
-			}
+		if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
+			productName = p.Name
 		}
 	}
 	sawOS := false
@@ -227,7 +217,7 @@ func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev 
 		if m.Kind == attest.KindApp && ev.DevelopmentMode && dev.Development {
 			continue // a development device may run a side-loaded app
 		}
-		if r := s.checkImage(ctx, dev, m, cat, productName); r != nil {
+		if r := s.checkImage(ctx, tt, dev, m, cat, productName); r != nil {
 			return r
 		}
 	}
@@ -240,10 +230,10 @@ func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev 
 	return nil
 }
 
-func (s *Service) checkImage(ctx context.Context, dev device.Device, m attest.Measurement, cat *repo.Catalog, productName string) *Refusal {
+func (s *Service) checkImage(ctx context.Context, tt store.TenantTx, dev device.Device, m attest.Measurement, cat *repo.Catalog, productName string) *Refusal {
 	im, ok := cat.Images[m.Path]
 	if !ok || im.SHA256 != m.SHA256 {
-		if was, err := s.cfg.Repo.WasListed(ctx, dev.TenantID, m.Path, m.SHA256); err == nil && was {
+		if was, err := repo.WasListedIn(ctx, tt, m.Path, m.SHA256); err == nil && was {
 			return refuse(device.RefusedRevokedImage, "%s (sha256 %.16s) is revoked", m.Path, m.SHA256)
 		}
 		return refuse(device.RefusedUnknownImage, "%s (sha256 %.16s) is not a signed image of the tenant", m.Path, m.SHA256)
@@ -263,11 +253,7 @@ func (s *Service) checkImage(ctx context.Context, dev device.Device, m attest.Me
 
 // issue signs the device certificate and records it; a tenant without an active CA is a
 // refusal the operator resolves (moat platform ca-sign).
-func (s *Service) issue(ctx context.Context, tx store.Tx, dev device.Device, pub *ecdsa.PublicKey, ev attest.Evidence, now time.Time) (Issued, *Refusal, error) {
-	tr, err := s.tenantTrust(ctx, dev.TenantID)
-	if err != nil {
-		return Issued{}, nil, err
-	}
+func (s *Service) issue(ctx context.Context, tx store.Tx, tr *tenantTrust, dev device.Device, pub *ecdsa.PublicKey, ev attest.Evidence, now time.Time) (Issued, *Refusal, error) {
 	if tr.issuer == nil {
 		return Issued{}, refuse(device.RefusedNoCA, "tenant %s has no active device CA", dev.TenantID), nil
 	}

@@ -20,9 +20,9 @@ import (
 )
 
 // BenchmarkAttest measures the server's side of one attestation on SQLite: issue the
-// nonce (a durable write), then verify the evidence, check the policy against the
+// nonce (stateless: no write), then verify the evidence, check the policy against the
 // registry and catalog, issue the certificate and record it with the device's new state
-// (a second durable write). The device's own signing is outside the timer. It reports
+// and the spent nonce (one durable write). The device's own signing is outside the timer. It reports
 // attestations per second and the ratio to the raw crypto of one P-256 verify plus one
 // P-256 sign, measured in the same run (x-raw-crypto: 1 would be free I/O and policy).
 func BenchmarkAttest(b *testing.B) {

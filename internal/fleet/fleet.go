@@ -97,6 +97,9 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
+	nonceKey   []byte       // MAC key of attestation nonces, derived from the KEK (nonce.go)
+	nonceLimit nonceLimiter // nonce requests per device ID
+
 	notify   notifier      // wakes devices waiting for updates
 	stopped  chan struct{} // closed by Stop
 	stopOnce sync.Once
@@ -148,6 +151,11 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
+	key, err := nonceKey(cfg.KEK)
+	if err != nil {
+		return nil, err
+	}
+	s.nonceKey = key
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),

@@ -11,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/trust"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -42,8 +42,7 @@ func (im Image) Component() string { return im.Path[:strings.LastIndexByte(im.Pa
 // and approved now. An image once listed and no longer is revoked.
 type Catalog struct {
 	Images map[string]Image // by path
-	key    string
-	loaded time.Time
+	key    string           // the revision it was computed from (catalogRevision)
 }
 
 // Fingerprint names the catalog's content: the images it lists, with their hashes and
@@ -59,75 +58,91 @@ func (c *Catalog) Fingerprint() string {
 	return fmt.Sprintf("%x", h.Sum(nil)[:16])
 }
 
-// catalogTTL bounds how long a cached catalog is used without looking at the store again;
-// a change through this replica invalidates it at once.
-const catalogTTL = 30 * time.Second
-
 type catalogCache struct {
 	mu sync.Mutex
 	m  map[tenant.ID]*Catalog
 }
 
 // Catalog returns the images the tenant's current view lists (empty before anything is
-// published). It is cached by the current timestamp.json; a publication through this
-// Service, or catalogTTL, refreshes it. Apps are listed only while apps.json carries a
-// signature by an active registered key (a revoked key signs nothing).
+// published). Apps are listed only while apps.json carries a signature by an active
+// registered key (a revoked key signs nothing).
+//
+// The cached catalog is checked on every call against the catalog's revision read from the
+// store in the same snapshot: the SHA-256 of the current timestamp.json (which changes with
+// every publication, so with every image revoked by a new targets.json or apps.json) and of
+// the tenant's signing keys with their revocation state. A revocation through any replica
+// sharing the database therefore takes effect at once on every replica, with no TTL (issue
+// 10, defect 7; attacked by TestRevocation_KeyRevokedRefusesAtOnce and
+// TestRevocation_ReachesOtherReplicasAtOnce in internal/fleet, and by
+// TestCatalog_RevokedKeyAtOnce here). The price is one read of the tenant's signing keys
+// per call.
 func (s *Service) Catalog(ctx context.Context, t tenant.ID) (*Catalog, error) {
-	var ts []byte
+	var c *Catalog
 	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err
 		}
-		ts, err = tt.TUFFiles().Get(ctx, store.TimestampFile)
-		return err
+		ts, err := tt.TUFFiles().Get(ctx, store.TimestampFile)
+		if errors.Is(err, store.ErrNotFound) {
+			c = &Catalog{Images: map[string]Image{}}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ks, err := allSigningKeys(ctx, tt)
+		if err != nil {
+			return err
+		}
+		key := catalogRevision(ts, ks)
+		s.catalogs.mu.Lock()
+		c = s.catalogs.m[t]
+		s.catalogs.mu.Unlock()
+		if c != nil && c.key == key {
+			return nil
+		}
+		if c, err = s.loadCatalog(ctx, tt, ts, ks); err != nil {
+			return err
+		}
+		c.key = key
+		s.catalogs.mu.Lock()
+		if s.catalogs.m == nil {
+			s.catalogs.m = map[tenant.ID]*Catalog{}
+		}
+		s.catalogs.m[t] = c
+		s.catalogs.mu.Unlock()
+		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return &Catalog{Images: map[string]Image{}}, nil
-	}
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(ts)
-	key := string(sum[:])
-	now := s.now()
-	s.catalogs.mu.Lock()
-	c := s.catalogs.m[t]
-	s.catalogs.mu.Unlock()
-	if c != nil && c.key == key && now.Sub(c.loaded) < catalogTTL {
-		return c, nil
-	}
-	c, err = s.loadCatalog(ctx, t, ts)
-	if err != nil {
-		return nil, err
-	}
-	c.key, c.loaded = key, now
-	s.catalogs.mu.Lock()
-	if s.catalogs.m == nil {
-		s.catalogs.m = map[tenant.ID]*Catalog{}
-	}
-	s.catalogs.m[t] = c
-	s.catalogs.mu.Unlock()
 	return c, nil
 }
 
-// invalidate drops the tenant's cached catalog (after a publication or a key revocation).
+// catalogRevision names what a catalog is computed from: the timestamp.json bytes and each
+// signing key with whether it is active.
+func catalogRevision(timestamp []byte, ks []trust.SigningKey) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\n", len(timestamp))
+	h.Write(timestamp)
+	for _, k := range ks {
+		fmt.Fprintf(h, "%s %t\n", k.ID, k.Active())
+	}
+	return string(h.Sum(nil))
+}
+
+// invalidate drops the tenant's cached catalog (after a publication on this replica: the
+// revision would tell anyway, this frees the old one sooner).
 func (s *Service) invalidate(t tenant.ID) {
 	s.catalogs.mu.Lock()
 	delete(s.catalogs.m, t)
 	s.catalogs.mu.Unlock()
 }
 
-// Invalidate drops the tenant's cached catalog; call it when a signing key is revoked.
-func (s *Service) Invalidate(t tenant.ID) { s.invalidate(t) }
-
-func (s *Service) loadCatalog(ctx context.Context, t tenant.ID, tsData []byte) (*Catalog, error) {
+func (s *Service) loadCatalog(ctx context.Context, tt store.TenantTx, tsData []byte, ks []trust.SigningKey) (*Catalog, error) {
 	c := &Catalog{Images: map[string]Image{}}
-	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
+	err := func() error {
 		ts, err := metadata.Timestamp().FromBytes(tsData)
 		if err != nil {
 			return fmt.Errorf("stored timestamp: %w", err)
@@ -158,7 +173,7 @@ func (s *Service) loadCatalog(ctx context.Context, t tenant.ID, tsData []byte) (
 				return err
 			}
 			if role == "apps" {
-				if err := s.signedByActiveKey(ctx, tt, md); err != nil {
+				if err := signedByActiveKey(ks, md); err != nil {
 					if errors.Is(err, ErrNoActiveKey) {
 						continue // every app of a revoked key is unapproved
 					}
@@ -170,7 +185,7 @@ func (s *Service) loadCatalog(ctx context.Context, t tenant.ID, tsData []byte) (
 			}
 		}
 		return nil
-	})
+	}()
 	return c, err
 }
 
@@ -219,32 +234,38 @@ func imageOf(path string, f tuf.TargetFile) (Image, error) {
 // WasListed reports whether any version of the tenant's targets.json or apps.json ever
 // listed path with this SHA-256: it tells a revoked image from one never signed.
 func (s *Service) WasListed(ctx context.Context, t tenant.ID, path, sha256Hex string) (bool, error) {
-	found := false
+	var found bool
 	err := s.store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err
 		}
-		files, err := tt.TUFFiles().All(ctx)
-		if err != nil {
-			return err
-		}
-		for _, f := range files {
-			if !strings.HasSuffix(f.Name, ".targets.json") && !strings.HasSuffix(f.Name, ".apps.json") {
-				continue
-			}
-			md, err := parseTargets(f.Data)
-			if err != nil {
-				return err
-			}
-			if tf, ok := md.Signed.Targets[path]; ok {
-				if h, ok := tf.Hashes["sha256"]; ok && h.String() == sha256Hex {
-					found = true
-					return nil
-				}
-			}
-		}
-		return nil
+		found, err = WasListedIn(ctx, tt, path, sha256Hex)
+		return err
 	})
 	return found, err
+}
+
+// WasListedIn is WasListed in the caller's transaction (so that a caller inside a write
+// transaction does not wait for a second pooled connection).
+func WasListedIn(ctx context.Context, tt store.TenantTx, path, sha256Hex string) (bool, error) {
+	files, err := tt.TUFFiles().All(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range files {
+		if !strings.HasSuffix(f.Name, ".targets.json") && !strings.HasSuffix(f.Name, ".apps.json") {
+			continue
+		}
+		md, err := parseTargets(f.Data)
+		if err != nil {
+			return false, err
+		}
+		if tf, ok := md.Signed.Targets[path]; ok {
+			if h, ok := tf.Hashes["sha256"]; ok && h.String() == sha256Hex {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

@@ -192,7 +192,11 @@ func (s *Service) PutApps(ctx context.Context, t tenant.ID, data []byte, record 
 		if err != nil {
 			return err
 		}
-		if err := s.signedByActiveKey(ctx, tt, meta); err != nil {
+		ks, err := allSigningKeys(ctx, tt)
+		if err != nil {
+			return err
+		}
+		if err := signedByActiveKey(ks, meta); err != nil {
 			return err
 		}
 		for path, tf := range meta.Signed.Targets {
@@ -305,25 +309,31 @@ func (s *Service) checkTarget(ctx context.Context, tt store.TenantTx, path strin
 	return nil
 }
 
-// signedByActiveKey checks that apps carries a valid signature by one of the tenant's
-// active registered keys (revocation takes effect at once).
-func (s *Service) signedByActiveKey(ctx context.Context, tt store.TenantTx, apps *metadata.Metadata[metadata.TargetsType]) error {
-	var active []trust.SigningKey
+// allSigningKeys lists every signing key of the tenant, revoked ones included, by ID.
+func allSigningKeys(ctx context.Context, tt store.TenantTx) ([]trust.SigningKey, error) {
+	var all []trust.SigningKey
 	page := store.Page{Limit: 1000}
 	for {
 		ks, err := tt.SigningKeys().List(ctx, page)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		for _, k := range ks {
-			if k.Active() {
-				active = append(active, k)
-			}
-		}
+		all = append(all, ks...)
 		if len(ks) < page.Limit {
-			break
+			return all, nil
 		}
 		page.After = string(ks[len(ks)-1].ID)
+	}
+}
+
+// signedByActiveKey checks that apps carries a valid signature by one of the keys of ks
+// that are active (revocation takes effect at once).
+func signedByActiveKey(ks []trust.SigningKey, apps *metadata.Metadata[metadata.TargetsType]) error {
+	var active []trust.SigningKey
+	for _, k := range ks {
+		if k.Active() {
+			active = append(active, k)
+		}
 	}
 	if len(active) == 0 {
 		return ErrNoActiveKey

@@ -323,16 +323,17 @@ type BlobFiles interface {
 	Delete(ctx context.Context, digest string) error
 }
 
-// Nonces holds attestation nonces: issued to one device, consumed at most once, before they
-// expire (rule 1; a replayed quote is refused). Consume is atomic: of two concurrent
-// consumers of one nonce exactly one succeeds.
+// Nonces records the attestation nonces devices have spent. Issuing a nonce stores nothing
+// (internal/fleet makes nonces it can verify by themselves); spending one records it until
+// it expires, so that it is accepted once (rule 1; a replayed quote is refused). Spend is
+// atomic: of two concurrent spenders of one nonce exactly one succeeds.
 type Nonces interface {
-	// Issue records a fresh nonce for the device.
-	Issue(ctx context.Context, deviceID, nonce string, expires time.Time) error
-	// Consume marks the device's nonce used at now. ErrNotFound when it was never issued to
-	// this device, ErrNonceUsed when already consumed, ErrExpired when past its expiry.
-	Consume(ctx context.Context, deviceID, nonce string, now time.Time) error
-	// DeleteExpired removes nonces that expired before the given time and returns how many.
+	// Spend records the nonce as used by the device at now, kept until expires.
+	// ErrNonceUsed when the nonce was spent before, by this device or any other.
+	Spend(ctx context.Context, deviceID, nonce string, expires, now time.Time) error
+	// DeleteExpired removes spent nonces that expired before the given time and returns how
+	// many. A nonce must be refused as expired before it is spent, or pruning would let it
+	// be spent again.
 	DeleteExpired(ctx context.Context, before time.Time) (int64, error)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -470,6 +471,14 @@ func (a *API) listDeployments(c *call) (any, error) {
 
 func (a *API) createNonce(c *call) (any, error) {
 	req := c.body.(NonceRequest)
+	// Per-device budget (issue 10, defect 6): the same answer for registered and unknown IDs.
+	if err := a.fleet.AdmitNonce(req.DeviceID); err != nil {
+		if th, ok := errors.AsType[*fleet.Throttled](err); ok {
+			c.w.Header().Set("Retry-After", strconv.Itoa(th.RetryAfterSeconds()))
+			return nil, problem.New(problem.Unavailable, "rate_limited", "too many nonce requests for this device; retry later")
+		}
+		return nil, problem.Wrap(err)
+	}
 	n, err := a.fleet.NewNonce(c.ctx, req.DeviceID)
 	if err != nil {
 		return nil, problem.Wrap(err)

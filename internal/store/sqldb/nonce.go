@@ -2,7 +2,6 @@ package sqldb
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/moat-iot/moat/internal/store"
@@ -10,35 +9,20 @@ import (
 
 type nonces struct{ t *tx }
 
-func (s nonces) Issue(ctx context.Context, deviceID, nonce string, expires time.Time) error {
-	_, err := s.t.exec(ctx, `INSERT INTO attestation_nonces (nonce, device_id, expires_at, used_at) VALUES ($1, $2, $3, NULL)`,
-		nonce, deviceID, utc(expires))
-	return err
-}
-
-// Consume marks the nonce used with one conditional UPDATE, so that two concurrent
-// consumers cannot both succeed; when it changes no row, a read says why.
-func (s nonces) Consume(ctx context.Context, deviceID, nonce string, now time.Time) error {
-	r, err := s.t.exec(ctx, `UPDATE attestation_nonces SET used_at = $1
-		WHERE nonce = $2 AND device_id = $3 AND used_at IS NULL AND expires_at > $1`, utc(now), nonce, deviceID)
+// Spend records the nonce with one conditional INSERT, so that two concurrent spenders
+// cannot both succeed: the second finds the row (after the first commits, on PostgreSQL)
+// and inserts nothing. ON CONFLICT DO NOTHING, not a unique-violation error, keeps a
+// PostgreSQL transaction usable for recording the refusal.
+func (s nonces) Spend(ctx context.Context, deviceID, nonce string, expires, now time.Time) error {
+	r, err := s.t.exec(ctx, `INSERT INTO attestation_nonces (nonce, device_id, expires_at, used_at)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (nonce) DO NOTHING`, nonce, deviceID, utc(expires), utc(now))
 	if err != nil {
 		return err
 	}
-	if affected(r) == nil {
-		return nil
-	}
-	var expires time.Time
-	var used sql.NullTime
-	err = s.t.queryRow(ctx, `SELECT expires_at, used_at FROM attestation_nonces WHERE nonce = $1 AND device_id = $2`,
-		nonce, deviceID).Scan(&expires, &used)
-	switch {
-	case err != nil:
-		return oneRow(err)
-	case used.Valid:
+	if affected(r) != nil {
 		return store.ErrNonceUsed
-	default:
-		return store.ErrExpired
 	}
+	return nil
 }
 
 func (s nonces) DeleteExpired(ctx context.Context, before time.Time) (int64, error) {

@@ -9,66 +9,62 @@ import (
 )
 
 var nonceTests = []test{
-	{"ConsumeOnce", testNonceConsumeOnce},
-	{"BoundToDevice", testNonceBoundToDevice},
-	{"Expiry", testNonceExpiry},
-	{"ConcurrentConsumeOneWins", testNonceConcurrent},
+	{"SpendOnce", testNonceSpendOnce},
+	{"SpentByAnyDevice", testNonceSpentByAnyDevice},
+	{"KeptUntilExpiry", testNonceKeptUntilExpiry},
+	{"ConcurrentSpendOneWins", testNonceConcurrent},
+	{"RefusalLeavesTxUsable", testNonceRefusalLeavesTxUsable},
 }
 
-func (h *harness) issueNonce(device, nonce string, expires time.Time) {
-	h.t.Helper()
-	h.must("Nonces().Issue", func(tx store.Tx) error { return tx.Nonces().Issue(h.ctx(), device, nonce, expires) })
+func (h *harness) spend(device, nonce string, expires, now time.Time) error {
+	return h.tx(func(tx store.Tx) error { return tx.Nonces().Spend(h.ctx(), device, nonce, expires, now) })
 }
 
-func (h *harness) consume(device, nonce string, now time.Time) error {
-	return h.tx(func(tx store.Tx) error { return tx.Nonces().Consume(h.ctx(), device, nonce, now) })
-}
-
-// testNonceConsumeOnce attacks rule 1: a replayed quote (its nonce used again) is refused.
-func testNonceConsumeOnce(h *harness) {
+// testNonceSpendOnce attacks rule 1: a replayed quote (its nonce spent again) is refused.
+func testNonceSpendOnce(h *harness) {
 	now := h.tick()
-	h.issueNonce("dev-a", "n1", now.Add(time.Minute))
-	if err := h.consume("dev-a", "n1", now); err != nil {
-		h.t.Fatalf("Consume = %v, want nil", err)
+	if err := h.spend("dev-a", "n1", now.Add(time.Minute), now); err != nil {
+		h.t.Fatalf("Spend = %v, want nil", err)
 	}
-	wantErr(h.t, "Consume(again)", h.consume("dev-a", "n1", now), store.ErrNonceUsed)
-	wantErr(h.t, "Consume(never issued)", h.consume("dev-a", "n2", now), store.ErrNotFound)
-	wantErr(h.t, "Issue(same nonce again)", h.tx(func(tx store.Tx) error {
-		return tx.Nonces().Issue(h.ctx(), "dev-a", "n1", now.Add(time.Hour))
-	}), store.ErrConflict)
-}
-
-func testNonceBoundToDevice(h *harness) {
-	now := h.tick()
-	h.issueNonce("dev-a", "n1", now.Add(time.Minute))
-	wantErr(h.t, "Consume(another device's nonce)", h.consume("dev-b", "n1", now), store.ErrNotFound)
-	if err := h.consume("dev-a", "n1", now); err != nil {
-		h.t.Errorf("Consume by its device after another's attempt = %v, want nil", err)
+	wantErr(h.t, "Spend(again)", h.spend("dev-a", "n1", now.Add(time.Minute), now), store.ErrNonceUsed)
+	if err := h.spend("dev-a", "n2", now.Add(time.Minute), now); err != nil {
+		h.t.Errorf("Spend(another nonce) = %v, want nil", err)
 	}
 }
 
-func testNonceExpiry(h *harness) {
+// testNonceSpentByAnyDevice: a nonce is spent once in all, not once per device.
+func testNonceSpentByAnyDevice(h *harness) {
 	now := h.tick()
-	h.issueNonce("dev-a", "old", now.Add(time.Minute))
-	h.issueNonce("dev-a", "new", now.Add(time.Hour))
-	wantErr(h.t, "Consume(expired)", h.consume("dev-a", "old", now.Add(2*time.Minute)), store.ErrExpired)
+	if err := h.spend("dev-a", "n1", now.Add(time.Minute), now); err != nil {
+		h.t.Fatalf("Spend = %v, want nil", err)
+	}
+	wantErr(h.t, "Spend(by another device)", h.spend("dev-b", "n1", now.Add(time.Minute), now), store.ErrNonceUsed)
+}
+
+// testNonceKeptUntilExpiry: DeleteExpired removes only spent nonces past their expiry; one
+// not yet expired stays spent.
+func testNonceKeptUntilExpiry(h *harness) {
+	now := h.tick()
+	if err := h.spend("dev-a", "old", now.Add(time.Minute), now); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.spend("dev-a", "new", now.Add(time.Hour), now); err != nil {
+		h.t.Fatal(err)
+	}
 	n, err := read(h, func(ctx context.Context, tx store.Tx) (int64, error) {
 		return tx.Nonces().DeleteExpired(ctx, now.Add(2*time.Minute))
 	})
 	wantEqual(h.t, "DeleteExpired", n, err, int64(1))
-	if err := h.consume("dev-a", "new", now.Add(2*time.Minute)); err != nil {
-		h.t.Errorf("Consume(unexpired) = %v, want nil", err)
-	}
+	wantErr(h.t, "Spend(unexpired, after pruning)", h.spend("dev-a", "new", now.Add(time.Hour), now.Add(2*time.Minute)), store.ErrNonceUsed)
 }
 
 func testNonceConcurrent(h *harness) {
 	now := h.tick()
-	h.issueNonce("dev-a", "n1", now.Add(time.Minute))
 	const n = 8
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { errs[i] = h.consume("dev-a", "n1", now) })
+		wg.Go(func() { errs[i] = h.spend("dev-a", "n1", now.Add(time.Minute), now) })
 	}
 	wg.Wait()
 	ok := 0
@@ -77,9 +73,26 @@ func testNonceConcurrent(h *harness) {
 			ok++
 			continue
 		}
-		wantErr(h.t, "concurrent Consume", err, store.ErrNonceUsed)
+		wantErr(h.t, "concurrent Spend", err, store.ErrNonceUsed)
 	}
 	if ok != 1 {
-		h.t.Errorf("%d of %d concurrent Consumes succeeded, want exactly 1", ok, n)
+		h.t.Errorf("%d of %d concurrent Spends succeeded, want exactly 1", ok, n)
+	}
+}
+
+// testNonceRefusalLeavesTxUsable: the attestation records a replay's refusal in the
+// transaction whose Spend failed, so the failure must not abort it (PostgreSQL aborts a
+// transaction on a unique violation).
+func testNonceRefusalLeavesTxUsable(h *harness) {
+	now := h.tick()
+	if err := h.spend("dev-a", "n1", now.Add(time.Minute), now); err != nil {
+		h.t.Fatal(err)
+	}
+	err := h.tx(func(tx store.Tx) error {
+		wantErr(h.t, "Spend(again)", tx.Nonces().Spend(h.ctx(), "dev-a", "n1", now.Add(time.Minute), now), store.ErrNonceUsed)
+		return tx.Nonces().Spend(h.ctx(), "dev-a", "n2", now.Add(time.Minute), now)
+	})
+	if err != nil {
+		h.t.Errorf("Spend after a refused Spend in the same transaction = %v, want nil", err)
 	}
 }
