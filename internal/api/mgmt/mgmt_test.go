@@ -466,6 +466,8 @@ func validBody(t *testing.T, op string) any {
 		return map[string]string{"name": "Pwned"}
 	case "createSigningKey":
 		return map[string]string{"name": "injected", "public_key_pem": newPublicKeyPEM(t)}
+	case "putTenantStorageQuota":
+		return map[string]any{"storage_quota_bytes": 1}
 	case "claimDevices":
 		return map[string]any{"device_ids": []string{strings.Repeat("0", 64)}}
 	case "updateDevice":
