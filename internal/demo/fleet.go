@@ -26,6 +26,7 @@ import (
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -91,9 +92,9 @@ func (d *Demo) publishOS(ctx context.Context, op *client.Client, step func(strin
 	}
 	d.Result.OSPath, d.Result.OSSHA256 = "os/"+m.Name+"/"+m.Version, strings.TrimPrefix(info.Digest, "sha256:")
 	step("the platform operator packed and uploaded OS image %s (SHA-256 %s...)", d.Result.OSPath, d.Result.OSSHA256[:16])
-	return map[string]tuf.TargetFile{d.Result.OSPath: {Length: info.Size, SHA256: d.Result.OSSHA256, Custom: map[string]any{
-		"kind": "os", "version": m.Version, "security_version": m.SecurityVersion, "component_id": m.ComponentID,
-		"feeds": []any{"Retail", "RetailEval"},
+	return map[string]tuf.TargetFile{d.Result.OSPath: {Length: info.Size, SHA256: d.Result.OSSHA256, Custom: target.Custom{
+		Kind: target.KindOS, Version: m.Version, SecurityVersion: m.SecurityVersion, ComponentID: m.ComponentID,
+		Feeds: []string{"Retail", "RetailEval"},
 	}}}, nil
 }
 
@@ -415,8 +416,8 @@ func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version s
 		return "", err
 	}
 	path := "apps/" + m.Name + "/" + m.Version
-	d.apps[path] = tuf.TargetFile{Length: info.Size, SHA256: strings.TrimPrefix(info.Digest, "sha256:"), Custom: map[string]any{
-		"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID}}
+	d.apps[path] = tuf.TargetFile{Length: info.Size, SHA256: strings.TrimPrefix(info.Digest, "sha256:"), Custom: target.Custom{
+		Kind: target.KindApp, Version: m.Version, SecurityVersion: m.SecurityVersion, Product: m.Product, ComponentID: m.ComponentID}}
 	apps, err := tuf.SignApps(d.appSigner, d.Result.AppsVersion+1, d.expires, d.apps)
 	if err != nil {
 		return "", err

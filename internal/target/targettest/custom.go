@@ -118,10 +118,10 @@ func RunCustom(t *testing.T, read func(path string, tf *metadata.TargetFiles) er
 		t.Run(c.Name, func(t *testing.T) {
 			err := read(c.Path, c.Entry())
 			if c.Valid && err != nil {
-				t.Errorf("read(%s, %s) = %v, want accepted", c.Path, c.Custom, err)
+				t.Errorf("read(%s) = %v, want accepted", c.Path, err)
 			}
 			if !c.Valid && err == nil {
-				t.Errorf("read(%s, %s) accepted it, want refused", c.Path, c.Custom)
+				t.Errorf("read(%s) accepted it, want refused", c.Path)
 			}
 		})
 	}
