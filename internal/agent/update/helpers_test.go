@@ -22,8 +22,8 @@ import (
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
-	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/target"
+	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
