@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -266,11 +267,14 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(d.srv.CAPEM)
+	// Each agent names its device (device_id) itself; a further attribute here named it
+	// twice on every line.
+	log := slog.New(newFleetLog(d.agentLog.Handler()))
 	for _, dv := range devs {
 		a, err := agent.New(agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.URL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
-			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]), Product: d.Result.Product.Name,
+			HealthTimeout: 10 * time.Second, Logger: log, Product: d.Result.Product.Name,
 		})
 		if err != nil {
 			return err
