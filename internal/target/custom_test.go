@@ -2,6 +2,9 @@ package target_test
 
 import (
 	"errors"
+	"os"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -91,4 +94,38 @@ func FuzzDecodeCustom(f *testing.F) {
 			t.Fatalf("re-encoding is not stable: %s, then %s", enc, enc2)
 		}
 	})
+}
+
+// TestCustom_DocumentedInImageFormat: docs/image-format.md's table names every field of
+// Custom, and its examples decode.
+func TestCustom_DocumentedInImageFormat(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docs/image-format.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	_, section, ok := strings.Cut(doc, "## Signed target metadata")
+	if !ok {
+		t.Fatal("docs/image-format.md has no section \"Signed target metadata\"")
+	}
+	ct := reflect.TypeFor[target.Custom]()
+	for i := range ct.NumField() {
+		key, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
+		if !strings.Contains(section, "| `"+key+"` |") {
+			t.Errorf("docs/image-format.md does not document custom field %q", key)
+		}
+	}
+	for _, ex := range []struct{ path, marker string }{
+		{"os/moat-os/1.0.0", `{"kind":"os"`}, {"apps/dw100-app/1.0.0", `{"kind":"app"`},
+	} {
+		i := strings.Index(section, ex.marker)
+		if i < 0 {
+			t.Fatalf("no example starting %s", ex.marker)
+		}
+		line, _, _ := strings.Cut(section[i:], "\n")
+		if _, err := target.DecodeCustom(ex.path, []byte(line)); err != nil {
+			t.Errorf("the documented example %s: %v", line, err)
+		}
+	}
 }
