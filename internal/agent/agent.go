@@ -157,7 +157,12 @@ type Agent struct {
 	stale      bool            // what runs changed: attest again
 	deniedSeen map[string]bool // capability denials already reported, per image
 	sess       *session        // the current attestation session, for the watcher
+
+	noSandboxOnce sync.Once // NoSandboxWarning is logged once per agent
 }
+
+// NoSandboxWarning is what an agent logs, once, when its apps run without the sandbox.
+const NoSandboxWarning = "the app runs as the agent's own user, without the sandbox: run the agent as root with --app-uid and --app-gid (docs/agent.md)"
 
 // bootState is what the current boot runs: the OS chosen by the launcher and the app the
 // supervisor last started.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -94,22 +95,24 @@ type device struct {
 	state  string
 	cancel context.CancelFunc
 	done   chan error
+	logs   *testenv.SyncBuffer // the agent's log, as text
 }
 
 func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
+	logs := &testenv.SyncBuffer{}
 	a, err := agent.New(agent.Config{
 		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
-		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(tlog{t}, logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	dv := &device{Device: d, agent: a, state: state, cancel: cancel, done: make(chan error, 1)}
+	dv := &device{Device: d, agent: a, state: state, cancel: cancel, done: make(chan error, 1), logs: logs}
 	go func() { dv.done <- a.Run(ctx) }()
 	t.Cleanup(func() { dv.stop(t) })
 	return dv
@@ -262,6 +265,21 @@ func TestAgent_UpdatesToNewAppAndRollsBackACrashingOne(t *testing.T) {
 	// It runs 1.1.0 again and says so to the service; 2.0.0 is not tried again.
 	dv.agent.Nudge()
 	eventually(t, "back on 1.1.0", attested(f, t, d.ID, f.os.Path, v11.Path))
+	checkLogLines(t, dv.logs.String())
+}
+
+// checkLogLines: an agent that started its app several times warned once that the app runs
+// without the sandbox, and no line names the device twice (issue 10, defect 12).
+func checkLogLines(t *testing.T, logs string) {
+	t.Helper()
+	if n := strings.Count(logs, agent.NoSandboxWarning); n != 1 {
+		t.Errorf("the log warns %d times that the app runs without the sandbox, want once", n)
+	}
+	for l := range strings.Lines(logs) {
+		if n := strings.Count(l, " device_id="); n > 1 {
+			t.Errorf("log line names device_id %d times: %s", n, l)
+		}
+	}
 }
 
 func kinds(rs []errreport.Report) string {

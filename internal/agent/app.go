@@ -167,7 +167,9 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 			}
 		}()
 		defer func() { cancel(); <-proxied }()
-		a.log.WarnContext(ctx, "the app runs as the agent's own user, without the sandbox: run the agent as root with --app-uid and --app-gid (docs/agent.md)")
+		// Once per agent: the mode does not change while it runs, and a warning at every
+		// app start drowned the rest of the log.
+		a.noSandboxOnce.Do(func() { a.log.WarnContext(ctx, NoSandboxWarning) })
 		p, err = a.startApp(c, sock, "http://"+pl.Addr().String())
 	}
 	if err != nil {

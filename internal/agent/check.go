@@ -33,9 +33,11 @@ type session struct {
 }
 
 func (a *Agent) newSession() (*session, error) {
+	// The attestation client names the device in its log lines itself: given a.log, each
+	// would carry device_id twice.
 	att, err := attestation.New(attestation.Config{
 		ServerURL: a.cfg.ServerURL, ServerCAs: a.cfg.ServerCAs, Identity: a.cfg.Identity,
-		StateDir: filepath.Join(a.cfg.StateDir, "attestation"), Measure: a.measure, Now: a.cfg.Now, Logger: a.log,
+		StateDir: filepath.Join(a.cfg.StateDir, "attestation"), Measure: a.measure, Now: a.cfg.Now, Logger: a.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -18,11 +18,13 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/boot"
 	"github.com/moat-iot/moat/internal/agent/errqueue"
-	"github.com/moat-iot/moat/internal/agentcmd"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/testenv"
 )
+
+// pauseEnv is agentcmd.PauseEnv, which only a moat_testhooks build defines.
+const pauseEnv = "MOAT_AGENT_TEST_PAUSE"
 
 // The device build, run as a real process so that a test can kill it as a power cut does.
 var (
@@ -40,7 +42,9 @@ func agentBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "moat-agent")
-		cmd := exec.Command("go", "build", "-o", binPath, "../../cmd/moat-agent")
+		// The fault-injection pause exists only in a build with this tag, never in the
+		// device's (internal/agentcmd/testhooks.go).
+		cmd := exec.Command("go", "build", "-tags", "moat_testhooks", "-o", binPath, "../../cmd/moat-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("%w: %s", err, out)
@@ -97,7 +101,7 @@ func (f *fleet) spawnWith(t *testing.T, d testenv.Device, state, pause, interval
 	}
 	cmd := exec.Command(agentBinary(t), "agent", "--state", state, "--server", f.Server.DeviceURL, "--identity", d.Key.Path(),
 		"--root", root, "--server-ca", ca, "--check-interval", interval, "--health-timeout", "10s", "--log-level", "debug", "--product", "DW100")
-	cmd.Env = append(os.Environ(), agentcmd.PauseEnv+"="+pause)
+	cmd.Env = append(os.Environ(), pauseEnv+"="+pause)
 	p := &agentProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {

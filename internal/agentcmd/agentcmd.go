@@ -191,9 +191,7 @@ func Run(ctx context.Context, f Flags, stderr io.Writer) error {
 		cfg.Reboot = func() error { return errExitReboot }
 		cfg.Launched, cfg.BootSlot = true, boot.Slot(os.Getenv(slotEnv))
 	}
-	if step := os.Getenv(PauseEnv); step != "" {
-		cfg.Step = pauseAt(step, stderr)
-	}
+	testHooks(&cfg, stderr) // nothing, unless built with the moat_testhooks tag (testhooks.go)
 	a, err := agent.New(cfg)
 	if err != nil {
 		return err
@@ -288,21 +286,6 @@ func Boot(ctx context.Context, b BootFlags, agentFlags []string, self string, st
 		return nil
 	}
 	return nil
-}
-
-// PauseEnv names the update step (downloaded, installed, trial, committed) at which an
-// agent started for a fault-injection test announces itself on stderr ("PAUSED <step>")
-// and stops until it is killed, as a power cut there would. Never set it on a device.
-const PauseEnv = "MOAT_AGENT_TEST_PAUSE"
-
-func pauseAt(want string, stderr io.Writer) func(string) {
-	return func(step string) {
-		if step != want {
-			return
-		}
-		fmt.Fprintf(stderr, "PAUSED %s\n", step)
-		select {} // until SIGKILL
-	}
 }
 
 // The launcher tells the agent it started that it did, and which OS slot it chose.

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -121,6 +121,25 @@ type imageAdded struct {
 	AppsVersion     int64  `json:"apps_version"`
 }
 
+// imageOf is the signed apps.json entry at path as the CLI shows it. Its custom metadata is
+// read as the server and devices read it (target.DecodeCustom).
+func imageOf(path string, tf *metadata.TargetFiles, appsVersion int64) (imageAdded, error) {
+	it := imageAdded{Path: path, Length: tf.Length, AppsVersion: appsVersion}
+	if h, ok := tf.Hashes["sha256"]; ok {
+		it.SHA256 = h.String()
+	}
+	var raw []byte
+	if tf.Custom != nil {
+		raw = *tf.Custom
+	}
+	c, err := target.DecodeCustom(path, raw)
+	if err != nil {
+		return it, fmt.Errorf("the tenant's apps.json: %w", err)
+	}
+	it.Version, it.SecurityVersion, it.Product = c.Version, c.SecurityVersion, c.Product
+	return it, nil
+}
+
 // progress writes an upload's progress to w at most every 5 percent.
 type progress struct {
 	r         io.Reader
@@ -216,9 +235,9 @@ EXAMPLES
 			if info.Digest != "sha256:"+sum || info.Size != size {
 				return fmt.Errorf("the server stored %s (%d bytes), not the package's sha256:%s (%d bytes)", info.Digest, info.Size, sum, size)
 			}
-			targets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: map[string]any{
-				"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion,
-				"product": m.Product, "component_id": m.ComponentID,
+			targets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: target.Custom{
+				Kind: target.KindApp, Version: m.Version, SecurityVersion: m.SecurityVersion,
+				Product: m.Product, ComponentID: m.ComponentID,
 			}}
 			signer, err := keys.Signer(key)
 			if err != nil {
@@ -295,14 +314,10 @@ EXAMPLES
 			var items []imageAdded
 			if cur.meta != nil {
 				for path, tf := range cur.meta.Signed.Targets {
-					it := imageAdded{Path: path, Length: tf.Length, AppsVersion: cur.version}
-					if h, ok := tf.Hashes["sha256"]; ok {
-						it.SHA256 = h.String()
+					it, err := imageOf(path, tf, cur.version)
+					if err != nil {
+						return err
 					}
-					if tf.Custom != nil {
-						_ = json.Unmarshal(*tf.Custom, &it) // display only; absent fields stay empty
-					}
-					it.Path, it.Length = path, tf.Length
 					items = append(items, it)
 				}
 			}
@@ -429,14 +444,11 @@ EXAMPLES
 			if tf == nil {
 				return &cliError{code: ExitNotFound, msg: "no image " + clean(path) + " in the tenant's current apps.json", hint: "'moat image list' shows the published images"}
 			}
-			it := imageShown{imageAdded: imageAdded{Length: tf.Length, AppsVersion: cur.version}, DeployedTo: []string{}}
-			if h, ok := tf.Hashes["sha256"]; ok {
-				it.SHA256 = h.String()
+			added, err := imageOf(path, tf, cur.version)
+			if err != nil {
+				return err
 			}
-			if tf.Custom != nil {
-				_ = json.Unmarshal(*tf.Custom, &it.imageAdded) // display only; absent fields stay empty
-			}
-			it.Path, it.Length = path, tf.Length
+			it := imageShown{imageAdded: added, DeployedTo: []string{}}
 			if it.DeployedTo, err = deployedTo(ctx, c, tenant, it.Product, path); err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -406,22 +407,20 @@ EXAMPLES
 				if err != nil {
 					return fmt.Errorf("tenant %s: %w", t.Name, err)
 				}
-				feeds := []any{feed}
+				feeds := []string{feed}
 				if old, ok := osTargets[path]; ok {
 					if old.SHA256 != sum {
 						return &cliError{code: ExitConflict, msg: path + " is already published with other bytes", hint: "a version is immutable: raise the version in os.json"}
 					}
-					if fs, ok := old.Custom["feeds"].([]any); ok {
-						for _, f := range fs {
-							if f != feed {
-								feeds = append(feeds, f)
-							}
+					for _, f := range old.Custom.Feeds {
+						if f != feed {
+							feeds = append(feeds, f)
 						}
 					}
 				}
-				osTargets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: map[string]any{
-					"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion,
-					"component_id": m.ComponentID, "feeds": feeds,
+				osTargets[path] = tuf.TargetFile{Length: size, SHA256: sum, Custom: target.Custom{
+					Kind: target.KindOS, Version: m.Version, SecurityVersion: m.SecurityVersion,
+					ComponentID: m.ComponentID, Feeds: feeds,
 				}}
 				var pubs []*ecdsa.PublicKey
 				for _, k := range d.Keys {

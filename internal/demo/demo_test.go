@@ -17,6 +17,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/agent/sandbox"
 	"github.com/moat-iot/moat/internal/demo"
 	"github.com/moat-iot/moat/internal/image"
@@ -55,6 +56,16 @@ func TestDemo_SeedScenario(t *testing.T) {
 	case <-d.Played():
 	case err := <-done:
 		t.Fatalf("demo stopped before playing the scenario: %v\n%s", err, outc.String())
+	}
+	// Four agents started apps several times: one warning that apps run without the
+	// sandbox, and no line names a device twice (issue 10, defect 12).
+	if n := strings.Count(logs.String(), agent.NoSandboxWarning); n != 1 {
+		t.Errorf("the demo's log warns %d times that apps run without the sandbox, want once", n)
+	}
+	for l := range strings.Lines(logs.String()) {
+		if strings.Count(l, " device_id=")+strings.Count(l, " device=") > 1 {
+			t.Errorf("log line names its device more than once: %s", l)
+		}
 	}
 	r := d.Result
 	if r.Tenant.Name != "Contoso" || r.Product.Name != "DW100" || len(r.Groups) != 5 {

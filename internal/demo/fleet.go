@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -91,9 +93,9 @@ func (d *Demo) publishOS(ctx context.Context, op *client.Client, step func(strin
 	}
 	d.Result.OSPath, d.Result.OSSHA256 = "os/"+m.Name+"/"+m.Version, strings.TrimPrefix(info.Digest, "sha256:")
 	step("the platform operator packed and uploaded OS image %s (SHA-256 %s...)", d.Result.OSPath, d.Result.OSSHA256[:16])
-	return map[string]tuf.TargetFile{d.Result.OSPath: {Length: info.Size, SHA256: d.Result.OSSHA256, Custom: map[string]any{
-		"kind": "os", "version": m.Version, "security_version": m.SecurityVersion, "component_id": m.ComponentID,
-		"feeds": []any{"Retail", "RetailEval"},
+	return map[string]tuf.TargetFile{d.Result.OSPath: {Length: info.Size, SHA256: d.Result.OSSHA256, Custom: target.Custom{
+		Kind: target.KindOS, Version: m.Version, SecurityVersion: m.SecurityVersion, ComponentID: m.ComponentID,
+		Feeds: []string{"Retail", "RetailEval"},
 	}}}, nil
 }
 
@@ -265,11 +267,14 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(d.srv.CAPEM)
+	// Each agent names its device (device_id) itself; a further attribute here named it
+	// twice on every line.
+	log := slog.New(newFleetLog(d.agentLog.Handler()))
 	for _, dv := range devs {
 		a, err := agent.New(agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
-			HealthTimeout: 10 * time.Second, Logger: d.agentLog.With("device", string(dv.key.ID())[:16]), Product: d.Result.Product.Name,
+			HealthTimeout: 10 * time.Second, Logger: log, Product: d.Result.Product.Name,
 		})
 		if err != nil {
 			return err
@@ -415,8 +420,8 @@ func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version s
 		return "", err
 	}
 	path := "apps/" + m.Name + "/" + m.Version
-	d.apps[path] = tuf.TargetFile{Length: info.Size, SHA256: strings.TrimPrefix(info.Digest, "sha256:"), Custom: map[string]any{
-		"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID}}
+	d.apps[path] = tuf.TargetFile{Length: info.Size, SHA256: strings.TrimPrefix(info.Digest, "sha256:"), Custom: target.Custom{
+		Kind: target.KindApp, Version: m.Version, SecurityVersion: m.SecurityVersion, Product: m.Product, ComponentID: m.ComponentID}}
 	apps, err := tuf.SignApps(d.appSigner, d.Result.AppsVersion+1, d.expires, d.apps)
 	if err != nil {
 		return "", err

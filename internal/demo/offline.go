@@ -14,6 +14,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -198,7 +199,7 @@ func (d *Demo) publish(ctx context.Context, op, contoso *client.Client, out io.W
 	path := "apps/" + m.Name + "/" + m.Version
 	d.apps = map[string]tuf.TargetFile{path: {
 		Length: info.Size, SHA256: info.Digest[len("sha256:"):],
-		Custom: map[string]any{"kind": string(m.Kind), "version": m.Version, "security_version": m.SecurityVersion, "product": m.Product, "component_id": m.ComponentID},
+		Custom: target.Custom{Kind: target.KindApp, Version: m.Version, SecurityVersion: m.SecurityVersion, Product: m.Product, ComponentID: m.ComponentID},
 	}}
 	d.appSigner, d.expires = signer, expires
 	apps, err := tuf.SignApps(signer, 1, expires, d.apps)

@@ -3,7 +3,6 @@ package repo
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -199,36 +198,19 @@ func addImages(images map[string]Image, md *metadata.Metadata[metadata.TargetsTy
 		if !strings.HasPrefix(path, prefix) || strings.Count(path, "/") != 2 {
 			continue
 		}
-		im, err := imageOf(path, f)
-		if err != nil {
-			return err
-		}
-		images[path] = im
+		images[path] = imageOf(path, f)
 	}
 	return nil
 }
 
-func imageOf(path string, f tuf.TargetFile) (Image, error) {
+func imageOf(path string, f tuf.TargetFile) Image {
 	parts := strings.Split(path, "/")
-	im := Image{Path: path, Name: parts[1], Version: parts[2], SHA256: f.SHA256, Length: f.Length, Kind: "app"}
-	if parts[0] == "os" {
-		im.Kind = "os"
-	}
-	// Custom metadata was signed offline; the server checked the package behind it at upload.
-	raw, err := json.Marshal(f.Custom)
-	if err != nil {
-		return im, err
-	}
-	var custom struct {
-		SecurityVersion uint32   `json:"security_version"`
-		Product         string   `json:"product"`
-		Feeds           []string `json:"feeds"`
-	}
-	if err := json.Unmarshal(raw, &custom); err != nil {
-		return im, fmt.Errorf("target %s: custom metadata: %w", path, err)
-	}
-	im.SecurityVersion, im.Product, im.Feeds = custom.SecurityVersion, custom.Product, custom.Feeds
-	return im, nil
+	// tuf.TargetFilesOf decoded the custom metadata strictly (target.DecodeCustom), as
+	// devices do: a target without a security version is an error, never 0. The offline key
+	// signed it; the server checked the package behind it at upload.
+	c := f.Custom
+	return Image{Path: path, Kind: c.Kind, Name: parts[1], Version: c.Version, SHA256: f.SHA256, Length: f.Length,
+		SecurityVersion: c.SecurityVersion, Product: c.Product, Feeds: c.Feeds}
 }
 
 // WasListed reports whether any version of the tenant's targets.json or apps.json ever

@@ -24,7 +24,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -40,6 +39,7 @@ import (
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
 	"github.com/moat-iot/moat/internal/tuf"
@@ -224,6 +224,9 @@ func (s *Service) checkOSTarget(ctx context.Context, tt store.TenantTx, path str
 	if m.Kind != image.KindOS || path != "os/"+m.Name+"/"+m.Version {
 		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
 	}
+	if err := checkCustom(path, tf, m); err != nil {
+		return err
+	}
 	if err := tt.Blobs().AddPlatform(ctx, d.String(), tf.Length, s.now().UTC()); err != nil {
 		return err
 	}
@@ -290,21 +293,36 @@ func (s *Service) checkTarget(ctx context.Context, tt store.TenantTx, path strin
 	if m.Kind != image.KindApp || path != "apps/"+m.Name+"/"+m.Version {
 		return fmt.Errorf("%w: %s holds %s %s %s", ErrBadTarget, path, m.Kind, m.Name, m.Version)
 	}
-	// Devices and the attestation policy read the product from the signed custom metadata:
-	// it must be the package's.
-	if tf.Custom != nil {
-		var custom struct {
-			Product *string `json:"product"`
-		}
-		if err := json.Unmarshal(*tf.Custom, &custom); err != nil || custom.Product != nil && *custom.Product != m.Product {
-			return fmt.Errorf("%w: %s: the signed product differs from the package's %q", ErrBadTarget, path, m.Product)
-		}
+	if err := checkCustom(path, tf, m); err != nil {
+		return err
 	}
 	if _, err := tt.Products().GetByName(ctx, m.Product); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s is for product %q, which the tenant does not have", ErrBadTarget, path, m.Product)
 		}
 		return err
+	}
+	return nil
+}
+
+// checkCustom reads the signed custom metadata of the target at path as the catalog and
+// devices do (target.DecodeCustom: a missing or unknown field is an error, never a default),
+// and requires its product to be the package's: devices and the attestation policy take
+// the product from it. Kind and version are the path's, which the caller compared with the
+// manifest; the security version devices compare with the manifest themselves at download
+// and boot (TestUpdate_RejectsManifestMismatch). Attacked by
+// TestRepo_RejectsTargetsThatAreNotTheTenantsPackages.
+func checkCustom(path string, tf *metadata.TargetFiles, m image.Manifest) error {
+	var raw []byte
+	if tf.Custom != nil {
+		raw = *tf.Custom
+	}
+	c, err := target.DecodeCustom(path, raw)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadTarget, err)
+	}
+	if c.Product != m.Product {
+		return fmt.Errorf("%w: %s: the signed product %q differs from the package's %q", ErrBadTarget, path, c.Product, m.Product)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/sqlite"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
 	"github.com/moat-iot/moat/internal/tuf"
@@ -155,7 +158,44 @@ func (f *fixture) pkg(path, productName string) tuf.TargetFile {
 	if info.Digest.Hex() != hex.EncodeToString(sum[:]) {
 		f.t.Fatalf("AddBlob digest %s, want %x", info.Digest, sum)
 	}
-	return tuf.TargetFile{Length: info.Size, SHA256: info.Digest.Hex()}
+	return tuf.TargetFile{Length: info.Size, SHA256: info.Digest.Hex(), Custom: target.Custom{
+		Kind: target.KindApp, Version: parts[2], SecurityVersion: 1, ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: productName}}
+}
+
+// at is tf with custom metadata that fits path (an OS path or another version), so that
+// the signer accepts it and the server has to judge it.
+func at(path string, tf tuf.TargetFile) tuf.TargetFile {
+	parts := strings.Split(path, "/")
+	tf.Custom.Version = parts[2]
+	if parts[0] == "os" {
+		tf.Custom.Kind, tf.Custom.Product, tf.Custom.Feeds = target.KindOS, "", []string{"Retail"}
+	}
+	return tf
+}
+
+// signAppsRaw signs apps.json version 1 listing tf at path with custom as its raw custom
+// metadata, which tuf.SignApps would refuse to write.
+func signAppsRaw(t *testing.T, k *ecdsa.PrivateKey, expires time.Time, path string, tf tuf.TargetFile, custom string) []byte {
+	t.Helper()
+	md := metadata.Targets(expires)
+	sum, err := hex.DecodeString(tf.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := &metadata.TargetFiles{Length: tf.Length, Hashes: metadata.Hashes{"sha256": sum}, Path: path}
+	if custom != "" {
+		raw := json.RawMessage(custom)
+		entry.Custom = &raw
+	}
+	md.Signed.Targets[path] = entry
+	if _, err := md.Sign(signer(t, k)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := md.ToBytes(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func (f *fixture) apps(k *ecdsa.PrivateKey, version int64, paths ...string) []byte {
@@ -363,13 +403,16 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 	}
 	good := f.pkg("apps/dw100-app/1.0.0", "DW100")
 	cases := map[string]map[string]tuf.TargetFile{
-		"never uploaded":       {"apps/dw100-app/1.0.0": {Length: good.Length, SHA256: strings.Repeat("ab", 32)}},
-		"wrong length":         {"apps/dw100-app/1.0.0": {Length: good.Length + 1, SHA256: good.SHA256}},
-		"path is not manifest": {"apps/dw100-app/2.0.0": good},
+		"never uploaded":       {"apps/dw100-app/1.0.0": {Length: good.Length, SHA256: strings.Repeat("ab", 32), Custom: good.Custom}},
+		"wrong length":         {"apps/dw100-app/1.0.0": {Length: good.Length + 1, SHA256: good.SHA256, Custom: good.Custom}},
+		"path is not manifest": {"apps/dw100-app/2.0.0": at("apps/dw100-app/2.0.0", good)},
 		"other name":           {"apps/evil-app/1.0.0": good},
 		"unknown product":      {"apps/dw200-app/1.0.0": f.pkg("apps/dw200-app/1.0.0", "DW200")},
-		"signed for another product": {"apps/dw100-app/1.0.0": {Length: good.Length, SHA256: good.SHA256,
-			Custom: map[string]any{"kind": "app", "version": "1.0.0", "security_version": 1, "product": "WM200"}}},
+		"signed for another product": {"apps/dw100-app/1.0.0": func() tuf.TargetFile {
+			tf := good
+			tf.Custom.Product = "WM200"
+			return tf
+		}()},
 	}
 	for name, targets := range cases {
 		signed, err := tuf.SignApps(signer(t, f.tenantK), 1, f.expires, targets)
@@ -380,10 +423,23 @@ func TestRepo_RejectsTargetsThatAreNotTheTenantsPackages(t *testing.T) {
 			t.Errorf("%s: PutApps = %v, want ErrBadTarget", name, err)
 		}
 	}
+	// Custom metadata that the catalog or a device would refuse is refused at upload: the
+	// server once accepted it and read a missing security_version as 0.
+	for name, custom := range map[string]string{
+		"no custom":           "",
+		"no security_version": `{"kind":"app","version":"1.0.0","component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","product":"DW100"}`,
+		"no product":          `{"kind":"app","version":"1.0.0","security_version":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"}`,
+		"unknown field":       `{"kind":"app","version":"1.0.0","security_version":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","product":"DW100","x":1}`,
+	} {
+		signed := signAppsRaw(t, f.tenantK, f.expires, "apps/dw100-app/1.0.0", good, custom)
+		if _, err := f.svc.PutApps(ctx, f.tenantA, signed, nil); !errors.Is(err, repo.ErrBadTarget) || !errors.Is(err, target.ErrBadCustom) {
+			t.Errorf("%s: PutApps = %v, want ErrBadTarget and target.ErrBadCustom", name, err)
+		}
+	}
 	// targets.json may name as an OS image only an uploaded OS package at its own path.
 	for name, osTargets := range map[string]map[string]tuf.TargetFile{
-		"app as OS":    {"os/dw100-app/1.0.0": good},
-		"not uploaded": {"os/moat-os/1.0.0": {Length: 10, SHA256: strings.Repeat("ef", 32)}},
+		"app as OS":    {"os/dw100-app/1.0.0": at("os/dw100-app/1.0.0", good)},
+		"not uploaded": {"os/moat-os/1.0.0": at("os/moat-os/1.0.0", tuf.TargetFile{Length: 10, SHA256: strings.Repeat("ef", 32), Custom: good.Custom})},
 	} {
 		signedT, err := tuf.SignTargets(signer(t, f.os), 2, f.expires, osTargets, []*ecdsa.PublicKey{&f.tenantK.PublicKey})
 		if err != nil {

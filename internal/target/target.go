@@ -1,7 +1,10 @@
-// Package target checks the names of image targets as signed documents carry them: the
-// TUF target path, the version and the SHA-256 that director assignments
-// (internal/director) and attestation evidence (internal/attest) name. One definition, so
-// the server's and the device's documents accept exactly the same names.
+// Package target is the one definition of what signed documents say about an image target:
+// the names (TUF target path, version, SHA-256) that director assignments
+// (internal/director) and attestation evidence (internal/attest) carry, and the custom
+// metadata (Custom: kind, version, security version, component, product, feeds) that the
+// offline keys sign into targets.json and apps.json. Server and device both link it and
+// nothing of the server, so they accept exactly the same documents (DESIGN rules 2 and 5;
+// the targettest suite, which every reader runs, attacks it).
 //
 // Pure functions; safe for concurrent use.
 package target

@@ -23,6 +23,7 @@ import (
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -212,14 +213,10 @@ func (p *Platform) PublishOSWith(name, version string, securityVersion uint32, a
 	p.must(err)
 	im := Image{Kind: "os", Path: "os/" + name + "/" + version, SHA256: bi.Digest[len("sha256:"):], Length: bi.Size,
 		Version: version, SecurityVersion: securityVersion, Bytes: pkg}
-	fs := make([]any, len(feeds))
-	for i, f := range feeds {
-		fs[i] = f
-	}
 	p.mu.Lock()
-	p.os[im.Path] = tuf.TargetFile{Length: im.Length, SHA256: im.SHA256, Custom: map[string]any{
-		"kind": "os", "version": version, "security_version": securityVersion, "feeds": fs,
-		"component_id": "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"}}
+	p.os[im.Path] = tuf.TargetFile{Length: im.Length, SHA256: im.SHA256, Custom: target.Custom{
+		Kind: target.KindOS, Version: version, SecurityVersion: securityVersion, Feeds: feeds,
+		ComponentID: "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"}}
 	p.mu.Unlock()
 	p.signTargets()
 	return im
@@ -258,9 +255,9 @@ func (p *Platform) PublishAppFiles(name, version string, securityVersion uint32,
 	im := Image{Kind: "app", Path: "apps/" + name + "/" + version, SHA256: bi.Digest[len("sha256:"):], Length: bi.Size,
 		Version: version, SecurityVersion: securityVersion, Bytes: pkg}
 	p.mu.Lock()
-	p.apps[im.Path] = tuf.TargetFile{Length: im.Length, SHA256: im.SHA256, Custom: map[string]any{
-		"kind": "app", "version": version, "security_version": securityVersion, "product": product,
-		"component_id": "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"}}
+	p.apps[im.Path] = tuf.TargetFile{Length: im.Length, SHA256: im.SHA256, Custom: target.Custom{
+		Kind: target.KindApp, Version: version, SecurityVersion: securityVersion, Product: product,
+		ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"}}
 	p.mu.Unlock()
 	p.signApps()
 	return im

@@ -21,6 +21,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 const (
@@ -110,7 +111,17 @@ func (r *repo) addBlob(name string, content []byte) TargetFile {
 	r.mu.Lock()
 	r.blobs[dir+"/"+h+"."+base] = content
 	r.mu.Unlock()
-	return TargetFile{Length: int64(len(content)), SHA256: h, Custom: map[string]any{"version": base}}
+	return TargetFile{Length: int64(len(content)), SHA256: h, Custom: customFor(name)}
+}
+
+// customFor is valid custom metadata for the target at name (os/... or apps/...).
+func customFor(name string) target.Custom {
+	c := target.Custom{Kind: target.KindApp, Version: name[strings.LastIndex(name, "/")+1:],
+		SecurityVersion: 1, ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: "DW100"}
+	if strings.HasPrefix(name, "os/") {
+		c.Kind, c.Product, c.Feeds = target.KindOS, "", []string{"Retail"}
+	}
+	return c
 }
 
 func (r *repo) putTargets() {

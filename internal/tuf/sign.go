@@ -4,7 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,13 +13,14 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // TargetFile describes one target (an image blob) as a targets role lists it.
 type TargetFile struct {
-	Length int64          // bytes
-	SHA256 string         // lower-case hex
-	Custom map[string]any // optional: kind, version, security_version, ...
+	Length int64         // bytes
+	SHA256 string        // lower-case hex
+	Custom target.Custom // the signed custom metadata (kind, version, security version, ...)
 }
 
 // RootKeys are the public keys a root.json names, with the root role's threshold. Every
@@ -151,14 +151,12 @@ func addTargets(t *metadata.Metadata[metadata.TargetsType], files map[string]Tar
 			return fmt.Errorf("%w: target %q: negative length", ErrMalformed, name)
 		}
 		tf := &metadata.TargetFiles{Length: f.Length, Hashes: metadata.Hashes{"sha256": sum}, Path: name}
-		if f.Custom != nil {
-			raw, err := json.Marshal(f.Custom)
-			if err != nil {
-				return fmt.Errorf("%w: target %q: custom: %w", ErrMalformed, name, err)
-			}
-			msg := json.RawMessage(raw)
-			tf.Custom = &msg
+		// Only what every reader accepts is signed (target.DecodeCustom reads it back).
+		raw, err := f.Custom.Encode(name)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
+		tf.Custom = &raw
 		t.Signed.Targets[name] = tf
 	}
 	return nil

@@ -2,11 +2,12 @@ package tuf
 
 import (
 	"crypto/ecdsa"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // VerifySignedByAny checks that targets metadata (top-level targets or apps) carries a
@@ -47,11 +48,13 @@ func TargetFilesOf(t *metadata.Metadata[metadata.TargetsType]) (map[string]Targe
 		if !ok {
 			return nil, fmt.Errorf("%w: target %s has no sha256", ErrMalformed, path)
 		}
-		var custom map[string]any
+		var raw []byte
 		if tf.Custom != nil {
-			if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-				return nil, fmt.Errorf("%w: target %s: %w", ErrMalformed, path, err)
-			}
+			raw = *tf.Custom
+		}
+		custom, err := target.DecodeCustom(path, raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 		out[path] = TargetFile{Length: tf.Length, SHA256: h.String(), Custom: custom}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/moat-iot/moat/internal/agent/boot"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -117,6 +118,14 @@ type pkg struct {
 	file    string
 }
 
+// componentID is the component ID pack writes into the manifest.
+func (p pkg) componentID() string {
+	if p.kind == image.KindOS {
+		return "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"
+	}
+	return "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"
+}
+
 func (p pkg) installed() boot.Installed {
 	return boot.Installed{Path: p.path, SHA256: p.sha, Version: p.version, SecurityVersion: p.sv}
 }
@@ -163,8 +172,13 @@ func (r *repo) publish(p pkg) boot.Bundle {
 // publishAt signs p's bytes as the target at path.
 func (r *repo) publishAt(p pkg, path string) boot.Bundle {
 	r.t.Helper()
-	tf := tuf.TargetFile{Length: p.length, SHA256: p.sha, Custom: map[string]any{
-		"kind": string(p.kind), "version": p.version, "security_version": p.sv}}
+	tf := tuf.TargetFile{Length: p.length, SHA256: p.sha, Custom: target.Custom{
+		Kind: string(p.kind), Version: path[strings.LastIndexByte(path, '/')+1:], SecurityVersion: p.sv, ComponentID: p.componentID()}}
+	if p.kind == image.KindOS {
+		tf.Custom.Feeds = []string{"Retail"}
+	} else {
+		tf.Custom.Product = "DW100"
+	}
 	if p.kind == image.KindOS {
 		r.os[path] = tf
 		r.signTargets()

@@ -14,6 +14,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // BundleFormat is the format of a slot's bundle.json this code reads and writes.
@@ -271,18 +272,17 @@ func targetOf(p string, tf *metadata.TargetFiles) (signedTarget, error) {
 	if tf.Length < 0 {
 		return signedTarget{}, fmt.Errorf("%w: target %s has a negative length", ErrNotSigned, p)
 	}
-	var custom struct {
-		SecurityVersion *uint32 `json:"security_version"`
-	}
+	// The same strict reader as the server's catalog and the update client
+	// (target.DecodeCustom). Attacked by TestVerify_RejectsBadCustomMetadata.
+	var raw []byte
 	if tf.Custom != nil {
-		if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-			return signedTarget{}, fmt.Errorf("%w: target %s custom metadata: %w", ErrNotSigned, p, err)
-		}
+		raw = *tf.Custom
 	}
-	if custom.SecurityVersion == nil {
-		return signedTarget{}, fmt.Errorf("%w: target %s has no custom security_version", ErrNotSigned, p)
+	custom, err := target.DecodeCustom(p, raw)
+	if err != nil {
+		return signedTarget{}, fmt.Errorf("%w: %w", ErrNotSigned, err)
 	}
-	return signedTarget{path: p, sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: *custom.SecurityVersion}, nil
+	return signedTarget{path: p, sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: custom.SecurityVersion}, nil
 }
 
 // verifyPackage checks the slot's image.pkg against the signed target and want, then its

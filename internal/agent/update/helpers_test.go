@@ -22,6 +22,7 @@ import (
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -190,14 +191,14 @@ func (w *world) upload(version string, securityVersion uint32) pkg {
 }
 
 // publish signs the next apps.json with the tenant key, adding p with the given custom
-// security version (nil: none), and publishes it.
-func (w *world) publish(p pkg, securityVersion *uint32) {
+// security version, and publishes it. (Custom metadata without a security version the
+// signer refuses to write and the server to publish; the device's own refusal is
+// TestUpdate_RejectsBadCustomMetadata.)
+func (w *world) publish(p pkg, securityVersion uint32) {
 	w.t.Helper()
-	custom := map[string]any{"kind": "app", "version": filepath.Base(p.path), "product": "DW100"}
-	if securityVersion != nil {
-		custom["security_version"] = *securityVersion
-	}
-	w.published[p.path] = tuf.TargetFile{Length: p.size, SHA256: p.sha, Custom: custom}
+	w.published[p.path] = tuf.TargetFile{Length: p.size, SHA256: p.sha, Custom: target.Custom{
+		Kind: target.KindApp, Version: filepath.Base(p.path), SecurityVersion: securityVersion,
+		ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: "DW100"}}
 	w.appsVer++
 	apps, err := tuf.SignApps(tufSigner(w.t, w.tenantKey), w.appsVer, w.expires, w.published)
 	if err != nil {
@@ -207,8 +208,6 @@ func (w *world) publish(p pkg, securityVersion *uint32) {
 		w.t.Fatal(err)
 	}
 }
-
-func u32(n uint32) *uint32 { return &n }
 
 // config is the device's update configuration against w's server.
 func (w *world) config(stateDir string) update.Config {

@@ -37,7 +37,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +57,7 @@ import (
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/target"
 )
 
 // Errors that callers branch on with errors.Is. Check's errors also wrap director's
@@ -310,32 +310,34 @@ func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
 	return up, nil
 }
 
-// lookupTarget returns the verified repository's entry for path. The security version is
-// the one the target's signer put in its custom metadata; a target without one cannot be
-// matched.
+// lookupTarget returns the verified repository's entry for path. The security version and
+// product are the ones the target's signer put in its custom metadata; a target without
+// valid custom metadata cannot be matched.
 func lookupTarget(up *updater.Updater, p string) (repoTarget, error) {
 	tf, err := up.GetTargetInfo(p)
 	if err != nil {
 		return repoTarget{}, fmt.Errorf("image repository target %s: %w", p, err)
 	}
+	return repoTargetOf(p, tf)
+}
+
+func repoTargetOf(p string, tf *metadata.TargetFiles) (repoTarget, error) {
 	sum, ok := tf.Hashes["sha256"]
 	if !ok {
 		return repoTarget{}, fmt.Errorf("image repository target %s has no sha256", p)
 	}
-	if tf.Custom == nil {
-		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
+	// The same strict reader as the server's catalog (target.DecodeCustom): a target without
+	// a security version or with a field the device does not know is refused, not defaulted.
+	// Attacked by TestUpdate_RejectsBadCustomMetadata.
+	var raw []byte
+	if tf.Custom != nil {
+		raw = *tf.Custom
 	}
-	var custom struct {
-		Product         string  `json:"product"`
-		SecurityVersion *uint32 `json:"security_version"`
+	custom, err := target.DecodeCustom(p, raw)
+	if err != nil {
+		return repoTarget{}, fmt.Errorf("image repository: %w", err)
 	}
-	if err := json.Unmarshal(*tf.Custom, &custom); err != nil {
-		return repoTarget{}, fmt.Errorf("image repository target %s custom metadata: %w", p, err)
-	}
-	if custom.SecurityVersion == nil {
-		return repoTarget{}, fmt.Errorf("image repository target %s has no custom security_version", p)
-	}
-	return repoTarget{sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: *custom.SecurityVersion, product: custom.Product}, nil
+	return repoTarget{sha256: hex.EncodeToString(sum), length: tf.Length, securityVersion: custom.SecurityVersion, product: custom.Product}, nil
 }
 
 // targetURL is the URL go-tuf downloads target p from: with consistent snapshots,

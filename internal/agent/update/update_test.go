@@ -23,7 +23,7 @@ func TestUpdate_InstallsAssignedImage(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	state := t.TempDir()
 	c := w.newClient(state)
 
@@ -68,10 +68,8 @@ func TestUpdate_RejectsDirectorOnlyCompromise(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	evil := w.upload("6.6.6", 1) // uploaded, never signed
-	unversioned := w.upload("2.0.0", 2)
-	w.publish(unversioned, nil) // signed without a security version
 
 	otherBytes := p.image(1)
 	otherBytes.SHA256, otherBytes.Length = evil.sha, evil.size
@@ -81,7 +79,6 @@ func TestUpdate_RejectsDirectorOnlyCompromise(t *testing.T) {
 		"other bytes at a signed path": otherBytes,
 		"unsigned path":                evil.image(1),
 		"other security version":       higherSV,
-		"no signed security version":   unversioned.image(2),
 	}
 	for name, im := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -104,7 +101,7 @@ func TestUpdate_RejectsAssignmentForOtherDevice(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	state := t.TempDir()
 	c := w.newClient(state)
 	if _, err := c.Check(t.Context(), w.assign("dw100-0002", 1, p.image(1))); !errors.Is(err, director.ErrWrongDevice) {
@@ -123,7 +120,7 @@ func TestUpdate_RejectsReplayedAssignment(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	state := t.TempDir()
 	first := w.assign(deviceID, 5, p.image(1))
 	if _, err := w.newClient(state).Check(t.Context(), first); err != nil {
@@ -154,7 +151,7 @@ func TestUpdate_RejectsRollbackBelowFloor(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	state := t.TempDir()
 	c := w.newClient(state)
 	if err := c.Commit(director.KindApp, 2); err != nil {
@@ -203,7 +200,7 @@ func TestUpdate_RejectsWrongPackageBytes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	upstream, err := url.Parse(w.srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +251,7 @@ func TestUpdate_RejectsManifestMismatch(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(3))
+	w.publish(p, 3)
 	c := w.newClient(t.TempDir())
 	plan, err := c.Check(t.Context(), w.assign(deviceID, 1, p.image(3)))
 	if err != nil {
@@ -324,7 +321,7 @@ func TestUpdate_RejectsAppOfAnotherProduct(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	p := w.upload("1.0.0", 1)
-	w.publish(p, u32(1))
+	w.publish(p, 1)
 	cfg := w.config(t.TempDir())
 	cfg.Product = "WM200"
 	c, err := update.New(cfg)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -104,9 +105,10 @@ func TestAPI_TUFRepository(t *testing.T) {
 		w.readerA.must(403, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes, "Content-Type", "application/octet-stream")
 		w.contribA.must(415, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes)
 		w.contribA.must(201, "POST", "/api/v1/tenants/"+a.tenant+"/blobs", pkgBytes, "Content-Type", "application/octet-stream").decode(t, &bi)
-		app := map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: bi.Size, SHA256: strings.TrimPrefix(bi.Digest, "sha256:")}}
+		custom := target.Custom{Kind: target.KindApp, Version: "1.0.0", SecurityVersion: 1, ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: "DW100"}
+		app := map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: bi.Size, SHA256: strings.TrimPrefix(bi.Digest, "sha256:"), Custom: custom}}
 		// Naming a package that was never uploaded is refused.
-		ghost, _ := tuf.SignApps(tufSigner(t, contosoK), 1, expires, map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: 3, SHA256: strings.Repeat("cd", 32)}})
+		ghost, _ := tuf.SignApps(tufSigner(t, contosoK), 1, expires, map[string]tuf.TargetFile{"apps/dw100-app/1.0.0": {Length: 3, SHA256: strings.Repeat("cd", 32), Custom: custom}})
 		if p := w.contribA.must(400, "PUT", tufBase+"/apps", ghost).problem(t); p.Code != "bad_target" {
 			t.Errorf("apps naming a package never uploaded: code %q, want bad_target", p.Code)
 		}
