@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -130,7 +132,8 @@ func TestGC_KeepsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	targets, err := tuf.SignTargets(signer(t, f.os), 1, f.expires,
-		map[string]tuf.TargetFile{"os/moat-os/1.0.0": {Length: osInfo.Size, SHA256: osInfo.Digest.Hex()}}, []*ecdsa.PublicKey{&f.tenantK.PublicKey})
+		map[string]tuf.TargetFile{"os/moat-os/1.0.0": {Length: osInfo.Size, SHA256: osInfo.Digest.Hex(), Custom: target.Custom{
+			Kind: target.KindOS, Version: "1.0.0", SecurityVersion: 1, ComponentID: "9d2f4a61-7c3e-4e8b-b5a0-1e6c8f3d2b47", Feeds: []string{"Retail"}}}}, []*ecdsa.PublicKey{&f.tenantK.PublicKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +280,9 @@ func sha(b []byte) [32]byte { return sha256.Sum256(b) }
 func (f *fixture) publish(v int64, path string, pkg []byte) blob.Digest {
 	f.t.Helper()
 	info := f.upload(f.tenantA, pkg)
-	apps, err := tuf.SignApps(signer(f.t, f.tenantK), v, f.expires, map[string]tuf.TargetFile{path: {Length: info.Size, SHA256: info.Digest.Hex()}})
+	apps, err := tuf.SignApps(signer(f.t, f.tenantK), v, f.expires, map[string]tuf.TargetFile{path: {Length: info.Size, SHA256: info.Digest.Hex(), Custom: target.Custom{
+		Kind: target.KindApp, Version: path[strings.LastIndexByte(path, '/')+1:], SecurityVersion: 1,
+		ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: "DW100"}}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
