@@ -144,7 +144,13 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			reason = device.RefusedNonce
 		}
 		// Not recorded on the device: anybody can send evidence that names it.
-		return Issued{}, refuse(reason, "device %s: %v", id, err)
+		r := refuse(reason, "device %s: %v", id, err)
+		if reason == device.RefusedBadSignature && dev.TenantID != "" {
+			if err := s.auditForgery(ctx, dev, c.Nonce, r, now); err != nil {
+				return Issued{}, err
+			}
+		}
+		return Issued{}, r
 	}
 	var cat *repo.Catalog
 	if dev.TenantID != "" {
@@ -259,6 +265,32 @@ func (s *Service) checkImage(ctx context.Context, dev device.Device, m attest.Me
 		return refuse(device.RefusedBelowFloor, "%s security version %d is below the device's floor %d", m.Path, m.SecurityVersion, floor)
 	}
 	return nil
+}
+
+// auditForgery writes evidence that named a claimed device but was not signed by its key
+// to the tenant's audit log (ATTACKS row 3; attacked by
+// TestAttest_EvidenceFromUnknownKeyIsAudited), when it carries a nonce the server issued
+// for that device, which it spends: each issued nonce buys at most one event, so strangers
+// cannot flood the log. The device's record is left alone.
+func (s *Service) auditForgery(ctx context.Context, dev device.Device, nonce string, r *Refusal, now time.Time) error {
+	return s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
+		err := tx.Nonces().Consume(ctx, string(dev.ID), nonce, now)
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrNonceUsed) || errors.Is(err, store.ErrExpired) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		return tt.Audit().Append(ctx, audit.Event{
+			ID: ident.New(audit.IDPrefix, now), TenantID: dev.TenantID, At: now,
+			Action: "device.attestation_refused", ObjectType: "device", ObjectID: string(dev.ID),
+			Detail: r.Reason + ": " + r.Detail,
+		})
+	})
 }
 
 // issue signs the device certificate and records it; a tenant without an active CA is a
