@@ -95,7 +95,7 @@ func TestEnrol_OnlyFullyAuthorizedEvidenceIssues(t *testing.T) {
 		"development mode":  func() []byte { return f.Evidence(d, true, good...) },
 		"nothing measured":  func() []byte { return f.Evidence(d, false) },
 	}
-	rng := mrand.New(mrand.NewPCG(6, 30836)) //nolint:gosec // G404: reproducible random bodies
+	rng := mrand.New(mrand.NewPCG(6, 30836)) // reproducible random bodies
 	for i := range 12 {
 		b := make([]byte, rng.IntN(4096))
 		for j := range b {
