@@ -264,8 +264,7 @@ func (a *Agent) runBoot(ctx context.Context) error {
 			}
 		}
 		for _, r := range dec.Rejected {
-			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepBoot, Code: "slot_rejected",
-				Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
+			a.report(rejectedReport(before, r, errreport.StepBoot, "slot_rejected"))
 		}
 		switch {
 		case errors.Is(err, boot.ErrNoImage):
@@ -377,6 +376,24 @@ func (a *Agent) report(r errreport.Report) {
 	case a.sendKick <- struct{}{}:
 	default:
 	}
+}
+
+// rejectedReport is the report of a slot the boot package refused to run. It names the image
+// the boot record says the slot holds (a report's target is an image path, or the queue and
+// the server refuse it: ATTACKS row 23, attacked by
+// TestAgent_CorruptTrustAnchorFailsClosedAndReports); a slot the record names no image for
+// failed verification before any image was known, a verify step without a target.
+func rejectedReport(rec boot.Record, r boot.Rejection, step errreport.Step, code string) errreport.Report {
+	st := rec.App
+	if r.Kind == image.KindOS {
+		st = rec.OS
+	}
+	rep := errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: st.Images[r.Slot].Path,
+		Message: clip(fmt.Sprintf("slot %s-%s: %v", r.Kind, r.Slot, r.Err))}
+	if rep.Target == "" {
+		rep.Step = errreport.StepVerify
+	}
+	return rep
 }
 
 // updateConfig is the update client's configuration for an HTTP client (a certificate's, or

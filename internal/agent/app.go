@@ -34,16 +34,16 @@ func (a *Agent) superviseApp(ctx context.Context, first *boot.Choice) {
 		var c boot.Choice
 		var rejected []boot.Rejection
 		var err error
+		var before boot.Record
 		if first != nil {
 			c, first = *first, nil
 		} else {
-			before, _ := a.slots.Record()
+			before, _ = a.slots.Record()
 			c, rejected, err = a.slots.VerifyApp()
 			a.reportRollback(image.KindApp, before, c)
 		}
 		for _, r := range rejected {
-			a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepHealth, Code: "app_rolled_back",
-				Target: string(r.Kind) + "-" + string(r.Slot), Message: clip(r.Err.Error())})
+			a.report(rejectedReport(before, r, errreport.StepHealth, "app_rolled_back"))
 			a.log.WarnContext(ctx, "app slot rejected", "slot", r.Slot, "err", r.Err)
 		}
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/attestation"
 	"github.com/moat-iot/moat/internal/agent/boot"
@@ -160,7 +162,15 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 	}
 	plan, err := upd.Check(ctx, raw)
 	if err != nil {
-		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepVerify, Code: "assignment_refused", Message: clip(err.Error())})
+		// Refused before any image was chosen: a verify step without a target (ATTACKS rows
+		// 9, 11 and 23; TestAgent_RefusedMetadataIsReported,
+		// TestAgent_CorruptTrustAnchorFailsClosedAndReports). Expired metadata is a freeze,
+		// or a clock gone wrong: support staff see it by its own code.
+		code := "assignment_refused"
+		if errors.Is(err, &metadata.ErrExpiredMetadata{}) {
+			code = "stale_metadata"
+		}
+		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepVerify, Code: code, Message: clip(err.Error())})
 		return fmt.Errorf("check assignment: %w", err)
 	}
 	rec, err := a.slots.Record()

@@ -124,7 +124,8 @@ type Report struct {
 	// (Tail makes one from raw output).
 	StderrTail string `json:"stderr_tail,omitempty"`
 
-	// UpdateFailed: the step that failed and the image being installed.
+	// UpdateFailed: the step that failed and the image being installed (none when the
+	// assignment or the repository metadata was refused, at the verify step).
 	Step   Step   `json:"step,omitempty"`
 	Target string `json:"target,omitempty"`
 
@@ -229,8 +230,10 @@ func (r Report) check(v *problem.Validation, prefix string) {
 		if r.Step == "" {
 			add("step", "step_required", "an update_failed report names the step that failed")
 		}
-		if r.Target == "" {
-			add("target", "target_required", "an update_failed report names the target being installed")
+		// A refused assignment or repository metadata fails verification before any image
+		// is chosen: only then may the target be missing (ATTACKS rows 9, 11 and 23).
+		if r.Target == "" && r.Step != StepVerify {
+			add("target", "target_required", "an update_failed report names the target being installed (all steps but verify)")
 		}
 	case CapabilityDenied:
 		if r.Capability == "" {

@@ -91,7 +91,7 @@ func TestValidate_Rejects(t *testing.T) {
 		{"message too long", with(base, func(r *errreport.Report) { r.Message = strings.Repeat("ü", 513) }), "message", "message_too_long"},
 		{"update without step", with(upd, func(r *errreport.Report) { r.Step = "" }), "step", "step_required"},
 		{"update with unknown step", with(upd, func(r *errreport.Report) { r.Step = "reticulate" }), "step", "invalid_step"},
-		{"update without target", with(upd, func(r *errreport.Report) { r.Target = "" }), "target", "target_required"},
+		{"update without target", with(upd, func(r *errreport.Report) { r.Target, r.Step = "", errreport.StepInstall }), "target", "target_required"},
 		{"update with bad target", with(upd, func(r *errreport.Report) { r.Target = "https://evil/x" }), "target", "invalid_target"},
 		{"denied without capability", with(valid()["capability_denied"], func(r *errreport.Report) { r.Capability = "" }), "capability", "capability_required"},
 		{"denied with bad capability", with(valid()["capability_denied"], func(r *errreport.Report) { r.Capability = "gpio 5" }), "capability", "invalid_capability"},

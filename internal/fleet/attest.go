@@ -125,7 +125,13 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			reason = device.RefusedNonce
 		}
 		// Not recorded on the device: anybody can send evidence that names it.
-		return Issued{}, refuse(reason, "device %s: %v", id, err)
+		r := refuse(reason, "device %s: %v", id, err)
+		if reason == device.RefusedBadSignature && dev.TenantID != "" {
+			if err := s.auditForgery(ctx, dev, c.Nonce, r, now); err != nil {
+				return Issued{}, err
+			}
+		}
+		return Issued{}, r
 	}
 	// The catalog and the tenant's CAs are read before the write transaction, not inside
 	// it: a read transaction nested in a write one needs a second pooled connection, and
@@ -249,6 +255,32 @@ func (s *Service) checkImage(ctx context.Context, tt store.TenantTx, dev device.
 		return refuse(device.RefusedBelowFloor, "%s security version %d is below the device's floor %d", m.Path, m.SecurityVersion, floor)
 	}
 	return nil
+}
+
+// auditForgery writes evidence that named a claimed device but was not signed by its key
+// to the tenant's audit log (ATTACKS row 3; attacked by
+// TestAttest_EvidenceFromUnknownKeyIsAudited), when it carries a nonce the server issued
+// for that device, which it spends: each issued nonce buys at most one event, so strangers
+// cannot flood the log. The device's record is left alone.
+func (s *Service) auditForgery(ctx context.Context, dev device.Device, nonce string, r *Refusal, now time.Time) error {
+	return s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
+		err := s.spendNonce(ctx, tx, dev.ID, nonce, now)
+		if errors.Is(err, errNonceRefused) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		return tt.Audit().Append(ctx, audit.Event{
+			ID: ident.New(audit.IDPrefix, now), TenantID: dev.TenantID, At: now,
+			Action: "device.attestation_refused", ObjectType: "device", ObjectID: string(dev.ID),
+			Detail: r.Reason + ": " + r.Detail,
+		})
+	})
 }
 
 // issue signs the device certificate and records it; a tenant without an active CA is a

@@ -144,7 +144,7 @@ func packEvil(t *testing.T, kind image.Kind, name string, p pkg) []byte {
 	}
 	must(t, os.WriteFile(filepath.Join(src, file), []byte(manifest), 0o600))
 	must(t, os.MkdirAll(filepath.Join(src, "bin"), 0o700))
-	must(t, os.WriteFile(filepath.Join(src, filepath.FromSlash(exe)), []byte("#!/bin/sh\necho evil\n"), 0o700)) //nolint:gosec // G306: an entry point is executable
+	must(t, os.WriteFile(filepath.Join(src, filepath.FromSlash(exe)), []byte("#!/bin/sh\necho evil\n"), 0o700))
 	var buf bytes.Buffer
 	_, err := image.Pack(t.Context(), src, &buf)
 	must(t, err)

@@ -107,17 +107,16 @@ func TestUpdate_RecoversFromFastForwardAfterKeyRotation(t *testing.T) {
 // server publishes) served over TLS, with the offline keys at hand and a knob to serve
 // other bytes for some names (an attacker holding the online key).
 type simRepo struct {
-	t                        *testing.T
-	rootKey, osKey, appKey   *ecdsa.PrivateKey
-	online, director         *ecdsa.PrivateKey
-	root                     []byte
-	view                     *tuf.View
-	srv                      *httptest.Server
-	expires                  time.Time
-	app                      pkg
-	mu                       sync.Mutex
-	override                 map[string][]byte
-	targetsVersion, appsVers int64
+	t                      *testing.T
+	rootKey, osKey, appKey *ecdsa.PrivateKey
+	online, director       *ecdsa.PrivateKey
+	root                   []byte
+	view                   *tuf.View
+	srv                    *httptest.Server
+	expires                time.Time
+	app                    pkg
+	mu                     sync.Mutex
+	override               map[string][]byte
 }
 
 func newSimRepo(t *testing.T) *simRepo {
@@ -289,7 +288,7 @@ func packApp(t *testing.T, version string, securityVersion uint32) pkg {
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho dw100 "+version+"\n"), 0o700); err != nil { //nolint:gosec // G306: an entry point is executable
+	if err := os.WriteFile(filepath.Join(dir, "bin", "app"), []byte("#!/bin/sh\necho dw100 "+version+"\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
