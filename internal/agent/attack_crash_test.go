@@ -31,7 +31,7 @@ func TestAgent_AppSegfaultRestartsOnlyTheApp(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
 	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
 		Logger: slog.New(slog.NewTextHandler(teeLog{tlog{t}, logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Telemetry: func(_ context.Context, topic string, payload []byte) error {

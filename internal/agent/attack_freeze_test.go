@@ -33,7 +33,7 @@ func TestAgent_FrozenRepositoryIsReportedAsStale(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
 	a, err := agent.New(agent.Config{
-		StateDir: t.TempDir(), ServerURL: f.Server.URL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
+		StateDir: t.TempDir(), ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

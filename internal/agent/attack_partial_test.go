@@ -27,7 +27,7 @@ func TestAgent_PartialBundleActivatesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
 	d := f.NewDevice(true, "DW100/Production")
-	px := newCutProxy(t, f.Server.URL)
+	px := newCutProxy(t, f.Server.DeviceURL)
 	state := t.TempDir()
 
 	var armed, cut atomic.Bool

@@ -119,7 +119,7 @@ func TestNotify_EachChangeWakesWaitingDevices(t *testing.T) {
 				t.Fatalf("signing keys: %+v, %v", keys, err)
 			}
 			check(f.Admin.RevokeSigningKey(ctx, f.Tenant, keys.Items[0].ID))
-		}, false},
+		}, true}, // the apps it signed leave the catalog at once (defect 7)
 		{"block the device", func() { f.Update(d.ID, client.DeviceUpdate{Blocked: ptr(true)}) }, true},
 	} {
 		w := f.wait(t, dc, gen)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/testenv"
@@ -28,13 +29,15 @@ func TestAttest_1000Concurrent(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			t.Parallel()
-			var opts []testenv.ServerOption
+			const n = 1000
+			// All n arrive at once: the unauthenticated-request cap (503 past it, which a
+			// device retries) is raised so that every one is served concurrently.
+			opts := []testenv.ServerOption{testenv.WithConfig(func(c *server.Config) { c.MaxUnauthenticatedRequests = n })}
 			if db == "postgres" {
 				opts = append(opts, testenv.WithDatabase(testenv.FreshPostgresDatabase(t)))
 			}
 			p := testenv.NewPlatform(t, opts...)
 			osImg := p.PublishOS("moat-os", "1.0.0", 1, "Retail")
-			const n = 1000
 			devs := make([]testenv.Device, n)
 			var wg sync.WaitGroup
 			sem := make(chan struct{}, 8)

@@ -24,6 +24,7 @@ import (
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/tuf"
 )
 
@@ -140,7 +141,8 @@ func newSimRepo(t *testing.T) *simRepo {
 	}
 	s.app = packApp(t, "1.0.0", 1)
 	apps, err := tuf.SignApps(tufSigner(t, s.appKey), 1, s.expires, map[string]tuf.TargetFile{
-		s.app.path: {Length: s.app.size, SHA256: s.app.sha, Custom: map[string]any{"kind": "app", "version": "1.0.0", "security_version": 1, "product": "DW100"}},
+		s.app.path: {Length: s.app.size, SHA256: s.app.sha, Custom: target.Custom{
+			Kind: target.KindApp, Version: "1.0.0", SecurityVersion: 1, ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10", Product: "DW100"}},
 	})
 	if err != nil {
 		t.Fatal(err)
