@@ -43,6 +43,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
+	"github.com/moat-iot/moat/internal/fleet/assign"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -74,7 +75,7 @@ var (
 	ErrBadCA = errors.New("CA certificate does not certify the pending CA")
 )
 
-// Config holds a Service's dependencies; all but CertLifetime are required.
+// Config holds a Service's dependencies; all but CertLifetime, Policy and MaxWaiters are required.
 type Config struct {
 	Store  store.Store
 	Repo   *repo.Service
@@ -86,6 +87,9 @@ type Config struct {
 	Director     *ecdsa.PrivateKey
 	Registerer   prometheus.Registerer
 	CertLifetime time.Duration
+	// Policy chooses the images each device is assigned (the seam for rollouts); nil is
+	// assign.Default. The catalog and the device's floors bound what it may choose.
+	Policy assign.Policy
 	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
 	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
 	MaxWaiters int
