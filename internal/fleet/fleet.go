@@ -44,6 +44,7 @@ import (
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/fleet/assign"
+	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -53,7 +54,6 @@ import (
 // Defaults.
 const (
 	DefaultCertLifetime = 24 * time.Hour
-	NonceTTL            = 2 * time.Minute
 	AssignmentTTL       = time.Hour
 	// CAValidity is how long the platform root certifies a tenant CA (moat platform
 	// ca-sign) and CAOverlap how long a replaced CA stays trusted after a rotation.
@@ -101,8 +101,7 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	nonceKey   []byte       // MAC key of attestation nonces, derived from the KEK (nonce.go)
-	nonceLimit nonceLimiter // nonce requests per device ID
+	nonces *nonce.Issuer // attestation nonces and their request budgets
 
 	notify   notifier      // wakes devices waiting for updates
 	stopped  chan struct{} // closed by Stop
@@ -155,11 +154,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
-	key, err := nonceKey(cfg.KEK)
-	if err != nil {
+	var err error
+	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err
 	}
-	s.nonceKey = key
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
