@@ -45,6 +45,7 @@ import (
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/fleet/assign"
 	"github.com/moat-iot/moat/internal/fleet/nonce"
+	"github.com/moat-iot/moat/internal/fleet/push"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -103,9 +104,7 @@ type Service struct {
 
 	nonces *nonce.Issuer // attestation nonces and their request budgets
 
-	notify   notifier      // wakes devices waiting for updates
-	stopped  chan struct{} // closed by Stop
-	stopOnce sync.Once
+	waits *push.Waits // devices waiting for updates
 
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
@@ -121,9 +120,6 @@ type metrics struct {
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
 	conflicts    prometheus.Counter
-	waiters      prometheus.Gauge
-	waitsRefused prometheus.Counter
-	wakeups      prometheus.Counter
 }
 
 // New returns the service.
@@ -153,7 +149,7 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}}
 	var err error
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err
@@ -164,19 +160,19 @@ func New(cfg Config) (*Service, error) {
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
-		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
-		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
-		wakeups:      prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_wakeups_total", Help: "Tenant changes that woke devices waiting for updates on this replica."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused, s.metrics.wakeups} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}
+	}
+	if s.waits, err = push.New(cfg.MaxWaiters, cfg.Registerer); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
