@@ -21,9 +21,25 @@
 // CA of its own tenant trusted now, that the server recorded as issued, for a device that is
 // still claimed by that tenant and not blocked, checked on every request (rule 3;
 // TestAuthenticate_*). Assignments name only images in the catalog at or above the device's
-// floors (rule 2: the device checks them against TUF again).
+// floors (rule 2: the device checks them against TUF again), whatever Config.Policy chooses.
 //
-// A Service is safe for concurrent use.
+// Layout. Parts that need none of the service's state are sub-packages:
+//   - assign: which images a device is assigned, from its inputs, through a Policy (the seam
+//     for rollouts; assign.Default without one), and the vetting of any policy's choice;
+//   - nonce: the stateless attestation nonces and their per-device request budgets;
+//   - push: the devices long-polling for updates, their bounds and wake-ups.
+//
+// Attestation (attest.go), the tenant CAs (ca.go), device authentication (authn.go) and
+// recovery grants (recovery.go) stay here: they share the trust caches (a tenant's CA
+// certificates and keys, the platform root, recently verified chains, under one mutex) and
+// their invalidation on a CA change, attestation issues its certificate with the CA's
+// cached key and hands out a recovery grant within its refusal, and authentication accepts
+// those grants; split apart, they would need that state exported.
+// The assignment's and the generation's store reads (assignment.go, updates.go) stay here
+// too, so assign and push never see the store.
+//
+// A Service is safe for concurrent use: its caches take one mutex, the assignment counter
+// is atomic, and the sub-packages' types are safe for concurrent use.
 package fleet
 
 import (

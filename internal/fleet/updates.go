@@ -50,7 +50,9 @@ func (s *Service) Stop() { s.waits.Stop() }
 
 // generation fingerprints what the director's assignment for the device is computed from:
 // the device's group and state, the group's feed and policy, its current deployment, and
-// the tenant's published images.
+// the tenant's published images. A Config.Policy whose choice depends on more (a rollout's
+// stage) must add that here too, or a waiting device learns of its change only at its
+// next periodic check.
 func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
 	h := sha256.New()
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
