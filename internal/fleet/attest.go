@@ -16,6 +16,7 @@ import (
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
 	"github.com/moat-iot/moat/internal/envelope"
+	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/keys"
@@ -38,12 +39,6 @@ func (r *Refusal) Is(target error) bool { return target == ErrRefused }
 
 func refuse(reason, format string, args ...any) *Refusal {
 	return &Refusal{Reason: reason, Detail: fmt.Sprintf(format, args...)}
-}
-
-// Nonce is a fresh attestation nonce.
-type Nonce struct {
-	Nonce     string    `json:"nonce"`
-	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // Issued is a certificate issued after a successful attestation.
@@ -151,8 +146,8 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 	var refusal *Refusal
 	err = s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
 		refusal = nil
-		if err := s.spendNonce(ctx, tx, id, c.Nonce, now); err != nil {
-			if errors.Is(err, errNonceRefused) {
+		if err := s.nonces.Spend(ctx, tx, id, c.Nonce, now); err != nil {
+			if errors.Is(err, nonce.ErrRefused) {
 				// A replay of genuine evidence, or a nonce not issued to the device or
 				// expired: recorded, but the device's current certificate stands (a
 				// replayer must not be able to revoke it).

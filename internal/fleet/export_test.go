@@ -27,19 +27,10 @@ func VerifiedCacheLen(s *Service) int {
 }
 
 // Waiters is the number of devices waiting for updates on the service.
-func Waiters(s *Service) int {
-	s.notify.mu.Lock()
-	defer s.notify.mu.Unlock()
-	return len(s.notify.byDevice)
-}
+func Waiters(s *Service) int { return s.waits.Len() }
 
 // Armed reports whether a device of the tenant waits for a wake-up on the service.
-func Armed(s *Service, t tenant.ID) bool {
-	s.notify.mu.Lock()
-	defer s.notify.mu.Unlock()
-	_, ok := s.notify.wakes[t]
-	return ok
-}
+func Armed(s *Service, t tenant.ID) bool { return s.waits.Armed(t) }
 
 // MaxUntrusted is the bound of the negative trust cache.
 const MaxUntrusted = maxUntrusted

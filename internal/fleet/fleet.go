@@ -21,9 +21,25 @@
 // CA of its own tenant trusted now, that the server recorded as issued, for a device that is
 // still claimed by that tenant and not blocked, checked on every request (rule 3;
 // TestAuthenticate_*). Assignments name only images in the catalog at or above the device's
-// floors (rule 2: the device checks them against TUF again).
+// floors (rule 2: the device checks them against TUF again), whatever Config.Policy chooses.
 //
-// A Service is safe for concurrent use.
+// Layout. Parts that need none of the service's state are sub-packages:
+//   - assign: which images a device is assigned, from its inputs, through a Policy (the seam
+//     for rollouts; assign.Default without one), and the vetting of any policy's choice;
+//   - nonce: the stateless attestation nonces and their per-device request budgets;
+//   - push: the devices long-polling for updates, their bounds and wake-ups.
+//
+// Attestation (attest.go), the tenant CAs (ca.go), device authentication (authn.go) and
+// recovery grants (recovery.go) stay here: they share the trust caches (a tenant's CA
+// certificates and keys, the platform root, recently verified chains, under one mutex) and
+// their invalidation on a CA change, attestation issues its certificate with the CA's
+// cached key and hands out a recovery grant within its refusal, and authentication accepts
+// those grants; split apart, they would need that state exported.
+// The assignment's and the generation's store reads (assignment.go, updates.go) stay here
+// too, so assign and push never see the store.
+//
+// A Service is safe for concurrent use: its caches take one mutex, the assignment counter
+// is atomic, and the sub-packages' types are safe for concurrent use.
 package fleet
 
 import (
@@ -43,6 +59,9 @@ import (
 
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
+	"github.com/moat-iot/moat/internal/fleet/assign"
+	"github.com/moat-iot/moat/internal/fleet/nonce"
+	"github.com/moat-iot/moat/internal/fleet/push"
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
@@ -52,7 +71,6 @@ import (
 // Defaults.
 const (
 	DefaultCertLifetime = 24 * time.Hour
-	NonceTTL            = 2 * time.Minute
 	AssignmentTTL       = time.Hour
 	// CAValidity is how long the platform root certifies a tenant CA (moat platform
 	// ca-sign) and CAOverlap how long a replaced CA stays trusted after a rotation.
@@ -74,7 +92,7 @@ var (
 	ErrBadCA = errors.New("CA certificate does not certify the pending CA")
 )
 
-// Config holds a Service's dependencies; all but CertLifetime are required.
+// Config holds a Service's dependencies; all but CertLifetime, Policy and MaxWaiters are required.
 type Config struct {
 	Store  store.Store
 	Repo   *repo.Service
@@ -86,6 +104,9 @@ type Config struct {
 	Director     *ecdsa.PrivateKey
 	Registerer   prometheus.Registerer
 	CertLifetime time.Duration
+	// Policy chooses the images each device is assigned (the seam for rollouts); nil is
+	// assign.Default. The catalog and the device's floors bound what it may choose.
+	Policy assign.Policy
 	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
 	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
 	MaxWaiters int
@@ -97,12 +118,9 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	nonceKey   []byte       // MAC key of attestation nonces, derived from the KEK (nonce.go)
-	nonceLimit nonceLimiter // nonce requests per device ID
+	nonces *nonce.Issuer // attestation nonces and their request budgets
 
-	notify   notifier      // wakes devices waiting for updates
-	stopped  chan struct{} // closed by Stop
-	stopOnce sync.Once
+	waits *push.Waits // devices waiting for updates
 
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
@@ -118,9 +136,6 @@ type metrics struct {
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
 	conflicts    prometheus.Counter
-	waiters      prometheus.Gauge
-	waitsRefused prometheus.Counter
-	wakeups      prometheus.Counter
 }
 
 // New returns the service.
@@ -150,31 +165,30 @@ func New(cfg Config) (*Service, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}, stopped: make(chan struct{})}
-	key, err := nonceKey(cfg.KEK)
-	if err != nil {
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}}
+	var err error
+	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err
 	}
-	s.nonceKey = key
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
-		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
-		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
-		wakeups:      prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_wakeups_total", Help: "Tenant changes that woke devices waiting for updates on this replica."}),
 	}
 	for _, r := range device.RefusalReasons {
 		s.metrics.refusals.WithLabelValues(r)
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts, s.metrics.waiters, s.metrics.waitsRefused, s.metrics.wakeups} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}
+	}
+	if s.waits, err = push.New(cfg.MaxWaiters, cfg.Registerer); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

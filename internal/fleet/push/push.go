@@ -1,22 +1,34 @@
-package fleet
+// Package push answers the devices that long-poll for updates (POST /device/updates) as
+// soon as what the director would assign them may have changed.
+//
+// What it trusts: its caller, to have authenticated the device (internal/fleet does, DESIGN
+// rule 3) and to compute the device's generation, a fingerprint of its assignment inputs.
+// It never reads the store itself.
+//
+// What it enforces (issue 10, defect 5): one wait per device, at most MaxWaiters per
+// replica, wake-ups spread over time (the bounds below, and the tests named there).
+//
+// Concurrency: a Waits is safe for concurrent use; one mutex guards its tables, and each
+// wait is one goroutine (the request's) that blocks on channels and timers, never on the
+// mutex while it waits.
+package push
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/problem"
-	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
 
-// Updates in seconds, not days: a connected device long-polls WaitUpdates with the
+// Updates in seconds, not days: a connected device long-polls Wait with the
 // generation it last saw; the answer comes as soon as what the director would assign it may
 // have changed (a deployment, a publication, a change to its group or itself), or after
 // MaxWait with the same generation. A change made through this replica wakes its waiters at
@@ -54,7 +66,7 @@ type Updates struct {
 
 // Bounds of the waits (issue 10, defect 5). A device has one wait at a time: a newer one
 // ends the older at once (TestWaitUpdates_OneWaiterPerDevice), so a certificate cannot hold
-// more than one. A replica holds at most Config.MaxWaiters waits; past it a wait is refused
+// more than one. A replica holds at most MaxWaiters waits (New's maxWaiters); past it a wait is refused
 // as Unavailable with a Retry-After (TestWaitUpdates_RefusedPastTheCap). A tenant change
 // wakes its waiters over a spread that grows with their number, wakeSpreadEach each up to
 // maxWakeSpread, so one publication does not turn into every device's re-check in the same
@@ -68,7 +80,7 @@ const (
 	waitRetryAfter = 20 * time.Second
 )
 
-// errTooManyWaiters: the replica holds Config.MaxWaiters waits already.
+// errTooManyWaiters: the replica holds as many waits as New allowed already.
 var errTooManyWaiters = errors.New("too many devices waiting")
 
 type waitKey struct {
@@ -86,27 +98,56 @@ type wake struct {
 	woken int
 }
 
-// notifier holds the waits of a replica and wakes those of a tenant.
-type notifier struct {
+// Waits holds the waits of a replica and wakes those of a tenant.
+type Waits struct {
+	max     int
+	metrics metrics
+	stopped chan struct{} // closed by Stop
+	once    sync.Once
+
 	mu       sync.Mutex
 	byDevice map[waitKey]*waiter
 	count    map[tenant.ID]int // waiters per tenant
 	wakes    map[tenant.ID]*wake
 }
 
+type metrics struct {
+	waiters      prometheus.Gauge
+	waitsRefused prometheus.Counter
+	wakeups      prometheus.Counter
+}
+
+// New returns the waits of a replica that holds at most maxWaiters (at least 1), with
+// their metrics registered on reg.
+func New(maxWaiters int, reg prometheus.Registerer) (*Waits, error) {
+	if maxWaiters < 1 {
+		return nil, fmt.Errorf("push: at most %d waiters: want at least 1", maxWaiters)
+	}
+	n := &Waits{max: maxWaiters, stopped: make(chan struct{}),
+		byDevice: map[waitKey]*waiter{}, count: map[tenant.ID]int{}, wakes: map[tenant.ID]*wake{}}
+	n.metrics = metrics{
+		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
+		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
+		wakeups:      prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_wakeups_total", Help: "Tenant changes that woke devices waiting for updates on this replica."}),
+	}
+	for _, c := range []prometheus.Collector{n.metrics.waiters, n.metrics.waitsRefused, n.metrics.wakeups} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("push: register metrics: %w", err)
+		}
+	}
+	return n, nil
+}
+
 // add registers the device's wait, ending its earlier one; a device that does not wait
-// yet is refused when limit devices do.
-func (n *notifier) add(k waitKey, limit int) (*waiter, error) {
+// yet is refused when n.max devices do.
+func (n *Waits) add(k waitKey) (*waiter, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.byDevice == nil {
-		n.byDevice, n.count, n.wakes = map[waitKey]*waiter{}, map[tenant.ID]int{}, map[tenant.ID]*wake{}
-	}
 	w := &waiter{ended: make(chan struct{})}
 	if old, ok := n.byDevice[k]; ok {
 		close(old.ended)
 	} else {
-		if len(n.byDevice) >= limit {
+		if len(n.byDevice) >= n.max {
 			return nil, errTooManyWaiters
 		}
 		n.count[k.tenant]++
@@ -116,7 +157,7 @@ func (n *notifier) add(k waitKey, limit int) (*waiter, error) {
 }
 
 // remove ends the device's wait w unless a newer one replaced it.
-func (n *notifier) remove(k waitKey, w *waiter) {
+func (n *Waits) remove(k waitKey, w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.byDevice[k] != w {
@@ -129,7 +170,7 @@ func (n *notifier) remove(k waitKey, w *waiter) {
 	}
 }
 
-func (n *notifier) next(t tenant.ID) *wake {
+func (n *Waits) next(t tenant.ID) *wake {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	wk, ok := n.wakes[t]
@@ -146,14 +187,14 @@ func (n *notifier) next(t tenant.ID) *wake {
 // deployments, groups, devices or the published images), never from a transport layer.
 // It is cheap: a tenant without waiters costs a map lookup, and a false alarm one
 // generation read per waiter, spread over up to maxWakeSpread.
-func (s *Service) Notify(t tenant.ID) {
-	s.notify.mu.Lock()
-	defer s.notify.mu.Unlock()
-	if wk, ok := s.notify.wakes[t]; ok {
-		s.metrics.wakeups.Inc()
-		wk.woken = s.notify.count[t]
+func (n *Waits) Notify(t tenant.ID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if wk, ok := n.wakes[t]; ok {
+		n.metrics.wakeups.Inc()
+		wk.woken = n.count[t]
 		close(wk.c)
-		delete(s.notify.wakes, t)
+		delete(n.wakes, t)
 	}
 }
 
@@ -168,28 +209,47 @@ func wakeDelay(woken int) time.Duration {
 }
 
 // Stop ends every wait at once (the server is shutting down).
-func (s *Service) Stop() { s.stopOnce.Do(func() { close(s.stopped) }) }
+func (n *Waits) Stop() { n.once.Do(func() { close(n.stopped) }) }
 
-// WaitUpdates answers when the device's generation differs from since, or after MaxWait,
-// or at once with the generation it last read when a newer wait of the same device
-// replaces it. Past Config.MaxWaiters it is a problem.Unavailable with a Retry-After.
-func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since string) (Updates, error) {
+// Len is the number of devices waiting.
+func (n *Waits) Len() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.byDevice)
+}
+
+// Armed reports whether a device of the tenant waits for a wake-up.
+func (n *Waits) Armed(t tenant.ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.wakes[t]
+	return ok
+}
+
+// Generation computes a device's generation: a fingerprint of what its assignment is
+// computed from, which changes when the assignment may.
+type Generation func(ctx context.Context) (string, error)
+
+// Wait answers when the device's generation differs from since, or after MaxWait, or at
+// once with the generation it last read when a newer wait of the same device replaces it.
+// Past the replica's bound of waiters it is a problem.Unavailable with a Retry-After.
+func (n *Waits) Wait(ctx context.Context, dev device.Device, since string, generation Generation) (Updates, error) {
 	k := waitKey{dev.TenantID, dev.ID}
-	w, err := s.notify.add(k, s.cfg.MaxWaiters)
+	w, err := n.add(k)
 	if err != nil {
-		s.metrics.waitsRefused.Inc()
+		n.metrics.waitsRefused.Inc()
 		return Updates{}, &problem.Error{Kind: problem.Unavailable, Code: "too_many_waiters", Err: err,
 			Detail:     "the server holds as many waiting devices as it may; check again later",
 			RetryAfter: waitRetryAfter + rand.N(waitRetryAfter)} //nolint:gosec // G404: jitter to spread retries, not a secret
 	}
-	s.metrics.waiters.Inc()
-	defer s.metrics.waiters.Dec()
-	defer s.notify.remove(k, w)
+	n.metrics.waiters.Inc()
+	defer n.metrics.waiters.Dec()
+	defer n.remove(k, w)
 	deadline := time.NewTimer(MaxWait)
 	defer deadline.Stop()
 	for {
-		wk := s.notify.next(dev.TenantID)
-		gen, err := s.generation(ctx, dev.TenantID, dev.ID)
+		wk := n.next(dev.TenantID)
+		gen, err := generation(ctx)
 		if err != nil {
 			return Updates{}, err
 		}
@@ -198,9 +258,9 @@ func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since stri
 		}
 		// Until a wake-up, then a spread delay, or the periodic re-check (changes made
 		// through another replica).
-		woken, err := s.pause(ctx, w, deadline.C, wk.c, recheckEvery)
+		woken, err := n.pause(ctx, w, deadline.C, wk.c, recheckEvery)
 		if err == nil && woken {
-			_, err = s.pause(ctx, w, deadline.C, nil, wakeDelay(wk.woken))
+			_, err = n.pause(ctx, w, deadline.C, nil, wakeDelay(wk.woken))
 		}
 		if errors.Is(err, errWaitOver) {
 			return Updates{Generation: gen}, nil
@@ -217,7 +277,7 @@ var errWaitOver = errors.New("wait over")
 
 // pause waits d, or until woken is closed (woken reports it), or the wait is over or its
 // context done.
-func (s *Service) pause(ctx context.Context, w *waiter, deadline <-chan time.Time, wake <-chan struct{}, d time.Duration) (woken bool, err error) {
+func (n *Waits) pause(ctx context.Context, w *waiter, deadline <-chan time.Time, wake <-chan struct{}, d time.Duration) (woken bool, err error) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -227,52 +287,9 @@ func (s *Service) pause(ctx context.Context, w *waiter, deadline <-chan time.Tim
 		return true, nil
 	case <-deadline:
 	case <-w.ended:
-	case <-s.stopped:
+	case <-n.stopped:
 	case <-ctx.Done():
 		return false, ctx.Err()
 	}
 	return false, errWaitOver
-}
-
-// generation fingerprints what the director's assignment for the device is computed from:
-// the device's group and state, the group's feed and policy, its current deployment, and
-// the tenant's published images.
-func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
-	h := sha256.New()
-	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
-		dev, err := tt.Devices().Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "device %s %s %t %v\n", dev.ProductID, dev.GroupID, dev.Blocked, dev.Floors)
-		if dev.ProductID == "" {
-			return nil
-		}
-		g, err := tt.Groups().Get(ctx, dev.ProductID, dev.GroupID)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(h, "group %s %s\n", g.OSFeed, g.UpdatePolicy)
-		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
-		switch {
-		case err == nil:
-			fmt.Fprintf(h, "deployment %s\n", d.ID)
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	cat, err := s.cfg.Repo.Catalog(ctx, t)
-	if err != nil {
-		return "", err
-	}
-	fmt.Fprintf(h, "catalog %s\n", cat.Fingerprint())
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }

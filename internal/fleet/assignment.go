@@ -3,25 +3,22 @@ package fleet
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
-
-	"golang.org/x/mod/semver"
 
 	"github.com/moat-iot/moat/internal/capability"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/director"
-	"github.com/moat-iot/moat/internal/product"
-	"github.com/moat-iot/moat/internal/repo"
+	"github.com/moat-iot/moat/internal/fleet/assign"
 	"github.com/moat-iot/moat/internal/store"
 )
 
 // Assignment computes what the device should run and returns it signed by the director
-// key: the newest OS image on its group's feed, and, unless the group takes OS updates
-// only, the app its group's current deployment names. An image that is no longer in the
-// catalog (revoked) or is below the device's floor is never assigned; a device outside any
-// group is assigned nothing. The counter is the issuing time in milliseconds, kept strictly
-// increasing by this process, so assignments need no write per check.
+// key: what Config.Policy chooses (assign.Default when nil: the newest OS image on its
+// group's feed, and, unless the group takes OS updates only, the app its group's current
+// deployment names). An image that is no longer in the catalog (revoked) or is below the
+// device's floor is never assigned, whatever the policy chooses (assign.Images); a device
+// outside any group is assigned nothing. The counter is the issuing time in milliseconds,
+// kept strictly increasing by this process, so assignments need no write per check.
 func (s *Service) Assignment(ctx context.Context, dev device.Device) ([]byte, director.Assignment, error) {
 	now := s.cfg.Now().UTC()
 	a := director.Assignment{
@@ -55,20 +52,20 @@ func (s *Service) nextCounter(now time.Time) uint64 {
 	}
 }
 
+// assignedImages reads the device's assignment inputs and asks the policy (assign.Images).
 func (s *Service) assignedImages(ctx context.Context, dev device.Device) ([]director.Image, error) {
-	var g product.Group
-	var dep *device.Deployment
+	in := assign.Input{Device: dev}
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(dev.TenantID)
 		if err != nil {
 			return err
 		}
-		if g, err = tt.Groups().Get(ctx, dev.ProductID, dev.GroupID); err != nil {
+		if in.Group, err = tt.Groups().Get(ctx, dev.ProductID, dev.GroupID); err != nil {
 			return err
 		}
 		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
 		if err == nil {
-			dep = &d
+			in.Deployment = &d
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
@@ -77,42 +74,10 @@ func (s *Service) assignedImages(ctx context.Context, dev device.Device) ([]dire
 	if err != nil {
 		return nil, err
 	}
-	cat, err := s.cfg.Repo.Catalog(ctx, dev.TenantID)
-	if err != nil {
+	if in.Catalog, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
 		return nil, err
 	}
-	var out []director.Image
-	if os, ok := newestOS(cat, g.OSFeed, dev.Floors); ok {
-		out = append(out, toDirector(os))
-	}
-	if g.UpdatePolicy == product.UpdateAll && dep != nil {
-		im, ok := cat.Images[dep.Target]
-		if ok && im.SHA256 == dep.SHA256 && im.SecurityVersion >= dev.Floors[im.Component()] {
-			out = append(out, toDirector(im))
-		}
-	}
-	return out, nil
-}
-
-// newestOS picks the OS image with the highest semantic version on the feed that the
-// device's floor allows.
-func newestOS(cat *repo.Catalog, feed product.OSFeed, floors map[string]uint32) (repo.Image, bool) {
-	var best repo.Image
-	found := false
-	for _, im := range cat.Images {
-		if im.Kind != director.KindOS || !slices.Contains(im.Feeds, string(feed)) || im.SecurityVersion < floors[im.Component()] {
-			continue
-		}
-		if !found || semver.Compare("v"+im.Version, "v"+best.Version) > 0 ||
-			semver.Compare("v"+im.Version, "v"+best.Version) == 0 && im.Path < best.Path {
-			best, found = im, true
-		}
-	}
-	return best, found
-}
-
-func toDirector(im repo.Image) director.Image {
-	return director.Image{Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Length: im.Length, Version: im.Version, SecurityVersion: im.SecurityVersion}
+	return assign.Images(ctx, s.cfg.Policy, in)
 }
 
 // CapabilityValidity is how long a development capability lasts; the device fetches it

@@ -1,14 +1,9 @@
-package fleet
+package push
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -16,28 +11,23 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/problem"
-	"github.com/moat-iot/moat/internal/repo"
-	"github.com/moat-iot/moat/internal/store"
-	"github.com/moat-iot/moat/internal/store/sqlite"
 	"github.com/moat-iot/moat/internal/tenant"
 )
 
-// countingStore is the real store, recording when each read transaction began: a
-// waiter's re-check is one.
+// countingStore stands for the store: it records when each generation read began (a
+// waiter's re-check is one) and answers the same generation every time.
 type countingStore struct {
-	store.Store
 	mu    sync.Mutex
 	reads []time.Time
 }
 
-func (c *countingStore) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
+func (c *countingStore) generation(context.Context) (string, error) {
 	c.mu.Lock()
 	c.reads = append(c.reads, time.Now())
 	c.mu.Unlock()
-	return c.Store.InReadTx(ctx, fn)
+	return "gen-1", nil
 }
 
 // readsFrom returns the read times from the i-th on.
@@ -54,64 +44,40 @@ func (c *countingStore) readCount() int {
 	return len(c.reads)
 }
 
-// waitFixture is a service on SQLite with one tenant and its claimed devices (in no
-// group: their generation is one read, then the tenant's empty catalog).
+// waitFixture is a replica's waits with one tenant's devices, whose generation never
+// changes.
 type waitFixture struct {
-	svc     *Service
+	svc     *fixtureService
 	store   *countingStore
 	devices []device.Device
 }
 
+// fixtureService waits as the fleet service does, with the fixture's generation.
+type fixtureService struct {
+	*Waits
+	store *countingStore
+}
+
+func (f *fixtureService) WaitUpdates(ctx context.Context, d device.Device, since string) (Updates, error) {
+	return f.Wait(ctx, d, since, f.store.generation)
+}
+
+// Waiters is the number of devices waiting.
+func Waiters(f *fixtureService) int { return f.Len() }
+
 // newWaitFixture builds the fixture; inside a synctest bubble, its clock is the bubble's.
 func newWaitFixture(t *testing.T, maxWaiters, devices int) *waitFixture {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "moat.db"), time.Now)
+	w, err := New(maxWaiters, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	blobs, err := fsblob.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	online, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, err := repo.New(db, blobs, online, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &waitFixture{store: &countingStore{Store: db}}
-	f.svc, err = New(Config{Store: f.store, Repo: rp, Logger: slog.New(slog.DiscardHandler), Now: time.Now,
-		KEK: make([]byte, 32), Director: online, Registerer: prometheus.NewRegistry(), MaxWaiters: maxWaiters})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.svc.Stop)
-	now := time.Now().UTC()
+	f := &waitFixture{store: &countingStore{}}
+	f.svc = &fixtureService{Waits: w, store: f.store}
+	t.Cleanup(w.Stop)
 	tid := tenant.ID("tnt_waits")
-	err = db.InTx(ctx, func(tx store.Tx) error {
-		if err := tx.Tenants().Create(ctx, tenant.Tenant{ID: tid, Name: "Waits", CreatedAt: now, UpdatedAt: now, Version: 1}); err != nil {
-			return err
-		}
-		for i := range devices {
-			id := device.ID(fmt.Sprintf("%064x", i))
-			d := device.Device{ID: id, PublicKeyPEM: "-----BEGIN PUBLIC KEY-----\n" + string(id) + "\n-----END PUBLIC KEY-----\n",
-				RegisteredAt: now, Floors: map[string]uint32{}, Version: 1}
-			if err := tx.Devices().Register(ctx, d); err != nil {
-				return err
-			}
-			if d, err = tx.Devices().Claim(ctx, id, tid, now); err != nil {
-				return err
-			}
-			f.devices = append(f.devices, d)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	for i := range devices {
+		f.devices = append(f.devices, device.Device{ID: device.ID(fmt.Sprintf("%064x", i)), TenantID: tid})
 	}
 	return f
 }
