@@ -257,10 +257,10 @@ func (s *Service) checkImage(ctx context.Context, tt store.TenantTx, dev device.
 // TestAttest_EvidenceFromUnknownKeyIsAudited), when it carries a nonce the server issued
 // for that device, which it spends: each issued nonce buys at most one event, so strangers
 // cannot flood the log. The device's record is left alone.
-func (s *Service) auditForgery(ctx context.Context, dev device.Device, nonce string, r *Refusal, now time.Time) error {
+func (s *Service) auditForgery(ctx context.Context, dev device.Device, presented string, r *Refusal, now time.Time) error {
 	return s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
-		err := s.spendNonce(ctx, tx, dev.ID, nonce, now)
-		if errors.Is(err, errNonceRefused) {
+		err := s.nonces.Spend(ctx, tx, dev.ID, presented, now)
+		if errors.Is(err, nonce.ErrRefused) {
 			return nil
 		}
 		if err != nil {
