@@ -18,6 +18,7 @@ import (
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/target"
 	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -88,8 +89,8 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 	osSigner, err := keys.Signer(p.OSKey)
 	must(err)
 	targets, err := tuf.SignTargets(osSigner, 1, p.Expires, map[string]tuf.TargetFile{osImg.Path: {Length: osImg.Length, SHA256: osImg.SHA256,
-		Custom: map[string]any{"kind": "os", "version": osImg.Version, "security_version": osImg.SecurityVersion, "feeds": []any{"Retail"},
-			"component_id": "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"}}}, []*ecdsa.PublicKey{&appKey.PublicKey})
+		Custom: target.Custom{Kind: target.KindOS, Version: osImg.Version, SecurityVersion: osImg.SecurityVersion, Feeds: []string{"Retail"},
+			ComponentID: "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"}}}, []*ecdsa.PublicKey{&appKey.PublicKey})
 	must(err)
 	_, err = p.Op.PutTenantTargets(ctx, ten.ID, targets)
 	must(err)
@@ -100,7 +101,7 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 	appSigner, err := keys.Signer(appKey)
 	must(err)
 	apps, err := tuf.SignApps(appSigner, 1, p.Expires, map[string]tuf.TargetFile{appImg.Path: {Length: appImg.Length, SHA256: appImg.SHA256,
-		Custom: map[string]any{"kind": "app", "version": "1.0.0", "security_version": 1, "product": product, "component_id": "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"}}})
+		Custom: target.Custom{Kind: target.KindApp, Version: "1.0.0", SecurityVersion: 1, Product: product, ComponentID: "3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10"}}})
 	must(err)
 	_, err = admin.PutTenantApps(ctx, ten.ID, apps)
 	must(err)
