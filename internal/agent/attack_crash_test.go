@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"syscall"
@@ -50,10 +51,18 @@ func TestAgent_AppSegfaultRestartsOnlyTheApp(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	eventually(t, "first boot", attested(f, t, d.ID, f.os.Path, f.app.Path))
-	before, err := boot.ReadRecord(state)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A fresh device attests from its factory OS before its OS slot is installed: wait
+	// until both slots are installed and committed, so that the record is the settled one.
+	var before boot.Record
+	eventually(t, "OS and app installed and committed", func() (bool, string) {
+		r, err := boot.ReadRecord(state)
+		if err != nil {
+			return false, err.Error()
+		}
+		before = r
+		return r.OS.Active != "" && r.OS.Pending == "" && r.App.Active != "" && r.App.Pending == "",
+			fmt.Sprintf("OS %+v, app %+v", r.OS, r.App)
+	})
 	// The app that runs now (the first start after the install may have been replaced by
 	// the committed one's: take the last PID published).
 	pid := latestPID(t, pids)

@@ -18,6 +18,7 @@ import (
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/attest"
 	"github.com/moat-iot/moat/internal/identity"
+	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/testenv"
 )
 
@@ -30,7 +31,9 @@ import (
 // fully authorized evidence on POST /device/attestations does, once.
 func TestEnrol_OnlyFullyAuthorizedEvidenceIssues(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
+	// Every nonce-bearing message is built with a fresh nonce for each send, far more than
+	// a device's budget per minute: the budget is raised so that it does not decide.
+	f := newFleetWith(t, testenv.WithConfig(func(c *server.Config) { c.AttestationNoncesPerMinute = 1 << 16 }))
 	ctx := t.Context()
 	d := f.NewDevice(true, "DW100/Production")
 	other := f.NewDevice(true, "DW100/Production")

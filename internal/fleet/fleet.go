@@ -104,6 +104,9 @@ type Config struct {
 	Director     *ecdsa.PrivateKey
 	Registerer   prometheus.Registerer
 	CertLifetime time.Duration
+	// NoncesPerMinute is how many attestation nonces each device ID may ask for per minute
+	// on this replica; 0 means nonce.PerWindow (10).
+	NoncesPerMinute int
 	// Policy chooses the images each device is assigned (the seam for rollouts); nil is
 	// assign.Default. The catalog and the device's floors bound what it may choose.
 	Policy assign.Policy
@@ -170,6 +173,7 @@ func New(cfg Config) (*Service, error) {
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err
 	}
+	s.nonces.SetPerWindow(cfg.NoncesPerMinute)
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),

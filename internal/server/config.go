@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/api/mgmt"
+	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/repo"
 )
 
@@ -56,6 +57,9 @@ type Config struct {
 	// credential (attestation nonces, attestation); past it they are answered 503 with
 	// Retry-After.
 	MaxUnauthenticatedRequests int `json:"max-unauthenticated-requests"`
+	// AttestationNoncesPerMinute is how many attestation nonces each device ID may ask for
+	// per minute on one replica; past it 503 with Retry-After.
+	AttestationNoncesPerMinute int `json:"attestation-nonces-per-minute"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 
 		DefaultStorageQuotaBytes:   repo.DefaultStorageQuotaBytes,
 		MaxUnauthenticatedRequests: mgmt.DefaultMaxUnauthenticatedRequests,
+		AttestationNoncesPerMinute: nonce.PerWindow,
 	}
 }
 
@@ -128,6 +133,9 @@ func (c Config) Validate() error {
 	}
 	if c.DefaultStorageQuotaBytes < 0 {
 		bad("default-storage-quota-bytes", "must not be negative, got %d", c.DefaultStorageQuotaBytes)
+	}
+	if c.AttestationNoncesPerMinute < 1 || c.AttestationNoncesPerMinute > 1<<16 {
+		bad("attestation-nonces-per-minute", "must be between 1 and 65536, got %d", c.AttestationNoncesPerMinute)
 	}
 	if c.MaxUnauthenticatedRequests < 1 || c.MaxUnauthenticatedRequests > 1<<16 {
 		bad("max-unauthenticated-requests", "must be between 1 and 65536, got %d", c.MaxUnauthenticatedRequests)

@@ -145,7 +145,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.fleet, err = fleet.New(fleet.Config{Store: s.store, Repo: s.repo, Logger: log.With("component", "fleet"), Now: now,
-		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime})
+		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime,
+		NoncesPerMinute: cfg.AttestationNoncesPerMinute})
 	if err != nil {
 		return nil, err
 	}

@@ -89,6 +89,14 @@ type Issuer struct {
 	limit limiter
 }
 
+// SetPerWindow changes how many nonces each device ID may ask for per Window (n < 1 keeps
+// PerWindow). Call it before the Issuer is used.
+func (i *Issuer) SetPerWindow(n int) {
+	if n >= 1 {
+		i.limit.perWindow = min(n, 1<<16)
+	}
+}
+
 // NewIssuer returns an Issuer whose MAC key is derived from the CA key-encryption key kek.
 func NewIssuer(kek []byte) (*Issuer, error) {
 	k, err := hkdf.Key(sha256.New, kek, nil, keyLabel, sha256.Size)
@@ -179,9 +187,10 @@ func (i *Issuer) Admit(id device.ID, now time.Time) error {
 // limiter counts nonce requests per device ID in fixed windows. The map is emptied when a
 // window ends and never holds more than DevicesPerWindow IDs.
 type limiter struct {
-	mu     sync.Mutex
-	start  time.Time
-	counts map[device.ID]uint8
+	mu        sync.Mutex
+	start     time.Time
+	counts    map[device.ID]uint32
+	perWindow int // 0: PerWindow
 }
 
 // admit returns 0 when the request is admitted, else how long until the window ends.
@@ -190,13 +199,17 @@ func (l *limiter) admit(id device.ID, now time.Time) time.Duration {
 	defer l.mu.Unlock()
 	if l.counts == nil || now.Sub(l.start) >= Window || now.Before(l.start) {
 		if l.counts == nil {
-			l.counts = map[device.ID]uint8{}
+			l.counts = map[device.ID]uint32{}
 		}
 		clear(l.counts)
 		l.start = now
 	}
+	per := PerWindow
+	if l.perWindow > 0 {
+		per = l.perWindow
+	}
 	n, seen := l.counts[id]
-	if n >= PerWindow || !seen && len(l.counts) >= DevicesPerWindow {
+	if int(n) >= per || !seen && len(l.counts) >= DevicesPerWindow {
 		return l.start.Add(Window).Sub(now)
 	}
 	l.counts[id] = n + 1
