@@ -50,7 +50,7 @@ func attestRetrying(ctx context.Context, anon *client.Client, d testenv.Device, 
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("device %s still refused as busy: %w", d.ID, err)
-		case <-time.After(time.Duration(100+rand.IntN(400)) * time.Millisecond): //nolint:gosec // retry jitter, not a secret; a pause, not an assertion
+		case <-time.After(time.Duration(100+rand.IntN(400)) * time.Millisecond): // a retry pause, not an assertion
 		}
 	}
 }

@@ -251,7 +251,7 @@ func OpenAPI() map[string]any {
 		case AuthDeviceProof:
 			op["security"] = []any{}
 			if rt.RawRequest {
-				responses["403"] = problemResponse("Refused; the reason is recorded for support staff, not told to the caller. When the device's fresh, signed evidence shows only out-of-date software, the problem carries a `recovery` member {token, expires_at}: a token for the update routes.")
+				responses["403"] = problemResponse("Refused; the reason is recorded for support staff, not told to the caller. When the device's fresh, signed evidence shows only out-of-date software, the problem carries a `recovery` member {token, tenant_id, expires_at}: a token for the update routes (assignment, TUF metadata and targets), valid until the device next attests successfully.")
 			}
 		case AuthDevice:
 			// OpenAPI 3.0 has no mutualTLS scheme (3.1 does): say it in words.
