@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,12 +26,19 @@ import (
 	"github.com/moat-iot/moat/internal/testenv"
 )
 
-// attestRetrying attests d, retrying after a short random pause while the server answers
-// 503 (busy or throttled), until ctx ends. Each try takes a fresh nonce.
+// attestRetrying attests d as the agent does after a power cut: it retries after a short
+// random pause while the server answers 503 (busy or throttled) or the connection fails
+// (under the race detector, with the other packages' tests beside it, a starved server
+// closes connections at its read timeouts), until ctx ends. Each try takes a fresh nonce;
+// any other answer (a refusal) ends it.
 func attestRetrying(ctx context.Context, anon *client.Client, d testenv.Device, ms ...attest.Measurement) (string, error) {
 	busy := func(err error) bool {
 		var e *client.Error
-		return errors.As(err, &e) && e.Status == http.StatusServiceUnavailable
+		if errors.As(err, &e) {
+			return e.Status == http.StatusServiceUnavailable
+		}
+		var ue *url.Error
+		return errors.As(err, &ue) // no answer at all: the transport failed
 	}
 	for {
 		n, err := anon.CreateAttestationNonce(ctx, client.NonceRequest{DeviceID: d.ID})
@@ -59,9 +67,10 @@ func attestRetrying(ctx context.Context, anon *client.Client, d testenv.Device, 
 // distinct serials, each recorded with its device, on both databases.
 func TestAttest_1000Concurrent(t *testing.T) {
 	t.Parallel()
+	// One database after the other: two fleets of 1000 at once would only measure how
+	// starved the machine is.
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			t.Parallel()
 			const n = 1000
 			var opts []testenv.ServerOption
 			if db == "postgres" {
@@ -126,8 +135,10 @@ func TestAttest_1000Concurrent(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					if len(certs) != 1 || certs[0].Serial != serials[i] {
-						t.Errorf("device %d: recorded certificates %+v, want exactly serial %s", i, certs, serials[i])
+					// Newest first; a try whose answer the connection lost may have issued
+					// one more before the one the device received.
+					if len(certs) == 0 || certs[0].Serial != serials[i] {
+						t.Errorf("device %d: recorded certificates %+v, want serial %s newest", i, certs, serials[i])
 						return nil
 					}
 					dev, err := tt.Devices().Get(t.Context(), device.ID(d.ID))
