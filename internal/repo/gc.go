@@ -80,14 +80,7 @@ func (s *Service) GC(ctx context.Context, now time.Time) (removed int, bytes int
 // gcTenant deletes the tenant's records that its metadata does not name and that are older
 // than cutoff, and adds what its metadata names to named.
 func (s *Service) gcTenant(ctx context.Context, t tenant.ID, cutoff time.Time, named map[string]bool) error {
-	return s.store.InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
-		if err := tt.Blobs().Lock(ctx); err != nil {
-			return err
-		}
+	return s.inLockedTenant(ctx, t, func(_ store.Tx, tt store.TenantTx) error {
 		refs, err := s.referenced(ctx, tt, cutoff)
 		if err != nil {
 			return err

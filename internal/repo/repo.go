@@ -373,17 +373,7 @@ func signedByActiveKey(ks []trust.SigningKey, apps *metadata.Metadata[metadata.T
 // update rebuilds the tenant's view, applies fn, publishes and stores the new files, all in
 // one transaction.
 func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantTx, *tuf.View) error, after func(store.TenantTx) error) error {
-	return s.store.InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
-		// A publish names blobs the tenant recorded; garbage collection removes records that
-		// nothing names. One at a time per tenant, so neither acts on what the other changes
-		// (TestGC_KeepsPublished).
-		if err := tt.Blobs().Lock(ctx); err != nil {
-			return err
-		}
+	return s.inLockedTenant(ctx, t, func(tx store.Tx, tt store.TenantTx) error {
 		v, err := s.load(ctx, tx, tt)
 		if err != nil {
 			return err
@@ -402,6 +392,23 @@ func (s *Service) update(ctx context.Context, t tenant.ID, fn func(store.TenantT
 		}
 		s.invalidate(t)
 		return after(tt)
+	})
+}
+
+// inLockedTenant runs fn in a transaction of tenant t that holds the tenant's blob lock. A
+// publish names blobs the tenant recorded; garbage collection removes records that nothing
+// names: one at a time per tenant, so neither acts on what the other changes
+// (TestGC_KeepsPublished).
+func (s *Service) inLockedTenant(ctx context.Context, t tenant.ID, fn func(store.Tx, store.TenantTx) error) error {
+	return s.store.InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(t)
+		if err != nil {
+			return err
+		}
+		if err := tt.Blobs().Lock(ctx); err != nil {
+			return err
+		}
+		return fn(tx, tt)
 	})
 }
 
