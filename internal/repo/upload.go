@@ -168,15 +168,8 @@ func (s *Service) UploadBlob(ctx context.Context, t tenant.ID, u Upload, record 
 		}
 		return blob.Info{}, err
 	}
-	err = s.store.InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(t)
-		if err != nil {
-			return err
-		}
-		// Concurrent uploads of the tenant check the quota one after the other.
-		if err := tt.Blobs().Lock(ctx); err != nil {
-			return err
-		}
+	// Concurrent uploads of the tenant check the quota one after the other.
+	err = s.inLockedTenant(ctx, t, func(tx store.Tx, tt store.TenantTx) error {
 		st, err := s.storage(ctx, tx, t)
 		if err != nil {
 			return err
