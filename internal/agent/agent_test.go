@@ -98,16 +98,26 @@ type device struct {
 	logs   *testenv.SyncBuffer // the agent's log, as text
 }
 
-func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
+// agentConfig is what the tests' agents share: device d with its state in state, on the
+// test server's device listener, a DW100 backend, logging to t; tests change what they
+// need.
+func (f *fleet) agentConfig(t *testing.T, d testenv.Device, state string) agent.Config {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(f.Server.CAPEM)
-	logs := &testenv.SyncBuffer{}
-	a, err := agent.New(agent.Config{
+	return agent.Config{
 		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
 		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
-		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(tlog{t}, logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+func (f *fleet) start(t *testing.T, d testenv.Device, state string) *device {
+	t.Helper()
+	logs := &testenv.SyncBuffer{}
+	cfg := f.agentConfig(t, d, state)
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(tlog{t}, logs), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/agent/boot"
-	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/testenv"
 )
@@ -29,20 +27,16 @@ func TestAgent_AppSegfaultRestartsOnlyTheApp(t *testing.T) {
 	state := t.TempDir()
 	pids := make(chan int, 16)
 	logs := &testenv.SyncBuffer{}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(f.Server.CAPEM)
-	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
-		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
-		Logger: slog.New(slog.NewTextHandler(teeLog{tlog{t}, logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Telemetry: func(_ context.Context, topic string, payload []byte) error {
-			var who struct{ PID int }
-			if topic == "whoami" && json.Unmarshal(payload, &who) == nil {
-				pids <- who.PID
-			}
-			return nil
-		},
-	})
+	cfg := f.agentConfig(t, d, state)
+	cfg.Logger = slog.New(slog.NewTextHandler(teeLog{tlog{t}, logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Telemetry = func(_ context.Context, topic string, payload []byte) error {
+		var who struct{ PID int }
+		if topic == "whoami" && json.Unmarshal(payload, &who) == nil {
+			pids <- who.PID
+		}
+		return nil
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,14 +2,11 @@ package agent_test
 
 import (
 	"context"
-	"crypto/x509"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/moat-iot/moat/internal/agent"
-	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/testenv"
@@ -30,13 +27,9 @@ func TestAgent_FrozenRepositoryIsReportedAsStale(t *testing.T) {
 	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "healthy"))
 	f.deploy(f.app.Path)
 	d := f.NewDevice(true, "DW100/Production")
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(f.Server.CAPEM)
-	a, err := agent.New(agent.Config{
-		StateDir: t.TempDir(), ServerURL: f.Server.DeviceURL, ServerCAs: pool, Root: f.Root, Identity: d.Key,
-		Backend: periph.NewDW100(), Now: now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
-		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	cfg := f.agentConfig(t, d, t.TempDir())
+	cfg.Now = now
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/agent/boot"
-	"github.com/moat-iot/moat/internal/agent/periph"
 )
 
 // TestAgent_PartialBundleActivatesNothing is ATTACKS row 20 (Uptane partial bundle): an OS
@@ -33,22 +31,19 @@ func TestAgent_PartialBundleActivatesNothing(t *testing.T) {
 	var armed, cut atomic.Bool
 	var installedAfterCut atomic.Int32
 	failed := make(chan struct{}, 1)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(f.Server.CAPEM)
-	a, err := agent.New(agent.Config{
-		StateDir: state, ServerURL: px.url, ServerCAs: pool, Root: f.Root, Identity: d.Key,
-		Backend: periph.NewDW100(), Now: time.Now, CheckInterval: time.Hour, HealthTimeout: 5 * time.Second, Product: "DW100",
-		Logger: slog.New(slog.NewTextHandler(watchLog{tlog: tlog{t}, failed: failed, cut: &cut}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Step: func(step string) {
-			switch {
-			case step == "downloaded" && armed.CompareAndSwap(true, false):
-				px.down() // the first image of the two is on the device: cut
-				cut.Store(true)
-			case step == "installed" && cut.Load():
-				installedAfterCut.Add(1)
-			}
-		},
-	})
+	cfg := f.agentConfig(t, d, state)
+	cfg.ServerURL = px.url
+	cfg.Logger = slog.New(slog.NewTextHandler(watchLog{tlog: tlog{t}, failed: failed, cut: &cut}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Step = func(step string) {
+		switch {
+		case step == "downloaded" && armed.CompareAndSwap(true, false):
+			px.down() // the first image of the two is on the device: cut
+			cut.Store(true)
+		case step == "installed" && cut.Load():
+			installedAfterCut.Add(1)
+		}
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
