@@ -81,6 +81,8 @@ type Tx interface {
 	BlobFiles() BlobFiles
 	// Leases hand each period of a background job to one server replica.
 	Leases() Leases
+	// ConsoleSessions holds the web console's sessions and sign-in links.
+	ConsoleSessions() ConsoleSessions
 }
 
 // Leases hand each period of a named background job to one claimant among the server

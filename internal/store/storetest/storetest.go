@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorReports", errorReportTests},
 		{"Fleet", fleetTests},
 		{"Leases", leaseTests},
+		{"Console", consoleTests},
 		{"Blobs", blobTests},
 		{"TenantIsolation", isolationTests},
 		{"Tx", txTests},
