@@ -20,6 +20,14 @@ func RequestID(ctx context.Context) string {
 	return s
 }
 
+// WithRequestID returns ctx carrying the request ID id: a request served in-process on
+// behalf of another (the web console calling the management API) keeps the outer request's
+// ID, so its access line and audit events name the request the person made. A context
+// value cannot be set from the network.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey{}, id)
+}
+
 func newRequestID() string {
 	var b [12]byte
 	rand.Read(b[:])
@@ -68,10 +76,14 @@ type Exchange struct {
 	body  *limitedBody
 }
 
-// Begin starts an exchange: a fresh request ID (X-Request-Id), Cache-Control: no-store, and
-// a body bounded by bodyLimit bytes (none is read when bodyLimit is 0).
+// Begin starts an exchange: a fresh request ID (X-Request-Id) unless the context already
+// carries one (WithRequestID), Cache-Control: no-store, and a body bounded by bodyLimit
+// bytes (none is read when bodyLimit is 0).
 func Begin(rw http.ResponseWriter, r *http.Request, bodyLimit int64) Exchange {
-	x := Exchange{Start: time.Now(), ID: newRequestID()}
+	x := Exchange{Start: time.Now(), ID: RequestID(r.Context())}
+	if x.ID == "" {
+		x.ID = newRequestID()
+	}
 	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, x.ID))
 	if bodyLimit > 0 {
 		// MaxBytesReader gets the server's own writer: past the limit it marks the

@@ -317,40 +317,21 @@ func (a *API) serve(c *call) error {
 	return json.NewEncoder(c.w).Encode(out)
 }
 
-// authenticate resolves the bearer token to a principal. Every failure is the same
+// authenticate resolves the bearer token to a principal, or takes the principal an
+// in-process caller put in the context (WithPrincipal). Every failure is the same
 // Unauthenticated problem, so a caller learns nothing about which part was wrong.
 func (a *API) authenticate(c *call) (*auth.Principal, error) {
+	if p, ok := c.ctx.Value(principalKey{}).(*auth.Principal); ok && p != nil {
+		return p, nil
+	}
 	unauth := problem.New(problem.Unauthenticated, "unauthenticated", "a valid bearer token is required (moat login)")
 	h := c.r.Header.Get("Authorization")
 	presented, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
 		return nil, unauth
 	}
-	id, secret, err := auth.ParseToken(strings.TrimSpace(presented))
-	if err != nil {
-		return nil, unauth
-	}
-	var p *auth.Principal
-	err = a.store.InReadTx(c.ctx, func(tx store.Tx) error {
-		tok, err := tx.Tokens().Get(c.ctx, id)
-		if err != nil {
-			return err
-		}
-		if !tok.Matches(secret) || !tok.Active(c.now) {
-			return store.ErrNotFound
-		}
-		u, err := tx.Users().Get(c.ctx, tok.UserID)
-		if err != nil {
-			return err
-		}
-		roles, err := tx.Users().Roles(c.ctx, u.ID)
-		if err != nil {
-			return err
-		}
-		p = &auth.Principal{User: u, TokenID: tok.ID, Roles: roles}
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
+	p, err := a.AuthenticateToken(c.ctx, strings.TrimSpace(presented))
+	if errors.Is(err, ErrUnauthenticated) {
 		a.log.WarnContext(c.ctx, "authentication refused", "request_id", c.requestID, "token_fingerprint", auth.Fingerprint(presented))
 		return nil, unauth
 	}

@@ -68,6 +68,9 @@ func Routes() []Route {
 		{Method: "DELETE", Pattern: "/api/v1/tokens/{token}", OperationID: "revokeToken", Summary: "Revoke one of the calling user's API tokens",
 			Auth: AuthAny, Response: typeOf[auth.Token](), Status: 200, Handler: (*API).revokeToken},
 
+		{Method: "POST", Pattern: "/api/v1/console/sign-in-links", OperationID: "createSignInLink", Summary: "Make a one-time web console sign-in link for the caller (single use, expires within 5 minutes)",
+			Auth: AuthAny, Response: typeOf[SignInLink](), Status: 201, Handler: (*API).createSignInLink},
+
 		{Method: "GET", Pattern: "/api/v1/tenants", OperationID: "listTenants", Summary: "List the tenants the caller may see (all of them for a platform operator)",
 			Auth: AuthAny, Response: typeOf[tenant.Tenant](), List: true, Filters: []string{"name"}, Status: 200, Handler: (*API).listTenants},
 		{Method: "POST", Pattern: "/api/v1/tenants", OperationID: "createTenant", Summary: "Create a tenant; its creator becomes its Administrator",

@@ -1,0 +1,79 @@
+package mgmt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/moat-iot/moat/internal/auth"
+	"github.com/moat-iot/moat/internal/store"
+)
+
+// ErrUnauthenticated: a presented token, or a session's token, authenticates nobody
+// (unknown, wrong secret, revoked, expired, or not the user's).
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// principalKey carries an already-authenticated principal in a request's context.
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p: a management request served in-process with this
+// context is authenticated as p, and the bearer header is not read. Only code in the
+// server's process can set a context value, never a network peer; the web console
+// (internal/console) uses it to call the API as its session's user, so that roles, the
+// tenant checks, If-Match, audit events and change notifications are exactly the API's.
+// The caller must have authenticated p itself (Principal or AuthenticateToken) for this
+// request.
+func WithPrincipal(ctx context.Context, p *auth.Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// AuthenticateToken checks a presented API token (moat_<id>.<secret>) as the API does and
+// returns its principal; ErrUnauthenticated when it authenticates nobody.
+func (a *API) AuthenticateToken(ctx context.Context, presented string) (*auth.Principal, error) {
+	id, secret, err := auth.ParseToken(presented)
+	if err != nil {
+		return nil, ErrUnauthenticated
+	}
+	return a.principal(ctx, "", id, func(tok auth.Token) bool { return tok.Matches(secret) })
+}
+
+// Principal rebuilds the principal of a user acting with one of its tokens (a console
+// session made from it): the token must still be the user's and active, and the roles are
+// read now. ErrUnauthenticated otherwise.
+func (a *API) Principal(ctx context.Context, user auth.UserID, token auth.TokenID) (*auth.Principal, error) {
+	if user == "" {
+		return nil, ErrUnauthenticated
+	}
+	return a.principal(ctx, user, token, func(auth.Token) bool { return true })
+}
+
+func (a *API) principal(ctx context.Context, user auth.UserID, id auth.TokenID, ok func(auth.Token) bool) (*auth.Principal, error) {
+	now := a.now()
+	var p *auth.Principal
+	err := a.store.InReadTx(ctx, func(tx store.Tx) error {
+		tok, err := tx.Tokens().Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !ok(tok) || !tok.Active(now) || (user != "" && tok.UserID != user) {
+			return store.ErrNotFound
+		}
+		u, err := tx.Users().Get(ctx, tok.UserID)
+		if err != nil {
+			return err
+		}
+		roles, err := tx.Users().Roles(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		p = &auth.Principal{User: u, TokenID: tok.ID, Roles: roles}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrUnauthenticated
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	return p, nil
+}
