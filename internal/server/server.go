@@ -5,7 +5,8 @@
 // repository, fleet and API packages:
 //
 //   - the management listener (--addr) carries the management API and its OpenAPI
-//     document, /healthz, /readyz and /metrics (optionally behind a token); it never asks
+//     document, the web console (/ui/, internal/console), /healthz, /readyz and /metrics
+//     (optionally behind a token); it never asks
 //     for a client certificate and sends HSTS on every response;
 //   - the device listener (--device-addr) carries the device API and /healthz, /readyz; it
 //     asks for client certificates, which internal/fleet verifies per tenant (rule 1).
@@ -41,6 +42,7 @@ import (
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/blob/fsblob"
+	"github.com/moat-iot/moat/internal/console"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/repo"
@@ -161,6 +163,12 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	mgmtMux, devMux := http.NewServeMux(), http.NewServeMux()
 	api.Register(mgmtMux, mgmt.Management)
 	api.Register(devMux, mgmt.Devices)
+	// The web console (/ui/) rides the management listener and calls the API in-process.
+	cons, err := console.New(console.Config{API: api, Store: s.store, Logger: log.With("component", "console"), Now: now})
+	if err != nil {
+		return nil, err
+	}
+	cons.Register(mgmtMux)
 	for _, mux := range []*http.ServeMux{mgmtMux, devMux} {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -180,7 +188,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		return fleet.WithConnStart(ctx, now())
 	})
 	s.mgmtLn, s.devLn = tls.NewListener(s.mgmtLn, mgmtTLS), tls.NewListener(s.devLn, devTLS)
-	s.jobs = s.builtinJobs()
+	s.jobs = append(s.builtinJobs(), Job{Name: "console-sessions", Interval: console.PruneInterval, Run: cons.Prune})
 	return s, nil
 }
 

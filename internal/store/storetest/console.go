@@ -83,7 +83,7 @@ func testConsoleSessionsBounded(h *harness) {
 func testConsoleDeleteExpired(h *harness) {
 	u := h.user("alice", false)
 	k := h.token(u.ID, "a", 0)
-	old := h.session(u, k, "aa01", time.Hour)    // expires absolutely
+	old := h.session(u, k, "aa01", time.Hour)     // expires absolutely
 	idle := h.session(u, k, "aa02", 10*time.Hour) // idle
 	live := h.session(u, k, "aa03", 10*time.Hour)
 	now := old.ExpiresAt
