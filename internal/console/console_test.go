@@ -392,3 +392,51 @@ func TestConsole_SignInLinkWorksOnce(t *testing.T) {
 }
 
 const mgmtLinkTTL = 5 * time.Minute
+
+// TestConsole_CrossTenantIsNotFound walks every console URL of tenant A's objects (and the
+// same objects under B's tenant path) as a user of tenant B: each is 404, names nothing of
+// A, and A is unchanged (rule 3).
+func TestConsole_CrossTenantIsNotFound(t *testing.T) {
+	t.Parallel()
+	p := startPlatform(t, nil)
+	w := newWorld(t, p)
+	b := newBrowser(t, p.Server)
+	b.signIn(w.tokB)
+	home := b.get("/ui/t/" + w.tenantB + "/")
+	if home.status != http.StatusOK {
+		t.Fatalf("B's overview = %d, want 200", home.status)
+	}
+	csrf := csrfOf(t, home)
+	before, err := p.Admin.GetDevice(t.Context(), p.Tenant, w.device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaks := []string{p.Tenant, "Contoso", "DW100", w.device, "Production"}
+	check := func(what string, pg page) {
+		t.Helper()
+		if pg.status != http.StatusNotFound {
+			t.Errorf("%s as B = %d, want 404", what, pg.status)
+		}
+		for _, s := range leaks[1:] {
+			if strings.Contains(pg.body, s) && !strings.Contains(what, s) {
+				t.Errorf("%s as B shows %q", what, s)
+			}
+		}
+	}
+	for _, path := range w.aPaths() {
+		check("GET "+path, b.get(path))
+	}
+	form := url.Values{"csrf": {csrf}, "version": {itoa(before.Version)}, "blocked": {"true"}, "group": {""},
+		"target": {w.app.Path}, "confirm": {"yes"}}
+	for _, path := range w.aPosts() {
+		check("POST "+path, b.post(path, form))
+	}
+	after, err := p.Admin.GetDevice(t.Context(), p.Tenant, w.device)
+	if err != nil || after.Version != before.Version || after.Blocked || after.GroupID != before.GroupID {
+		t.Errorf("A's device after B's posts = %+v, %v; want unchanged", after, err)
+	}
+	deps, err := p.Admin.ListDeployments(t.Context(), p.Tenant, p.Product, w.group.ID, client.ListOptions{})
+	if err != nil || len(deps.Items) != 0 {
+		t.Errorf("A's deployments after B's posts = %+v, %v; want none", deps.Items, err)
+	}
+}
