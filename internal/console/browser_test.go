@@ -1,0 +1,266 @@
+package console_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+
+	"github.com/moat-iot/moat/client"
+)
+
+// ArtifactsDir is where the browser test saves a screenshot of each page, from the
+// repository root (gitignored; named in the README).
+const ArtifactsDir = "test-artifacts/console"
+
+// chromium finds Debian's chromium (or MOAT_CHROMIUM). Without it the browser tests skip
+// locally and fail under CI=true: scripts/test.sh installs it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("MOAT_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("chromium not found (set MOAT_CHROMIUM or install Debian's chromium; scripts/test.sh does)")
+	}
+	t.Skip("chromium not found; install Debian's chromium or set MOAT_CHROMIUM")
+	return ""
+}
+
+// headless starts a headless Chromium for the test. It trusts the test server by ignoring
+// certificate errors: this browser only, in this test, against a loopback server.
+func headless(t *testing.T) (context.Context, *dialogs) {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Headless,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.IgnoreCertErrors,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	}
+	if os.Geteuid() == 0 {
+		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to sandbox as root
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	d := &dialogs{}
+	err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*cdppage.EventJavascriptDialogOpening); ok {
+			d.add(e.Message)
+			// Dismissed from another goroutine: a listener must not run commands.
+			go chromedp.Call(ctx, cdppage.HandleJavaScriptDialog, cdppage.HandleJavaScriptDialogParams{}) //nolint:errcheck // best effort: the test fails on the dialog anyway
+		}
+	})
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx, d
+}
+
+// dialogs records JavaScript dialogs the page opened: a payload that ran would open one.
+type dialogs struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (d *dialogs) add(m string) { d.mu.Lock(); d.msgs = append(d.msgs, m); d.mu.Unlock() }
+
+func (d *dialogs) seen() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.msgs...)
+}
+
+// tab drives one browser tab for a test: each step fails the test on error.
+type tab struct {
+	t   *testing.T
+	ctx context.Context
+	dir string
+}
+
+func (b tab) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func run[T any](b tab, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, a)
+	if err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// shot saves a full-page screenshot into ArtifactsDir.
+func (b tab) shot(name string) {
+	b.t.Helper()
+	png := run(b, "screenshot "+name, chromedp.FullScreenshot(100))
+	if err := os.WriteFile(filepath.Join(b.dir, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+func newTab(t *testing.T) (tab, *dialogs) {
+	t.Helper()
+	ctx, d := headless(t)
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancel)
+	dir := filepath.Join("..", "..", ArtifactsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return tab{t: t, ctx: ctx, dir: dir}, d
+}
+
+// TestBrowser_Console drives the console in headless Chromium: sign in with a token, visit
+// every page (each saved as a screenshot), see the SVG chart, take each action (block,
+// move, deploy with its confirmation), sign out, and check the old cookie no longer works.
+// Device-written text holding script and markup payloads (an error report's message and
+// standard error, a group name) is shown as text and runs nothing, on every page.
+func TestBrowser_Console(t *testing.T) {
+	t.Parallel()
+	p := startPlatform(t, nil)
+	w := newWorld(t, p)
+	b, dlg := newTab(t)
+	base := p.Server.URL
+	tbase := base + "/ui/t/" + p.Tenant
+	noScriptRan := func(where string) {
+		t.Helper()
+		if run(b, "read window.__xss on "+where, chromedp.Evaluate[bool](`window.__xss !== undefined`)) {
+			t.Errorf("%s: a payload ran (window.__xss is set)", where)
+		}
+		if d := dlg.seen(); len(d) > 0 {
+			t.Errorf("%s: dialogs opened: %q", where, d)
+		}
+	}
+
+	b.do("open sign-in", chromedp.Navigate(base+"/ui/sign-in"), chromedp.WaitVisible(chromedp.ID("token")))
+	b.shot("01-sign-in")
+	b.do("sign in",
+		chromedp.SendKeys(chromedp.ID("token"), w.adminTok),
+		chromedp.Click(chromedp.ID("sign-in")),
+		chromedp.WaitVisible(chromedp.CSS("nav.menu")),
+	)
+	cookies, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session *network.Cookie
+	for _, c := range cookies.Cookies {
+		if c.Name == "__Host-moat_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || !session.Secure || session.SameSite != network.CookieSameSiteStrict {
+		t.Fatalf("session cookie = %+v, want HttpOnly, Secure, SameSite=Strict", session)
+	}
+
+	pages := []struct{ name, path, want string }{
+		{"02-fleet", "/", "DW100"},
+		{"03-devices", "/devices", w.device[:12]},
+		{"04-device", "/devices/" + w.device, "Versions over time"},
+		{"05-device-error-reports", "/devices/" + w.device + "/error-reports", "app_crash"},
+		{"06-error-reports", "/error-reports", "Device ID"},
+		{"07-deployments", "/deployments", "Production"},
+		{"08-group", "/products/" + p.Product + "/groups/" + w.group.ID, "Deploy an app image"},
+		{"09-audit", "/audit", "device.claim"},
+		{"10-device-in-payload-group", "/devices/" + w.evil, imgPayload},
+	}
+	for _, pg := range pages {
+		b.do("visit "+pg.name, chromedp.Navigate(tbase+pg.path), chromedp.WaitVisible(chromedp.CSS("main")))
+		text := run(b, "read "+pg.name, chromedp.Text(chromedp.CSS("main")))
+		b.shot(pg.name)
+		if !strings.Contains(text, pg.want) {
+			t.Errorf("page %s does not show %q:\n%s", pg.name, pg.want, text)
+		}
+		noScriptRan(pg.name)
+	}
+
+	// The device page: the chart is an inline SVG with a bar per day, and the payloads are
+	// text, not elements.
+	b.do("device page", chromedp.Navigate(tbase+"/devices/"+w.device), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
+	if bars := run(b, "count bars", chromedp.Evaluate[int](`document.querySelectorAll("svg.chart .chart-bar rect").length`)); bars != 14 {
+		t.Errorf("chart has %d bars, want 14 (one per day)", bars)
+	}
+	if n := run(b, "count elements", chromedp.Evaluate[int](`document.querySelectorAll("main img, main script").length`)); n != 0 {
+		t.Errorf("device page has %d img/script elements in main, want 0 (payloads must be text)", n)
+	}
+	message := run(b, "read message", chromedp.Text(chromedp.CSS("td.message")))
+	stderr := run(b, "read stderr", chromedp.Text(chromedp.CSS("pre.stderr")))
+	if message != scriptPayload || !strings.Contains(stderr, imgPayload) {
+		t.Errorf("report texts = %q / %q, want the payloads shown as text", message, stderr)
+	}
+	noScriptRan("device page")
+
+	// Actions: block, move, deploy (with its confirmation step).
+	b.do("block", chromedp.Click(chromedp.ID("block")), chromedp.WaitVisible(chromedp.ID("unblock")))
+	b.shot("11-device-blocked")
+	if state := run(b, "read state", chromedp.Text(chromedp.ID("device-state"))); !strings.HasPrefix(state, "blocked") {
+		t.Errorf("device state after Block = %q, want blocked", state)
+	}
+	b.do("unblock", chromedp.Click(chromedp.ID("unblock")), chromedp.WaitVisible(chromedp.ID("block")))
+	b.do("move",
+		chromedp.SetValue(chromedp.ID("group"), "DW100/Field Test"),
+		chromedp.Click(chromedp.ID("move")),
+		chromedp.WaitVisible(chromedp.ID("device-group")),
+	)
+	if group := run(b, "read group", chromedp.Text(chromedp.ID("device-group"))); group != "DW100/Field Test" {
+		t.Errorf("device group after Move = %q, want DW100/Field Test", group)
+	}
+	if d, err := p.Admin.GetDevice(t.Context(), p.Tenant, w.device); err != nil || d.Blocked {
+		t.Errorf("device after block and unblock = blocked %v, %v; want unblocked", d.Blocked, err)
+	}
+	b.do("review deployment",
+		chromedp.Navigate(tbase+"/products/"+p.Product+"/groups/"+w.group.ID),
+		chromedp.SendKeys(chromedp.ID("target"), w.app.Path),
+		chromedp.Click(chromedp.ID("deploy")),
+		chromedp.WaitVisible(chromedp.ID("confirm")),
+	)
+	b.shot("12-deploy-confirm")
+	confirm := run(b, "read confirmation", chromedp.Text(chromedp.ID("confirm-target")))
+	b.do("deploy", chromedp.Click(chromedp.ID("confirm")), chromedp.WaitVisible(chromedp.ID("deployments")))
+	b.shot("13-group-deployed")
+	deps := run(b, "read deployments", chromedp.Text(chromedp.ID("deployments")))
+	if confirm != w.app.Path || !strings.Contains(deps, w.app.Path) {
+		t.Errorf("confirmation %q, deployments %q; want %s in both", confirm, deps, w.app.Path)
+	}
+	got, err := p.Admin.ListDeployments(t.Context(), p.Tenant, p.Product, w.group.ID, client.ListOptions{})
+	if err != nil || len(got.Items) != 1 || got.Items[0].Target != w.app.Path {
+		t.Errorf("deployments after the console's deploy = %+v, %v; want %s", got.Items, err, w.app.Path)
+	}
+
+	// Sign out; the old cookie, put back, no longer opens a page.
+	b.do("sign out", chromedp.Click(chromedp.ID("sign-out")), chromedp.WaitVisible(chromedp.ID("sign-in")))
+	yes := true
+	if _, err := chromedp.Call(b.ctx, network.SetCookie, network.SetCookieParams{Name: session.Name, Value: session.Value,
+		URL: base + "/", Path: "/", Secure: &yes, HTTPOnly: &yes, SameSite: network.CookieSameSiteStrict}); err != nil {
+		t.Fatal(err)
+	}
+	b.do("old cookie", chromedp.Navigate(tbase+"/"), chromedp.WaitVisible(chromedp.ID("sign-in")))
+	loc := run(b, "location", chromedp.Location())
+	if u, err := url.Parse(loc); err != nil || u.Path != "/ui/sign-in" {
+		t.Errorf("after sign-out the old cookie lands on %q, want /ui/sign-in", loc)
+	}
+	noScriptRan("after sign-out")
+}
