@@ -10,6 +10,10 @@
 # script starts a throwaway cluster (fsync off, trust auth, 127.0.0.1 only) in a temporary
 # directory and removes it on exit; it installs PostgreSQL with apt-get when running as root
 # without it. Without PostgreSQL those tests skip, or fail when CI=true.
+#
+# Chromium: the web console's browser tests (internal/console) drive Debian's chromium
+# headless. This script installs it with apt-get when running as root without it, and
+# exports its path as MOAT_CHROMIUM. Without it those tests skip, or fail when CI=true.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -115,6 +119,37 @@ pg_start() {
 
 if [[ -z ${MOAT_TEST_POSTGRES_DSN:-} ]]; then
 	pg_start
+fi
+
+chromium_find() {
+	local name
+	for name in chromium chromium-browser google-chrome; do
+		if command -v "$name" >/dev/null; then
+			command -v "$name"
+			return 0
+		fi
+	done
+	return 0
+}
+
+if [[ -z ${MOAT_CHROMIUM:-} ]]; then
+	MOAT_CHROMIUM=$(chromium_find)
+	if [[ -z $MOAT_CHROMIUM && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		echo "--- installing Chromium (apt-get)" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+		MOAT_CHROMIUM=$(chromium_find)
+	fi
+	if [[ -z $MOAT_CHROMIUM ]]; then
+		echo "chromium not found: install Debian's chromium package, or set MOAT_CHROMIUM." >&2
+		if [[ ${CI:-} == true ]]; then
+			exit 1
+		fi
+		echo "the browser tests will skip." >&2
+	else
+		export MOAT_CHROMIUM
+		echo "--- $("$MOAT_CHROMIUM" --version 2>/dev/null || echo chromium) at $MOAT_CHROMIUM" >&2
+	fi
 fi
 
 args=("$@")
