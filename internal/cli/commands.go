@@ -28,6 +28,7 @@ func commands(env *Env) []*ffcli.Command {
 		newMemberCmd(env),
 		newTokenCmd(env),
 		newAuditCmd(env),
+		newConsoleCmd(env),
 		newKeyCmd(env),
 		newPlatformCmd(env),
 		newServerCmd(env),
