@@ -255,6 +255,16 @@ func (d *Demo) play(ctx context.Context, out io.Writer) error {
 	if err := d.fleet(ctx, op, contoso, out, step); err != nil {
 		return err
 	}
+	// A one-time link, never a token, in a URL: it works once, within minutes.
+	link, err := contoso.CreateSignInLink(ctx)
+	if err != nil {
+		return fmt.Errorf("console sign-in link: %w", err)
+	}
+	fmt.Fprintf(out, `
+Web console:         %s/ui/
+Console sign-in:     %s
+                     (Contoso's admin; works once, until %s; then paste the token or run moat console link)
+`, d.Result.URL, contoso.SignInLinkURL(link), link.ExpiresAt.Local().Format("15:04:05"))
 	fmt.Fprintf(out, `
 Server:              %s
 Device API:          %s (mutual TLS; agents' --server)

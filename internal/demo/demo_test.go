@@ -178,7 +178,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
-	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0"} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code="} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}
