@@ -65,8 +65,9 @@ func headless(t *testing.T) (context.Context, *dialogs) {
 	err := chromedp.Listen(ctx, func(ev any) {
 		if e, ok := ev.(*cdppage.EventJavascriptDialogOpening); ok {
 			d.add(e.Message)
-			// Dismissed from another goroutine: a listener must not run commands.
-			go chromedp.Call(ctx, cdppage.HandleJavaScriptDialog, cdppage.HandleJavaScriptDialogParams{}) //nolint:errcheck // best effort: the test fails on the dialog anyway
+			// Dismissed from another goroutine (a listener must not run commands), best effort:
+			// the test fails on the dialog anyway.
+			go chromedp.Call(ctx, cdppage.HandleJavaScriptDialog, cdppage.HandleJavaScriptDialogParams{})
 		}
 	})
 	if err != nil {
