@@ -160,7 +160,7 @@ func TestBatch_Validate(t *testing.T) {
 // that encoding/json escapes to six bytes, fit MaxBatchBytes, and one fits MaxReportBytes.
 func TestBatch_LargestFits(t *testing.T) {
 	t.Parallel()
-	until := time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(11*3600 + 59*60)))
+	until := time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -(11*3600+59*60)))
 	r := updstate.Report{
 		ID: "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f", At: until, State: updstate.Deferred, Kind: updstate.KindApp,
 		Target: "apps/" + strings.Repeat("<", 120) + "/" + strings.Repeat("&", 124), Version: strings.Repeat(">", 64),
