@@ -6,6 +6,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
 )
 
 // SeenEvery is how coarse a device's last_seen_at is: a device that calls the device API
@@ -23,16 +24,22 @@ func (s *Service) seen(ctx context.Context, dev device.Device) {
 	if dev.LastSeenAt != nil && now.Sub(*dev.LastSeenAt) < SeenEvery {
 		return
 	}
+	s.writeSeen(ctx, dev.TenantID, dev.ID, now)
+}
+
+// writeSeen is seen's write, apart so that what its closure captures is allocated only
+// when it runs, not on every authenticated request.
+func (s *Service) writeSeen(ctx context.Context, t tenant.ID, id device.ID, now time.Time) {
 	err := s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(dev.TenantID)
+		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err
 		}
-		_, err = tt.Devices().Seen(ctx, dev.ID, now, SeenEvery)
+		_, err = tt.Devices().Seen(ctx, id, now, SeenEvery)
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
-		s.cfg.Logger.WarnContext(ctx, "record device last seen", "device_id", dev.ID, "tenant_id", dev.TenantID, "err", err)
+		s.cfg.Logger.WarnContext(ctx, "record device last seen", "device_id", id, "tenant_id", t, "err", err)
 	}
 }
 
