@@ -23,7 +23,13 @@ type Device struct {
 	Attestation  *Attestation      `json:"attestation,omitempty"`
 	// Certificate is the device's current certificate: the only one the device API accepts.
 	Certificate *CurrentCertificate `json:"certificate,omitempty"`
-	Version     int64               `json:"version"`
+	// LastSeenAt is when the device last called the service (to within five minutes).
+	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
+	// UpdateState is the device's newest reported update step (UpdateAssigned, ...; ""
+	// before its first report), UpdateStateAt when it happened by the device's clock.
+	UpdateState   string     `json:"update_state,omitempty"`
+	UpdateStateAt *time.Time `json:"update_state_at,omitempty"`
+	Version       int64      `json:"version"`
 }
 
 // CurrentCertificate names a device's current certificate.

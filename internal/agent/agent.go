@@ -146,6 +146,7 @@ type Agent struct {
 	deviceID string
 	slots    *boot.Slots
 	reports  *reportQueue
+	states   *updateStates // update steps for the service (updstates.go)
 	nudge    chan struct{}
 
 	appKick  chan struct{} // tells the supervisor a new app is installed
@@ -198,7 +199,11 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	id := string(identity.IDFromPublicKey(cfg.Identity.Public()))
-	return &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q,
+	states, err := openUpdateStates(filepath.Join(cfg.StateDir, "update-states"), cfg.Now, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q, states: states,
 		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1)}, nil
 }
 
@@ -405,6 +410,7 @@ func (a *Agent) updateConfig(tenant string) update.Config {
 		MetadataURL: base + "metadata/", TargetsURL: base + "targets/", Root: a.cfg.Root, DirectorKey: dk,
 		DeviceID: a.deviceID, TenantID: tenant, StateDir: filepath.Join(a.cfg.StateDir, "update"),
 		Now: a.cfg.Now, FetchOptions: fetchOptions, MaxMetadataBytes: 4 << 20, Product: a.cfg.Product,
+		Progress: a.onProgress,
 	}
 }
 

@@ -436,6 +436,14 @@ func TestAgent_NewOSRefusedAtAttestationRollsBack(t *testing.T) {
 		}), kinds(rs)
 	})
 	eventually(t, "back on 1.0.0", attested(f, t, d.ID, f.os.Path, f.app.Path))
+	eventually(t, "the service's update history shows the rollback with its reason", func() (bool, string) {
+		h := f.history(t, d.ID, os2.Path)
+		if len(h) == 0 {
+			return false, "no history"
+		}
+		rb := h[len(h)-1]
+		return rb.State == client.UpdateRolledBack && rb.Code == "os_refused" && rb.Kind == "os", steps(h)
+	})
 	if rec, err := boot.ReadRecord(state); err != nil || rec.OS.Images[rec.OS.Active].Path != f.os.Path || rec.OS.Pending != "" {
 		t.Errorf("boot record OS = %+v, %v; want %s active and nothing pending", rec.OS, err, f.os.Path)
 	}

@@ -292,8 +292,13 @@ func (a *Agent) reportRollback(kind image.Kind, before boot.Record, now boot.Cho
 	if _, ok := bad[p]; !ok {
 		return
 	}
-	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: trial.Path,
-		Message: clip(fmt.Sprintf("%s never %s in %d tries; rolled back to %s", trial.Path, what, boot.DefaultTries, now.Image.Path))})
+	msg := fmt.Sprintf("%s never %s in %d tries; rolled back to %s", trial.Path, what, boot.DefaultTries, now.Image.Path)
+	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: trial.Path, Message: clip(msg)})
+	reason := "health_check_failed"
+	if kind == image.KindOS {
+		reason = "boot_failed"
+	}
+	a.rolledBack(kind, trial.Path, trial.Version, reason, msg)
 	a.log.Warn("new image rolled back", "kind", kind, "target", trial.Path, "back_to", now.Image.Path)
 	a.reattest()
 }

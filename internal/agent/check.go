@@ -22,6 +22,7 @@ import (
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // fetchOptions bound every image download: a stalled one is abandoned after a minute and
@@ -104,6 +105,8 @@ func (a *Agent) deviceAPI(ctx context.Context, s *session) (*client.Client, *htt
 		}
 		a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: errreport.StepAttest, Code: "os_refused",
 			Target: a.booted.os.Image.Path, Message: "the new OS came up but was refused at attestation; rolled back"})
+		a.rolledBack(image.KindOS, a.booted.os.Image.Path, a.booted.os.Image.Version, "os_refused",
+			"the new OS came up but was refused at attestation")
 		return nil, nil, "", errReboot
 	}
 	var ce *client.Error
@@ -191,6 +194,7 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 		if !wanted(st, im.SHA256) {
 			continue
 		}
+		a.assigned(kind, im)
 		dst, err := a.download(ctx, upd, kind, im)
 		if err != nil {
 			a.log.WarnContext(ctx, "update failed", "target", im.Path, "err", err)
@@ -205,6 +209,7 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 			continue
 		}
 		a.log.InfoContext(ctx, "image installed on trial", "target", s.im.Path)
+		a.updateState(updstate.Installed, s.kind, s.im.Path, s.im.Version, nil)
 		if s.kind == image.KindOS {
 			reboot = true
 		} else {
@@ -246,6 +251,7 @@ type stagedImage struct {
 // updateFailed queues the report of a failed update step for im.
 func (a *Agent) updateFailed(im update.PlannedImage, step errreport.Step, code string, err error) error {
 	a.report(errreport.Report{Kind: errreport.UpdateFailed, Step: step, Code: code, Target: im.Path, Message: clip(err.Error())})
+	a.failedState(image.Kind(im.Kind), im.Path, im.Version, code, err.Error())
 	return err
 }
 
@@ -257,6 +263,7 @@ func (a *Agent) download(ctx context.Context, upd *update.Client, kind image.Kin
 		return "", err
 	}
 	dst := filepath.Join(dir, string(kind)+".pkg")
+	a.downloading(kind, im, dst)
 	if err := upd.Download(ctx, im, dst); err != nil {
 		step, code := errreport.StepDownload, "download_failed"
 		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, update.ErrManifestMismatch) || errors.Is(err, blob.ErrTooLarge) {
@@ -301,6 +308,7 @@ func (a *Agent) commit(kind image.Kind) error {
 		return err
 	}
 	a.step("committed")
+	a.updateState(updstate.Committed, kind, im.Path, im.Version, nil)
 	a.mu.Lock()
 	tenant := a.tenantID
 	if kind == image.KindOS {
@@ -327,6 +335,7 @@ func (a *Agent) sendReports(ctx context.Context, s *session) {
 	if _, err := s.att.Certificate(ctx); err != nil {
 		return
 	}
+	a.sendUpdateStates(ctx, s)
 	if n, err := a.reports.q.Send(ctx, s.att.API()); err != nil {
 		a.log.WarnContext(ctx, "send error reports", "err", err)
 	} else if n > 0 {

@@ -36,6 +36,10 @@ type FetchOptions struct {
 	// beyond ctx's; a server that trickles one byte per StallTimeout is then held off only
 	// by ctx, so set one of them.
 	Timeout time.Duration
+	// Progress, optional, is called as bytes arrive with how many of the blob the .part
+	// file holds (a resumed prefix included), from the goroutine that called Fetch. It
+	// must be cheap: the caller throttles what it does with it.
+	Progress func(have int64)
 }
 
 // Fetch downloads the blob want of size bytes from url into the file dst, and succeeds only
@@ -171,11 +175,11 @@ func (d *download) get(ctx context.Context, hc *http.Client, url string, want Di
 	timer := time.AfterFunc(stall, func() { cancel(stalled) })
 	defer timer.Stop()
 
-	err := d.try(ctx, hc, url, want, timer, stall)
+	err := d.try(ctx, hc, url, want, timer, stall, opts.Progress)
 	if errors.Is(err, errRestart) {
 		// The server would not resume as asked: start over, asking for the whole blob.
 		if err = d.restart(); err == nil {
-			err = d.try(ctx, hc, url, want, timer, stall)
+			err = d.try(ctx, hc, url, want, timer, stall, opts.Progress)
 		}
 	}
 	if err != nil && ctx.Err() != nil {
@@ -189,7 +193,7 @@ var errRestart = errors.New("server did not resume the download")
 
 // try makes one request and appends its body to the .part file. It returns errRestart when
 // the server answers a range request in a way that does not continue the .part file.
-func (d *download) try(ctx context.Context, hc *http.Client, url string, want Digest, timer *time.Timer, stall time.Duration) error {
+func (d *download) try(ctx context.Context, hc *http.Client, url string, want Digest, timer *time.Timer, stall time.Duration, progress func(int64)) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -233,7 +237,7 @@ func (d *download) try(ctx context.Context, hc *http.Client, url string, want Di
 	}
 
 	// At most one byte past the blob's end is read: enough to know it does not end.
-	body := io.LimitReader(&progressReader{r: res.Body, timer: timer, stall: stall}, d.size-d.have+1)
+	body := io.LimitReader(&progressReader{r: res.Body, timer: timer, stall: stall, have: d.have, progress: progress}, d.size-d.have+1)
 	n, err := io.Copy(io.MultiWriter(d.f, d.h), body)
 	d.have += n
 	switch {
@@ -248,16 +252,23 @@ func (d *download) try(ctx context.Context, hc *http.Client, url string, want Di
 }
 
 // progressReader winds up the stall timer whenever bytes arrive.
+// It also tells FetchOptions.Progress how much of the blob has arrived.
 type progressReader struct {
-	r     io.Reader
-	timer *time.Timer
-	stall time.Duration
+	r        io.Reader
+	timer    *time.Timer
+	stall    time.Duration
+	have     int64
+	progress func(int64)
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.timer.Reset(p.stall)
+		p.have += int64(n)
+		if p.progress != nil {
+			p.progress(p.have)
+		}
 	}
 	return n, err
 }

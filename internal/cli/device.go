@@ -68,7 +68,7 @@ EXAMPLES
   moat device disable-development 3f9a...e1`,
 			get: func(d client.Device) bool { return d.Development }, set: func(u *client.DeviceUpdate, v bool) { u.Development = &v }, value: false,
 			did: "Device %s may no longer attest in development mode.", already: "Device %s does not have the development capability."}),
-		newDeviceCertificates(env), newDeviceErrorReports(env))
+		newDeviceCertificates(env), newDeviceErrorReports(env), newDeviceUpdateHistory(env))
 }
 
 // deviceArg checks the one device ID argument.
@@ -181,7 +181,7 @@ func deviceFields(d client.Device, group string) [][2]string {
 	}
 	f := [][2]string{{"ID", d.ID}, {"Registered", fmtTime(d.RegisteredAt)}, {"Claimed", claimed},
 		{"Device group", group}, {"Blocked", yesNo(d.Blocked)}, {"Development", yesNo(d.Development)},
-		{"Floors", floors}}
+		{"Floors", floors}, {"Last seen", lastSeenField(d)}, {"Update state", updateStateField(d)}}
 	a := d.Attestation
 	if a == nil {
 		f = append(f, [2]string{"Last attestation", "never"})

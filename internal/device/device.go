@@ -15,6 +15,7 @@ import (
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // ID names a device: identity.DeviceID, the hex SHA-256 of its public key's PKIX DER.
@@ -47,7 +48,14 @@ type Device struct {
 	// only one the device API accepts (a superseded one presented later is a second
 	// instance of the identity). Nil when the latest fresh attestation was refused.
 	Certificate *Current `json:"certificate,omitempty"`
-	Version     int64    `json:"version"`
+	// LastSeenAt is when the device last called the device API with its certificate or
+	// attested, to within a few minutes (the service writes it coarsely); nil before.
+	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
+	// UpdateState is the device's newest reported update step ("" before its first
+	// report), UpdateStateAt when it happened by the device's clock (updstate).
+	UpdateState   updstate.State `json:"update_state,omitempty"`
+	UpdateStateAt *time.Time     `json:"update_state_at,omitempty"`
+	Version       int64          `json:"version"`
 }
 
 // Current names a device's current certificate.

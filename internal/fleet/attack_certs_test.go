@@ -132,6 +132,7 @@ func deviceRoutes(t *testing.T) []deviceRoute {
 	bodies := map[string]string{
 		"waitForUpdates":     `{"since":"0"}`,
 		"createErrorReports": `{"reports":[]}`,
+		"createUpdateStates": `{"reports":[]}`,
 	}
 	var out []deviceRoute
 	for _, rt := range mgmt.Routes() {

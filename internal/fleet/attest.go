@@ -350,14 +350,20 @@ func (s *Service) record(ctx context.Context, tx store.Tx, dev device.Device, ev
 	if err := tx.Devices().Update(ctx, dev); err != nil {
 		return err
 	}
-	if o.refusal == nil || dev.TenantID == "" {
+	if dev.TenantID == "" {
 		return nil
 	}
-	// Support staff find refusals in the tenant's audit log too, with their reason.
 	tt, err := tx.ForTenant(dev.TenantID)
 	if err != nil {
 		return err
 	}
+	if err := seenAttesting(ctx, tt, dev.ID, o.refusal, now); err != nil {
+		return err
+	}
+	if o.refusal == nil {
+		return nil
+	}
+	// Support staff find refusals in the tenant's audit log too, with their reason.
 	return tt.Audit().Append(ctx, audit.Event{
 		ID: ident.New(audit.IDPrefix, now), TenantID: dev.TenantID, At: now,
 		Action: "device.attestation_refused", ObjectType: "device", ObjectID: string(dev.ID),

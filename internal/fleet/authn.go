@@ -91,6 +91,7 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		s.identityConflict(ctx, dev, serial)
 		return device.Device{}, fmt.Errorf("%w: device %s presented certificate %s, superseded by %s at %s", ErrUnauthenticated, did, serial, cur.Serial, cur.IssuedAt.Format(time.RFC3339))
 	}
+	s.seen(ctx, dev)
 	return dev, nil
 }
 

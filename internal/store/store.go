@@ -115,6 +115,8 @@ type TenantTx interface {
 	Deployments() Deployments
 	// ErrorReports holds the error reports of the tenant's devices.
 	ErrorReports() ErrorReports
+	// UpdateEvents holds the update history of the tenant's devices (updateevents.go).
+	UpdateEvents() UpdateEvents
 }
 
 // MaxLimit bounds Page.Limit (a larger or non-positive one is MaxLimit): the API's largest
@@ -371,6 +373,10 @@ type TenantDevices interface {
 	// in no group count under empty IDs. At most limit counts (MaxLimit when limit is not
 	// positive or larger): ask for one more to learn whether the list was cut.
 	CountRunning(ctx context.Context, f device.Filter, limit int) ([]RunningCount, error)
+	// Seen records that the device called the service at at, coarsely: only when its
+	// last_seen_at is unset or older than at-every (one conditional UPDATE). It reports
+	// whether it wrote; a device that is not the tenant's is not written (false, nil).
+	Seen(ctx context.Context, id device.ID, at time.Time, every time.Duration) (bool, error)
 }
 
 // RunningCount is how many of a group's devices run one combination of images.

@@ -97,6 +97,9 @@ type Config struct {
 	Now func() time.Time
 	// FetchOptions bound image downloads in time; Timeout must be set.
 	FetchOptions blob.FetchOptions
+	// Progress, optional, is called as an image's bytes arrive in Download with how many
+	// of them the download holds (blob.FetchOptions.Progress); it throttles itself.
+	Progress func(p PlannedImage, have int64)
 	// MaxMetadataBytes bounds every TUF metadata file the client downloads.
 	MaxMetadataBytes int64
 	// Product, optional, is the product the device is (its name, pinned at manufacture):
@@ -359,7 +362,11 @@ func (c *Client) Download(ctx context.Context, p PlannedImage, dst string) error
 	if err != nil {
 		return fmt.Errorf("download %s: %w", p.Path, err)
 	}
-	if err := blob.Fetch(ctx, c.cfg.HTTPClient, p.URL, want, p.Length, dst, c.cfg.FetchOptions); err != nil {
+	opts := c.cfg.FetchOptions
+	if c.cfg.Progress != nil {
+		opts.Progress = func(have int64) { c.cfg.Progress(p, have) }
+	}
+	if err := blob.Fetch(ctx, c.cfg.HTTPClient, p.URL, want, p.Length, dst, opts); err != nil {
 		return fmt.Errorf("download %s: %w", p.Path, err)
 	}
 	if err := checkPackage(dst, p); err != nil {

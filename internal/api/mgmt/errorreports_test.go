@@ -22,6 +22,7 @@ import (
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // reportWorld is a platform with tenant Contoso and two of its devices attested (so they
@@ -366,7 +367,8 @@ func TestErrorReports_LargestBatchIsAccepted(t *testing.T) {
 	}
 }
 
-// TestErrorReports_MatchOpenAPI validates the upload and the list, requests and responses,
+// TestErrorReports_MatchOpenAPI validates the uploads and lists of error reports and update
+// states, and the device record, requests and responses,
 // against the served OpenAPI document (kin-openapi).
 func TestErrorReports_MatchOpenAPI(t *testing.T) {
 	t.Parallel()
@@ -423,4 +425,13 @@ func TestErrorReports_MatchOpenAPI(t *testing.T) {
 	check(w.device, "POST", uploadPath, []byte(`{"reports":[{"id":"x"}]}`)) // 400 problem
 	check(w.admin, "GET", w.reportsPath(w.dev.ID)+"?limit=4", nil)
 	check(w.admin, "GET", w.reportsPath(strings.Repeat("0", 64)), nil) // 404 problem
+	// Update states, and the device record that carries the latest one and last seen.
+	body, err = json.Marshal(updstate.Batch{Reports: testStates()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(w.device, "POST", statesUploadPath, body)
+	check(w.device, "POST", statesUploadPath, []byte(`{"reports":[{"id":"x"}]}`)) // 400 problem
+	check(w.admin, "GET", w.statesPath(w.dev.ID)+"?limit=2", nil)
+	check(w.admin, "GET", "/api/v1/tenants/"+w.p.Tenant+"/devices/"+w.dev.ID, nil)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // TestRoutes_DeclareBodyLimits walks the route table: every route that accepts a body has a
@@ -59,6 +60,8 @@ func TestRoutes_DeclareBodyLimits(t *testing.T) {
 			fits = store.MaxTUFFileBytes // signed TUF metadata
 		case rt.Request == reflect.TypeFor[errreport.Batch]():
 			fits = errreport.MaxBatchBytes // up to errreport.MaxBatch reports
+		case rt.Request == reflect.TypeFor[updstate.Batch]():
+			fits = updstate.MaxBatchBytes // up to updstate.MaxBatch reports
 		default:
 			fits = mgmt.MaxBodyBytes // a typed JSON object
 		}

@@ -494,6 +494,7 @@ func dumpTenant(t *testing.T, f fixture) string {
 		"/api/v1/tenants/" + f.tenant + "/device-cas",
 		"/api/v1/tenants/" + f.tenant + "/devices/" + f.deviceID + "/certificates",
 		"/api/v1/tenants/" + f.tenant + "/devices/" + f.deviceID + "/error-reports",
+		"/api/v1/tenants/" + f.tenant + "/devices/" + f.deviceID + "/update-states",
 		f.groupPath() + "/deployments",
 	} {
 		r := f.admin.must(200, "GET", p, nil)

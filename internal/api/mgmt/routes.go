@@ -13,6 +13,7 @@ import (
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/trust"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // AuthRule is who may call a route (see httpapi.AuthRule). The zero value is invalid, so a
@@ -152,6 +153,8 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Certificate](), List: true, Status: 200, Handler: (*API).listDeviceCertificates},
 		{Method: "GET", Pattern: devicePath + "/error-reports", OperationID: "listErrorReports", Summary: "List a device's error reports, newest received first",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[errreport.Record](), List: true, Status: 200, Handler: (*API).listErrorReports},
+		{Method: "GET", Pattern: devicePath + "/update-states", OperationID: "listUpdateStates", Summary: "List a device's update history (assigned, downloading, installed, committed, rolled back, failed, deferred), newest first by the device's time",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[updstate.Record](), List: true, Status: 200, Handler: (*API).listUpdateStates},
 		{Method: "GET", Pattern: groupPath + "/deployments", OperationID: "listDeployments", Summary: "List a device group's deployments, newest (current) first",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), List: true, Status: 200, Handler: (*API).listDeployments},
 		{Method: "POST", Pattern: groupPath + "/deployments", OperationID: "createDeployment", Summary: "Deploy an app image (a current target of the tenant's apps.json, for the group's product) to a device group",
@@ -171,6 +174,8 @@ func Routes() []Route {
 			Auth: AuthDevice, RawResponse: true, Status: 200, Handler: (*API).getDevelopmentCapability},
 		{Method: "POST", Pattern: "/api/v1/device/error-reports", OperationID: "createErrorReports", Summary: "Device (mutual TLS): upload up to 100 error reports of the calling device; answers the IDs now stored (each once, however often sent); an invalid report refuses the whole batch",
 			Auth: AuthDevice, Request: typeOf[errreport.Batch](), MaxBodyBytes: errreport.MaxBatchBytes, Response: typeOf[errreport.Accepted](), Status: 200, Handler: (*API).createErrorReports},
+		{Method: "POST", Pattern: "/api/v1/device/update-states", OperationID: "createUpdateStates", Summary: "Device (mutual TLS): upload up to 100 update states of the calling device; answers the IDs now stored (each once, however often sent); an invalid report refuses the whole batch",
+			Auth: AuthDevice, Request: typeOf[updstate.Batch](), MaxBodyBytes: updstate.MaxBatchBytes, Response: typeOf[updstate.Accepted](), Status: 200, Handler: (*API).createUpdateStates},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/metadata/{file}", OperationID: "getDeviceTUFFile", Summary: "Device (mutual TLS): a file of its tenant's TUF repository view",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getTenantTUFFile},
 		{Method: "GET", Pattern: "/api/v1/device/tuf/targets/{target...}", OperationID: "getDeviceTarget", Summary: "Device (mutual TLS): download a target of its tenant's view by hash-prefixed name (Range and a strong ETag supported)",

@@ -19,17 +19,22 @@ import (
 // the platform-level devices type reaches every row; tenantDevices binds tenant_id from
 // its tenantTx in every query, as the rest of the tenant-scoped types do.
 
-const deviceCols = `id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id, blocked, development, floors, attestation, certificate, version`
+const registerCols = `id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id, blocked, development, floors, attestation, certificate, version`
+
+// deviceCols are what a read scans: registerCols and what the device reports (migration 13;
+// written only by TenantDevices.Seen and UpdateEvents.Add, never by Update).
+const deviceCols = registerCols + `, last_seen_at, update_state, update_state_at`
 
 func scanDevice(row interface{ Scan(...any) error }) (device.Device, error) {
 	var d device.Device
 	var tid, pid, gid, att, cert sql.NullString
-	var claimed sql.NullTime
+	var claimed, seen, stateAt sql.NullTime
 	var floors string
 	if err := row.Scan(&d.ID, &d.PublicKeyPEM, &d.RegisteredAt, &tid, &claimed, &pid, &gid, &d.Blocked, &d.Development,
-		&floors, &att, &cert, &d.Version); err != nil {
+		&floors, &att, &cert, &d.Version, &seen, &d.UpdateState, &stateAt); err != nil {
 		return d, err
 	}
+	d.LastSeenAt, d.UpdateStateAt = timePtr(seen), timePtr(stateAt) // migration 13
 	if cert.Valid {
 		d.Certificate = new(device.Current)
 		if err := json.Unmarshal([]byte(cert.String), d.Certificate); err != nil {
@@ -126,7 +131,7 @@ func (s devices) Register(ctx context.Context, d device.Device) error {
 		return err
 	}
 	args := append([]any{d.ID, d.PublicKeyPEM, utc(d.RegisteredAt), d.Blocked, d.Development, floors, att, cert}, fleetArgs(d)...)
-	_, err = s.t.exec(ctx, `INSERT INTO devices (`+deviceCols+`, `+fleetCols+`)
+	_, err = s.t.exec(ctx, `INSERT INTO devices (`+registerCols+`, `+fleetCols+`)
 		VALUES ($1, $2, $3, NULL, NULL, NULL, NULL, $4, $5, $6, $7, $8, 1,
 		COALESCE($9, ''), COALESCE($10, ''), COALESCE($11, ''), COALESCE($12, ''), $13, $14)`, args...)
 	return err

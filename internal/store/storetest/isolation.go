@@ -25,6 +25,7 @@ var isolationTests = []test{
 	{"Certificates", testIsolationCertificates},
 	{"Deployments", testIsolationDeployments},
 	{"ErrorReports", testIsolationErrorReports},
+	{"UpdateEvents", testIsolationUpdateEvents},
 	{"FleetQueries", testIsolationFleet},
 }
 

@@ -130,6 +130,8 @@ func CheckFleetBackfill(t *testing.T, older func(t *testing.T) (store.Store, *sq
 		if att != nil {
 			att.At = att.At.UTC()
 			d.Attestation = att
+			seen := att.At // migration 13: last seen is the last attestation
+			d.LastSeenAt = &seen
 			attJSON = sql.NullString{String: jsonOf(att), Valid: true}
 		}
 		exec(`INSERT INTO devices (id, public_key_pem, registered_at, tenant_id, claimed_at, product_id, group_id,
@@ -155,6 +157,8 @@ func CheckFleetBackfill(t *testing.T, older func(t *testing.T) (store.Store, *sq
 		att.At = att.At.UTC()
 		exec(`UPDATE devices SET attestation = $1 WHERE id = $2`, jsonOf(att), refused.ID)
 		refused.Attestation = att
+		seen := att.At
+		refused.LastSeenAt = &seen
 		return refused
 	}()
 	never := insertDevice(true, nil)

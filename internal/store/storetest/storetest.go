@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Certificates", certificateTests},
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
+		{"UpdateEvents", updateEventTests},
 		{"Fleet", fleetTests},
 		{"Leases", leaseTests},
 		{"Console", consoleTests},
