@@ -255,4 +255,3 @@ func TestImageHealth_CountsCrashesOfRunningVersion(t *testing.T) {
 		w.reader.must(200, "GET", w.tenantPath("/image-health?window=24h"), nil)
 	})
 }
-
