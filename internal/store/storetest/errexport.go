@@ -2,9 +2,11 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math"
 	"slices"
+	"testing"
 	"time"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -272,4 +274,80 @@ func testVersionFiguresKind(h *harness) {
 	if err == nil {
 		h.t.Errorf("VersionFigures(kind firmware) = nil error, want one")
 	}
+}
+
+// CheckSinceBackfill attacks migration 16 with devices an older release wrote: what they
+// run and when they last attested exist, when they started running it does not. older
+// opens a fresh database migrated below version 16 and returns it as a store, and a
+// function that closes it, migrates it fully and returns the new store. Afterwards each
+// running version starts at the device's last attestation, and a device that runs no
+// image of a kind has no time for it.
+func CheckSinceBackfill(t *testing.T, older func(t *testing.T) (store.Store, *sql.DB, func() store.Store)) {
+	t.Helper()
+	old, db, migrate := older(t)
+	h := newHarness(t, old)
+	a := h.tenant("A")
+	at := h.tick().UTC().Truncate(time.Second)
+	insert := func(os, app device.Measurement, attested, seen *time.Time) device.Device {
+		t.Helper()
+		d := h.newDevice()
+		_, err := db.ExecContext(t.Context(), `INSERT INTO devices (id, public_key_pem, registered_at, tenant_id, claimed_at, blocked, development,
+			floors, version, running_os_target, running_os_version, running_app_target, running_app_version, attested_at, last_seen_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', 2, $8, $9, $10, $11, $12, $13)`,
+			d.ID, d.PublicKeyPEM, d.RegisteredAt.UTC(), a.ID, at, false, false, os.Path, os.Version, app.Path, app.Version,
+			nullTimeOf(attested), nullTimeOf(seen))
+		if err != nil {
+			t.Fatalf("schema 15: insert device = %v", err)
+		}
+		return d
+	}
+	seen := at.Add(5 * time.Hour)
+	withApp := insert(osA, appX, &at, &seen)
+	osOnly := insert(osB, device.Measurement{}, &at, nil)
+	never := insert(device.Measurement{}, device.Measurement{}, nil, nil)
+
+	s := migrate()
+	h = newHarness(t, s)
+	sq, ok := s.(interface{ SQL() *sql.DB })
+	if !ok {
+		t.Fatalf("store %T does not expose its database", s)
+	}
+	got := map[device.ID][2]*time.Time{}
+	rows, err := sq.SQL().QueryContext(t.Context(), `SELECT id, running_os_since, running_app_since FROM devices WHERE tenant_id = $1`, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id device.ID
+		var osSince, appSince sql.NullTime
+		if err := rows.Scan(&id, &osSince, &appSince); err != nil {
+			t.Fatal(err)
+		}
+		got[id] = [2]*time.Time{timeOf(osSince), timeOf(appSince)}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[device.ID][2]*time.Time{withApp.ID: {&at, &at}, osOnly.ID: {&at, nil}, never.ID: {nil, nil}}
+	wantEqual(t, "running_os_since, running_app_since after migration 16", got, nil, want)
+
+	figs, err := h.figures(a.ID, store.FiguresQuery{Kind: "app", From: at.Add(-time.Hour), Until: at.Add(24 * time.Hour)})
+	wantFigures(h, "VersionFigures(app) after migration 16", figs, err,
+		[]store.VersionFigures{{Target: appX.Path, Version: appX.Version, Running: 1, DeviceHours: 5}})
+}
+
+func nullTimeOf(t *time.Time) sql.NullTime {
+	if t == nil {
+		return sql.NullTime{}
+	}
+	return sql.NullTime{Time: t.UTC(), Valid: true}
+}
+
+func timeOf(n sql.NullTime) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := n.Time.UTC()
+	return &t
 }
