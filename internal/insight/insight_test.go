@@ -405,13 +405,14 @@ func TestExport_ConstantMemory(t *testing.T) {
 	for range 50 {
 		ds = append(ds, f.device())
 	}
-	insertReports(t, f, ds, 20_000, t0)
-	small := exportPeak(t, f, 20_000)
-	insertReports(t, f, ds, 180_000, t0.Add(20_000*time.Second))
-	large := exportPeak(t, f, 200_000)
-	t.Logf("peak heap in use: %d MiB exporting 20,000 reports, %d MiB exporting 200,000", small>>20, large>>20)
-	if large > small+16<<20 {
-		t.Errorf("peak heap exporting 200,000 reports = %d MiB, want within 16 MiB of 20,000's %d MiB", large>>20, small>>20)
+	small, large := 20_000/scale, 200_000/scale
+	insertReports(t, f, ds, small, t0)
+	smallPeak := exportPeak(t, f, int64(small))
+	insertReports(t, f, ds, large-small, t0.Add(time.Duration(small)*time.Second))
+	largePeak := exportPeak(t, f, int64(large))
+	t.Logf("peak heap in use: %d MiB exporting %d reports, %d MiB exporting %d", smallPeak>>20, small, largePeak>>20, large)
+	if largePeak > smallPeak+16<<20 {
+		t.Errorf("peak heap exporting %d reports = %d MiB, want within 16 MiB of %d's %d MiB", large, largePeak>>20, small, smallPeak>>20)
 	}
 }
 

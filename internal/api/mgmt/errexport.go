@@ -103,7 +103,7 @@ func (a *API) exportErrorReports(c *call) (any, error) {
 		panic(http.ErrAbortHandler) // ends the response without its last chunk
 	}
 	if !w.started {
-		w.Write(nil) // headers for an empty result (no batch wrote anything yet)
+		_, _ = w.Write(nil) // headers for an empty result (no batch wrote anything yet)
 	}
 	return alreadyWritten{}, nil
 }
