@@ -463,3 +463,39 @@ func BenchmarkExport_MillionReports(b *testing.B) {
 }
 
 var _ io.Writer = (*peakWriter)(nil)
+
+// failingStore is the real store whose read transactions fail from the failAt-th on.
+type failingStore struct {
+	*sqldb.DB
+	calls, failAt int
+}
+
+var errInjected = errors.New("injected read failure")
+
+func (s *failingStore) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
+	s.calls++
+	if s.calls >= s.failAt {
+		return errInjected
+	}
+	return s.DB.InReadTx(ctx, fn)
+}
+
+// TestExport_ReadFailureMidwayIsAnError: when a batch cannot be read, Export returns the
+// error and how many reports it wrote, never a short download that looks whole.
+func TestExport_ReadFailureMidwayIsAnError(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	d := f.device()
+	for i := range 5 {
+		f.add(d, crash(t0, "apps/dw100/1.0.0", "1.0.0", fmt.Sprint("crash ", i)), t0.Add(time.Duration(i)*time.Second))
+	}
+	s := &failingStore{DB: f.s, failAt: 3}
+	var buf bytes.Buffer
+	n, err := insight.Export(t.Context(), s, f.tenant, store.ReportFilter{}, &buf, insight.ExportOptions{Format: insight.JSON, Batch: 2})
+	if !errors.Is(err, errInjected) || n != 4 {
+		t.Errorf("Export with the third batch failing = %d, %v; want 4 reports and the injected error", n, err)
+	}
+	if json.Valid(buf.Bytes()) {
+		t.Errorf("the cut-off JSON download is a valid document: %s", buf.Bytes())
+	}
+}

@@ -1,6 +1,7 @@
 package mgmt
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"time"
@@ -99,7 +100,11 @@ func (a *API) exportErrorReports(c *call) (any, error) {
 		return nil, storeProblem(err, "tenant", string(c.tenant))
 	}
 	if err != nil {
-		a.log.WarnContext(c.ctx, "error-report download cut off", "request_id", c.requestID, "tenant_id", c.tenant, "reports", n, "err", err)
+		level := slog.LevelWarn
+		if c.ctx.Err() != nil {
+			level = slog.LevelInfo // the client went away: nothing on the server to look at
+		}
+		a.log.Log(c.ctx, level, "error-report download cut off", "request_id", c.requestID, "tenant_id", c.tenant, "reports", n, "err", err)
 		panic(http.ErrAbortHandler) // ends the response without its last chunk
 	}
 	if !w.started {
