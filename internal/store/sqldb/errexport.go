@@ -25,7 +25,7 @@ import (
 // and $13 its time. A successful attestation that shows another target or version than
 // the stored one starts the version's time at $13; anything else keeps it. SQL reads the
 // row as it was before the UPDATE in every SET expression, so the comparison sees the old
-// target and version. Attacked by storetest's ErrorReports/VersionFiguresSinceFollowsAttestation.
+// target and version. Attacked by storetest's ReportInsights/VersionFiguresSinceFollowsAttestation.
 const sinceSet = `running_os_since = CASE WHEN $9 IS NULL OR ($9 = running_os_target AND $10 = running_os_version)
 		THEN running_os_since ELSE $13 END,
 	running_app_since = CASE WHEN $11 IS NULL OR ($11 = running_app_target AND $12 = running_app_version)
