@@ -24,6 +24,7 @@ func commands(env *Env) []*ffcli.Command {
 		newDeviceCmd(env),
 		newImageCmd(env),
 		newDeploymentCmd(env),
+		newErrorReportCmd(env),
 		newCACertificateCmd(env),
 		newMemberCmd(env),
 		newTokenCmd(env),
@@ -68,8 +69,11 @@ func newVerb(env *Env, noun string, v verb) *ffcli.Command {
 	if v.tenant {
 		fs.StringVar(&s.tenantRef, "tenant", "", "tenant `ID|NAME`; overrides the one chosen with 'moat tenant select'")
 	}
-	fs.StringVar(&s.output, "output", "table", "output format: table or json (json prints the API objects unchanged)")
-	fs.StringVar(&s.output, "o", "table", "shorthand for --output")
+	s.output = "table"
+	if fs.Lookup("output") == nil { // a verb that writes a file may name it --output ('error-report download')
+		fs.StringVar(&s.output, "output", "table", "output format: table or json (json prints the API objects unchanged)")
+		fs.StringVar(&s.output, "o", "table", "shorthand for --output")
+	}
 	usage := full + " [flags]"
 	if v.args != "" {
 		usage += " " + v.args

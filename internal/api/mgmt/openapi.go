@@ -105,6 +105,8 @@ func (s *schemas) schema(t reflect.Type) obj {
 		return obj{"type": "boolean"}
 	case reflect.Int, reflect.Int32, reflect.Int64:
 		return obj{"type": "integer", "format": "int64"}
+	case reflect.Float64:
+		return obj{"type": "number", "format": "double"}
 	case reflect.Uint32:
 		return obj{"type": "integer", "format": "int64", "minimum": 0, "maximum": math.MaxUint32}
 	case reflect.Map:
@@ -191,10 +193,13 @@ func OpenAPI() map[string]any {
 					"schema": obj{"type": "integer", "minimum": 1, "maximum": MaxPageSize, "default": DefaultPageSize}},
 				obj{"name": "page_token", "in": "query", "required": false, "description": "next_page_token of the previous page.",
 					"schema": obj{"type": "string"}})
-			for _, f := range rt.Filters {
-				params = append(params, obj{"name": f, "in": "query", "required": false,
-					"description": "Only the object with this " + f + " (case-insensitive).", "schema": obj{"type": "string"}})
+		}
+		for _, f := range rt.Filters {
+			desc, ok := filterDescriptions[rt.OperationID][f]
+			if !ok {
+				desc = "Only the object with this " + f + " (case-insensitive)."
 			}
+			params = append(params, obj{"name": f, "in": "query", "required": false, "description": desc, "schema": obj{"type": "string"}})
 		}
 		if rt.IfMatch != "" {
 			params = append(params, obj{"name": "If-Match", "in": "header", "required": rt.IfMatch == "required",
@@ -227,6 +232,9 @@ func OpenAPI() map[string]any {
 				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string", "format": "binary"}}}
 			case "application/x-pem-file":
 				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string"}}}
+			case "text/csv":
+				success["content"] = obj{rt.RawResponseType: obj{"schema": obj{"type": "string"}},
+					"application/json": obj{"schema": obj{"type": "array", "items": obj{"type": "object"}}}}
 			default:
 				success["content"] = obj{"application/json": obj{"schema": obj{"type": "object"}}}
 			}

@@ -149,6 +149,11 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		check(a.admin, "PUT", tenants+"/"+a.tenant+"/members/"+mc.Member.User.ID, `{"role":"Contributor"}`)
 		check(a.admin, "DELETE", tenants+"/"+a.tenant+"/members/"+mc.Member.User.ID, "")
 		check(a.admin, "GET", tenants+"/"+a.tenant+"/audit-events", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/error-reports?kind=app_crash&limit=5", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/error-reports?kind=crash", "") // 400 problem
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/error-reports/export?format=json", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/error-reports/export?format=csv", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/image-health?window=24h", "")
 		var tc struct {
 			Token struct{ ID string } `json:"token"`
 		}

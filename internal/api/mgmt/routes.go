@@ -9,6 +9,7 @@ import (
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/fleet"
+	"github.com/moat-iot/moat/internal/insight"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -155,6 +156,12 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[errreport.Record](), List: true, Status: 200, Handler: (*API).listErrorReports},
 		{Method: "GET", Pattern: devicePath + "/update-states", OperationID: "listUpdateStates", Summary: "List a device's update history (assigned, downloading, installed, committed, rolled back, failed, deferred), newest first by the device's time",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[updstate.Record](), List: true, Status: 200, Handler: (*API).listUpdateStates},
+		{Method: "GET", Pattern: tenantPath + "/error-reports", OperationID: "listTenantErrorReports", Summary: "List the tenant's error reports, newest received first, filtered by product, group, device, kind, image and time received",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[store.TenantReport](), List: true, Filters: insight.FilterParams, Status: 200, Handler: (*API).listTenantErrorReports},
+		{Method: "GET", Pattern: tenantPath + "/error-reports/export", OperationID: "exportErrorReports", Summary: "Download the tenant's error reports, one row per report, as CSV (format=csv, the default) or a JSON array (format=json), streamed, with the list's filters",
+			Auth: AuthTenant, MinRole: auth.Reader, RawResponse: true, RawResponseType: "text/csv", Filters: append([]string{"format"}, insight.FilterParams...), Status: 200, Handler: (*API).exportErrorReports},
+		{Method: "GET", Pattern: tenantPath + "/image-health", OperationID: "getImageHealth", Summary: "Show the health of each OS and app image version over a window (window=168h by default): devices running it, crash-free devices, crashes per device-hour",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[insight.HealthReport](), Filters: []string{"product", "window"}, Status: 200, Handler: (*API).getImageHealth},
 		{Method: "GET", Pattern: groupPath + "/deployments", OperationID: "listDeployments", Summary: "List a device group's deployments, newest (current) first",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), List: true, Status: 200, Handler: (*API).listDeployments},
 		{Method: "POST", Pattern: groupPath + "/deployments", OperationID: "createDeployment", Summary: "Deploy an app image (a current target of the tenant's apps.json, for the group's product) to a device group",

@@ -106,3 +106,28 @@ func TestPostgres_Migration10BackfillsFleetColumns(t *testing.T) {
 		}
 	})
 }
+
+// TestPostgres_Migration16BackfillsRunningSince: devices written before migration 16 start
+// running their versions at their last attestation.
+func TestPostgres_Migration16BackfillsRunningSince(t *testing.T) {
+	testenv.PostgresDSN(t)
+	t.Parallel()
+	storetest.CheckSinceBackfill(t, func(t *testing.T) (store.Store, *sql.DB, func() store.Store) {
+		dsn := testenv.FreshPostgresDatabase(t)
+		db, err := sql.Open("pgx", dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := sqldb.Open(t.Context(), db, nil, postgres.Dialect, storetest.MigrationsBelow(t, "migrations", 16), time.Now)
+		if err != nil {
+			db.Close()
+			t.Fatalf("sqldb.Open(migrations below 16) = %v", err)
+		}
+		return old, old.SQL(), func() store.Store {
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, dsn)
+		}
+	})
+}

@@ -176,7 +176,7 @@ const deviceSet = `UPDATE devices SET product_id = $1, group_id = $2, blocked = 
 	attestation = $6, certificate = $7, version = $8,
 	running_os_target = COALESCE($9, running_os_target), running_os_version = COALESCE($10, running_os_version),
 	running_app_target = COALESCE($11, running_app_target), running_app_version = COALESCE($12, running_app_version),
-	attested_at = $13, refusal = $14`
+	attested_at = $13, refusal = $14, ` + sinceSet
 
 // deviceSetArgs returns the arguments of deviceSet followed by where.
 func deviceSetArgs(d device.Device, where ...any) ([]any, error) {

@@ -139,3 +139,28 @@ func TestSQLite_Migration10BackfillsFleetColumns(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLite_Migration16BackfillsRunningSince: devices written before migration 16 start
+// running their versions at their last attestation.
+func TestSQLite_Migration16BackfillsRunningSince(t *testing.T) {
+	t.Parallel()
+	storetest.CheckSinceBackfill(t, func(t *testing.T) (store.Store, *sql.DB, func() store.Store) {
+		path := filepath.Join(t.TempDir(), "moat.db")
+		db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.SetMaxOpenConns(1)
+		old, err := sqldb.Open(t.Context(), db, nil, sqlite.Dialect, storetest.MigrationsBelow(t, "migrations", 16), time.Now)
+		if err != nil {
+			db.Close()
+			t.Fatalf("sqldb.Open(migrations below 16) = %v", err)
+		}
+		return old, old.SQL(), func() store.Store {
+			if err := old.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, path)
+		}
+	})
+}

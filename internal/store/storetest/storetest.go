@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorReports", errorReportTests},
 		{"UpdateEvents", updateEventTests},
 		{"Fleet", fleetTests},
+		{"ReportInsights", reportInsightTests},
 		{"Leases", leaseTests},
 		{"Console", consoleTests},
 		{"Blobs", blobTests},
