@@ -440,6 +440,7 @@ type ErrorReports interface {
 	// Reports that name no image count under empty strings. At most limit counts (MaxLimit
 	// when limit is not positive or larger).
 	CountByImage(ctx context.Context, since time.Time, limit int) ([]ReportCount, error)
+	ErrorIssues
 }
 
 // ReportCount is how many reports of one kind named one image version.

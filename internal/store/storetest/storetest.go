@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Certificates", certificateTests},
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
+		{"ErrorIssues", errorIssueTests},
 		{"Fleet", fleetTests},
 		{"Leases", leaseTests},
 		{"Blobs", blobTests},
