@@ -3,9 +3,12 @@ package storetest
 import (
 	"cmp"
 	"context"
+	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
+	"testing"
 	"time"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -336,4 +339,54 @@ func testIssuesDuplicate(h *harness) {
 	rec := h.mustAddReport(a.ID, d.ID, r, h.tick())
 	h.mustAddReport(a.ID, d.ID, r, h.tick())
 	h.wantIssues("after the same report twice", a.ID, h.clock, []errreport.Record{rec})
+}
+
+// CheckIssueBackfill attacks migration 14 with reports an older release stored: rows
+// without an issue. older opens a fresh database migrated below version 14 and returns it
+// as a store, and a function that closes it, migrates it fully and returns the new store.
+// Afterwards every report is in its issue exactly as if Add had stored it, and Add goes on
+// counting into the backfilled issues.
+func CheckIssueBackfill(t *testing.T, older func(t *testing.T) (store.Store, *sql.DB, func() store.Store)) {
+	t.Helper()
+	old, db, migrate := older(t)
+	h := newHarness(t, old)
+	a, b := h.tenant("A"), h.tenant("B")
+	devs := []device.Device{h.claimed(a.ID), h.claimed(a.ID), h.claimed(b.ID)}
+	var recsA, recsB []errreport.Record
+	msgs := []string{"heater at 93 C", "heater at 95 C", "pump stuck", "heater at 90 C"}
+	for i := range 700 { // more than one backfill batch of 500
+		d := devs[i%3]
+		r := h.issueReport("apps/dw100", fmt.Sprintf("1.0.%d", i%2), msgs[i%4])
+		if i%5 == 0 {
+			r.ImageVersion = ""
+		}
+		rec := errreport.Record{DeviceID: d.ID, ReceivedAt: h.tick().UTC(), Report: r}
+		body, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(t.Context(), `INSERT INTO error_reports (tenant_id, device_id, id, kind, at, received_at, body, image_path, image_version)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, d.TenantID, d.ID, r.ID, r.Kind, r.At.UTC(), rec.ReceivedAt, string(body), r.ImagePath, r.ImageVersion); err != nil {
+			t.Fatalf("schema 13: insert error report = %v", err)
+		}
+		if _, err := db.ExecContext(t.Context(), `INSERT INTO error_report_counts (tenant_id, device_id, n) VALUES ($1, $2, 1)
+			ON CONFLICT (tenant_id, device_id) DO UPDATE SET n = error_report_counts.n + 1`, d.TenantID, d.ID); err != nil {
+			t.Fatalf("schema 13: count error report = %v", err)
+		}
+		if d.TenantID == a.ID {
+			recsA = append(recsA, rec)
+		} else {
+			recsB = append(recsB, rec)
+		}
+	}
+	clock := h.clock
+	h = newHarness(t, migrate())
+	h.clock = clock
+	h.wantIssues("A after migration 14", a.ID, h.clock, recsA)
+	h.wantIssues("B after migration 14", b.ID, h.clock, recsB)
+	recsA = append(recsA, h.mustAddReport(a.ID, devs[0].ID, h.issueReport("apps/dw100", "1.0.7", "heater at 1 C"), h.tick()))
+	h.wantIssues("A after an Add", a.ID, h.clock, recsA)
+	n, err := h.deleteBefore(a.ID, recsA[100].ReceivedAt, 1000)
+	wantEqual(t, "DeleteReceivedBefore(the 100 oldest)", n, err, 100)
+	h.wantIssues("A after retention", a.ID, h.clock, recsA[100:])
 }
