@@ -45,7 +45,7 @@ type IssueDay struct {
 // first) and its reports per day over the last IssueDays days, oldest first, every day
 // present (zero when none).
 type IssueDetail struct {
-	Issue
+	Issue    Issue          `json:"issue"`
 	Versions []IssueVersion `json:"versions"`
 	Days     []IssueDay     `json:"days"`
 }
