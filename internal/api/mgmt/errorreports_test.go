@@ -423,4 +423,11 @@ func TestErrorReports_MatchOpenAPI(t *testing.T) {
 	check(w.device, "POST", uploadPath, []byte(`{"reports":[{"id":"x"}]}`)) // 400 problem
 	check(w.admin, "GET", w.reportsPath(w.dev.ID)+"?limit=4", nil)
 	check(w.admin, "GET", w.reportsPath(strings.Repeat("0", 64)), nil) // 404 problem
+	// Error issues.
+	var issues struct{ Items []errreport.Issue }
+	w.admin.must(200, "GET", w.issuesPath(), nil).decode(t, &issues)
+	check(w.admin, "GET", w.issuesPath()+"?limit=2&sort=reports&kind=app_crash&product=DW100&since=2020-01-01T00:00:00Z", nil)
+	check(w.admin, "GET", w.issuesPath()+"/"+issues.Items[0].ID, nil)
+	check(w.admin, "GET", w.issuesPath()+"/"+issues.Items[0].ID+"/reports?limit=1", nil)
+	check(w.admin, "GET", w.issuesPath()+"/iss_00000000000000000000", nil) // 404 problem
 }
