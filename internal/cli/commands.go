@@ -24,6 +24,7 @@ func commands(env *Env) []*ffcli.Command {
 		newDeviceCmd(env),
 		newImageCmd(env),
 		newDeploymentCmd(env),
+		newErrorReportCmd(env),
 		newCACertificateCmd(env),
 		newMemberCmd(env),
 		newTokenCmd(env),
