@@ -36,7 +36,12 @@ func TestSignature_GroupsOccurrences(t *testing.T) {
 		{"single-quoted", crash("apps/a/1", "can't parse 'abc': bad", 1), crash("apps/a/1", "can't parse 'x y z': bad", 1)},
 		{"urls", crash("apps/a/1", "get https://api.example.com/v1/x?id=3: 503", 1), crash("apps/a/1", "get http://10.0.0.1:8080/: 503", 1)},
 		{"whitespace", crash("apps/a/1", "heater\n\tfault  here", 1), crash("apps/a/1", "heater fault here ", 1)},
-		{"report ID and time", crash("apps/a/1", "x", 1), func() errreport.Report { r := crash("apps/a/1", "x", 1); r.ID = "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"; r.At = at.AddDate(1, 0, 0); return r }()},
+		{"report ID and time", crash("apps/a/1", "x", 1), func() errreport.Report {
+			r := crash("apps/a/1", "x", 1)
+			r.ID = "0f2d7c1e-8a55-4c2b-9d0e-6b1a2c3d4e5f"
+			r.At = at.AddDate(1, 0, 0)
+			return r
+		}()},
 		{"stderr and uptime", crash("apps/a/1", "x", 1), func() errreport.Report {
 			r := crash("apps/a/1", "x", 1)
 			r.StderrTail, r.UptimeSeconds = "panic: boom\n", 99

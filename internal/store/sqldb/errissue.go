@@ -419,35 +419,8 @@ func rebuildIssues(ctx context.Context, t *tx) error {
 			return fmt.Errorf("rebuild error issues: %w", err)
 		}
 	}
-	type agg struct {
-		tenant      tenant.ID
-		issue       string
-		reports     int64
-		first, last time.Time
-		days        map[string]int64
-	}
-	var all []*agg
-	rows, err := t.query(ctx, `SELECT tenant_id, issue_id, received_at FROM error_reports ORDER BY tenant_id, issue_id, received_at`)
+	all, err := issueFigures(ctx, t)
 	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var tid tenant.ID
-		var issue string
-		var at time.Time
-		if err := rows.Scan(&tid, &issue, &at); err != nil {
-			rows.Close()
-			return err
-		}
-		if n := len(all); n == 0 || all[n-1].tenant != tid || all[n-1].issue != issue {
-			all = append(all, &agg{tenant: tid, issue: issue, first: at, days: map[string]int64{}})
-		}
-		a := all[len(all)-1]
-		a.reports++
-		a.last = at
-		a.days[issueDay(at)]++
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return err
 	}
 	for _, a := range all {
@@ -473,4 +446,40 @@ func rebuildIssues(ctx context.Context, t *tx) error {
 		}
 	}
 	return nil
+}
+
+// issueAgg is one issue's figures as rebuildIssues counts them.
+type issueAgg struct {
+	tenant      tenant.ID
+	issue       string
+	reports     int64
+	first, last time.Time
+	days        map[string]int64
+}
+
+// issueFigures reads every report's issue and time of receipt in issue order and counts
+// each issue's reports, first and last seen and reports per day.
+func issueFigures(ctx context.Context, t *tx) ([]*issueAgg, error) {
+	rows, err := t.query(ctx, `SELECT tenant_id, issue_id, received_at FROM error_reports ORDER BY tenant_id, issue_id, received_at`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var all []*issueAgg
+	for rows.Next() {
+		var tid tenant.ID
+		var issue string
+		var at time.Time
+		if err := rows.Scan(&tid, &issue, &at); err != nil {
+			return nil, err
+		}
+		if n := len(all); n == 0 || all[n-1].tenant != tid || all[n-1].issue != issue {
+			all = append(all, &issueAgg{tenant: tid, issue: issue, first: at, days: map[string]int64{}})
+		}
+		a := all[len(all)-1]
+		a.reports++
+		a.last = at
+		a.days[issueDay(at)]++
+	}
+	return all, rows.Err()
 }

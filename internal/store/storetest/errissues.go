@@ -40,7 +40,6 @@ func (h *harness) wantIssues(call string, tid tenant.ID, now time.Time, recs []e
 	h.t.Helper()
 	type model struct {
 		is       errreport.Issue
-		newest   time.Time
 		devices  map[device.ID]bool
 		versions map[string]int64
 		days     map[string]int64
@@ -300,7 +299,6 @@ func testIssuesBound(h *harness) {
 	d, other := h.claimed(a.ID), h.claimed(a.ID)
 	var recs []errreport.Record
 	recs = append(recs, h.mustAddReport(a.ID, other.ID, h.issueReport("apps/dw100", "1.0.0", "heater"), h.tick()))
-	var first []errreport.Record
 	const perTx = 2500
 	for start := 0; start < store.MaxErrorReportsPerDevice; start += perTx {
 		h.mustIn(fmt.Sprintf("ErrorReports().Add #%d..", start), a.ID, func(tt store.TenantTx) error {
@@ -311,9 +309,7 @@ func testIssuesBound(h *harness) {
 				}
 				r, at := h.issueReport("apps/dw100", v, msg), h.tick()
 				rec := errreport.Record{DeviceID: d.ID, ReceivedAt: at, Report: r}
-				if i < 3 {
-					first = append(first, rec)
-				} else {
+				if i >= 3 { // the bound deletes the oldest three
 					recs = append(recs, rec)
 				}
 				if err := tt.ErrorReports().Add(h.ctx(), d.ID, r, at); err != nil {
@@ -328,7 +324,6 @@ func testIssuesBound(h *harness) {
 		h.mustAddReport(a.ID, d.ID, h.issueReport("apps/dw100", "1.0.0", "pump"), h.tick()),
 		h.mustAddReport(a.ID, d.ID, h.issueReport("apps/dw100", "1.0.0", "pump"), h.tick()),
 	}
-	_ = first // the bound deleted these three
 	h.wantIssues("after the bound", a.ID, h.clock, append(recs, extra...))
 }
 
