@@ -19,14 +19,19 @@ import (
 // newErrorReportCmd is `moat error-report`: the tenant's error reports as a whole (the
 // reports of one device: `moat device error-reports ID`).
 func newErrorReportCmd(env *Env) *ffcli.Command {
-	return newNoun(env, "error-report", "List, download and measure the tenant's error reports.",
-		`Works with the error reports of all the tenant's devices: list them with filters, download
-them as CSV or JSON, and see the health of each image version (crash-free devices and
-crashes per device-hour), the figures a staged rollout's gate reads. The reports of one
-device: 'moat device error-reports ID'.
+	return newNoun(env, "error-report", "List, group, download and measure the tenant's error reports.",
+		`Works with the error reports of all the tenant's devices: list them with filters, see them
+grouped into issues by their signature (kind, image name, exit code or signal, code, and the
+message with numbers, addresses, IDs and paths replaced), download them as CSV or JSON, and
+see the health of each image version (crash-free devices and crashes per device-hour), the
+figures a staged rollout's gate reads. Reports are kept for the server's
+--error-report-retention (90 days by default). The reports of one device: 'moat device
+error-reports ID'.
 
 EXAMPLES
   moat error-report list --product DW100 --since 24h
+  moat error-report issues --product DW100 --since 7d
+  moat error-report show iss_3f9a0c1d2e4b5a6978f0
   moat error-report download --format csv --output reports.csv
   moat error-report health --product DW100`,
 		errorReportVerbs(env)...)
@@ -34,7 +39,7 @@ EXAMPLES
 
 // errorReportVerbs are the verbs of `moat error-report`.
 func errorReportVerbs(env *Env) []*ffcli.Command {
-	return []*ffcli.Command{newErrorReportList(env), newErrorReportDownload(env), newErrorReportHealth(env)}
+	return []*ffcli.Command{newErrorReportList(env), newErrorIssues(env), newErrorIssueShow(env), newErrorReportDownload(env), newErrorReportHealth(env)}
 }
 
 // reportFlags are the report filters list and download share.
@@ -84,7 +89,8 @@ func (r *reportFlags) filter(ctx context.Context, s *session, tenant string, now
 	return f, nil
 }
 
-// parseSince reads a time: RFC 3339, or a duration before now ("24h").
+// parseSince reads a time: RFC 3339, or a duration before now in Go's syntax ("24h") or
+// in days ("7d").
 func parseSince(name, v string, now time.Time) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
@@ -92,10 +98,15 @@ func parseSince(name, v string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 		return t, nil
 	}
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		if d, err := strconv.Atoi(n); err == nil && d > 0 && d <= 36500 {
+			return now.AddDate(0, 0, -d), nil
+		}
+	}
 	if d, err := time.ParseDuration(v); err == nil && d > 0 {
 		return now.Add(-d), nil
 	}
-	return time.Time{}, usagef("--%s must be a time in RFC 3339 (2026-01-02T15:04:05Z) or a duration before now (24h), got %q", name, v)
+	return time.Time{}, usagef("--%s must be a time in RFC 3339 (2026-01-02T15:04:05Z) or a duration before now (24h, 7d), got %q", name, clip(v))
 }
 
 func newErrorReportList(env *Env) *ffcli.Command {

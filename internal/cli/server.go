@@ -36,6 +36,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.Int64Var(&cfg.DefaultStorageQuotaBytes, "default-storage-quota-bytes", cfg.DefaultStorageQuotaBytes, "storage quota of tenants for which the platform operator set none, in bytes (MOAT_DEFAULT_STORAGE_QUOTA_BYTES)")
 	fs.IntVar(&cfg.AttestationNoncesPerMinute, "attestation-nonces-per-minute", cfg.AttestationNoncesPerMinute, "attestation nonces each device ID may ask for per minute on one server; past it 503 with Retry-After (MOAT_ATTESTATION_NONCES_PER_MINUTE)")
 	fs.IntVar(&cfg.MaxUnauthenticatedRequests, "max-unauthenticated-requests", cfg.MaxUnauthenticatedRequests, "requests served at once on routes that need no credential (attestation); past it 503 with Retry-After (MOAT_MAX_UNAUTHENTICATED_REQUESTS)")
+	fs.DurationVar(&cfg.ErrorReportRetention, "error-report-retention", cfg.ErrorReportRetention, "how long error reports are kept after they are received, 24h to 87600h; older ones are deleted in the background (MOAT_ERROR_REPORT_RETENTION)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", cfg.MetricsTokenFile, "file (mode 0600) holding the token /metrics requires as 'Authorization: Bearer TOKEN'; empty leaves /metrics open to anyone who reaches --addr (MOAT_METRICS_TOKEN_FILE)")
 }

@@ -60,6 +60,9 @@ type Config struct {
 	// AttestationNoncesPerMinute is how many attestation nonces each device ID may ask for
 	// per minute on one replica; past it 503 with Retry-After.
 	AttestationNoncesPerMinute int `json:"attestation-nonces-per-minute"`
+	// ErrorReportRetention is how long the server keeps an error report after receiving
+	// it; a background job deletes older ones and takes them out of their issues.
+	ErrorReportRetention time.Duration `json:"error-report-retention"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -80,6 +83,7 @@ func DefaultConfig() Config {
 		DefaultStorageQuotaBytes:   repo.DefaultStorageQuotaBytes,
 		MaxUnauthenticatedRequests: mgmt.DefaultMaxUnauthenticatedRequests,
 		AttestationNoncesPerMinute: nonce.PerWindow,
+		ErrorReportRetention:       DefaultErrorReportRetention,
 	}
 }
 
@@ -139,6 +143,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUnauthenticatedRequests < 1 || c.MaxUnauthenticatedRequests > 1<<16 {
 		bad("max-unauthenticated-requests", "must be between 1 and 65536, got %d", c.MaxUnauthenticatedRequests)
+	}
+	if c.ErrorReportRetention < 24*time.Hour || c.ErrorReportRetention > 10*365*24*time.Hour {
+		bad("error-report-retention", "must be between 24h and 87600h (ten years), got %s", c.ErrorReportRetention)
 	}
 	return errors.Join(errs...)
 }

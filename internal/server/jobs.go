@@ -55,6 +55,7 @@ func (s *Server) builtinJobs() []Job {
 			}
 			return err
 		}},
+		s.errorReportRetentionJob(),
 	}
 }
 

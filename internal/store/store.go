@@ -449,6 +449,7 @@ type ErrorReports interface {
 	// when limit is not positive or larger).
 	CountByImage(ctx context.Context, since time.Time, limit int) ([]ReportCount, error)
 	ReportQueries // tenant-wide list, download and version figures (errexport.go)
+	ErrorIssues
 }
 
 // ReportCount is how many reports of one kind named one image version.

@@ -434,4 +434,11 @@ func TestErrorReports_MatchOpenAPI(t *testing.T) {
 	check(w.device, "POST", statesUploadPath, []byte(`{"reports":[{"id":"x"}]}`)) // 400 problem
 	check(w.admin, "GET", w.statesPath(w.dev.ID)+"?limit=2", nil)
 	check(w.admin, "GET", "/api/v1/tenants/"+w.p.Tenant+"/devices/"+w.dev.ID, nil)
+	// Error issues.
+	var issues struct{ Items []errreport.Issue }
+	w.admin.must(200, "GET", w.issuesPath(), nil).decode(t, &issues)
+	check(w.admin, "GET", w.issuesPath()+"?limit=2&sort=reports&kind=app_crash&product=DW100&since=2020-01-01T00:00:00Z", nil)
+	check(w.admin, "GET", w.issuesPath()+"/"+issues.Items[0].ID, nil)
+	check(w.admin, "GET", w.issuesPath()+"/"+issues.Items[0].ID+"/reports?limit=1", nil)
+	check(w.admin, "GET", w.issuesPath()+"/iss_00000000000000000000", nil) // 404 problem
 }

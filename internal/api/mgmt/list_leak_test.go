@@ -52,6 +52,7 @@ func TestAPI_ListsHoldOnlyTheCallersObjects(t *testing.T) {
 // leakTenant is a tenant with one of everything a list can return, and what identifies it.
 type leakTenant struct {
 	id, product, group, device string
+	issue                      string
 	productName                string
 	admin                      *api
 	// own are IDs each list must show (by list operation); ids is every identifier of the
@@ -142,14 +143,19 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 		{ID: errreport.NewID(now), Kind: errreport.CapabilityDenied, At: now, ImagePath: appImg.Path, Capability: "gpio:5"},
 	}
 	accepted := upload(t, device, reports)
+	// The capability denial names this tenant's app, so its issue is this tenant's alone
+	// (the refusal's signature, and so its issue ID, is the same in every tenant).
+	issue := errreport.IssueID(errreport.Signature(reports[1]))
 
 	cas, err := admin.ListDeviceCAs(ctx, ten.ID, client.ListOptions{})
 	must(err)
-	lt := &leakTenant{id: ten.ID, product: prod.ID, productName: product, group: gs.Items[0].ID, device: dev.ID, admin: newAPI(t, p.Server, m.Secret),
+	lt := &leakTenant{id: ten.ID, product: prod.ID, productName: product, group: gs.Items[0].ID, device: dev.ID, issue: issue, admin: newAPI(t, p.Server, m.Secret),
 		own: map[string][]string{
 			"listDevices":            {dev.ID},
 			"listDeviceCertificates": {is.Serial},
 			"listErrorReports":       accepted,
+			"listErrorIssues":        {issue, errreport.IssueID(errreport.Signature(reports[0]))},
+			"listErrorIssueReports":  {reports[1].ID},
 			"listDeployments":        {dep.ID},
 			"listProducts":           {prod.ID},
 			"listDeviceGroups":       {gs.Items[0].ID},
@@ -158,6 +164,7 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 		}}
 	lt.ids = append(lt.ids, ten.ID, prod.ID, gs.Items[0].ID, dev.ID, is.Serial, dep.ID, key.ID, m.Member.User.ID, appImg.Path, appImg.SHA256, product)
 	lt.ids = append(lt.ids, accepted...)
+	lt.ids = append(lt.ids, issue)
 	for _, ca := range cas.Items {
 		lt.ids = append(lt.ids, ca.ID)
 	}
@@ -172,7 +179,7 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 func (lt *leakTenant) checkLists(t *testing.T, p *testenv.Platform, other *leakTenant) {
 	t.Helper()
 	param := regexp.MustCompile(`\{([a-z_]+)\}`)
-	vals := map[string]string{"tenant": lt.id, "product": lt.product, "group": lt.group, "device": lt.device}
+	vals := map[string]string{"tenant": lt.id, "product": lt.product, "group": lt.group, "device": lt.device, "issue": lt.issue}
 	seen := map[string]bool{}
 	for _, rt := range mgmt.Routes() {
 		if !rt.List || rt.Method != "GET" || (rt.Auth != mgmt.AuthTenant && rt.Auth != mgmt.AuthAny) {
@@ -214,8 +221,10 @@ func (lt *leakTenant) checkLists(t *testing.T, p *testenv.Platform, other *leakT
 	}
 	// A filter naming the other tenant's product finds nothing: that product does not
 	// exist for this tenant.
-	if r := lt.admin.do("GET", "/api/v1/tenants/"+lt.id+"/devices?product="+url.QueryEscape(other.productName), nil); r.Status != 404 || r.problem(t).Code != "product_not_found" {
-		t.Errorf("devices of %s filtered by %s's product = %d %s, want 404 product_not_found", lt.id, other.id, r.Status, r.Body)
+	for _, list := range []string{"devices", "error-issues"} {
+		if r := lt.admin.do("GET", "/api/v1/tenants/"+lt.id+"/"+list+"?product="+url.QueryEscape(other.productName), nil); r.Status != 404 || r.problem(t).Code != "product_not_found" {
+			t.Errorf("%s of %s filtered by %s's product = %d %s, want 404 product_not_found", list, lt.id, other.id, r.Status, r.Body)
+		}
 	}
 	// The tenant's view of the image repository names only its own app.
 	apps := lt.admin.must(200, "GET", "/api/v1/tenants/"+lt.id+"/tuf/metadata/1.apps.json", nil)

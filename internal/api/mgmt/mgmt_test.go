@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/moat-iot/moat/internal/api/mgmt"
+	"github.com/moat-iot/moat/internal/errreport"
 )
 
 func TestAPI_CreateProductMakesDefaultGroups(t *testing.T) {
@@ -298,6 +299,9 @@ var pathFixtures = map[string]struct {
 	"token":   {of: func(f fixture) string { return f.tokenID }},
 	"target":  {of: func(f fixture) string { return f.target }},
 	"file":    {of: func(fixture) string { return "timestamp.json" }, shared: true},
+	// An issue ID that is the tenant's alone; errorissues_test.go attacks issues that
+	// devices of one tenant reported through the other tenant.
+	"issue": {of: func(f fixture) string { return errreport.IssueID("tenant=" + f.tenant) }},
 }
 
 var pathParamRE = regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)

@@ -43,19 +43,23 @@ func enumOf[S ~string](vals []S) []string {
 
 // schemaNames overrides the generated component name of a type.
 var schemaNames = map[reflect.Type]string{
-	reflect.TypeFor[product.Group]():       "DeviceGroup",
-	reflect.TypeFor[product.GroupCreate](): "DeviceGroupCreate",
-	reflect.TypeFor[product.GroupUpdate](): "DeviceGroupUpdate",
-	reflect.TypeFor[problem.Body]():        "Problem",
-	reflect.TypeFor[auth.Token]():          "Token",
-	reflect.TypeFor[auth.User]():           "User",
-	reflect.TypeFor[auth.Member]():         "Member",
-	reflect.TypeFor[trust.SigningKey]():    "SigningKey",
-	reflect.TypeFor[trust.KeyCreate]():     "SigningKeyCreate",
-	reflect.TypeFor[errreport.Report]():    "ErrorReport",
-	reflect.TypeFor[errreport.Batch]():     "ErrorReportBatch",
-	reflect.TypeFor[errreport.Accepted]():  "ErrorReportsAccepted",
-	reflect.TypeFor[errreport.Record]():    "ErrorReportRecord",
+	reflect.TypeFor[product.Group]():          "DeviceGroup",
+	reflect.TypeFor[product.GroupCreate]():    "DeviceGroupCreate",
+	reflect.TypeFor[product.GroupUpdate]():    "DeviceGroupUpdate",
+	reflect.TypeFor[problem.Body]():           "Problem",
+	reflect.TypeFor[auth.Token]():             "Token",
+	reflect.TypeFor[auth.User]():              "User",
+	reflect.TypeFor[auth.Member]():            "Member",
+	reflect.TypeFor[trust.SigningKey]():       "SigningKey",
+	reflect.TypeFor[trust.KeyCreate]():        "SigningKeyCreate",
+	reflect.TypeFor[errreport.Report]():       "ErrorReport",
+	reflect.TypeFor[errreport.Batch]():        "ErrorReportBatch",
+	reflect.TypeFor[errreport.Accepted]():     "ErrorReportsAccepted",
+	reflect.TypeFor[errreport.Record]():       "ErrorReportRecord",
+	reflect.TypeFor[errreport.Issue]():        "ErrorIssue",
+	reflect.TypeFor[errreport.IssueDetail]():  "ErrorIssueDetail",
+	reflect.TypeFor[errreport.IssueVersion](): "ErrorIssueVersion",
+	reflect.TypeFor[errreport.IssueDay]():     "ErrorIssueDay",
 }
 
 // schemaName is the component name of a named struct type: the type name, prefixed with its
@@ -165,6 +169,7 @@ var paramDescriptions = map[string]string{
 	"target":  "A target's hash-prefixed path as TUF clients ask for it: apps/<name>/<sha256>.<version>.",
 	"device":  "Device ID: 64 lower-case hex digits, the SHA-256 of the device's public key (PKIX DER).",
 	"ca":      "Device CA ID (dca_...).",
+	"issue":   "Error issue ID (iss_ and 20 hex digits).",
 	"file":    "A TUF metadata file name: N.root.json, N.targets.json, N.apps.json, N.snapshot.json or timestamp.json.",
 }
 

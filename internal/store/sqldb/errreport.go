@@ -41,27 +41,27 @@ func (s errorReports) Add(ctx context.Context, id device.ID, r errreport.Report,
 	if err != nil {
 		return fmt.Errorf("count error reports of device %s: %w", id, err)
 	}
-	// image_path and image_version copy the body's for CountByImage (migration 10).
-	res, err := s.t.tx.exec(ctx, `INSERT INTO error_reports (tenant_id, device_id, id, kind, at, received_at, body, image_path, image_version)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
-		s.t.id, id, r.ID, r.Kind, utc(r.At), utc(receivedAt).Truncate(time.Microsecond), string(body), r.ImagePath, r.ImageVersion)
+	// image_path and image_version copy the body's for CountByImage (migration 10);
+	// issue_id names the report's issue (migration 14, errissue.go).
+	sig := errreport.Signature(r)
+	issue := errreport.IssueID(sig)
+	res, err := s.t.tx.exec(ctx, `INSERT INTO error_reports (tenant_id, device_id, id, kind, at, received_at, body, image_path, image_version, issue_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
+		s.t.id, id, r.ID, r.Kind, utc(r.At), utc(receivedAt).Truncate(time.Microsecond), string(body), r.ImagePath, r.ImageVersion, issue)
 	if err != nil {
 		return err
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return err // stored before: nothing to do
 	}
+	if err := s.countIn(ctx, id, r, issue, sig, receivedAt); err != nil {
+		return err
+	}
 	count++
 	if count > store.MaxErrorReportsPerDevice {
-		res, err = s.t.tx.exec(ctx, `DELETE FROM error_reports WHERE tenant_id = $1 AND device_id = $2 AND id IN (
-			SELECT id FROM error_reports WHERE tenant_id = $1 AND device_id = $2 ORDER BY received_at, id LIMIT $3)`,
-			s.t.id, id, count-store.MaxErrorReportsPerDevice)
+		deleted, err := s.removeOldestOfDevice(ctx, id, count-store.MaxErrorReportsPerDevice)
 		if err != nil {
 			return fmt.Errorf("delete oldest error reports of device %s: %w", id, err)
-		}
-		deleted, err := res.RowsAffected()
-		if err != nil {
-			return err
 		}
 		count -= deleted
 	}

@@ -165,12 +165,20 @@ func (s *DB) apply(ctx context.Context, m migration, now func() time.Time) error
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return err
 	}
+	if step := migrationSteps[m.version]; step != nil {
+		if err := step(ctx, s.migrationTx(tx)); err != nil {
+			return err
+		}
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
 		m.version, m.name, now().UTC()); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
+
+// migrationTx wraps a migration's transaction for its Go step.
+func (s *DB) migrationTx(t *sql.Tx) *tx { return &tx{tx: t, d: s.dialect} }
 
 // maxAttempts bounds retries of a transaction that lost a serialization race.
 const maxAttempts = 5

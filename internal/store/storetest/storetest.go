@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
 		{"UpdateEvents", updateEventTests},
+		{"ErrorIssues", errorIssueTests},
 		{"Fleet", fleetTests},
 		{"ReportInsights", reportInsightTests},
 		{"Leases", leaseTests},
