@@ -369,6 +369,17 @@ type TenantDevices interface {
 	// in no group count under empty IDs. At most limit counts (MaxLimit when limit is not
 	// positive or larger): ask for one more to learn whether the list was cut.
 	CountRunning(ctx context.Context, f device.Filter, limit int) ([]RunningCount, error)
+	// CountStatus is CountRunning with each count split by what decides a device's fleet
+	// state besides what it should run (StatusCount). Same order and limit.
+	CountStatus(ctx context.Context, f device.Filter, limit int) ([]StatusCount, error)
+}
+
+// StatusCount is how many of a group's devices run one combination of images (Devices), and
+// of them how many never attested, were refused at their last attestation, or attested
+// successfully with a failed update (device.FailedUpdateStates) as their latest report.
+type StatusCount struct {
+	RunningCount
+	Never, Refused, UpdateFailed int
 }
 
 // RunningCount is how many of a group's devices run one combination of images.

@@ -4,4 +4,5 @@ package sqldb
 var (
 	CountRunningQuery = countRunningQuery
 	CountByImageQuery = countByImageQuery
+	CountStatusQuery  = countStatusQuery
 )

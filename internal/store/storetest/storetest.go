@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Deployments", deploymentTests},
 		{"ErrorReports", errorReportTests},
 		{"Fleet", fleetTests},
+		{"FleetStatus", fleetStatusTests},
 		{"Leases", leaseTests},
 		{"Blobs", blobTests},
 		{"TenantIsolation", isolationTests},

@@ -1,0 +1,117 @@
+package sqldb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+)
+
+// Fleet status (issue 11): device.Classify in SQL. The group's should-run target paths are
+// bound as parameters, one group at a time, so the database selects and counts on the
+// indexed columns of migrations 10 and 13 and never hands every device to the server.
+
+// failedUpdates is device.FailedUpdateStates as an SQL list; the states are constants, so
+// they are written into the statement rather than bound.
+var failedUpdates = func() string {
+	q := make([]string, len(device.FailedUpdateStates))
+	for i, s := range device.FailedUpdateStates {
+		q[i] = "'" + s + "'"
+	}
+	return "(" + strings.Join(q, ", ") + ")"
+}()
+
+// stateFilter returns the condition (" AND ...") that selects the devices of the groups in
+// should whose fleet state is state, over args, which it appends to. Groups are taken in ID
+// order, so one set of groups is always one statement (the statement cache keys on text).
+func stateFilter(state string, should map[product.GroupID]device.Should, args []any) (string, []any, error) {
+	if !slices.Contains(device.States, state) {
+		// Fail closed: a misspelt state would otherwise select nothing, silently.
+		return "", nil, fmt.Errorf("filter devices: unknown fleet state %q", state)
+	}
+	if len(should) == 0 {
+		return "", nil, fmt.Errorf("filter devices: fleet state %q needs what each group should run", state)
+	}
+	bind := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	// The targets are bound only for the states that compare them: PostgreSQL refuses a
+	// parameter the statement does not use (it cannot type it).
+	compare := state == device.StateCurrent || state == device.StateFailed || state == device.StatePending
+	var in, match []string
+	for _, gid := range slices.Sorted(maps.Keys(should)) {
+		s := should[gid]
+		g := bind(gid)
+		in = append(in, g)
+		if !compare {
+			continue
+		}
+		m := "group_id = " + g
+		if s.OSTarget != "" {
+			m += " AND running_os_target = " + bind(s.OSTarget)
+		}
+		if s.AppTarget != "" {
+			m += " AND running_app_target = " + bind(s.AppTarget)
+		}
+		match = append(match, "("+m+")")
+	}
+	cond := " AND group_id IN (" + strings.Join(in, ", ") + ")"
+	const ok = " AND attested_at IS NOT NULL AND refusal = ''"
+	matches := "(" + strings.Join(match, " OR ") + ")"
+	switch state {
+	case device.StateNever:
+		cond += " AND attested_at IS NULL"
+	case device.StateRefused:
+		cond += " AND refusal <> ''"
+	case device.StateCurrent:
+		cond += ok + " AND " + matches
+	case device.StateFailed:
+		cond += ok + " AND NOT " + matches + " AND update_state IN " + failedUpdates
+	case device.StatePending:
+		cond += ok + " AND NOT " + matches + " AND update_state NOT IN " + failedUpdates
+	}
+	return cond, args, nil
+}
+
+// countStatusQuery is CountStatus's statement and arguments: CountRunning's grouping, in
+// the order of the devices_running index, whose trailing columns (migration 17: refusal,
+// update_state, attested_at) hold everything the sums read, so SQLite counts by walking
+// that index alone (TestCountStatus_UsesIndex).
+func countStatusQuery(tenant any, f device.Filter, n int) (string, []any, error) {
+	cond, args, err := deviceFilter(f, tenant)
+	if err != nil {
+		return "", nil, err
+	}
+	args = append(args, limit(store.Page{Limit: n}))
+	return `SELECT ` + runningGroup + `, count(*),
+		sum(CASE WHEN attested_at IS NULL THEN 1 ELSE 0 END),
+		sum(CASE WHEN refusal <> '' THEN 1 ELSE 0 END),
+		sum(CASE WHEN attested_at IS NOT NULL AND refusal = '' AND update_state IN ` + failedUpdates + ` THEN 1 ELSE 0 END)
+		FROM devices WHERE tenant_id = $1` + cond +
+		` GROUP BY ` + runningGroup +
+		` ORDER BY product_id NULLS FIRST, group_id NULLS FIRST, running_os_target, running_os_version, running_app_target, running_app_version` +
+		` LIMIT $` + strconv.Itoa(len(args)), args, nil
+}
+
+func (s tenantDevices) CountStatus(ctx context.Context, f device.Filter, n int) ([]store.StatusCount, error) {
+	q, args, err := countStatusQuery(s.t.id, f, n)
+	if err != nil {
+		return nil, err
+	}
+	return queryList(ctx, s.t.tx, func(row interface{ Scan(...any) error }) (store.StatusCount, error) {
+		var c store.StatusCount
+		var pid, gid sql.NullString
+		r := &c.Running
+		err := row.Scan(&pid, &gid, &r.OSTarget, &r.OSVersion, &r.AppTarget, &r.AppVersion, &c.Devices, &c.Never, &c.Refused, &c.UpdateFailed)
+		c.ProductID, c.GroupID = product.ID(pid.String), product.GroupID(gid.String)
+		return c, err
+	}, q, args...)
+}
