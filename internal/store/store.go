@@ -372,6 +372,19 @@ type TenantDevices interface {
 	// CountStatus is CountRunning with each count split by what decides a device's fleet
 	// state besides what it should run (StatusCount). Same order and limit.
 	CountStatus(ctx context.Context, f device.Filter, limit int) ([]StatusCount, error)
+	// ListStatus is List with each device's fleet columns (DeviceRow).
+	ListStatus(ctx context.Context, f device.Filter, p Page) ([]DeviceRow, error)
+}
+
+// DeviceRow is a device with the columns the fleet status reads beside it: what it runs by
+// its last successful attestation, and its latest update report and last contact (schema
+// 13; "" and nil before any).
+type DeviceRow struct {
+	Device        device.Device
+	Running       device.Running
+	UpdateState   string
+	UpdateStateAt *time.Time
+	LastSeenAt    *time.Time
 }
 
 // StatusCount is how many of a group's devices run one combination of images (Devices), and

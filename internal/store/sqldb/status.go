@@ -115,3 +115,31 @@ func (s tenantDevices) CountStatus(ctx context.Context, f device.Filter, n int) 
 		return c, err
 	}, q, args...)
 }
+
+// withExtra scans a row's device columns with scanDevice and the columns that follow them
+// into extra.
+type withExtra struct {
+	row   interface{ Scan(...any) error }
+	extra []any
+}
+
+func (w withExtra) Scan(dest ...any) error { return w.row.Scan(append(dest, w.extra...)...) }
+
+func (s tenantDevices) ListStatus(ctx context.Context, f device.Filter, p store.Page) ([]store.DeviceRow, error) {
+	cond, args, err := deviceFilter(f, s.t.id, p.After)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, limit(p))
+	q := `SELECT ` + deviceCols + `, running_os_target, running_os_version, running_app_target, running_app_version,
+		update_state, update_state_at, last_seen_at
+		FROM devices WHERE tenant_id = $1 AND id > $2` + cond + ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
+	return queryList(ctx, s.t.tx, func(row interface{ Scan(...any) error }) (store.DeviceRow, error) {
+		var r store.DeviceRow
+		var updated, seen sql.NullTime
+		rr := &r.Running
+		d, err := scanDevice(withExtra{row, []any{&rr.OSTarget, &rr.OSVersion, &rr.AppTarget, &rr.AppVersion, &r.UpdateState, &updated, &seen}})
+		r.Device, r.UpdateStateAt, r.LastSeenAt = d, timePtr(updated), timePtr(seen)
+		return r, err
+	}, q, args...)
+}

@@ -17,6 +17,7 @@ var fleetStatusTests = []test{
 	{"ListByStateFollowsClassify", testStatusList},
 	{"CountStatusSplitsEachCount", testStatusCount},
 	{"RefusesUnknownStateOrMissingShould", testStatusRefused},
+	{"ListStatusAddsFleetColumns", testStatusListRows},
 	{"TenantIsolation", testIsolationStatus},
 }
 
@@ -213,4 +214,43 @@ func testIsolationStatus(h *harness) {
 	}
 	counts, err := h.countStatus(b.ID, device.Filter{}, 0)
 	wantEmpty(h.t, "B: Devices().CountStatus({})", counts, err)
+}
+
+// testStatusListRows: ListStatus lists what List does, each device with what it runs by its
+// last success (kept through a refusal), its latest update state and its last contact.
+func testStatusListRows(h *harness) {
+	f := newStatusFleet(h)
+	seen := h.tick().UTC()
+	db := h.s.(interface{ SQL() *sql.DB }).SQL()
+	if _, err := db.ExecContext(h.ctx(), `UPDATE devices SET last_seen_at = $1 WHERE id = $2`, seen, f.devices[5].ID); err != nil {
+		h.t.Fatal(err)
+	}
+	for _, filter := range []device.Filter{{ProductID: f.p.ID}, {ProductID: f.p.ID, State: device.StateRefused, Should: f.should}} {
+		list, err := h.listDevices(f.a.ID, filter, store.Page{})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		rows, err := readIn(h, f.a.ID, func(ctx context.Context, tt store.TenantTx) ([]store.DeviceRow, error) {
+			return tt.Devices().ListStatus(ctx, filter, store.Page{})
+		})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		var devices []device.Device
+		for _, r := range rows {
+			devices = append(devices, r.Device)
+		}
+		wantEqual(h.t, fmt.Sprintf("ListStatus(%+v) devices", filter.State), devices, nil, list)
+	}
+	rows, err := readIn(h, f.a.ID, func(ctx context.Context, tt store.TenantTx) ([]store.DeviceRow, error) {
+		return tt.Devices().ListStatus(ctx, device.Filter{ProductID: f.p.ID, State: device.StateRefused, Should: f.should}, store.Page{Limit: 1})
+	})
+	if err != nil || len(rows) != 1 {
+		h.t.Fatalf("ListStatus(refused, limit 1) = %d rows, %v; want 1", len(rows), err)
+	}
+	r := rows[0]
+	if r.Device.ID != f.devices[5].ID || r.Running != running(osB, appY) || r.UpdateState != "failed" ||
+		r.UpdateStateAt == nil || r.LastSeenAt == nil || !r.LastSeenAt.Equal(seen) {
+		h.t.Errorf("ListStatus(refused)[0] = %+v, want device 5 running osB appY, update failed, last seen %s", r, seen)
+	}
 }
