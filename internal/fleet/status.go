@@ -74,7 +74,7 @@ type GroupShould struct {
 	ProductID product.ID      `json:"product_id"`
 	GroupID   product.GroupID `json:"device_group_id"`
 	Group     string          `json:"device_group"`
-	Should
+	Should    Should          `json:"should"`
 }
 
 // StateCounts counts devices per fleet state (device.Classify).
@@ -102,13 +102,15 @@ type StatusRow struct {
 	Does device.Running `json:"does"`
 	// Matches: running Does is running what the group should (those that attest
 	// successfully are current).
-	Matches bool `json:"matches"`
-	StateCounts
+	Matches bool        `json:"matches"`
+	Counts  StateCounts `json:"counts"`
 }
 
 // GroupStatus is one group's part of the matrix.
 type GroupStatus struct {
-	Should GroupShould `json:"should"`
+	GroupID product.GroupID `json:"device_group_id"`
+	Group   string          `json:"device_group"`
+	Should  Should          `json:"should"`
 	Rows   []StatusRow `json:"rows"`
 	Totals StateCounts `json:"totals"`
 }
@@ -334,7 +336,7 @@ func (s *Service) StateFilter(ctx context.Context, t tenant.ID, pid product.ID, 
 	}
 	f.State, f.Should = state, map[product.GroupID]device.Should{}
 	for _, g := range shoulds {
-		f.Should[g.GroupID] = g.Targets()
+		f.Should[g.GroupID] = g.Should.Targets()
 	}
 	return f, nil
 }
@@ -383,7 +385,7 @@ func Tally(p product.Product, shoulds []GroupShould, counts []store.StatusCount)
 	index := make(map[product.GroupID]int, len(shoulds))
 	for i, g := range shoulds {
 		index[g.GroupID] = i
-		out.Groups[i] = GroupStatus{Should: g, Rows: []StatusRow{}}
+		out.Groups[i] = GroupStatus{GroupID: g.GroupID, Group: g.Group, Should: g.Should, Rows: []StatusRow{}}
 	}
 	for _, c := range counts {
 		i, ok := index[c.GroupID]
@@ -392,16 +394,17 @@ func Tally(p product.Product, shoulds []GroupShould, counts []store.StatusCount)
 		}
 		g := &out.Groups[i]
 		row := StatusRow{Does: c.Running, Matches: g.Should.Targets().Matches(c.Running)}
-		ok2 := c.Devices - c.Never - c.Refused
-		row.Devices, row.Never, row.Refused = c.Devices, c.Never, c.Refused
+		n := &row.Counts
+		n.Devices, n.Never, n.Refused = c.Devices, c.Never, c.Refused
+		attested := c.Devices - c.Never - c.Refused // attested successfully last
 		if row.Matches {
-			row.Current = ok2
+			n.Current = attested
 		} else {
-			row.Failed, row.Pending = c.UpdateFailed, ok2-c.UpdateFailed
+			n.Failed, n.Pending = c.UpdateFailed, attested-c.UpdateFailed
 		}
 		g.Rows = append(g.Rows, row)
-		g.Totals.add(row.StateCounts)
-		out.Totals.add(row.StateCounts)
+		g.Totals.add(*n)
+		out.Totals.add(*n)
 	}
 	return out
 }

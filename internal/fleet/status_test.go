@@ -195,7 +195,7 @@ func TestStatus_MatrixAgreesWithTheStateFilter(t *testing.T) {
 	}
 	var prodGroup fleetsvc.GroupStatus
 	for _, g := range m.Groups {
-		if g.Should.Group == "Production" {
+		if g.Group == "Production" {
 			prodGroup = g
 		}
 	}

@@ -191,10 +191,13 @@ func OpenAPI() map[string]any {
 					"schema": obj{"type": "integer", "minimum": 1, "maximum": MaxPageSize, "default": DefaultPageSize}},
 				obj{"name": "page_token", "in": "query", "required": false, "description": "next_page_token of the previous page.",
 					"schema": obj{"type": "string"}})
-			for _, f := range rt.Filters {
-				params = append(params, obj{"name": f, "in": "query", "required": false,
-					"description": "Only the object with this " + f + " (case-insensitive).", "schema": obj{"type": "string"}})
+		}
+		for _, f := range rt.Filters {
+			d, ok := filterDescriptions[f]
+			if !ok {
+				d = "Only the object with this " + f + " (case-insensitive)."
 			}
+			params = append(params, obj{"name": f, "in": "query", "required": false, "description": d, "schema": obj{"type": "string"}})
 		}
 		if rt.IfMatch != "" {
 			params = append(params, obj{"name": "If-Match", "in": "header", "required": rt.IfMatch == "required",
@@ -332,4 +335,11 @@ func tagOf(pattern string) string {
 		}
 	}
 	return "meta"
+}
+
+// filterDescriptions describe the query filters whose meaning is more than a name match.
+var filterDescriptions = map[string]string{
+	"product": "The product, by name (case-insensitive); required for the fleet status and by the group and state filters.",
+	"group":   "A device group of the product, by name (case-insensitive).",
+	"state":   "Fleet state: never, refused, current, failed or pending (docs/fleet-status.md).",
 }
