@@ -111,8 +111,8 @@ type GroupStatus struct {
 	GroupID product.GroupID `json:"device_group_id"`
 	Group   string          `json:"device_group"`
 	Should  Should          `json:"should"`
-	Rows   []StatusRow `json:"rows"`
-	Totals StateCounts `json:"totals"`
+	Rows    []StatusRow     `json:"rows"`
+	Totals  StateCounts     `json:"totals"`
 }
 
 // FleetStatus is the fleet-status matrix of one product (or one of its groups): per group,
@@ -137,8 +137,8 @@ type DeviceStatus struct {
 	Should Should `json:"should"`
 	// OwnShould: the device's floors make its Should differ from its group's; its State
 	// compares it with the group's should (GroupShould), like the counts.
-	OwnShould   bool          `json:"own_should"`
-	GroupShould *Should       `json:"group_should,omitempty"`
+	OwnShould   bool           `json:"own_should"`
+	GroupShould *Should        `json:"group_should,omitempty"`
 	Does        device.Running `json:"does"`
 	// State is its fleet state: never, refused, current, failed or pending.
 	State         string     `json:"state"`
