@@ -374,8 +374,9 @@ func (s *Service) Status(ctx context.Context, t tenant.ID, pid product.ID, gid p
 }
 
 // Tally builds the matrix from the groups' shoulds and the store's counts (CountStatus,
-// asked for MaxMatrixRows+1): each count's devices that attested successfully are current
-// when what they run matches the group's should, else failed (UpdateFailed) or pending.
+// asked for MaxMatrixRows+1, ordered by group and what the devices run): the devices of a
+// count that never attested are never; the others are in the state device.Classify gives
+// the count's refusal, images and update state, so the matrix and the state filter agree.
 // Groups keep the order of shoulds; counts of groups not in shoulds are left out.
 func Tally(p product.Product, shoulds []GroupShould, counts []store.StatusCount) FleetStatus {
 	out := FleetStatus{ProductID: p.ID, Product: p.Name, Groups: make([]GroupStatus, len(shoulds))}
@@ -393,18 +394,26 @@ func Tally(p product.Product, shoulds []GroupShould, counts []store.StatusCount)
 			continue
 		}
 		g := &out.Groups[i]
-		row := StatusRow{Does: c.Running, Matches: g.Should.Targets().Matches(c.Running)}
-		n := &row.Counts
-		n.Devices, n.Never, n.Refused = c.Devices, c.Never, c.Refused
-		attested := c.Devices - c.Never - c.Refused // attested successfully last
-		if row.Matches {
-			n.Current = attested
-		} else {
-			n.Failed, n.Pending = c.UpdateFailed, attested-c.UpdateFailed
+		should := g.Should.Targets()
+		// The store splits what the devices run by refusal and update state: one row each.
+		if n := len(g.Rows); n == 0 || g.Rows[n-1].Does != c.Running {
+			g.Rows = append(g.Rows, StatusRow{Does: c.Running, Matches: should.Matches(c.Running)})
 		}
-		g.Rows = append(g.Rows, row)
-		g.Totals.add(*n)
-		out.Totals.add(*n)
+		var n StateCounts
+		n.Devices, n.Never = c.Devices, c.Devices-c.Attested
+		switch device.Classify(should, true, c.Refusal, c.Running, c.UpdateState) {
+		case device.StateRefused:
+			n.Refused = c.Attested
+		case device.StateCurrent:
+			n.Current = c.Attested
+		case device.StateFailed:
+			n.Failed = c.Attested
+		default:
+			n.Pending = c.Attested
+		}
+		g.Rows[len(g.Rows)-1].Counts.add(n)
+		g.Totals.add(n)
+		out.Totals.add(n)
 	}
 	return out
 }

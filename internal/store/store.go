@@ -369,8 +369,10 @@ type TenantDevices interface {
 	// in no group count under empty IDs. At most limit counts (MaxLimit when limit is not
 	// positive or larger): ask for one more to learn whether the list was cut.
 	CountRunning(ctx context.Context, f device.Filter, limit int) ([]RunningCount, error)
-	// CountStatus is CountRunning with each count split by what decides a device's fleet
-	// state besides what it should run (StatusCount). Same order and limit.
+	// CountStatus counts the devices of f.ProductID (required) that f selects per group,
+	// what they run (target paths; each version is its path's last segment), last refusal
+	// and latest update state (StatusCount), ordered by those fields. Same limit as
+	// CountRunning.
 	CountStatus(ctx context.Context, f device.Filter, limit int) ([]StatusCount, error)
 	// ListStatus is List with each device's fleet columns (DeviceRow).
 	ListStatus(ctx context.Context, f device.Filter, p Page) ([]DeviceRow, error)
@@ -387,12 +389,17 @@ type DeviceRow struct {
 	LastSeenAt    *time.Time
 }
 
-// StatusCount is how many of a group's devices run one combination of images (Devices), and
-// of them how many never attested, were refused at their last attestation, or attested
-// successfully with a failed update (device.FailedUpdateStates) as their latest report.
+// StatusCount is how many of a group's devices run one combination of images, with one
+// refusal of their last attestation ("" on success or before any) and one latest update
+// state, and how many of them ever attested (Attested; the others never did).
 type StatusCount struct {
-	RunningCount
-	Never, Refused, UpdateFailed int
+	ProductID   product.ID
+	GroupID     product.GroupID
+	Running     device.Running
+	Refusal     string
+	UpdateState string
+	Devices     int
+	Attested    int
 }
 
 // RunningCount is how many of a group's devices run one combination of images.
