@@ -11,9 +11,9 @@ import (
 	"github.com/moat-iot/moat/internal/store/sqlite"
 )
 
-// TestCountStatus_UsesIndex: the fleet-status count walks the devices_running index alone
-// (migration 17), with no table rows and no sort, so its
-// cost is one index range of the product however large the device rows are.
+// TestCountStatus_UsesIndex: on SQLite the fleet-status count walks the devices_status
+// index of migration 17 in the order of its key, with no sort, over one range per product:
+// the statement's key expression must stay identical to the index's.
 func TestCountStatus_UsesIndex(t *testing.T) {
 	t.Parallel()
 	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "moat.db"), time.Now)
@@ -22,7 +22,7 @@ func TestCountStatus_UsesIndex(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	for _, f := range []device.Filter{{ProductID: "prd_1"}, {ProductID: "prd_1", GroupID: "grp_1"}} {
-		q, args, err := sqldb.CountStatusQuery("tnt_1", f, 0)
+		q, args, err := sqldb.CountStatusQuery("sqlite", "tnt_1", f, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,8 +44,8 @@ func TestCountStatus_UsesIndex(t *testing.T) {
 		}
 		rows.Close()
 		got := strings.Join(lines, "\n")
-		if !strings.Contains(got, "USING COVERING INDEX devices_status") || strings.Contains(got, "TEMP B-TREE") {
-			t.Errorf("query plan of CountStatus(%+v) =\n%s\nwant the covering index devices_status and no temporary b-tree", f, got)
+		if !strings.Contains(got, "USING INDEX devices_status") || strings.Contains(got, "TEMP B-TREE") {
+			t.Errorf("query plan of CountStatus(%+v) =\n%s\nwant the index devices_status and no temporary b-tree", f, got)
 		}
 	}
 }
