@@ -64,7 +64,8 @@ func attestRetrying(ctx context.Context, anon *client.Client, d testenv.Device, 
 }
 
 // TestAttest_1000Concurrent: a fleet attesting at once gets 1000 certificates with
-// distinct serials, each recorded with its device, on both databases.
+// distinct serials, each recorded with its device, on both databases (on SQLite under the
+// race detector, sqliteFleet of them: see race_test.go).
 //
 // Not parallel: the package's parallel tests wait until it is done, so that a thousand
 // handshakes at once do not starve their latency bounds.
@@ -73,7 +74,10 @@ func TestAttest_1000Concurrent(t *testing.T) {
 	// starved the machine is.
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			const n = 1000
+			n := 1000
+			if db == "sqlite" {
+				n = sqliteFleet
+			}
 			var opts []testenv.ServerOption
 			if db == "postgres" {
 				opts = append(opts, testenv.WithDatabase(testenv.FreshPostgresDatabase(t)))
