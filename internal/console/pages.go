@@ -35,7 +35,11 @@ func (c *Console) routes() []route {
 		{"GET /ui/t/{tenant}/products/{product}/groups/{group}", authSession, inTenant(groupPage)},
 		{"POST /ui/t/{tenant}/products/{product}/groups/{group}/deploy", authSession, inTenant(confirmDeploy)},
 		{"POST /ui/t/{tenant}/products/{product}/groups/{group}/deployments", authSession, inTenant(deploy)},
+		{"GET /ui/t/{tenant}/issues", authSession, inTenant(issues)},
+		{"GET /ui/t/{tenant}/issues/{issue}", authSession, inTenant(issuePage)},
 		{"GET /ui/t/{tenant}/error-reports", authSession, inTenant(errorReports)},
+		{"GET /ui/t/{tenant}/error-reports/download", authSession, inTenant(downloadReports)},
+		{"GET /ui/t/{tenant}/health", authSession, inTenant(health)},
 		{"GET /ui/t/{tenant}/audit", authSession, inTenant(auditLog)},
 	}
 }
@@ -45,12 +49,13 @@ var navigation = []struct{ label, segment string }{
 	{"Fleet", ""},
 	{"Devices", "devices"},
 	{"Deployments", "deployments"},
-	{"Error reports", "error-reports"},
+	{"Errors", "issues"},
+	{"Version health", "health"},
 	{"Audit log", "audit"},
 }
 
 // navOf maps a path segment to the nav entry it belongs to.
-var navOf = map[string]string{"products": "deployments"}
+var navOf = map[string]string{"products": "deployments", "error-reports": "issues"}
 
 func (q *req) nav() []navLink {
 	base := q.base()
@@ -263,6 +268,10 @@ type deviceView struct {
 	ReportsHref  string
 	Chart        Chart
 	Groups       []string
+	// Updates is a page of the device's update history, newest first; NextUpdates the
+	// device page with the next one.
+	Updates     []client.UpdateStateRecord
+	NextUpdates string
 }
 
 type certRow struct {
@@ -310,6 +319,9 @@ func devicePage(q *req) error {
 		v.Certificates = append(v.Certificates, r)
 	}
 	if v.Chart, v.Reports, err = q.reportsChart(d.ID, 10); err != nil {
+		return err
+	}
+	if err := q.updateHistory(&v); err != nil {
 		return err
 	}
 	return q.render(http.StatusOK, "device.html", "Device "+short(d.ID), v)
@@ -396,15 +408,6 @@ func deviceErrorReports(q *req) error {
 		v.Next = v.DeviceHref + "/error-reports?" + url.Values{"page_token": {page.NextPageToken}}.Encode()
 	}
 	return q.render(http.StatusOK, "reports.html", "Error reports of "+short(d.ID), v)
-}
-
-// errorReports is the tenant's error-report page: today a way to a device's reports; the
-// issues grouping and per-day counts of the whole tenant join here.
-func errorReports(q *req) error {
-	if id := q.r.URL.Query().Get("device"); id != "" {
-		return q.redirect(q.deviceHref(strings.TrimSpace(id)) + "/error-reports")
-	}
-	return q.render(http.StatusOK, "errors.html", "Error reports", nil)
 }
 
 func deployments(q *req) error {
