@@ -280,5 +280,11 @@ func listQuery(o ListOptions) url.Values {
 	if o.Product != "" {
 		q.Set("product", o.Product)
 	}
+	if o.Group != "" {
+		q.Set("group", o.Group)
+	}
+	if o.State != "" {
+		q.Set("state", o.State)
+	}
 	return q
 }

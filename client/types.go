@@ -206,8 +206,12 @@ type ListOptions struct {
 	// Name keeps only the object with this exact name, on lists that support it
 	// (tenants, products, device groups).
 	Name string
-	// Product keeps only the devices of the product with this name (ListDevices).
+	// Product keeps only the devices of the product with this name (ListDevices,
+	// ListDeviceStatuses).
 	Product string
+	// Group and State keep only the devices of the product's group with this name, and in
+	// this fleet state (never, refused, current, failed, pending); both need Product.
+	Group, State string
 }
 
 // Page is one page of a list. NextPageToken is empty on the last page.

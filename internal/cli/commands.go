@@ -22,6 +22,7 @@ func commands(env *Env) []*ffcli.Command {
 		newProductCmd(env),
 		newDeviceGroupCmd(env),
 		newDeviceCmd(env),
+		newFleetCmd(env),
 		newImageCmd(env),
 		newDeploymentCmd(env),
 		newErrorReportCmd(env),

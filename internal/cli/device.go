@@ -340,39 +340,51 @@ func dedupe(ids []string) []string {
 }
 
 func newDeviceList(env *Env) *ffcli.Command {
-	var product string
+	var product, group, state string
 	return newVerb(env, "device", verb{
 		name:   "list",
 		short:  "List the tenant's devices, with their group, state and last attestation.",
 		tenant: true,
 		long: `Lists the tenant's devices: device group (PRODUCT/GROUP), blocked, development capability,
-and the time and result of the last attestation. --product keeps one product's devices.
+and the time and result of the last attestation.
+
+With --product, lists that product's devices with their fleet status instead: what each
+should run beside what it does run, its state, its last update state, when the service
+last heard from it and its last attestation (-o json prints the device statuses). --group
+keeps one group of the product, --state one state: never, refused, current, failed
+(its update failed or rolled back) or pending (see 'moat fleet status').
 
 EXAMPLES
   moat device list
+  moat device list --product DW100 --group Production --state failed
   moat device list --product DW100 -o json`,
-		flags: func(fs *flag.FlagSet) { productFlag(fs, &product) },
+		flags: func(fs *flag.FlagSet) {
+			productFlag(fs, &product)
+			fs.StringVar(&group, "group", "", "only the device group `NAME` of --product")
+			fs.StringVar(&state, "state", "", "only devices in this fleet `STATE`: never, refused, current, failed, pending")
+		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 0, ""); err != nil {
 				return err
+			}
+			if err := checkState(state); err != nil {
+				return err
+			}
+			if product == "" && (group != "" || state != "") {
+				return usagef("--group and --state need --product: what a device should run is chosen per product and group")
 			}
 			c, tenant, err := s.inTenant(ctx)
 			if err != nil {
 				return err
 			}
-			only, productName := "", ""
 			if product != "" {
 				p, err := s.findProduct(ctx, tenant, product)
 				if err != nil {
 					return err
 				}
-				only, productName = p.ID, p.Name
+				return deviceStatusList(ctx, s, c, tenant, p.ID, client.ListOptions{Product: p.Name, Group: group, State: state})
 			}
-			// The server filters by product name where it can; the IDs are checked here too.
 			var opts client.ListOptions
-			if product != "" {
-				opts.Product = productName
-			}
 			all, err := client.Collect(ctx, opts, func(ctx context.Context, o client.ListOptions) (client.Page[client.Device], error) {
 				return c.ListDevices(ctx, tenant, o)
 			})
@@ -380,14 +392,6 @@ EXAMPLES
 				return err
 			}
 			items := all
-			if only != "" {
-				items = []client.Device{}
-				for _, d := range all {
-					if d.ProductID == only {
-						items = append(items, d)
-					}
-				}
-			}
 			if s.json() {
 				return s.printJSON(items)
 			}

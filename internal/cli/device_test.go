@@ -202,8 +202,8 @@ func TestDevice_ManufactureClaimGroupAndChain(t *testing.T) {
 	if d.ID != id || d.GroupID != moved.GroupID || d.Blocked || !d.Development || d.Attestation != nil || d.Floors == nil {
 		t.Errorf("device show -o json = %+v, want it in the group, unblocked, with the development capability", d)
 	}
-	if inProduct := mustJSON[[]client.Device](contoso, "device", "list", "--product", "DW100"); len(inProduct) != 1 || inProduct[0].ID != id {
-		t.Errorf("device list --product DW100 = %+v, want only %s", inProduct, id)
+	if inProduct := mustJSON[[]client.DeviceStatus](contoso, "device", "list", "--product", "DW100"); len(inProduct) != 1 || inProduct[0].ID != id || inProduct[0].State != client.StateNever {
+		t.Errorf("device list --product DW100 = %+v, want only %s, never attested", inProduct, id)
 	}
 	if certs := mustJSON[[]client.DeviceCertificate](contoso, "device", "certificates", id); len(certs) != 0 {
 		t.Errorf("device certificates of a device that never attested = %+v", certs)

@@ -125,6 +125,11 @@ type Filter struct {
 	// AttestedBefore, when not zero, selects the devices whose last attestation, whatever
 	// its outcome, was before it (devices that never attested are OutcomeNever).
 	AttestedBefore time.Time
+	// State selects by fleet state (StateNever ... StatePending, see Classify) against
+	// Should, what each group's devices should run: only devices of the groups Should names
+	// are selected. A State without Should is an error.
+	State  string
+	Should map[product.GroupID]Should
 }
 
 // NoTarget in Filter.OSTarget or Filter.AppTarget selects devices that run no known image

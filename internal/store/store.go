@@ -377,6 +377,37 @@ type TenantDevices interface {
 	// last_seen_at is unset or older than at-every (one conditional UPDATE). It reports
 	// whether it wrote; a device that is not the tenant's is not written (false, nil).
 	Seen(ctx context.Context, id device.ID, at time.Time, every time.Duration) (bool, error)
+	// CountStatus counts the devices of f.ProductID (required) that f selects per group,
+	// what they run (target paths; each version is its path's last segment), last refusal
+	// and latest update state (StatusCount), ordered by those fields. Same limit as
+	// CountRunning.
+	CountStatus(ctx context.Context, f device.Filter, limit int) ([]StatusCount, error)
+	// ListStatus is List with each device's fleet columns (DeviceRow).
+	ListStatus(ctx context.Context, f device.Filter, p Page) ([]DeviceRow, error)
+}
+
+// DeviceRow is a device with the columns the fleet status reads beside it: what it runs by
+// its last successful attestation, and its latest update report and last contact (schema
+// 13; "" and nil before any).
+type DeviceRow struct {
+	Device        device.Device
+	Running       device.Running
+	UpdateState   string
+	UpdateStateAt *time.Time
+	LastSeenAt    *time.Time
+}
+
+// StatusCount is how many of a group's devices run one combination of images, with one
+// refusal of their last attestation ("" on success or before any) and one latest update
+// state, and how many of them ever attested (Attested; the others never did).
+type StatusCount struct {
+	ProductID   product.ID
+	GroupID     product.GroupID
+	Running     device.Running
+	Refusal     string
+	UpdateState string
+	Devices     int
+	Attested    int
 }
 
 // RunningCount is how many of a group's devices run one combination of images.

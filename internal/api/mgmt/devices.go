@@ -141,19 +141,9 @@ func (a *API) listDevices(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var f device.Filter
-	if name := c.r.URL.Query().Get("product"); name != "" {
-		if len(name) > 64 {
-			return nil, problem.New(problem.Invalid, "invalid_filter", "product must be a product name")
-		}
-		err := a.readTenant(c, func(tt store.TenantTx) error {
-			prod, err := tt.Products().GetByName(c.ctx, name)
-			f.ProductID = prod.ID
-			return err
-		})
-		if err != nil {
-			return nil, storeProblem(err, "product", name)
-		}
+	f, err := a.fleetQuery(c, false) // product, group, state (fleetstatus.go)
+	if err != nil {
+		return nil, err
 	}
 	var items []device.Device
 	err = a.readTenant(c, func(tt store.TenantTx) error {

@@ -152,6 +152,7 @@ func newLeakTenant(t *testing.T, p *testenv.Platform, osImg testenv.Image, name,
 	lt := &leakTenant{id: ten.ID, product: prod.ID, productName: product, group: gs.Items[0].ID, device: dev.ID, issue: issue, admin: newAPI(t, p.Server, m.Secret),
 		own: map[string][]string{
 			"listDevices":            {dev.ID},
+			"listDeviceStatuses":     {dev.ID},
 			"listDeviceCertificates": {is.Serial},
 			"listErrorReports":       accepted,
 			"listErrorIssues":        {issue, errreport.IssueID(errreport.Signature(reports[0]))},
@@ -192,6 +193,9 @@ func (lt *leakTenant) checkLists(t *testing.T, p *testenv.Platform, other *leakT
 			}
 			return v
 		})
+		if rt.OperationID == "listDeviceStatuses" { // the fleet status is per product
+			path += "?product=" + url.QueryEscape(lt.productName)
+		}
 		items := lt.walk(t, path)
 		seen[rt.OperationID] = true
 		for _, it := range items {
@@ -225,6 +229,24 @@ func (lt *leakTenant) checkLists(t *testing.T, p *testenv.Platform, other *leakT
 		if r := lt.admin.do("GET", "/api/v1/tenants/"+lt.id+"/"+list+"?product="+url.QueryEscape(other.productName), nil); r.Status != 404 || r.problem(t).Code != "product_not_found" {
 			t.Errorf("%s of %s filtered by %s's product = %d %s, want 404 product_not_found", list, lt.id, other.id, r.Status, r.Body)
 		}
+	}
+	// So does the fleet status, and the tenant's own fleet status shows nothing of other's.
+	for _, route := range []string{"/fleet-status", "/device-statuses", "/devices"} {
+		for _, q := range []string{"?product=", "?group=Production&product=", "?state=current&product="} {
+			r := lt.admin.do("GET", "/api/v1/tenants/"+lt.id+route+q+url.QueryEscape(other.productName), nil)
+			if r.Status != 404 || r.problem(t).Code != "product_not_found" {
+				t.Errorf("%s%s of %s filtered by %s's product = %d %s, want 404 product_not_found", route, q, lt.id, other.id, r.Status, r.Body)
+			}
+		}
+	}
+	status := lt.admin.must(200, "GET", "/api/v1/tenants/"+lt.id+"/fleet-status?product="+url.QueryEscape(lt.productName), nil)
+	for _, id := range other.ids {
+		if bytes.Contains(status.Body, []byte(id)) {
+			t.Errorf("tenant %s's fleet status names %q of tenant %s", lt.id, id, other.id)
+		}
+	}
+	if !bytes.Contains(status.Body, []byte(`"current":1`)) {
+		t.Errorf("tenant %s's fleet status does not count its own current device: %s", lt.id, status.Body)
 	}
 	// The tenant's view of the image repository names only its own app.
 	apps := lt.admin.must(200, "GET", "/api/v1/tenants/"+lt.id+"/tuf/metadata/1.apps.json", nil)

@@ -202,6 +202,9 @@ func OpenAPI() map[string]any {
 		for _, f := range rt.Filters {
 			desc, ok := filterDescriptions[rt.OperationID][f]
 			if !ok {
+				desc, ok = commonFilterDescriptions[f]
+			}
+			if !ok {
 				desc = "Only the object with this " + f + " (case-insensitive)."
 			}
 			params = append(params, obj{"name": f, "in": "query", "required": false, "description": desc, "schema": obj{"type": "string"}})
@@ -345,4 +348,12 @@ func tagOf(pattern string) string {
 		}
 	}
 	return "meta"
+}
+
+// commonFilterDescriptions describe the query filters whose meaning is more than a name
+// match, for the operations filterDescriptions says nothing of.
+var commonFilterDescriptions = map[string]string{
+	"product": "The product, by name (case-insensitive); required for the fleet status and by the group and state filters.",
+	"group":   "A device group of the product, by name (case-insensitive).",
+	"state":   "Fleet state: never, refused, current, failed or pending (docs/fleet-status.md).",
 }

@@ -121,6 +121,10 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		check(w.op, "POST", tenants, `{"name":"Northwind"}`)
 		check(a.admin, "GET", tenants+"/"+a.tenant, "")
 		check(a.admin, "GET", products+"?limit=2", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/fleet-status?product=DW100", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/fleet-status", "") // 400 problem: product required
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/device-statuses?product=DW100&state=pending", "")
+		check(a.admin, "GET", tenants+"/"+a.tenant+"/devices?product=DW100&group=Production&state=current", "")
 		check(a.admin, "GET", products+"?name=DW100", "")
 		var p object
 		check(a.admin, "POST", products, `{"name":"DW200","description":"next model"}`).decode(t, &p)

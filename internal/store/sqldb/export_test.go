@@ -10,6 +10,7 @@ var (
 	CountRunningQuery = countRunningQuery
 	CountByImageQuery = countByImageQuery
 	ListIssuesQuery   = listIssuesQuery
+	CountStatusQuery  = countStatusQuery
 )
 
 // RebuildIssues recomputes every issue aggregate from error_reports.issue_id, as migration

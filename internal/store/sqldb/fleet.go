@@ -57,6 +57,14 @@ func deviceFilter(f device.Filter, args ...any) (string, []any, error) {
 	if !f.AttestedBefore.IsZero() {
 		bind("attested_at <", utc(f.AttestedBefore))
 	}
+	if f.State != "" {
+		cond, more, err := stateFilter(f.State, f.Should, args)
+		if err != nil {
+			return "", nil, err
+		}
+		q.WriteString(cond)
+		args = more
+	}
 	return q.String(), args, nil
 }
 

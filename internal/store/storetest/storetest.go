@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ErrorIssues", errorIssueTests},
 		{"Fleet", fleetTests},
 		{"ReportInsights", reportInsightTests},
+		{"FleetStatus", fleetStatusTests},
 		{"Leases", leaseTests},
 		{"Console", consoleTests},
 		{"Blobs", blobTests},
