@@ -181,7 +181,7 @@ func TestBrowser_Console(t *testing.T) {
 	}
 
 	pages := []struct{ name, path, want string }{
-		{"02-fleet", "/", "DW100"},
+		{"02-fleet", "/", "Should run vs does run"},
 		{"03-devices", "/devices", w.device[:12]},
 		{"04-device", "/devices/" + w.device, "Update history"},
 		{"05-device-error-reports", "/devices/" + w.device + "/error-reports", "app_crash"},
@@ -189,6 +189,7 @@ func TestBrowser_Console(t *testing.T) {
 		{"06a-error-issues", "/issues", w.issue},
 		{"06b-error-issue", "/issues/" + w.issue, "Versions affected"},
 		{"06c-version-health", "/health", "dw100-app 1.0.0"},
+		{"03a-devices-current", "/devices?product=DW100&state=current", "Should run"},
 		{"07-deployments", "/deployments", "Production"},
 		{"08-group", "/products/" + p.Product + "/groups/" + w.group.ID, "Deploy an app image"},
 		{"09-audit", "/audit", "device.claim"},

@@ -154,7 +154,8 @@ func (w *world) aPaths() []string {
 	}
 	return append(out, a+"/", a+"/devices", a+"/devices?product=DW100", a+"/deployments", a+"/error-reports", a+"/audit",
 		a+"/devices/"+w.device+"?updates=x", a+"/issues", a+"/issues?product=DW100&sort=reports", a+"/error-reports?product="+w.p.Product+"&kind=app_crash",
-		a+"/error-reports/download?format=csv", a+"/error-reports/download?format=json&group="+w.group.ID, a+"/health", a+"/health?window=30d")
+		a+"/error-reports/download?format=csv", a+"/error-reports/download?format=json&group="+w.group.ID, a+"/health", a+"/health?window=30d",
+		a+"/devices?product=DW100&state=failed", a+"/devices?group="+w.group.ID+"&state=current")
 }
 
 // aPosts are every console form of A's objects, under A's and B's tenant paths.

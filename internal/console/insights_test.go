@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"html"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -114,4 +115,44 @@ func indexOf(row []string, col string) int {
 		}
 	}
 	return -1
+}
+
+// TestConsole_FleetStatus reads the overview's should-vs-does matrix and the device list
+// filtered by state: each count links to its devices, and the list shows should, does and
+// state beside each device.
+func TestConsole_FleetStatus(t *testing.T) {
+	t.Parallel()
+	p := startPlatform(t, nil)
+	w := newWorld(t, p)
+	b := newBrowser(t, p.Server)
+	b.signIn(w.adminTok)
+	a := "/ui/t/" + p.Tenant
+	current := a + "/devices?" + url.Values{"group": {w.group.ID}, "product": {"DW100"}, "state": {"current"}}.Encode()
+	for _, tc := range []struct {
+		path string
+		want []string
+	}{
+		{"/", []string{"Should run vs does run", "2 devices: 2 current, 0 pending", "moat-os 1.0.0 &#43; any app", "moat-os 1.0.0 &#43; dw100-app 1.0.0",
+			`href="` + html.EscapeString(current) + `"`, html.EscapeString(imgPayload)}},
+		{"/devices?product=DW100&state=current", []string{w.device[:12], w.evil[:12], "Should run", `class="state state-current">current`, "dw100-app 1.0.0"}},
+		{"/devices?state=failed", []string{"No devices."}},
+		{"/devices?group=" + w.group.ID, []string{w.device[:12], "DW100/Production"}},
+	} {
+		pg := b.get(a + tc.path)
+		if pg.status != http.StatusOK {
+			t.Errorf("GET %s = %d, want 200: %s", tc.path, pg.status, pg.body)
+			continue
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(pg.body, want) {
+				t.Errorf("GET %s lacks %q", tc.path, want)
+			}
+		}
+	}
+	if pg := b.get(a + "/devices?group=" + w.group.ID + "&state=current"); strings.Contains(pg.body, w.evil[:12]) {
+		t.Errorf("devices of DW100/Production list the device of another group")
+	}
+	if pg := b.get(a + "/devices?product=DW100&state=bogus"); pg.status != http.StatusBadRequest {
+		t.Errorf("GET devices?state=bogus = %d, want 400", pg.status)
+	}
 }

@@ -152,6 +152,8 @@ type overviewView struct {
 type productRow struct {
 	Product client.Product
 	Groups  []groupRow
+	// Status is the product's fleet-status matrix (overview only).
+	Status *statusView
 }
 
 type groupRow struct {
@@ -182,6 +184,11 @@ func overview(q *req) error {
 			}
 			row.Groups = append(row.Groups, gr)
 		}
+		st, err := q.fleetStatus(p)
+		if err != nil {
+			return err
+		}
+		row.Status = &st
 		v.Products = append(v.Products, row)
 	}
 	return q.render(http.StatusOK, "overview.html", "Fleet", v)
@@ -193,9 +200,13 @@ const devicesPageSize = 50
 
 type devicesView struct {
 	Products []client.Product
-	Product  string
-	Devices  []deviceRow
-	Next     string
+	Groups   []groupRef
+	States   []option
+	Filter   deviceFilter
+	// Status: the rows carry their fleet status (a product is chosen).
+	Status  bool
+	Devices []deviceRow
+	Next    string
 }
 
 type deviceRow struct {
@@ -204,6 +215,9 @@ type deviceRow struct {
 	Group   string
 	OS, App string
 	Outcome string
+	// Status, Should and Does: the device's fleet status, on the device list of a product.
+	Status      *client.DeviceStatus
+	Should, Does string
 }
 
 func (q *req) deviceHref(id string) string { return q.base() + "devices/" + url.PathEscape(id) }
@@ -239,23 +253,34 @@ func devices(q *req) error {
 	if err != nil {
 		return err
 	}
-	qs := q.r.URL.Query()
-	v := devicesView{Products: ps, Product: qs.Get("product")}
-	page, err := q.api.ListDevices(q.ctx, q.tenant.ID, client.ListOptions{Limit: devicesPageSize, PageToken: qs.Get("page_token"), Product: v.Product})
+	f, err := q.deviceFilter(ps, gs)
 	if err != nil {
 		return err
 	}
-	for _, d := range page.Items {
-		r := deviceRow{Device: d, Href: q.deviceHref(d.ID), Group: groupName(gs, d.ProductID, d.GroupID), Outcome: outcome(d)}
-		r.OS, r.App = running(d)
-		v.Devices = append(v.Devices, r)
-	}
-	if page.NextPageToken != "" {
-		next := url.Values{"page_token": {page.NextPageToken}}
-		if v.Product != "" {
-			next.Set("product", v.Product)
+	v := devicesView{Products: ps, Groups: gs, States: stateOptions, Filter: f, Status: f.Product != ""}
+	token := q.r.URL.Query().Get("page_token")
+	var next string
+	if v.Status {
+		// A product's devices come with what each should run beside what it does.
+		if v.Devices, next, err = q.statusRows(f, gs, token); err != nil {
+			return err
 		}
-		v.Next = q.base() + "devices?" + next.Encode()
+	} else {
+		page, err := q.api.ListDevices(q.ctx, q.tenant.ID, client.ListOptions{Limit: devicesPageSize, PageToken: token})
+		if err != nil {
+			return err
+		}
+		for _, d := range page.Items {
+			r := deviceRow{Device: d, Href: q.deviceHref(d.ID), Group: groupName(gs, d.ProductID, d.GroupID), Outcome: outcome(d)}
+			r.OS, r.App = running(d)
+			v.Devices = append(v.Devices, r)
+		}
+		next = page.NextPageToken
+	}
+	if next != "" {
+		qv := f.query()
+		qv.Set("page_token", next)
+		v.Next = q.base() + "devices?" + qv.Encode()
 	}
 	return q.render(http.StatusOK, "devices.html", "Devices", v)
 }
