@@ -216,7 +216,7 @@ type deviceRow struct {
 	OS, App string
 	Outcome string
 	// Status, Should and Does: the device's fleet status, on the device list of a product.
-	Status      *client.DeviceStatus
+	Status       *client.DeviceStatus
 	Should, Does string
 }
 
