@@ -1,7 +1,9 @@
 package console_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/csv"
 	"net/url"
 	"os"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/network"
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -178,11 +181,15 @@ func TestBrowser_Console(t *testing.T) {
 	}
 
 	pages := []struct{ name, path, want string }{
-		{"02-fleet", "/", "DW100"},
+		{"02-fleet", "/", "Should run vs does run"},
 		{"03-devices", "/devices", w.device[:12]},
-		{"04-device", "/devices/" + w.device, "Versions over time"},
+		{"04-device", "/devices/" + w.device, "Update history"},
 		{"05-device-error-reports", "/devices/" + w.device + "/error-reports", "app_crash"},
-		{"06-error-reports", "/error-reports", "Device ID"},
+		{"06-error-reports", "/error-reports", "Download CSV"},
+		{"06a-error-issues", "/issues", w.issue},
+		{"06b-error-issue", "/issues/" + w.issue, "Versions affected"},
+		{"06c-version-health", "/health", "dw100-app 1.0.0"},
+		{"03a-devices-current", "/devices?product=DW100&state=current", "Should run"},
 		{"07-deployments", "/deployments", "Production"},
 		{"08-group", "/products/" + p.Product + "/groups/" + w.group.ID, "Deploy an app image"},
 		{"09-audit", "/audit", "device.claim"},
@@ -197,6 +204,8 @@ func TestBrowser_Console(t *testing.T) {
 		}
 		noScriptRan(pg.name)
 	}
+
+	insights(t, b, w, tbase, noScriptRan)
 
 	// The device page: the chart is an inline SVG with a bar per day, and the payloads are
 	// text, not elements.
@@ -213,6 +222,9 @@ func TestBrowser_Console(t *testing.T) {
 		t.Errorf("report texts = %q / %q, want the payloads shown as text", message, stderr)
 	}
 	noScriptRan("device page")
+	if st := run(b, "read update state", chromedp.Text(chromedp.ID("update-state"))); !strings.HasPrefix(st, "failed at ") {
+		t.Errorf("device's update state = %q, want failed with its time", st)
+	}
 
 	// Actions: block, move, deploy (with its confirmation step).
 	b.do("block", chromedp.Click(chromedp.ID("block")), chromedp.WaitVisible(chromedp.ID("unblock")))
@@ -264,4 +276,85 @@ func TestBrowser_Console(t *testing.T) {
 		t.Errorf("after sign-out the old cookie lands on %q, want /ui/sign-in", loc)
 	}
 	noScriptRan("after sign-out")
+}
+
+// insights checks the error-insight pages in the browser: the issue's chart of reports
+// per day (30 bars) and the version-health chart (a bar per version that devices run),
+// the payloads of the reports shown as text on the issue page and the report list, and
+// the CSV downloaded through the console (session cookie only) with the device's formula
+// neutralised.
+func insights(t *testing.T, b tab, w *world, tbase string, noScriptRan func(string)) {
+	t.Helper()
+	b.do("issue page", chromedp.Navigate(tbase+"/issues/"+w.issue), chromedp.WaitVisible(chromedp.CSS("#issue-chart svg.chart")))
+	if bars := run(b, "count issue bars", chromedp.Evaluate[int](`document.querySelectorAll("#issue-chart svg.chart .chart-bar rect").length`)); bars != 30 {
+		t.Errorf("issue chart has %d bars, want 30 (one per day)", bars)
+	}
+	msg := run(b, "read issue message", chromedp.Text(chromedp.ID("issue-message")))
+	stderr := run(b, "read issue stderr", chromedp.Text(chromedp.CSS("pre.stderr")))
+	if msg != scriptPayload || !strings.Contains(stderr, imgPayload) {
+		t.Errorf("issue page texts = %q / %q, want the payloads shown as text", msg, stderr)
+	}
+	if href := run(b, "read device link", chromedp.AttributeValue(chromedp.CSS("a.device-link"), "href")).Value; href != "/ui/t/"+w.p.Tenant+"/devices/"+w.device {
+		t.Errorf("issue report links to %q, want its device", href)
+	}
+	for _, page := range []string{"/issues/" + w.issue, "/error-reports", "/issues"} {
+		b.do("open "+page, chromedp.Navigate(tbase+page), chromedp.WaitVisible(chromedp.CSS("main")))
+		if n := run(b, "count elements", chromedp.Evaluate[int](`document.querySelectorAll("main img, main script").length`)); n != 0 {
+			t.Errorf("%s has %d img/script elements in main, want 0 (payloads must be text)", page, n)
+		}
+		noScriptRan(page)
+	}
+
+	b.do("health page", chromedp.Navigate(tbase+"/health?window=30d"), chromedp.WaitVisible(chromedp.CSS("#health-chart svg.chart")))
+	labels := run(b, "read health labels", chromedp.Evaluate[[]string](`[...document.querySelectorAll("#health-chart .chart-label")].map(e => e.textContent)`))
+	if strings.Join(labels, ",") != "moat-os 1.0.0,dw100-app 1.0.0" {
+		t.Errorf("version-health chart labels = %q, want the OS and the app version", labels)
+	}
+
+	// The download: the browser follows the console's link with its cookie; the file is
+	// the API's CSV.
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(b.ctx)
+	defer cancel()
+	progress := chromedp.Events(ctx, cdpbrowser.DownloadProgress)
+	yes := true
+	if _, err := chromedp.Call(b.ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllowAndName, DownloadPath: dir, EventsEnabled: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	b.do("download CSV", chromedp.Navigate(tbase+"/error-reports"), chromedp.Click(chromedp.ID("download-csv")))
+	var file string
+	for ev, err := range progress {
+		if err != nil {
+			t.Fatalf("download: %v", err)
+		}
+		if ev.State == cdpbrowser.DownloadProgressStateCanceled {
+			t.Fatal("the browser cancelled the download")
+		}
+		if ev.State == cdpbrowser.DownloadProgressStateCompleted {
+			file = filepath.Join(dir, ev.GUID)
+			break
+		}
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil || len(rows) < 2 {
+		t.Fatalf("downloaded CSV = %d rows, %v", len(rows), err)
+	}
+	msgCol := indexOf(rows[0], "message")
+	var formula []string
+	for _, r := range rows[1:] {
+		if strings.Contains(r[msgCol], "HYPERLINK") {
+			formula = append(formula, r[msgCol])
+		}
+	}
+	if len(formula) != 1 || formula[0] != "'"+formulaPayload {
+		t.Errorf("downloaded formula cells = %q, want one, neutralised: %q", formula, "'"+formulaPayload)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "error-reports.csv"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -3,6 +3,8 @@ package console
 import (
 	"fmt"
 	"html/template"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -10,13 +12,17 @@ import (
 // Point is one bar of a chart.
 type Point struct {
 	Label string
-	Value int
+	Value float64
 }
 
 // Chart is a titled series of bars.
 type Chart struct {
 	Title  string
 	Points []Point
+	// Max is the value of a full-height bar; 0 scales to the largest value.
+	Max float64
+	// Unit follows each value ("%").
+	Unit string
 }
 
 // Chart geometry, in SVG user units.
@@ -36,9 +42,11 @@ func barChart(c Chart) template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" role="img" viewBox="0 0 %d %d" xmlns="http://www.w3.org/2000/svg"><title>%s</title>`,
 		chartWidth, chartHeight, esc(c.Title))
-	maxV := 0
-	for _, p := range c.Points {
-		maxV = max(maxV, p.Value)
+	maxV := c.Max
+	if maxV <= 0 {
+		for _, p := range c.Points {
+			maxV = max(maxV, p.Value)
+		}
 	}
 	n := len(c.Points)
 	if n == 0 {
@@ -52,14 +60,15 @@ func barChart(c Chart) template.HTML {
 	for i, p := range c.Points {
 		h := 0.0
 		if maxV > 0 {
-			h = float64(p.Value) / float64(maxV) * float64(plot)
+			h = min(p.Value/maxV, 1) * float64(plot)
 		}
+		val := esc(number(p.Value) + c.Unit)
 		x := float64(i)*slot + (slot-bar)/2
 		y := float64(chartHeight-chartBottom) - h
-		fmt.Fprintf(&b, `<g class="chart-bar"><rect x="%.1f" y="%.1f" width="%.1f" height="%.1f"><title>%s: %d</title></rect>`,
-			x, y, bar, h, esc(p.Label), p.Value)
+		fmt.Fprintf(&b, `<g class="chart-bar"><rect x="%.1f" y="%.1f" width="%.1f" height="%.1f"><title>%s: %s</title></rect>`,
+			x, y, bar, h, esc(p.Label), val)
 		if p.Value > 0 {
-			fmt.Fprintf(&b, `<text class="chart-value" x="%.1f" y="%.1f">%d</text>`, x+bar/2, y-3, p.Value)
+			fmt.Fprintf(&b, `<text class="chart-value" x="%.1f" y="%.1f">%s</text>`, x+bar/2, max(y-3, 10), val)
 		}
 		if n <= 16 || i%(n/8+1) == 0 {
 			fmt.Fprintf(&b, `<text class="chart-label" x="%.1f" y="%d">%s</text>`, x+bar/2, chartHeight-chartBottom+16, esc(p.Label))
@@ -68,6 +77,11 @@ func barChart(c Chart) template.HTML {
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) //nolint:gosec // built from escaped values only
+}
+
+// number formats a value with at most one decimal, and none for a whole number.
+func number(v float64) string {
+	return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64)
 }
 
 // perDay counts times per UTC day over the days days ending with end's day, oldest first.

@@ -1,12 +1,16 @@
 // Package console is moat's web console for support staff: server-rendered pages under /ui/
-// on the management listener (fleet overview, devices, a device, deployments, error
-// reports, the audit log) and the actions a Contributor may take there (block or unblock a
+// on the management listener (fleet overview with should-run vs does-run, devices by
+// state, a device with its update history, deployments, error issues and reports with
+// their download, version health, the audit log) and the actions a Contributor may take there (block or unblock a
 // device, move it to another group, deploy an app image to a group after a confirmation).
 //
 // It holds no business rule of its own. Every read and change is a call of the management
 // API, served in-process (inProcess) as the session's user through the public Go client:
 // roles, 404 for another tenant's objects (rule 3), If-Match, audit events and change
-// notifications are exactly the API's. What the console adds is the browser's edge:
+// notifications are exactly the API's. The one exception to the client is the error-report
+// download (download.go): the API's export handler writes into the console's response
+// directly, as the session's principal, so that a large file streams rather than being
+// held in memory. What the console adds is the browser's edge:
 //   - Sign-in exchanges an API token (checked as the API checks it) or a one-time link
 //     (mgmt's POST /api/v1/console/sign-in-links) for a session: a random 256-bit ID in a
 //     __Host- cookie (HttpOnly, Secure, SameSite=Strict), stored only as its SHA-256, with

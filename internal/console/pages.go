@@ -35,7 +35,11 @@ func (c *Console) routes() []route {
 		{"GET /ui/t/{tenant}/products/{product}/groups/{group}", authSession, inTenant(groupPage)},
 		{"POST /ui/t/{tenant}/products/{product}/groups/{group}/deploy", authSession, inTenant(confirmDeploy)},
 		{"POST /ui/t/{tenant}/products/{product}/groups/{group}/deployments", authSession, inTenant(deploy)},
+		{"GET /ui/t/{tenant}/issues", authSession, inTenant(issues)},
+		{"GET /ui/t/{tenant}/issues/{issue}", authSession, inTenant(issuePage)},
 		{"GET /ui/t/{tenant}/error-reports", authSession, inTenant(errorReports)},
+		{"GET /ui/t/{tenant}/error-reports/download", authSession, inTenant(downloadReports)},
+		{"GET /ui/t/{tenant}/health", authSession, inTenant(health)},
 		{"GET /ui/t/{tenant}/audit", authSession, inTenant(auditLog)},
 	}
 }
@@ -45,12 +49,13 @@ var navigation = []struct{ label, segment string }{
 	{"Fleet", ""},
 	{"Devices", "devices"},
 	{"Deployments", "deployments"},
-	{"Error reports", "error-reports"},
+	{"Errors", "issues"},
+	{"Version health", "health"},
 	{"Audit log", "audit"},
 }
 
 // navOf maps a path segment to the nav entry it belongs to.
-var navOf = map[string]string{"products": "deployments"}
+var navOf = map[string]string{"products": "deployments", "error-reports": "issues"}
 
 func (q *req) nav() []navLink {
 	base := q.base()
@@ -147,6 +152,8 @@ type overviewView struct {
 type productRow struct {
 	Product client.Product
 	Groups  []groupRow
+	// Status is the product's fleet-status matrix (overview only).
+	Status *statusView
 }
 
 type groupRow struct {
@@ -177,6 +184,11 @@ func overview(q *req) error {
 			}
 			row.Groups = append(row.Groups, gr)
 		}
+		st, err := q.fleetStatus(p)
+		if err != nil {
+			return err
+		}
+		row.Status = &st
 		v.Products = append(v.Products, row)
 	}
 	return q.render(http.StatusOK, "overview.html", "Fleet", v)
@@ -188,9 +200,13 @@ const devicesPageSize = 50
 
 type devicesView struct {
 	Products []client.Product
-	Product  string
-	Devices  []deviceRow
-	Next     string
+	Groups   []groupRef
+	States   []option
+	Filter   deviceFilter
+	// Status: the rows carry their fleet status (a product is chosen).
+	Status  bool
+	Devices []deviceRow
+	Next    string
 }
 
 type deviceRow struct {
@@ -199,6 +215,9 @@ type deviceRow struct {
 	Group   string
 	OS, App string
 	Outcome string
+	// Status, Should and Does: the device's fleet status, on the device list of a product.
+	Status       *client.DeviceStatus
+	Should, Does string
 }
 
 func (q *req) deviceHref(id string) string { return q.base() + "devices/" + url.PathEscape(id) }
@@ -234,23 +253,34 @@ func devices(q *req) error {
 	if err != nil {
 		return err
 	}
-	qs := q.r.URL.Query()
-	v := devicesView{Products: ps, Product: qs.Get("product")}
-	page, err := q.api.ListDevices(q.ctx, q.tenant.ID, client.ListOptions{Limit: devicesPageSize, PageToken: qs.Get("page_token"), Product: v.Product})
+	f, err := q.deviceFilter(ps, gs)
 	if err != nil {
 		return err
 	}
-	for _, d := range page.Items {
-		r := deviceRow{Device: d, Href: q.deviceHref(d.ID), Group: groupName(gs, d.ProductID, d.GroupID), Outcome: outcome(d)}
-		r.OS, r.App = running(d)
-		v.Devices = append(v.Devices, r)
-	}
-	if page.NextPageToken != "" {
-		next := url.Values{"page_token": {page.NextPageToken}}
-		if v.Product != "" {
-			next.Set("product", v.Product)
+	v := devicesView{Products: ps, Groups: gs, States: stateOptions, Filter: f, Status: f.Product != ""}
+	token := q.r.URL.Query().Get("page_token")
+	var next string
+	if v.Status {
+		// A product's devices come with what each should run beside what it does.
+		if v.Devices, next, err = q.statusRows(f, gs, token); err != nil {
+			return err
 		}
-		v.Next = q.base() + "devices?" + next.Encode()
+	} else {
+		page, err := q.api.ListDevices(q.ctx, q.tenant.ID, client.ListOptions{Limit: devicesPageSize, PageToken: token})
+		if err != nil {
+			return err
+		}
+		for _, d := range page.Items {
+			r := deviceRow{Device: d, Href: q.deviceHref(d.ID), Group: groupName(gs, d.ProductID, d.GroupID), Outcome: outcome(d)}
+			r.OS, r.App = running(d)
+			v.Devices = append(v.Devices, r)
+		}
+		next = page.NextPageToken
+	}
+	if next != "" {
+		qv := f.query()
+		qv.Set("page_token", next)
+		v.Next = q.base() + "devices?" + qv.Encode()
 	}
 	return q.render(http.StatusOK, "devices.html", "Devices", v)
 }
@@ -263,6 +293,10 @@ type deviceView struct {
 	ReportsHref  string
 	Chart        Chart
 	Groups       []string
+	// Updates is a page of the device's update history, newest first; NextUpdates the
+	// device page with the next one.
+	Updates     []client.UpdateStateRecord
+	NextUpdates string
 }
 
 type certRow struct {
@@ -310,6 +344,9 @@ func devicePage(q *req) error {
 		v.Certificates = append(v.Certificates, r)
 	}
 	if v.Chart, v.Reports, err = q.reportsChart(d.ID, 10); err != nil {
+		return err
+	}
+	if err := q.updateHistory(&v); err != nil {
 		return err
 	}
 	return q.render(http.StatusOK, "device.html", "Device "+short(d.ID), v)
@@ -396,15 +433,6 @@ func deviceErrorReports(q *req) error {
 		v.Next = v.DeviceHref + "/error-reports?" + url.Values{"page_token": {page.NextPageToken}}.Encode()
 	}
 	return q.render(http.StatusOK, "reports.html", "Error reports of "+short(d.ID), v)
-}
-
-// errorReports is the tenant's error-report page: today a way to a device's reports; the
-// issues grouping and per-day counts of the whole tenant join here.
-func errorReports(q *req) error {
-	if id := q.r.URL.Query().Get("device"); id != "" {
-		return q.redirect(q.deviceHref(strings.TrimSpace(id)) + "/error-reports")
-	}
-	return q.render(http.StatusOK, "errors.html", "Error reports", nil)
 }
 
 func deployments(q *req) error {

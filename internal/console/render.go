@@ -22,10 +22,15 @@ type pageTemplate = template.Template
 // funcs are the helpers templates may call. Each returns text that html/template escapes,
 // except barChart, which builds its SVG from escaped values (chart.go).
 var funcs = template.FuncMap{
-	"barChart": barChart,
-	"short":    short,
-	"when":     when,
-	"add":      func(a, b int) int { return a + b },
+	"barChart":   barChart,
+	"short":      short,
+	"when":       when,
+	"add":        func(a, b int) int { return a + b },
+	"stateClass": updateStateClass,
+	"progress":   progress,
+	"number":     number,
+	"percent":    percent,
+	"rate":       rate,
 }
 
 func parseTemplates() (map[string]*pageTemplate, error) {

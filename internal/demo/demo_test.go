@@ -142,6 +142,25 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if !crash {
 		t.Errorf("the field-test device's error reports lack the crash of 2.0.0: %+v", reports.Items)
 	}
+	// What the console shows: the crash as an error issue, and devices per version.
+	issues, err := contoso.ListErrorIssues(ctx, r.Tenant.ID, client.ErrorIssueOptions{Kind: "app_crash"})
+	if err != nil || len(issues.Items) == 0 || issues.Items[0].ImageName != "apps/dw100-app" || issues.Items[0].Devices != 1 {
+		t.Errorf("Contoso's app-crash issues = %+v, %v; want the crash of dw100-app on one device", issues.Items, err)
+	} else if is, err := contoso.GetErrorIssue(ctx, r.Tenant.ID, issues.Items[0].ID); err != nil || len(is.Versions) != 1 || is.Versions[0].Version != "2.0.0" {
+		t.Errorf("issue %s = %+v, %v; want its reports on version 2.0.0", issues.Items[0].ID, is, err)
+	}
+	health, err := contoso.GetImageHealth(ctx, r.Tenant.ID, "", 0)
+	devicesOn, crashes := map[string]int{}, map[string]int{}
+	for _, v := range health.Versions {
+		devicesOn[v.Target], crashes[v.Target] = v.Devices, v.Crashes
+	}
+	if err != nil || devicesOn["apps/dw100-app/1.1.0"] != 4 || devicesOn[r.OSPath] != 4 || devicesOn["apps/dw100-app/2.0.0"] != 0 || crashes["apps/dw100-app/2.0.0"] == 0 {
+		t.Errorf("devices per version = %v, crashes %v, %v; want 4 on %s and on app 1.1.0, none on 2.0.0 and its crashes", devicesOn, crashes, err, r.OSPath)
+	}
+	fleet, err := contoso.GetFleetStatus(ctx, r.Tenant.ID, "DW100", "")
+	if err != nil || fleet.Totals.Devices != len(r.Devices) || fleet.Totals.Refused != 1 {
+		t.Errorf("DW100's fleet status totals = %+v, %v; want %d devices, 1 refused", fleet.Totals, err, len(r.Devices))
+	}
 	chain := mustRead(t, r.CAChain)
 	if strings.Count(string(chain), "BEGIN CERTIFICATE") != 2 {
 		t.Errorf("CA chain %s holds %d certificates, want Contoso's CA and the platform root", r.CAChain, strings.Count(string(chain), "BEGIN CERTIFICATE"))
