@@ -39,12 +39,12 @@ func (c *clock) Advance(d time.Duration) {
 
 // browser is a cookie-keeping HTTP client of the console that does not follow redirects.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	hc   *http.Client
 }
 
-func newBrowser(t *testing.T, s *testenv.Server) *browser {
+func newBrowser(t testing.TB, s *testenv.Server) *browser {
 	t.Helper()
 	hc := s.HTTPClient(t)
 	jar, err := cookiejar.New(nil)
@@ -130,7 +130,7 @@ func startPlatform(t *testing.T, c *clock) *testenv.Platform {
 }
 
 // adminToken makes a fresh token for the tenant's Administrator.
-func adminToken(t *testing.T, p *testenv.Platform) string {
+func adminToken(t testing.TB, p *testenv.Platform) string {
 	t.Helper()
 	tok, err := p.Admin.CreateToken(t.Context(), client.TokenCreate{Name: "console"})
 	if err != nil {
