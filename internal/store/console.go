@@ -47,8 +47,10 @@ type ConsoleSessions interface {
 	// were last used at or before idleBefore, and the sign-in links that expired at or
 	// before now; it returns how many rows it removed.
 	DeleteExpired(ctx context.Context, now, idleBefore time.Time) (int64, error)
-	// CreateLink stores a sign-in link.
-	CreateLink(ctx context.Context, l SignInLink) error
+	// CreateLink stores a sign-in link and deletes the user's oldest beyond maxPerUser, so
+	// that a user (of any role) who asks for links again and again holds a bounded number
+	// of rows.
+	CreateLink(ctx context.Context, l SignInLink, maxPerUser int) error
 	// ConsumeLink deletes the link and returns it when it exists and expires after now;
 	// ErrNotFound otherwise. Of concurrent consumers of one code at most one gets it.
 	ConsumeLink(ctx context.Context, codeHash string, now time.Time) (SignInLink, error)

@@ -14,6 +14,11 @@ import (
 // SignInLinkTTL is how long a one-time console sign-in link stays usable.
 const SignInLinkTTL = 5 * time.Minute
 
+// MaxSignInLinksPerUser bounds the unused sign-in links one user holds: a new link deletes
+// the oldest beyond it (any signed-in user may ask for links; attacked by storetest's
+// Console/LinksBounded).
+const MaxSignInLinksPerUser = 5
+
 // SignInLinkPath is the console page that consumes a sign-in code (internal/console).
 const SignInLinkPath = "/ui/sign-in/link"
 
@@ -43,7 +48,7 @@ func (a *API) createSignInLink(c *call) (any, error) {
 	l := store.SignInLink{CodeHash: HashSignInCode(code), UserID: c.principal.User.ID, TokenID: c.principal.TokenID,
 		CreatedAt: c.now, ExpiresAt: c.now.Add(SignInLinkTTL)}
 	err := a.store.InTx(c.ctx, func(tx store.Tx) error {
-		if err := tx.ConsoleSessions().CreateLink(c.ctx, l); err != nil {
+		if err := tx.ConsoleSessions().CreateLink(c.ctx, l, MaxSignInLinksPerUser); err != nil {
 			return err
 		}
 		return a.auditEverywhere(c, tx, "console.sign_in_link", "token", string(c.principal.TokenID), "one-time console sign-in link")

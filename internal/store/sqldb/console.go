@@ -65,9 +65,14 @@ func (s consoleSessions) DeleteExpired(ctx context.Context, now, idleBefore time
 	return n + m, err
 }
 
-func (s consoleSessions) CreateLink(ctx context.Context, l store.SignInLink) error {
-	_, err := s.t.exec(ctx, `INSERT INTO console_sign_in_links (code_hash, user_id, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
-		l.CodeHash, l.UserID, l.TokenID, utc(l.CreatedAt), utc(l.ExpiresAt))
+func (s consoleSessions) CreateLink(ctx context.Context, l store.SignInLink, maxPerUser int) error {
+	if _, err := s.t.exec(ctx, `INSERT INTO console_sign_in_links (code_hash, user_id, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
+		l.CodeHash, l.UserID, l.TokenID, utc(l.CreatedAt), utc(l.ExpiresAt)); err != nil {
+		return err
+	}
+	_, err := s.t.exec(ctx, `DELETE FROM console_sign_in_links WHERE user_id = $1 AND code_hash NOT IN (
+		SELECT code_hash FROM console_sign_in_links WHERE user_id = $1 ORDER BY created_at DESC, code_hash DESC LIMIT $2)`,
+		l.UserID, maxPerUser)
 	return err
 }
 

@@ -15,6 +15,7 @@ var consoleTests = []test{
 	{"SessionsBoundedPerUser", testConsoleSessionsBounded},
 	{"DeleteExpired", testConsoleDeleteExpired},
 	{"LinkConsumedOnce", testConsoleLinkConsumedOnce},
+	{"LinksBounded", testConsoleLinksBounded},
 	{"LinkExpired", testConsoleLinkExpired},
 	{"LinkConcurrentConsumersOneWins", testConsoleLinkConcurrent},
 }
@@ -89,7 +90,7 @@ func testConsoleDeleteExpired(h *harness) {
 	now := old.ExpiresAt
 	h.must("Touch(live)", func(tx store.Tx) error { return tx.ConsoleSessions().Touch(h.ctx(), "aa03", now) })
 	link := store.SignInLink{CodeHash: "cc01", UserID: u.ID, TokenID: k.ID, CreatedAt: old.CreatedAt, ExpiresAt: old.CreatedAt.Add(time.Minute)}
-	h.must("CreateLink", func(tx store.Tx) error { return tx.ConsoleSessions().CreateLink(h.ctx(), link) })
+	h.must("CreateLink", func(tx store.Tx) error { return tx.ConsoleSessions().CreateLink(h.ctx(), link, 5) })
 	n, err := read(h, func(ctx context.Context, tx store.Tx) (int64, error) {
 		return tx.ConsoleSessions().DeleteExpired(ctx, now, idle.LastUsedAt)
 	})
@@ -108,7 +109,7 @@ func testConsoleDeleteExpired(h *harness) {
 func (h *harness) link(u auth.User, k auth.Token, code string, ttl time.Duration) store.SignInLink {
 	at := h.tick()
 	l := store.SignInLink{CodeHash: code, UserID: u.ID, TokenID: k.ID, CreatedAt: at, ExpiresAt: at.Add(ttl)}
-	h.must("CreateLink", func(tx store.Tx) error { return tx.ConsoleSessions().CreateLink(h.ctx(), l) })
+	h.must("CreateLink", func(tx store.Tx) error { return tx.ConsoleSessions().CreateLink(h.ctx(), l, 5) })
 	l.CreatedAt, l.ExpiresAt = l.CreatedAt.UTC(), l.ExpiresAt.UTC()
 	return l
 }
@@ -160,5 +161,30 @@ func testConsoleLinkConcurrent(h *harness) {
 	wg.Wait()
 	if won != 1 {
 		h.t.Errorf("%d concurrent ConsumeLink calls succeeded, want 1", won)
+	}
+}
+
+// testConsoleLinksBounded attacks the bound on a user's sign-in links: asking for links
+// again and again keeps only the newest (the harness's link helper allows 5), and another
+// user's links are not touched.
+func testConsoleLinksBounded(h *harness) {
+	u, v := h.user("alice", false), h.user("bob", false)
+	k, kv := h.token(u.ID, "a", 0), h.token(v.ID, "b", 0)
+	bob := h.link(v, kv, "bb00", time.Hour)
+	var links []store.SignInLink
+	for i := range 8 {
+		links = append(links, h.link(u, k, fmt.Sprintf("ee%02d", i), time.Hour))
+	}
+	now := links[len(links)-1].CreatedAt
+	for i, l := range links {
+		_, err := h.consume(l.CodeHash, now)
+		if i < 3 {
+			wantErr(h.t, "ConsumeLink(one of the oldest three)", err, store.ErrNotFound)
+		} else if err != nil {
+			h.t.Errorf("ConsumeLink(link %d of 8) = %v, want the link", i, err)
+		}
+	}
+	if _, err := h.consume(bob.CodeHash, now); err != nil {
+		h.t.Errorf("ConsumeLink(bob's) = %v, want bob's link kept", err)
 	}
 }

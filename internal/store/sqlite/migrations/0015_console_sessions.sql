@@ -28,3 +28,4 @@ CREATE TABLE console_sign_in_links (
 	expires_at TIMESTAMP NOT NULL
 );
 CREATE INDEX console_sign_in_links_expires ON console_sign_in_links (expires_at);
+CREATE INDEX console_sign_in_links_user ON console_sign_in_links (user_id, created_at);
