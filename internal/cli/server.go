@@ -15,6 +15,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/server"
 )
 
@@ -112,7 +113,7 @@ EXAMPLES
 			}
 			fmt.Fprintf(env.Stdout, "moat server: %s\n", s.URL)
 			fmt.Fprintf(env.Stdout, "Device API (agents' --server): %s\n", s.DeviceURL)
-			fmt.Fprintf(env.Stdout, "TLS CA: %s (SHA-256 %s)\n", filepath.Join(cfg.DataDir, "tls", "ca.pem"), server.Fingerprint(s.CAPEM))
+			fmt.Fprintf(env.Stdout, "TLS CA: %s (SHA-256 %s)\n", filepath.Join(cfg.DataDir, "tls", "ca.pem"), localtls.Fingerprint(s.CAPEM))
 			if s.BootstrapToken != "" {
 				fmt.Fprintf(env.Stdout, "\nPlatform-operator token (shown once, keep it safe):\n  %s\n\n", s.BootstrapToken)
 				fmt.Fprintf(env.Stdout, "Log in with:\n  moat login --server %s --ca-cert %s --token -\n\n",

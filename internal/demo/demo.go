@@ -35,6 +35,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/image"
+	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/tuf"
 )
@@ -282,7 +283,7 @@ Try it from another terminal:
   moat device show %s
 
 The demo runs until Ctrl-C.
-`, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, server.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
+`, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
 		d.Result.URL, d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/moat-iot/moat/internal/keys"
+	"github.com/moat-iot/moat/internal/localtls"
 )
 
 // onlineKey loads the server's online signing key (snapshot and timestamp of the TUF
@@ -54,7 +55,7 @@ func caKEK(cfg Config) ([]byte, error) {
 		}
 		path = filepath.Join(dir, "ca.kek")
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			if err := writeFileAtomic(path, []byte(rand.Text()+rand.Text()), 0o600); err != nil {
+			if err := localtls.WriteFileAtomic(path, []byte(rand.Text()+rand.Text()), 0o600); err != nil {
 				return nil, fmt.Errorf("create CA key-encryption key: %w", err)
 			}
 		}

@@ -45,6 +45,7 @@ import (
 	"github.com/moat-iot/moat/internal/console"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/postgres"
@@ -248,7 +249,7 @@ func (s *Server) certificate(now time.Time) (tls.Certificate, []byte, error) {
 			hosts = append(hosts, host)
 		}
 	}
-	cert, caPEM, err := localTLS(filepath.Join(s.cfg.DataDir, "tls"), hosts, now)
+	cert, caPEM, err := localtls.Load(filepath.Join(s.cfg.DataDir, "tls"), "moat server", hosts, now)
 	if err != nil {
 		return cert, nil, fmt.Errorf("create TLS certificate: %w", err)
 	}

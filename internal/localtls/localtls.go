@@ -1,4 +1,8 @@
-package server
+// Package localtls makes and keeps the TLS certificate a moat process serves when it is
+// given none: a local CA (DIR/ca.pem, the file clients pin) and a server certificate it
+// signs for the configured host names, renewed 30 days before it ends. `moat server` and
+// `moat cloud` use it. Keys are written mode 0600, atomically (temp file, fsync, rename).
+package localtls
 
 import (
 	"crypto/ecdsa"
@@ -27,10 +31,11 @@ const (
 	serverCertRenewLead = 30 * 24 * time.Hour
 )
 
-// localTLS creates or loads, under dir, a local CA and a server certificate signed by it for
-// the given host names and addresses. Clients trust the CA (tls/ca.pem), printed at start so
-// `moat login --ca-cert` can pin it. Keys are written with mode 0600, temp-then-rename.
-func localTLS(dir string, hosts []string, now time.Time) (cert tls.Certificate, caPEM []byte, err error) {
+// Load creates or loads, under dir, a local CA and a server certificate signed by it for
+// the given host names and addresses, with commonName as its subject. Clients trust the CA
+// (DIR/ca.pem), printed at start so `moat login --ca-cert` can pin it. Keys are written
+// with mode 0600, temp-then-rename.
+func Load(dir, commonName string, hosts []string, now time.Time) (cert tls.Certificate, caPEM []byte, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return cert, nil, err
 	}
@@ -53,7 +58,7 @@ func localTLS(dir string, hosts []string, now time.Time) (cert tls.Certificate, 
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: "moat server"},
+		Subject:      pkix.Name{CommonName: commonName},
 		NotBefore:    now.Add(-5 * time.Minute),
 		NotAfter:     now.Add(serverCertLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -74,10 +79,10 @@ func localTLS(dir string, hosts []string, now time.Time) (cert tls.Certificate, 
 	if err != nil {
 		return cert, nil, err
 	}
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return cert, nil, err
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return cert, nil, err
 	}
 	leaf, err := x509.ParseCertificate(der)
@@ -139,11 +144,11 @@ func loadOrCreateCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.Privat
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, nil, nil, err
 	}
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
 		return nil, nil, nil, err
 	}
 	c, err := x509.ParseCertificate(der)
@@ -168,9 +173,9 @@ func Fingerprint(certPEM []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// writeFileAtomic writes data to path via a temp file, fsync and rename, then fsyncs the
+// WriteFileAtomic writes data to path via a temp file, fsync and rename, then fsyncs the
 // directory, so a crash leaves the old file or the new one, never a torn one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
