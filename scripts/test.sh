@@ -14,6 +14,11 @@
 # Chromium: the web console's browser tests (internal/console) drive Debian's chromium
 # headless. This script installs it with apt-get when running as root without it, and
 # exports its path as MOAT_CHROMIUM. Without it those tests skip, or fail when CI=true.
+#
+# Mosquitto clients: the manufacturer cloud's broker tests (internal/cloud/...) connect with
+# Debian's mosquitto_pub and mosquitto_sub, independent MQTT clients. This script installs
+# mosquitto-clients with apt-get when running as root without them. Without them those
+# tests skip, or fail when CI=true.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -151,6 +156,22 @@ if [[ -z ${MOAT_CHROMIUM:-} ]]; then
 		echo "--- $("$MOAT_CHROMIUM" --version 2>/dev/null || echo chromium) at $MOAT_CHROMIUM" >&2
 	fi
 fi
+
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+	if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+		echo "--- installing mosquitto-clients (apt-get)" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
+	fi
+	if ! command -v mosquitto_pub >/dev/null; then
+		echo "mosquitto_pub not found: install Debian's mosquitto-clients package." >&2
+		if [[ ${CI:-} == true ]]; then
+			exit 1
+		fi
+		echo "the MQTT client tests will skip." >&2
+	fi
+fi
+echo "--- $(mosquitto_pub --help 2>/dev/null | head -n1 || echo mosquitto_pub)" >&2
 
 args=("$@")
 if [[ ${#args[@]} -eq 0 ]]; then
