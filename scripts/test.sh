@@ -171,7 +171,7 @@ if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/nul
 		echo "the MQTT client tests will skip." >&2
 	fi
 fi
-echo "--- $(mosquitto_pub --help 2>/dev/null | grep -m1 -i version || echo mosquitto_pub)" >&2
+echo "--- $({ mosquitto_pub --help 2>/dev/null || true; } | grep -m1 -i version || echo mosquitto_pub)" >&2
 
 args=("$@")
 if [[ ${#args[@]} -eq 0 ]]; then
