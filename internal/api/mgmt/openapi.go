@@ -2,13 +2,12 @@ package mgmt
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"reflect"
 	"regexp"
 	"strings"
-	"time"
 
+	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/ident"
@@ -62,95 +61,20 @@ var schemaNames = map[reflect.Type]string{
 	reflect.TypeFor[errreport.IssueDay]():     "ErrorIssueDay",
 }
 
-// schemaName is the component name of a named struct type: the type name, prefixed with its
-// package name unless it already starts with it (product.Create -> ProductCreate).
-func schemaName(t reflect.Type) string {
-	if n, ok := schemaNames[t]; ok {
-		return n
-	}
-	pkg := t.PkgPath()
-	pkg = pkg[strings.LastIndex(pkg, "/")+1:]
-	if pkg == "mgmt" || strings.HasPrefix(strings.ToLower(t.Name()), pkg) {
-		return t.Name()
-	}
-	return strings.ToUpper(pkg[:1]) + pkg[1:] + t.Name()
-}
-
 type obj = map[string]any
 
-type schemas struct {
-	components obj
-}
-
-func (s *schemas) ref(t reflect.Type) obj {
-	name := schemaName(t)
-	if _, ok := s.components[name]; !ok {
-		s.components[name] = obj{} // placeholder against recursion
-		s.components[name] = s.structSchema(t)
-	}
-	return obj{"$ref": "#/components/schemas/" + name}
-}
-
-var timeType = reflect.TypeFor[time.Time]()
-
-func (s *schemas) schema(t reflect.Type) obj {
-	if t == timeType {
-		return obj{"type": "string", "format": "date-time"}
-	}
-	if vals, ok := enums[t]; ok {
-		return obj{"type": "string", "enum": vals}
-	}
-	switch t.Kind() {
-	case reflect.Pointer:
-		return s.schema(t.Elem())
-	case reflect.String:
-		return obj{"type": "string"}
-	case reflect.Bool:
-		return obj{"type": "boolean"}
-	case reflect.Int, reflect.Int32, reflect.Int64:
-		return obj{"type": "integer", "format": "int64"}
-	case reflect.Float64:
-		return obj{"type": "number", "format": "double"}
-	case reflect.Uint32:
-		return obj{"type": "integer", "format": "int64", "minimum": 0, "maximum": math.MaxUint32}
-	case reflect.Map:
-		if t.Key().Kind() == reflect.String {
-			return obj{"type": "object", "additionalProperties": s.schema(t.Elem())}
+// newSchemas is the management API's schema builder: its component names and enums, and
+// names bounded as ident.MaxNameChars.
+func newSchemas() *httpapi.Schemas {
+	s := httpapi.NewSchemas("mgmt")
+	s.Names, s.Enums = schemaNames, enums
+	s.Field = func(name string, t reflect.Type, p map[string]any) map[string]any {
+		if t.Kind() == reflect.String && name == "name" {
+			return obj{"type": "string", "minLength": 1, "maxLength": ident.MaxNameChars}
 		}
-	case reflect.Slice:
-		return obj{"type": "array", "items": s.schema(t.Elem())}
-	case reflect.Struct:
-		return s.ref(t)
+		return p
 	}
-	panic(fmt.Sprintf("mgmt: no OpenAPI schema for %v", t)) // a new body type needs a case here; TestOpenAPI catches it
-}
-
-func (s *schemas) structSchema(t reflect.Type) obj {
-	props := obj{}
-	var required []string
-	for f := range t.Fields() {
-		tag := f.Tag.Get("json")
-		if tag == "-" || !f.IsExported() {
-			continue
-		}
-		name, opts, _ := strings.Cut(tag, ",")
-		if name == "" {
-			name = f.Name
-		}
-		p := s.schema(f.Type)
-		if f.Type.Kind() == reflect.String && (name == "name") {
-			p = obj{"type": "string", "minLength": 1, "maxLength": ident.MaxNameChars}
-		}
-		props[name] = p
-		if !strings.Contains(opts, "omitempty") {
-			required = append(required, name)
-		}
-	}
-	out := obj{"type": "object", "properties": props, "additionalProperties": false}
-	if len(required) > 0 {
-		out["required"] = required
-	}
-	return out
+	return s
 }
 
 var pathParam = regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
@@ -175,8 +99,8 @@ var paramDescriptions = map[string]string{
 
 // OpenAPI builds the OpenAPI 3.0 document of the management API.
 func OpenAPI() map[string]any {
-	s := &schemas{components: obj{}}
-	problemRef := s.ref(reflect.TypeFor[problem.Body]())
+	s := newSchemas()
+	problemRef := s.Ref(reflect.TypeFor[problem.Body]())
 	problemResponse := func(desc string) obj {
 		return obj{"description": desc, "content": obj{problem.ContentType: obj{"schema": problemRef}}}
 	}
@@ -217,7 +141,7 @@ func OpenAPI() map[string]any {
 			op["parameters"] = params
 		}
 		if rt.Request != nil {
-			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.schema(rt.Request)}}}
+			op["requestBody"] = obj{"required": true, "content": obj{"application/json": obj{"schema": s.Schema(rt.Request)}}}
 		}
 		if rt.RawRequest {
 			switch rt.RawRequestType {
@@ -252,11 +176,11 @@ func OpenAPI() map[string]any {
 			if rt.List {
 				body = obj{"type": "object", "additionalProperties": false, "required": []string{"items"},
 					"properties": obj{
-						"items":           obj{"type": "array", "items": s.schema(rt.Response)},
+						"items":           obj{"type": "array", "items": s.Schema(rt.Response)},
 						"next_page_token": obj{"type": "string"},
 					}}
 			} else {
-				body = s.schema(rt.Response)
+				body = s.Schema(rt.Response)
 			}
 			success["content"] = obj{"application/json": obj{"schema": body}}
 		}
@@ -330,7 +254,7 @@ func OpenAPI() map[string]any {
 		"servers": []any{obj{"url": "/"}},
 		"paths":   paths,
 		"components": obj{
-			"schemas": s.components,
+			"schemas": s.Components,
 			"securitySchemes": obj{"bearerAuth": obj{
 				"type": "http", "scheme": "bearer",
 				"description": "An API token (moat_tok_...) from moat server's first start, createMember or createToken.",
