@@ -2,18 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
-
-	"github.com/moat-iot/moat/internal/problem"
 )
 
 // ListenError is Open's error when it cannot bind an address. Flag names the setting
@@ -89,47 +83,6 @@ const hstsValue = "max-age=31536000"
 func withHSTS(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Strict-Transport-Security", hstsValue)
-		h.ServeHTTP(w, r)
-	})
-}
-
-// readMetricsToken reads the --metrics-token-file: one line, at least 16 characters, in a
-// file only its owner may read (secrets by file, STYLE).
-func readMetricsToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	info, err := os.Stat(path)
-	if err != nil {
-		return "", fmt.Errorf("metrics-token-file: %w", err)
-	}
-	if info.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("metrics-token-file %s: mode %v lets others read it; chmod 600", path, info.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("metrics-token-file: %w", err)
-	}
-	tok := strings.TrimSpace(string(b))
-	if len(tok) < 16 || strings.ContainsAny(tok, " \t\r\n") {
-		return "", fmt.Errorf("metrics-token-file %s: want one token of at least 16 characters without spaces", path)
-	}
-	return tok, nil
-}
-
-// requireToken answers 401 unless the request carries "Authorization: Bearer token". The
-// comparison is of SHA-256 digests in constant time, so neither the token's bytes nor its
-// length leak through timing. Attacked by TestServer_MetricsToken.
-func requireToken(token string, h http.Handler) http.Handler {
-	want := sha256.Sum256([]byte("Bearer " + token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
-			problem.Write(w, r, problem.New(problem.Unauthenticated, "metrics_token_required",
-				"/metrics requires the metrics token: Authorization: Bearer TOKEN"))
-			return
-		}
 		h.ServeHTTP(w, r)
 	})
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/blob/fsblob"
@@ -116,7 +117,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.CAPEM = caPEM
-	metricsToken, err := readMetricsToken(cfg.MetricsTokenFile)
+	metricsToken, err := httpapi.ReadTokenFile("metrics-token-file", cfg.MetricsTokenFile)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +180,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	}
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	if metricsToken != "" {
-		metrics = requireToken(metricsToken, metrics)
+		metrics = httpapi.RequireToken(metricsToken, metrics)
 	}
 	mgmtMux.Handle("GET /metrics", metrics)
 
