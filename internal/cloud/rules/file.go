@@ -3,6 +3,8 @@ package rules
 import (
 	"fmt"
 	"time"
+
+	"github.com/moat-iot/moat/internal/telemetry"
 )
 
 // Version is the rule file version this package reads.
@@ -159,4 +161,19 @@ type Rule struct {
 	// uses lists the metrics the threshold's expressions read: a sample lacking one is
 	// not judged.
 	uses []string
+}
+
+// CheckDiagnostics checks the argument of the diagnostics action: the command a device's
+// app runs (telemetry.ValidCommand).
+func CheckDiagnostics(arg string) error {
+	if !telemetry.ValidCommand(arg) {
+		return fmt.Errorf("command %q must be 1 to 64 letters, digits, '_', '.', '/' or '-'", arg)
+	}
+	return nil
+}
+
+// StandardActions are the actions moat cloud runs: diagnostics, which sends the device
+// the named diagnostics command. Callers add their own to the map.
+func StandardActions() Actions {
+	return Actions{"diagnostics": CheckDiagnostics}
 }
