@@ -259,9 +259,9 @@ func TestEngine_DropsUntrustedTimes(t *testing.T) {
 		return Sample{Device: "dw-06", Product: "DW100", Time: at, Readings: map[string]float64{"rinse_agent": v}}
 	}
 	ts := e.Observe([]Sample{
-		s(t0.Add(time.Hour), 5),                 // far future
-		s(t0, 70),                               // ok
-		s(t0.Add(-time.Minute), 5),              // older than the last
+		s(t0.Add(time.Hour), 5),                  // far future
+		s(t0, 70),                                // ok
+		s(t0.Add(-time.Minute), 5),               // older than the last
 		{Device: "", Product: "DW100", Time: t0}, // no device
 		{Device: "x", Product: "other", Time: t0},
 	})
