@@ -108,16 +108,6 @@ func (d *dw100) run(start time.Time, ambient float64) []Sample {
 	return out
 }
 
-func count(ts []Transition, ch Change, rule string) int {
-	n := 0
-	for _, t := range ts {
-		if t.Change == ch && t.Rule == rule {
-			n++
-		}
-	}
-	return n
-}
-
 func describeAll(ts []Transition) string {
 	s := ""
 	for _, t := range ts {
