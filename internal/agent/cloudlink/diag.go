@@ -167,5 +167,3 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
-
-
