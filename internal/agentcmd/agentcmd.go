@@ -120,7 +120,9 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	var backend periph.Backend
 	switch f.Peripherals {
 	case "dw100":
-		backend = periph.NewDW100()
+		d := periph.NewDW100()
+		d.RealTime(time.Now) // the heater warms the water as the app runs it
+		backend = d
 	case "simulated":
 		backend = periph.NewSimulated()
 	case "linux":
