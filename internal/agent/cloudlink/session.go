@@ -170,20 +170,11 @@ func (l *Link) serve(ctx context.Context, c mqtt.Client, id certID, lost *lostSi
 		if err := l.sendQueue(ctx, c, lost); err != nil {
 			return err
 		}
+		// The channel first, then the check: a renewal between the two still wakes the
+		// select below.
 		var changed <-chan struct{}
-		if l.cfg.CertCheckInterval > 0 && l.cfg.CertificateChanged != nil {
+		if l.cfg.CertificateChanged != nil {
 			changed = l.cfg.CertificateChanged()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-lost.ch:
-			return fmt.Errorf("%w: %w", errLost, lost.err)
-		case <-l.kick:
-			continue
-		case <-changed:
-		case <-l.certK:
-		case <-tick.C:
 		}
 		if _, now, err := l.certificate(ctx); err == nil && !now.same(id) {
 			// Enforces the renewal rule: the broker must see the certificate the device
@@ -191,6 +182,16 @@ func (l *Link) serve(ctx context.Context, c mqtt.Client, id certID, lost *lostSi
 			// by TestLink_ReconnectsWithRenewedCertificate.
 			l.log.InfoContext(ctx, "device certificate renewed: reconnecting to the cloud", "serial", fmt.Sprintf("%x", now.serial))
 			return errRenewed
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-lost.ch:
+			return fmt.Errorf("%w: %w", errLost, lost.err)
+		case <-l.kick:
+		case <-changed:
+		case <-l.certK:
+		case <-tick.C:
 		}
 	}
 }
