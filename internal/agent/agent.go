@@ -49,6 +49,7 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/boot"
+	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/agent/periph"
 	"github.com/moat-iot/moat/internal/agent/update"
 	"github.com/moat-iot/moat/internal/errreport"
@@ -91,8 +92,13 @@ type Config struct {
 	// AppUID and AppGID, optional, are the unprivileged user the app runs as when the agent
 	// runs as root; 0 means the agent's own.
 	AppUID, AppGID int
-	// Telemetry, optional, receives the app's telemetry; nil drops it (logged at debug).
+	// Telemetry, optional, receives the app's telemetry instead of the cloud link (tests);
+	// with neither, telemetry is dropped (logged at debug).
 	Telemetry func(ctx context.Context, topic string, payload []byte) error
+	// Cloud, optional, connects the app's telemetry and diagnostics to the tenant's cloud
+	// (`moat cloud`) over MQTT with the device certificate (internal/agent/cloudlink).
+	// It needs Product, the MQTT user name.
+	Cloud *CloudConfig
 	// Product, optional, is the device's product name, pinned at manufacture: the agent
 	// installs no app signed for another product, whatever the director assigns.
 	Product string
@@ -106,9 +112,24 @@ type Config struct {
 	Step func(step string)
 }
 
+// CloudConfig is the cloud link's part of Config.
+type CloudConfig struct {
+	// Broker is the cloud's MQTT listener, mqtts://HOST:PORT.
+	Broker string
+	// CAs are the only trust for the broker's TLS certificate.
+	CAs *x509.CertPool
+	// MaxQueueBytes and MaxQueueMessages, optional, bound what waits on disk while the
+	// cloud is away (cloudlink.DefaultMaxQueueBytes, DefaultMaxQueueMessages).
+	MaxQueueBytes    int64
+	MaxQueueMessages int
+}
+
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
 	var errs []error
+	if c.Cloud != nil && c.Product == "" {
+		errs = append(errs, errors.New("product: required with a cloud (the MQTT user name)"))
+	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state_dir: required"))
 	}
@@ -158,6 +179,8 @@ type Agent struct {
 	stale      bool            // what runs changed: attest again
 	deniedSeen map[string]bool // capability denials already reported, per image
 	sess       *session        // the current attestation session, for the watcher
+	app        *periph.Server  // the running app's local API, for diagnostics
+	link       *cloudlink.Link // nil without Config.Cloud
 
 	noSandboxOnce sync.Once // NoSandboxWarning is logged once per agent
 }
@@ -203,8 +226,14 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q, states: states,
-		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1)}, nil
+	a := &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q, states: states,
+		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1)}
+	if cfg.Cloud != nil {
+		if a.link, err = a.newLink(); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // Nudge asks for an assignment check now (a push from the server, or a test).
@@ -228,6 +257,15 @@ var errReboot = errors.New("reboot into the new OS")
 // Run runs the agent until ctx is done: boot, then the check loop and the app supervisor.
 // A new OS image reboots through Config.Reboot, or in process.
 func (a *Agent) Run(ctx context.Context) error {
+	if a.link != nil {
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = a.link.Run(lctx) // returns nil when lctx ends
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	for {
 		err := a.runBoot(ctx)
 		if !errors.Is(err, errReboot) {
@@ -418,6 +456,9 @@ func (a *Agent) setSession(s *session) {
 	a.mu.Lock()
 	a.sess = s
 	a.mu.Unlock()
+	if a.link != nil {
+		a.link.Kick() // a new session attests anew: the link presents its certificate
+	}
 }
 
 // watch long-polls the service for a change of what this device should run and nudges a

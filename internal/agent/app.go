@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -101,19 +100,15 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 	}
 	srv, err := periph.New(periph.Config{
 		Capabilities: caps, Backend: a.cfg.Backend, Now: a.cfg.Now, Logger: a.log,
-		Denied: func(capability string) { a.denied(c, capability) },
-		Telemetry: func(ctx context.Context, topic string, payload json.RawMessage) error {
-			if a.cfg.Telemetry == nil {
-				a.log.DebugContext(ctx, "telemetry dropped: no cloud configured", "topic", topic)
-				return nil
-			}
-			return a.cfg.Telemetry(ctx, topic, payload)
-		},
+		Denied:    func(capability string) { a.denied(c, capability) },
+		Telemetry: a.telemetry,
 	})
 	if err != nil {
 		a.log.ErrorContext(ctx, "peripheral server", "err", err)
 		return out
 	}
+	a.setApp(srv)
+	defer a.setApp(nil)
 	runDir := filepath.Join(a.cfg.StateDir, "run")
 	var cred *sandbox.Credential
 	uid, gid := -1, -1

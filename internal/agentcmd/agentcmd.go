@@ -43,7 +43,9 @@ inactive slot, committed only after a health check, rolled back otherwise), runs
 application with the peripherals its manifest declares, and sends error reports.
 
 Everything lives under DIR: slots, boot record (boot.json), certificates, update state,
-error queue. FILE arguments are read at start; the identity key must be mode 0600.
+error queue, cloud outbox. FILE arguments are read at start; the identity key must be
+mode 0600. With --cloud the app's telemetry and the cloud's diagnostics requests travel
+over MQTT with the device certificate (docs/agent.md).
 
 EXAMPLES
   moat agent --state /var/lib/moat --server https://moat.example:8444 --identity /var/lib/moat/identity.key --root /etc/moat/1.root.json --server-ca /etc/moat/server-ca.pem`
@@ -63,6 +65,7 @@ EXAMPLES
 // Flags are the agent's settings.
 type Flags struct {
 	State, Server, Identity, Root, ServerCA, Peripherals, PeripheralsConfig, Product string
+	Cloud, CloudCA                                                                   string
 	CheckInterval, HealthTimeout                                                     time.Duration
 	AppUID, AppGID                                                                   int
 	LogLevel                                                                         string
@@ -76,6 +79,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.Root, "root", "", "pinned platform root `FILE`, 1.root.json (required)")
 	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM `FILE` of the CAs trusted for the server's TLS certificate (required)")
 	fs.StringVar(&f.Product, "product", "", "the device's product `NAME` (pinned at manufacture): apps signed for another product are refused")
+	fs.StringVar(&f.Cloud, "cloud", "", "the tenant's cloud (moat cloud) MQTT `URL`, mqtts://HOST:PORT: the app's telemetry and diagnostics go there with the device certificate (needs --product and --cloud-ca; without it telemetry is dropped)")
+	fs.StringVar(&f.CloudCA, "cloud-ca", "", "PEM `FILE` of the CAs trusted for the cloud's TLS certificate (with --cloud)")
 	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher), simulated, or linux (the board's devices, with --peripherals-config)")
 	fs.StringVar(&f.PeripheralsConfig, "peripherals-config", "", "JSON `FILE` mapping manifest peripherals to the board's devices, for --peripherals linux (docs/app-sdk.md)")
 	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
@@ -115,7 +120,9 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	var backend periph.Backend
 	switch f.Peripherals {
 	case "dw100":
-		backend = periph.NewDW100()
+		d := periph.NewDW100()
+		d.RealTime(time.Now) // the heater warms the water as the app runs it
+		backend = d
 	case "simulated":
 		backend = periph.NewSimulated()
 	case "linux":
@@ -127,6 +134,10 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	default:
 		return agent.Config{}, fmt.Errorf("--peripherals: %q, want dw100, simulated or linux", f.Peripherals)
 	}
+	cloud, err := f.cloudConfig()
+	if err != nil {
+		return agent.Config{}, err
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(f.LogLevel)); err != nil {
 		return agent.Config{}, fmt.Errorf("--log-level: %w", err)
@@ -134,9 +145,32 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	return agent.Config{
 		StateDir: f.State, ServerURL: strings.TrimRight(f.Server, "/"), ServerCAs: pool, Root: root, Identity: key,
 		Backend: backend, Now: time.Now, CheckInterval: f.CheckInterval, HealthTimeout: f.HealthTimeout,
-		AppUID: f.AppUID, AppGID: f.AppGID, Product: f.Product,
+		AppUID: f.AppUID, AppGID: f.AppGID, Product: f.Product, Cloud: cloud,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv})),
 	}, nil
+}
+
+// cloudConfig is the cloud link's configuration: nil without --cloud.
+func (f *Flags) cloudConfig() (*agent.CloudConfig, error) {
+	switch {
+	case f.Cloud == "" && f.CloudCA == "":
+		return nil, nil
+	case f.Cloud == "":
+		return nil, errors.New("--cloud-ca: needs --cloud")
+	case f.CloudCA == "":
+		return nil, errors.New("--cloud: needs --cloud-ca")
+	case f.Product == "":
+		return nil, errors.New("--cloud: needs --product (the MQTT user name)")
+	}
+	pem, err := os.ReadFile(f.CloudCA)
+	if err != nil {
+		return nil, fmt.Errorf("--cloud-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--cloud-ca: %s holds no PEM certificate", f.CloudCA)
+	}
+	return &agent.CloudConfig{Broker: f.Cloud, CAs: pool}, nil
 }
 
 // linuxBackend reads the board's peripheral map (periph.LinuxConfig as JSON, strictly).

@@ -2,8 +2,10 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -35,8 +37,9 @@ func MaybeRunApp() {
 	os.Exit(0)
 }
 
-// runDW100 is a small DW100 app on the public SDK: it reports healthy, then reads its
-// sensors every second and publishes them as telemetry.
+// runDW100 is a small DW100 app on the public SDK: it reports healthy, answers the
+// cloud's "heater-self-test", and runs wash cycles (heat, wash, rinse, drying), publishing
+// telemetry each second of a phase and a cycle_end event per cycle.
 func runDW100(ctx context.Context) error {
 	c, err := sdk.Connect(ctx)
 	if err != nil {
@@ -46,23 +49,160 @@ func runDW100(ctx context.Context) error {
 	if err := c.ReportHealthy(ctx); err != nil {
 		return err
 	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	d := &dw100{c: c, tick: time.Second}
+	go func() { _ = c.Diagnostics(ctx, d.diagnose) }()
+	for n := 1; ; n++ {
+		if err := d.cycle(ctx, fmt.Sprintf("c-%d-%d", time.Now().Unix(), n)); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if sleepCtx(ctx, 10*time.Second) != nil {
 			return nil
-		case <-t.C:
 		}
-		water, err1 := c.ADC(0).Read(ctx)
-		drying, err2 := c.ADC(1).Read(ctx)
-		rinse, err3 := c.ADC(2).Read(ctx)
-		if err := errors.Join(err1, err2, err3); err != nil {
-			return err
+	}
+}
+
+// The DW100's wiring (examples/dw100/app/app.json) and its cycle.
+const (
+	dwHeater, dwWater, dwDrying, dwRinse = 4, 0, 1, 2
+	dwWashTarget, dwDryTarget            = 550, 650 // tenths of a degree C
+	dwHeatLimit                          = 120      // ticks a heating phase may take
+	dwHeaterKW                           = 2.0      // the heater's power, for energy_used
+	dwWaterPerCycle                      = 11.5     // litres
+)
+
+type dw100 struct {
+	c        *sdk.Client
+	tick     time.Duration
+	heaterOn time.Duration // this cycle's heating time, for energy_used
+}
+
+// cycle runs one wash cycle; the heater is off when it returns.
+func (d *dw100) cycle(ctx context.Context, id string) error {
+	d.heaterOn = 0
+	heater := d.c.GPIO(dwHeater)
+	defer func() { _ = heater.Set(context.WithoutCancel(ctx), false) }()
+	steps := []struct {
+		phase  string
+		adc    int
+		target int64 // heat until the ADC reads this; 0: hold 5 ticks
+	}{{"heat", dwWater, dwWashTarget}, {"wash", 0, 0}, {"rinse", 0, 0}, {"drying", dwDrying, dwDryTarget}}
+	for _, st := range steps {
+		for i := 0; ; i++ {
+			r, err := d.publish(ctx, id, st.phase)
+			if err != nil {
+				return err
+			}
+			done := st.target == 0 && i >= 5 || st.target != 0 && (r[st.adc] >= st.target || i >= dwHeatLimit)
+			if err := heater.Set(ctx, st.target != 0 && !done); err != nil || done {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			if st.target != 0 {
+				d.heaterOn += d.tick
+			}
+			if err := sleepCtx(ctx, d.tick); err != nil {
+				return err
+			}
 		}
-		if err := c.Publish(ctx, "telemetry", map[string]int64{"water_temp_dc": water, "drying_temp_dc": drying, "rinse_agent_pct": rinse}); err != nil {
-			return err
+	}
+	return d.c.PublishEvent(ctx, sdk.Event{Name: "cycle_end", Cycle: id, Readings: map[string]sdk.Reading{
+		"water_used":  {Value: dwWaterPerCycle, Unit: sdk.UnitLitre},
+		"energy_used": {Value: dwHeaterKW * d.heaterOn.Hours(), Unit: sdk.UnitKilowattHour},
+	}})
+}
+
+// publish reads the sensors (ADC channel -> raw value) and publishes them for phase.
+func (d *dw100) publish(ctx context.Context, cycle, phase string) (map[int]int64, error) {
+	r := map[int]int64{}
+	for _, ch := range []int{dwWater, dwDrying, dwRinse} {
+		v, err := d.c.ADC(ch).Read(ctx)
+		if err != nil {
+			return nil, err
 		}
+		r[ch] = v
+	}
+	err := d.c.PublishTelemetry(ctx, sdk.Telemetry{Cycle: cycle, Phase: phase, Readings: map[string]sdk.Reading{
+		"water_temp":  {Value: float64(r[dwWater]) / 10, Unit: sdk.UnitCelsius},
+		"drying_temp": {Value: float64(r[dwDrying]) / 10, Unit: sdk.UnitCelsius},
+		"rinse_agent": {Value: float64(r[dwRinse]), Unit: sdk.UnitPercent},
+	}})
+	if errors.Is(err, sdk.ErrUnavailable) {
+		err = nil // the runtime's queue is busy: this sample is lost, the next one comes
+	}
+	return r, err
+}
+
+// diagnose answers the cloud's diagnostics.
+func (d *dw100) diagnose(name string, args json.RawMessage) (any, error) {
+	if name != "heater-self-test" {
+		return nil, fmt.Errorf("unknown diagnostic %q", name)
+	}
+	var a struct {
+		Seconds int `json:"seconds"`
+	}
+	if len(args) > 0 && string(args) != "null" {
+		if err := json.Unmarshal(args, &a); err != nil {
+			return nil, errors.New(`args must be {"seconds": 1 to 60}`)
+		}
+	}
+	if a.Seconds == 0 {
+		a.Seconds = 10
+	}
+	if a.Seconds < 1 || a.Seconds > 60 {
+		return nil, errors.New(`args must be {"seconds": 1 to 60}`)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.Seconds+15)*time.Second)
+	defer cancel()
+	return heaterSelfTest(ctx, d.c, time.Duration(a.Seconds)*time.Second)
+}
+
+// SelfTestMinRise is the drying-air warming per minute below which the heater is failing;
+// a working DW100 heater warms it by well over 100 °C a minute from cold.
+const SelfTestMinRise = 30.0
+
+// heaterSelfTest switches the heater on for d (then off, whatever happens), measures how
+// fast the drying air warms, and judges the heater.
+func heaterSelfTest(ctx context.Context, c *sdk.Client, d time.Duration) (map[string]any, error) {
+	heater, drying := c.GPIO(dwHeater), c.ADC(dwDrying)
+	before, err := drying.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := heater.Set(ctx, true); err != nil {
+		return nil, err
+	}
+	err = sleepCtx(ctx, d)
+	after, rerr := drying.Read(context.WithoutCancel(ctx))
+	elapsed := time.Since(start)
+	if offErr := heater.Set(context.WithoutCancel(ctx), false); err == nil {
+		err = offErr
+	}
+	if err = errors.Join(err, rerr); err != nil {
+		return nil, err
+	}
+	rise := float64(after-before) / 10 / elapsed.Minutes()
+	verdict := "ok"
+	if rise < SelfTestMinRise {
+		verdict = "heater_failing"
+	}
+	return map[string]any{"ok": verdict == "ok", "rise_c_per_min": math.Round(rise*10) / 10, "verdict": verdict,
+		"seconds": d.Seconds(), "drying_temp_start": float64(before) / 10, "drying_temp_end": float64(after) / 10}, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -2,7 +2,11 @@
 // moat SDK (github.com/moat-iot/moat/sdk) and nothing else: it runs wash cycles (heat the
 // water, wash, rinse, heat the drying air), publishes telemetry for the tenant's cloud,
 // raises alerts for a slow heater and low rinse agent, reports its health, and answers the
-// cloud's diagnostics commands.
+// cloud's diagnostics commands. Each wash cycle has an ID; every tick of a phase (heat,
+// wash, rinse, drying) publishes water_temp and drying_temp (Cel) and rinse_agent (%), and
+// the end of a cycle publishes a cycle_end event with water_used (L) and energy_used
+// (kW.h). The diagnostic "heater-self-test" heats for {"seconds": n} (default 10, at most
+// 60) and judges the heater by how fast the drying air warms.
 //
 // Its manifest (../app/app.json) declares GPIO 4 (heater), GPIO 17 (door switch) and ADC
 // channels 0 to 2 (water temperature and drying temperature in tenths of a degree C,
@@ -17,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,6 +40,11 @@ const (
 	washTarget = 550 // 55.0 °C
 	dryTarget  = 650 // 65.0 °C
 	rinseLow   = 10  // percent
+	heaterKW   = 2.0 // the heater's power, for energy_used
+	waterUsed  = 11.5
+	// minRise is the drying-air warming per minute below which the heater is failing; a
+	// working DW100 heater warms it by well over 100 °C a minute from cold.
+	minRise = 30.0
 )
 
 func main() {
@@ -58,6 +68,8 @@ type dishwasher struct {
 	water, drying, rinse sdk.ADC
 	tick                 time.Duration
 	heatLimit            int
+	cycleID              string
+	heated               time.Duration // this cycle's heating time
 }
 
 func run(ctx context.Context, tick, between time.Duration, heatLimit int) error {
@@ -82,12 +94,13 @@ func run(ctx context.Context, tick, between time.Duration, heatLimit int) error 
 	}
 	go func() { _ = c.Diagnostics(ctx, d.diagnose) }()
 
-	for {
+	for n := 1; ; n++ {
+		d.cycleID = fmt.Sprintf("c-%d-%d", time.Now().Unix(), n)
 		if err := d.cycle(ctx); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			_ = c.Publish(ctx, "dw100/alerts", map[string]any{"alert": "cycle_failed", "detail": err.Error()})
+			_ = c.PublishEvent(ctx, sdk.Event{Name: "cycle_failed", Cycle: d.cycleID, Message: err.Error()})
 		}
 		select {
 		case <-ctx.Done():
@@ -129,13 +142,23 @@ func (d *dishwasher) readings(ctx context.Context) (readings, error) {
 // cycle runs one wash cycle; the heater is off when it returns.
 func (d *dishwasher) cycle(ctx context.Context) error {
 	defer func() { _ = d.heater.Set(context.WithoutCancel(ctx), false) }()
-	if err := d.heat(ctx, "wash", func(r readings) int64 { return r.Water }, washTarget); err != nil {
+	d.heated = 0
+	if err := d.heat(ctx, "heat", func(r readings) int64 { return r.Water }, washTarget); err != nil {
+		return err
+	}
+	if err := d.hold(ctx, "wash", 5); err != nil {
 		return err
 	}
 	if err := d.hold(ctx, "rinse", 5); err != nil {
 		return err
 	}
-	return d.heat(ctx, "dry", func(r readings) int64 { return r.Drying }, dryTarget)
+	if err := d.heat(ctx, "drying", func(r readings) int64 { return r.Drying }, dryTarget); err != nil {
+		return err
+	}
+	return d.c.PublishEvent(ctx, sdk.Event{Name: "cycle_end", Cycle: d.cycleID, Readings: map[string]sdk.Reading{
+		"water_used":  {Value: waterUsed, Unit: sdk.UnitLitre},
+		"energy_used": {Value: heaterKW * d.heated.Hours(), Unit: sdk.UnitKilowattHour},
+	}})
 }
 
 // heat switches the heater on until the reading reaches target (pausing while the door is
@@ -152,10 +175,13 @@ func (d *dishwasher) heat(ctx context.Context, phase string, of func(readings) i
 		}
 		if i >= d.heatLimit {
 			_ = d.heater.Set(ctx, false)
-			return d.c.Publish(ctx, "dw100/alerts", map[string]any{"alert": "heater_slow", "phase": phase, "reading": of(r), "target": target})
+			return d.c.PublishEvent(ctx, sdk.Event{Name: "heater_slow", Cycle: d.cycleID, Message: fmt.Sprintf("%s phase: %.1f °C after %d ticks, target %.1f °C", phase, float64(of(r))/10, i, float64(target)/10)})
 		}
 		if err := d.heater.Set(ctx, !r.DoorOpen); err != nil {
 			return err
+		}
+		if !r.DoorOpen {
+			d.heated += d.tick
 		}
 		if err := sleep(ctx, d.tick); err != nil {
 			return err
@@ -183,51 +209,77 @@ func (d *dishwasher) sample(ctx context.Context, phase string) (readings, error)
 		return r, err
 	}
 	r.Phase = phase
-	if err := d.c.Publish(ctx, "dw100/telemetry", r); err != nil && !errors.Is(err, sdk.ErrUnavailable) {
+	err = d.c.PublishTelemetry(ctx, sdk.Telemetry{Cycle: d.cycleID, Phase: phase, Readings: map[string]sdk.Reading{
+		"water_temp":  {Value: float64(r.Water) / 10, Unit: sdk.UnitCelsius},
+		"drying_temp": {Value: float64(r.Drying) / 10, Unit: sdk.UnitCelsius},
+		"rinse_agent": {Value: float64(r.Rinse), Unit: sdk.UnitPercent},
+	}})
+	if err != nil && !errors.Is(err, sdk.ErrUnavailable) { // unavailable: this sample is lost
 		return r, err
 	}
 	if r.Rinse < rinseLow {
-		_ = d.c.Publish(ctx, "dw100/alerts", map[string]any{"alert": "rinse_agent_low", "percent": r.Rinse})
+		_ = d.c.PublishEvent(ctx, sdk.Event{Name: "rinse_agent_low", Cycle: d.cycleID,
+			Readings: map[string]sdk.Reading{"rinse_agent": {Value: float64(r.Rinse), Unit: sdk.UnitPercent}}})
 	}
 	return r, nil
 }
 
-// diagnose answers the cloud's diagnostics: "sensors" reads everything; "heater_test"
-// heats for {"seconds": n} (at most 30) and reports how much the water warmed.
+// diagnose answers the cloud's diagnostics: "sensors" reads everything;
+// "heater-self-test" heats for {"seconds": n} (default 10, at most 60) and judges the
+// heater by the drying air's warming: {"ok", "rise_c_per_min", "verdict": "ok" or
+// "heater_failing"}.
 func (d *dishwasher) diagnose(name string, args json.RawMessage) (any, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	switch name {
 	case "sensors":
 		return d.readings(ctx)
-	case "heater_test":
+	case "heater-self-test":
 		var a struct {
 			Seconds int `json:"seconds"`
 		}
-		if err := json.Unmarshal(args, &a); err != nil || a.Seconds < 1 || a.Seconds > 30 {
-			return nil, errors.New(`args must be {"seconds": 1 to 30}`)
+		if len(args) > 0 && string(args) != "null" {
+			if err := json.Unmarshal(args, &a); err != nil {
+				return nil, errors.New(`args must be {"seconds": 1 to 60}`)
+			}
 		}
-		before, err := d.water.Read(ctx)
-		if err != nil {
-			return nil, err
+		if a.Seconds == 0 {
+			a.Seconds = 10
 		}
-		if err := d.heater.Set(ctx, true); err != nil {
-			return nil, err
+		if a.Seconds < 1 || a.Seconds > 60 {
+			return nil, errors.New(`args must be {"seconds": 1 to 60}`)
 		}
-		err = sleep(ctx, time.Duration(a.Seconds)*time.Second)
-		if offErr := d.heater.Set(context.WithoutCancel(ctx), false); err == nil {
-			err = offErr
-		}
-		if err != nil {
-			return nil, err
-		}
-		after, err := d.water.Read(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"delta_deci_c": after - before, "heater_ok": after-before >= 10}, nil
+		return d.heaterSelfTest(ctx, time.Duration(a.Seconds)*time.Second)
 	}
 	return nil, fmt.Errorf("unknown diagnostic %q", name)
+}
+
+// heaterSelfTest switches the heater on for dur (and off again, whatever happens) and
+// measures how fast the drying air warms.
+func (d *dishwasher) heaterSelfTest(ctx context.Context, dur time.Duration) (map[string]any, error) {
+	before, err := d.drying.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := d.heater.Set(ctx, true); err != nil {
+		return nil, err
+	}
+	err = sleep(ctx, dur)
+	after, rerr := d.drying.Read(context.WithoutCancel(ctx))
+	elapsed := time.Since(start)
+	if offErr := d.heater.Set(context.WithoutCancel(ctx), false); err == nil {
+		err = offErr
+	}
+	if err = errors.Join(err, rerr); err != nil {
+		return nil, err
+	}
+	rise := float64(after-before) / 10 / elapsed.Minutes()
+	verdict := "ok"
+	if rise < minRise {
+		verdict = "heater_failing"
+	}
+	return map[string]any{"ok": verdict == "ok", "rise_c_per_min": math.Round(rise*10) / 10, "verdict": verdict}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

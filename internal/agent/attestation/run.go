@@ -45,6 +45,16 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// Changed returns a channel that is closed after the next attestation attempt is recorded
+// (a renewal, a refusal or a failure): a long-lived connection that presents the
+// certificate (the cloud link, internal/agent/cloudlink) calls Certificate then and
+// reconnects when the certificate is a new one.
+func (c *Client) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
 // wakeLocked returns when Run should next call Certificate.
 func (c *Client) wakeLocked() time.Time {
 	var at time.Time // zero: now

@@ -55,7 +55,19 @@ type DW100 struct {
 	mu                   sync.Mutex
 	water, drying, rinse int64
 	fault                HeaterFault
-	heaterSeconds        float64 // fractional heating carried between steps
+	heaterSeconds        float64          // fractional heating carried between steps
+	now                  func() time.Time // RealTime's clock; nil: only Step advances
+	last                 time.Time
+}
+
+// RealTime makes the model advance with now on its own: every reading first steps it by
+// the time since the previous one, so an app that switches the heater on sees the water and
+// the drying air warm up (or not, with a heater fault) as on a real machine. The agent's
+// simulated DW100 (--peripherals dw100) runs this way; tests that set readings do not.
+func (d *DW100) RealTime(now func() time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.now, d.last = now, now()
 }
 
 // NewDW100 returns a DW100 at room temperature, door closed, heater off, rinse agent full.
@@ -70,6 +82,7 @@ func NewDW100() *DW100 {
 
 func (d *DW100) reading(v *int64) func() (int64, error) {
 	return func() (int64, error) {
+		d.advance()
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return *v, nil
@@ -104,11 +117,30 @@ func (d *DW100) set(p *int64, v int64) {
 	*p = v
 }
 
+// advance steps a RealTime model to now.
+func (d *DW100) advance() {
+	on := d.HeaterOn()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.now == nil {
+		return
+	}
+	t := d.now()
+	if dt := t.Sub(d.last); dt > 0 {
+		d.stepLocked(on, dt)
+	}
+	d.last = t
+}
+
 // Step advances the thermal model by dt.
 func (d *DW100) Step(dt time.Duration) {
 	on := d.HeaterOn()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.stepLocked(on, dt)
+}
+
+func (d *DW100) stepLocked(on bool, dt time.Duration) {
 	secs := d.heaterSeconds + dt.Seconds()
 	whole := int64(secs)
 	d.heaterSeconds = secs - float64(whole)

@@ -80,7 +80,7 @@ type Config struct {
 	// coalesces before queueing error reports.
 	Denied func(capability string)
 	// Telemetry receives telemetry.publish: a checked topic and a JSON payload. An error
-	// is the app's CodeUnavailable. Called from the app's connection goroutine; it should
+	// is the app's CodeUnavailable, or CodeBadRequest when it wraps ErrTelemetryRefused. Called from the app's connection goroutine; it should
 	// not block for long.
 	Telemetry func(ctx context.Context, topic string, payload json.RawMessage) error
 	// Health, optional, receives every health.report.
@@ -113,6 +113,11 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ErrTelemetryRefused, wrapped by a Config.Telemetry error, says the message itself is
+// refused (a topic or payload the cloud does not take): the app gets bad_request rather
+// than unavailable.
+var ErrTelemetryRefused = errors.New("telemetry refused")
 
 // Server serves the local API of one app.
 type Server struct {
@@ -322,7 +327,11 @@ func (s *Server) do(ctx context.Context, r *request) (map[string]any, *protoErro
 	case OpTelemetryPublish:
 		if err := s.cfg.Telemetry(ctx, r.Topic, r.Payload); err != nil {
 			s.log.WarnContext(ctx, "app telemetry not taken", "topic", r.Topic, "error", err)
-			return nil, &protoError{Code: CodeUnavailable, Message: "telemetry not taken: " + err.Error()}
+			code := CodeUnavailable
+			if errors.Is(err, ErrTelemetryRefused) {
+				code = CodeBadRequest // retrying does not help: the app must change it
+			}
+			return nil, &protoError{Code: code, Message: "telemetry not taken: " + err.Error()}
 		}
 		return nil, nil
 	case OpHealthReport:
