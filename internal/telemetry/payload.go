@@ -394,7 +394,7 @@ func walk(dec *json.Decoder, depth int, lower bool) error {
 
 func lowerKey(k string) bool {
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+		if c := k[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
 			return false
 		}
 	}

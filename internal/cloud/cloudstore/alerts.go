@@ -232,7 +232,7 @@ func (s *Store) ListAlerts(ctx context.Context, f AlertFilter) ([]Alert, int64, 
 		q += " WHERE " + strings.Join(conds, " AND ")
 	}
 	args = append(args, limit+1)
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args))
+	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args)) //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
 	var out []Alert
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, q, args...)

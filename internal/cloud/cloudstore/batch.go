@@ -195,7 +195,7 @@ func (s *Store) newBatchWriter(ctx context.Context, tx *sql.Tx) (*batchWriter, e
 func (w *batchWriter) close() {
 	for _, st := range []*sql.Stmt{w.ingested, w.reading, w.event} {
 		if st != nil {
-			st.Close()
+			_ = st.Close()
 		}
 	}
 }
@@ -203,7 +203,7 @@ func (w *batchWriter) close() {
 // write stores r unless its sequence was stored before.
 func (w *batchWriter) write(r Record) (stored, matched bool, err error) {
 	received := us(r.ReceivedAt)
-	res, err := w.ingested.ExecContext(w.ctx, int64(r.Seq), received)
+	res, err := w.ingested.ExecContext(w.ctx, seqArg(r.Seq), received)
 	if err != nil {
 		return false, false, err
 	}
@@ -221,7 +221,7 @@ func (w *batchWriter) write(r Record) (stored, matched bool, err error) {
 				return false, false, err
 			}
 		}
-		_, err = w.event.ExecContext(w.ctx, int64(r.Seq), r.Device, us(e.Time), received, r.Product, e.Name, e.Cycle, string(readings), e.Message)
+		_, err = w.event.ExecContext(w.ctx, seqArg(r.Seq), r.Device, us(e.Time), received, r.Product, e.Name, e.Cycle, string(readings), e.Message)
 		return true, false, err
 	default:
 		matched, err := w.s.finishFromReply(w.ctx, w.tx, r.Device, *r.Reply, r.ReceivedAt)
@@ -235,7 +235,7 @@ func (w *batchWriter) telemetry(r Record, received int64) error {
 	hour := us(t.Time.Truncate(time.Hour))
 	for _, metric := range sortedKeys(t.Readings) {
 		rd := t.Readings[metric]
-		if _, err := w.reading.ExecContext(w.ctx, r.Device, at, int64(r.Seq), metric, r.Product, received, t.Cycle, t.Phase, rd.Value, rd.Unit); err != nil {
+		if _, err := w.reading.ExecContext(w.ctx, r.Device, at, seqArg(r.Seq), metric, r.Product, received, t.Cycle, t.Phase, rd.Value, rd.Unit); err != nil {
 			return err
 		}
 		if t.Cycle != "" {
@@ -262,7 +262,8 @@ func (w *batchWriter) telemetry(r Record, received int64) error {
 // PostgreSQL take row locks in the same order and do not deadlock).
 func (w *batchWriter) flushSummaries() error {
 	d := w.s.d
-	cycleSQL := fmt.Sprintf(`INSERT INTO cycle_summaries AS c
+	cycleSQL := fmt.Sprintf( //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
+		`INSERT INTO cycle_summaries AS c
 		(device, cycle, phase, metric, product, unit, min_value, max_value, sum_value, samples, first_us, last_us, updated_us)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 		ON CONFLICT (device, cycle, phase, metric) DO UPDATE SET
@@ -285,7 +286,8 @@ func (w *batchWriter) flushSummaries() error {
 			return fmt.Errorf("upsert cycle summary: %w", err)
 		}
 	}
-	hourSQL := fmt.Sprintf(`INSERT INTO hourly_summaries AS h
+	hourSQL := fmt.Sprintf( //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
+		`INSERT INTO hourly_summaries AS h
 		(device, hour_us, metric, product, unit, min_value, max_value, sum_value, samples, updated_us)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT (device, hour_us, metric) DO UPDATE SET

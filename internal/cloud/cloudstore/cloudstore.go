@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -166,7 +167,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	}
 	s := &Store{db: db, ro: ro, d: sqliteDialect}
 	if err := s.migrate(ctx); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -188,7 +189,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 	}
 	s := &Store{db: db, ro: db, d: postgresDialect}
 	if err := s.migrate(ctx); err != nil {
-		s.Close()
+		_ = s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -346,12 +347,11 @@ func fromNullUS(v sql.NullInt64) time.Time {
 	return fromUS(v.Int64)
 }
 
-func nullUS(t time.Time) sql.NullInt64 {
-	if t.IsZero() {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: us(t), Valid: true}
-}
+// seqArg and seqOf convert stream sequences to and from the database's BIGINT; Record
+// validation keeps them at most 2^63-1.
+func seqArg(seq uint64) int64 { return int64(seq & math.MaxInt64) }
+
+func seqOf(v int64) uint64 { return uint64(max(v, 0)) }
 
 // placeholders returns "$from, $from+1, ..." for n values.
 func placeholders(from, n int) string {

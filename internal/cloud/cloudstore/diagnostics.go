@@ -230,21 +230,23 @@ func (s *Store) ExpireDiagnostics(ctx context.Context, now time.Time) ([]string,
 			alert sql.NullInt64
 		}
 		var dues []due
-		rows, err := tx.QueryContext(ctx, `SELECT id, alert_id FROM diagnostics WHERE state IN ($1, $2) AND deadline_us <= $3
-			ORDER BY deadline_us, id LIMIT $4`, DiagnosticPending, DiagnosticSent, us(now), maxExpire)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var d due
-			if err := rows.Scan(&d.id, &d.alert); err != nil {
-				rows.Close()
+		err := func() error {
+			rows, err := tx.QueryContext(ctx, `SELECT id, alert_id FROM diagnostics WHERE state IN ($1, $2) AND deadline_us <= $3
+				ORDER BY deadline_us, id LIMIT $4`, DiagnosticPending, DiagnosticSent, us(now), maxExpire)
+			if err != nil {
 				return err
 			}
-			dues = append(dues, d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			defer rows.Close()
+			for rows.Next() {
+				var d due
+				if err := rows.Scan(&d.id, &d.alert); err != nil {
+					return err
+				}
+				dues = append(dues, d)
+			}
+			return rows.Err()
+		}()
+		if err != nil {
 			return err
 		}
 		const why = "no reply before the deadline"
@@ -337,7 +339,7 @@ func (s *Store) ListDiagnostics(ctx context.Context, f DiagnosticFilter) ([]Diag
 		q += " WHERE " + strings.Join(conds, " AND ")
 	}
 	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY requested_us DESC, id DESC LIMIT $%d", len(args))
+	q += fmt.Sprintf(" ORDER BY requested_us DESC, id DESC LIMIT $%d", len(args)) //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
 	var out []Diagnostic
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, q, args...)

@@ -69,7 +69,7 @@ func (s *Store) Telemetry(ctx context.Context, q TelemetryQuery) (TelemetryPage,
 	sqlq := `SELECT device, product, time_us, received_us, seq, cycle, phase, metric, value, unit FROM readings
 		WHERE device = $1 AND time_us >= $2 AND time_us < $3`
 	if q.After != nil {
-		args = append(args, us(q.After.Time), int64(q.After.Seq), q.After.Metric)
+		args = append(args, us(q.After.Time), seqArg(q.After.Seq), q.After.Metric)
 		sqlq += ` AND (time_us, seq, metric) > ($4, $5, $6)`
 	}
 	if len(q.Metrics) > 0 {
@@ -79,7 +79,7 @@ func (s *Store) Telemetry(ctx context.Context, q TelemetryQuery) (TelemetryPage,
 		}
 	}
 	args = append(args, limit+1)
-	sqlq += fmt.Sprintf(` ORDER BY time_us, seq, metric LIMIT $%d`, len(args))
+	sqlq += fmt.Sprintf(` ORDER BY time_us, seq, metric LIMIT $%d`, len(args)) //nolint:gosec // G202: only constant SQL and $n placeholders are joined; every value is bound
 	var page TelemetryPage
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, sqlq, args...)
@@ -93,7 +93,7 @@ func (s *Store) Telemetry(ctx context.Context, q TelemetryQuery) (TelemetryPage,
 			if err := rows.Scan(&r.Device, &r.Product, &at, &received, &seq, &r.Cycle, &r.Phase, &r.Metric, &r.Value, &r.Unit); err != nil {
 				return err
 			}
-			r.Time, r.ReceivedAt, r.Seq = fromUS(at), fromUS(received), uint64(seq)
+			r.Time, r.ReceivedAt, r.Seq = fromUS(at), fromUS(received), seqOf(seq)
 			page.Readings = append(page.Readings, r)
 		}
 		return rows.Err()
@@ -153,7 +153,8 @@ func (s *Store) cycleSummaries(ctx context.Context, where string, args []any, li
 		return nil, err
 	}
 	args = append(args, limit)
-	q := fmt.Sprintf(`SELECT device, product, metric, unit, cycle, phase, first_us, last_us, min_value, max_value, sum_value, samples
+	q := fmt.Sprintf( //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
+		`SELECT device, product, metric, unit, cycle, phase, first_us, last_us, min_value, max_value, sum_value, samples
 		FROM cycle_summaries WHERE %s ORDER BY last_us, device, cycle, phase, metric LIMIT $%d`, where, len(args))
 	var out []Summary
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
@@ -235,11 +236,11 @@ func (s *Store) Events(ctx context.Context, device string, since, until time.Tim
 	q := `SELECT seq, device, product, time_us, received_us, name, cycle, readings, message FROM events
 		WHERE device = $1 AND time_us >= $2 AND time_us < $3`
 	if after != nil {
-		args = append(args, us(after.Time), int64(after.Seq))
+		args = append(args, us(after.Time), seqArg(after.Seq))
 		q += ` AND (time_us, seq) > ($4, $5)`
 	}
 	args = append(args, limit)
-	q += fmt.Sprintf(` ORDER BY time_us, seq LIMIT $%d`, len(args))
+	q += fmt.Sprintf(` ORDER BY time_us, seq LIMIT $%d`, len(args)) //nolint:gosec // G202: only constant SQL and $n placeholders are joined; every value is bound
 	var out []StoredEvent
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, q, args...)
@@ -254,7 +255,7 @@ func (s *Store) Events(ctx context.Context, device string, since, until time.Tim
 			if err := rows.Scan(&seq, &e.Device, &e.Product, &at, &received, &e.Name, &e.Cycle, &readings, &e.Message); err != nil {
 				return err
 			}
-			e.Seq, e.Time, e.ReceivedAt = uint64(seq), fromUS(at), fromUS(received)
+			e.Seq, e.Time, e.ReceivedAt = seqOf(seq), fromUS(at), fromUS(received)
 			if err := json.Unmarshal([]byte(readings), &e.Readings); err != nil {
 				return fmt.Errorf("event %d readings: %w", seq, err)
 			}

@@ -469,8 +469,10 @@ func TestLimiter_UndoForgetsFailedBatch(t *testing.T) {
 	l := newLimiter(1, 2, 10)
 	at := time.Unix(1000, 0)
 	undo := l.begin()
-	if !l.allow("a", at) || !l.allow("a", at) || l.allow("a", at) {
-		t.Fatal("want 2 allowed, then refused")
+	for i, want := range []bool{true, true, false} {
+		if got := l.allow("a", at); got != want {
+			t.Fatalf("allow #%d = %v, want %v", i+1, got, want)
+		}
 	}
 	undo()
 	l.begin()

@@ -68,7 +68,7 @@ func (in *Ingest) process(ctx context.Context, msgs []jetstream.Msg) error {
 		good = append(good, p)
 		devices[p.rec.Device] = true
 	}
-	records, kept, err := in.attribute(ctx, good, devices)
+	records, err := in.attribute(ctx, good, devices)
 	if err == nil {
 		start := time.Now()
 		var res cloudstore.BatchResult
@@ -81,7 +81,6 @@ func (in *Ingest) process(ctx context.Context, msgs []jetstream.Msg) error {
 			if !lastTS.IsZero() {
 				in.m.lag.Set(max(0, in.deps.Now().Sub(lastTS).Seconds()))
 			}
-			_ = kept
 			return nil
 		}
 	}
@@ -155,9 +154,9 @@ func decodeReason(err error) string {
 // attribute fills in each record's product and drops what its device may not send.
 // Enforces the certificate expiry (ATTACKS rows 8, 34); attacked by
 // TestIngest_DropsMessagesAfterCertificateExpiry.
-func (in *Ingest) attribute(ctx context.Context, good []pending, devices map[string]bool) ([]cloudstore.Record, []pending, error) {
+func (in *Ingest) attribute(ctx context.Context, good []pending, devices map[string]bool) ([]cloudstore.Record, error) {
 	if len(good) == 0 {
-		return nil, nil, nil
+		return nil, nil
 	}
 	ids := make([]string, 0, len(devices))
 	for id := range devices {
@@ -165,10 +164,9 @@ func (in *Ingest) attribute(ctx context.Context, good []pending, devices map[str
 	}
 	known, err := in.deps.Store.Devices(ctx, ids)
 	if err != nil {
-		return nil, nil, fmt.Errorf("look up devices: %w", err)
+		return nil, fmt.Errorf("look up devices: %w", err)
 	}
 	records := make([]cloudstore.Record, 0, len(good))
-	kept := good[:0]
 	for _, p := range good {
 		d, ok := known[p.rec.Device]
 		switch {
@@ -182,9 +180,8 @@ func (in *Ingest) attribute(ctx context.Context, good []pending, devices map[str
 		}
 		p.rec.Product = d.Product
 		records = append(records, p.rec)
-		kept = append(kept, p)
 	}
-	return records, kept, nil
+	return records, nil
 }
 
 // ackAll acknowledges every message of a committed batch: stored, duplicate and dropped.
