@@ -236,7 +236,7 @@ func checkJSON(v *problem.Validation, field string, raw json.RawMessage, max int
 		v.Add(field, "too_large", "%s may be at most %d bytes of JSON", field, max)
 		return
 	}
-	if err := checkStrictJSON(raw); err != nil {
+	if err := checkStrictJSON(raw, false); err != nil {
 		v.Add(field, "invalid_json", "%s must be one JSON value without duplicate keys, nested at most %d deep", field, maxDepth)
 	}
 }
@@ -284,7 +284,16 @@ func Encode(p interface{ Validate() error }) ([]byte, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return json.Marshal(p)
+	// Without HTML escaping: json.Marshal writes '<', '>' and '&' as six bytes each, so a
+	// valid message or result could encode past the payload limit the cloud enforces
+	// (TestEncode_StaysWithinLimits).
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 func decode(data []byte, max int, what string, into any) error {
@@ -298,7 +307,7 @@ func decode(data []byte, max int, what string, into any) error {
 	case !utf8.Valid(data):
 		return problem.New(problem.Invalid, "invalid_utf8", "the %s payload is not valid UTF-8", what)
 	}
-	if err := checkStrictJSON(data); err != nil {
+	if err := checkStrictJSON(data, true); err != nil {
 		return &problem.Error{Kind: problem.Invalid, Code: "malformed_payload", Detail: fmt.Sprintf("the %s payload is not one JSON object without duplicate keys", what), Err: err}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -314,15 +323,22 @@ var (
 	errDuplicate = errors.New("duplicate key")
 	errDepth     = errors.New("nested too deep")
 	errTrailing  = errors.New("data after the value")
+	errKeyCase   = errors.New("field name not in lower case")
 )
 
 // checkStrictJSON checks that data is exactly one JSON value whose objects have no
 // duplicate keys and whose nesting is at most maxDepth: encoding/json silently keeps the
 // last of duplicate keys, so two readers could see two payloads in one message.
-func checkStrictJSON(data []byte) error {
+//
+// In a payload (not in args or results, which are the app's own JSON), the keys of the
+// payload object and of its readings must be lower-case ASCII: encoding/json matches
+// field names without regard to case (and folds 'K', U+212A, to 'k'), so {"ok":false,
+// "OK":true} would otherwise be one payload to Go and another to a strict reader
+// (FuzzDecodeReply found it; TestDecode_Refuses/*/field name case attacks it).
+func checkStrictJSON(data []byte, payload bool) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	if err := walk(dec, 0); err != nil {
+	if err := walk(dec, 0, payload); err != nil {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -331,7 +347,9 @@ func checkStrictJSON(data []byte) error {
 	return nil
 }
 
-func walk(dec *json.Decoder, depth int) error {
+// walk checks one value; lower requires its object keys (and those of objects under
+// it) to be lower-case ASCII. In a payload that is the payload object and its readings.
+func walk(dec *json.Decoder, depth int, lower bool) error {
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -356,17 +374,29 @@ func walk(dec *json.Decoder, depth int) error {
 				return fmt.Errorf("%w %q", errDuplicate, key)
 			}
 			seen[key] = true
-			if err := walk(dec, depth+1); err != nil {
+			if lower && !lowerKey(key) {
+				return fmt.Errorf("%w: %q", errKeyCase, key)
+			}
+			if err := walk(dec, depth+1, lower && (depth > 0 || key == "readings")); err != nil {
 				return err
 			}
 		}
 	case '[':
 		for dec.More() {
-			if err := walk(dec, depth+1); err != nil {
+			if err := walk(dec, depth+1, false); err != nil {
 				return err
 			}
 		}
 	}
 	_, err = dec.Token() // the closing delimiter
 	return err
+}
+
+func lowerKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
