@@ -101,6 +101,7 @@ func tele(seq uint64, dev string, at time.Time, cycle, phase string, readings ma
 func runSuite(t *testing.T, open func(*testing.T) *cloudstore.Store) {
 	tests := map[string]func(*testing.T, *cloudstore.Store){
 		"Devices":                     testDevices,
+		"ListDevices":                 testListDevices,
 		"WriteBatchStoresOnce":        testWriteBatchStoresOnce,
 		"WriteBatchRefusesBadInput":   testWriteBatchRefusesBadInput,
 		"Summaries":                   testSummaries,
@@ -148,6 +149,46 @@ func testDevices(t *testing.T, s *cloudstore.Store) {
 	ds, err := s.Devices(ctx, []string{devA, devB})
 	if err != nil || len(ds) != 1 {
 		t.Errorf("Devices(a, b) = %v, %v; want only a", ds, err)
+	}
+}
+
+func testListDevices(t *testing.T, s *cloudstore.Store) {
+	ctx := t.Context()
+	var ids []string
+	for i := range 5 {
+		d := device(fmt.Sprintf("%064x", i+1))
+		if i%2 == 1 {
+			d.Product = "dw200"
+		}
+		if err := s.UpsertDevice(ctx, d, t0); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+	}
+	var got []string
+	f := cloudstore.DeviceFilter{Limit: 2}
+	for {
+		page, err := s.ListDevices(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range page {
+			got = append(got, d.ID)
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		f.After = page[len(page)-1].ID
+	}
+	if diff := cmp.Diff(ids, got); diff != "" {
+		t.Errorf("pages of 2 (-want +got):\n%s", diff)
+	}
+	page, err := s.ListDevices(ctx, cloudstore.DeviceFilter{Product: "dw200"})
+	if err != nil || len(page) != 2 || page[0].ID != ids[1] || page[1].ID != ids[3] {
+		t.Errorf("product dw200: %v, %v; want devices 2 and 4", page, err)
+	}
+	if _, err := s.ListDevices(ctx, cloudstore.DeviceFilter{Limit: 1001}); !errors.Is(err, cloudstore.ErrInvalid) {
+		t.Errorf("limit 1001: %v, want ErrInvalid", err)
 	}
 }
 

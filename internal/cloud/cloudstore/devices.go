@@ -118,3 +118,49 @@ func (s *Store) Devices(ctx context.Context, ids []string) (map[string]Device, e
 	})
 	return out, err
 }
+
+// DeviceFilter selects devices for ListDevices.
+type DeviceFilter struct {
+	// Product, when set, keeps only that product's devices.
+	Product string
+	// After, when set, continues past this device ID (the previous page's last): pages run
+	// in ID order, which reconnecting devices do not reorder.
+	After string
+	// Limit is 1 to 1000; 0 means 100.
+	Limit int
+}
+
+// ListDevices returns the devices f selects, by ID.
+func (s *Store) ListDevices(ctx context.Context, f DeviceFilter) ([]Device, error) {
+	limit, err := pageLimit(f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	q := `SELECT id, product, first_seen_us, last_seen_us, cert_not_after_us, cert_serial FROM devices WHERE id > $1`
+	args := []any{f.After}
+	if f.Product != "" {
+		q += ` AND product = $2`
+		args = append(args, f.Product)
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args))
+	var out []Device
+	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var d Device
+			var first, last, notAfter int64
+			if err := rows.Scan(&d.ID, &d.Product, &first, &last, &notAfter, &d.CertSerial); err != nil {
+				return err
+			}
+			d.FirstSeen, d.LastSeen, d.CertNotAfter = fromUS(first), fromUS(last), fromUS(notAfter)
+			out = append(out, d)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
