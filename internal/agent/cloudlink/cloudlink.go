@@ -52,6 +52,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/moat-iot/moat/internal/telemetry"
 )
 
@@ -66,6 +68,11 @@ const (
 	// DefaultCertCheckInterval is how often a connected link asks for the certificate when
 	// no change notification comes.
 	DefaultCertCheckInterval = time.Minute
+	// DefaultPublishRate and DefaultPublishBurst pace what the link sends: below the
+	// cloud's default per-device limit (10 messages/s, burst 100), so that a backlog the
+	// outbox gathered while offline is delivered, not dropped as rate_limited.
+	DefaultPublishRate  = 5
+	DefaultPublishBurst = 50
 )
 
 // App topics: what the app's telemetry.publish may name.
@@ -115,6 +122,11 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CertCheckInterval, optional (DefaultCertCheckInterval).
 	CertCheckInterval time.Duration
+	// PublishRate (messages per second) and PublishBurst, optional, pace publishing
+	// (DefaultPublishRate, DefaultPublishBurst); keep them within the cloud's per-device
+	// limit (moat cloud --device-rate, --device-burst).
+	PublishRate  float64
+	PublishBurst int
 }
 
 // minQueueBytes is room for a few of the largest messages.
@@ -153,7 +165,7 @@ func (c Config) Validate() error {
 	if c.MaxQueueMessages < 0 || c.MaxQueueMessages == 1 {
 		errs = append(errs, errors.New("max_queue_messages: at least 2"))
 	}
-	if c.MaxDiagnostics < 0 || c.DiagnoseTimeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.CertCheckInterval < 0 {
+	if c.MaxDiagnostics < 0 || c.DiagnoseTimeout < 0 || c.MinBackoff < 0 || c.MaxBackoff < 0 || c.CertCheckInterval < 0 || c.PublishRate < 0 || c.PublishBurst < 0 {
 		errs = append(errs, errors.New("max_diagnostics, diagnose_timeout, min_backoff, max_backoff and cert_check_interval must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -193,6 +205,7 @@ type Link struct {
 	certK  chan struct{} // the certificate may have changed
 	diagWG sync.WaitGroup
 	diag   *diagnostics
+	pace   *rate.Limiter // publishes, within the cloud's per-device limit
 
 	sent, dropped, connects, refused, diagnoses atomic.Int64
 }
@@ -209,12 +222,15 @@ func New(cfg Config) (*Link, error) {
 	cfg.MinBackoff = cmp0(cfg.MinBackoff, DefaultMinBackoff)
 	cfg.MaxBackoff = max(cmp0(cfg.MaxBackoff, DefaultMaxBackoff), cfg.MinBackoff)
 	cfg.CertCheckInterval = cmp0(cfg.CertCheckInterval, DefaultCertCheckInterval)
+	cfg.PublishRate = cmp0(cfg.PublishRate, DefaultPublishRate)
+	cfg.PublishBurst = cmp0(cfg.PublishBurst, DefaultPublishBurst)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	u, _ := brokerAddr(cfg.Broker)
-	l := &Link{cfg: cfg, broker: u, log: log, kick: make(chan struct{}, 1), certK: make(chan struct{}, 1)}
+	l := &Link{cfg: cfg, broker: u, log: log, kick: make(chan struct{}, 1), certK: make(chan struct{}, 1),
+		pace: rate.NewLimiter(rate.Limit(cfg.PublishRate), cfg.PublishBurst)}
 	q, err := openQueue(cfg.QueueDir, cfg.MaxQueueBytes, cfg.MaxQueueMessages, log, func(kind string) {
 		l.dropped.Add(1)
 	})

@@ -197,7 +197,7 @@ func (l *Link) serve(ctx context.Context, c mqtt.Client, id certID, lost *lostSi
 }
 
 // sendQueue publishes the queue, window messages at a time, deleting each message once
-// the broker acknowledged it.
+// the broker acknowledged it, paced by PublishRate.
 func (l *Link) sendQueue(ctx context.Context, c mqtt.Client, lost *lostSignal) error {
 	for {
 		es, data, err := l.q.next(window, func(uint64) bool { return false })
@@ -206,6 +206,9 @@ func (l *Link) sendQueue(ctx context.Context, c mqtt.Client, lost *lostSignal) e
 		}
 		if len(es) == 0 {
 			return nil
+		}
+		if err := l.pace.WaitN(ctx, min(len(es), l.cfg.PublishBurst)); err != nil {
+			return err
 		}
 		toks := make([]mqtt.Token, len(es))
 		for i, e := range es {
