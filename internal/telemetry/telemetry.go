@@ -60,9 +60,9 @@ const (
 // QoS 1 message it stores: it acknowledges a device's QoS 1 PUBLISH only once the
 // message is stored under StoredPrefix+subject. Stream captures those subjects, so a
 // PUBACK means "in Stream" (a device's QoS 0 publishes are not stored). A diagnostics
-// request published with JetStream to StoredRequestSubject reaches a device's
-// persistent session even when it connects later; a plain NATS publish on the device
-// subject reaches only a connected device.
+// request published with JetStream to StoredRequestSubject (as the broker's
+// RequestMsg makes it) reaches a device's persistent session even when it connects
+// later; a plain NATS publish on the device subject reaches only a connected device.
 const StoredPrefix = "$MQTT.msgs."
 
 // StreamSubjects are the NATS subjects Stream captures: everything devices publish

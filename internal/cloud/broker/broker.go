@@ -292,11 +292,35 @@ func (b *Broker) Conn() (*nats.Conn, error) {
 		nats.UserInfo(internalUser, b.secret),
 		nats.Name("moat cloud"),
 		nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			b.log.Warn("in-process client", slog.Any("error", err))
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect in process: %w", err)
 	}
 	return nc, nil
+}
+
+// mqttQoSHeader is the header nats-server's MQTT reads a stored message's QoS from
+// (mqtt.go, mqttNatsHeader): a stored message without it counts as QoS 0 and a QoS 1
+// subscription never gets it. TestBroker_SessionSurvivesRestart fails if that changes.
+const mqttQoSHeader = "Nmqtt-Pub"
+
+// RequestMsg is the message that carries diagnostics request id to device with QoS 1:
+// published with JetStream (PublishMsg), it is stored until the device's QoS 1
+// subscription takes it, now or when its persistent session next connects, across
+// broker restarts. While no session of the device has subscribed, it is dropped at
+// once (the stream keeps messages only for interested consumers): the sender's
+// timeout then ends the request.
+func RequestMsg(device, id string, payload []byte) (*nats.Msg, error) {
+	if !telemetry.ValidDeviceID(device) || !telemetry.ValidRequestID(id) {
+		return nil, fmt.Errorf("diagnostics request %.64q for device %.64q: %w", id, device, telemetry.ErrBadAddress)
+	}
+	m := nats.NewMsg(telemetry.StoredRequestSubject(device, id))
+	m.Header.Set(mqttQoSHeader, "1")
+	m.Data = payload
+	return m, nil
 }
 
 // Close shuts the broker down: it closes every connection (MQTT wills are published

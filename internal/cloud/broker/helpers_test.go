@@ -19,7 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -305,7 +305,10 @@ func needMosquitto(t testing.TB) {
 func mqttArgs(t testing.TB, b *broker.Broker, d *device, cid, user string) []string {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(b.MQTTAddr().String())
-	args := []string{"-h", "127.0.0.1", "-p", port, "--cafile", testPKI(t).serverCA, "-V", "mqttv311", "-i", cid, "-u", user}
+	args := []string{"-h", "127.0.0.1", "-p", port, "--cafile", testPKI(t).serverCA, "-V", "mqttv311", "-i", cid}
+	if user != "" { // no user name at all otherwise
+		args = append(args, "-u", user)
+	}
 	if d != nil {
 		args = append(args, "--cert", d.certFile, "--key", d.keyFile)
 	}
@@ -315,9 +318,16 @@ func mqttArgs(t testing.TB, b *broker.Broker, d *device, cid, user string) []str
 // run runs a mosquitto client for at most 20 s and returns its exit code and output.
 func run(t testing.TB, name string, args ...string) (int, string) {
 	t.Helper()
+	return runInput(t, "", name, args...)
+}
+
+// runInput is run with stdin.
+func runInput(t testing.TB, stdin, name string, args ...string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 		return ee.ExitCode(), string(out)
@@ -392,5 +402,61 @@ func total(t testing.TB, b *broker.Broker) uint64 {
 
 func subj(topic string) string { return telemetry.Subject(topic) }
 
-var _ = fmt.Sprint
-var _ = strconv.Itoa
+// subscribe has d (with client ID cid) subscribe to filters with QoS 1 and waits up to
+// wait seconds for one message. It returns mosquitto_sub's exit code and output.
+func subscribe(t testing.TB, b *broker.Broker, d *device, cid string, wait int, filters ...string) (int, string) {
+	t.Helper()
+	args := append(mqttArgs(t, b, d, cid, product), "-q", "1", "-v", "-C", "1", "-W", fmt.Sprint(wait))
+	for _, f := range filters {
+		args = append(args, "-t", f)
+	}
+	return run(t, "mosquitto_sub", args...)
+}
+
+// waitFor polls cond until it holds or 10 s have passed.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// publishRequest publishes a diagnostics request as the cloud does: with JetStream on
+// the stored subject, so a persistent session gets it later.
+func publishRequest(t testing.TB, b *broker.Broker, dev, id string) {
+	t.Helper()
+	nc, err := b.Conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := broker.RequestMsg(dev, id, []byte("request"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatalf("publish request: %v", err)
+	}
+}
+
+func contextTimeout(t testing.TB, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(t.Context(), d)
+}
+
+// leaf is d's certificate.
+func (d *device) leaf(t testing.TB) *x509.Certificate {
+	t.Helper()
+	c, err := x509.ParseCertificate(d.tlsCert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
