@@ -460,3 +460,6 @@ func (d *device) leaf(t testing.TB) *x509.Certificate {
 	}
 	return c
 }
+
+// chainWith is a chain file of the given CAs and the root.
+func (p *pki) chainWith(cas ...*x509.Certificate) []byte { return deviceca.Chain(p.root, cas...) }
