@@ -24,7 +24,7 @@ type fakeClient struct {
 	register *server.User
 }
 
-func (f *fakeClient) GetOpts() *server.ClientOpts                  { return &f.opts }
+func (f *fakeClient) GetOpts() *server.ClientOpts                 { return &f.opts }
 func (f *fakeClient) GetTLSConnectionState() *tls.ConnectionState { return f.tls }
 func (f *fakeClient) RegisterUser(u *server.User)                 { f.register = u }
 func (f *fakeClient) RemoteAddress() net.Addr                     { return &net.TCPAddr{} }
@@ -99,12 +99,12 @@ func TestMQTTClientID(t *testing.T) {
 	}{
 		{fmt.Sprintf("%s - %q", "127.0.0.1:5555 - mid:7", id), 7, id, true},
 		{fmt.Sprintf("%s - %q", "[::1]:5555 - mid:12", id), 12, id, true},
-		{fmt.Sprintf("%s - %q", "127.0.0.1:5555 - mid:7", id), 8, "", false},           // another connection's
-		{"127.0.0.1:5555 - mid:7", 7, "", false},                                         // not yet stored
-		{"127.0.0.1:5555 - cid:7 - \"" + id + "\"", 7, "", false},                        // a NATS client
-		{"127.0.0.1:5555 - mid:7 - " + id, 7, "", false},                                 // not quoted
-		{"127.0.0.1:5555 - mid:7 - \"" + id + "\" - \"x\"", 7, "", false},                // trailing
-		{"127.0.0.1:5555 - mid:7 - \"\"", 7, "", false},                                  // empty
+		{fmt.Sprintf("%s - %q", "127.0.0.1:5555 - mid:7", id), 8, "", false},                  // another connection's
+		{"127.0.0.1:5555 - mid:7", 7, "", false},                                              // not yet stored
+		{"127.0.0.1:5555 - cid:7 - \"" + id + "\"", 7, "", false},                             // a NATS client
+		{"127.0.0.1:5555 - mid:7 - " + id, 7, "", false},                                      // not quoted
+		{"127.0.0.1:5555 - mid:7 - \"" + id + "\" - \"x\"", 7, "", false},                     // trailing
+		{"127.0.0.1:5555 - mid:7 - \"\"", 7, "", false},                                       // empty
 		{fmt.Sprintf("%s - %q", "127.0.0.1:5555 - mid:7", "a\" - \"b"), 7, "a\" - \"b", true}, // quotes escape
 		{"", 0, "", false},
 	}
