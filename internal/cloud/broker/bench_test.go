@@ -120,4 +120,3 @@ func waitToken(b *testing.B, tok mqtt.Token) {
 		b.Fatalf("publish: %v", tok.Error())
 	}
 }
-

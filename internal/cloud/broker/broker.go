@@ -120,7 +120,8 @@ func serverOptions(cfg Config, auth *authenticator) (*server.Options, error) {
 		ServerName: cfg.ServerName,
 		// No NATS client port at all: the only network listener for clients is MQTT
 		// over TLS, so nothing on the network can present the in-process client's
-		// secret. Attacked by TestBroker_RejectsNATSClients.
+		// secret (a cluster needs a loopback one, see clusterOptions). Attacked by
+		// TestBroker_RejectsNATSClients and TestServerOptions_NoNATSClientPort.
 		DontListen: true,
 		NoSigs:     true,
 		// No monitoring port, no leafnodes, no gateways, no websocket.
@@ -164,6 +165,15 @@ func clusterOptions(cfg Config, opts *server.Options) error {
 	if port == 0 {
 		port = -1
 	}
+	// nats-server starts routing only once its NATS client listener is up (route.go,
+	// StartRouting waits for clientListenReady), which DontListen never starts. So a
+	// clustered server listens for NATS clients on a random loopback port, where only
+	// the in-process secret (256 random bits, never written anywhere) authenticates:
+	// a client without TLS is checked as the in-process client
+	// (TestCheck_RejectsNonMQTTClients).
+	opts.DontListen = false
+	opts.Host = "127.0.0.1"
+	opts.Port = -1
 	opts.Cluster = server.ClusterOpts{
 		Name:     cfg.ClusterName,
 		Host:     host,
@@ -270,11 +280,35 @@ func (b *Broker) setUpStreams(cfg Config) error {
 			Replicas:          replicas,
 		},
 	} {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := createStream(ctx, js, sc, cfg.ClusterListen != ""); err != nil {
 			return fmt.Errorf("set up stream %s: %w", sc.Name, err)
 		}
 	}
 	return nil
+}
+
+// createStream creates or updates sc. In a cluster JetStream answers only once the
+// servers have found each other and elected a leader, so it tries again until ctx ends.
+func createStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, clustered bool) error {
+	if !clustered {
+		_, err := js.CreateOrUpdateStream(ctx, sc)
+		return err
+	}
+	for {
+		// Before a leader is elected a request gets no answer at all: each try
+		// waits a little only.
+		try, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.CreateOrUpdateStream(try, sc)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // MQTTAddr is the address of the MQTT over TLS listener.

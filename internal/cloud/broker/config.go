@@ -166,6 +166,10 @@ func (c Config) validateCluster() []error {
 	if len(c.ClusterSecret) < 32 {
 		errs = append(errs, errors.New("cluster_secret: want at least 32 characters"))
 	}
+	if len(c.Routes) == 0 {
+		// nats-server refuses clustered JetStream without routes.
+		errs = append(errs, errors.New("routes: want the other servers of the cluster"))
+	}
 	for _, r := range c.Routes {
 		if !strings.HasPrefix(r, "nats-route://") && !strings.HasPrefix(r, "nats://") {
 			errs = append(errs, fmt.Errorf("routes: %q: want nats-route://host:port", r))
