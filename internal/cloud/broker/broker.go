@@ -209,16 +209,11 @@ func (b *Broker) resolveMQTTAddr() error {
 	if err != nil {
 		return fmt.Errorf("read broker address: %w", err)
 	}
-	ip := net.ParseIP(v.MQTT.Host)
-	if ip == nil {
-		ips, err := net.LookupIP(v.MQTT.Host)
-		if err != nil || len(ips) == 0 {
-			ip = net.IPv4zero
-		} else {
-			ip = ips[0]
-		}
+	a, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(v.MQTT.Host, strconv.Itoa(v.MQTT.Port)))
+	if err != nil {
+		return fmt.Errorf("read broker address: %w", err)
 	}
-	b.mqttAddr = &net.TCPAddr{IP: ip, Port: v.MQTT.Port}
+	b.mqttAddr = a
 	return nil
 }
 
