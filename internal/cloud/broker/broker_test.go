@@ -222,17 +222,31 @@ func TestBroker_RetainedAndWillOfExpiredDeviceReachNoOne(t *testing.T) {
 	} {
 		publish(t, b, short, topic, "retained", "-r")
 	}
-	// Connected with wills on its own request topic and its telemetry, until the
-	// broker closes the connection at the certificate's end.
+	// Connected, with a will on its own request topic (which its next session
+	// subscribes to), until the broker closes the connection at the certificate's
+	// end. A second device of the same kind leaves its will on its own telemetry, to
+	// show that wills do fire at that close, and land only in the stream.
+	witness := issueDevice(t, newKey(t), p.caA, p.keyA, tenantA, now.Add(-time.Hour), now.Add(4*time.Second))
 	start := time.Now()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		args := append(mqttArgs(t, b, witness, witness.id, product), "-q", "1", "-t", telemetry.DiagnosticsFilter(witness.id),
+			"--will-topic", telemetry.TelemetryTopic(witness.id), "--will-payload", "will", "--will-retain", "--will-qos", "1")
+		run(t, "mosquitto_sub", args...)
+	})
 	args := append(mqttArgs(t, b, short, short.id, product), "-q", "1", "-t", telemetry.DiagnosticsFilter(short.id),
 		"--will-topic", telemetry.DiagnosticsTopic(short.id, "w1"), "--will-payload", "will", "--will-retain", "--will-qos", "1")
 	code, out := run(t, "mosquitto_sub", args...)
+	wg.Wait()
 	if code == 0 || time.Since(start) > 15*time.Second {
 		t.Fatalf("mosquitto_sub = %d %q after %v, want closed at the certificate's end", code, out, time.Since(start))
 	}
 	if out != "" && !strings.Contains(out, "not authorised") && !strings.Contains(out, "lost") {
 		t.Errorf("mosquitto_sub got %q", out)
+	}
+	waitFor(t, "the witness's will", func() bool { return total(t, b) == 4 }) // 3 retained of short, 1 will
+	if got := stored(t, b, subj(telemetry.TelemetryTopic(witness.id))); !cmp.Equal(got, []string{"will"}) {
+		t.Errorf("witness telemetry = %q, want its will", got)
 	}
 	if code, out := run(t, "mosquitto_sub", append(mqttArgs(t, b, short, short.id, product), "-t", telemetry.DiagnosticsFilter(short.id),
 		"--will-topic", telemetry.TelemetryTopic(short.id), "--will-payload", "will", "--will-retain", "--will-qos", "1", "-W", "3")...); code != exitNotAuthorized {
