@@ -56,11 +56,28 @@ const (
 	SubjectPrefix = "devices"
 )
 
-// StreamSubjects are the NATS subjects Stream captures: everything devices publish.
+// StoredPrefix is what the broker (nats-server's MQTT) puts before the subject of a
+// QoS 1 message it stores: it acknowledges a device's QoS 1 PUBLISH only once the
+// message is stored under StoredPrefix+subject. Stream captures those subjects, so a
+// PUBACK means "in Stream" (a device's QoS 0 publishes are not stored). A diagnostics
+// request published with JetStream to StoredRequestSubject (as the broker's
+// RequestMsg makes it) reaches a device's persistent session even when it connects
+// later; a plain NATS publish on the device subject reaches only a connected device.
+const StoredPrefix = "$MQTT.msgs."
+
+// StreamSubjects are the NATS subjects Stream captures: everything devices publish
+// with QoS 1, as the broker stores it.
 var StreamSubjects = []string{
-	"devices.*.telemetry",
-	"devices.*.events",
-	"devices.*.diagnostics.*.reply",
+	StoredPrefix + "devices.*.telemetry",
+	StoredPrefix + "devices.*.events",
+	StoredPrefix + "devices.*.diagnostics.*.reply",
+}
+
+// StoredRequestSubject is the subject to publish (with JetStream) the diagnostics
+// request id for device on so that the device's QoS 1 subscription gets it, now or
+// when it next connects.
+func StoredRequestSubject(device, id string) string {
+	return StoredPrefix + Subject(DiagnosticsTopic(device, id))
 }
 
 var (
@@ -109,9 +126,10 @@ type Address struct {
 // ErrBadAddress is wrapped by ParseSubject's errors.
 var ErrBadAddress = errors.New("not a device subject")
 
-// ParseSubject reads a NATS subject of the scheme (devices.{id}.telemetry, ...).
+// ParseSubject reads a NATS subject of the scheme (devices.{id}.telemetry, ...), with
+// or without StoredPrefix.
 func ParseSubject(subject string) (Address, error) {
-	return parse(strings.Split(subject, "."), subject)
+	return parse(strings.Split(strings.TrimPrefix(subject, StoredPrefix), "."), subject)
 }
 
 // ParseTopic reads an MQTT topic of the scheme (devices/{id}/telemetry, ...).
