@@ -34,6 +34,7 @@ func commands(env *Env) []*ffcli.Command {
 		newKeyCmd(env),
 		newPlatformCmd(env),
 		newServerCmd(env),
+		newCloudCmd(env),
 		newAgentCmd(env),
 		newBootCmd(env),
 		newDemoCmd(env),

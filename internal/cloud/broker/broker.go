@@ -49,9 +49,14 @@ type Broker struct {
 	log      *slog.Logger
 	secret   string
 	mqttAddr net.Addr
+	tenant   string
 
 	closeOnce sync.Once
 }
+
+// Tenant is the tenant the broker admits devices of: Config.TenantID, or the one the CA
+// certificates name.
+func (b *Broker) Tenant() string { return b.tenant }
 
 // Open starts the broker and returns once it accepts connections and the streams are
 // in place.
@@ -81,7 +86,7 @@ func Open(cfg Config) (*Broker, error) {
 	}
 	srv.SetLoggerV2(natsLogger{cfg.Logger}, cfg.Logger.Enabled(context.Background(), slog.LevelDebug), false, false)
 	srv.Start()
-	b := &Broker{srv: srv, log: cfg.Logger, secret: secret}
+	b := &Broker{srv: srv, log: cfg.Logger, secret: secret, tenant: tr.tenant}
 	if !srv.ReadyForConnections(readyTimeout) {
 		b.shutdown()
 		return nil, errors.New("start broker: not ready for connections in time")
