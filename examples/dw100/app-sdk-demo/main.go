@@ -102,10 +102,34 @@ func run(ctx context.Context, tick, between time.Duration, heatLimit int) error 
 			}
 			_ = c.PublishEvent(ctx, sdk.Event{Name: "cycle_failed", Cycle: d.cycleID, Message: err.Error()})
 		}
+		if err := d.idle(ctx, between); err != nil {
+			return err
+		}
+	}
+}
+
+// idleEvery is how often an idle dishwasher reports its sensors: the cloud's no-data
+// rule (examples/dw100/rules.yaml) counts silence longer than two hours as a fault.
+const idleEvery = time.Hour
+
+// idle waits between cycles, reporting the sensors (phase "idle", no cycle) every
+// idleEvery.
+func (d *dishwasher) idle(ctx context.Context, wait time.Duration) error {
+	d.cycleID = ""
+	end := time.NewTimer(wait)
+	defer end.Stop()
+	report := time.NewTicker(idleEvery)
+	defer report.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(between):
+		case <-end.C:
+			return nil
+		case <-report.C:
+			if _, err := d.sample(ctx, "idle"); err != nil && ctx.Err() == nil {
+				return err
+			}
 		}
 	}
 }
