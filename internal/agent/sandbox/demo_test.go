@@ -59,7 +59,7 @@ func TestSandbox_RunsDW100Demo(t *testing.T) {
 		Denied:       func(c string) { mu.Lock(); denied = append(denied, c); mu.Unlock() },
 		Telemetry: func(_ context.Context, topic string, payload json.RawMessage) error {
 			var r struct{ Phase string }
-			if topic == "dw100/telemetry" && json.Unmarshal(payload, &r) == nil {
+			if topic == "telemetry" && json.Unmarshal(payload, &r) == nil {
 				mu.Lock()
 				phases[r.Phase] = true
 				mu.Unlock()
@@ -122,7 +122,7 @@ func TestSandbox_RunsDW100Demo(t *testing.T) {
 	}
 	for {
 		mu.Lock()
-		dry := phases["dry"]
+		dry := phases["drying"]
 		mu.Unlock()
 		if dry {
 			break
