@@ -278,3 +278,33 @@ func TestSideFiles(t *testing.T) {
 		t.Errorf("aside/ = %v, want the newest file only", des)
 	}
 }
+
+// TestDelete_KeepsWhatItCouldNotRemove: a record whose file a Delete could not remove stays
+// queued (to be sent and acknowledged again), and the counts follow the disk.
+func TestDelete_KeepsWhatItCouldNotRemove(t *testing.T) {
+	t.Parallel()
+	cfg := config(t.TempDir())
+	q, _ := mustOpen(t, cfg)
+	mustPut(t, q, "1.json", "2.json", "3.json")
+	removes := 0
+	errDisk := errors.New("disk error")
+	cfg.Fault = func(op spool.Op) error {
+		if op == spool.OpRemove {
+			removes++
+			if removes == 2 {
+				return errDisk
+			}
+		}
+		return nil
+	}
+	q, _ = mustOpen(t, cfg)
+	if err := q.Delete("1.json", "2.json", "3.json"); !errors.Is(err, errDisk) {
+		t.Fatalf("Delete = %v, want the disk error", err)
+	}
+	if d := cmp.Diff([]string{"2.json"}, names(q)); d != "" || q.Bytes() != int64(len(content("2.json"))) {
+		t.Errorf("after a failed Delete: Entries() (-want +got):\n%s Bytes() %d", d, q.Bytes())
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "2.json")); err != nil {
+		t.Errorf("2.json: %v", err)
+	}
+}
