@@ -40,7 +40,7 @@ type queue struct {
 	dropped func(kind string) // counts a dropped message
 
 	mu  sync.Mutex
-	sp  *spool.Queue[qentry] // oldest first
+	sp  *spool.Queue[*qentry] // oldest first
 	seq uint64
 }
 
@@ -64,7 +64,7 @@ func (e qentry) topic(device string) string {
 
 func openQueue(dir string, maxBytes int64, maxFiles int, log *slog.Logger, dropped func(string)) (*queue, error) {
 	q := &queue{dir: dir, log: log, dropped: dropped}
-	sp, bad, err := spool.Open(spool.Config[qentry]{Dir: dir, MaxFiles: maxFiles, MaxBytes: maxBytes,
+	sp, bad, err := spool.Open(spool.Config[*qentry]{Dir: dir, MaxFiles: maxFiles, MaxBytes: maxBytes,
 		MaxFileBytes: telemetry.MaxReplyBytes, // the largest message
 		Decode:       decode})
 	if err != nil {
@@ -91,12 +91,12 @@ func openQueue(dir string, maxBytes int64, maxFiles int, log *slog.Logger, dropp
 }
 
 // decode checks that data is a message of the kind its file name says.
-func decode(name string, data []byte) (qentry, error) {
+func decode(name string, data []byte) (*qentry, error) {
 	e, ok := parseName(name)
 	if !ok {
-		return qentry{}, errors.New("not a message file")
+		return nil, errors.New("not a message file")
 	}
-	return e, check(e.kind, data)
+	return &e, check(e.kind, data)
 }
 
 // parseName reads a queue file name; ok is false for anything else.
@@ -157,7 +157,7 @@ func (q *queue) put(kind, request string, data []byte) error {
 	}
 	q.seq++
 	name := fileName(q.seq, kind, request)
-	if err := q.sp.Put(name, data, qentry{seq: q.seq, kind: kind, request: request}); err != nil {
+	if err := q.sp.Put(name, data, &qentry{seq: q.seq, kind: kind, request: request}); err != nil {
 		return fmt.Errorf("cloud queue: write %s: %w", name, err)
 	}
 	return nil
@@ -167,10 +167,10 @@ func (q *queue) put(kind, request string, data []byte) error {
 // telemetry first (a later reading supersedes it), else the oldest message. Called with
 // mu held.
 func (q *queue) makeRoom(size int64, n int) error {
-	victim := func(es []spool.Entry[qentry]) int {
-		return max(slices.IndexFunc(es, func(e spool.Entry[qentry]) bool { return e.Meta.kind == kindTelemetry }), 0)
+	victim := func(es []spool.Entry[*qentry]) int {
+		return max(slices.IndexFunc(es, func(e spool.Entry[*qentry]) bool { return e.Meta.kind == kindTelemetry }), 0)
 	}
-	dropped := func(e spool.Entry[qentry]) {
+	dropped := func(e spool.Entry[*qentry]) {
 		q.log.Warn("cloud queue full: dropped a message", "dir", q.dir, "file", e.Name, "kind", e.Meta.kind)
 		q.dropped(e.Meta.kind)
 	}
@@ -197,7 +197,7 @@ func (q *queue) next(n int, skip func(seq uint64) bool) ([]qentry, [][]byte, err
 		if err != nil {
 			return nil, nil, fmt.Errorf("cloud queue: %s: %w", e.Name, err)
 		}
-		es, data = append(es, e.Meta), append(data, d)
+		es, data = append(es, *e.Meta), append(data, d)
 	}
 	return es, data, nil
 }
@@ -208,7 +208,7 @@ func (q *queue) ack(seq uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	es := q.sp.Entries()
-	i := slices.IndexFunc(es, func(e spool.Entry[qentry]) bool { return e.Meta.seq == seq })
+	i := slices.IndexFunc(es, func(e spool.Entry[*qentry]) bool { return e.Meta.seq == seq })
 	if i < 0 {
 		return nil // dropped meanwhile
 	}
@@ -222,7 +222,7 @@ func (q *queue) ack(seq uint64) error {
 func (q *queue) hasReply(request string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[qentry]) bool {
+	return slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[*qentry]) bool {
 		return e.Meta.kind == kindReply && e.Meta.request == request
 	})
 }

@@ -83,9 +83,9 @@ type Queue struct {
 	log        *slog.Logger
 
 	mu   sync.Mutex
-	sp   *spool.Queue[entry] // the report files, oldest first
-	ids  map[string]string   // report ID to file name
-	drop *errreport.Report   // the report in dropped.json, nil when there is none
+	sp   *spool.Queue[*entry] // the report files, oldest first
+	ids  map[string]string    // report ID to file name
+	drop *errreport.Report    // the report in dropped.json, nil when there is none
 
 	sendMu sync.Mutex
 }
@@ -144,7 +144,7 @@ func open(cfg Config, fault func(op string) error) (*Queue, error) {
 	if err := os.MkdirAll(filepath.Join(q.dir, CorruptDir), 0o700); err != nil {
 		return nil, fmt.Errorf("errqueue: create %s: %w", q.dir, err)
 	}
-	scfg := spool.Config[entry]{Dir: q.dir, MaxFiles: q.maxReports, MaxBytes: q.maxBytes,
+	scfg := spool.Config[*entry]{Dir: q.dir, MaxFiles: q.maxReports, MaxBytes: q.maxBytes,
 		MaxFileBytes: errreport.MaxReportBytes, Decode: q.decode}
 	if fault != nil {
 		scfg.Fault = func(op spool.Op) error { return fault(string(op)) }
@@ -163,20 +163,20 @@ func open(cfg Config, fault func(op string) error) (*Queue, error) {
 // decode checks a file Open found: dropped.json is kept aside as the pending drop report,
 // any other file must hold the report its name says, once. Called before the queue is
 // shared.
-func (q *Queue) decode(name string, data []byte) (entry, error) {
+func (q *Queue) decode(name string, data []byte) (*entry, error) {
 	r, err := errreport.Decode(data)
 	switch {
 	case err != nil:
-		return entry{}, err
+		return nil, err
 	case name == droppedFile:
 		if r.Kind != errreport.Agent || r.Code != errreport.CodeQueueFull || len(data) > dropReserve {
-			return entry{}, errors.New("not a drop report")
+			return nil, errors.New("not a drop report")
 		}
 		q.drop = &r
-		return entry{}, spool.ErrSkip
+		return nil, spool.ErrSkip
 	case name != fileName(r) || q.ids[r.ID] != "":
 		// The name does not say what the file holds: a partial or foreign file.
-		return entry{}, errors.New("the file does not hold the report its name says")
+		return nil, errors.New("the file does not hold the report its name says")
 	}
 	q.ids[r.ID] = name
 	return entryOf(r), nil
@@ -221,8 +221,8 @@ func fileName(r errreport.Report) string {
 	return r.At.UTC().Format(nameTime) + "_" + r.ID + ".json"
 }
 
-func entryOf(r errreport.Report) entry {
-	e := entry{id: r.ID, dropped: 1}
+func entryOf(r errreport.Report) *entry {
+	e := &entry{id: r.ID, dropped: 1}
 	if r.Kind == errreport.Agent && r.Code == errreport.CodeQueueFull {
 		// Dropping a report about drops loses no report of its own, only its count.
 		e.dropped = r.Dropped
@@ -302,7 +302,7 @@ func (q *Queue) makeRoom(n int, size int64) error {
 	if q.drop != nil {
 		dropped = q.drop.Dropped
 	}
-	var evict []spool.Entry[entry]
+	var evict []spool.Entry[*entry]
 	for {
 		reserve, reserveBytes := 0, int64(0)
 		if q.drop != nil || len(evict) > 0 {
@@ -411,7 +411,7 @@ func (q *Queue) next(n int) ([]errreport.Report, error) {
 	}
 	for {
 		var out []errreport.Report
-		var bad []spool.Entry[entry]
+		var bad []spool.Entry[*entry]
 		for _, e := range q.sp.Entries() {
 			if len(out) == n {
 				break

@@ -37,7 +37,9 @@ var ErrFull = errors.New("spool: full")
 // the owner keeps beside its records).
 var ErrSkip = errors.New("spool: not a record")
 
-// Config configures a queue. M is what the owner keeps in memory about each record.
+// Config configures a queue. M is what the owner keeps in memory about each record; make it
+// a pointer, so that every owner's Queue shares one compiled copy (the device build stays
+// small).
 type Config[M any] struct {
 	// Dir holds the queue; it is created (mode 0700) if missing.
 	Dir string

@@ -59,7 +59,7 @@ type Queue struct {
 	log *slog.Logger
 
 	mu sync.Mutex
-	sp *spool.Queue[entry] // the report files, oldest first
+	sp *spool.Queue[*entry] // the report files, oldest first
 
 	sendMu sync.Mutex
 }
@@ -91,9 +91,9 @@ func Open(cfg Config) (*Queue, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	q := &Queue{dir: cfg.Dir, log: log}
-	sp, bad, err := spool.Open(spool.Config[entry]{Dir: cfg.Dir, MaxFiles: cfg.MaxReports,
+	sp, bad, err := spool.Open(spool.Config[*entry]{Dir: cfg.Dir, MaxFiles: cfg.MaxReports,
 		MaxBytes: int64(cfg.MaxReports) * updstate.MaxReportBytes, MaxFileBytes: updstate.MaxReportBytes,
-		Decode: func(name string, data []byte) (entry, error) {
+		Decode: func(name string, data []byte) (*entry, error) {
 			r, err := decode(name, data)
 			return entryOf(r), err
 		}})
@@ -146,8 +146,8 @@ func fileName(r updstate.Report) string {
 	return r.At.UTC().Format(nameTime) + "-" + r.ID + suffix
 }
 
-func entryOf(r updstate.Report) entry {
-	return entry{id: r.ID, progress: r.State == updstate.Downloading}
+func entryOf(r updstate.Report) *entry {
+	return &entry{id: r.ID, progress: r.State == updstate.Downloading}
 }
 
 // Put validates r and queues it durably: when Put returns nil the report survives a power
@@ -159,7 +159,7 @@ func (q *Queue) Put(r updstate.Report) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[entry]) bool { return e.Meta.id == r.ID }) {
+	if slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[*entry]) bool { return e.Meta.id == r.ID }) {
 		return nil
 	}
 	if err := q.makeRoom(1); err != nil {
@@ -175,10 +175,10 @@ func (q *Queue) Put(r updstate.Report) error {
 // makeRoom drops reports until n more fit: the oldest progress report first, else the
 // oldest. Called with mu held.
 func (q *Queue) makeRoom(n int) error {
-	victim := func(es []spool.Entry[entry]) int {
-		return max(slices.IndexFunc(es, func(e spool.Entry[entry]) bool { return e.Meta.progress }), 0)
+	victim := func(es []spool.Entry[*entry]) int {
+		return max(slices.IndexFunc(es, func(e spool.Entry[*entry]) bool { return e.Meta.progress }), 0)
 	}
-	dropped := func(e spool.Entry[entry]) {
+	dropped := func(e spool.Entry[*entry]) {
 		q.log.Warn("update-state queue full: dropped a report", "dir", q.dir, "report_id", e.Meta.id, "progress", e.Meta.progress)
 	}
 	if err := q.sp.MakeRoom(n, 0, victim, dropped); err != nil {
