@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/moat-iot/moat/internal/agent/spool"
 	"github.com/moat-iot/moat/internal/telemetry"
 )
 
@@ -22,43 +21,34 @@ const (
 )
 
 const (
-	tempPrefix = ".tmp-"
-	suffix     = ".json"
-	seqDigits  = 20
+	suffix    = ".json"
+	seqDigits = 20
 )
 
 // queue is the link's outbox on disk: one file per message, named
 // {sequence}.{kind}[.{request-id}].json so that names sort oldest first, written as the
-// update-state and error queues write theirs (internal/agent/updqueue, errqueue: a
-// temporary file, fsync, rename, fsync of the directory). A file is deleted only once the
-// broker acknowledged its message (PUBACK). load removes what a crash left half-written
-// and any file whose content does not decode as its kind: the queue holds only payloads
-// the cloud accepts. It is bounded by bytes and by files; when full, put drops the oldest
-// telemetry first and keeps events and diagnostics replies as long as there is telemetry to
-// drop (TestLink_OfflineFloodStaysWithinMaxQueue).
-//
-// The three queues differ in what they hold, bound and drop; each is a few lines over the
-// same file discipline, which is why this one is a third small copy rather than a shared
-// package changing the other two.
+// update-state and error queues write theirs (internal/agent/spool: a temporary file,
+// fsync, rename, fsync of the directory). A file is deleted only once the broker
+// acknowledged its message (PUBACK). Opening removes what a crash left half-written and any
+// file whose content does not decode as its kind: the queue holds only payloads the cloud
+// accepts. It is bounded by bytes and by files; when full, put drops the oldest telemetry
+// first and keeps events and diagnostics replies as long as there is telemetry to drop
+// (TestLink_OfflineFloodStaysWithinMaxQueue).
 type queue struct {
-	dir      string
-	maxBytes int64
-	maxFiles int
-	log      *slog.Logger
-	dropped  func(kind string) // counts a dropped message
+	dir     string
+	log     *slog.Logger
+	dropped func(kind string) // counts a dropped message
 
-	mu      sync.Mutex
-	entries []qentry // oldest first
-	bytes   int64
-	seq     uint64
+	mu  sync.Mutex
+	sp  *spool.Queue[*qentry] // oldest first
+	seq uint64
 }
 
+// qentry is what the queue keeps about one message file.
 type qentry struct {
-	name    string
 	seq     uint64
 	kind    string
 	request string // kindReply: the request it answers
-	size    int64
 }
 
 // topic is the MQTT topic of e for device.
@@ -73,20 +63,46 @@ func (e qentry) topic(device string) string {
 }
 
 func openQueue(dir string, maxBytes int64, maxFiles int, log *slog.Logger, dropped func(string)) (*queue, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	q := &queue{dir: dir, log: log, dropped: dropped}
+	sp, bad, err := spool.Open(spool.Config[*qentry]{Dir: dir, MaxFiles: maxFiles, MaxBytes: maxBytes,
+		MaxFileBytes: telemetry.MaxReplyBytes, // the largest message
+		Decode:       decode})
+	if err != nil {
 		return nil, fmt.Errorf("cloud queue: %w", err)
 	}
-	q := &queue{dir: dir, maxBytes: maxBytes, maxFiles: maxFiles, log: log, dropped: dropped}
-	if err := q.load(); err != nil {
+	q.sp = sp
+	var names []string
+	for _, b := range bad {
+		// A file that does not hold the message its name says is not sent.
+		q.log.Warn("cloud queue: removing an unreadable file", "dir", q.dir, "file", b.Name, "err", b.Err)
+		names = append(names, b.Name)
+	}
+	if err := q.sp.Delete(names...); err != nil {
 		return nil, fmt.Errorf("cloud queue: %w", err)
+	}
+	for _, e := range q.sp.Entries() {
+		q.seq = max(q.seq, e.Meta.seq)
+	}
+	// A smaller bound than the queue was written with.
+	if err := q.makeRoom(0, 0); err != nil {
+		return nil, err
 	}
 	return q, nil
 }
 
-// parseName reads a queue file name; ok is false for anything else (temporary files).
+// decode checks that data is a message of the kind its file name says.
+func decode(name string, data []byte) (*qentry, error) {
+	e, ok := parseName(name)
+	if !ok {
+		return nil, errors.New("not a message file")
+	}
+	return &e, check(e.kind, data)
+}
+
+// parseName reads a queue file name; ok is false for anything else.
 func parseName(name string) (qentry, bool) {
 	base, found := strings.CutSuffix(name, suffix)
-	if !found || strings.HasPrefix(name, tempPrefix) {
+	if !found {
 		return qentry{}, false
 	}
 	parts := strings.Split(base, ".")
@@ -97,7 +113,7 @@ func parseName(name string) (qentry, bool) {
 	if err != nil {
 		return qentry{}, false
 	}
-	e := qentry{name: name, seq: seq}
+	e := qentry{seq: seq}
 	switch {
 	case len(parts) == 2 && (parts[1] == kindTelemetry || parts[1] == kindEvent):
 		e.kind = parts[1]
@@ -131,67 +147,6 @@ func check(kind string, data []byte) error {
 	return err
 }
 
-func (q *queue) load() error {
-	des, err := os.ReadDir(q.dir)
-	if err != nil {
-		return err
-	}
-	removed := false
-	for _, de := range des {
-		if !de.Type().IsRegular() {
-			continue
-		}
-		e, ok := parseName(de.Name())
-		var data []byte
-		if ok {
-			data, err = q.read(e.name)
-			if err == nil {
-				err = check(e.kind, data)
-			}
-		}
-		if !ok || err != nil {
-			// A temporary file of a write a crash cut short, or a file that does not hold
-			// the message its name says: neither is sent.
-			q.log.Warn("cloud queue: removing an unreadable file", "dir", q.dir, "file", de.Name(), "err", err)
-			if err := os.Remove(filepath.Join(q.dir, de.Name())); err != nil {
-				return err
-			}
-			removed = true
-			continue
-		}
-		e.size = int64(len(data))
-		q.entries = append(q.entries, e)
-		q.bytes += e.size
-		q.seq = max(q.seq, e.seq)
-	}
-	slices.SortFunc(q.entries, func(a, b qentry) int { return strings.Compare(a.name, b.name) })
-	if removed {
-		if err := syncDir(q.dir); err != nil {
-			return err
-		}
-	}
-	// A smaller bound than the queue was written with.
-	return q.makeRoom(0, 0)
-}
-
-func (q *queue) read(name string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(q.dir, name))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	buf := make([]byte, telemetry.MaxReplyBytes+1) // the largest message
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			break
-		}
-	}
-	return buf[:n], nil
-}
-
 // put stores data durably as the next message of kind: when it returns nil the message
 // survives a power cut.
 func (q *queue) put(kind, request string, data []byte) error {
@@ -201,12 +156,10 @@ func (q *queue) put(kind, request string, data []byte) error {
 		return err
 	}
 	q.seq++
-	e := qentry{name: fileName(q.seq, kind, request), seq: q.seq, kind: kind, request: request, size: int64(len(data))}
-	if err := writeFile(q.dir, e.name, data); err != nil {
-		return fmt.Errorf("cloud queue: write %s: %w", e.name, err)
+	name := fileName(q.seq, kind, request)
+	if err := q.sp.Put(name, data, &qentry{seq: q.seq, kind: kind, request: request}); err != nil {
+		return fmt.Errorf("cloud queue: write %s: %w", name, err)
 	}
-	q.entries = append(q.entries, e) // seq grows: stays sorted
-	q.bytes += e.size
 	return nil
 }
 
@@ -214,19 +167,15 @@ func (q *queue) put(kind, request string, data []byte) error {
 // telemetry first (a later reading supersedes it), else the oldest message. Called with
 // mu held.
 func (q *queue) makeRoom(size int64, n int) error {
-	for len(q.entries) > 0 && (q.bytes+size > q.maxBytes || len(q.entries)+n > q.maxFiles) {
-		i := slices.IndexFunc(q.entries, func(e qentry) bool { return e.kind == kindTelemetry })
-		if i < 0 {
-			i = 0
-		}
-		e := q.entries[i]
-		q.log.Warn("cloud queue full: dropping a message", "dir", q.dir, "file", e.name, "kind", e.kind)
-		if err := os.Remove(filepath.Join(q.dir, e.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("cloud queue: %w", err)
-		}
-		q.entries = slices.Delete(q.entries, i, i+1)
-		q.bytes -= e.size
-		q.dropped(e.kind)
+	victim := func(es []spool.Entry[*qentry]) int {
+		return max(slices.IndexFunc(es, func(e spool.Entry[*qentry]) bool { return e.Meta.kind == kindTelemetry }), 0)
+	}
+	dropped := func(e spool.Entry[*qentry]) {
+		q.log.Warn("cloud queue full: dropped a message", "dir", q.dir, "file", e.Name, "kind", e.Meta.kind)
+		q.dropped(e.Meta.kind)
+	}
+	if err := q.sp.MakeRoom(n, size, victim, dropped); err != nil {
+		return fmt.Errorf("cloud queue: %w", err)
 	}
 	return nil
 }
@@ -237,18 +186,18 @@ func (q *queue) next(n int, skip func(seq uint64) bool) ([]qentry, [][]byte, err
 	defer q.mu.Unlock()
 	var es []qentry
 	var data [][]byte
-	for _, e := range q.entries {
+	for _, e := range q.sp.Entries() {
 		if len(es) == n {
 			break
 		}
-		if skip(e.seq) {
+		if skip(e.Meta.seq) {
 			continue
 		}
-		d, err := q.read(e.name)
+		d, err := q.sp.Read(e.Name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("cloud queue: %s: %w", e.name, err)
+			return nil, nil, fmt.Errorf("cloud queue: %s: %w", e.Name, err)
 		}
-		es, data = append(es, e), append(data, d)
+		es, data = append(es, *e.Meta), append(data, d)
 	}
 	return es, data, nil
 }
@@ -258,67 +207,29 @@ func (q *queue) next(n int, skip func(seq uint64) bool) ([]qentry, [][]byte, err
 func (q *queue) ack(seq uint64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	i := slices.IndexFunc(q.entries, func(e qentry) bool { return e.seq == seq })
+	es := q.sp.Entries()
+	i := slices.IndexFunc(es, func(e spool.Entry[*qentry]) bool { return e.Meta.seq == seq })
 	if i < 0 {
 		return nil // dropped meanwhile
 	}
-	e := q.entries[i]
-	if err := os.Remove(filepath.Join(q.dir, e.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := q.sp.Delete(es[i].Name); err != nil {
 		return fmt.Errorf("cloud queue: %w", err)
 	}
-	q.entries = slices.Delete(q.entries, i, i+1)
-	q.bytes -= e.size
-	return syncDir(q.dir)
+	return nil
 }
 
 // hasReply reports whether a reply to request is queued.
 func (q *queue) hasReply(request string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return slices.ContainsFunc(q.entries, func(e qentry) bool { return e.kind == kindReply && e.request == request })
+	return slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[*qentry]) bool {
+		return e.Meta.kind == kindReply && e.Meta.request == request
+	})
 }
 
 // size returns the messages and bytes queued.
 func (q *queue) size() (int, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.entries), q.bytes
-}
-
-// writeFile writes data to dir/name atomically: a temporary file, fsync, rename over name,
-// fsync of the directory.
-func writeFile(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return q.sp.Len(), q.sp.Bytes()
 }

@@ -3,9 +3,9 @@
 // them, across reboots and power loss.
 //
 // Each report is one file in the queue directory, named by the report's time and ID so
-// that names sort oldest first, and written atomically: a temporary file, fsync, rename,
-// fsync of the directory. A crash mid-write leaves only a temporary file, which Open
-// removes; a file that does not hold the report its name says (truncated by a file system
+// that names sort oldest first, and written atomically (internal/agent/spool: a temporary
+// file, fsync, rename, fsync of the directory). A crash mid-write leaves only a temporary
+// file, which Open removes; a file that does not hold the report its name says (truncated by a file system
 // that lost data, or garbage) is moved aside to DIR/corrupt/ and reported. The queue is
 // bounded by count and bytes: when full, Put drops the oldest reports and counts them in a
 // synthetic agent report (errreport.CodeQueueFull), so a loss is always visible. A crash
@@ -24,22 +24,20 @@
 package errqueue
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent/spool"
 	"github.com/moat-iot/moat/internal/errreport"
 )
 
@@ -56,7 +54,6 @@ const CorruptDir = "corrupt"
 const (
 	maxCorrupt  = 32
 	droppedFile = "dropped.json" // the pending CodeQueueFull report, updated as drops happen
-	tempPrefix  = ".tmp-"
 	// dropReserve is the room the dropped.json report takes: one slot and these bytes.
 	dropReserve = 512
 	nameTime    = "20060102T150405.000000000Z"
@@ -84,23 +81,18 @@ type Queue struct {
 	maxBytes   int64
 	now        func() time.Time
 	log        *slog.Logger
-	disk       *disk
 
-	mu      sync.Mutex
-	entries []entry           // sorted by name: oldest first
-	ids     map[string]string // report ID to file name
-	bytes   int64             // of the entries' files
-	drop    *errreport.Report // the report in dropped.json, nil when there is none
+	mu   sync.Mutex
+	sp   *spool.Queue[*entry] // the report files, oldest first
+	ids  map[string]string    // report ID to file name
+	drop *errreport.Report    // the report in dropped.json, nil when there is none
 
 	sendMu sync.Mutex
 }
 
-// entry is one report file.
+// entry is what the queue keeps about one report file.
 type entry struct {
-	name string
-	id   string
-	kind errreport.Kind
-	size int64
+	id string
 	// dropped is what evicting this entry loses: 1 report, or the count of a sealed
 	// CodeQueueFull report.
 	dropped int64
@@ -117,9 +109,11 @@ type Stats struct {
 
 // Open opens the queue in cfg.Dir: it removes temporary files a crash left behind, moves
 // unreadable files aside (reporting them in a CodeQueueCorrupt report) and loads the rest.
-func Open(cfg Config) (*Queue, error) { return open(cfg, &disk{}) }
+func Open(cfg Config) (*Queue, error) { return open(cfg, nil) }
 
-func open(cfg Config, d *disk) (*Queue, error) {
+// open opens the queue; fault, when set (power-cut tests), is asked before each file
+// operation.
+func open(cfg Config, fault func(op string) error) (*Queue, error) {
 	if cfg.MaxReports == 0 {
 		cfg.MaxReports = DefaultMaxReports
 	}
@@ -146,69 +140,59 @@ func open(cfg Config, d *disk) (*Queue, error) {
 		return nil, err
 	}
 	q := &Queue{dir: cfg.Dir, maxReports: cfg.MaxReports, maxBytes: cfg.MaxBytes, now: cfg.Now, log: cfg.Logger,
-		disk: d, ids: map[string]string{}}
+		ids: map[string]string{}}
 	if err := os.MkdirAll(filepath.Join(q.dir, CorruptDir), 0o700); err != nil {
 		return nil, fmt.Errorf("errqueue: create %s: %w", q.dir, err)
 	}
-	if err := q.load(); err != nil {
+	scfg := spool.Config[*entry]{Dir: q.dir, MaxFiles: q.maxReports, MaxBytes: q.maxBytes,
+		MaxFileBytes: errreport.MaxReportBytes, Decode: q.decode}
+	if fault != nil {
+		scfg.Fault = func(op spool.Op) error { return fault(string(op)) }
+	}
+	sp, bad, err := spool.Open(scfg)
+	if err != nil {
+		return nil, fmt.Errorf("errqueue: %w", err)
+	}
+	q.sp = sp
+	if err := q.load(bad); err != nil {
 		return nil, err
 	}
 	return q, nil
 }
 
-// load reads the directory. Called before the queue is shared.
-func (q *Queue) load() error {
-	des, err := os.ReadDir(q.dir)
-	if err != nil {
-		return fmt.Errorf("errqueue: read %s: %w", q.dir, err)
-	}
-	var bad []string
-	removed := false
-	for _, de := range des {
-		name := de.Name()
-		switch {
-		case strings.HasPrefix(name, tempPrefix):
-			// A write that a crash interrupted: its report was never acknowledged to the
-			// caller of Put.
-			if err := q.disk.remove(q.path(name)); err != nil {
-				return fmt.Errorf("errqueue: remove %s: %w", name, err)
-			}
-			removed = true
-			continue
-		case de.IsDir():
-			if name != CorruptDir {
-				q.log.Warn("error queue: ignoring a directory", "dir", q.dir, "name", name)
-			}
-			continue
+// decode checks a file Open found: dropped.json is kept aside as the pending drop report,
+// any other file must hold the report its name says, once. Called before the queue is
+// shared.
+func (q *Queue) decode(name string, data []byte) (*entry, error) {
+	r, err := errreport.Decode(data)
+	switch {
+	case err != nil:
+		return nil, err
+	case name == droppedFile:
+		if r.Kind != errreport.Agent || r.Code != errreport.CodeQueueFull || len(data) > dropReserve {
+			return nil, errors.New("not a drop report")
 		}
-		r, size, err := q.read(name)
-		switch {
-		case err != nil:
-			q.log.Warn("error queue: unreadable file", "dir", q.dir, "file", name, "err", err)
-			bad = append(bad, name)
-		case name == droppedFile:
-			if r.Kind != errreport.Agent || r.Code != errreport.CodeQueueFull || size > dropReserve {
-				bad = append(bad, name)
-				continue
-			}
-			q.drop = &r
-		case name != fileName(r) || q.ids[r.ID] != "":
-			// The name does not say what the file holds: a partial or foreign file.
-			bad = append(bad, name)
-		default:
-			q.add(entryOf(name, r, size))
-		}
+		q.drop = &r
+		return nil, spool.ErrSkip
+	case name != fileName(r) || q.ids[r.ID] != "":
+		// The name does not say what the file holds: a partial or foreign file.
+		return nil, errors.New("the file does not hold the report its name says")
 	}
-	if removed {
-		if err := q.disk.syncDir(q.dir); err != nil {
-			return fmt.Errorf("errqueue: sync %s: %w", q.dir, err)
-		}
-	}
-	for _, name := range bad {
-		q.moveAside(name)
+	q.ids[r.ID] = name
+	return entryOf(r), nil
+}
+
+// load moves aside the files Open found bad and applies the bounds. Called before the
+// queue is shared.
+func (q *Queue) load(bad []spool.Bad) error {
+	var names []string
+	for _, b := range bad {
+		q.log.Warn("error queue: unreadable file", "dir", q.dir, "file", b.Name, "err", b.Err)
+		q.moveAside(b.Name)
+		names = append(names, b.Name)
 	}
 	if len(bad) > 0 {
-		msg := fmt.Sprintf("moved %d unreadable error queue files to %s/: %s", len(bad), CorruptDir, strings.Join(bad, ", "))
+		msg := fmt.Sprintf("moved %d unreadable error queue files to %s/: %s", len(bad), CorruptDir, strings.Join(names, ", "))
 		if err := q.putSynthetic(errreport.CodeQueueCorrupt, msg); err != nil {
 			return err
 		}
@@ -220,19 +204,13 @@ func (q *Queue) load() error {
 	return nil
 }
 
-// read reads and checks one report file.
-func (q *Queue) read(name string) (errreport.Report, int64, error) {
-	f, err := os.Open(q.path(name))
+// read reads and decodes one report file.
+func (q *Queue) read(name string) (errreport.Report, error) {
+	data, err := q.sp.Read(name)
 	if err != nil {
-		return errreport.Report{}, 0, err
+		return errreport.Report{}, err
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, errreport.MaxReportBytes+1))
-	if err != nil {
-		return errreport.Report{}, 0, err
-	}
-	r, err := errreport.Decode(data)
-	return r, int64(len(data)), err
+	return errreport.Decode(data)
 }
 
 func (q *Queue) path(name string) string { return filepath.Join(q.dir, name) }
@@ -243,8 +221,8 @@ func fileName(r errreport.Report) string {
 	return r.At.UTC().Format(nameTime) + "_" + r.ID + ".json"
 }
 
-func entryOf(name string, r errreport.Report, size int64) entry {
-	e := entry{name: name, id: r.ID, kind: r.Kind, size: size, dropped: 1}
+func entryOf(r errreport.Report) *entry {
+	e := &entry{id: r.ID, dropped: 1}
 	if r.Kind == errreport.Agent && r.Code == errreport.CodeQueueFull {
 		// Dropping a report about drops loses no report of its own, only its count.
 		e.dropped = r.Dropped
@@ -252,24 +230,17 @@ func entryOf(name string, r errreport.Report, size int64) entry {
 	return e
 }
 
-// add inserts e in name order.
-func (q *Queue) add(e entry) {
-	i, _ := slices.BinarySearchFunc(q.entries, e.name, func(x entry, name string) int { return cmp.Compare(x.name, name) })
-	q.entries = slices.Insert(q.entries, i, e)
-	q.ids[e.id] = e.name
-	q.bytes += e.size
-}
-
-// forget removes the entries with the given IDs from the in-memory state.
+// forget removes the entries with the given IDs from the in-memory state, whatever became
+// of their files.
 func (q *Queue) forget(ids map[string]bool) {
-	q.entries = slices.DeleteFunc(q.entries, func(e entry) bool {
-		if !ids[e.id] {
-			return false
+	var names []string
+	for id := range ids {
+		if name, ok := q.ids[id]; ok {
+			names = append(names, name)
+			delete(q.ids, id)
 		}
-		delete(q.ids, e.id)
-		q.bytes -= e.size
-		return true
-	})
+	}
+	q.sp.Forget(names...)
 }
 
 // Put validates r and writes it to the queue, dropping the oldest reports if the queue is
@@ -293,10 +264,10 @@ func (q *Queue) put(r errreport.Report, data []byte) error {
 		return err
 	}
 	name := fileName(r)
-	if err := q.disk.writeFile(q.dir, name, data); err != nil {
+	if err := q.sp.Put(name, data, entryOf(r)); err != nil {
 		return fmt.Errorf("errqueue: write report %s: %w", r.ID, err)
 	}
-	q.add(entryOf(name, r, int64(len(data))))
+	q.ids[r.ID] = name
 	return nil
 }
 
@@ -325,12 +296,13 @@ func (q *Queue) putSynthetic(code, msg string) error {
 // them in dropped.json first: a crash after the count and before the deletes over-counts,
 // never under-counts.
 func (q *Queue) makeRoom(n int, size int64) error {
-	count, bytes := len(q.entries)+n, q.bytes+size
+	entries := q.sp.Entries()
+	count, bytes := len(entries)+n, q.sp.Bytes()+size
 	var dropped int64
 	if q.drop != nil {
 		dropped = q.drop.Dropped
 	}
-	var evict []entry
+	var evict []spool.Entry[*entry]
 	for {
 		reserve, reserveBytes := 0, int64(0)
 		if q.drop != nil || len(evict) > 0 {
@@ -339,12 +311,12 @@ func (q *Queue) makeRoom(n int, size int64) error {
 		if count+reserve <= q.maxReports && bytes+reserveBytes <= q.maxBytes {
 			break
 		}
-		if len(evict) == len(q.entries) {
+		if len(evict) == len(entries) {
 			return fmt.Errorf("errqueue: a report of %d bytes does not fit in %d bytes", size, q.maxBytes)
 		}
-		e := q.entries[len(evict)]
+		e := entries[len(evict)]
 		evict = append(evict, e)
-		count, bytes, dropped = count-1, bytes-e.size, dropped+e.dropped
+		count, bytes, dropped = count-1, bytes-e.Size, dropped+e.Meta.dropped
 	}
 	if len(evict) == 0 {
 		return nil
@@ -355,11 +327,11 @@ func (q *Queue) makeRoom(n int, size int64) error {
 	names := make([]string, len(evict))
 	gone := map[string]bool{}
 	for i, e := range evict {
-		names[i] = e.name
-		gone[e.id] = true
+		names[i] = e.Name
+		gone[e.Meta.id] = true
 	}
 	q.log.Warn("error queue full: dropped the oldest reports", "dir", q.dir, "dropped", len(evict), "dropped_total", dropped)
-	err := q.disk.removeAll(q.dir, names)
+	err := q.sp.Delete(names...)
 	q.forget(gone) // whatever the deletes did, the count has them
 	if err != nil {
 		return fmt.Errorf("errqueue: drop oldest reports: %w", err)
@@ -383,7 +355,7 @@ func (q *Queue) writeDrop(dropped int64) error {
 	if len(data) > dropReserve {
 		return fmt.Errorf("errqueue: drop report of %d bytes exceeds its reserve", len(data)) // impossible: its fields are short
 	}
-	if err := q.disk.writeFile(q.dir, droppedFile, data); err != nil {
+	if err := q.sp.WriteFile(droppedFile, data); err != nil {
 		return fmt.Errorf("errqueue: count dropped reports: %w", err)
 	}
 	q.drop = &r
@@ -398,14 +370,10 @@ func (q *Queue) seal() error {
 		return nil
 	}
 	name := fileName(*q.drop)
-	if err := q.disk.rename(q.dir, droppedFile, q.dir, name); err != nil {
+	if err := q.sp.Rename(droppedFile, name, entryOf(*q.drop)); err != nil {
 		return fmt.Errorf("errqueue: seal the drop report: %w", err)
 	}
-	info, err := os.Stat(q.path(name))
-	if err != nil {
-		return fmt.Errorf("errqueue: seal the drop report: %w", err)
-	}
-	q.add(entryOf(name, *q.drop, info.Size()))
+	q.ids[q.drop.ID] = name
 	q.drop = nil
 	return nil
 }
@@ -415,24 +383,15 @@ func (q *Queue) seal() error {
 func (q *Queue) moveAside(name string) {
 	stamp := max(q.now().UnixNano(), 0)
 	target := fmt.Sprintf("%020d-%s", stamp, name[:min(len(name), 200)])
-	cdir := filepath.Join(q.dir, CorruptDir)
-	if err := q.disk.rename(q.dir, name, cdir, target); err != nil {
+	if err := q.sp.MoveAside(name, CorruptDir, target); err != nil {
 		q.log.Warn("error queue: cannot move a file aside; deleting it", "dir", q.dir, "file", name, "err", err)
-		if err := q.disk.removeAll(q.dir, []string{name}); err != nil {
+		if err := q.sp.Delete(name); err != nil {
 			q.log.Warn("error queue: cannot delete a file", "dir", q.dir, "file", name, "err", err)
 		}
 		return
 	}
-	des, err := os.ReadDir(cdir)
-	if err != nil || len(des) <= maxCorrupt {
-		return
-	}
-	var old []string
-	for _, de := range des[:len(des)-maxCorrupt] {
-		old = append(old, de.Name())
-	}
-	if err := q.disk.removeAll(cdir, old); err != nil {
-		q.log.Warn("error queue: cannot trim the corrupt directory", "dir", cdir, "err", err)
+	if err := q.sp.TrimDir(CorruptDir, maxCorrupt); err != nil {
+		q.log.Warn("error queue: cannot trim the corrupt directory", "dir", filepath.Join(q.dir, CorruptDir), "err", err)
 	}
 }
 
@@ -441,7 +400,7 @@ func (q *Queue) moveAside(name string) {
 func (q *Queue) Pending() ([]errreport.Report, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.next(len(q.entries) + 2)
+	return q.next(q.sp.Len() + 2)
 }
 
 // next seals the drop report and returns up to n queued reports, oldest first. Files that
@@ -452,14 +411,14 @@ func (q *Queue) next(n int) ([]errreport.Report, error) {
 	}
 	for {
 		var out []errreport.Report
-		var bad []entry
-		for _, e := range q.entries {
+		var bad []spool.Entry[*entry]
+		for _, e := range q.sp.Entries() {
 			if len(out) == n {
 				break
 			}
-			r, _, err := q.read(e.name)
-			if err != nil || r.ID != e.id {
-				q.log.Warn("error queue: a queued file became unreadable", "dir", q.dir, "file", e.name, "err", err)
+			r, err := q.read(e.Name)
+			if err != nil || r.ID != e.Meta.id {
+				q.log.Warn("error queue: a queued file became unreadable", "dir", q.dir, "file", e.Name, "err", err)
 				bad = append(bad, e)
 				continue
 			}
@@ -471,9 +430,9 @@ func (q *Queue) next(n int) ([]errreport.Report, error) {
 		gone := map[string]bool{}
 		var names []string
 		for _, e := range bad {
-			q.moveAside(e.name)
-			gone[e.id] = true
-			names = append(names, e.name)
+			q.moveAside(e.Name)
+			gone[e.Meta.id] = true
+			names = append(names, e.Name)
 		}
 		q.forget(gone)
 		msg := fmt.Sprintf("moved %d unreadable error queue files to %s/: %s", len(bad), CorruptDir, strings.Join(names, ", "))
@@ -503,12 +462,12 @@ func (q *Queue) ack(ids []string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	err := q.disk.removeAll(q.dir, names)
+	err := q.sp.Delete(names...)
 	if err != nil {
 		// What was deleted is gone; what was not stays queued, to be sent and acknowledged
-		// again. Ask the disk rather than guess.
+		// again.
 		for id := range gone {
-			if _, serr := os.Stat(q.path(q.ids[id])); serr == nil {
+			if q.sp.Has(q.ids[id]) {
 				delete(gone, id)
 			}
 		}
@@ -523,7 +482,7 @@ func (q *Queue) ack(ids []string) error {
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	s := Stats{Reports: len(q.entries), Bytes: q.bytes}
+	s := Stats{Reports: q.sp.Len(), Bytes: q.sp.Bytes()}
 	if q.drop != nil {
 		s.Reports++
 		s.Dropped = q.drop.Dropped

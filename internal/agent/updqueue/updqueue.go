@@ -4,8 +4,8 @@
 //
 // It keeps the error queue's guarantees (internal/agent/errqueue) in a smaller form, since
 // a report is small and a device makes a few per update. Each report is one file, named by
-// the report's time and ID so that names sort oldest first, written atomically (a
-// temporary file, fsync, rename, fsync of the directory); Open removes what a crash left
+// the report's time and ID so that names sort oldest first, written atomically
+// (internal/agent/spool: a temporary file, fsync, rename, fsync of the directory); Open removes what a crash left
 // half-written and any file that does not hold the report its name says. The queue is
 // bounded by count: when full, Put drops the oldest download-progress report first (a
 // later one supersedes it), else the oldest report, and logs the loss. Send uploads in
@@ -24,8 +24,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -33,6 +31,7 @@ import (
 	"sync"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent/spool"
 	"github.com/moat-iot/moat/internal/updstate"
 )
 
@@ -41,9 +40,8 @@ import (
 const DefaultMaxReports = 256
 
 const (
-	tempPrefix = ".tmp-"
-	suffix     = ".json"
-	nameTime   = "20060102T150405.000000000Z"
+	suffix   = ".json"
+	nameTime = "20060102T150405.000000000Z"
 )
 
 // Config configures a queue.
@@ -58,17 +56,16 @@ type Config struct {
 // Queue is an open queue directory.
 type Queue struct {
 	dir string
-	max int
 	log *slog.Logger
 
-	mu      sync.Mutex
-	entries []entry // sorted by name: oldest first
+	mu sync.Mutex
+	sp *spool.Queue[*entry] // the report files, oldest first
 
 	sendMu sync.Mutex
 }
 
+// entry is what the queue keeps about one report file.
 type entry struct {
-	name     string
 	id       string
 	progress bool // a downloading report: dropped first when full
 }
@@ -93,65 +90,40 @@ func Open(cfg Config) (*Queue, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+	q := &Queue{dir: cfg.Dir, log: log}
+	sp, bad, err := spool.Open(spool.Config[*entry]{Dir: cfg.Dir, MaxFiles: cfg.MaxReports,
+		MaxBytes: int64(cfg.MaxReports) * updstate.MaxReportBytes, MaxFileBytes: updstate.MaxReportBytes,
+		Decode: func(name string, data []byte) (*entry, error) {
+			r, err := decode(name, data)
+			return entryOf(r), err
+		}})
+	if err != nil {
 		return nil, fmt.Errorf("updqueue: %w", err)
 	}
-	q := &Queue{dir: cfg.Dir, max: cfg.MaxReports, log: log}
-	if err := q.load(); err != nil {
+	q.sp = sp
+	var names []string
+	for _, b := range bad {
+		// A file whose content is not the report its name says (lost data, garbage) is
+		// not a report.
+		q.log.Warn("update-state queue: removing an unreadable file", "dir", q.dir, "file", b.Name, "err", b.Err)
+		names = append(names, b.Name)
+	}
+	if err := q.sp.Delete(names...); err != nil {
+		return nil, fmt.Errorf("updqueue: %w", err)
+	}
+	// A smaller bound than the queue was written with.
+	if err := q.makeRoom(0); err != nil {
 		return nil, err
 	}
 	return q, nil
 }
 
-func (q *Queue) load() error {
-	des, err := os.ReadDir(q.dir)
-	if err != nil {
-		return fmt.Errorf("updqueue: %w", err)
-	}
-	removed := false
-	for _, de := range des {
-		name := de.Name()
-		if !de.Type().IsRegular() {
-			continue
-		}
-		r, err := q.read(name)
-		if err != nil {
-			// A temporary file of a write a crash cut short, or a file whose content is
-			// not the report its name says (lost data, garbage): neither is a report.
-			q.log.Warn("update-state queue: removing an unreadable file", "dir", q.dir, "file", name, "err", err)
-			if err := os.Remove(filepath.Join(q.dir, name)); err != nil {
-				return fmt.Errorf("updqueue: %w", err)
-			}
-			removed = true
-			continue
-		}
-		q.entries = append(q.entries, entryOf(name, r))
-	}
-	slices.SortFunc(q.entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
-	if removed {
-		if err := syncDir(q.dir); err != nil {
-			return err
-		}
-	}
-	// A smaller bound than the queue was written with.
-	return q.makeRoom(0)
-}
-
-func (q *Queue) read(name string) (updstate.Report, error) {
-	if strings.HasPrefix(name, tempPrefix) || !strings.HasSuffix(name, suffix) {
+// decode checks that data is the report name says.
+func decode(name string, data []byte) (updstate.Report, error) {
+	if !strings.HasSuffix(name, suffix) {
 		return updstate.Report{}, errors.New("not a report file")
 	}
-	f, err := os.Open(filepath.Join(q.dir, name))
-	if err != nil {
-		return updstate.Report{}, err
-	}
-	defer f.Close()
-	data := make([]byte, updstate.MaxReportBytes+1)
-	n, err := readFull(f, data)
-	if err != nil {
-		return updstate.Report{}, err
-	}
-	r, err := updstate.Decode(data[:n])
+	r, err := updstate.Decode(data)
 	if err != nil {
 		return r, err
 	}
@@ -161,20 +133,12 @@ func (q *Queue) read(name string) (updstate.Report, error) {
 	return r, nil
 }
 
-// readFull reads until buf is full or the file ends.
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			if n > 0 || m == 0 {
-				break
-			}
-			return n, err
-		}
+func (q *Queue) read(name string) (updstate.Report, error) {
+	data, err := q.sp.Read(name)
+	if err != nil {
+		return updstate.Report{}, err
 	}
-	return n, nil
+	return decode(name, data)
 }
 
 // fileName is the report's file: its time (UTC, fixed width, so names sort by it) and ID.
@@ -182,8 +146,8 @@ func fileName(r updstate.Report) string {
 	return r.At.UTC().Format(nameTime) + "-" + r.ID + suffix
 }
 
-func entryOf(name string, r updstate.Report) entry {
-	return entry{name: name, id: r.ID, progress: r.State == updstate.Downloading}
+func entryOf(r updstate.Report) *entry {
+	return &entry{id: r.ID, progress: r.State == updstate.Downloading}
 }
 
 // Put validates r and queues it durably: when Put returns nil the report survives a power
@@ -195,36 +159,30 @@ func (q *Queue) Put(r updstate.Report) error {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if slices.ContainsFunc(q.entries, func(e entry) bool { return e.id == r.ID }) {
+	if slices.ContainsFunc(q.sp.Entries(), func(e spool.Entry[*entry]) bool { return e.Meta.id == r.ID }) {
 		return nil
 	}
 	if err := q.makeRoom(1); err != nil {
 		return err
 	}
 	name := fileName(r)
-	if err := writeFile(q.dir, name, data); err != nil {
+	if err := q.sp.Put(name, data, entryOf(r)); err != nil {
 		return fmt.Errorf("updqueue: write %s: %w", name, err)
 	}
-	e := entryOf(name, r)
-	i, _ := slices.BinarySearchFunc(q.entries, e, func(a, b entry) int { return strings.Compare(a.name, b.name) })
-	q.entries = slices.Insert(q.entries, i, e)
 	return nil
 }
 
 // makeRoom drops reports until n more fit: the oldest progress report first, else the
 // oldest. Called with mu held.
 func (q *Queue) makeRoom(n int) error {
-	for len(q.entries)+n > q.max && len(q.entries) > 0 {
-		i := slices.IndexFunc(q.entries, func(e entry) bool { return e.progress })
-		if i < 0 {
-			i = 0
-		}
-		e := q.entries[i]
-		q.log.Warn("update-state queue full: dropping a report", "dir", q.dir, "report_id", e.id, "progress", e.progress)
-		if err := os.Remove(filepath.Join(q.dir, e.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("updqueue: %w", err)
-		}
-		q.entries = slices.Delete(q.entries, i, i+1)
+	victim := func(es []spool.Entry[*entry]) int {
+		return max(slices.IndexFunc(es, func(e spool.Entry[*entry]) bool { return e.Meta.progress }), 0)
+	}
+	dropped := func(e spool.Entry[*entry]) {
+		q.log.Warn("update-state queue full: dropped a report", "dir", q.dir, "report_id", e.Meta.id, "progress", e.Meta.progress)
+	}
+	if err := q.sp.MakeRoom(n, 0, victim, dropped); err != nil {
+		return fmt.Errorf("updqueue: %w", err)
 	}
 	return nil
 }
@@ -233,23 +191,24 @@ func (q *Queue) makeRoom(n int) error {
 func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.entries)
+	return q.sp.Len()
 }
 
 // Pending returns the queued reports, oldest first.
 func (q *Queue) Pending() ([]updstate.Report, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.next(len(q.entries))
+	return q.next(q.sp.Len())
 }
 
 // next reads the oldest n reports. Called with mu held.
 func (q *Queue) next(n int) ([]updstate.Report, error) {
-	out := make([]updstate.Report, 0, min(n, len(q.entries)))
-	for _, e := range q.entries[:min(n, len(q.entries))] {
-		r, err := q.read(e.name)
+	es := q.sp.Entries()
+	out := make([]updstate.Report, 0, min(n, len(es)))
+	for _, e := range es[:min(n, len(es))] {
+		r, err := q.read(e.Name)
 		if err != nil {
-			return nil, fmt.Errorf("updqueue: %s: %w", e.name, err)
+			return nil, fmt.Errorf("updqueue: %s: %w", e.Name, err)
 		}
 		out = append(out, r)
 	}
@@ -271,19 +230,13 @@ func (q *Queue) ack(ids []string) error {
 	for _, id := range ids {
 		gone[id] = true
 	}
-	var errs []error
-	q.entries = slices.DeleteFunc(q.entries, func(e entry) bool {
-		if !gone[e.id] {
-			return false
+	var names []string
+	for _, e := range q.sp.Entries() {
+		if gone[e.Meta.id] {
+			names = append(names, e.Name)
 		}
-		if err := os.Remove(filepath.Join(q.dir, e.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-			return false
-		}
-		return true
-	})
-	errs = append(errs, syncDir(q.dir))
-	if err := errors.Join(errs...); err != nil {
+	}
+	if err := q.sp.Delete(names...); err != nil {
 		return fmt.Errorf("updqueue: %w", err)
 	}
 	return nil
@@ -364,42 +317,4 @@ func toWire(r updstate.Report) client.UpdateState {
 		ID: r.ID, At: r.At, State: string(r.State), Kind: r.Kind, Target: r.Target, Version: r.Version,
 		BytesDone: r.BytesDone, BytesTotal: r.BytesTotal, Code: r.Code, Message: r.Message, DeferredUntil: r.DeferredUntil,
 	}
-}
-
-// writeFile writes data to dir/name atomically: a temporary file, fsync, rename over name,
-// fsync of the directory. A failure leaves at most the temporary file, which Open removes.
-func writeFile(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
