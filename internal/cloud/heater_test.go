@@ -1,0 +1,135 @@
+package cloud_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/agent/cloudlink"
+	"github.com/moat-iot/moat/internal/telemetry"
+)
+
+// TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice is the seed's detection loop with
+// real parts: twelve attested DW100s hold their MQTT sessions through the agent's own
+// cloud link; they wash cycle after cycle, and from the second cycle one dries at 40 °C
+// while the fleet dries at about 65 °C. The fleet rule of examples/dw100/rules.yaml fires
+// once, for that device only, with the readings as evidence; its action runs the heater
+// self-test on that device over its MQTT session, and the self-test's verdict is stored
+// with the alert.
+func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t, e.config(t))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.cloud.CAPEM)
+
+	const n = 12
+	type dw struct {
+		device
+		link  *cloudlink.Link
+		tests atomic.Int32
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	fleet := make([]*dw, n)
+	for i := range fleet {
+		d := &dw{device: e.device(t)}
+		failing := i == 0
+		l, err := cloudlink.New(cloudlink.Config{
+			Broker: "mqtts://" + e.cloud.MQTTAddr, CAs: pool, DeviceID: d.id, Product: "DW100",
+			Certificate: func(context.Context) (tls.Certificate, error) { return d.cert, nil },
+			QueueDir:    t.TempDir(), Now: time.Now,
+			Diagnose: func(ctx context.Context, command string, args json.RawMessage) (json.RawMessage, error) {
+				d.tests.Add(1)
+				if command != "heater-self-test" {
+					return nil, fmt.Errorf("no diagnostic %q", command)
+				}
+				if failing {
+					return json.RawMessage(`{"ok":false,"rise_c_per_min":0.2,"verdict":"heater_failing"}`), nil
+				}
+				return json.RawMessage(`{"ok":true,"rise_c_per_min":9.5,"verdict":"ok"}`), nil
+			},
+			MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.link = l
+		wg.Go(func() { _ = l.Run(ctx) })
+		fleet[i] = d
+	}
+
+	// Four cycles, 40 minutes apart, three drying readings each; each cycle is stored for
+	// the whole fleet before the next starts, so every device's cycle is judged against a
+	// fleet that has washed too.
+	base := time.Now().Add(-4 * time.Hour)
+	for c := range 4 {
+		for i, d := range fleet {
+			for k := range 3 {
+				temp := 64 + float64((i*7+k*3)%20)/10 // 64.0 to 65.9 °C
+				if i == 0 && c >= 1 {
+					temp = 40 + float64(k)/10
+				}
+				p, err := telemetry.Encode(telemetry.Telemetry{V: 1, Time: base.Add(time.Duration(c)*40*time.Minute + time.Duration(k)*time.Minute),
+					Cycle: fmt.Sprintf("c%d", c), Phase: "drying", Readings: map[string]telemetry.Reading{"drying_temp": {Value: temp, Unit: "Cel"}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := d.link.Publish(ctx, cloudlink.TopicTelemetry, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for _, d := range fleet {
+			eventually(t, fmt.Sprintf("cycle %d of %s stored", c, d.id[:8]), func() (bool, error) {
+				got, err := telemetryCount(t, e.admin, d.id)
+				return got == 3*(c+1), err
+			})
+		}
+	}
+
+	var alerts client.Page[client.Alert]
+	eventually(t, "the heater alert", func() (bool, error) {
+		var err error
+		alerts, err = e.admin.ListAlerts(t.Context(), client.AlertQuery{})
+		return err == nil && len(alerts.Items) > 0, err
+	})
+	if len(alerts.Items) != 1 {
+		t.Fatalf("alerts = %+v, want exactly one", alerts.Items)
+	}
+	a := alerts.Items[0]
+	if a.Device != fleet[0].id || a.Rule != "heater-drying-anomaly" || a.State != "open" || a.Product != "DW100" {
+		t.Fatalf("alert %+v, want heater-drying-anomaly open on the failing device %s", a, fleet[0].id)
+	}
+	if !strings.Contains(string(a.Evidence), "40") {
+		t.Errorf("evidence %s does not hold the cool readings", a.Evidence)
+	}
+	var got client.Alert
+	eventually(t, "the self-test's verdict on the alert", func() (bool, error) {
+		var err error
+		got, err = e.admin.GetAlert(t.Context(), a.ID)
+		return err == nil && len(got.Diagnostics) == 1 && got.Diagnostics[0].State == "succeeded", err
+	})
+	dg := got.Diagnostics[0]
+	if dg.Device != fleet[0].id || dg.Command != "heater-self-test" || dg.RequestedBy != "rule:heater-drying-anomaly" || !strings.Contains(string(dg.Result), "heater_failing") {
+		t.Errorf("diagnostic %+v, want the failing device's heater self-test with verdict heater_failing", dg)
+	}
+	for i, d := range fleet {
+		want := int32(0)
+		if i == 0 {
+			want = 1
+		}
+		if got := d.tests.Load(); got != want {
+			t.Errorf("device %d ran the self-test %d times, want %d", i, got, want)
+		}
+	}
+}
