@@ -15,6 +15,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/telemetry"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 // TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice is the seed's detection loop with
@@ -26,14 +27,14 @@ import (
 // with the alert.
 func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t, e.config(t))
+	e := testenv.NewCloud(t)
+	e.Start(t, e.Config())
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.cloud.CAPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 
 	const n = 12
 	type dw struct {
-		device
+		testenv.CloudDevice
 		link  *cloudlink.Link
 		tests atomic.Int32
 	}
@@ -42,11 +43,11 @@ func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	fleet := make([]*dw, n)
 	for i := range fleet {
-		d := &dw{device: e.device(t)}
+		d := &dw{CloudDevice: e.Device(t)}
 		failing := i == 0
 		l, err := cloudlink.New(cloudlink.Config{
-			Broker: "mqtts://" + e.cloud.MQTTAddr, CAs: pool, DeviceID: d.id, Product: "DW100",
-			Certificate: func(context.Context) (tls.Certificate, error) { return d.cert, nil },
+			Broker: "mqtts://" + e.MQTTAddr, CAs: pool, DeviceID: d.ID, Product: "DW100",
+			Certificate: func(context.Context) (tls.Certificate, error) { return d.Cert, nil },
 			QueueDir:    t.TempDir(), Now: time.Now,
 			Diagnose: func(ctx context.Context, command string, args json.RawMessage) (json.RawMessage, error) {
 				d.tests.Add(1)
@@ -90,37 +91,37 @@ func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 			}
 		}
 		for _, d := range fleet {
-			eventually(t, fmt.Sprintf("cycle %d of %s stored", c, d.id[:8]), func() (bool, error) {
-				got, err := telemetryCount(t, e.admin, d.id)
+			testenv.Eventually(t, fmt.Sprintf("cycle %d of %s stored", c, d.ID[:8]), func() (bool, error) {
+				got, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 				return got == 3*(c+1), err
 			})
 		}
 	}
 
 	var alerts client.Page[client.Alert]
-	eventually(t, "the heater alert", func() (bool, error) {
+	testenv.Eventually(t, "the heater alert", func() (bool, error) {
 		var err error
-		alerts, err = e.admin.ListAlerts(t.Context(), client.AlertQuery{})
+		alerts, err = e.Admin.ListAlerts(t.Context(), client.AlertQuery{})
 		return err == nil && len(alerts.Items) > 0, err
 	})
 	if len(alerts.Items) != 1 {
 		t.Fatalf("alerts = %+v, want exactly one", alerts.Items)
 	}
 	a := alerts.Items[0]
-	if a.Device != fleet[0].id || a.Rule != "heater-drying-anomaly" || a.State != "open" || a.Product != "DW100" {
-		t.Fatalf("alert %+v, want heater-drying-anomaly open on the failing device %s", a, fleet[0].id)
+	if a.Device != fleet[0].ID || a.Rule != "heater-drying-anomaly" || a.State != "open" || a.Product != "DW100" {
+		t.Fatalf("alert %+v, want heater-drying-anomaly open on the failing device %s", a, fleet[0].ID)
 	}
 	if !strings.Contains(string(a.Evidence), "40") {
 		t.Errorf("evidence %s does not hold the cool readings", a.Evidence)
 	}
 	var got client.Alert
-	eventually(t, "the self-test's verdict on the alert", func() (bool, error) {
+	testenv.Eventually(t, "the self-test's verdict on the alert", func() (bool, error) {
 		var err error
-		got, err = e.admin.GetAlert(t.Context(), a.ID)
+		got, err = e.Admin.GetAlert(t.Context(), a.ID)
 		return err == nil && len(got.Diagnostics) == 1 && got.Diagnostics[0].State == "succeeded", err
 	})
 	dg := got.Diagnostics[0]
-	if dg.Device != fleet[0].id || dg.Command != "heater-self-test" || dg.RequestedBy != "rule:heater-drying-anomaly" || !strings.Contains(string(dg.Result), "heater_failing") {
+	if dg.Device != fleet[0].ID || dg.Command != "heater-self-test" || dg.RequestedBy != "rule:heater-drying-anomaly" || !strings.Contains(string(dg.Result), "heater_failing") {
 		t.Errorf("diagnostic %+v, want the failing device's heater self-test with verdict heater_failing", dg)
 	}
 	for i, d := range fleet {

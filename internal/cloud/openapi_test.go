@@ -16,6 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 // TestOpenAPI_ResponsesMatchSchema loads the cloud API's served OpenAPI document with
@@ -23,27 +24,27 @@ import (
 // validates real requests and responses of every route against it, problems included.
 func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t, e.config(t))
-	d := e.device(t)
+	e := testenv.NewCloud(t)
+	e.Start(t, e.Config())
+	d := e.Device(t)
 	at := time.Now().Add(-time.Minute)
-	if err := e.pub(t, d, "devices/"+d.id+"/telemetry", reading(at, "c1", "drying", 64.5)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(at, "c1", "drying", 64.5)); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.pub(t, d, "devices/"+d.id+"/events", `{"v":1,"time":"`+at.UTC().Format(time.RFC3339)+`","name":"cycle_end","cycle":"c1","readings":{"water_used":{"value":9.5,"unit":"L"}}}`); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/events", `{"v":1,"time":"`+at.UTC().Format(time.RFC3339)+`","name":"cycle_end","cycle":"c1","readings":{"water_used":{"value":9.5,"unit":"L"}}}`); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "stored", func() (bool, error) {
-		n, err := telemetryCount(t, e.admin, d.id)
+	testenv.Eventually(t, "stored", func() (bool, error) {
+		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 1, err
 	})
-	token := adminToken(t, e.p)
+	token := e.AdminToken(t)
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.cloud.CAPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 
 	get := func(path string) []byte {
-		resp, err := hc.Get(e.cloud.URL + path)
+		resp, err := hc.Get(e.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,7 +59,7 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	if err := doc.Validate(context.Background()); err != nil {
 		t.Fatalf("OpenAPI document is invalid: %v", err)
 	}
-	doc.Servers = openapi3.Servers{{URL: e.cloud.URL}}
+	doc.Servers = openapi3.Servers{{URL: e.URL}}
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +67,7 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	check := func(method, path, body, tok string, want int) []byte {
 		t.Helper()
 		do := func() (*http.Request, *http.Response, []byte) {
-			req, err := http.NewRequest(method, e.cloud.URL+path, strings.NewReader(body))
+			req, err := http.NewRequest(method, e.URL+path, strings.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +83,7 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			req, _ = http.NewRequest(method, e.cloud.URL+path, strings.NewReader(body))
+			req, _ = http.NewRequest(method, e.URL+path, strings.NewReader(body))
 			req.Header = resp.Request.Header
 			return req, resp, b
 		}
@@ -108,7 +109,7 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		}
 		return b
 	}
-	dev := "/api/v1/devices/" + d.id
+	dev := "/api/v1/devices/" + d.ID
 	check("GET", "/api/v1/devices", "", token, 200)
 	check("GET", "/api/v1/devices?limit=0", "", token, 400)
 	check("GET", "/api/v1/devices", "", "", 401)
@@ -120,10 +121,10 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	check("POST", dev+"/diagnostics", `{"command":"heater-self-test","timeout":"1h"}`, token, 202)
 	check("POST", dev+"/diagnostics", `{"command":"rm -rf /"}`, token, 400)
 	check("POST", "/api/v1/devices/"+strings.Repeat("0", 64)+"/diagnostics", `{"command":"heater-self-test"}`, token, 404)
-	check("GET", "/api/v1/diagnostics?device="+d.id, "", token, 200)
+	check("GET", "/api/v1/diagnostics?device="+d.ID, "", token, 200)
 	check("GET", "/api/v1/alerts?state=open", "", token, 200)
 	check("GET", "/api/v1/alerts/99", "", token, 404)
-	ds, err := e.admin.ListDiagnostics(t.Context(), d.id, client.ListOptions{})
+	ds, err := e.Admin.ListDiagnostics(t.Context(), d.ID, client.ListOptions{})
 	if err != nil || len(ds.Items) != 1 {
 		t.Fatalf("diagnostics: %v, %v", ds, err)
 	}

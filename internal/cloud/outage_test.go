@@ -13,6 +13,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/telemetry"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 // freeAddr returns a loopback address no one listens on now.
@@ -33,16 +34,16 @@ func freeAddr(t *testing.T) string {
 // cloud's per-device limit).
 func TestCloud_BufferedThroughOutageDeliveredOnce(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	cfg := e.config(t)
+	e := testenv.NewCloud(t)
+	cfg := e.Config()
 	cfg.MQTTAddr = freeAddr(t) // the device's --cloud stays the same across the restart
-	e.start(t, cfg)
-	d := e.device(t)
+	e.Start(t, cfg)
+	d := e.Device(t)
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(e.cloud.CAPEM)
+	pool.AppendCertsFromPEM(e.CAPEM)
 	l, err := cloudlink.New(cloudlink.Config{
-		Broker: "mqtts://" + cfg.MQTTAddr, CAs: pool, DeviceID: d.id, Product: "DW100",
-		Certificate: func(context.Context) (tls.Certificate, error) { return d.cert, nil },
+		Broker: "mqtts://" + cfg.MQTTAddr, CAs: pool, DeviceID: d.ID, Product: "DW100",
+		Certificate: func(context.Context) (tls.Certificate, error) { return d.Cert, nil },
 		QueueDir:    t.TempDir(), Now: time.Now,
 		Diagnose: func(context.Context, string, json.RawMessage) (json.RawMessage, error) {
 			return nil, fmt.Errorf("no diagnostics in this test")
@@ -71,29 +72,28 @@ func TestCloud_BufferedThroughOutageDeliveredOnce(t *testing.T) {
 		}
 	}
 	publish(0, 10)
-	eventually(t, "the first ten stored", func() (bool, error) {
-		n, err := telemetryCount(t, e.admin, d.id)
+	testenv.Eventually(t, "the first ten stored", func() (bool, error) {
+		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 10, err
 	})
 
-	e.stop()
-	e.stop = nil
+	e.Stop()
 	publish(10, 140)
 	if s := l.Stats(); s.Queued < 130 {
 		t.Fatalf("outbox holds %d messages during the outage, want the 130 sent meanwhile", s.Queued)
 	}
-	e.start(t, cfg)
+	e.Start(t, cfg)
 	var n int
-	eventually(t, "all 140 stored after the outage", func() (bool, error) {
+	testenv.Eventually(t, "all 140 stored after the outage", func() (bool, error) {
 		var err error
-		n, err = telemetryCount(t, e.admin, d.id)
+		n, err = testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n >= 140, err
 	})
 	if s := l.Stats(); s.Dropped != 0 {
 		t.Errorf("the outbox dropped %d messages", s.Dropped)
 	}
 	time.Sleep(300 * time.Millisecond) // a duplicate would land in the next batch
-	if n, _ = telemetryCount(t, e.admin, d.id); n != 140 {
+	if n, _ = testenv.TelemetryCount(t.Context(), e.Admin, d.ID); n != 140 {
 		t.Errorf("%d readings stored, want each of 140 exactly once", n)
 	}
 }
