@@ -129,12 +129,18 @@ type cloudConn struct {
 }
 
 func (cc *cloudConn) register(fs *flag.FlagSet) {
-	fs.StringVar(&cc.url, "cloud", os.Getenv("MOAT_CLOUD"), "the cloud's `URL`, https://HOST:PORT (default $MOAT_CLOUD)")
-	fs.StringVar(&cc.ca, "cloud-ca", os.Getenv("MOAT_CLOUD_CA"), "PEM `FILE` of the cloud's TLS CA (its DATA/tls/ca.pem); default the system roots ($MOAT_CLOUD_CA)")
+	fs.StringVar(&cc.url, "cloud", "", "the cloud's `URL`, https://HOST:PORT (default $MOAT_CLOUD)")
+	fs.StringVar(&cc.ca, "cloud-ca", "", "PEM `FILE` of the cloud's TLS CA (its DATA/tls/ca.pem); default $MOAT_CLOUD_CA, else the system roots")
 }
 
 // client returns a client for the cloud, authenticated with the login's moat token.
 func (cc *cloudConn) client(s *session) (*client.Client, error) {
+	if cc.url == "" && s.env.Getenv != nil {
+		cc.url = s.env.Getenv("MOAT_CLOUD")
+	}
+	if cc.ca == "" && s.env.Getenv != nil {
+		cc.ca = s.env.Getenv("MOAT_CLOUD_CA")
+	}
 	if cc.url == "" {
 		return nil, usagef("no cloud: give --cloud https://HOST:PORT or set MOAT_CLOUD")
 	}
@@ -386,8 +392,15 @@ func diagOutcome(d client.Diagnostic) string {
 	return ""
 }
 
+// subNoun is a noun under another ("moat cloud diagnostics"): its command is named by
+// its last word.
+func subNoun(c *ffcli.Command) *ffcli.Command {
+	c.Name = c.Name[strings.LastIndexByte(c.Name, ' ')+1:]
+	return c
+}
+
 func newCloudDiagnostics(env *Env) *ffcli.Command {
-	return newNoun(env, "cloud diagnostics", "Run remote diagnostics on a device and read their results.",
+	return subNoun(newNoun(env, "cloud diagnostics", "Run remote diagnostics on a device and read their results.",
 		`A diagnostics request goes to the device over its MQTT session; the device's application
 runs the named diagnostic through the SDK and answers. The cloud stores the result, the
 app's error or a timeout. Running one needs the Contributor or Administrator role.
@@ -395,7 +408,7 @@ app's error or a timeout. Running one needs the Contributor or Administrator rol
 EXAMPLES
   moat cloud diagnostics run 3f9a...e1 --command heater-self-test --wait
   moat cloud diagnostics list --device 3f9a...e1`,
-		newCloudDiagRun(env), newCloudDiagShow(env), newCloudDiagList(env))
+		newCloudDiagRun(env), newCloudDiagShow(env), newCloudDiagList(env)))
 }
 
 func newCloudDiagRun(env *Env) *ffcli.Command {
@@ -553,14 +566,14 @@ EXAMPLES
 }
 
 func newCloudRules(env *Env) *ffcli.Command {
-	return newNoun(env, "cloud rules", "Check rule files.",
+	return subNoun(newNoun(env, "cloud rules", "Check rule files.",
 		`Rule files declare, per product, what the cloud watches for: thresholds sustained for a
 time, rates of change, missing data, and readings unusual against the product's fleet.
 docs/cloud.md is the reference.
 
 EXAMPLES
   moat cloud rules check examples/dw100/rules.yaml`,
-		newCloudRulesCheck(env))
+		newCloudRulesCheck(env)))
 }
 
 func newCloudRulesCheck(env *Env) *ffcli.Command {
