@@ -102,7 +102,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (c *Cloud, err erro
 		return nil, err
 	}
 	// Listen before touching the database: a busy address changes nothing.
-	if c.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+	if c.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("addr: %w", err)
 	}
 	c.URL = "https://" + c.ln.Addr().String()

@@ -231,7 +231,7 @@ func buildMoat(t *testing.T) string {
 		builtBin = filepath.Join(dir, "moat")
 		out, err := exec.Command("go", "build", "-o", builtBin, "../../cmd/moat").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+			buildErr = fmt.Errorf("go build: %w: %s", err, out)
 		}
 	})
 	if buildErr != nil {

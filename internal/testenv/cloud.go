@@ -178,13 +178,13 @@ func (e *Cloud) Publish(t testing.TB, d CloudDevice, topic string, lines ...stri
 	if err := os.WriteFile(caFile, e.CAPEM, 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command(Mosquitto(t, "mosquitto_pub"), "-h", host, "-p", port, "-V", "mqttv311",
+	cmd := exec.CommandContext(t.Context(), Mosquitto(t, "mosquitto_pub"), "-h", host, "-p", port, "-V", "mqttv311", //nolint:gosec // G204: the test's own mosquitto_pub, with arguments it made
 		"--cafile", caFile, "--cert", d.CertFile, "--key", d.KeyFile,
 		"-i", d.ID, "-u", "DW100", "-q", "1", "-t", topic, "-l")
 	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("mosquitto_pub: %v: %s", err, out)
+		return fmt.Errorf("mosquitto_pub: %w: %s", err, out)
 	}
 	return nil
 }

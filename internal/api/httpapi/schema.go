@@ -55,10 +55,7 @@ func (s *Schemas) Ref(t reflect.Type) map[string]any {
 	return map[string]any{"$ref": "#/components/schemas/" + name}
 }
 
-var (
-	timeType = reflect.TypeFor[time.Time]()
-	rawType  = reflect.TypeFor[[]byte]()
-)
+var timeType = reflect.TypeFor[time.Time]()
 
 // Schema returns the schema of t. It panics on a type it has no schema for: a new body
 // type needs a case here, and the audience's OpenAPI test catches it.

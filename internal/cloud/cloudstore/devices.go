@@ -143,7 +143,7 @@ func (s *Store) ListDevices(ctx context.Context, f DeviceFilter) ([]Device, erro
 		args = append(args, f.Product)
 	}
 	args = append(args, limit)
-	q += fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args))
+	q += fmt.Sprintf(` ORDER BY id LIMIT $%d`, len(args)) //nolint:gosec // G202: only constant SQL and $n placeholders are joined; every value is bound
 	var out []Device
 	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, q, args...)

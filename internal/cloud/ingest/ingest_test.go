@@ -125,9 +125,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// publish stores payload on subject as the broker stores a device's QoS 1 publish (under
+// telemetry.StoredPrefix).
 func (h *harness) publish(subject string, payload []byte) {
 	h.t.Helper()
-	if _, err := h.js.Publish(context.Background(), subject, payload); err != nil {
+	if _, err := h.js.Publish(context.Background(), telemetry.StoredPrefix+subject, payload); err != nil {
 		h.t.Fatalf("publish %s: %v", subject, err)
 	}
 }

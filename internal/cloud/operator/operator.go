@@ -196,7 +196,7 @@ func (v *Verifier) evictLocked() {
 func (v *Verifier) askServer(token string) (Principal, error) {
 	cl, err := client.New(v.cfg.Server, client.WithHTTPClient(v.hc), client.WithToken(token))
 	if err != nil {
-		return Principal{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return Principal{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -205,7 +205,7 @@ func (v *Verifier) askServer(token string) (Principal, error) {
 		if ae, ok := errors.AsType[*client.Error](err); ok && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 			return Principal{}, ErrUnauthenticated
 		}
-		return Principal{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return Principal{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	for _, r := range me.Roles {
 		if r.TenantID == v.cfg.Tenant {
