@@ -118,10 +118,10 @@ func connectAll(tb testing.TB, addr string, caPEM []byte, devices []benchDevice)
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			opts := mqtt.NewClientOptions().AddBroker("tls://"+addr).
+			opts := mqtt.NewClientOptions().AddBroker("tls://" + addr).
 				SetClientID(d.id).SetUsername("DW100").SetProtocolVersion(4).
 				SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).
-				SetKeepAlive(time.Minute).SetConnectTimeout(30*time.Second).
+				SetKeepAlive(time.Minute).SetConnectTimeout(30 * time.Second).
 				SetTLSConfig(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{d.cert}, MinVersion: tls.VersionTLS12})
 			c := mqtt.NewClient(opts)
 			tok := c.Connect()
@@ -165,11 +165,12 @@ type loadResult struct {
 func (r loadResult) rate() float64 { return float64(r.msgs) / r.elapsed.Seconds() }
 
 // publishAll has each client publish its payloads on its telemetry topic with QoS 1,
-// at most window unacknowledged at a time, all clients at once. done reports whether
-// every message reached the far end (subscriber count, stored count); it is polled
-// every 100 ms while PUBACKs are outstanding and every 2 ms after the last one, so the
-// end of the round is seen within 2 ms.
-func publishAll(tb testing.TB, clients []mqtt.Client, devices []benchDevice, msgs [][][]byte, window int, done func() (bool, error)) loadResult {
+// at most window unacknowledged at a time, all clients at once. arrived counts the
+// messages that reached the far end (subscriber, store); the round ends when every
+// message was acknowledged and arrived. arrived is polled at an interval of half the
+// time the rest should take at the rate so far, between 2 and 100 ms: the end is seen
+// within a few ms, with few polls (each /metrics scrape costs the cloud CPU).
+func publishAll(tb testing.TB, clients []mqtt.Client, devices []benchDevice, msgs [][][]byte, window int, arrived func() (int64, error)) loadResult {
 	tb.Helper()
 	total := 0
 	for _, m := range msgs {
@@ -181,7 +182,9 @@ func publishAll(tb testing.TB, clients []mqtt.Client, devices []benchDevice, msg
 	start := time.Now()
 	for i, c := range clients {
 		lat[i] = make([]time.Duration, 0, len(msgs[i]))
-		wg.Go(func() { lat[i], errs[i] = publishOne(c, telemetry.TelemetryTopic(devices[i].id), msgs[i], window, lat[i]) })
+		wg.Go(func() {
+			lat[i], errs[i] = publishOne(c, telemetry.TelemetryTopic(devices[i].id), msgs[i], window, lat[i])
+		})
 	}
 	ackedc := make(chan time.Duration, 1)
 	go func() {
@@ -189,7 +192,7 @@ func publishAll(tb testing.TB, clients []mqtt.Client, devices []benchDevice, msg
 		ackedc <- time.Since(start)
 	}()
 	var acked time.Duration = -1
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline := start.Add(10 * time.Minute)
 	tick := 100 * time.Millisecond
 	for {
 		select {
@@ -197,18 +200,22 @@ func publishAll(tb testing.TB, clients []mqtt.Client, devices []benchDevice, msg
 			if err := errors.Join(errs...); err != nil {
 				tb.Fatal(err)
 			}
-			tick = 2 * time.Millisecond
 		case <-time.After(tick):
 		}
-		ok, err := done()
+		n, err := arrived()
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if ok && acked >= 0 {
+		if n >= int64(total) && acked >= 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("round not done within 10 minutes (acknowledged: %v)", acked >= 0)
+			tb.Fatalf("round not done within 10 minutes: %d of %d arrived (acknowledged: %v)", n, total, acked >= 0)
+		}
+		tick = 100 * time.Millisecond
+		if el := time.Since(start); n > 0 {
+			rest := time.Duration(float64(el) * float64(int64(total)-n) / float64(n))
+			tick = max(2*time.Millisecond, min(tick, rest/2))
 		}
 	}
 	r := loadResult{msgs: total, elapsed: time.Since(start), acked: acked}
@@ -267,7 +274,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// ingestCounts scrapes the cloud's /metrics for the ingest's stored and dropped totals.
+// metricsScraper scrapes the cloud's /metrics for the ingest's stored and dropped totals.
 type metricsScraper struct {
 	url string
 	hc  *http.Client
@@ -279,7 +286,8 @@ func newMetricsScraper(tb testing.TB, baseURL string, caPEM []byte) *metricsScra
 	if !pool.AppendCertsFromPEM(caPEM) {
 		tb.Fatal("no CA certificate in the cloud's CA PEM")
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 1}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 1,
+		DisableCompression: true}
 	tb.Cleanup(tr.CloseIdleConnections)
 	return &metricsScraper{url: baseURL + "/metrics", hc: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
@@ -287,44 +295,64 @@ func newMetricsScraper(tb testing.TB, baseURL string, caPEM []byte) *metricsScra
 // counts returns moat_cloud_ingest_stored_total and the sum of
 // moat_cloud_ingest_dropped_total over its reasons.
 func (s *metricsScraper) counts(ctx context.Context) (stored, dropped int64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	m, err := s.scrape(ctx)
 	if err != nil {
 		return 0, 0, err
+	}
+	for name, v := range m {
+		if strings.HasPrefix(name, "moat_cloud_ingest_dropped_total{") {
+			dropped += int64(v)
+		}
+	}
+	return int64(m["moat_cloud_ingest_stored_total"]), dropped, nil
+}
+
+// ingestStats describes the ingest's batches so far: how many, their mean size and the
+// mean time of one batch's transaction.
+func (s *metricsScraper) ingestStats(ctx context.Context) (string, error) {
+	m, err := s.scrape(ctx)
+	if err != nil {
+		return "", err
+	}
+	n := m["moat_cloud_ingest_batch_messages_count"]
+	if n == 0 {
+		return "ingest: no batches", nil
+	}
+	return fmt.Sprintf("ingest: %.0f batches of %.0f messages on average, %.1f ms per batch transaction on average (%.1f s in all)",
+		n, m["moat_cloud_ingest_batch_messages_sum"]/n, 1000*m["moat_cloud_ingest_commit_seconds_sum"]/m["moat_cloud_ingest_commit_seconds_count"],
+		m["moat_cloud_ingest_commit_seconds_sum"]), nil
+}
+
+// scrape reads the moat_cloud_ingest_ samples of /metrics, by name with labels.
+func (s *metricsScraper) scrape(ctx context.Context) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("metrics: %s", resp.Status)
+		return nil, fmt.Errorf("metrics: %s", resp.Status)
 	}
+	m := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		name, value, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
+		if !strings.HasPrefix(line, "moat_cloud_ingest_") {
 			continue
 		}
-		switch {
-		case name == "moat_cloud_ingest_stored_total":
-			stored, err = parseCount(value)
-		case strings.HasPrefix(name, "moat_cloud_ingest_dropped_total{"):
-			var n int64
-			n, err = parseCount(value)
-			dropped += n
-		}
+		name, value, _ := strings.Cut(line, " ")
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
 		if err != nil {
-			return 0, 0, fmt.Errorf("metrics line %q: %w", line, err)
+			return nil, fmt.Errorf("metrics line %q: %w", line, err)
 		}
+		m[name] = v
 	}
-	return stored, dropped, sc.Err()
-}
-
-func parseCount(s string) (int64, error) {
-	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	return int64(f), err
+	return m, sc.Err()
 }
 
 // counter counts messages a NATS subscriber receives.

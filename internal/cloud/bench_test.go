@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -55,6 +56,10 @@ func BenchmarkCloud_Telemetry(b *testing.B) {
 	total := benchEnvInt(b, "MOAT_BENCH_MESSAGES", 20_000)
 	window := benchEnvInt(b, "MOAT_BENCH_WINDOW", 8)
 	perDevice := max(1, total/benchDevices)
+	// MOAT_BENCH_FULL_ONLY=1 measures the whole path alone, for a CPU profile of it
+	// (nats-server labels its stream goroutines itself, so -tagfocus cannot tell the
+	// broker runs' stream work from the full path's); it reports no ratios.
+	fullOnly := os.Getenv("MOAT_BENCH_FULL_ONLY") == "1"
 	start := time.Now()
 	fleet := newBenchFleet(b, benchDevices)
 	b.Logf("%d devices attested in %s; %d messages each, window %d, %d CPUs, GOMAXPROCS %d",
@@ -71,19 +76,28 @@ func BenchmarkCloud_Telemetry(b *testing.B) {
 				b.StopTimer()
 				msgs := payloads(b, fleet.devices, perDevice, round)
 				b.StartTimer()
-				broker = append(broker, fleet.runBroker(b, false, msgs, window))
-				brokerSync = append(brokerSync, fleet.runBroker(b, true, msgs, window))
+				// Each part runs under a pprof label (bench=broker|broker_sync|full) that every
+				// goroutine it starts inherits, nats-server's and the cloud's included, so that
+				// `go tool pprof -tagfocus bench=full` shows the whole path alone.
+				if !fullOnly {
+					labelled(b, "broker", func() { broker = append(broker, fleet.runBroker(b, false, msgs, window)) })
+					labelled(b, "broker_sync", func() { brokerSync = append(brokerSync, fleet.runBroker(b, true, msgs, window)) })
+				}
 				database := db.database
 				if database == "postgres" {
 					b.StopTimer()
 					database = testenv.FreshPostgresDatabase(b)
 					b.StartTimer()
 				}
-				full = append(full, fleet.runCloud(b, database, msgs, window))
+				labelled(b, "full", func() { full = append(full, fleet.runCloud(b, database, msgs, window)) })
 			}
 			reportBench(b, merge(broker), merge(brokerSync), merge(full))
 		})
 	}
+}
+
+func labelled(b *testing.B, part string, fn func()) {
+	pprof.Do(b.Context(), pprof.Labels("bench", part), func(context.Context) { fn() })
 }
 
 func benchEnvInt(b *testing.B, name string, def int) int {
@@ -112,6 +126,16 @@ func merge(rs []loadResult) loadResult {
 
 func reportBench(b *testing.B, base, sync, full loadResult) {
 	b.Helper()
+	if base.msgs == 0 {
+		fp50, fp99 := percentile(full.pubacks, 50), percentile(full.pubacks, 99)
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(full.rate(), "full_msgs/s")
+		b.ReportMetric(ms(fp50), "full_p50_ms")
+		b.ReportMetric(ms(fp99), "full_p99_ms")
+		b.Logf("full path only: %.0f msgs/s, PUBACK p50 %.1f ms, p99 %.1f ms (%d msgs, last PUBACK at %s, last stored at %s)",
+			full.rate(), ms(fp50), ms(fp99), full.msgs, full.acked.Round(time.Millisecond), full.elapsed.Round(time.Millisecond))
+		return
+	}
 	bp50, bp99 := percentile(base.pubacks, 50), percentile(base.pubacks, 99)
 	sp50, sp99 := percentile(sync.pubacks, 50), percentile(sync.pubacks, 99)
 	fp50, fp99 := percentile(full.pubacks, 50), percentile(full.pubacks, 99)
@@ -195,7 +219,7 @@ func (f *benchFleet) runBroker(b *testing.B, syncAlways bool, msgs [][][]byte, w
 	clients := connectAll(b, br.MQTTAddr().String(), caPEM, f.devices)
 	want := int64(len(msgs) * len(msgs[0]))
 	b.StartTimer()
-	r := publishAll(b, clients, f.devices, msgs, window, func() (bool, error) { return got.n.Load() >= want, nil })
+	r := publishAll(b, clients, f.devices, msgs, window, func() (int64, error) { return got.n.Load(), nil })
 	b.StopTimer()
 	if n := got.n.Load(); n != want {
 		b.Fatalf("subscriber got %d messages, want %d", n, want)
@@ -244,15 +268,20 @@ func (f *benchFleet) runCloud(b *testing.B, database string, msgs [][][]byte, wi
 	want := int64(len(msgs) * len(msgs[0]))
 	var stored, dropped int64
 	b.StartTimer()
-	r := publishAll(b, clients, f.devices, msgs, window, func() (bool, error) {
+	r := publishAll(b, clients, f.devices, msgs, window, func() (int64, error) {
 		var err error
 		stored, dropped, err = scraper.counts(b.Context())
-		return stored+dropped >= want, err
+		return stored + dropped, err
 	})
 	b.StopTimer()
 	if stored != want || dropped != 0 {
 		b.Fatalf("ingest stored %d and dropped %d messages, want all %d stored", stored, dropped, want)
 	}
+	stats, err := scraper.ingestStats(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Log(stats)
 	for _, cl := range clients {
 		cl.Disconnect(0)
 	}
