@@ -60,6 +60,13 @@ func BenchmarkCloud_Telemetry(b *testing.B) {
 	// (nats-server labels its stream goroutines itself, so -tagfocus cannot tell the
 	// broker runs' stream work from the full path's); it reports no ratios.
 	fullOnly := os.Getenv("MOAT_BENCH_FULL_ONLY") == "1"
+	// MOAT_BENCH_FULL_SYNC=off runs the whole path with SyncAlways off: not the aim's
+	// configuration, it shows what the rest of the path costs without the broker's fsync
+	// per message (docs/cloud-performance.md).
+	fullSync := os.Getenv("MOAT_BENCH_FULL_SYNC") != "off"
+	if !fullSync {
+		b.Log("MOAT_BENCH_FULL_SYNC=off: the full path runs with SyncAlways OFF (not the default)")
+	}
 	start := time.Now()
 	fleet := newBenchFleet(b, benchDevices)
 	b.Logf("%d devices attested in %s; %d messages each, window %d, %d CPUs, GOMAXPROCS %d",
@@ -89,7 +96,7 @@ func BenchmarkCloud_Telemetry(b *testing.B) {
 					database = testenv.FreshPostgresDatabase(b)
 					b.StartTimer()
 				}
-				labelled(b, "full", func() { full = append(full, fleet.runCloud(b, database, msgs, window)) })
+				labelled(b, "full", func() { full = append(full, fleet.runCloud(b, database, fullSync, msgs, window)) })
 			}
 			reportBench(b, merge(broker), merge(brokerSync), merge(full))
 		})
@@ -231,8 +238,8 @@ func (f *benchFleet) runBroker(b *testing.B, syncAlways bool, msgs [][][]byte, w
 }
 
 // runCloud measures the whole path: `moat cloud` as cloud.Open builds it, with the DW100
-// rules, SyncAlways on; done when the ingest has stored every message.
-func (f *benchFleet) runCloud(b *testing.B, database string, msgs [][][]byte, window int) loadResult {
+// rules, SyncAlways on (unless MOAT_BENCH_FULL_SYNC=off); done when the ingest has stored every message.
+func (f *benchFleet) runCloud(b *testing.B, database string, syncAlways bool, msgs [][][]byte, window int) loadResult {
 	b.Helper()
 	b.StopTimer()
 	dir := b.TempDir()
@@ -240,6 +247,7 @@ func (f *benchFleet) runCloud(b *testing.B, database string, msgs [][][]byte, wi
 	cfg.Addr, cfg.MQTTAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DataDir, cfg.Database = filepath.Join(dir, "cloud"), database
 	cfg.DeviceCA, cfg.Server, cfg.ServerCA = f.chain, f.p.Server.URL, f.serverCA
+	cfg.SyncAlways = syncAlways
 	cfg.Rules = []string{filepath.Join("..", "..", "examples", "dw100", "rules.yaml")}
 	// The benchmark's devices publish as fast as the cloud takes it: the per-device limit
 	// (10/s, burst 100 by default) would drop nearly all of it.
