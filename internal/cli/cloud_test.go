@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/client"
-	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
 
 // TestCloudCommands runs the cloud's query commands against a running moat cloud, logged
@@ -16,15 +16,15 @@ import (
 // times out exits non-zero), alerts; and MOAT_CLOUD / MOAT_CLOUD_CA in place of the flags.
 func TestCloudCommands(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
 	at := time.Now().Add(-time.Minute)
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(at, "c1", "drying", 64.5)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(at, "c1", "drying", 64.5)); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "stored", func() (bool, error) {
-		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+	cloudenv.Eventually(t, "stored", func() (bool, error) {
+		n, err := cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 1, err
 	})
 	u := newUser(t)

@@ -113,7 +113,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (c *Cloud, err erro
 	bc := broker.DefaultConfig()
 	bc.MQTTAddr, bc.ServerCert, bc.DeviceCAs = cfg.MQTTAddr, cert, chain
 	bc.StoreDir, bc.Now, bc.Logger = filepath.Join(cfg.DataDir, "jetstream"), cfg.Now, log.With("part", "broker")
-	bc.SyncAlways, bc.MaxMsgsPerDevice = cfg.SyncAlways, cfg.MaxMessagesPerDevice
+	bc.SyncAlways, bc.SyncInterval, bc.MaxMsgsPerDevice = cfg.SyncAlways, cfg.SyncInterval, cfg.MaxMessagesPerDevice
 	bc.ServerName, bc.ClusterName, bc.ClusterListen, bc.Routes = cfg.ServerName, cfg.ClusterName, cfg.ClusterAddr, cfg.Routes
 	bc.StreamReplicas = cfg.StreamReplicas
 	if cfg.ClusterSecretFile != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/cloud"
 	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
 
 // TestCloud_MosquittoPublishIsStored: an independent MQTT client (Debian's mosquitto_pub)
@@ -22,15 +23,15 @@ import (
 // that device and serves it on its API to the tenant's staff.
 func TestCloud_MosquittoPublishIsStored(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
 	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(at, "c1", "drying", 64.5)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(at, "c1", "drying", 64.5)); err != nil {
 		t.Fatal(err)
 	}
 	var got client.Page[client.Reading]
-	testenv.Eventually(t, "the reading is stored", func() (bool, error) {
+	cloudenv.Eventually(t, "the reading is stored", func() (bool, error) {
 		var err error
 		got, err = e.Admin.ListTelemetry(t.Context(), d.ID, client.TelemetryQuery{})
 		return err == nil && len(got.Items) == 1, err
@@ -50,11 +51,11 @@ func TestCloud_MosquittoPublishIsStored(t *testing.T) {
 // a reason; nothing hangs.
 func TestCloud_OfflineDiagnosticsTimeOut(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
 	// Known to the cloud: it connected once.
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
 		t.Fatal(err)
 	}
 	run, err := e.Admin.RunDiagnostic(t.Context(), d.ID, client.DiagnosticCreate{Command: "heater-self-test", Timeout: "1s"})
@@ -65,7 +66,7 @@ func TestCloud_OfflineDiagnosticsTimeOut(t *testing.T) {
 		t.Fatalf("new request %+v, want pending with a deadline", run)
 	}
 	var got client.Diagnostic
-	testenv.Eventually(t, "the request times out", func() (bool, error) {
+	cloudenv.Eventually(t, "the request times out", func() (bool, error) {
 		got, err = e.Admin.GetDiagnostic(t.Context(), run.ID, 10*time.Second)
 		return err == nil && got.State != "pending", err
 	})
@@ -87,14 +88,14 @@ func isStatus(err error, status int) bool {
 // no object; the cloud's own tenant reads.
 func TestAPI_OtherTenantSeesNothing(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "stored", func() (bool, error) {
-		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+	cloudenv.Eventually(t, "stored", func() (bool, error) {
+		n, err := cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 1, err
 	})
 	run, err := e.Admin.RunDiagnostic(t.Context(), d.ID, client.DiagnosticCreate{Command: "heater-self-test", Timeout: "1h"})
@@ -140,10 +141,10 @@ func TestAPI_OtherTenantSeesNothing(t *testing.T) {
 // Administrator; a Reader reads but is refused (403) and nothing is sent.
 func TestAPI_ReaderCannotRunDiagnostics(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(time.Now().Add(-time.Minute), "c1", "drying", 64)); err != nil {
 		t.Fatal(err)
 	}
 	m, err := e.P.Admin.CreateMember(t.Context(), e.P.Tenant, client.MemberCreate{Name: "support", Role: client.RoleReader})
@@ -151,8 +152,8 @@ func TestAPI_ReaderCannotRunDiagnostics(t *testing.T) {
 		t.Fatal(err)
 	}
 	reader := e.APIClient(t, m.Secret)
-	testenv.Eventually(t, "the reader reads", func() (bool, error) {
-		n, err := testenv.TelemetryCount(t.Context(), reader, d.ID)
+	cloudenv.Eventually(t, "the reader reads", func() (bool, error) {
+		n, err := cloudenv.TelemetryCount(t.Context(), reader, d.ID)
 		return n == 1, err
 	})
 	if _, err := reader.RunDiagnostic(t.Context(), d.ID, client.DiagnosticCreate{Command: "heater-self-test"}); !isStatus(err, 403) {
@@ -170,7 +171,7 @@ func TestAPI_ReaderCannotRunDiagnostics(t *testing.T) {
 // exits, a restart on the same data directory; each message is stored exactly once.
 func TestCloud_AcknowledgedMessagesSurviveKill(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	bin := buildMoat(t)
 	d := e.Device(t)
 	dataDir := filepath.Join(e.Dir, "cloud")
@@ -181,7 +182,7 @@ func TestCloud_AcknowledgedMessagesSurviveKill(t *testing.T) {
 	base := time.Now().Add(-time.Hour)
 	var lines []string
 	for i := range 50 {
-		lines = append(lines, testenv.Reading(base.Add(time.Duration(i)*time.Second), "c1", "drying", 60+float64(i)/10))
+		lines = append(lines, cloudenv.Reading(base.Add(time.Duration(i)*time.Second), "c1", "drying", 60+float64(i)/10))
 	}
 	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", lines...); err != nil {
 		t.Fatal(err)
@@ -193,13 +194,13 @@ func TestCloud_AcknowledgedMessagesSurviveKill(t *testing.T) {
 	e.Cloud = &cloud.Cloud{URL: proc.url, MQTTAddr: proc.mqtt, CAPEM: e.CAPEM}
 	e.Admin = e.APIClient(t, e.AdminToken(t))
 	var n int
-	testenv.Eventually(t, "all 50 stored after the restart", func() (bool, error) {
+	cloudenv.Eventually(t, "all 50 stored after the restart", func() (bool, error) {
 		var err error
-		n, err = testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+		n, err = cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n >= 50, err
 	})
 	time.Sleep(500 * time.Millisecond) // a duplicate would land in the next batch
-	if n, _ = testenv.TelemetryCount(t.Context(), e.Admin, d.ID); n != 50 {
+	if n, _ = cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID); n != 50 {
 		t.Errorf("%d readings stored, want each of the 50 acknowledged exactly once", n)
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/telemetry"
-	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
 
 // TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice is the seed's detection loop with
@@ -27,14 +27,14 @@ import (
 // with the alert.
 func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.CAPEM)
 
 	const n = 12
 	type dw struct {
-		testenv.CloudDevice
+		cloudenv.CloudDevice
 		link  *cloudlink.Link
 		tests atomic.Int32
 	}
@@ -91,15 +91,15 @@ func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 			}
 		}
 		for _, d := range fleet {
-			testenv.Eventually(t, fmt.Sprintf("cycle %d of %s stored", c, d.ID[:8]), func() (bool, error) {
-				got, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+			cloudenv.Eventually(t, fmt.Sprintf("cycle %d of %s stored", c, d.ID[:8]), func() (bool, error) {
+				got, err := cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 				return got == 3*(c+1), err
 			})
 		}
 	}
 
 	var alerts client.Page[client.Alert]
-	testenv.Eventually(t, "the heater alert", func() (bool, error) {
+	cloudenv.Eventually(t, "the heater alert", func() (bool, error) {
 		var err error
 		alerts, err = e.Admin.ListAlerts(t.Context(), client.AlertQuery{})
 		return err == nil && len(alerts.Items) > 0, err
@@ -115,7 +115,7 @@ func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 		t.Errorf("evidence %s does not hold the cool readings", a.Evidence)
 	}
 	var got client.Alert
-	testenv.Eventually(t, "the self-test's verdict on the alert", func() (bool, error) {
+	cloudenv.Eventually(t, "the self-test's verdict on the alert", func() (bool, error) {
 		var err error
 		got, err = e.Admin.GetAlert(t.Context(), a.ID)
 		return err == nil && len(got.Diagnostics) == 1 && got.Diagnostics[0].State == "succeeded", err

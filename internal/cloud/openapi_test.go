@@ -16,7 +16,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/moat-iot/moat/client"
-	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
 
 // TestOpenAPI_ResponsesMatchSchema loads the cloud API's served OpenAPI document with
@@ -24,18 +24,18 @@ import (
 // validates real requests and responses of every route against it, problems included.
 func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	e.Start(t, e.Config())
 	d := e.Device(t)
 	at := time.Now().Add(-time.Minute)
-	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", testenv.Reading(at, "c1", "drying", 64.5)); err != nil {
+	if err := e.Publish(t, d, "devices/"+d.ID+"/telemetry", cloudenv.Reading(at, "c1", "drying", 64.5)); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Publish(t, d, "devices/"+d.ID+"/events", `{"v":1,"time":"`+at.UTC().Format(time.RFC3339)+`","name":"cycle_end","cycle":"c1","readings":{"water_used":{"value":9.5,"unit":"L"}}}`); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, "stored", func() (bool, error) {
-		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+	cloudenv.Eventually(t, "stored", func() (bool, error) {
+		n, err := cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 1, err
 	})
 	token := e.AdminToken(t)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/telemetry"
-	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
 
 // freeAddr returns a loopback address no one listens on now.
@@ -34,7 +34,7 @@ func freeAddr(t *testing.T) string {
 // cloud's per-device limit).
 func TestCloud_BufferedThroughOutageDeliveredOnce(t *testing.T) {
 	t.Parallel()
-	e := testenv.NewCloud(t)
+	e := cloudenv.NewCloud(t)
 	cfg := e.Config()
 	cfg.MQTTAddr = freeAddr(t) // the device's --cloud stays the same across the restart
 	e.Start(t, cfg)
@@ -72,8 +72,8 @@ func TestCloud_BufferedThroughOutageDeliveredOnce(t *testing.T) {
 		}
 	}
 	publish(0, 10)
-	testenv.Eventually(t, "the first ten stored", func() (bool, error) {
-		n, err := testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+	cloudenv.Eventually(t, "the first ten stored", func() (bool, error) {
+		n, err := cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n == 10, err
 	})
 
@@ -84,16 +84,16 @@ func TestCloud_BufferedThroughOutageDeliveredOnce(t *testing.T) {
 	}
 	e.Start(t, cfg)
 	var n int
-	testenv.Eventually(t, "all 140 stored after the outage", func() (bool, error) {
+	cloudenv.Eventually(t, "all 140 stored after the outage", func() (bool, error) {
 		var err error
-		n, err = testenv.TelemetryCount(t.Context(), e.Admin, d.ID)
+		n, err = cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID)
 		return n >= 140, err
 	})
 	if s := l.Stats(); s.Dropped != 0 {
 		t.Errorf("the outbox dropped %d messages", s.Dropped)
 	}
 	time.Sleep(300 * time.Millisecond) // a duplicate would land in the next batch
-	if n, _ = testenv.TelemetryCount(t.Context(), e.Admin, d.ID); n != 140 {
+	if n, _ = cloudenv.TelemetryCount(t.Context(), e.Admin, d.ID); n != 140 {
 		t.Errorf("%d readings stored, want each of 140 exactly once", n)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,10 +127,16 @@ func startBroker(t *testing.T, p *pki) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: telemetry.Stream, Subjects: telemetry.StreamSubjects, Storage: jetstream.FileStorage,
-	}); err != nil {
-		t.Fatalf("create stream: %v", err)
+	// As internal/cloud/broker does: nats-server's MQTT keeps QoS 1 messages in
+	// $MQTT_msgs, which must hold only the cloud's requests for the devices' own stream to
+	// capture what they publish under the same prefix.
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "$MQTT_msgs", Subjects: []string{telemetry.StoredPrefix + "devices.*.diagnostics.*"}, Storage: jetstream.FileStorage, Retention: jetstream.InterestPolicy},
+		{Name: telemetry.Stream, Subjects: telemetry.StreamSubjects, Storage: jetstream.FileStorage},
+	} {
+		if _, err := js.CreateStream(t.Context(), sc); err != nil {
+			t.Fatalf("create stream %s: %v", sc.Name, err)
+		}
 	}
 	return b
 }
@@ -198,7 +205,7 @@ func (b *broker) messages(ctx context.Context, subject string) [][]byte {
 		if err != nil {
 			continue
 		}
-		if subjectMatches(subject, m.Subject) {
+		if subjectMatches(subject, strings.TrimPrefix(m.Subject, telemetry.StoredPrefix)) {
 			out = append(out, m.Data)
 		}
 	}

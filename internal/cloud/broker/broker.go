@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -130,9 +131,10 @@ func serverOptions(cfg Config, auth *authenticator) (*server.Options, error) {
 		DontListen: true,
 		NoSigs:     true,
 		// No monitoring port, no leafnodes, no gateways, no websocket.
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		SyncAlways: cfg.SyncAlways,
+		JetStream:    true,
+		StoreDir:     cfg.StoreDir,
+		SyncAlways:   cfg.SyncAlways,
+		SyncInterval: cmp.Or(cfg.SyncInterval, DefaultSyncInterval),
 		// Bounds every message (rule 5): the largest payload of the contract.
 		MaxPayload:                 int32(telemetry.MaxReplyBytes),
 		CustomClientAuthentication: auth,

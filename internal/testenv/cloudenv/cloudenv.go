@@ -1,4 +1,8 @@
-package testenv
+// Package cloudenv is the test environment of the manufacturer cloud: a security service
+// (testenv.Platform) with a DW100 product and released images, the tenant's `moat cloud`,
+// attested DW100s, and Debian's mosquitto_pub as an independent MQTT client. It is its
+// own package so that tests without a cloud do not link one.
+package cloudenv
 
 import (
 	"context"
@@ -17,31 +21,34 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/cloud"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 // Cloud is a security service with a DW100 product and released images, and the
 // manufacturer cloud (`moat cloud`) of its tenant, started with Start.
 type Cloud struct {
-	P       *Platform
-	OS, App Image
+	P       *testenv.Platform
+	OS, App testenv.Image
 	// Chain is the tenant's device CA chain file, ServerCA the security service's TLS CA.
 	Chain, ServerCA string
 	Dir             string
 	*cloud.Cloud
 	// Admin is the tenant's Administrator on the cloud's API.
 	Admin *client.Client
-	Logs  *SyncBuffer
+	Logs  *testenv.SyncBuffer
 	stop  func()
 }
 
 // NewCloud builds the security service side; Start starts the cloud.
 func NewCloud(t testing.TB) *Cloud {
 	t.Helper()
-	e := &Cloud{P: NewPlatform(t), Dir: t.TempDir()}
+	e := &Cloud{P: testenv.NewPlatform(t), Dir: t.TempDir()}
 	e.OS = e.P.PublishOS("moat-os", "1.0.0", 1, "Retail", "RetailEval")
 	e.App = e.P.PublishApp("dw100-app", "1.0.0", 1, "DW100")
 	chain, err := e.P.Admin.GetDeviceCAChain(context.Background(), e.P.Tenant)
-	e.P.must(err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.Chain = writeFile(t, e.Dir, "devices.pem", chain)
 	e.ServerCA = writeFile(t, e.Dir, "server-ca.pem", e.P.Server.CAPEM)
 	return e
@@ -56,10 +63,10 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 	return path
 }
 
-// repoRoot is the module's root directory (this file is internal/testenv/cloud.go).
+// repoRoot is the module's root directory (this file is internal/testenv/cloudenv/cloudenv.go).
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // Config is the cloud's configuration: free loopback ports, data under Dir, the DW100
@@ -77,7 +84,7 @@ func (e *Cloud) Config() cloud.Config {
 // the test fails.
 func (e *Cloud) Start(t testing.TB, cfg cloud.Config) {
 	t.Helper()
-	e.Logs = &SyncBuffer{}
+	e.Logs = &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := cloud.Open(t.Context(), cfg, log)
 	if err != nil {
