@@ -34,6 +34,7 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent"
+	"github.com/moat-iot/moat/internal/cloud"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/server"
@@ -78,6 +79,9 @@ type Result struct {
 	OSSHA256 string
 	// CAChain is the PEM chain Contoso's cloud trusts its devices with.
 	CAChain string
+	// CloudURL is Contoso's manufacturer cloud's API, CloudMQTT its devices' MQTT address,
+	// CloudCAFile the CA its TLS certificate chains to.
+	CloudURL, CloudMQTT, CloudCAFile string
 	// Devices is the demo fleet: what each device attested and installed; the last one
 	// is the device with a tampered app.
 	Devices []DeviceResult
@@ -111,6 +115,9 @@ type Demo struct {
 	agents    []*agent.Agent
 	agentsWG  sync.WaitGroup
 	agentLog  *slog.Logger
+	log       *slog.Logger
+	cloud     *cloud.Cloud // Contoso's manufacturer cloud
+	cloudWG   sync.WaitGroup
 	// Result is complete once Played is closed.
 	Result Result
 }
@@ -137,7 +144,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if err != nil {
 		return nil, err
 	}
-	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), exe: exe, agentLog: log.With("component", "agent"), Result: Result{
+	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
 		URL: srv.URL, DeviceURL: srv.DeviceURL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
@@ -181,11 +188,13 @@ func (d *Demo) Serve(ctx context.Context, out io.Writer) error {
 	if err := d.play(ctx, out); err != nil {
 		cancel(err)
 		d.agentsWG.Wait()
+		d.cloudWG.Wait()
 		return errors.Join(fmt.Errorf("demo scenario: %w", err), <-done)
 	}
 	close(d.played)
 	err := <-done
 	d.agentsWG.Wait()
+	d.cloudWG.Wait()
 	return err
 }
 
@@ -273,6 +282,8 @@ TLS CA:              %s (SHA-256 %s)
 Platform operator:   %s
 Contoso admin token: %s
 OpenAPI document:    %s/api/v1/openapi.json
+Contoso's cloud:     %s (its API; MQTT for devices at mqtts://%s)
+Cloud TLS CA:        %s
 
 Try it from another terminal:
   moat login --server %s --ca-cert %s --token %s
@@ -281,9 +292,13 @@ Try it from another terminal:
   moat image list
   moat device list
   moat device show %s
+  moat cloud telemetry %s --since 10m --cloud %s --cloud-ca %s
+  moat cloud diagnostics run %s --command heater-self-test --wait --cloud %s --cloud-ca %s
 
 The demo runs until Ctrl-C.
 `, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
-		d.Result.URL, d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID)
+		d.Result.URL, d.Result.CloudURL, d.Result.CloudMQTT, d.Result.CloudCAFile,
+		d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID,
+		d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile, d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile)
 	return nil
 }

@@ -165,6 +165,22 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if strings.Count(string(chain), "BEGIN CERTIFICATE") != 2 {
 		t.Errorf("CA chain %s holds %d certificates, want Contoso's CA and the platform root", r.CAChain, strings.Count(string(chain), "BEGIN CERTIFICATE"))
 	}
+	// Contoso's cloud: every running device streamed its readings over its attested MQTT
+	// session, and the cloud serves them to Contoso's staff with their moat token.
+	cc, err := client.New(r.CloudURL, client.WithToken(r.AdminToken), client.WithCACertPEM(mustRead(t, r.CloudCAFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cds, err := cc.ListCloudDevices(ctx, client.ListOptions{})
+	if err != nil || len(cds.Items) != len(r.Devices)-1 {
+		t.Errorf("cloud devices = %+v, %v; want the %d running devices", cds.Items, err, len(r.Devices)-1)
+	}
+	for _, dv := range r.Devices[:len(r.Devices)-1] {
+		page, err := cc.ListTelemetry(ctx, dv.ID, client.TelemetryQuery{Metric: "drying_temp"})
+		if err != nil || len(page.Items) == 0 || page.Items[0].Unit != "Cel" {
+			t.Errorf("cloud telemetry of %s = %+v, %v; want its drying temperatures", dv.ID, page.Items, err)
+		}
+	}
 	root1 := mustRead(t, r.TrustAnchor)
 	base := r.URL + "/api/v1/tenants/" + r.Tenant.ID + "/tuf/"
 	cfg, err := config.New(base+"metadata/", root1)
@@ -197,7 +213,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
-	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code="} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code=", "Contoso's cloud:     " + r.CloudURL, "streams its DW100's readings to Contoso's cloud"} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}

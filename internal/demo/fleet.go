@@ -167,16 +167,22 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	}
 	step("Contoso claimed them and put them in their device groups")
 
+	if err := d.startCloud(ctx, contoso, d.log.With("component", "cloud"), step); err != nil {
+		return err
+	}
 	fleet := devs[:len(fleetGroups)]
 	if err := d.startAgents(ctx, fleet); err != nil {
 		return err
 	}
-	step("%d devices run moat agent with a simulated DW100; each knows only its identity key and the pinned root", len(fleet))
+	step("%d devices run moat agent with a simulated DW100; each knows only its identity key, the pinned root and its cloud's address", len(fleet))
 	osPath := d.Result.OSPath
 	if err := d.converge(ctx, contoso, fleet, osPath, appPath); err != nil {
 		return err
 	}
 	if err := d.fleetTable(ctx, contoso, fleet, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
+		return err
+	}
+	if err := d.cloudTelemetry(ctx, fleet, out, step); err != nil {
 		return err
 	}
 	if err := d.attestTampered(ctx, contoso, devs[len(devs)-1], out, step); err != nil {
@@ -233,15 +239,6 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.collect(ctx, contoso, devs); err != nil {
 		return err
 	}
-	chain, err := contoso.GetDeviceCAChain(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	d.Result.CAChain = filepath.Join(d.dir, "contoso", "contoso-ca-chain.pem")
-	if err := os.WriteFile(d.Result.CAChain, chain, 0o600); err != nil {
-		return err
-	}
-	step("Contoso's cloud trusts its devices with %s (moat ca-certificate download)", d.Result.CAChain)
 	return nil
 }
 
@@ -270,11 +267,15 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	// Each agent names its device (device_id) itself; a further attribute here named it
 	// twice on every line.
 	log := slog.New(newFleetLog(d.agentLog.Handler()))
+	cloudCAs := d.cloudAgentCAs()
 	for _, dv := range devs {
+		dw := periph.NewDW100()
+		dw.RealTime(time.Now) // the heater warms the water and the air as the app runs it
 		a, err := agent.New(agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
-			Identity: dv.key, Backend: periph.NewDW100(), Now: time.Now, CheckInterval: 30 * time.Second,
+			Identity: dv.key, Backend: dw, Now: time.Now, CheckInterval: 30 * time.Second,
 			HealthTimeout: 10 * time.Second, Logger: log, Product: d.Result.Product.Name,
+			Cloud: &agent.CloudConfig{Broker: "mqtts://" + d.Result.CloudMQTT, CAs: cloudCAs},
 		})
 		if err != nil {
 			return err
