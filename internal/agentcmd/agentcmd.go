@@ -66,6 +66,8 @@ EXAMPLES
 type Flags struct {
 	State, Server, Identity, Root, ServerCA, Peripherals, PeripheralsConfig, Product string
 	Cloud, CloudCA                                                                   string
+	HeaterFault                                                                      string
+	HeaterFaultAfter                                                                 time.Duration
 	CheckInterval, HealthTimeout                                                     time.Duration
 	AppUID, AppGID                                                                   int
 	LogLevel                                                                         string
@@ -83,11 +85,29 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.CloudCA, "cloud-ca", "", "PEM `FILE` of the CAs trusted for the cloud's TLS certificate (with --cloud)")
 	fs.StringVar(&f.Peripherals, "peripherals", "dw100", "peripheral backend: dw100 (simulated DW100 dishwasher), simulated, or linux (the board's devices, with --peripherals-config)")
 	fs.StringVar(&f.PeripheralsConfig, "peripherals-config", "", "JSON `FILE` mapping manifest peripherals to the board's devices, for --peripherals linux (docs/app-sdk.md)")
+	fs.StringVar(&f.HeaterFault, "dw100-heater-fault", "", "for --peripherals dw100: make the simulated heater fail, dead (the drying air stays cool) or runaway (it heats even when off), so the cloud's rules and the heater self-test have a fault to find")
+	fs.DurationVar(&f.HeaterFaultAfter, "dw100-heater-fault-after", 0, "with --dw100-heater-fault: the heater works this long first, then develops the fault")
 	fs.DurationVar(&f.CheckInterval, "check-interval", agent.DefaultCheckInterval, "time between assignment checks (jittered by a fifth)")
 	fs.DurationVar(&f.HealthTimeout, "health-timeout", agent.DefaultHealthTimeout, "how long a new app has to report healthy")
 	fs.IntVar(&f.AppUID, "app-uid", 0, "unprivileged `UID` the app runs as, in the sandbox, when the agent runs as root (with --app-gid; 0: no sandbox)")
 	fs.IntVar(&f.AppGID, "app-gid", 0, "`GID` the app runs as with --app-uid")
 	fs.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+}
+
+// heaterFault reads --dw100-heater-fault and --dw100-heater-fault-after.
+func heaterFault(s string, after time.Duration) (periph.HeaterFault, error) {
+	if after < 0 {
+		return 0, fmt.Errorf("--dw100-heater-fault-after: %s, want 0 or more", after)
+	}
+	switch s {
+	case "", "none":
+		return periph.HeaterWorking, nil
+	case "dead":
+		return periph.HeaterDead, nil
+	case "runaway":
+		return periph.HeaterRunaway, nil
+	}
+	return 0, fmt.Errorf("--dw100-heater-fault: %q, want dead or runaway", s)
 }
 
 // Config turns the flags into the agent's configuration.
@@ -117,11 +137,23 @@ func (f *Flags) Config(stderr io.Writer) (agent.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return agent.Config{}, fmt.Errorf("--server-ca: %s holds no PEM certificate", f.ServerCA)
 	}
+	if f.HeaterFault != "" && f.Peripherals != "dw100" {
+		return agent.Config{}, fmt.Errorf("--dw100-heater-fault: only with --peripherals dw100, not %q", f.Peripherals)
+	}
 	var backend periph.Backend
 	switch f.Peripherals {
 	case "dw100":
 		d := periph.NewDW100()
 		d.RealTime(time.Now) // the heater warms the water as the app runs it
+		fault, err := heaterFault(f.HeaterFault, f.HeaterFaultAfter)
+		if err != nil {
+			return agent.Config{}, err
+		}
+		if fault != periph.HeaterWorking {
+			// A fault the simulated machine develops: the process lives as long as the
+			// agent, so the timer needs no stopping.
+			time.AfterFunc(f.HeaterFaultAfter, func() { d.SetHeaterFault(fault) })
+		}
 		backend = d
 	case "simulated":
 		backend = periph.NewSimulated()

@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/internal/agent/periph"
 )
 
 // TestLinuxBackend_StrictConfig: the board's peripheral map is read strictly: a typo is an
@@ -31,5 +34,28 @@ func TestLinuxBackend_StrictConfig(t *testing.T) {
 	}
 	if _, err := linuxBackend(""); err == nil {
 		t.Error("no file accepted")
+	}
+}
+
+// TestHeaterFault_Flags: the simulated DW100 can be told to develop a failing heater;
+// anything else is refused with the flag's name.
+func TestHeaterFault_Flags(t *testing.T) {
+	for _, tc := range []struct {
+		s     string
+		after time.Duration
+		want  periph.HeaterFault
+		bad   bool
+	}{
+		{"", 0, periph.HeaterWorking, false},
+		{"none", 0, periph.HeaterWorking, false},
+		{"dead", time.Hour, periph.HeaterDead, false},
+		{"runaway", 0, periph.HeaterRunaway, false},
+		{"broken", 0, 0, true},
+		{"dead", -time.Second, 0, true},
+	} {
+		got, err := heaterFault(tc.s, tc.after)
+		if (err != nil) != tc.bad || !tc.bad && got != tc.want {
+			t.Errorf("heaterFault(%q, %s) = %v, %v; want %v (error %v)", tc.s, tc.after, got, err, tc.want, tc.bad)
+		}
 	}
 }
