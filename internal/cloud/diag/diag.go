@@ -12,8 +12,8 @@
 // permissions) nor to answer another device's request (the store matches the reply's
 // device: cloudstore TestDiagnosticRefusesOtherDevicesReply).
 //
-// Waiters are bounded: at most MaxWaiters callers wait at once (past it Wait returns
-// ErrBusy at once), each for at most MaxWait.
+// Waiters are bounded: at most Config.MaxWaiters callers wait at once (past it Wait
+// returns ErrBusy at once), each for at most MaxWait (TestWait_BoundedWaiters).
 package diag
 
 import (
@@ -64,6 +64,8 @@ type Config struct {
 	Timeout time.Duration
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// MaxWaiters, optional, bounds the callers waiting at once (MaxWaiters).
+	MaxWaiters int
 }
 
 // Service runs diagnostics. Safe for concurrent use.
@@ -91,8 +93,14 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Timeout < MinTimeout || cfg.Timeout > MaxTimeout {
 		errs = append(errs, fmt.Errorf("timeout: must be between %s and %s", MinTimeout, MaxTimeout))
 	}
+	if cfg.MaxWaiters < 0 {
+		errs = append(errs, errors.New("max_waiters: must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("diagnostics: %w", err)
+	}
+	if cfg.MaxWaiters == 0 {
+		cfg.MaxWaiters = MaxWaiters
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -129,7 +137,7 @@ func (s *Service) Run(ctx context.Context, r Request) (cloudstore.Diagnostic, er
 	if timeout < MinTimeout || timeout > MaxTimeout {
 		return cloudstore.Diagnostic{}, fmt.Errorf("%w: timeout must be between %s and %s", cloudstore.ErrInvalid, MinTimeout, MaxTimeout)
 	}
-	now := s.cfg.Now().UTC()
+	now := s.cfg.Now().UTC().Truncate(time.Microsecond) // the store's precision: the device sees the stored deadline
 	n := cloudstore.NewDiagnostic{ID: NewID(), Device: r.Device, Command: r.Command, Args: r.Args,
 		RequestedBy: r.RequestedBy, RequestedAt: now, Deadline: now.Add(timeout), AlertID: r.AlertID}
 	d, err := s.cfg.Store.CreateDiagnostic(ctx, n)
@@ -173,7 +181,7 @@ func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (clou
 	}
 	ch := make(chan struct{})
 	s.mu.Lock()
-	if s.nwait >= MaxWaiters {
+	if s.nwait >= s.cfg.MaxWaiters {
 		s.mu.Unlock()
 		return d, ErrBusy
 	}
@@ -219,6 +227,13 @@ func (s *Service) forget(id string, ch chan struct{}) {
 
 func open(d cloudstore.Diagnostic) bool {
 	return d.State == cloudstore.DiagnosticPending || d.State == cloudstore.DiagnosticSent
+}
+
+// Waiting is the number of callers waiting for outcomes now.
+func (s *Service) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nwait
 }
 
 // Expire times out every request past its deadline and wakes their waiters.
