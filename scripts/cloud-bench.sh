@@ -8,8 +8,8 @@
 #   MOAT_BENCH_WINDOW     unacknowledged messages per connection (default 8)
 #   MOAT_BENCH_ROUNDS     rounds, pooled (default 1)
 #   MOAT_TEST_POSTGRES_DSN  also measure the cloud on PostgreSQL (a fresh database)
-#   MOAT_BENCH_FULL_SYNC=off  run the whole path with SyncAlways off (not the aim: shows the
-#                         cost of the fsync per message)
+#   MOAT_BENCH_FULL_SYNC=always  run the whole path with --sync-always (an fsync per message
+#                         before its PUBACK) instead of the default
 #   MOAT_BENCH_PROFILE=1  also write a CPU profile of the whole path alone to cloud-bench.cpu
 #                         (with the test binary cloud-bench.test) and print its top
 set -euo pipefail

@@ -34,7 +34,8 @@ const benchDevices = 200
 // measured on the device side.
 //
 //   - full: cloud.Open as `moat cloud` runs it (SQLite in its data directory, or
-//     PostgreSQL in the postgres sub-benchmark; SyncAlways on, the default; the DW100 rules
+//     PostgreSQL in the postgres sub-benchmark; the default durability, each message
+//     written before its PUBACK and fsynced every second; the DW100 rules
 //     of examples/dw100/rules.yaml). The clock stops when the ingest's
 //     moat_cloud_ingest_stored_total counts every message (the counter moves after the
 //     batch's transaction commits, just before the batch's samples go to the rules, which
@@ -47,8 +48,8 @@ const benchDevices = 200
 //     QoS 1 message in the MOAT_DEVICES stream (file storage, no fsync per message) before
 //     it sends the PUBACK: that is how it acknowledges QoS 1. The clock stops when the
 //     subscriber has every message and every PUBACK is in.
-//   - broker_sync: the broker alone as in broker, but SyncAlways on, as the full path has
-//     it: not an aim, it shows how much of the gap is the fsync per message.
+//   - broker_sync: the broker alone as in broker, but SyncAlways on (an fsync per message,
+//     moat cloud --sync-always): not an aim, it shows what that option costs.
 //
 // Reported: msgs/s and p50/p99 PUBACK latency of each, full/broker rate ratio (aim ≥ 0.5)
 // and the full path's p99 against 2 × broker p99 + 10 ms (aim: p99_vs_aim ≤ 1).
@@ -60,12 +61,11 @@ func BenchmarkCloud_Telemetry(b *testing.B) {
 	// (nats-server labels its stream goroutines itself, so -tagfocus cannot tell the
 	// broker runs' stream work from the full path's); it reports no ratios.
 	fullOnly := os.Getenv("MOAT_BENCH_FULL_ONLY") == "1"
-	// MOAT_BENCH_FULL_SYNC=off runs the whole path with SyncAlways off: not the aim's
-	// configuration, it shows what the rest of the path costs without the broker's fsync
-	// per message (docs/cloud-performance.md).
-	fullSync := os.Getenv("MOAT_BENCH_FULL_SYNC") != "off"
-	if !fullSync {
-		b.Log("MOAT_BENCH_FULL_SYNC=off: the full path runs with SyncAlways OFF (not the default)")
+	// MOAT_BENCH_FULL_SYNC=always runs the whole path with --sync-always (an fsync per
+	// message before its PUBACK) instead of the default (docs/cloud-performance.md).
+	fullSync := os.Getenv("MOAT_BENCH_FULL_SYNC") == "always"
+	if fullSync {
+		b.Log("MOAT_BENCH_FULL_SYNC=always: the full path runs with --sync-always (not the default)")
 	}
 	start := time.Now()
 	fleet := newBenchFleet(b, benchDevices)
@@ -238,7 +238,7 @@ func (f *benchFleet) runBroker(b *testing.B, syncAlways bool, msgs [][][]byte, w
 }
 
 // runCloud measures the whole path: `moat cloud` as cloud.Open builds it, with the DW100
-// rules, SyncAlways on (unless MOAT_BENCH_FULL_SYNC=off); done when the ingest has stored every message.
+// rules, the default durability (MOAT_BENCH_FULL_SYNC=always: --sync-always); done when the ingest has stored every message.
 func (f *benchFleet) runCloud(b *testing.B, database string, syncAlways bool, msgs [][][]byte, window int) loadResult {
 	b.Helper()
 	b.StopTimer()
