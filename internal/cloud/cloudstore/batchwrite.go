@@ -225,7 +225,7 @@ func (s *Store) insertRows(ctx context.Context, tx *sql.Tx, head, tail string, c
 		n := min(per, len(args)/cols)
 		chunk := args[:n*cols]
 		args = args[n*cols:]
-		q := head + valuesList(n, cols) + tail
+		q := head + valuesList(n, cols) + tail //nolint:gosec // G202: head and tail are constant SQL, valuesList only $n placeholders; every value is bound
 		if scan == nil {
 			if _, err := tx.ExecContext(ctx, q, chunk...); err != nil {
 				return err
