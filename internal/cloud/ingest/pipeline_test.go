@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
 	"github.com/moat-iot/moat/internal/telemetry"
 )
@@ -43,10 +45,12 @@ func TestIngest_FetchesNextBatchWhileCommitting(t *testing.T) {
 	for i := range n {
 		h.publish(subject(devA), telemetryPayload(t, now.Add(time.Duration(i)*time.Second), float64(i)))
 	}
-	cons, err := h.js.Consumer(t.Context(), telemetry.Stream, "ingest")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cons jetstream.Consumer
+	waitFor(t, "the ingest's consumer", func() bool {
+		c, err := h.js.Consumer(t.Context(), telemetry.Stream, "ingest")
+		cons = c
+		return err == nil
+	})
 	waitFor(t, "the next batch fetched while the first commits", func() bool {
 		info, err := cons.Info(t.Context())
 		first := int(b.firstLen.Load())
