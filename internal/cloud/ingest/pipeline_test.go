@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,6 +41,9 @@ func TestIngest_FetchesNextBatchWhileCommitting(t *testing.T) {
 	cfg.AckWait = time.Minute // the held batch must not be redelivered while the test looks
 	b := &blocking{release: make(chan struct{})}
 	h := newHarness(t, cfg, func(s Store) Store { b.Store = s; return b })
+	var once sync.Once
+	release := func() { once.Do(func() { close(b.release) }) }
+	t.Cleanup(release) // runs before the harness stops Run, so a failing test does not hang
 	const n = 30
 	now := time.Now()
 	for i := range n {
@@ -64,7 +68,7 @@ func TestIngest_FetchesNextBatchWhileCommitting(t *testing.T) {
 		t.Errorf("while the first commit hangs: ack floor %d, %d commits; want 0 and 1 (acks only after a batch's own commit, one commit at a time)",
 			info.AckFloor.Stream, b.calls.Load())
 	}
-	close(b.release)
+	release()
 	waitFor(t, "every message stored and acked", func() bool {
 		info, err := cons.Info(t.Context())
 		return err == nil && info.AckFloor.Stream == n && h.readings(devA) == n
