@@ -54,7 +54,7 @@ func BenchmarkIngest_SQLite(b *testing.B) {
 	for b.Loop() {
 		start := time.Now()
 		for i := range perLoop {
-			if _, err := h.js.PublishAsync(subject(devs[i%2]), payload); err != nil {
+			if _, err := h.js.PublishAsync(telemetry.StoredPrefix+subject(devs[i%2]), payload); err != nil {
 				b.Fatal(err)
 			}
 		}

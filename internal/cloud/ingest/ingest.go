@@ -21,7 +21,9 @@
 //   - a diagnostics reply whose topic and payload name different requests is dropped, and
 //     a reply finishes only its own device's request (cloudstore).
 //
-// An Ingest's Run loop is single-threaded; Prune may run concurrently with it.
+// Run fetches the next batch on a second goroutine while the current one commits (at most
+// one batch ahead); decoding, the store, the acks and the hook run on Run's goroutine, one
+// batch at a time and in fetch order. Prune may run concurrently with it.
 package ingest
 
 import (
@@ -29,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -200,27 +203,78 @@ func (in *Ingest) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("create ingest consumer %s on stream %s: %w", in.cfg.Durable, telemetry.Stream, err)
 	}
+	// One goroutine fetches while this one decodes, commits, acknowledges and runs the
+	// hook: the channel is unbuffered, so at most one fetched batch waits beyond the one
+	// being committed (MaxAckPending still bounds the unacknowledged messages). Batches are
+	// processed, and so acknowledged, in the order they were fetched, each only after its
+	// own commit; a failed batch is negatively acknowledged alone, and the batch fetched
+	// meanwhile is processed as usual (its messages are different ones).
+	batches := make(chan []jetstream.Msg)
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	var fetcher sync.WaitGroup
+	fetcher.Go(func() { in.fetchLoop(fetchCtx, cons, batches) })
+	defer func() {
+		stopFetch()
+		fetcher.Wait()
+	}()
+	backoff := time.Duration(0)
+	for {
+		var msgs []jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return nil
+		case msgs = <-batches:
+		}
+		if err := in.process(ctx, msgs); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			backoff = in.retryAfter(ctx, backoff, "ingest batch failed; retrying", err)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// fetchLoop fetches batches and hands each non-empty one to Run until ctx ends. A batch
+// it holds when ctx ends is negatively acknowledged, so another replica (or the next
+// start) gets it without waiting AckWait; nothing of it was stored.
+func (in *Ingest) fetchLoop(ctx context.Context, cons jetstream.Consumer, batches chan<- []jetstream.Msg) {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		msgs, err := in.fetch(cons)
-		if err == nil && len(msgs) > 0 {
-			err = in.process(ctx, msgs)
-		}
-		if err == nil {
-			backoff = 0
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = in.retryAfter(ctx, backoff, "ingest fetch failed; retrying", err)
 			continue
 		}
-		if ctx.Err() != nil {
-			break
+		backoff = 0
+		if len(msgs) == 0 {
+			continue
 		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-		in.log.WarnContext(ctx, "ingest batch failed; retrying", "err", err, "retry_in", backoff)
 		select {
+		case batches <- msgs:
 		case <-ctx.Done():
-		case <-time.After(backoff):
+			for _, msg := range msgs {
+				_ = msg.Nak()
+			}
+			return
 		}
 	}
-	return nil
+}
+
+// retryAfter logs err, waits the doubled backoff (100ms to 5s) or until ctx ends, and
+// returns the backoff it waited.
+func (in *Ingest) retryAfter(ctx context.Context, backoff time.Duration, msg string, err error) time.Duration {
+	backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+	in.log.WarnContext(ctx, msg, "err", err, "retry_in", backoff)
+	select {
+	case <-ctx.Done():
+	case <-time.After(backoff):
+	}
+	return backoff
 }
 
 func (in *Ingest) fetch(cons jetstream.Consumer) ([]jetstream.Msg, error) {
