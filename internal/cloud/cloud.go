@@ -110,6 +110,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (c *Cloud, err erro
 	if c.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
+	// The rules engine exists before the broker admits anyone: onConnect tells it of
+	// each device that connects.
+	if c.engine, err = c.rules(); err != nil {
+		return nil, err
+	}
 	bc := broker.DefaultConfig()
 	bc.MQTTAddr, bc.ServerCert, bc.DeviceCAs = cfg.MQTTAddr, cert, chain
 	bc.StoreDir, bc.Now, bc.Logger = filepath.Join(cfg.DataDir, "jetstream"), cfg.Now, log.With("part", "broker")
@@ -137,9 +142,6 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (c *Cloud, err erro
 		return nil, err
 	}
 
-	if c.engine, err = c.rules(); err != nil {
-		return nil, err
-	}
 	publish := func(ctx context.Context, device, id string, data []byte) error {
 		m, err := broker.RequestMsg(device, id, data)
 		if err != nil {
