@@ -556,4 +556,48 @@ func testRetention(t *testing.T, s *cloudstore.Store) {
 	if len(cycles) != 1 || cycles[0].Cycle != "c2" {
 		t.Errorf("cycle summaries after prune = %+v, want c2 only", cycles)
 	}
+
+	// Alerts and diagnostics: old finished ones go; open and unfinished ones stay.
+	if err := s.UpsertDevice(ctx, device(devA), t0); err != nil {
+		t.Fatal(err)
+	}
+	alert := func(rule string, at time.Time) cloudstore.Alert {
+		a, err := s.OpenAlert(ctx, cloudstore.NewAlert{Product: "dw100", Device: devA, Rule: rule, Severity: "warning", OpenedAt: at, Message: rule})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	oldCleared, openOld, recentCleared := alert("old", t0), alert("open", t0), alert("recent", t0)
+	for _, c := range []struct {
+		id int64
+		at time.Time
+	}{{oldCleared.ID, t0.Add(time.Minute)}, {recentCleared.ID, t0.Add(48 * time.Hour)}} {
+		if _, err := s.ClearAlert(ctx, c.id, c.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finished := newDiag("dgn_finished", devA, 0)
+	unfinished := newDiag("dgn_unfinished", devA, 0)
+	for _, n := range []cloudstore.NewDiagnostic{finished, unfinished} {
+		if _, err := s.CreateDiagnostic(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.FinishDiagnostic(ctx, devA, telemetry.DiagnosticReply{V: 1, ID: finished.ID, OK: true, At: t0}, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteSummariesBefore(ctx, t0.Add(time.Hour), 1); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[int64]bool{oldCleared.ID: false, openOld.ID: true, recentCleared.ID: true} {
+		if _, err := s.GetAlert(ctx, id); (err == nil) != want {
+			t.Errorf("alert %d after prune: %v, want kept %v", id, err, want)
+		}
+	}
+	for id, want := range map[string]bool{finished.ID: false, unfinished.ID: true} {
+		if _, err := s.GetDiagnostic(ctx, id); (err == nil) != want {
+			t.Errorf("diagnostic %s after prune: %v, want kept %v", id, err, want)
+		}
+	}
 }

@@ -29,9 +29,11 @@ func (s *Store) DeleteRawBefore(ctx context.Context, t time.Time, chunk int) (in
 	return n, nil
 }
 
-// DeleteSummariesBefore deletes cycle and hourly summaries last updated before t, and
-// events received before t, chunk rows per transaction (0 means DefaultPruneChunk), and
-// returns how many rows it deleted.
+// DeleteSummariesBefore deletes cycle and hourly summaries last updated before t, events
+// received before t, diagnostics finished before t and alerts cleared before t (with no
+// diagnostics left that name them), chunk rows per transaction (0 means
+// DefaultPruneChunk), and returns how many rows it deleted. Open alerts and unfinished
+// diagnostics stay, however old.
 func (s *Store) DeleteSummariesBefore(ctx context.Context, t time.Time, chunk int) (int64, error) {
 	var total int64
 	for _, q := range []string{
@@ -40,6 +42,11 @@ func (s *Store) DeleteSummariesBefore(ctx context.Context, t time.Time, chunk in
 		`DELETE FROM hourly_summaries WHERE (device, hour_us, metric) IN
 			(SELECT device, hour_us, metric FROM hourly_summaries WHERE updated_us < $1 LIMIT $2)`,
 		`DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_us < $1 LIMIT $2)`,
+		`DELETE FROM diagnostics WHERE id IN
+			(SELECT id FROM diagnostics WHERE finished_us IS NOT NULL AND finished_us < $1 LIMIT $2)`,
+		`DELETE FROM alerts WHERE id IN
+			(SELECT a.id FROM alerts a WHERE a.state = 'cleared' AND a.cleared_us < $1
+				AND NOT EXISTS (SELECT 1 FROM diagnostics d WHERE d.alert_id = a.id) LIMIT $2)`,
 	} {
 		n, err := s.deleteChunks(ctx, chunk, q, us(t))
 		total += n
