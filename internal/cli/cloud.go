@@ -100,16 +100,7 @@ EXAMPLES
 				return usagef("invalid configuration:\n%v", err)
 			}
 			if *check {
-				out := map[string]any{"version": ConfigVersion}
-				fs.VisitAll(func(f *flag.Flag) {
-					if f.Name != "config" && f.Name != "check-config" {
-						out[f.Name] = f.Value.String()
-					}
-				})
-				out["database"] = cfg.Redacted().Database
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printConfig(env, fs, cfg.Redacted().Database)
 			}
 			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
 			c, err := cloud.Open(ctx, cfg, log)

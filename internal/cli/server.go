@@ -90,18 +90,7 @@ EXAMPLES
 				return usagef("invalid configuration:\n%v", err)
 			}
 			if *check {
-				// Printed as a config file (flag names, version), so the output can be saved
-				// and used with --config. Secrets are redacted.
-				out := map[string]any{"version": ConfigVersion}
-				fs.VisitAll(func(f *flag.Flag) {
-					if f.Name != "config" && f.Name != "check-config" {
-						out[f.Name] = f.Value.String()
-					}
-				})
-				out["database"] = cfg.Redacted().Database
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printConfig(env, fs, cfg.Redacted().Database)
 			}
 			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
 			s, err := server.Open(ctx, cfg, log)
@@ -132,6 +121,22 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// printConfig prints the effective configuration of a command (--check-config) as a config
+// file: its flag names, the version, and database with its secrets already redacted, so
+// the output can be saved and used with --config.
+func printConfig(env *Env, fs *flag.FlagSet, database string) error {
+	out := map[string]any{"version": ConfigVersion}
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "config" && f.Name != "check-config" {
+			out[f.Name] = f.Value.String()
+		}
+	})
+	out["database"] = database
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
 }
 
 // ConfigVersion is the only config file version this build reads.
