@@ -40,10 +40,7 @@ func openAPIDocument() obj {
 		reflect.TypeFor[problem.Body]():     "Problem",
 		reflect.TypeFor[diagnosticCreate](): "DiagnosticCreate",
 	}
-	problemRef := s.Ref(reflect.TypeFor[problem.Body]())
-	problemResponse := func(desc string) obj {
-		return obj{"description": desc, "content": obj{problem.ContentType: obj{"schema": problemRef}}}
-	}
+	problemResponse := s.ProblemResponse(reflect.TypeFor[problem.Body]())
 	paths := obj{}
 	for _, rt := range routes() {
 		op := obj{"operationId": rt.operationID, "summary": rt.summary, "tags": []string{tagOf(rt.pattern)}}
@@ -71,11 +68,7 @@ func openAPIDocument() obj {
 		success := obj{"description": http.StatusText(rt.status)}
 		switch {
 		case rt.resp != nil && rt.list:
-			success["content"] = obj{"application/json": obj{"schema": obj{"type": "object", "additionalProperties": false,
-				"required": []string{"items"}, "properties": obj{
-					"items":           obj{"type": "array", "items": s.Schema(rt.resp)},
-					"next_page_token": obj{"type": "string"},
-				}}}}
+			success["content"] = obj{"application/json": obj{"schema": s.Page(rt.resp)}}
 		case rt.resp != nil:
 			success["content"] = obj{"application/json": obj{"schema": s.Schema(rt.resp)}}
 		default:

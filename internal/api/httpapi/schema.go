@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/moat-iot/moat/internal/problem"
 )
 
 // Schemas builds the OpenAPI 3.0 schemas of Go types by reflection, so that every
@@ -120,4 +122,23 @@ func (s *Schemas) structSchema(t reflect.Type) map[string]any {
 		out["required"] = required
 	}
 	return out
+}
+
+// Page is the schema of a page of item (what ListOf returns): the items and the token of
+// the next page.
+func (s *Schemas) Page(item reflect.Type) map[string]any {
+	return map[string]any{"type": "object", "additionalProperties": false, "required": []string{"items"},
+		"properties": map[string]any{
+			"items":           map[string]any{"type": "array", "items": s.Schema(item)},
+			"next_page_token": map[string]any{"type": "string"},
+		}}
+}
+
+// ProblemResponse returns a function making an OpenAPI response of an RFC 9457 problem
+// document with a description; the problem's component is added to s.
+func (s *Schemas) ProblemResponse(problemBody reflect.Type) func(desc string) map[string]any {
+	ref := s.Ref(problemBody)
+	return func(desc string) map[string]any {
+		return map[string]any{"description": desc, "content": map[string]any{problem.ContentType: map[string]any{"schema": ref}}}
+	}
 }

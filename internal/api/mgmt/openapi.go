@@ -100,10 +100,7 @@ var paramDescriptions = map[string]string{
 // OpenAPI builds the OpenAPI 3.0 document of the management API.
 func OpenAPI() map[string]any {
 	s := newSchemas()
-	problemRef := s.Ref(reflect.TypeFor[problem.Body]())
-	problemResponse := func(desc string) obj {
-		return obj{"description": desc, "content": obj{problem.ContentType: obj{"schema": problemRef}}}
-	}
+	problemResponse := s.ProblemResponse(reflect.TypeFor[problem.Body]())
 	paths := obj{}
 	for _, rt := range Routes() {
 		op := obj{
@@ -174,11 +171,7 @@ func OpenAPI() map[string]any {
 		if rt.Response != nil {
 			var body obj
 			if rt.List {
-				body = obj{"type": "object", "additionalProperties": false, "required": []string{"items"},
-					"properties": obj{
-						"items":           obj{"type": "array", "items": s.Schema(rt.Response)},
-						"next_page_token": obj{"type": "string"},
-					}}
+				body = s.Page(rt.Response)
 			} else {
 				body = s.Schema(rt.Response)
 			}
