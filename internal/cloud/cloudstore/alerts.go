@@ -56,6 +56,11 @@ type NewAlert struct {
 	// Evidence is one JSON value (at most MaxEvidenceBytes), typically the readings that
 	// fired the rule.
 	Evidence json.RawMessage
+	// Outbox are the alert's actions, stored in the alert's transaction with its ID: an
+	// alert is never stored without its actions or its actions without it. An item's Key
+	// should name the episode (product, device, rule and OpenedAt) so that the items of an
+	// alert opened twice (two replicas) are enqueued once.
+	Outbox []OutboxItem
 }
 
 var (
@@ -89,6 +94,11 @@ func (a NewAlert) validate() error {
 	if len(a.Evidence) > MaxEvidenceBytes || len(a.Evidence) > 0 && !json.Valid(a.Evidence) {
 		errs = append(errs, fmt.Errorf("evidence: must be one JSON value of at most %d bytes", MaxEvidenceBytes))
 	}
+	for _, it := range a.Outbox {
+		if err := it.validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: alert: %w", ErrInvalid, err)
 	}
@@ -113,7 +123,10 @@ func (s *Store) OpenAlert(ctx context.Context, a NewAlert) (Alert, error) {
 		if err != nil && s.d.uniqueViolation(err) {
 			return fmt.Errorf("alert %s on device %.16s is open already: %w", a.Rule, a.Device, ErrConflict)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return s.enqueue(ctx, tx, a.OpenedAt, id, a.Outbox)
 	})
 	if err != nil {
 		return Alert{}, err
