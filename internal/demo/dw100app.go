@@ -39,7 +39,9 @@ func MaybeRunApp() {
 
 // runDW100 is a small DW100 app on the public SDK: it reports healthy, answers the
 // cloud's "heater-self-test", and runs wash cycles (heat, wash, rinse, drying), publishing
-// telemetry each second of a phase and a cycle_end event per cycle.
+// telemetry each tick of a phase and a cycle_end event per cycle. The demo's dishwashers
+// run SimSpeed times faster than real ones (their simulated heaters too, see startAgents),
+// so that a cycle takes seconds, not an hour.
 func runDW100(ctx context.Context) error {
 	c, err := sdk.Connect(ctx)
 	if err != nil {
@@ -49,7 +51,7 @@ func runDW100(ctx context.Context) error {
 	if err := c.ReportHealthy(ctx); err != nil {
 		return err
 	}
-	d := &dw100{c: c, tick: time.Second}
+	d := &dw100{c: c, tick: time.Second / SimSpeed}
 	go func() { _ = c.Diagnostics(ctx, d.diagnose) }()
 	for n := 1; ; n++ {
 		if err := d.cycle(ctx, fmt.Sprintf("c-%d-%d", time.Now().Unix(), n)); err != nil {
@@ -58,17 +60,20 @@ func runDW100(ctx context.Context) error {
 			}
 			return err
 		}
-		if sleepCtx(ctx, 10*time.Second) != nil {
+		if sleepCtx(ctx, 10*time.Second/SimSpeed) != nil {
 			return nil
 		}
 	}
 }
 
+// SimSpeed is how much faster than real time the demo's dishwashers run.
+const SimSpeed = 4
+
 // The DW100's wiring (examples/dw100/app/app.json) and its cycle.
 const (
 	dwHeater, dwWater, dwDrying, dwRinse = 4, 0, 1, 2
 	dwWashTarget, dwDryTarget            = 550, 650 // tenths of a degree C
-	dwHeatLimit                          = 120      // ticks a heating phase may take
+	dwHeatLimit                          = 60       // ticks a heating phase may take (a working heater needs under 20)
 	dwHeaterKW                           = 2.0      // the heater's power, for energy_used
 	dwWaterPerCycle                      = 11.5     // litres
 )
@@ -103,7 +108,7 @@ func (d *dw100) cycle(ctx context.Context, id string) error {
 				break
 			}
 			if st.target != 0 {
-				d.heaterOn += d.tick
+				d.heaterOn += d.tick * SimSpeed // simulated time
 			}
 			if err := sleepCtx(ctx, d.tick); err != nil {
 				return err
@@ -186,7 +191,7 @@ func heaterSelfTest(ctx context.Context, c *sdk.Client, d time.Duration) (map[st
 	if err = errors.Join(err, rerr); err != nil {
 		return nil, err
 	}
-	rise := float64(after-before) / 10 / elapsed.Minutes()
+	rise := float64(after-before) / 10 / (elapsed.Minutes() * SimSpeed) // per simulated minute
 	verdict := "ok"
 	if rise < SelfTestMinRise {
 		verdict = "heater_failing"

@@ -104,6 +104,7 @@ type demoDevice struct {
 	key   *identity.FileKey
 	dir   string
 	group string
+	dw    *periph.DW100 // its simulated dishwasher, once its agent runs
 }
 
 // fleetGroups are the groups of the demo fleet's devices: the last one is a field-test
@@ -270,7 +271,11 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	cloudCAs := d.cloudAgentCAs()
 	for _, dv := range devs {
 		dw := periph.NewDW100()
-		dw.RealTime(time.Now) // the heater warms the water and the air as the app runs it
+		// The heater warms the water and the air as the app runs it, SimSpeed times faster
+		// than a real DW100 (the demo's app ticks that much faster too).
+		start := time.Now()
+		dw.RealTime(func() time.Time { return start.Add(time.Since(start) * SimSpeed) })
+		dv.dw = dw
 		a, err := agent.New(agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: dw, Now: time.Now, CheckInterval: 30 * time.Second,
