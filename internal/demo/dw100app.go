@@ -73,7 +73,7 @@ const SimSpeed = 4
 const (
 	dwHeater, dwWater, dwDrying, dwRinse = 4, 0, 1, 2
 	dwWashTarget, dwDryTarget            = 550, 650 // tenths of a degree C
-	dwHeatLimit                          = 60       // ticks a heating phase may take (a working heater needs under 20)
+	dwHeatLimit                          = 40       // ticks a heating phase may take (a working heater needs under 20)
 	dwHeaterKW                           = 2.0      // the heater's power, for energy_used
 	dwWaterPerCycle                      = 11.5     // litres
 )
