@@ -196,8 +196,11 @@ func resultText(raw json.RawMessage) string {
 	var v any
 	s := string(raw)
 	if json.Unmarshal(raw, &v) == nil {
-		if b, err := json.Marshal(v); err == nil {
-			s = string(b)
+		var b strings.Builder
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false) // the template escapes; \u003c would only confuse an owner
+		if enc.Encode(v) == nil {
+			s = strings.TrimSpace(b.String())
 		}
 	}
 	if len(s) > maxResultBytes {
