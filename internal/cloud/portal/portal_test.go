@@ -196,7 +196,6 @@ func TestPortal_RefusesBadInput(t *testing.T) {
 	tok := b.csrf("/portal/appliances/" + devA)
 	svc := "/portal/appliances/" + devA + "/service"
 	set := "/portal/appliances/" + devA + "/settings"
-	future := w.clock.Now().Add(48 * time.Hour).Format(preferredLayout)
 	for _, tc := range []struct {
 		name, path string
 		form       url.Values
@@ -226,7 +225,6 @@ func TestPortal_RefusesBadInput(t *testing.T) {
 			t.Errorf("%s: POST %s = %d, want %d with %q:\n%.2000s", tc.name, tc.path, st, tc.status, tc.message, body)
 		}
 	}
-	_ = future
 	if rs, _ := w.store.ListServiceRequests(t.Context(), cloudstore.ServiceRequestFilter{Device: devA}); len(rs) != 0 {
 		t.Errorf("service requests stored from bad input: %+v", rs)
 	}
