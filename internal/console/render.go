@@ -14,15 +14,16 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/problem"
+	"github.com/moat-iot/moat/internal/webui"
 )
 
 // pageTemplate is one page's template: the layout with the page's "content".
 type pageTemplate = template.Template
 
 // funcs are the helpers templates may call. Each returns text that html/template escapes,
-// except barChart, which builds its SVG from escaped values (chart.go).
+// except barChart, which builds its SVG from escaped values (webui.BarChart).
 var funcs = template.FuncMap{
-	"barChart":   barChart,
+	"barChart":   webui.BarChart,
 	"short":      short,
 	"when":       when,
 	"add":        func(a, b int) int { return a + b },
