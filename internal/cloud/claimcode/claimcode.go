@@ -28,7 +28,7 @@ var ErrMalformed = errors.New("a claim code is 16 letters and digits, like 7K3M-
 
 // New returns a fresh random code in its printed form.
 func New() string {
-	var b [10]byte // 80 bits
+	var b [10]byte         // 80 bits
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
 	var out strings.Builder
 	var acc uint64

@@ -75,7 +75,8 @@ func CheckText(field, s string, max int, multiline bool) error {
 		return fmt.Errorf("%w: %s: not valid UTF-8", ErrInvalid, field)
 	}
 	for _, r := range s {
-		if r < 0x20 && !(multiline && (r == '\n' || r == '\t' || r == '\r')) || r == 0x7f {
+		allowed := multiline && (r == '\n' || r == '\t' || r == '\r')
+		if r < 0x20 && !allowed || r == 0x7f {
 			return fmt.Errorf("%w: %s: control characters are not allowed", ErrInvalid, field)
 		}
 	}
@@ -153,7 +154,7 @@ func (s *Store) ownerWhere(ctx context.Context, cond string, arg any) (Owner, er
 	var o Owner
 	err := s.inReadTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		o, err = scanOwner(tx.QueryRowContext(ctx, `SELECT `+ownerColumns+` FROM owners WHERE `+cond, arg)) //nolint:gosec // G202: cond is a constant of this file
+		o, err = scanOwner(tx.QueryRowContext(ctx, `SELECT `+ownerColumns+` FROM owners WHERE `+cond, arg))
 		return err
 	})
 	if errors.Is(err, sql.ErrNoRows) {
