@@ -184,11 +184,18 @@ func (s *Service) signIn(ctx context.Context, email, password, remoteAddr string
 	}
 	o, err := s.store.OwnerByEmail(ctx, norm)
 	if errors.Is(err, cloudstore.ErrNotFound) {
-		// The same work as a known address, so timing tells nothing.
+		// The same answers as a known address: locked after as many tries, and the same
+		// work, so neither the words nor the timing tell which addresses have accounts.
+		// Attacked by TestOwners_LockDoesNotRevealAccounts.
+		if until := s.phantoms.lockedUntil(norm, now); !until.IsZero() {
+			s.signIns.fail(key, now)
+			return cloudstore.Owner{}, ReasonLocked, &RetryError{Err: ErrLocked, After: until.Sub(now)}
+		}
 		if _, err := s.hash.verify(ctx, s.dummy, password); errors.Is(err, ErrBusy) {
 			return cloudstore.Owner{}, ReasonBusy, err
 		}
 		s.signIns.fail(key, now)
+		s.phantoms.fail(norm, now)
 		return cloudstore.Owner{}, ReasonUnknownEmail, ErrBadCredentials
 	}
 	if err != nil {

@@ -101,3 +101,64 @@ func clientKey(remoteAddr string) string {
 	}
 	return "addr:" + a.String()
 }
+
+// phantomLocks gives addresses that have no account the same lock an account gets
+// (lockUntil after LockAfter wrong passwords, doubling), so that "locked" does not tell a
+// guesser which addresses have accounts. It holds at most max addresses, forgetting the
+// least recently used (to push one out, a guesser needs max sign-ins, which the per-address
+// limiter slows). Safe for concurrent use.
+type phantomLocks struct {
+	mu   sync.Mutex
+	max  int
+	keys map[string]*list.Element
+	lru  *list.List // of *phantom, most recent at the front
+}
+
+type phantom struct {
+	email    string
+	failures int
+	until    time.Time
+}
+
+func newPhantomLocks(max int) *phantomLocks {
+	return &phantomLocks{max: max, keys: map[string]*list.Element{}, lru: list.New()}
+}
+
+// lockedUntil returns when the lock of email ends (zero: not locked at now).
+func (p *phantomLocks) lockedUntil(email string, now time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e, ok := p.keys[email]; ok {
+		if ph := e.Value.(*phantom); ph.until.After(now) {
+			return ph.until
+		}
+	}
+	return time.Time{}
+}
+
+// fail counts a wrong password for email and sets its lock as an account's would be.
+func (p *phantomLocks) fail(email string, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.keys[email]
+	if !ok {
+		for p.lru.Len() >= p.max {
+			old := p.lru.Back()
+			delete(p.keys, old.Value.(*phantom).email)
+			p.lru.Remove(old)
+		}
+		e = p.lru.PushFront(&phantom{email: email})
+		p.keys[email] = e
+	}
+	p.lru.MoveToFront(e)
+	ph := e.Value.(*phantom)
+	ph.failures++
+	ph.until = lockUntil(ph.failures, now)
+}
+
+// size is the number of addresses tracked.
+func (p *phantomLocks) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lru.Len()
+}

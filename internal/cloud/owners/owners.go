@@ -167,8 +167,10 @@ type Service struct {
 	hash    *hasher
 	dummy   string // a hash checked for unknown addresses, so they cost the same time
 	signIns *limiter
-	signUps *limiter
-	claims  *limiter
+	// phantoms lock addresses without an account as accounts are locked.
+	phantoms *phantomLocks
+	signUps  *limiter
+	claims   *limiter
 
 	signInFailures *prometheus.CounterVec
 	claimFailures  *prometheus.CounterVec
@@ -180,14 +182,15 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		store:   cfg.Store,
-		base:    strings.TrimSuffix(cfg.BaseURL, "/"),
-		now:     cfg.Now,
-		log:     cfg.Logger,
-		hash:    &hasher{slots: make(chan struct{}, MaxConcurrentHashes), wait: HashWait},
-		signIns: newLimiter(AddressSignInBurst, AddressSignInRefill, MaxTrackedClients),
-		signUps: newLimiter(SignUpBurst, SignUpRefill, MaxTrackedClients),
-		claims:  newLimiter(ClaimBurst, ClaimRefill, MaxTrackedClients),
+		store:    cfg.Store,
+		base:     strings.TrimSuffix(cfg.BaseURL, "/"),
+		now:      cfg.Now,
+		log:      cfg.Logger,
+		hash:     &hasher{slots: make(chan struct{}, MaxConcurrentHashes), wait: HashWait},
+		signIns:  newLimiter(AddressSignInBurst, AddressSignInRefill, MaxTrackedClients),
+		phantoms: newPhantomLocks(MaxTrackedClients),
+		signUps:  newLimiter(SignUpBurst, SignUpRefill, MaxTrackedClients),
+		claims:   newLimiter(ClaimBurst, ClaimRefill, MaxTrackedClients),
 		signInFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricSignInFailures,
 			Help: "Owners' portal sign-ins refused, by reason."}, []string{"reason"}),
 		claimFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricClaimFailures,

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -594,5 +596,41 @@ func TestParsePHC_RefusesHostileParameters(t *testing.T) {
 		if _, err := h.verify(t.Context(), bad, "x"); err == nil {
 			t.Errorf("verify(%q) = nil error, want refused", bad)
 		}
+	}
+}
+
+// TestOwners_LockDoesNotRevealAccounts: an address without an account answers as an
+// account does, wrong password by wrong password: bad credentials, then locked for the
+// same time, growing the same way. Were it never "locked", five tries would tell a
+// guesser which addresses have accounts.
+func TestOwners_LockDoesNotRevealAccounts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := t.Context()
+	o := f.verifiedOwner("ann@example.com", "the right password")
+	answers := func(email string) []string {
+		var out []string
+		try := func(addr string) {
+			_, err := f.svc.SignIn(ctx, email, "a wrong password", addr)
+			out = append(out, fmt.Sprintf("%v/%s", err, RetryAfter(err)))
+		}
+		for i := range LockAfter + 1 {
+			try(fmt.Sprintf("198.51.100.%d:1", i+1)) // other clients: the address limiter stays out of it
+		}
+		f.clock.Advance(LockBase)
+		try("198.51.100.99:1")
+		try("198.51.100.98:1")
+		return out
+	}
+	known := answers(o.Email)
+	unknown := answers("nobody@example.com")
+	if !slices.Equal(known, unknown) {
+		t.Errorf("an account answers\n%q\nan address without one\n%q", known, unknown)
+	}
+	if !strings.Contains(known[LockAfter], ErrLocked.Error()) {
+		t.Errorf("answer after %d wrong passwords = %q, want locked", LockAfter, known[LockAfter])
+	}
+	if f.svc.phantoms.size() != 1 {
+		t.Errorf("phantom locks held = %d, want 1", f.svc.phantoms.size())
 	}
 }
