@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/cloud/claimcode"
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
 	"github.com/moat-iot/moat/internal/cloud/diag"
 	"github.com/moat-iot/moat/internal/cloud/operator"
@@ -108,6 +109,11 @@ func (e *env) seed(t *testing.T) {
 		Result: json.RawMessage(`{"heater_ohms":"open circuit"}`), At: time.Now()}, time.Now())
 	must(err)
 	o, err := e.store.CreateOwner(ctx, cloudstore.NewOwner{Email: "ana@example.com", Name: "Ana <i>Owner</i>", PasswordHash: "$argon2id$v=19$m=1,t=1,p=1$x$y", CreatedAt: at})
+	must(err)
+	code := claimcode.New()
+	h, _ := claimcode.Hash(code)
+	must(e.store.PutClaimCodes(ctx, []cloudstore.ClaimCode{{Device: e.device, Product: "DW100", CodeHash: h, CreatedAt: at}}))
+	_, err = e.store.ClaimAppliance(ctx, o.ID, h, at)
 	must(err)
 	must(e.store.RecordSale(ctx, cloudstore.Sale{Device: e.device, Product: "DW100", SoldAt: at.AddDate(0, -2, 0), Shop: "shop-1", RecordedAt: at}))
 	e.request, err = e.store.CreateServiceRequest(ctx, cloudstore.NewServiceRequest{Device: e.device, OwnerID: o.ID, AlertID: e.alert.ID,
