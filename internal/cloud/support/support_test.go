@@ -315,7 +315,7 @@ func TestSupport_SessionExpires(t *testing.T) {
 	for range int(support.MaxAge/(20*time.Minute)) - 1 {
 		advance(20 * time.Minute)
 		if p := b.do("GET", "/support/alerts", nil); p.status != 200 {
-			t.Fatalf("in use at %s = %d", e.now.Load().Sub(time.Now()), p.status)
+			t.Fatalf("in use at %s = %d", time.Until(*e.now.Load()), p.status)
 		}
 	}
 	advance(20 * time.Minute)
