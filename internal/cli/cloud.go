@@ -91,6 +91,7 @@ EXAMPLES
 		Subcommands: []*ffcli.Command{
 			newCloudDevices(env), newCloudTelemetry(env), newCloudSummaries(env), newCloudAlerts(env),
 			newCloudDiagnostics(env), newCloudRules(env),
+			newCloudClaimCodes(env), newCloudSales(env), newCloudServiceRequests(env), newCloudReservations(env),
 		},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {

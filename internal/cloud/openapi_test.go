@@ -130,4 +130,15 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 	}
 	check("GET", "/api/v1/diagnostics/"+ds.Items[0].ID, "", token, 200)
 	check("GET", "/api/v1/diagnostics/dgn_nosuchrequest", "", token, 404)
+	// The owners' staff routes (issue 14).
+	check("POST", "/api/v1/claim-codes", `{"product":"DW100","devices":["`+d.ID+`"]}`, token, 201)
+	check("POST", "/api/v1/claim-codes", `{"product":"DW100","devices":["nothex"]}`, token, 400)
+	check("POST", "/api/v1/sales", `{"device":"`+d.ID+`","product":"DW100","sold_at":"2026-05-01","shop":"shop-1"}`, token, 201)
+	check("POST", "/api/v1/sales", `{"device":"`+d.ID+`","product":"DW100","sold_at":"yesterday","shop":"shop-1"}`, token, 400)
+	check("GET", "/api/v1/service-requests?state=open&device="+d.ID, "", token, 200)
+	check("GET", "/api/v1/service-requests?state=burning", "", token, 400)
+	check("PATCH", "/api/v1/service-requests/99", `{"state":"done","note":"fixed"}`, token, 404)
+	check("PATCH", "/api/v1/service-requests/99", `{"state":"melted"}`, token, 400)
+	check("GET", "/api/v1/reservations?device="+d.ID, "", token, 200)
+	check("GET", "/api/v1/reservations?state=stolen", "", token, 400)
 }

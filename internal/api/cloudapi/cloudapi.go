@@ -83,6 +83,10 @@ type route struct {
 	// query names the query parameters besides limit and page_token.
 	query   []string
 	handler func(a *API, c *call) (any, int, error)
+	// limit, when set, replaces maxBody for this route's body.
+	limit int64
+	// conflict says the operation can meet a state that refuses it (409).
+	conflict bool
 }
 
 // call is one request as a handler sees it.
@@ -133,6 +137,16 @@ func routes() []route {
 			resp: reflect.TypeFor[client.Diagnostic](), list: true, status: 200, query: []string{"device"}, handler: (*API).listDiagnostics},
 		{method: "GET", pattern: "/api/v1/diagnostics/{diagnostic}", operationID: "getDiagnostic", summary: "Show a diagnostics request; wait holds the answer until it finishes",
 			resp: reflect.TypeFor[client.Diagnostic](), status: 200, query: []string{"wait"}, handler: (*API).getDiagnostic},
+		{method: "GET", pattern: "/api/v1/service-requests", operationID: "listServiceRequests", summary: "List service requests, newest first",
+			resp: reflect.TypeFor[client.ServiceRequest](), list: true, status: 200, query: []string{"state", "device"}, handler: (*API).listServiceRequests},
+		{method: "PATCH", pattern: "/api/v1/service-requests/{request}", operationID: "updateServiceRequest", summary: "Change a service request's state and its note to the owner",
+			access: operate, body: reflect.TypeFor[serviceRequestUpdate](), resp: reflect.TypeFor[client.ServiceRequest](), status: 200, conflict: true, handler: (*API).updateServiceRequest},
+		{method: "GET", pattern: "/api/v1/reservations", operationID: "listReservations", summary: "List warranty part reservations, newest first",
+			resp: reflect.TypeFor[client.Reservation](), list: true, status: 200, query: []string{"state", "device"}, handler: (*API).listReservations},
+		{method: "POST", pattern: "/api/v1/claim-codes", operationID: "createClaimCodes", summary: "Make claim codes for devices at manufacture; the codes are shown only in this answer",
+			access: operate, body: reflect.TypeFor[claimCodesCreate](), resp: reflect.TypeFor[client.ClaimCodes](), status: 201, limit: claimCodesBody, conflict: true, handler: (*API).createClaimCodes},
+		{method: "POST", pattern: "/api/v1/sales", operationID: "recordSale", summary: "Record or correct an appliance's sale (it starts the warranty)",
+			access: operate, body: reflect.TypeFor[saleRecord](), resp: reflect.TypeFor[client.Sale](), status: 201, handler: (*API).recordSale},
 	}
 }
 
@@ -156,6 +170,9 @@ func (a *API) serve(rt route, w http.ResponseWriter, r *http.Request) {
 	limit := int64(0)
 	if rt.body != nil {
 		limit = maxBody
+		if rt.limit > 0 {
+			limit = rt.limit
+		}
 	}
 	x := httpapi.Begin(w, r, limit)
 	name := rt.method + " " + rt.pattern
@@ -174,7 +191,7 @@ func (a *API) serve(rt route, w http.ResponseWriter, r *http.Request) {
 		}
 		c.p, user = p, p.UserName
 		if rt.access == operate && !p.CanOperate() {
-			x.Fail(a.log, name, problem.New(problem.Forbidden, "forbidden", "running diagnostics needs the Contributor or Administrator role; you are %s", p.Role))
+			x.Fail(a.log, name, problem.New(problem.Forbidden, "forbidden", "%s needs the Contributor or Administrator role; you are %s", rt.operationID, p.Role))
 			return
 		}
 	}

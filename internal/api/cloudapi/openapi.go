@@ -26,7 +26,8 @@ var paramDescriptions = map[string]string{
 	"until":      "End time (RFC 3339), exclusive.",
 	"metric":     "Only this reading (drying_temp, ...).",
 	"per":        "cycle (per cycle phase) or hour; default cycle.",
-	"state":      "open or cleared.",
+	"state":      "Only this state: open or cleared (alerts); open, scheduled, done or cancelled (service requests); reserved, out_of_stock, out_of_warranty, no_shop or failed (reservations).",
+	"request":    "Service request ID (a positive integer).",
 	"product":    "Only this product (DW100).",
 	"wait":       "Hold the answer until the request finishes or this Go duration passes (at most 60s).",
 }
@@ -37,8 +38,11 @@ var paramDescriptions = map[string]string{
 func openAPIDocument() obj {
 	s := httpapi.NewSchemas("cloudapi")
 	s.Names = map[reflect.Type]string{
-		reflect.TypeFor[problem.Body]():     "Problem",
-		reflect.TypeFor[diagnosticCreate](): "DiagnosticCreate",
+		reflect.TypeFor[problem.Body]():         "Problem",
+		reflect.TypeFor[diagnosticCreate]():     "DiagnosticCreate",
+		reflect.TypeFor[serviceRequestUpdate](): "ServiceRequestUpdate",
+		reflect.TypeFor[claimCodesCreate]():     "ClaimCodesCreate",
+		reflect.TypeFor[saleRecord]():           "SaleRecord",
 	}
 	problemResponse := s.ProblemResponse(reflect.TypeFor[problem.Body]())
 	paths := obj{}
@@ -86,11 +90,18 @@ func openAPIDocument() obj {
 		if rt.access == operate {
 			responses["403"] = problemResponse("The caller's role does not allow this (Contributor or Administrator needed).")
 		}
+		if rt.conflict {
+			responses["409"] = problemResponse("The object's state refuses the change (a finished service request; a claim code another device holds).")
+		}
 		if pathParam.MatchString(rt.pattern) {
 			responses["404"] = problemResponse("No such object.")
 		}
 		if rt.body != nil {
-			responses["413"] = problemResponse(fmt.Sprintf("The body is larger than the %d bytes this operation reads.", maxBody))
+			limit := int64(maxBody)
+			if rt.limit > 0 {
+				limit = rt.limit
+			}
+			responses["413"] = problemResponse(fmt.Sprintf("The body is larger than the %d bytes this operation reads.", limit))
 			responses["415"] = problemResponse("The body is not application/json.")
 		}
 		responses["500"] = problemResponse("The cloud failed; the request ID in X-Request-Id identifies it in the logs.")
