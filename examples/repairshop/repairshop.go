@@ -27,6 +27,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -386,8 +387,8 @@ func problem(w http.ResponseWriter, status int, code, detail string) {
 //	parts:
 //	  DW100-HTR-2: 3
 type StockFile struct {
-	Version int            `yaml:"version"`
-	Parts   map[string]int `yaml:"parts"`
+	Version int                  `yaml:"version"`
+	Parts   map[string]yaml.Node `yaml:"parts"`
 }
 
 // LoadStock reads a stock seed file strictly: unknown fields, a version other than 1 and
@@ -423,10 +424,15 @@ func ParseStock(data []byte) (map[string]int, error) {
 		return nil, fmt.Errorf("stock file: more than %d parts", MaxParts)
 	}
 	var errs []error
-	for p, n := range sf.Parts {
-		if !partRE.MatchString(p) || n < 0 || n > 1e9 {
-			errs = append(errs, fmt.Errorf("stock file: part %q: a part number and a count of 0 to 1e9", p))
+	out := make(map[string]int, len(sf.Parts))
+	for p, node := range sf.Parts {
+		// A count is a whole number as written: yaml.v3 would truncate 1.5 into an int.
+		n, err := strconv.Atoi(node.Value)
+		if !partRE.MatchString(p) || node.Kind != yaml.ScalarNode || node.Tag != "!!int" || err != nil || n < 0 || n > 1e9 {
+			errs = append(errs, fmt.Errorf("stock file: part %q: a part number and a whole count of 0 to 1e9", p))
+			continue
 		}
+		out[p] = n
 	}
-	return sf.Parts, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
