@@ -105,7 +105,10 @@ func ParseShops(data []byte, filename string) ([]Shop, error) {
 	return shops, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`line ([0-9]+)`)
+var (
+	yamlLineRE   = regexp.MustCompile(`line ([0-9]+)`)
+	yamlPrefixRE = regexp.MustCompile(`^yaml: (line [0-9]+: )?`)
+)
 
 func (p *shopsParser) parse(data []byte) []Shop {
 	if len(data) > MaxShopsFileBytes {
@@ -122,7 +125,7 @@ func (p *shopsParser) parse(data []byte) []Shop {
 		if errors.Is(err, io.EOF) {
 			p.errf(1, "file is empty")
 		} else {
-			p.errf(line, "invalid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+			p.errf(line, "invalid YAML: %s", yamlPrefixRE.ReplaceAllString(err.Error(), ""))
 		}
 		return nil
 	}
