@@ -57,4 +57,3 @@ func (h handlers) promptMail(info cloudstore.ApplianceInfo, p Payload, c rules.C
 	b.WriteString("We send this once each time it runs low, until it is refilled.\n")
 	return outbox.EmailPayload{To: info.OwnerEmail, Subject: oneLine(fmt.Sprintf("Your %s needs %s", name, label), 200), Text: b.String()}
 }
-
