@@ -206,7 +206,7 @@ func TestServer_BoundsReservations(t *testing.T) {
 func TestOpenAPI(t *testing.T) {
 	t.Parallel()
 	_, ts := newShop(t, nil)
-	resp, err := http.Get(ts.URL + "/openapi.json") //nolint:noctx // a test against a local server
+	resp, err := http.Get(ts.URL + "/openapi.json")
 	if err != nil {
 		t.Fatal(err)
 	}

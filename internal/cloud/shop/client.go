@@ -92,7 +92,7 @@ var tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~+/-]+=*$`)
 // ReadToken reads a bearer token file: one RFC 6750 token of at most MaxTokenBytes, a
 // final newline allowed.
 func ReadToken(path string) (string, error) {
-	f, err := os.Open(path) //nolint:gosec // G304: the operator names the file
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("token file: %w", err)
 	}

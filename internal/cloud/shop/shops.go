@@ -64,7 +64,7 @@ func (e *FileError) Error() string { return strings.Join(e.Problems, "\n") }
 // LoadShops reads a shops file; relative token_file paths are resolved against its
 // directory.
 func LoadShops(path string) ([]Shop, error) {
-	f, err := os.Open(path) //nolint:gosec // G304: the operator names the file
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("shops file: %w", err)
 	}

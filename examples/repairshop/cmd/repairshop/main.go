@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	hs := srv.HTTPServer(*addr)
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", *addr)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func readToken(path string) (string, error) {
-	data, err := os.ReadFile(path) //nolint:gosec // G304: the operator names the file
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
