@@ -88,65 +88,67 @@ func TestExpand_LongNamesStillValidKeys(t *testing.T) {
 // warranty, or with no sale recorded, gets no reservation, and the shop hears nothing.
 func TestReservePart_NoReservationOutOfWarranty(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 5)
-	old, unsold, justExpired := deviceID(10), deviceID(11), deviceID(12)
-	e.sale(old, e.now.AddDate(-3, 0, 0), "seattle-north")
-	e.sale(justExpired, e.now.Add(-2*rules.Year), "seattle-north") // ends exactly now
-	for _, dev := range []string{old, unsold, justExpired} {
-		a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
-		res, err := e.run(job(t, jobs, outbox.KindReservePart))
-		if err != nil || !strings.HasPrefix(res, cloudstore.ReservationOutOfWarranty) {
-			t.Errorf("reserve-part of %s = %q, %v, want out of warranty", dev[:4], res, err)
+	onBothStores(t, 5, func(t *testing.T, e *env) {
+		old, unsold, justExpired := deviceID(10), deviceID(11), deviceID(12)
+		e.sale(old, e.now.AddDate(-3, 0, 0), "seattle-north")
+		e.sale(justExpired, e.now.Add(-2*rules.Year), "seattle-north") // ends exactly now
+		for _, dev := range []string{old, unsold, justExpired} {
+			a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
+			res, err := e.run(job(t, jobs, outbox.KindReservePart))
+			if err != nil || !strings.HasPrefix(res, cloudstore.ReservationOutOfWarranty) {
+				t.Errorf("reserve-part of %s = %q, %v, want out of warranty", dev[:4], res, err)
+			}
+			got, err := e.store.ListReservations(t.Context(), cloudstore.ReservationFilter{AlertID: a.ID})
+			if err != nil || len(got) != 1 || got[0].State != cloudstore.ReservationOutOfWarranty || got[0].Reference != "" {
+				t.Errorf("reservations of alert %d = %+v, %v, want one out_of_warranty", a.ID, got, err)
+			}
 		}
-		got, err := e.store.ListReservations(t.Context(), cloudstore.ReservationFilter{AlertID: a.ID})
-		if err != nil || len(got) != 1 || got[0].State != cloudstore.ReservationOutOfWarranty || got[0].Reference != "" {
-			t.Errorf("reservations of alert %d = %+v, %v, want one out_of_warranty", a.ID, got, err)
+		if n := e.shopHits.Load(); n != 0 {
+			t.Errorf("the shop got %d requests for appliances out of warranty, want 0", n)
 		}
-	}
-	if n := e.shopHits.Load(); n != 0 {
-		t.Errorf("the shop got %d requests for appliances out of warranty, want 0", n)
-	}
-	if e.shop.Stock(heater) != 5 {
-		t.Errorf("stock = %d, want 5", e.shop.Stock(heater))
-	}
+		if e.shop.Stock(heater) != 5 {
+			t.Errorf("stock = %d, want 5", e.shop.Stock(heater))
+		}
+	})
 }
 
 // TestReservePart_OneReservationAcrossRetries: under warranty, the handler run three
 // times (the first record lost in a crash after the shop answered) reserves one part.
 func TestReservePart_OneReservationAcrossRetries(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 5)
-	dev := deviceID(20)
-	e.sale(dev, e.now.AddDate(-1, 0, 0), "seattle-north")
-	a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
-	j := job(t, jobs, outbox.KindReservePart)
-	e.store.failRecords.Store(1)
-	if _, err := e.run(j); err == nil {
-		t.Fatal("reserve-part with the record failing = nil error, want a retry")
-	}
-	var results []string
-	for range 2 {
-		j.Attempt++
-		res, err := e.run(j)
-		if err != nil {
-			t.Fatalf("reserve-part retry = %v", err)
+	onBothStores(t, 5, func(t *testing.T, e *env) {
+		dev := deviceID(20)
+		e.sale(dev, e.now.AddDate(-1, 0, 0), "seattle-north")
+		a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
+		j := job(t, jobs, outbox.KindReservePart)
+		e.store.failRecords.Store(1)
+		if _, err := e.run(j); err == nil {
+			t.Fatal("reserve-part with the record failing = nil error, want a retry")
 		}
-		results = append(results, res)
-	}
-	if results[0] != "reserved R-000001 at seattle-north" || results[1] != "reservation recorded already" {
-		t.Errorf("results = %q", results)
-	}
-	if e.shop.Stock(heater) != 4 || len(e.shop.Reservations()) != 1 {
-		t.Errorf("shop: stock %d, %d reservations, want 4 and 1", e.shop.Stock(heater), len(e.shop.Reservations()))
-	}
-	r := e.shop.Reservations()[0]
-	if r.Key != j.Key || r.Device != dev || r.CustomerRef == "" || strings.Contains(r.CustomerRef, "@") {
-		t.Errorf("shop reservation = %+v", r)
-	}
-	got, err := e.store.ListReservations(t.Context(), cloudstore.ReservationFilter{AlertID: a.ID})
-	if err != nil || len(got) != 1 || got[0].State != cloudstore.ReservationReserved || got[0].Reference != "R-000001" || got[0].Shop != "seattle-north" {
-		t.Errorf("reservations = %+v, %v, want one reserved R-000001", got, err)
-	}
+		var results []string
+		for range 2 {
+			j.Attempt++
+			res, err := e.run(j)
+			if err != nil {
+				t.Fatalf("reserve-part retry = %v", err)
+			}
+			results = append(results, res)
+		}
+		if results[0] != "reserved R-000001 at seattle-north" || results[1] != "reservation recorded already" {
+			t.Errorf("results = %q", results)
+		}
+		if e.shop.Stock(heater) != 4 || len(e.shop.Reservations()) != 1 {
+			t.Errorf("shop: stock %d, %d reservations, want 4 and 1", e.shop.Stock(heater), len(e.shop.Reservations()))
+		}
+		r := e.shop.Reservations()[0]
+		if r.Key != j.Key || r.Device != dev || r.CustomerRef == "" || strings.Contains(r.CustomerRef, "@") {
+			t.Errorf("shop reservation = %+v", r)
+		}
+		got, err := e.store.ListReservations(t.Context(), cloudstore.ReservationFilter{AlertID: a.ID})
+		if err != nil || len(got) != 1 || got[0].State != cloudstore.ReservationReserved || got[0].Reference != "R-000001" || got[0].Shop != "seattle-north" {
+			t.Errorf("reservations = %+v, %v, want one reserved R-000001", got, err)
+		}
+	})
 }
 
 // TestReservePart_OutOfStockRecorded: the shop has none: out_of_stock is recorded, done.
@@ -186,95 +188,98 @@ func TestReservePart_UnknownShop(t *testing.T) {
 // verified owner gets one, with the same Message-ID when the row runs again.
 func TestNotify_MailsOnlyVerifiedOwner(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 5)
-	unclaimed, unverified, verified := deviceID(40), deviceID(41), deviceID(42)
-	e.owner(unverified, "stranger@example.com", false)
-	o := e.owner(verified, "ada@example.com", true)
-	for _, dev := range []string{unclaimed, unverified} {
-		_, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
-		if res, err := e.run(job(t, jobs, outbox.KindNotify)); err != nil || res != actions.ResultNoVerifiedOwner {
-			t.Errorf("notify of %s = %q, %v, want %q", dev[:4], res, err, actions.ResultNoVerifiedOwner)
+	onBothStores(t, 5, func(t *testing.T, e *env) {
+		unclaimed, unverified, verified := deviceID(40), deviceID(41), deviceID(42)
+		e.owner(unverified, "stranger@example.com", false)
+		o := e.owner(verified, "ada@example.com", true)
+		for _, dev := range []string{unclaimed, unverified} {
+			_, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
+			if res, err := e.run(job(t, jobs, outbox.KindNotify)); err != nil || res != actions.ResultNoVerifiedOwner {
+				t.Errorf("notify of %s = %q, %v, want %q", dev[:4], res, err, actions.ResultNoVerifiedOwner)
+			}
 		}
-	}
-	if n := len(e.mailer.mails()); n != 0 {
-		t.Fatalf("mails to unclaimed or unverified = %d, want 0", n)
-	}
-	_, jobs := e.open(e.transition("heater-drying-anomaly", verified, t0))
-	j := job(t, jobs, outbox.KindNotify)
-	for range 2 {
-		if _, err := e.run(j); err != nil {
-			t.Fatal(err)
+		if n := len(e.mailer.mails()); n != 0 {
+			t.Fatalf("mails to unclaimed or unverified = %d, want 0", n)
 		}
-	}
-	ms := e.mailer.mails()
-	if len(ms) != 2 || ms[0].To != o.Email || ms[0].MessageID != actions.MessageID(j.Key) || ms[1].MessageID != ms[0].MessageID {
-		t.Fatalf("mails = %+v", ms)
-	}
-	if !strings.Contains(ms[0].Text, portal+"appliances/"+verified) || !strings.Contains(ms[0].Text, "46.2 °C is unusual") ||
-		strings.ContainsAny(ms[0].Subject, "\r\n") {
-		t.Errorf("mail:\nSubject: %s\n\n%s", ms[0].Subject, ms[0].Text)
-	}
+		_, jobs := e.open(e.transition("heater-drying-anomaly", verified, t0))
+		j := job(t, jobs, outbox.KindNotify)
+		for range 2 {
+			if _, err := e.run(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ms := e.mailer.mails()
+		if len(ms) != 2 || ms[0].To != o.Email || ms[0].MessageID != actions.MessageID(j.Key) || ms[1].MessageID != ms[0].MessageID {
+			t.Fatalf("mails = %+v", ms)
+		}
+		if !strings.Contains(ms[0].Text, portal+"appliances/"+verified) || !strings.Contains(ms[0].Text, "46.2 °C is unusual") ||
+			strings.ContainsAny(ms[0].Subject, "\r\n") {
+			t.Errorf("mail:\nSubject: %s\n\n%s", ms[0].Subject, ms[0].Text)
+		}
+	})
 }
 
 // TestServiceRequest_OncePerAlert: run twice, one request, the rule's source and owner.
 func TestServiceRequest_OncePerAlert(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 5)
-	dev := deviceID(50)
-	o := e.owner(dev, "ada@example.com", true)
-	a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
-	j := job(t, jobs, outbox.KindServiceRequest)
-	for i, want := range []string{"service request ", "service request exists already"} {
-		if res, err := e.run(j); err != nil || !strings.HasPrefix(res, want) {
-			t.Errorf("run %d = %q, %v, want %q", i, res, err, want)
+	onBothStores(t, 5, func(t *testing.T, e *env) {
+		dev := deviceID(50)
+		o := e.owner(dev, "ada@example.com", true)
+		a, jobs := e.open(e.transition("heater-drying-anomaly", dev, t0))
+		j := job(t, jobs, outbox.KindServiceRequest)
+		for i, want := range []string{"service request ", "service request exists already"} {
+			if res, err := e.run(j); err != nil || !strings.HasPrefix(res, want) {
+				t.Errorf("run %d = %q, %v, want %q", i, res, err, want)
+			}
 		}
-	}
-	got, err := e.store.ListServiceRequests(t.Context(), cloudstore.ServiceRequestFilter{AlertID: a.ID})
-	if err != nil || len(got) != 1 || got[0].Source != cloudstore.SourceRule || got[0].OwnerID != o.ID || !strings.HasPrefix(got[0].Description, "The drying heater may be failing") {
-		t.Errorf("service requests = %+v, %v", got, err)
-	}
+		got, err := e.store.ListServiceRequests(t.Context(), cloudstore.ServiceRequestFilter{AlertID: a.ID})
+		if err != nil || len(got) != 1 || got[0].Source != cloudstore.SourceRule || got[0].OwnerID != o.ID || !strings.HasPrefix(got[0].Description, "The drying heater may be failing") {
+			t.Errorf("service requests = %+v, %v", got, err)
+		}
+	})
 }
 
 // TestPrompt_OncePerRefill: one low-rinse-agent episode prompts once however often its
 // row runs; the next episode (after a refill closed the first) prompts again.
 func TestPrompt_OncePerRefill(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, 5)
-	dev := deviceID(60)
-	e.owner(dev, "ada@example.com", true)
-	mails := func() int {
-		return e.count(`SELECT COUNT(*) FROM outbox WHERE kind = 'email' AND key LIKE 'prompt-mail:%'`)
-	}
-	a1, jobs := e.open(e.transition("rinse-agent-low", dev, t0))
-	j := job(t, jobs, outbox.KindPrompt)
-	for range 2 {
-		if _, err := e.run(j); err != nil {
+	onBothStores(t, 5, func(t *testing.T, e *env) {
+		dev := deviceID(60)
+		e.owner(dev, "ada@example.com", true)
+		mails := func() int {
+			return e.count(`SELECT COUNT(*) FROM outbox WHERE kind = 'email' AND key LIKE 'prompt-mail:%'`)
+		}
+		a1, jobs := e.open(e.transition("rinse-agent-low", dev, t0))
+		j := job(t, jobs, outbox.KindPrompt)
+		for range 2 {
+			if _, err := e.run(j); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ps, _ := e.store.ListPrompts(t.Context(), cloudstore.PromptFilter{Device: dev})
+		if len(ps) != 1 || mails() != 1 || ps[0].BuyURL != "https://shop.example.com/dw100/rinse-agent" {
+			t.Fatalf("one episode run twice: prompts %+v, mails %d, want 1 and 1", ps, mails())
+		}
+		if _, err := e.store.ClearAlert(t.Context(), a1.ID, t0.Add(time.Hour)); err != nil { // the refill
 			t.Fatal(err)
 		}
-	}
-	ps, _ := e.store.ListPrompts(t.Context(), cloudstore.PromptFilter{Device: dev})
-	if len(ps) != 1 || mails() != 1 || ps[0].BuyURL != "https://shop.example.com/dw100/rinse-agent" {
-		t.Fatalf("one episode run twice: prompts %+v, mails %d, want 1 and 1", ps, mails())
-	}
-	if _, err := e.store.ClearAlert(t.Context(), a1.ID, t0.Add(time.Hour)); err != nil { // the refill
-		t.Fatal(err)
-	}
-	_, jobs = e.open(e.transition("rinse-agent-low", dev, t0.Add(48*time.Hour)))
-	if _, err := e.run(job(t, jobs, outbox.KindPrompt)); err != nil {
-		t.Fatal(err)
-	}
-	ps, _ = e.store.ListPrompts(t.Context(), cloudstore.PromptFilter{Device: dev})
-	if len(ps) != 2 || mails() != 2 {
-		t.Errorf("two episodes: prompts %d, mails %d, want 2 and 2", len(ps), mails())
-	}
-	var p outbox.EmailPayload
-	var raw string
-	if err := e.db.QueryRowContext(t.Context(), `SELECT payload FROM outbox WHERE kind = 'email' ORDER BY id LIMIT 1`).Scan(&raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(raw), &p); err != nil || p.To != "ada@example.com" || !strings.Contains(p.Text, "https://shop.example.com/dw100/rinse-agent") {
-		t.Errorf("prompt mail = %+v, %v", p, err)
-	}
+		_, jobs = e.open(e.transition("rinse-agent-low", dev, t0.Add(48*time.Hour)))
+		if _, err := e.run(job(t, jobs, outbox.KindPrompt)); err != nil {
+			t.Fatal(err)
+		}
+		ps, _ = e.store.ListPrompts(t.Context(), cloudstore.PromptFilter{Device: dev})
+		if len(ps) != 2 || mails() != 2 {
+			t.Errorf("two episodes: prompts %d, mails %d, want 2 and 2", len(ps), mails())
+		}
+		var p outbox.EmailPayload
+		var raw string
+		if err := e.db.QueryRowContext(t.Context(), `SELECT payload FROM outbox WHERE kind = 'email' ORDER BY id LIMIT 1`).Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(raw), &p); err != nil || p.To != "ada@example.com" || !strings.Contains(p.Text, "https://shop.example.com/dw100/rinse-agent") {
+			t.Errorf("prompt mail = %+v, %v", p, err)
+		}
+	})
 }
 
 // TestPrompt_NoMailToUnverifiedOwner: the prompt is stored (the portal shows it), the

@@ -264,3 +264,15 @@ func (h handlers) prompt(ctx context.Context, job outbox.Job) (string, error) {
 	}
 	return result + "; mail enqueued", nil
 }
+
+// SettingsOf returns a Deps.Settings over parsed rule files (one per product).
+func SettingsOf(files []*rules.File) func(product string) (rules.Settings, bool) {
+	m := make(map[string]rules.Settings, len(files))
+	for _, f := range files {
+		m[f.Product] = f.Settings
+	}
+	return func(product string) (rules.Settings, bool) {
+		s, ok := m[product]
+		return s, ok
+	}
+}

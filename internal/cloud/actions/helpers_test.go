@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, to look at the outbox in PostgreSQL
+
 	"github.com/moat-iot/moat/examples/repairshop"
 	"github.com/moat-iot/moat/internal/cloud/actions"
 	"github.com/moat-iot/moat/internal/cloud/claimcode"
@@ -22,6 +24,7 @@ import (
 	"github.com/moat-iot/moat/internal/cloud/rules"
 	"github.com/moat-iot/moat/internal/cloud/shop"
 	moatsqlite "github.com/moat-iot/moat/internal/store/sqlite"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 const (
@@ -92,20 +95,40 @@ func exampleRules(t *testing.T) *rules.File {
 	return f
 }
 
-func newEnv(t *testing.T, stock int) *env {
+// onBothStores runs test against SQLite and PostgreSQL (MOAT_TEST_POSTGRES_DSN; it
+// fails without one when CI=true).
+func onBothStores(t *testing.T, stock int, test func(t *testing.T, e *env)) {
+	for _, dialect := range []string{cloudstore.SQLite, cloudstore.Postgres} {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			test(t, newEnvOn(t, dialect, stock))
+		})
+	}
+}
+
+func newEnv(t *testing.T, stock int) *env { return newEnvOn(t, cloudstore.SQLite, stock) }
+
+func newEnvOn(t *testing.T, dialect string, stock int) *env {
 	t.Helper()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "cloud.db")
-	s, err := cloudstore.OpenSQLite(t.Context(), path)
+	var s *cloudstore.Store
+	var db *sql.DB
+	var err error
+	if dialect == cloudstore.Postgres {
+		dsn := testenv.FreshPostgresDatabase(t)
+		if s, err = cloudstore.OpenPostgres(t.Context(), dsn); err == nil {
+			db, err = sql.Open("pgx", dsn)
+		}
+	} else {
+		path := filepath.Join(dir, "cloud.db")
+		if s, err = cloudstore.OpenSQLite(t.Context(), path); err == nil {
+			db, err = moatsqlite.OpenPool(t.Context(), path, false)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
-	db, err := moatsqlite.OpenPool(t.Context(), path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	t.Cleanup(func() { _ = db.Close(); _ = s.Close() })
 	e := &env{t: t, store: &faultyStore{Store: s}, db: db, mailer: &recordingMailer{}, now: t0.Add(time.Hour), file: exampleRules(t)}
 
 	cfg := repairshop.DefaultConfig()
@@ -129,12 +152,7 @@ func newEnv(t *testing.T, stock int) *env {
 	}
 	e.handlers, err = actions.Handlers(actions.Deps{
 		Store: e.store, Mailer: e.mailer, Shops: shops, PortalURL: portal,
-		Settings: func(product string) (rules.Settings, bool) {
-			if product != e.file.Product {
-				return rules.Settings{}, false
-			}
-			return e.file.Settings, true
-		},
+		Settings: actions.SettingsOf([]*rules.File{e.file}),
 		Now:    func() time.Time { return e.now },
 		Logger: slog.New(slog.DiscardHandler),
 	})
