@@ -310,3 +310,14 @@ func TestHandlers_MalformedPayloadIsPermanent(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlers_RefuseMissingDeps: no default stands in for a missing dependency.
+func TestHandlers_RefuseMissingDeps(t *testing.T) {
+	t.Parallel()
+	_, err := actions.Handlers(actions.Deps{PortalURL: "javascript:alert(1)"})
+	for _, want := range []string{"store required", "mailer required", "settings, now and logger required", "portal url"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Handlers(Deps{}) = %v, want %q", err, want)
+		}
+	}
+}
