@@ -153,8 +153,8 @@ func newEnvOn(t *testing.T, dialect string, stock int) *env {
 	e.handlers, err = actions.Handlers(actions.Deps{
 		Store: e.store, Mailer: e.mailer, Shops: shops, PortalURL: portal,
 		Settings: actions.SettingsOf([]*rules.File{e.file}),
-		Now:    func() time.Time { return e.now },
-		Logger: slog.New(slog.DiscardHandler),
+		Now:      func() time.Time { return e.now },
+		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
