@@ -18,6 +18,12 @@
 //     over the devices' latest means within a window. The median moves with the fleet,
 //     so a hot summer that warms every device fires nothing, while one failing part does.
 //
+// A file may also declare its product's settings: warranty (a whole number and d, w or
+// y, a year counting 365 days), consumables (name: {buy_url}) and parts (part number:
+// {description}). The actions reserve-part and prompt name a part or a consumable; since
+// the declarations may come anywhere in the file, Parse checks those names in a second
+// pass, after the whole file is read (checkDeclared).
+//
 // Conditions are compiled once, at Parse, against a typed environment (each declared
 // metric a float64, phase and cycle strings). What they may hold is an allow list:
 // literals, those names, arithmetic, comparisons, and/or/not, the ternary, "in" over a

@@ -77,6 +77,8 @@ type File struct {
 	// Metrics are the readings the rules may use, in file order.
 	Metrics []Metric
 	Rules   []*Rule
+	// Settings are the product's warranty, consumables and parts (settings.go).
+	Settings
 }
 
 // Metric declares a reading the rules use.
@@ -172,8 +174,19 @@ func CheckDiagnostics(arg string) error {
 	return nil
 }
 
-// StandardActions are the actions moat cloud runs: diagnostics, which sends the device
-// the named diagnostics command. Callers add their own to the map.
+// StandardActions are the actions moat cloud runs: diagnostics (the device runs the named
+// diagnostics command), notify (mail the owner), service-request (open a request with
+// the argument as its description), reserve-part (reserve a part declared under parts:
+// at the owner's repair shop, under warranty) and prompt (prompt the owner to buy a
+// consumable declared under consumables:). Callers add their own to the map. The checks
+// of reserve-part and prompt see only the argument's syntax; Parse checks the
+// declarations once the whole file is read.
 func StandardActions() Actions {
-	return Actions{"diagnostics": CheckDiagnostics}
+	return Actions{
+		ActionDiagnostics:    CheckDiagnostics,
+		ActionNotify:         CheckNotify,
+		ActionServiceRequest: CheckServiceRequest,
+		ActionReservePart:    checkItem,
+		ActionPrompt:         checkItem,
+	}
 }

@@ -89,7 +89,8 @@ func TestFleet_FailingHeaterFiresOnce(t *testing.T) {
 	if math.Abs(fire.Value-(65+8-27)) > 2 {
 		t.Errorf("fire value = %.1f, want about 46 (the failing cycle's drying mean)", fire.Value)
 	}
-	if len(fire.Actions) != 1 || fire.Actions[0] != (Action{Name: "diagnostics", Arg: "heater-self-test"}) {
+	if len(fire.Actions) != 4 || fire.Actions[0] != (Action{Name: "diagnostics", Arg: "heater-self-test"}) ||
+		fire.Actions[3] != (Action{Name: "reserve-part", Arg: "DW100-HTR-2"}) {
 		t.Errorf("fire actions = %v", fire.Actions)
 	}
 	if len(clr.Actions) != 0 {

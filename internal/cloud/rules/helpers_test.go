@@ -17,16 +17,7 @@ type clock struct{ now time.Time }
 
 func (c *clock) Now() time.Time { return c.now }
 
-func testActions() Actions {
-	a := StandardActions()
-	a["notify"] = func(arg string) error {
-		if arg != "owner" && arg != "service" {
-			return fmt.Errorf("notify %q: want owner or service", arg)
-		}
-		return nil
-	}
-	return a
-}
+func testActions() Actions { return StandardActions() }
 
 func mustParse(t testing.TB, src string) *File {
 	t.Helper()

@@ -79,6 +79,9 @@ type parser struct {
 	name     string
 	actions  Actions
 	problems []Problem
+	// refs are the actions whose arguments name the file's declarations, for the second
+	// pass (checkDeclared).
+	refs []actionRef
 }
 
 func (p *parser) errf(line int, format string, args ...any) {
@@ -112,6 +115,7 @@ func (p *parser) parse(data []byte) *File {
 	f := &File{Name: p.name}
 	fields := p.mapping(root, "the file", map[string]bool{
 		"version": true, "product": true, "description": true, "metrics": true, "rules": true,
+		"warranty": true, "consumables": true, "parts": true,
 	}, []string{"version", "product", "metrics", "rules"})
 	if fields == nil {
 		return nil
@@ -137,9 +141,11 @@ func (p *parser) parse(data []byte) *File {
 	if n := fields["metrics"]; n != nil {
 		f.Metrics = p.metrics(n)
 	}
+	p.settings(fields, f)
 	if n := fields["rules"]; n != nil {
 		f.Rules = p.rules(n, f.Metrics)
 	}
+	p.checkDeclared(f)
 	return f
 }
 

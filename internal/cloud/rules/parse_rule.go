@@ -164,6 +164,9 @@ func (rp *ruleParser) actionList(n *yaml.Node) []Action {
 			continue
 		}
 		out = append(out, Action{Name: name, Arg: arg})
+		if name == ActionReservePart || name == ActionPrompt {
+			rp.refs = append(rp.refs, actionRef{line: an.Line, what: rp.what, name: name, arg: arg})
+		}
 	}
 	return out
 }

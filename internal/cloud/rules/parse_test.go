@@ -38,8 +38,20 @@ func TestParse_Errors(t *testing.T) {
 		{"phase used as a number", head + "  - name: x\n    kind: threshold\n    when: \"phase > 3 && drying_temp > 1\"\n", 9, "mismatched types string and int"},
 		{"not boolean", head + "  - name: x\n    kind: threshold\n    when: \"drying_temp + 1\"\n", 9, "expected bool"},
 		{"unknown metric", head + "  - name: x\n    kind: fleet\n    metric: dry\n", 9, `unknown metric "dry"`},
-		{"unknown action", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{diagnostics: self-test}, {page: oncall}]\n", 10, `unknown action "page" (known: diagnostics, notify)`},
+		{"unknown action", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{diagnostics: self-test}, {page: oncall}]\n", 10, `unknown action "page" (known: diagnostics, notify, prompt, reserve-part, service-request)`},
 		{"bad action argument", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions:\n      - notify: everyone\n", 11, `action notify: notify "everyone"`},
+		{"unknown part", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{reserve-part: HT-9}]\nwarranty: 2y\nparts: {HT-1: {description: heater}}\n", 10, `action reserve-part: part "HT-9" is not declared under parts:`},
+		{"part without warranty", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{reserve-part: HT-1}]\nparts: {HT-1: {description: heater}}\n", 10, `the file declares no warranty`},
+		{"bad part number", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{reserve-part: \"HT 1\"}]\n", 10, `action reserve-part: "HT 1" must be 1 to 64`},
+		{"unknown consumable", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{prompt: salt}]\nconsumables:\n  rinse-agent: {buy_url: \"https://shop.example/ra\"}\n", 10, `action prompt: consumable "salt" is not declared under consumables:`},
+		{"empty service request", head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{service-request: \"\"}]\n", 10, `action service-request: description must be 1 to 200 bytes`},
+		{"bad warranty", head + "  - name: x\n    kind: missing\n    after: 1h\nwarranty: 24 months\n", 10, `warranty "24 months" must be a whole number and a unit d, w or y`},
+		{"warranty too long", head + "  - name: x\n    kind: missing\n    after: 1h\nwarranty: 31y\n", 10, `longer than 30y`},
+		{"buy_url not https", head + "  - name: x\n    kind: missing\n    after: 1h\nconsumables:\n  rinse-agent: {buy_url: \"http://shop.example/ra\"}\n", 11, `consumable rinse-agent: buy_url: "http://shop.example/ra" must be an absolute https URL`},
+		{"buy_url with user", head + "  - name: x\n    kind: missing\n    after: 1h\nconsumables:\n  rinse-agent: {buy_url: \"https://a:b@shop.example/\"}\n", 11, `without user information`},
+		{"consumable without buy_url", head + "  - name: x\n    kind: missing\n    after: 1h\nconsumables:\n  rinse-agent: {}\n", 11, `missing field "buy_url"`},
+		{"part without description", head + "  - name: x\n    kind: missing\n    after: 1h\nparts:\n  HT-1: {descr: heater}\n", 11, `unknown field "descr"`},
+		{"bad part name", head + "  - name: x\n    kind: missing\n    after: 1h\nparts:\n  \"HT/1\": {description: heater}\n", 11, `parts: name "HT/1" must be`},
 		{"duplicate rule", head + "  - name: x\n    kind: missing\n    after: 1h\n  - name: x\n    kind: missing\n    after: 2h\n", 10, `duplicate rule name "x" (first at line 7)`},
 		{"duplicate key", head + "  - name: x\n    kind: missing\n    after: 1h\n    after: 2h\n", 10, `duplicate field "after"`},
 		{"z out of range", head + "  - name: x\n    kind: fleet\n    metric: drying_temp\n    z: 0.5\n", 10, "z 0.5 is out of range (1 to 100)"},
@@ -168,5 +180,34 @@ func TestParse_Example(t *testing.T) {
 	}
 	if r := f.Rules[3]; r.Kind != KindMissing || r.After != 2*time.Hour {
 		t.Errorf("missing rule = %+v", r)
+	}
+}
+
+// TestParse_Settings: the example's product settings are read, and a declaration after
+// the rules that name it counts (the second pass).
+func TestParse_Settings(t *testing.T) {
+	t.Parallel()
+	f := exampleFile(t)
+	if f.Warranty != 2*Year || f.Consumables["rinse-agent"].BuyURL != "https://shop.example.com/dw100/rinse-agent" ||
+		f.Parts["DW100-HTR-2"].Description != "drying heater element" {
+		t.Errorf("settings = %+v", f.Settings)
+	}
+	src := head + "  - name: x\n    kind: missing\n    after: 1h\n    actions: [{reserve-part: HT-1}, {prompt: salt}]\nparts: {HT-1: {description: heater}}\nconsumables: {salt: {buy_url: \"https://s.example/salt\"}}\nwarranty: 104w\n"
+	f2 := mustParse(t, src)
+	if f2.Warranty != 104*7*Day {
+		t.Errorf("warranty = %v", f2.Warranty)
+	}
+	for _, tt := range []struct {
+		in   string
+		want time.Duration
+	}{{"730d", 730 * Day}, {"1y", Year}, {"30y", 30 * Year}, {"2w", 14 * Day}} {
+		if got, err := ParseWarranty(tt.in); err != nil || got != tt.want {
+			t.Errorf("ParseWarranty(%q) = %v, %v, want %v", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "0d", "2", "2y1d", "-1y", "1.5y", "24h", "100000d", " 2y"} {
+		if _, err := ParseWarranty(in); err == nil {
+			t.Errorf("ParseWarranty(%q) = nil error", in)
+		}
 	}
 }
