@@ -311,5 +311,7 @@ func (n newlineStripper) Read(p []byte) (int, error) {
 
 type slogLogger struct{ l *slog.Logger }
 
-func (l slogLogger) Printf(format string, v ...any) { l.l.Warn("mailbox", "error", fmt.Sprintf(format, v...)) }
-func (l slogLogger) Println(v ...any)               { l.l.Warn("mailbox", "error", fmt.Sprint(v...)) }
+func (l slogLogger) Printf(format string, v ...any) {
+	l.l.Warn("mailbox", "error", fmt.Sprintf(format, v...))
+}
+func (l slogLogger) Println(v ...any) { l.l.Warn("mailbox", "error", fmt.Sprint(v...)) }

@@ -311,4 +311,3 @@ func Verify(secret string, h http.Header, body []byte, now time.Time, tolerance 
 	}
 	return ev, nil
 }
-
