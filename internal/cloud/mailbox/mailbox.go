@@ -140,7 +140,12 @@ func (m *Mailbox) Addr() string { return m.ln.Addr().String() }
 // Close stops the server.
 func (m *Mailbox) Close() error {
 	err := m.srv.Close()
+	// Serve may not have registered the listener yet, so the server's Close can miss it.
+	_ = m.ln.Close()
 	<-m.done
+	if errors.Is(err, smtp.ErrServerClosed) {
+		err = nil
+	}
 	return err
 }
 

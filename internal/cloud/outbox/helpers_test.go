@@ -166,3 +166,5 @@ func newMailer(t testing.TB, addr, caFile string) *outbox.SMTPMailer {
 	}
 	return m
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
