@@ -102,8 +102,8 @@ type Mailbox struct {
 	done         chan struct{}
 }
 
-// Start listens on cfg.Addr and serves until Close.
-func Start(cfg Config) (*Mailbox, error) {
+// Start listens on cfg.Addr and serves until Close (ctx bounds only the listen).
+func Start(ctx context.Context, cfg Config) (*Mailbox, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("mailbox: %w", err)
 	}
@@ -113,7 +113,7 @@ func Start(cfg Config) (*Mailbox, error) {
 	if cfg.MaxMessageBytes == 0 {
 		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("mailbox: %w", err)
 	}

@@ -40,7 +40,7 @@ func start(t *testing.T, cfg mailbox.Config) *mailbox.Mailbox {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
-	mb, err := mailbox.Start(cfg)
+	mb, err := mailbox.Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

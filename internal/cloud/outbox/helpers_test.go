@@ -149,7 +149,7 @@ func (p testPKI) serverTLS() *tls.Config {
 // startMailbox runs a mailbox that requires STARTTLS with the PKI's certificate.
 func startMailbox(t *testing.T, p testPKI, refuseFirst int) *mailbox.Mailbox {
 	t.Helper()
-	mb, err := mailbox.Start(mailbox.Config{Addr: "127.0.0.1:0", TLSConfig: p.serverTLS(), RequireTLS: true,
+	mb, err := mailbox.Start(t.Context(), mailbox.Config{Addr: "127.0.0.1:0", TLSConfig: p.serverTLS(), RequireTLS: true,
 		RefuseFirst: refuseFirst, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)

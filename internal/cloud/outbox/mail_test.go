@@ -106,7 +106,7 @@ func TestMail_RetriedUntilAcceptedAndDeliveredOnce(t *testing.T) {
 func TestMail_RefusesServerWithoutSTARTTLS(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t, t.TempDir())
-	mb, err := mailbox.Start(mailbox.Config{Addr: "127.0.0.1:0", Logger: testLogger(t)}) // no TLS offered
+	mb, err := mailbox.Start(t.Context(), mailbox.Config{Addr: "127.0.0.1:0", Logger: testLogger(t)}) // no TLS offered
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestMail_DeliveredOnceWhenKilledBetweenSendAndRecord(t *testing.T) {
 	start := time.Now()
 	enqueue(t, s, start, outbox.KindEmail, "alert-9-notify", outbox.EmailPayload{To: "owner@home.example", Subject: "Leak detected", Text: "Water under the dishwasher."})
 
-	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$") //nolint:gosec // G204: re-runs this test binary
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"=1", "CRASH_DB="+dbPath, "CRASH_SMTP="+mb.Addr(), "CRASH_CA="+pki.caFile)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

@@ -147,9 +147,9 @@ func TestWorker_StaleLeaseCannotOverwrite(t *testing.T) {
 	slow := outbox.Handlers{"job": func(ctx context.Context, j outbox.Job) (string, error) {
 		close(started)
 		<-release
-		return "", errors.New("stale failure")
+		return "stale success", nil
 	}}
-	fast := outbox.Handlers{"job": func(context.Context, outbox.Job) (string, error) { return "second", nil }}
+	fast := outbox.Handlers{"job": func(context.Context, outbox.Job) (string, error) { return "", errors.New("second attempt failed") }}
 	regA := prometheus.NewRegistry()
 	a, err := outbox.New(outbox.Config{Store: s, Handlers: slow, Now: c.Now, Logger: testLogger(t), Registerer: regA, Lease: time.Hour})
 	if err != nil {
@@ -168,7 +168,9 @@ func TestWorker_StaleLeaseCannotOverwrite(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("a.RunOnce = %v, want the lost lease handled quietly", err)
 	}
-	if r := row(t, s, "k"); r.State != cloudstore.OutboxDone || r.Result != "second" || r.LastError != "" {
+	// b's outcome (retry later) stands: a's late success is not recorded, so the row is
+	// tried again rather than marked done by an attempt that no longer owned it.
+	if r := row(t, s, "k"); r.State != cloudstore.OutboxPending || r.Result != "" || r.LastError != "second attempt failed" {
 		t.Errorf("row = %+v, want b's outcome", r)
 	}
 	if got := metricValue(t, regA, "moat_cloud_outbox_lease_lost_total", ""); got != 1 {
