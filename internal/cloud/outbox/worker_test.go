@@ -3,7 +3,9 @@ package outbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
 	"github.com/moat-iot/moat/internal/cloud/outbox"
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 func TestConfig_Validate(t *testing.T) {
@@ -257,5 +260,56 @@ func TestRetryAfter_Wraps(t *testing.T) {
 	err := outbox.RetryAfter(base, time.Minute)
 	if !errors.Is(err, base) || outbox.IsPermanent(err) || outbox.RetryAfter(nil, time.Second) != nil {
 		t.Errorf("RetryAfter = %v", err)
+	}
+}
+
+// Several cloud replicas, each with its own Worker, share one PostgreSQL database: every
+// row is performed once.
+func TestWorker_ReplicasShareRowsOnPostgres(t *testing.T) {
+	t.Parallel()
+	s, err := cloudstore.Open(t.Context(), cloudstore.Config{Database: cloudstore.Postgres, PostgresDSN: testenv.FreshPostgresDatabase(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const n = 100
+	for i := range n {
+		enqueue(t, s, t0, "job", fmt.Sprintf("k%03d", i), map[string]any{})
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	hs := outbox.Handlers{"job": func(_ context.Context, j outbox.Job) (string, error) {
+		mu.Lock()
+		seen[j.Key]++
+		mu.Unlock()
+		return "ok", nil
+	}}
+	var wg sync.WaitGroup
+	for range 3 {
+		w, err := outbox.New(outbox.Config{Store: s, Handlers: hs, Now: func() time.Time { return t0 }, Logger: testLogger(t), Batch: 7, Concurrency: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				k, err := w.RunOnce(t.Context())
+				if err != nil {
+					t.Errorf("RunOnce = %v", err)
+					return
+				}
+				if k == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Errorf("performed %d distinct rows, want %d", len(seen), n)
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Errorf("%s performed %d times, want once", k, c)
+		}
 	}
 }
