@@ -8,8 +8,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/moat-iot/moat/internal/cloud/actions"
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
 	"github.com/moat-iot/moat/internal/cloud/diag"
+	"github.com/moat-iot/moat/internal/cloud/outbox"
 	"github.com/moat-iot/moat/internal/cloud/rules"
 )
 
@@ -22,6 +24,10 @@ type actionRunner struct {
 	diag  *diag.Service
 	log   *slog.Logger
 	now   func() time.Time
+	// outbox performs the actions other than diagnostics, which are stored with the alert
+	// as outbox rows (internal/cloud/actions.Expand); webhooks are the endpoints' names.
+	outbox   *outbox.Worker
+	webhooks []string
 }
 
 // evidence is the JSON an alert keeps of the samples that fired it.
@@ -53,8 +59,12 @@ func (r *actionRunner) fire(ctx context.Context, t rules.Transition) {
 	if math.IsNaN(value) || math.IsInf(value, 0) {
 		value = 0
 	}
+	// The rule's other actions are stored with the alert, in its transaction, as outbox
+	// rows keyed by the episode: an alert never exists without them, and the same episode
+	// seen twice (a restart, a second replica) enqueues them once.
 	a, err := r.store.OpenAlert(ctx, cloudstore.NewAlert{Product: t.Product, Device: t.Device, Rule: t.Rule,
-		Severity: string(t.Severity), OpenedAt: t.At, Value: value, Message: truncate(t.Message, 1024), Evidence: raw})
+		Severity: string(t.Severity), OpenedAt: t.At, Value: value, Message: truncate(t.Message, 1024), Evidence: raw,
+		Outbox: actions.Expand(t, r.webhooks)})
 	if errors.Is(err, cloudstore.ErrConflict) {
 		return // already open: this episode fired before (a restart, a second replica)
 	}
@@ -63,8 +73,13 @@ func (r *actionRunner) fire(ctx context.Context, t rules.Transition) {
 		return
 	}
 	r.log.InfoContext(ctx, "alert", "alert", a.ID, "rule", t.Rule, "severity", t.Severity, "device", t.Device, "message", t.Message)
+	if r.outbox != nil {
+		r.outbox.Kick()
+	}
 	for _, act := range t.Actions {
 		switch act.Name {
+		case rules.ActionNotify, rules.ActionServiceRequest, rules.ActionReservePart, rules.ActionPrompt:
+			// enqueued with the alert
 		case "diagnostics":
 			d, err := r.diag.Run(ctx, diag.Request{Device: t.Device, Command: act.Arg, RequestedBy: "rule:" + t.Rule, AlertID: a.ID})
 			if err != nil {

@@ -43,7 +43,11 @@ import (
 	"github.com/moat-iot/moat/internal/cloud/diag"
 	"github.com/moat-iot/moat/internal/cloud/ingest"
 	"github.com/moat-iot/moat/internal/cloud/operator"
+	"github.com/moat-iot/moat/internal/cloud/outbox"
+	"github.com/moat-iot/moat/internal/cloud/owners"
+	"github.com/moat-iot/moat/internal/cloud/portal"
 	"github.com/moat-iot/moat/internal/cloud/rules"
+	"github.com/moat-iot/moat/internal/cloud/support"
 	"github.com/moat-iot/moat/internal/localtls"
 )
 
@@ -70,6 +74,14 @@ type Cloud struct {
 	diag    *diag.Service
 	actions *actionRunner
 	reg     *prometheus.Registry
+
+	// The people's side (people.go).
+	ruleFiles []*rules.File
+	owners    *owners.Service
+	portal    *portal.Portal
+	support   *support.Support
+	outbox    *outbox.Worker
+	webhooks  []string // the webhook endpoints' names
 }
 
 // Open builds the cloud from cfg and starts its listeners and the broker; Serve runs it.
@@ -181,6 +193,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (c *Cloud, err erro
 	}
 	mux := http.NewServeMux()
 	api.Register(mux)
+	if err := c.openPeople(verifier, mux); err != nil {
+		return nil, err
+	}
+	c.actions.outbox, c.actions.webhooks = c.outbox, c.webhooks
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", c.readyz)
 	metrics := promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{})
@@ -266,6 +282,7 @@ func (c *Cloud) rules() (*rules.Engine, error) {
 		seen[f.Product] = path
 		files = append(files, f)
 	}
+	c.ruleFiles = files
 	ec := rules.DefaultEngineConfig()
 	ec.Files, ec.Now, ec.Logger = files, c.cfg.Now, c.log.With("part", "rules")
 	return rules.NewEngine(ec)
@@ -338,6 +355,12 @@ func (c *Cloud) Serve(ctx context.Context) error {
 	wg.Go(func() { c.ingest.RunPruner(ictx, time.Hour) })
 	wg.Go(func() { c.every(ictx, 5*time.Second, func(ctx context.Context) error { return c.diag.Expire(ctx) }) })
 	wg.Go(func() {
+		if err := c.outbox.Run(ictx); err != nil && ictx.Err() == nil {
+			c.log.Error("outbox worker stopped", "error", err)
+		}
+	})
+	wg.Go(func() { c.every(ictx, 10*time.Minute, c.prunePeople) })
+	wg.Go(func() {
 		c.every(ictx, 30*time.Second, func(ctx context.Context) error {
 			c.actions.apply(ctx, c.engine.Tick(c.cfg.Now()))
 			return nil
@@ -364,6 +387,14 @@ func (c *Cloud) Serve(ctx context.Context) error {
 	wg.Wait()
 	c.close()
 	return err
+}
+
+// prunePeople removes expired sessions of owners and staff and old outbox rows.
+func (c *Cloud) prunePeople(ctx context.Context) error {
+	_, err1 := c.owners.PruneSessions(ctx)
+	err2 := c.support.Sweep(ctx)
+	_, err3 := c.store.PruneOutbox(ctx, c.cfg.Now().Add(-OutboxRetention), 1000)
+	return errors.Join(err1, err2, err3)
 }
 
 func (c *Cloud) every(ctx context.Context, d time.Duration, fn func(context.Context) error) {

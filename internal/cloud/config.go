@@ -65,6 +65,26 @@ type Config struct {
 	Routes            []string `json:"routes"`
 	ClusterSecretFile string   `json:"cluster-secret-file"`
 	StreamReplicas    int      `json:"stream-replicas"`
+	// PortalURL is the public https base URL of the owners' portal and the support view
+	// (the cloud's own address when empty), for the links in mail.
+	PortalURL string `json:"portal-url"`
+	// SessionKeyFile holds the 32-byte key that seals the support view's sessions (created,
+	// 0600, in DataDir when empty). Replicas sharing a database need the same file.
+	SessionKeyFile string `json:"session-key-file"`
+	// SMTP* is the mail submission server the cloud sends owners' mail through (STARTTLS
+	// required unless SMTPTLS says otherwise). Without SMTPAddr mail waits in the outbox.
+	SMTPAddr         string `json:"smtp-addr"`
+	SMTPFrom         string `json:"smtp-from"`
+	SMTPUsername     string `json:"smtp-username"`
+	SMTPPasswordFile string `json:"smtp-password-file"`
+	SMTPTLS          string `json:"smtp-tls"`
+	SMTPCA           string `json:"smtp-ca"`
+	// Webhooks are NAME=URL endpoints that receive the cloud's events, each signed with the
+	// secret in the file WebhookSecretFiles names for it (NAME=FILE).
+	Webhooks           []string `json:"webhooks"`
+	WebhookSecretFiles []string `json:"webhook-secret-files"`
+	// Shops is the repair shops file (docs/repair-shop-api.md).
+	Shops string `json:"shops"`
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `json:"log-level"`
 	LogFormat string `json:"log-format"`
@@ -185,6 +205,40 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		bad("log-format", "must be text or json, got %q", c.LogFormat)
+	}
+	if c.PortalURL != "" {
+		if u, err := url.Parse(c.PortalURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("portal-url", "must be an https:// base URL, got %q", c.PortalURL)
+		}
+	}
+	if c.SMTPAddr == "" && (c.SMTPFrom != "" || c.SMTPUsername != "" || c.SMTPPasswordFile != "" || c.SMTPCA != "" || c.SMTPTLS != "") {
+		bad("smtp-addr", "required with the other smtp- settings")
+	}
+	names := map[string]bool{}
+	for _, w := range c.Webhooks {
+		name, u, ok := strings.Cut(w, "=")
+		if !ok || name == "" || u == "" {
+			bad("webhooks", "%q must be NAME=URL", w)
+			continue
+		}
+		names[name] = true
+	}
+	secrets := map[string]bool{}
+	for _, w := range c.WebhookSecretFiles {
+		name, f, ok := strings.Cut(w, "=")
+		switch {
+		case !ok || name == "" || f == "":
+			bad("webhook-secret-files", "%q must be NAME=FILE", w)
+		case !names[name]:
+			bad("webhook-secret-files", "%q names no webhook", name)
+		default:
+			secrets[name] = true
+		}
+	}
+	for n := range names {
+		if !secrets[n] {
+			bad("webhook-secret-files", "webhook %q needs a secret file (NAME=FILE)", n)
+		}
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown-timeout", "must be positive")
