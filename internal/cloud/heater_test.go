@@ -6,6 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/agent/cloudlink"
+	"github.com/moat-iot/moat/internal/cloud/outbox"
 	"github.com/moat-iot/moat/internal/telemetry"
 	"github.com/moat-iot/moat/internal/testenv/cloudenv"
 )
@@ -28,7 +34,37 @@ import (
 func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 	t.Parallel()
 	e := cloudenv.NewCloud(t)
-	e.Start(t, e.Config())
+	// A webhook receiver that verifies the signature (Standard Webhooks) and fails the
+	// first delivery: the event arrives again with the same webhook-id, and is kept once.
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	var hookMu sync.Mutex
+	hookIDs, hookEvents, hookCalls := map[string]bool{}, []outbox.WebhookEvent{}, 0
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		ev, err := outbox.Verify(secret, r.Header, body, time.Now(), 5*time.Minute)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		if hookCalls++; hookCalls == 1 {
+			http.Error(w, "try again", http.StatusServiceUnavailable)
+			return
+		}
+		if id := r.Header.Get("webhook-id"); !hookIDs[id] {
+			hookIDs[id] = true
+			hookEvents = append(hookEvents, ev)
+		}
+	}))
+	t.Cleanup(hook.Close)
+	cfg := e.Config()
+	secretFile := filepath.Join(t.TempDir(), "crm.secret")
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Webhooks, cfg.WebhookSecretFiles = []string{"crm=" + hook.URL}, []string{"crm=" + secretFile}
+	e.Start(t, cfg)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.CAPEM)
 
@@ -124,6 +160,27 @@ func TestCloud_FailingHeaterAlertRunsDiagnosticsOnTheDevice(t *testing.T) {
 	if dg.Device != fleet[0].ID || dg.Command != "heater-self-test" || dg.RequestedBy != "rule:heater-drying-anomaly" || !strings.Contains(string(dg.Result), "heater_failing") {
 		t.Errorf("diagnostic %+v, want the failing device's heater self-test with verdict heater_failing", dg)
 	}
+	// The rule's other actions ran from the outbox: a service request for the alert, the
+	// heater's reservation judged out of warranty (no sale is recorded: the shop is never
+	// asked), and one signed alert.opened event at the webhook despite its first refusal.
+	cloudenv.Eventually(t, "the service request and the reservation's outcome", func() (bool, error) {
+		srs, err := e.Admin.ListServiceRequests(t.Context(), client.ServiceRequestQuery{Device: fleet[0].ID})
+		if err != nil {
+			return false, err
+		}
+		res, err := e.Admin.ListReservations(t.Context(), client.ReservationQuery{Device: fleet[0].ID})
+		return len(srs.Items) == 1 && srs.Items[0].AlertID == a.ID && len(res.Items) == 1 && res.Items[0].State == "out_of_warranty", err
+	})
+	cloudenv.Eventually(t, "the webhook's event", func() (bool, error) {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		return len(hookEvents) == 1, nil
+	})
+	hookMu.Lock()
+	if ev := hookEvents[0]; ev.Type != "alert.opened" || !strings.Contains(string(ev.Data), fleet[0].ID) || hookCalls != 2 {
+		t.Errorf("webhook got %+v after %d calls, want one alert.opened event of the failing device after 2 calls", ev, hookCalls)
+	}
+	hookMu.Unlock()
 	for i, d := range fleet {
 		want := int32(0)
 		if i == 0 {

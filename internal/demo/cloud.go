@@ -46,6 +46,9 @@ func (d *Demo) startCloud(ctx context.Context, contoso *client.Client, log *slog
 	cfg.DataDir = filepath.Join(d.dir, "cloud")
 	cfg.DeviceCA, cfg.Server, cfg.ServerCA = d.Result.CAChain, d.Result.URL, d.Result.CAFile
 	cfg.Rules = []string{rules}
+	if err := d.mailAndShop(ctx, &cfg, dir, log); err != nil {
+		return err
+	}
 	c, err := cloud.Open(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("cloud: %w", err)

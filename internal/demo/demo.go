@@ -33,8 +33,10 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/examples/repairshop"
 	"github.com/moat-iot/moat/internal/agent"
 	"github.com/moat-iot/moat/internal/cloud"
+	"github.com/moat-iot/moat/internal/cloud/mailbox"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/server"
@@ -82,6 +84,14 @@ type Result struct {
 	// CloudURL is Contoso's manufacturer cloud's API, CloudMQTT its devices' MQTT address,
 	// CloudCAFile the CA its TLS certificate chains to.
 	CloudURL, CloudMQTT, CloudCAFile string
+	// ShopURL is Contoso's repair shop (the reference shop of examples/repairshop).
+	ShopURL string
+	// Owners are the owners who claimed the first two dishwashers in the owners' portal.
+	Owners []DemoOwner
+	// HeaterAlert and RinseAlert are the cloud's alerts of the story; HeaterDiagnostic the
+	// self-test the heater alert ran; Reservation the shop's reference for the heater.
+	HeaterAlert, RinseAlert, Reservation string
+	HeaterDiagnostic                     client.Diagnostic
 	// Devices is the demo fleet: what each device attested and installed; the last one
 	// is the device with a tampered app.
 	Devices []DeviceResult
@@ -117,6 +127,8 @@ type Demo struct {
 	agentLog  *slog.Logger
 	log       *slog.Logger
 	cloud     *cloud.Cloud // Contoso's manufacturer cloud
+	mail      *mailbox.Mailbox
+	shop      *repairshop.Server
 	cloudWG   sync.WaitGroup
 	// Result is complete once Played is closed.
 	Result Result
@@ -284,6 +296,9 @@ Contoso admin token: %s
 OpenAPI document:    %s/api/v1/openapi.json
 Contoso's cloud:     %s (its API; MQTT for devices at mqtts://%s)
 Cloud TLS CA:        %s
+Owners' portal:      %s/portal/ (sign in as %s, password %s; or %s, password %s)
+Support view:        %s/support/ (paste Contoso's admin token)
+Repair shop:         %s (the reference shop of examples/repairshop)
 
 Try it from another terminal:
   moat login --server %s --ca-cert %s --token %s
@@ -298,6 +313,8 @@ Try it from another terminal:
 The demo runs until Ctrl-C.
 `, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
 		d.Result.URL, d.Result.CloudURL, d.Result.CloudMQTT, d.Result.CloudCAFile,
+		d.Result.CloudURL, d.Result.Owners[0].Email, d.Result.Owners[0].Password, d.Result.Owners[1].Email, d.Result.Owners[1].Password,
+		d.Result.CloudURL, d.Result.ShopURL,
 		d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID,
 		d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile, d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile)
 	return nil

@@ -181,6 +181,42 @@ func TestDemo_SeedScenario(t *testing.T) {
 			t.Errorf("cloud telemetry of %s = %+v, %v; want its drying temperatures", dv.ID, page.Items, err)
 		}
 	}
+	// The owners' side of the seed story: the failing heater was spotted against the fleet,
+	// the self-test run remotely confirmed it, its owner was mailed, and the part reserved at
+	// her repair shop because the machine is under warranty; the other owner was prompted to
+	// buy rinse agent. Every mail went over TLS to the demo's mail server.
+	if dg := r.HeaterDiagnostic; dg.Command != "heater-self-test" || dg.State != "succeeded" || !strings.Contains(string(dg.Result), "heater_failing") {
+		t.Errorf("heater diagnostic = %+v, want a succeeded self-test with verdict heater_failing", dg)
+	}
+	if len(r.Owners) != 2 || r.HeaterAlert == "" || r.RinseAlert == "" || r.Reservation == "" {
+		t.Errorf("demo story = owners %+v, heater alert %q, rinse alert %q, reservation %q", r.Owners, r.HeaterAlert, r.RinseAlert, r.Reservation)
+	}
+	if res, _ := cc.ListReservations(ctx, client.ReservationQuery{}); len(res.Items) != 1 || res.Items[0].Device != r.Owners[0].Device || res.Items[0].State != "reserved" {
+		t.Errorf("reservations = %+v, want one, for the heater of the appliance under warranty", res.Items)
+	}
+	if a, err := cc.GetAlert(ctx, r.HeaterAlert); err != nil || a.Device != r.Owners[0].Device || a.Rule != "heater-drying-anomaly" {
+		t.Errorf("heater alert = %+v, %v", a, err)
+	}
+	mails := map[string]int{}
+	for _, m := range d.Mail() {
+		if !m.TLS {
+			t.Errorf("mail %q to %v came without TLS", m.Subject, m.To)
+		}
+		mails[strings.Join(m.To, ",")+": "+m.Subject]++
+	}
+	for _, want := range []string{r.Owners[0].Email + ": Verify your email address", r.Owners[1].Email + ": Verify your email address"} {
+		if mails[want] != 1 {
+			t.Errorf("mails = %v, want one %q", mails, want)
+		}
+	}
+	var notified, prompted bool
+	for k, n := range mails {
+		notified = notified || strings.HasPrefix(k, r.Owners[0].Email+": ") && strings.Contains(k, "needs attention") && n == 1
+		prompted = prompted || strings.HasPrefix(k, r.Owners[1].Email+": ") && strings.Contains(k, "rinse agent") && n == 1
+	}
+	if !notified || !prompted {
+		t.Errorf("mails = %v; want one heater notice to %s and one rinse-agent prompt to %s", mails, r.Owners[0].Email, r.Owners[1].Email)
+	}
 	root1 := mustRead(t, r.TrustAnchor)
 	base := r.URL + "/api/v1/tenants/" + r.Tenant.ID + "/tuf/"
 	cfg, err := config.New(base+"metadata/", root1)
@@ -213,7 +249,8 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
-	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code=", "Contoso's cloud:     " + r.CloudURL, "streams its DW100's readings to Contoso's cloud"} {
+	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code=", "Contoso's cloud:     " + r.CloudURL, "streams its DW100's readings to Contoso's cloud",
+		"Owners' portal:      " + r.CloudURL + "/portal/", "Support view:        " + r.CloudURL + "/support/", "reserved a DW100-HTR-2 at her repair shop", "Subject: Your "} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}

@@ -186,6 +186,10 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.cloudTelemetry(ctx, fleet, out, step); err != nil {
 		return err
 	}
+	if err := d.sellAndClaim(ctx, fleet, step); err != nil {
+		return err
+	}
+	d.failAndRunLow(fleet, step)
 	if err := d.attestTampered(ctx, contoso, devs[len(devs)-1], out, step); err != nil {
 		return err
 	}
@@ -240,7 +244,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.collect(ctx, contoso, devs); err != nil {
 		return err
 	}
-	return nil
+	return d.story(ctx, out, step)
 }
 
 // deploy deploys target to the DW100 group named group.

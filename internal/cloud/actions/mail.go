@@ -20,7 +20,7 @@ func (h handlers) applianceURL(device string) string {
 }
 
 func applianceName(info cloudstore.ApplianceInfo, product string) string {
-	if info.Nickname != "" {
+	if info.Nickname != "" && info.Nickname != product { // a claimed appliance is named after its product until renamed
 		return fmt.Sprintf("%s %q", product, oneLine(info.Nickname, 60))
 	}
 	return product
