@@ -145,6 +145,7 @@ func TestAPI_ClaimCodesShownOnceStoredHashed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer rows.Close()
 	stored := map[string]string{}
 	var dump strings.Builder
 	for rows.Next() {
@@ -155,7 +156,9 @@ func TestAPI_ClaimCodesShownOnceStoredHashed(t *testing.T) {
 		stored[d] = h
 		dump.WriteString(d + p + h)
 	}
-	rows.Close()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	for i, c := range got.Items {
 		if c.Device != devs[i] {
 			t.Errorf("code %d is for %s, want %s", i, c.Device, devs[i])
