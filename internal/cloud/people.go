@@ -54,6 +54,10 @@ func (c *Cloud) openPeople(verifier support.Verifier, mux *http.ServeMux) error 
 		}
 	}
 	settings := actions.SettingsOf(c.ruleFiles)
+	warranty := func(product string) time.Duration {
+		s, _ := settings(product)
+		return s.Warranty
+	}
 	c.portal, err = portal.New(portal.Config{Owners: c.owners, Store: c.store, Now: cfg.Now, Logger: c.log.With("part", "portal"),
 		Shops: func() []portal.Shop {
 			out := make([]portal.Shop, 0, len(shops))
@@ -62,10 +66,7 @@ func (c *Cloud) openPeople(verifier support.Verifier, mux *http.ServeMux) error 
 			}
 			return out
 		},
-		Warranty: func(product string) time.Duration {
-			s, _ := settings(product)
-			return s.Warranty
-		}})
+		Warranty: warranty})
 	if err != nil {
 		return err
 	}
@@ -82,7 +83,7 @@ func (c *Cloud) openPeople(verifier support.Verifier, mux *http.ServeMux) error 
 		return id
 	}
 	if c.support, err = support.New(support.Config{Store: c.store, Verifier: verifier, Diag: c.diag, SessionKey: key,
-		Now: cfg.Now, Logger: c.log.With("part", "support"), Shops: shopName}); err != nil {
+		Now: cfg.Now, Logger: c.log.With("part", "support"), Shops: shopName, Warranty: warranty}); err != nil {
 		return err
 	}
 
@@ -98,7 +99,7 @@ func (c *Cloud) openPeople(verifier support.Verifier, mux *http.ServeMux) error 
 		c.webhooks = append(c.webhooks, e.Name)
 	}
 	hs, err := actions.Handlers(actions.Deps{Store: c.store, Mailer: mailer, Shops: shopsOrNil(dir), Settings: settings,
-		PortalURL: base + "/portal/", Now: cfg.Now, Logger: c.log.With("part", "actions")})
+		PortalURL: base + "/portal/", From: from, Now: cfg.Now, Logger: c.log.With("part", "actions")})
 	if err != nil {
 		return err
 	}

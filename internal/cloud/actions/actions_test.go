@@ -209,7 +209,7 @@ func TestNotify_MailsOnlyVerifiedOwner(t *testing.T) {
 			}
 		}
 		ms := e.mailer.mails()
-		if len(ms) != 2 || ms[0].To != o.Email || ms[0].MessageID != actions.MessageID(j.Key) || ms[1].MessageID != ms[0].MessageID {
+		if len(ms) != 2 || ms[0].To != o.Email || ms[0].MessageID != outbox.MessageID(j.Key, "") || ms[1].MessageID != ms[0].MessageID {
 			t.Fatalf("mails = %+v", ms)
 		}
 		if !strings.Contains(ms[0].Text, portal+"appliances/"+verified) || !strings.Contains(ms[0].Text, "46.2 °C is unusual") ||

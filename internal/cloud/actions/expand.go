@@ -138,16 +138,6 @@ func Expand(t rules.Transition, webhookEndpoints []string) []cloudstore.OutboxIt
 	return out
 }
 
-// MessageID returns the Message-ID (without angle brackets) of the mail of outbox row
-// key: the same key, the same message, so a mail sent again after a crash is one message
-// to the recipient's mailbox. Derived here rather than from the outbox package's sender,
-// so the handlers do not depend on it; the domain is .invalid (RFC 2606), as the ID only
-// needs to be unique.
-func MessageID(key string) string {
-	sum := sha256.Sum256([]byte("moat outbox message v1\x00" + key))
-	return hex.EncodeToString(sum[:16]) + "@moat.invalid"
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -40,8 +40,10 @@ type Deps struct {
 	// PortalURL is the owners' portal's absolute URL ("https://cloud.example/portal/"); a
 	// mail links to PortalURL + "appliances/" + device.
 	PortalURL string
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// From is the sender address the mailer uses; its domain ends the Message-IDs.
+	From   string
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Validate reports every missing dependency.
@@ -99,7 +101,7 @@ func (h handlers) notify(ctx context.Context, job outbox.Job) (string, error) {
 		return ResultNoVerifiedOwner, nil
 	}
 	m := h.alertMail(info, p)
-	m.MessageID = MessageID(job.Key)
+	m.MessageID = outbox.MessageID(job.Key, h.From) // the same key, the same message: one copy in the mailbox
 	if err := h.Mailer.Send(ctx, m); err != nil {
 		return "", fmt.Errorf("notify: mail owner %d: %w", info.OwnerID, err)
 	}

@@ -283,7 +283,15 @@ func (s *Support) device(w http.ResponseWriter, r *http.Request, ss *session) {
 		s.fail(w, r, err, http.StatusInternalServerError, "the device's history cannot be read")
 		return
 	}
+	// The warranty runs from the sale for the product's period (its rule file's warranty).
+	var warrantyUntil time.Time
+	if s.cfg.Warranty != nil && !info.SoldAt.IsZero() {
+		if p := s.cfg.Warranty(info.Product); p > 0 {
+			warrantyUntil = info.SoldAt.Add(p)
+		}
+	}
 	s.render(w, r, http.StatusOK, "device", ss, "", map[string]any{"ID": dev, "Seen": seen, "Device": d, "Info": info,
+		"WarrantyUntil": warrantyUntil, "UnderWarranty": s.cfg.Now().Before(warrantyUntil),
 		"Shop": s.shop(info.Shop), "SaleShop": s.shop(info.SaleShop), "Alerts": as, "Diagnostics": ds, "Requests": rs,
 		"Reservations": s.reservationRows(ps), "States": editableStates, "Ran": r.URL.Query().Get("ran")})
 }

@@ -86,6 +86,8 @@ type Config struct {
 	Logger     *slog.Logger
 	// Shops, optional, names a repair shop by its ID.
 	Shops func(id string) string
+	// Warranty, optional, is a product's warranty period from its sale (0: unknown).
+	Warranty func(product string) time.Duration
 }
 
 // Validate reports every problem of c.

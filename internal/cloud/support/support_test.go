@@ -76,7 +76,10 @@ func newEnv(t *testing.T) *env {
 	}
 	key := make([]byte, support.KeySize)
 	s, err := support.New(support.Config{Store: e.store, Verifier: e.verifier, Diag: e.diag, SessionKey: key, Now: now,
-		Shops: func(id string) string { return map[string]string{"shop-1": "Fixit & Co"}[id] }})
+		Shops: func(id string) string { return map[string]string{"shop-1": "Fixit & Co"}[id] },
+		Warranty: func(product string) time.Duration {
+			return map[string]time.Duration{"DW100": 365 * 24 * time.Hour}[product]
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,6 +337,10 @@ func TestSupport_ReaderCannotChangeOrRun(t *testing.T) {
 	dev := b.do("GET", "/support/devices/"+e.device, nil)
 	if dev.status != 200 || strings.Contains(dev.body, `id="run"`) || strings.Contains(dev.body, `action="/support/requests/`) {
 		t.Fatalf("a Reader's device page = %d; has a form: %v", dev.status, strings.Contains(dev.body, `id="run"`))
+	}
+	// Sold two months ago with a one-year warranty.
+	if !strings.Contains(dev.body, `<dd id="warranty">under warranty until `) {
+		t.Errorf("the device page does not show the warranty running:\n%s", dev.body)
 	}
 	csrf := csrfOf(t, dev) // the sign-out form's: a valid token of the session
 	sentBefore := e.sent.Load()
