@@ -112,7 +112,8 @@ EXAMPLES
 				return usagef("invalid configuration:\n%v", err)
 			}
 			if *check {
-				return printConfig(env, fs, cfg.Redacted().Database)
+				r := cfg.Redacted()
+				return printConfig(env, fs, map[string]string{"database": r.Database, "webhooks": strings.Join(r.Webhooks, ",")})
 			}
 			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
 			c, err := cloud.Open(ctx, cfg, log)

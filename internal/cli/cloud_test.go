@@ -82,3 +82,22 @@ func TestCloudRulesCheck(t *testing.T) {
 		t.Errorf("rules check of a bad file: want problems at lines 6 and 8, got:\n%s", r.stderr)
 	}
 }
+
+// TestCloud_CheckConfigRedactsSecrets: --check-config prints neither a database password
+// nor a token a webhook receiver put in its URL.
+func TestCloud_CheckConfigRedactsSecrets(t *testing.T) {
+	t.Parallel()
+	u := newUser(t)
+	secret := filepath.Join(t.TempDir(), "crm.secret")
+	out := u.must("cloud", "--device-ca", "ca.pem", "--server", "https://moat.example:8443",
+		"--database", "postgres://moat:s3cret@db/moat",
+		"--webhooks", "crm=https://hook:p4ss@crm.example/hooks?token=t0ken", "--webhook-secret-files", "crm="+secret, "--check-config")
+	for _, leak := range []string{"s3cret", "p4ss", "t0ken"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("--check-config printed %q:\n%s", leak, out)
+		}
+	}
+	if !strings.Contains(out, "crm=https://REDACTED@crm.example/hooks?REDACTED") {
+		t.Errorf("--check-config does not show the redacted webhook:\n%s", out)
+	}
+}

@@ -90,7 +90,7 @@ EXAMPLES
 				return usagef("invalid configuration:\n%v", err)
 			}
 			if *check {
-				return printConfig(env, fs, cfg.Redacted().Database)
+				return printConfig(env, fs, map[string]string{"database": cfg.Redacted().Database})
 			}
 			log := newLogger(env.Stderr, cfg.LogLevel, cfg.LogFormat)
 			s, err := server.Open(ctx, cfg, log)
@@ -126,14 +126,16 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 // printConfig prints the effective configuration of a command (--check-config) as a config
 // file: its flag names, the version, and database with its secrets already redacted, so
 // the output can be saved and used with --config.
-func printConfig(env *Env, fs *flag.FlagSet, database string) error {
+func printConfig(env *Env, fs *flag.FlagSet, redacted map[string]string) error {
 	out := map[string]any{"version": ConfigVersion}
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name != "config" && f.Name != "check-config" {
 			out[f.Name] = f.Value.String()
 		}
 	})
-	out["database"] = database
+	for k, v := range redacted {
+		out[k] = v
+	}
 	enc := json.NewEncoder(env.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)

@@ -246,8 +246,26 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Redacted returns the config with a database password masked, for printing.
+// Redacted returns the config with a database password, and any user info or query of a
+// webhook URL (where receivers often put a token), masked, for printing.
 func (c Config) Redacted() Config {
+	hooks := make([]string, len(c.Webhooks))
+	for i, w := range c.Webhooks {
+		name, raw, _ := strings.Cut(w, "=")
+		if u, err := url.Parse(raw); err == nil && (u.User != nil || u.RawQuery != "") {
+			if u.User != nil {
+				u.User = url.User("REDACTED")
+			}
+			if u.RawQuery != "" {
+				u.RawQuery = "REDACTED"
+			}
+			raw = u.String()
+		}
+		hooks[i] = name + "=" + raw
+	}
+	if c.Webhooks != nil {
+		c.Webhooks = hooks
+	}
 	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
 		if _, ok := u.User.Password(); ok {
 			u.User = url.UserPassword(u.User.Username(), "REDACTED")
