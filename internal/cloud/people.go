@@ -99,7 +99,7 @@ func (c *Cloud) openPeople(verifier support.Verifier, mux *http.ServeMux) error 
 		c.webhooks = append(c.webhooks, e.Name)
 	}
 	hs, err := actions.Handlers(actions.Deps{Store: c.store, Mailer: mailer, Shops: shopsOrNil(dir), Settings: settings,
-		PortalURL: base + "/portal/", From: from, Now: cfg.Now, Logger: c.log.With("part", "actions")})
+		PortalURL: base + "/portal/", Webhooks: c.webhooks, From: from, Now: cfg.Now, Logger: c.log.With("part", "actions")})
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ type Store interface {
 	RecordReservation(ctx context.Context, r cloudstore.Reservation) (cloudstore.Reservation, error)
 	CreatePrompt(ctx context.Context, p cloudstore.Prompt) (cloudstore.Prompt, error)
 	EnqueueOutbox(ctx context.Context, now time.Time, items ...cloudstore.OutboxItem) error
+	ListServiceRequests(ctx context.Context, f cloudstore.ServiceRequestFilter) ([]cloudstore.ServiceRequest, error)
+	ListReservations(ctx context.Context, f cloudstore.ReservationFilter) ([]cloudstore.Reservation, error)
 }
 
 // Shops reserves parts at repair shops (*shop.Directory).
@@ -40,6 +42,9 @@ type Deps struct {
 	// PortalURL is the owners' portal's absolute URL ("https://cloud.example/portal/"); a
 	// mail links to PortalURL + "appliances/" + device.
 	PortalURL string
+	// Webhooks are the configured webhook endpoints' names: each gets an event of what
+	// the handlers did (service request opened, part reservation, prompt).
+	Webhooks []string
 	// From is the sender address the mailer uses; its domain ends the Message-IDs.
 	From   string
 	Now    func() time.Time
@@ -125,15 +130,25 @@ func (h handlers) serviceRequest(ctx context.Context, job outbox.Job) (string, e
 	desc := truncate(p.Arg+"\n\nAlert "+p.Rule+": "+p.Message, cloudstore.MaxDescriptionBytes)
 	r, err := h.Store.CreateServiceRequest(ctx, cloudstore.NewServiceRequest{Device: p.Device, OwnerID: info.OwnerID, AlertID: job.AlertID,
 		Source: cloudstore.SourceRule, Description: desc, CreatedAt: h.Now()})
+	result := fmt.Sprintf("service request %d", r.ID)
 	switch {
 	case errors.Is(err, cloudstore.ErrConflict):
-		return "service request exists already", nil
+		// A run after a crash: the request exists; make sure of its event below.
+		rs, err := h.Store.ListServiceRequests(ctx, cloudstore.ServiceRequestFilter{AlertID: job.AlertID, Limit: 1})
+		if err != nil || len(rs) == 0 {
+			return "", fmt.Errorf("service request of alert %d: %w", job.AlertID, errors.Join(err, cloudstore.ErrNotFound))
+		}
+		r, result = rs[0], "service request exists already"
 	case errors.Is(err, cloudstore.ErrInvalid):
 		return "", outbox.Permanent(err)
 	case err != nil:
 		return "", err
 	}
-	return fmt.Sprintf("service request %d", r.ID), nil
+	if err := h.event(ctx, job, p, WebhookServiceRequestOpened, "", ServiceRequestEvent{ID: r.ID, Product: p.Product, Device: p.Device,
+		Rule: p.Rule, AlertOpened: p.OpenedAt, Description: r.Description}); err != nil {
+		return "", err
+	}
+	return result, nil
 }
 
 // reservePart reserves the part at the appliance's repair shop when it is under
@@ -163,15 +178,15 @@ func (h handlers) reservePart(ctx context.Context, job outbox.Job) (string, erro
 	rec := cloudstore.Reservation{Device: p.Device, AlertID: job.AlertID, Part: p.Arg, Shop: info.Shop, CreatedAt: now}
 	if _, declared := settings.Parts[p.Arg]; !declared {
 		rec.State, rec.Reason = cloudstore.ReservationFailed, "the part is no longer declared in the product's rule file"
-		return h.record(ctx, rec)
+		return h.record(ctx, job, p, rec)
 	}
 	if reason := outOfWarranty(info, settings.Warranty, now); reason != "" {
 		rec.State, rec.Reason = cloudstore.ReservationOutOfWarranty, reason
-		return h.record(ctx, rec)
+		return h.record(ctx, job, p, rec)
 	}
 	if info.Shop == "" || h.Shops == nil {
 		rec.State, rec.Reason = cloudstore.ReservationNoShop, "the appliance has no repair shop"
-		return h.record(ctx, rec)
+		return h.record(ctx, job, p, rec)
 	}
 	res, err := h.Shops.Reserve(ctx, info.Shop, job.Key, shop.ReservationRequest{Part: p.Arg, Device: p.Device, Product: p.Product,
 		CustomerRef: fmt.Sprintf("moat-alert-%d", job.AlertID), Reason: oneLine("alert "+p.Rule+": "+p.Message, shop.MaxReasonBytes)})
@@ -188,7 +203,7 @@ func (h handlers) reservePart(ctx context.Context, job outbox.Job) (string, erro
 	default:
 		rec.State, rec.Reference = cloudstore.ReservationReserved, res.ID
 	}
-	return h.record(ctx, rec)
+	return h.record(ctx, job, p, rec)
 }
 
 // outOfWarranty says why an appliance is out of warranty at now, or "" when it is in.
@@ -204,20 +219,35 @@ func outOfWarranty(info cloudstore.ApplianceInfo, warranty time.Duration, now ti
 	return ""
 }
 
-func (h handlers) record(ctx context.Context, r cloudstore.Reservation) (string, error) {
+func (h handlers) record(ctx context.Context, job outbox.Job, p Payload, r cloudstore.Reservation) (string, error) {
 	_, err := h.Store.RecordReservation(ctx, r)
+	result := r.State + ": " + r.Reason
+	if r.State == cloudstore.ReservationReserved {
+		result = fmt.Sprintf("reserved %s at %s", r.Reference, r.Shop)
+	}
 	switch {
 	case errors.Is(err, cloudstore.ErrConflict):
-		return "reservation recorded already", nil
+		// A run after a crash: report the outcome recorded first.
+		rs, err := h.Store.ListReservations(ctx, cloudstore.ReservationFilter{AlertID: job.AlertID, Limit: 100})
+		if err != nil {
+			return "", err
+		}
+		for _, x := range rs {
+			if x.Part == r.Part {
+				r = x
+			}
+		}
+		result = "reservation recorded already"
 	case errors.Is(err, cloudstore.ErrInvalid):
 		return "", outbox.Permanent(err)
 	case err != nil:
 		return "", err
 	}
-	if r.State == cloudstore.ReservationReserved {
-		return fmt.Sprintf("reserved %s at %s", r.Reference, r.Shop), nil
+	if err := h.event(ctx, job, p, WebhookPartReservation, r.Part, ReservationEvent{Product: p.Product, Device: p.Device, Rule: p.Rule,
+		AlertOpened: p.OpenedAt, Part: r.Part, Shop: r.Shop, State: r.State, Reference: r.Reference, Reason: r.Reason}); err != nil {
+		return "", err
 	}
-	return r.State + ": " + r.Reason, nil
+	return result, nil
 }
 
 // prompt stores a purchase prompt for the alert and enqueues its mail to a verified owner.
@@ -249,6 +279,10 @@ func (h handlers) prompt(ctx context.Context, job outbox.Job) (string, error) {
 	case errors.Is(err, cloudstore.ErrInvalid):
 		return "", outbox.Permanent(err)
 	case err != nil:
+		return "", err
+	}
+	if err := h.event(ctx, job, p, WebhookPromptCreated, c.Name, PromptEvent{Product: p.Product, Device: p.Device, Rule: p.Rule,
+		AlertOpened: p.OpenedAt, Consumable: c.Name, BuyURL: c.BuyURL}); err != nil {
 		return "", err
 	}
 	info, err := h.Store.ApplianceInfo(ctx, p.Device)

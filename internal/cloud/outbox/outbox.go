@@ -109,7 +109,8 @@ type WebhookPayload struct {
 
 // WebhookEvent is the body of a webhook delivery (Standard Webhooks' envelope).
 type WebhookEvent struct {
-	// Type is "alert.opened", "service_request.opened", "part.reserved" or "prompt.created".
+	// Type is "alert.opened", "service_request.opened", "part.reservation" or
+	// "prompt.created" (internal/cloud/actions).
 	Type      string          `json:"type"`
 	Timestamp time.Time       `json:"timestamp"`
 	Data      json.RawMessage `json:"data"`
