@@ -50,3 +50,23 @@ func (s *Store) ResetOwnerPassword(ctx context.Context, hash, passwordHash strin
 	}
 	return s.GetOwner(ctx, id)
 }
+
+// OwnerByResetToken returns the owner of the unused reset token with hash, unexpired at
+// at, without spending it. Anything else is ErrNotFound.
+func (s *Store) OwnerByResetToken(ctx context.Context, hash string, at time.Time) (Owner, error) {
+	if !hashRE.MatchString(hash) || at.IsZero() {
+		return Owner{}, fmt.Errorf("owner token: %w", ErrNotFound)
+	}
+	var id int64
+	err := s.inReadTx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT owner_id FROM owner_tokens
+			WHERE hash = $1 AND purpose = $2 AND used_us IS NULL AND expires_us > $3`, hash, TokenReset, us(at)).Scan(&id)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return Owner{}, fmt.Errorf("owner token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Owner{}, err
+	}
+	return s.GetOwner(ctx, id)
+}

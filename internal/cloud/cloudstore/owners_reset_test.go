@@ -83,6 +83,14 @@ func testOwnerReset(t *testing.T, s *cloudstore.Store) {
 				t.Fatal(err)
 			}
 		}
+		if got, err := s.OwnerByResetToken(ctx, reset.Hash, t0.Add(time.Minute)); err != nil || got.ID != o.ID {
+			t.Errorf("OwnerByResetToken(good) = %+v, %v; want the owner", got, err)
+		}
+		for name, h := range map[string]string{"expired": exp.Hash, "verify": verify.Hash, "malformed": "x"} {
+			if _, err := s.OwnerByResetToken(ctx, h, t0.Add(time.Hour)); !errors.Is(err, cloudstore.ErrNotFound) {
+				t.Errorf("OwnerByResetToken(%s) = %v, want ErrNotFound", name, err)
+			}
+		}
 		if _, err := s.ResetOwnerPassword(ctx, exp.Hash, newPHC, t0.Add(time.Hour)); !errors.Is(err, cloudstore.ErrNotFound) {
 			t.Errorf("ResetOwnerPassword(expired) = %v, want ErrNotFound", err)
 		}
@@ -105,6 +113,9 @@ func testOwnerReset(t *testing.T, s *cloudstore.Store) {
 		// The refused attempts spent nothing: the reset token still works.
 		if _, err := s.ResetOwnerPassword(ctx, reset.Hash, newPHC, t0.Add(time.Minute)); err != nil {
 			t.Errorf("ResetOwnerPassword(good token after refusals) = %v", err)
+		}
+		if _, err := s.OwnerByResetToken(ctx, reset.Hash, t0.Add(2*time.Minute)); !errors.Is(err, cloudstore.ErrNotFound) {
+			t.Errorf("OwnerByResetToken(spent) = %v, want ErrNotFound", err)
 		}
 	})
 }
