@@ -174,6 +174,7 @@ type Service struct {
 
 	signInFailures *prometheus.CounterVec
 	claimFailures  *prometheus.CounterVec
+	resets         *prometheus.CounterVec
 }
 
 // New returns a Service.
@@ -195,8 +196,9 @@ func New(cfg Config) (*Service, error) {
 			Help: "Owners' portal sign-ins refused, by reason."}, []string{"reason"}),
 		claimFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: metricClaimFailures,
 			Help: "Owners' portal appliance claims refused, by reason."}, []string{"reason"}),
+		resets: newResetMetric(),
 	}
-	if err := errors.Join(cfg.Registerer.Register(s.signInFailures), cfg.Registerer.Register(s.claimFailures)); err != nil {
+	if err := errors.Join(cfg.Registerer.Register(s.signInFailures), cfg.Registerer.Register(s.claimFailures), cfg.Registerer.Register(s.resets)); err != nil {
 		return nil, fmt.Errorf("owners: register metrics: %w", err)
 	}
 	for _, r := range []string{ReasonInvalid, ReasonUnknownEmail, ReasonBadPassword, ReasonLocked, ReasonUnverified, ReasonThrottled, ReasonBusy} {
@@ -204,6 +206,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	for _, r := range []string{ReasonMalformed, ReasonBadCode, ReasonThrottled, ReasonTooMany} {
 		s.claimFailures.WithLabelValues(r)
+	}
+	for _, r := range resetResults {
+		s.resets.WithLabelValues(r)
 	}
 	var err error
 	if s.dummy, err = s.hash.hash(context.Background(), "moat dummy password for unknown addresses"); err != nil {

@@ -192,7 +192,8 @@ const (
 // TestBrowser_Portal drives the owners' portal in headless Chromium, as an owner on a
 // phone: sign up, follow the mailed verification link (read from the outbox), sign in,
 // claim an appliance with its code, see the usage charts, request service, answer the
-// rinse-agent prompt, hand the appliance over. Along the way: the session cookie's flags,
+// rinse-agent prompt, hand the appliance over, sign out, forget the password and set a new
+// one with the mailed reset link, sign in with it. Along the way: the session cookie's flags,
 // the CSP header of every page, a code that works once, another owner's appliance as 404,
 // device- and owner-written payloads shown as text, and a form stripped of its CSRF token
 // refused. Each page is saved as a screenshot in ArtifactsDir.
@@ -378,6 +379,39 @@ func TestBrowser_Portal(t *testing.T) {
 	b.do("sign out", chromedp.Navigate(applianceURL), chromedp.WaitVisible(chromedp.ID("sign-out")),
 		chromedp.Click(chromedp.ID("sign-out")), chromedp.WaitVisible(chromedp.ID("sign-in")))
 	b.do("after sign-out", chromedp.Navigate(applianceURL), chromedp.WaitVisible(chromedp.ID("sign-in")))
+
+	// Forgot the password: ask for a link, follow it from the mail (the outbox row), set
+	// a new password, sign in with it.
+	b.do("forgot the password", chromedp.Click(chromedp.ID("forgot")), chromedp.WaitVisible(chromedp.ID("reset")))
+	b.shot("12-forgot-password")
+	b.do("ask for a reset link",
+		chromedp.SendKeys(chromedp.ID("email"), "ann@example.com"),
+		chromedp.Click(chromedp.ID("reset")),
+	)
+	b.waitText("#message", "If ann@example.com has an account")
+	b.shot("13-reset-mailed")
+	b.do("follow the reset link", chromedp.Navigate(w.resetLink("ann@example.com")), chromedp.WaitVisible(chromedp.ID("set-password")))
+	b.shot("14-new-password")
+	b.do("set the new password",
+		chromedp.SendKeys(chromedp.ID("password"), "my new dishwasher password"),
+		chromedp.SendKeys(chromedp.ID("password2"), "my new dishwasher password"),
+		chromedp.Click(chromedp.ID("set-password")),
+	)
+	b.waitText("#notice", "password is changed")
+	// The token went in the form's body: the page after it has no query to leak.
+	if q := run(b, "read location", chromedp.Evaluate[string](`location.search`)); q != "" {
+		t.Errorf("after the reset the address has the query %q, want none", q)
+	}
+	b.shot("15-password-changed")
+	b.do("sign in with the new password",
+		chromedp.Click(chromedp.ID("to-sign-in")),
+		chromedp.WaitVisible(chromedp.ID("email")),
+		chromedp.SendKeys(chromedp.ID("email"), "ann@example.com"),
+		chromedp.SendKeys(chromedp.ID("password"), "my new dishwasher password"),
+		chromedp.Click(chromedp.ID("sign-in")),
+		chromedp.WaitVisible(chromedp.ID("owner-name")),
+	)
+	b.shot("16-signed-in-after-reset")
 
 	_, csp := b.seen.snapshot()
 	if len(csp) < 10 {

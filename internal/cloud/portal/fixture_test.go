@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -53,6 +54,26 @@ type world struct {
 	path   string
 	clock  *clock
 	seq    uint64
+	// logs holds everything the portal and the owners' service logged.
+	logs *logBuffer
+}
+
+// logBuffer is a bytes.Buffer safe for the server's goroutines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 var shops = []Shop{{ID: "seattle-north", Name: "Seattle North Appliance Repair"}, {ID: "tacoma", Name: "Tacoma Fix-It"}}
@@ -70,7 +91,8 @@ func newWorld(t *testing.T) *world {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c := &clock{}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := &logBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
 	svc, err := owners.New(owners.Config{Store: st, BaseURL: srv.URL, Now: c.Now, Logger: log, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -87,11 +109,32 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	p.Register(mux)
-	return &world{t: t, srv: srv, portal: p, owners: svc, store: st, path: path, clock: c}
+	return &world{t: t, srv: srv, portal: p, owners: svc, store: st, path: path, clock: c, logs: logs}
 }
 
 // verifyLink returns the last verification link mailed to email, read from the outbox.
 func (w *world) verifyLink(email string) string {
+	w.t.Helper()
+	link := w.mailedLink(email, "/portal/verify?token=")
+	if link == "" {
+		w.t.Fatalf("no verification link mailed to %s", email)
+	}
+	return link
+}
+
+// resetLink returns the last password reset link mailed to email.
+func (w *world) resetLink(email string) string {
+	w.t.Helper()
+	link := w.mailedLink(email, "/portal/reset/confirm?token=")
+	if link == "" {
+		w.t.Fatalf("no reset link mailed to %s", email)
+	}
+	return link
+}
+
+// mailedLink returns the last link to path mailed to email, read from the outbox ("" when
+// there is none).
+func (w *world) mailedLink(email, path string) string {
 	w.t.Helper()
 	db, err := moatsqlite.OpenPool(w.t.Context(), w.path, true)
 	if err != nil {
@@ -111,13 +154,13 @@ func (w *world) verifyLink(email string) string {
 			w.t.Fatalf("outbox row %q: %v", p, err)
 		}
 		if m.To == email {
-			if i := strings.Index(m.Text, w.srv.URL+"/portal/verify?token="); i >= 0 {
+			if i := strings.Index(m.Text, w.srv.URL+path); i >= 0 {
 				link = strings.Fields(m.Text[i:])[0]
 			}
 		}
 	}
-	if err := rows.Err(); err != nil || link == "" {
-		w.t.Fatalf("no verification link mailed to %s (%v)", email, err)
+	if err := rows.Err(); err != nil {
+		w.t.Fatal(err)
 	}
 	return link
 }

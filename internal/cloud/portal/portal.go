@@ -39,7 +39,7 @@ import (
 )
 
 // Cookie names: the session's, and the anonymous one that keys the CSRF token of forms
-// shown before sign-in (sign-in, sign-up, resend).
+// shown before sign-in (sign-in, sign-up, resend, password reset).
 const (
 	SessionCookie = "__Host-moat_portal"
 	PreCookie     = "__Host-moat_portal_pre"
@@ -119,22 +119,19 @@ func New(cfg Config) (*Portal, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Portal{cfg: cfg, log: cfg.Logger, pages: pages, anon: httpapi.NewLimiter(MaxAnonymousRequests), cop: http.NewCrossOriginProtection()}
-	p.cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.fail(w, r, http.StatusForbidden, "This form was sent from another site and was refused.")
-	}))
-	return p, nil
+	return &Portal{cfg: cfg, log: cfg.Logger, pages: pages, anon: httpapi.NewLimiter(MaxAnonymousRequests), cop: http.NewCrossOriginProtection()}, nil
 }
 
 // Register adds the portal's routes, all under /portal/, to mux.
 func (p *Portal) Register(mux *http.ServeMux) {
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /portal/static/", webui.Headers(false, http.StripPrefix("/portal/static/", http.FileServerFS(static))))
+	files := http.StripPrefix("/portal/static/", http.FileServerFS(static))
+	mux.Handle("GET /portal/static/", webui.Headers(false, p.logged(func(q *req) { files.ServeHTTP(q.w, q.r) })))
 	for _, rt := range p.routes() {
-		mux.Handle(rt.method+" "+rt.pattern, webui.Headers(true, p.cop.Handler(p.handle(rt))))
+		mux.Handle(rt.method+" "+rt.pattern, webui.Headers(true, p.logged(p.handle(rt))))
 	}
-	mux.Handle("/portal/", webui.Headers(true, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.fail(w, r, http.StatusNotFound, "There is no such page.")
+	mux.Handle("/portal/", webui.Headers(true, p.logged(func(q *req) {
+		p.fail(q.w, q.r, http.StatusNotFound, "There is no such page.")
 	})))
 }
 
@@ -156,6 +153,10 @@ func (p *Portal) routes() []route {
 		{"GET", "/portal/verify", false, p.verify},
 		{"GET", "/portal/resend", false, p.resendForm},
 		{"POST", "/portal/resend", false, p.resend},
+		{"GET", "/portal/reset", false, p.resetForm},
+		{"POST", "/portal/reset", false, p.reset},
+		{"GET", "/portal/reset/confirm", false, p.resetConfirmForm},
+		{"POST", "/portal/reset/confirm", false, p.resetConfirm},
 		{"GET", "/portal/sign-in", false, p.signInForm},
 		{"POST", "/portal/sign-in", false, p.signIn},
 		{"POST", "/portal/sign-out", true, p.signOut},
@@ -179,9 +180,35 @@ type req struct {
 	csrf  string
 }
 
-func (p *Portal) handle(rt route) http.Handler {
+// logged serves serve with the request's ID (X-Request-Id) and one access line when it
+// is done: the path without the query (a mailed link's token is in the query) and the
+// owner when signed in; never a form field, cookie or token
+// (TestPortal_AccessLogHoldsNoSecrets).
+func (p *Portal) logged(serve func(*req)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := &req{w: w, r: r}
+		var limit int64
+		if r.Method == http.MethodPost {
+			limit = MaxFormBytes
+		}
+		x := httpapi.Begin(w, r, limit)
+		q := &req{w: x.W, r: x.R}
+		serve(q)
+		attrs := []any{"request_id", x.ID, "method", r.Method, "path", r.URL.Path, "status", x.W.Status(),
+			"duration_ms", float64(time.Since(x.Start).Microseconds()) / 1000, "remote_addr", r.RemoteAddr}
+		if q.owner != nil {
+			attrs = append(attrs, "owner_id", q.owner.ID)
+		}
+		p.log.InfoContext(x.R.Context(), "portal request", attrs...)
+	})
+}
+
+func (p *Portal) handle(rt route) func(*req) {
+	return func(q *req) {
+		w, r := q.w, q.r
+		if err := p.cop.Check(r); err != nil {
+			p.fail(w, r, http.StatusForbidden, "This form was sent from another site and was refused.")
+			return
+		}
 		if sid := webui.SessionID(r, SessionCookie); sid != "" {
 			o, err := p.cfg.Owners.Session(r.Context(), sid)
 			switch {
@@ -234,7 +261,7 @@ func (p *Portal) handle(rt route) http.Handler {
 		if err := rt.h(q); err != nil {
 			p.internal(w, r, err)
 		}
-	})
+	}
 }
 
 // internal answers an unexpected error: logged here, once, never shown.
