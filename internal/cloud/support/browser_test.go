@@ -90,7 +90,7 @@ func TestBrowser_Support(t *testing.T) {
 	}
 	shot := func(name string) {
 		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG; below it, JPEG
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
