@@ -309,6 +309,8 @@ Try it from another terminal:
   moat device show %s
   moat cloud telemetry %s --since 10m --cloud %s --cloud-ca %s
   moat cloud diagnostics run %s --command heater-self-test --wait --cloud %s --cloud-ca %s
+  moat cloud service-requests list --cloud %s --cloud-ca %s
+  moat cloud reservations list --cloud %s --cloud-ca %s
 
 The demo runs until Ctrl-C.
 `, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
@@ -316,6 +318,7 @@ The demo runs until Ctrl-C.
 		d.Result.CloudURL, d.Result.Owners[0].Email, d.Result.Owners[0].Password, d.Result.Owners[1].Email, d.Result.Owners[1].Password,
 		d.Result.CloudURL, d.Result.ShopURL,
 		d.Result.URL, d.Result.CAFile, d.Result.AdminToken, d.Result.Devices[len(d.Result.Devices)-1].ID,
-		d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile, d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile)
+		d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile, d.Result.Devices[0].ID, d.Result.CloudURL, d.Result.CloudCAFile,
+		d.Result.CloudURL, d.Result.CloudCAFile, d.Result.CloudURL, d.Result.CloudCAFile)
 	return nil
 }
