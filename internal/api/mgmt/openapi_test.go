@@ -146,7 +146,7 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		deps := a.groupPath() + "/deployments"
 		check(a.admin, "GET", deps, "")
 		check(a.admin, "GET", deps+"/"+a.deployments[0], "")
-		check(a.admin, "POST", deps+"/rollback", `{}`)                                // 400 problem: the planted target is in no apps.json
+		check(a.admin, "POST", deps+"/rollback", `{}`)                              // 400 problem: the planted target is in no apps.json
 		check(a.admin, "POST", deps+"/rollback", `{"to":"`+w.b.deployments[0]+`"}`) // 404 problem
 		var mc struct {
 			Member struct {
