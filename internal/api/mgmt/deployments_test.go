@@ -67,7 +67,7 @@ func TestAPI_DeploymentGetAndRollbackRefusals(t *testing.T) {
 		nothing(a.groupPath()+"/deployments/rollback", map[string]string{"to": a.deployments[1]})
 		var gs list
 		a.admin.must(200, "GET", a.productPath()+"/device-groups", nil).decode(t, &gs)
-		var empty, one fixture = a, a
+		empty, one := a, a
 		for _, g := range gs.Items {
 			switch {
 			case g.ID == a.group.ID:
