@@ -42,6 +42,15 @@ func TestAPI_DeploymentGetAndRollbackRefusals(t *testing.T) {
 		bGroupInA := strings.Replace(b.groupPath(), b.tenant, a.tenant, 1)
 		notFound("POST", bGroupInA+"/deployments/rollback", map[string]string{}, "device_group_not_found")
 
+		// The literal path beside the wildcard: another method is 405 with Allow, not a
+		// lookup of a deployment named "rollback".
+		if r := a.admin.must(405, "GET", a.groupPath()+"/deployments/rollback", nil); r.Header.Get("Allow") != "POST" {
+			t.Errorf("GET .../deployments/rollback: Allow %q, want POST", r.Header.Get("Allow"))
+		}
+		if r := a.admin.must(405, "DELETE", a.groupPath()+"/deployments/"+a.deployments[0], nil); r.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("DELETE .../deployments/{deployment}: Allow %q, want GET, HEAD", r.Header.Get("Allow"))
+		}
+
 		if p := w.readerA.must(403, "POST", a.groupPath()+"/deployments/rollback", map[string]string{}).problem(t); p.Code == "" {
 			t.Error("a Reader's rollback: problem without a code")
 		}
