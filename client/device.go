@@ -123,6 +123,14 @@ type Deployment struct {
 	SHA256    string    `json:"sha256"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
+	// Reverts is set on a rollback: the deployment that was current and is reverted.
+	Reverts string `json:"reverts,omitempty"`
+}
+
+// DeploymentRollback names the earlier deployment to deploy again; empty To means the one
+// before the current one.
+type DeploymentRollback struct {
+	To string `json:"to,omitempty"`
 }
 
 // DeploymentCreate names the app image (apps/<name>/<version>) to deploy.
@@ -246,6 +254,21 @@ func (c *Client) ListDeployments(ctx context.Context, tenant, product, group str
 func (c *Client) CreateDeployment(ctx context.Context, tenant, product, group string, req DeploymentCreate) (Deployment, error) {
 	var out Deployment
 	err := c.do(ctx, request{method: http.MethodPost, path: []string{"tenants", tenant, "products", product, "device-groups", group, "deployments"}, body: req}, &out)
+	return out, err
+}
+
+// GetDeployment returns one of a device group's deployments.
+func (c *Client) GetDeployment(ctx context.Context, tenant, product, group, id string) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, request{method: http.MethodGet, path: []string{"tenants", tenant, "products", product, "device-groups", group, "deployments", id}}, &out)
+	return out, err
+}
+
+// RollbackDeployment deploys an earlier deployment's target to the group again; the new
+// deployment's Reverts names the deployment it replaced.
+func (c *Client) RollbackDeployment(ctx context.Context, tenant, product, group string, req DeploymentRollback) (Deployment, error) {
+	var out Deployment
+	err := c.do(ctx, request{method: http.MethodPost, path: []string{"tenants", tenant, "products", product, "device-groups", group, "deployments", "rollback"}, body: req}, &out)
 	return out, err
 }
 

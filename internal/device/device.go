@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/attest"
+	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
@@ -310,6 +311,9 @@ type Deployment struct {
 	SHA256    string    `json:"sha256"`
 	CreatedAt time.Time `json:"created_at"`
 	CreatedBy string    `json:"created_by"`
+	// Reverts is set on a rollback: the ID of the deployment that was current and is
+	// reverted; Target is then an earlier deployment's target.
+	Reverts string `json:"reverts,omitempty"`
 }
 
 // DeploymentIDPrefix starts every deployment ID; CAIDPrefix every CA ID.
@@ -321,6 +325,21 @@ const (
 // DeploymentCreate is the body of a deployment request.
 type DeploymentCreate struct {
 	Target string `json:"target"`
+}
+
+// DeploymentRollback is the body of a rollback request: To names the earlier deployment
+// whose target to deploy again; empty means the one before the current one.
+type DeploymentRollback struct {
+	To string `json:"to,omitempty"`
+}
+
+// Validate checks the request's shape; the deployment is looked up by the caller.
+func (d DeploymentRollback) Validate() error {
+	var v problem.Validation
+	if d.To != "" && !ident.Valid(DeploymentIDPrefix, d.To) {
+		v.Add("to", "invalid_deployment_id", "to must be a deployment ID (dep_...)")
+	}
+	return v.Err()
 }
 
 // Validate checks the request's shape; the target is looked up by the caller.

@@ -453,6 +453,8 @@ type Deployments interface {
 	Create(ctx context.Context, d device.Deployment) error
 	// Current returns the group's newest deployment; ErrNotFound when it has none.
 	Current(ctx context.Context, pid product.ID, gid product.GroupID) (device.Deployment, error)
+	// Get returns one deployment of the group; ErrNotFound when the group has none by that ID.
+	Get(ctx context.Context, pid product.ID, gid product.GroupID, id string) (device.Deployment, error)
 	// List returns a group's deployments, newest first.
 	List(ctx context.Context, pid product.ID, gid product.GroupID, p Page) ([]device.Deployment, error)
 }

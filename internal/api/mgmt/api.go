@@ -137,6 +137,11 @@ const (
 	Devices = httpapi.Devices
 )
 
+// standardMethods are the HTTP methods of RFC 9110 and PATCH: another one on a known path
+// is answered like an unknown path.
+var standardMethods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace}
+
 // Register adds the routes of the given audiences (Management when none is given) to
 // mux, with the OpenAPI document when Management is among them. The server gives each
 // audience its own listener.
@@ -153,16 +158,23 @@ func (a *API) Register(mux *http.ServeMux, auds ...Audience) {
 		allowed[rt.Pattern] = append(allowed[rt.Pattern], rt.Method)
 	}
 	// Another method on a known path is a problem document with Allow, not the mux's
-	// plain-text 405.
+	// plain-text 405. The fallback names each other method rather than none: a method-less
+	// pattern for a literal path (.../deployments/rollback, POST) would conflict with a GET
+	// of its wildcard sibling (.../deployments/{deployment}).
 	for pattern, methods := range allowed {
 		allow := strings.Join(methods, ", ")
 		if slices.Contains(methods, http.MethodGet) {
 			allow += ", HEAD"
 		}
-		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		notAllowed := func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", allow)
 			problem.Write(w, r, problem.New(problem.MethodNotAllowed, "method_not_allowed", "%s is not allowed here; use %s", r.Method, allow))
-		})
+		}
+		for _, m := range standardMethods {
+			if !slices.Contains(methods, m) && (m != http.MethodHead || !slices.Contains(methods, http.MethodGet)) {
+				mux.HandleFunc(m+" "+pattern, notAllowed)
+			}
+		}
 	}
 	if slices.Contains(auds, Management) {
 		a.registerOpenAPI(mux)

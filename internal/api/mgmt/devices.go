@@ -18,6 +18,7 @@ import (
 	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/problem"
 	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
@@ -406,18 +407,9 @@ func (a *API) createDeployment(c *call) (any, error) {
 	if err != nil {
 		return nil, storeProblem(err, "device_group", string(gid))
 	}
-	cat, err := a.repo.Catalog(c.ctx, c.tenant)
+	im, err := a.deployableImage(c, p, req.Target, "target", "")
 	if err != nil {
-		return nil, problem.Wrap(err)
-	}
-	im, ok := cat.Images[req.Target]
-	if !ok || im.Kind != "app" {
-		return nil, &problem.Error{Kind: problem.Invalid, Code: "image_not_found", Field: "target",
-			Detail: fmt.Sprintf("%s is not a current app image of this tenant (moat image list)", truncate(req.Target))}
-	}
-	if !strings.EqualFold(im.Product, p.Name) {
-		return nil, &problem.Error{Kind: problem.Invalid, Code: "wrong_product", Field: "target",
-			Detail: fmt.Sprintf("%s is for product %s, not %s", im.Path, im.Product, p.Name)}
+		return nil, err
 	}
 	d := device.Deployment{ID: ident.New(device.DeploymentIDPrefix, c.now), TenantID: c.tenant, ProductID: pid, GroupID: gid,
 		Target: im.Path, SHA256: im.SHA256, CreatedAt: c.now, CreatedBy: c.principal.User.Name}
@@ -434,6 +426,126 @@ func (a *API) createDeployment(c *call) (any, error) {
 		return nil, storeProblem(err, "device_group", string(gid))
 	}
 	a.fleet.Notify(c.tenant) // the group's devices should run the deployment
+	return d, nil
+}
+
+// deployableImage returns target's entry in the tenant's catalog (its current apps.json)
+// when it is an app image for product p: what every new deployment, a rollback included,
+// must name. A revoked or removed target is no longer in the catalog. field names the
+// request field the problem is about; why, when set, starts the detail.
+func (a *API) deployableImage(c *call, p product.Product, target, field, why string) (repo.Image, error) {
+	cat, err := a.repo.Catalog(c.ctx, c.tenant)
+	if err != nil {
+		return repo.Image{}, problem.Wrap(err)
+	}
+	im, ok := cat.Images[target]
+	if !ok || im.Kind != "app" {
+		return repo.Image{}, &problem.Error{Kind: problem.Invalid, Code: "image_not_found", Field: field,
+			Detail: fmt.Sprintf("%s%s is not a current app image of this tenant (moat image list)", why, truncate(target))}
+	}
+	if !strings.EqualFold(im.Product, p.Name) {
+		return repo.Image{}, &problem.Error{Kind: problem.Invalid, Code: "wrong_product", Field: field,
+			Detail: fmt.Sprintf("%s%s is for product %s, not %s", why, im.Path, im.Product, p.Name)}
+	}
+	return im, nil
+}
+
+func (a *API) getDeployment(c *call) (any, error) {
+	pid, gid := product.ID(c.r.PathValue("product")), product.GroupID(c.r.PathValue("group"))
+	id, err := pathID(c.r, "deployment", device.DeploymentIDPrefix, "deployment")
+	if err != nil {
+		return nil, err
+	}
+	var d device.Deployment
+	err = a.readTenant(c, func(tt store.TenantTx) error {
+		if _, err := tt.Groups().Get(c.ctx, pid, gid); err != nil {
+			return storeProblem(err, "device_group", string(gid))
+		}
+		d, err = tt.Deployments().Get(c.ctx, pid, gid, id)
+		return storeProblem(err, "deployment", id)
+	})
+	if err != nil {
+		return nil, storeProblem(err, "device_group", string(gid))
+	}
+	return d, nil
+}
+
+// rollbackDeployment deploys an earlier deployment's target again: a new deployment that
+// names the one it reverts (the group's current one). The target must still be deployable,
+// exactly as for createDeployment; otherwise nothing changes.
+func (a *API) rollbackDeployment(c *call) (any, error) {
+	req := c.body.(device.DeploymentRollback)
+	pid, gid := product.ID(c.r.PathValue("product")), product.GroupID(c.r.PathValue("group"))
+	var (
+		p       product.Product
+		cur, to device.Deployment
+		nothing = problem.New(problem.Conflict, "nothing_to_roll_back", "nothing to roll back to: the group has no deployment before its current one")
+	)
+	err := a.readTenant(c, func(tt store.TenantTx) error {
+		var err error
+		if p, err = tt.Products().Get(c.ctx, pid); err != nil {
+			return storeProblem(err, "device_group", string(gid))
+		}
+		if _, err = tt.Groups().Get(c.ctx, pid, gid); err != nil {
+			return storeProblem(err, "device_group", string(gid))
+		}
+		recent, err := tt.Deployments().List(c.ctx, pid, gid, store.Page{Limit: 2})
+		switch {
+		case err != nil:
+			return problem.Wrap(err)
+		case len(recent) == 0:
+			return nothing
+		}
+		cur = recent[0]
+		if req.To == "" {
+			if len(recent) < 2 {
+				return nothing
+			}
+			to = recent[1]
+			return nil
+		}
+		to, err = tt.Deployments().Get(c.ctx, pid, gid, req.To)
+		return storeProblem(err, "deployment", req.To)
+	})
+	if err != nil {
+		return nil, storeProblem(err, "device_group", string(gid))
+	}
+	if to.ID == cur.ID {
+		return nil, &problem.Error{Kind: problem.Conflict, Code: "nothing_to_roll_back", Field: "to",
+			Detail: fmt.Sprintf("%s is the group's current deployment: nothing to roll back to", to.ID)}
+	}
+	field := "to"
+	if req.To == "" {
+		field = ""
+	}
+	im, err := a.deployableImage(c, p, to.Target, field, "cannot roll back to "+to.ID+": ")
+	if err != nil {
+		return nil, err
+	}
+	if im.SHA256 != to.SHA256 {
+		return nil, &problem.Error{Kind: problem.Conflict, Code: "image_changed", Field: field,
+			Detail: fmt.Sprintf("cannot roll back to %s: %s is now published with other content", to.ID, im.Path)}
+	}
+	d := device.Deployment{ID: ident.New(device.DeploymentIDPrefix, c.now), TenantID: c.tenant, ProductID: pid, GroupID: gid,
+		Target: im.Path, SHA256: im.SHA256, CreatedAt: c.now, CreatedBy: c.principal.User.Name, Reverts: cur.ID}
+	err = a.inTenant(c, func(tt store.TenantTx) error {
+		now, err := tt.Deployments().Current(c.ctx, pid, gid)
+		if err != nil {
+			return storeProblem(err, "device_group", string(gid))
+		}
+		if now.ID != cur.ID { // another deployment came in between
+			return problem.New(problem.Conflict, "deployment_changed", "the group's current deployment changed during the rollback; look again and retry")
+		}
+		if err := tt.Deployments().Create(c.ctx, d); err != nil {
+			return storeProblem(err, "device_group", string(gid))
+		}
+		return c.audit(tt, "deployment.rollback", "deployment", d.ID,
+			fmt.Sprintf("%s to group %s, reverting %s to %s", im.Path, gid, cur.ID, to.ID))
+	})
+	if err != nil {
+		return nil, storeProblem(err, "device_group", string(gid))
+	}
+	a.fleet.Notify(c.tenant) // the group's devices should run the earlier image again
 	return d, nil
 }
 

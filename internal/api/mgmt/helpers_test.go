@@ -12,7 +12,13 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/testenv"
 )
 
@@ -157,6 +163,9 @@ type fixture struct {
 	caID     string // the tenant's device CA (pending)
 	tokenID  string // the admin's API token
 	target   string // an uploaded image package by its TUF target name; set by tests that upload one
+	// deployments are the group's two deployments, oldest first, written to the store
+	// directly: their targets are in no apps.json, so a rollback to them is refused.
+	deployments [2]string
 }
 
 func newWorld(t testing.TB, opts ...testenv.ServerOption) *world {
@@ -198,8 +207,32 @@ func (w *world) tenant(t testing.TB, name string) fixture {
 	if len(cas.Items) == 0 || len(toks.Items) == 0 {
 		t.Fatalf("tenant %s: %d device CAs and %d tokens, want one of each", ten.ID, len(cas.Items), len(toks.Items))
 	}
-	return fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID, deviceID: dev.ID,
+	f := fixture{admin: admin, tenant: ten.ID, product: p, group: gs.Items[0], userID: mc.Member.User.ID, keyID: key.ID, deviceID: dev.ID,
 		caID: cas.Items[0].ID, tokenID: toks.Items[0].ID}
+	for i, v := range []string{"1.0.0", "1.0.1"} {
+		f.deployments[i] = w.plantDeployment(t, f, "apps/"+strings.ToLower(name)+"-app/"+v)
+	}
+	return f
+}
+
+// plantDeployment stores a deployment of target to f's group directly, bypassing the
+// catalog check, and returns its ID.
+func (w *world) plantDeployment(t testing.TB, f fixture, target string) string {
+	t.Helper()
+	now := time.Now()
+	d := device.Deployment{ID: ident.New(device.DeploymentIDPrefix, now), TenantID: tenant.ID(f.tenant), ProductID: product.ID(f.product.ID),
+		GroupID: product.GroupID(f.group.ID), Target: target, SHA256: strings.Repeat("ab", 32), CreatedAt: now, CreatedBy: "planted"}
+	err := w.srv.Store().InTx(t.Context(), func(tx store.Tx) error {
+		tt, err := tx.ForTenant(d.TenantID)
+		if err != nil {
+			return err
+		}
+		return tt.Deployments().Create(t.Context(), d)
+	})
+	if err != nil {
+		t.Fatalf("plant deployment %s: %v", target, err)
+	}
+	return d.ID
 }
 
 func (w *world) member(t testing.TB, f fixture, name, role string) *api {

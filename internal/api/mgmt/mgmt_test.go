@@ -289,16 +289,17 @@ var pathFixtures = map[string]struct {
 	of     func(fixture) string
 	shared bool
 }{
-	"tenant":  {of: func(f fixture) string { return f.tenant }},
-	"product": {of: func(f fixture) string { return f.product.ID }},
-	"group":   {of: func(f fixture) string { return f.group.ID }},
-	"user":    {of: func(f fixture) string { return f.userID }},
-	"key":     {of: func(f fixture) string { return f.keyID }},
-	"device":  {of: func(f fixture) string { return f.deviceID }},
-	"ca":      {of: func(f fixture) string { return f.caID }},
-	"token":   {of: func(f fixture) string { return f.tokenID }},
-	"target":  {of: func(f fixture) string { return f.target }},
-	"file":    {of: func(fixture) string { return "timestamp.json" }, shared: true},
+	"tenant":     {of: func(f fixture) string { return f.tenant }},
+	"product":    {of: func(f fixture) string { return f.product.ID }},
+	"group":      {of: func(f fixture) string { return f.group.ID }},
+	"user":       {of: func(f fixture) string { return f.userID }},
+	"key":        {of: func(f fixture) string { return f.keyID }},
+	"device":     {of: func(f fixture) string { return f.deviceID }},
+	"ca":         {of: func(f fixture) string { return f.caID }},
+	"token":      {of: func(f fixture) string { return f.tokenID }},
+	"target":     {of: func(f fixture) string { return f.target }},
+	"file":       {of: func(fixture) string { return "timestamp.json" }, shared: true},
+	"deployment": {of: func(f fixture) string { return f.deployments[0] }},
 	// An issue ID that is the tenant's alone; errorissues_test.go attacks issues that
 	// devices of one tenant reported through the other tenant.
 	"issue": {of: func(f fixture) string { return errreport.IssueID("tenant=" + f.tenant) }},
@@ -478,6 +479,8 @@ func validBody(t *testing.T, op string) any {
 		return map[string]any{"device_group": "DW100/Production", "blocked": true}
 	case "createDeployment":
 		return map[string]string{"target": "apps/dw100-app/1.0.0"}
+	case "rollbackDeployment":
+		return map[string]string{}
 	}
 	t.Fatalf("no valid body for operation %s; add one to validBody", op)
 	return nil

@@ -143,6 +143,11 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		check(a.admin, "DELETE", pp+"/device-groups/"+g.ID, "")
 		check(a.admin, "DELETE", pp, "", "If-Match", `"2"`)
 		check(a.admin, "GET", pp, "") // 404 problem
+		deps := a.groupPath() + "/deployments"
+		check(a.admin, "GET", deps, "")
+		check(a.admin, "GET", deps+"/"+a.deployments[0], "")
+		check(a.admin, "POST", deps+"/rollback", `{}`)                              // 400 problem: the planted target is in no apps.json
+		check(a.admin, "POST", deps+"/rollback", `{"to":"`+w.b.deployments[0]+`"}`) // 404 problem
 		var mc struct {
 			Member struct {
 				User struct{ ID string } `json:"user"`

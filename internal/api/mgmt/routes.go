@@ -176,6 +176,10 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), List: true, Status: 200, Handler: (*API).listDeployments},
 		{Method: "POST", Pattern: groupPath + "/deployments", OperationID: "createDeployment", Summary: "Deploy an app image (a current target of the tenant's apps.json, for the group's product) to a device group",
 			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.DeploymentCreate](), Response: typeOf[device.Deployment](), Status: 201, Handler: (*API).createDeployment},
+		{Method: "GET", Pattern: groupPath + "/deployments/{deployment}", OperationID: "getDeployment", Summary: "Get one of a device group's deployments",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).getDeployment},
+		{Method: "POST", Pattern: groupPath + "/deployments/rollback", OperationID: "rollbackDeployment", Summary: "Deploy an earlier deployment's target again (default: the one before the current one); the new deployment names the one it reverts",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.DeploymentRollback](), Response: typeOf[device.Deployment](), Status: 201, Handler: (*API).rollbackDeployment},
 
 		{Method: "POST", Pattern: "/api/v1/device/attestation/nonces", OperationID: "createAttestationNonce", Summary: "Device: get a single-use attestation nonce",
 			Auth: AuthDeviceProof, Request: typeOf[NonceRequest](), Response: typeOf[fleet.Nonce](), Status: 201, Handler: (*API).createNonce},

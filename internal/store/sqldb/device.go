@@ -358,21 +358,28 @@ func (s certificates) ListForDevice(ctx context.Context, id device.ID, n int) ([
 
 type deployments struct{ t *tenantTx }
 
-const deploymentCols = `id, tenant_id, product_id, group_id, target, sha256, created_at, created_by`
+const deploymentCols = `id, tenant_id, product_id, group_id, target, sha256, created_at, created_by, reverts`
 
 func scanDeployment(row interface{ Scan(...any) error }) (device.Deployment, error) {
 	var d device.Deployment
-	err := row.Scan(&d.ID, &d.TenantID, &d.ProductID, &d.GroupID, &d.Target, &d.SHA256, &d.CreatedAt, &d.CreatedBy)
-	d.CreatedAt = utc(d.CreatedAt)
+	var reverts sql.NullString
+	err := row.Scan(&d.ID, &d.TenantID, &d.ProductID, &d.GroupID, &d.Target, &d.SHA256, &d.CreatedAt, &d.CreatedBy, &reverts)
+	d.CreatedAt, d.Reverts = utc(d.CreatedAt), reverts.String
 	return d, err
 }
 
 // Create stores the deployment in the TenantTx's tenant; the foreign key to device_groups
 // (tenant_id first) refuses a group that is not the tenant's.
 func (s deployments) Create(ctx context.Context, d device.Deployment) error {
-	_, err := s.t.tx.exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		d.ID, s.t.id, d.ProductID, d.GroupID, d.Target, d.SHA256, utc(d.CreatedAt), d.CreatedBy)
+	_, err := s.t.tx.exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		d.ID, s.t.id, d.ProductID, d.GroupID, d.Target, d.SHA256, utc(d.CreatedAt), d.CreatedBy, sql.NullString{String: d.Reverts, Valid: d.Reverts != ""})
 	return err
+}
+
+func (s deployments) Get(ctx context.Context, pid product.ID, gid product.GroupID, id string) (device.Deployment, error) {
+	d, err := scanDeployment(s.t.tx.queryRow(ctx, `SELECT `+deploymentCols+` FROM deployments
+		WHERE tenant_id = $1 AND product_id = $2 AND group_id = $3 AND id = $4`, s.t.id, pid, gid, id))
+	return d, oneRow(err)
 }
 
 func (s deployments) Current(ctx context.Context, pid product.ID, gid product.GroupID) (device.Deployment, error) {

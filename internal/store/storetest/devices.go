@@ -48,6 +48,7 @@ var deploymentTests = []test{
 	{"CreateCurrentList", testDeploymentCurrentList},
 	{"CurrentBreaksTiesByID", testDeploymentCurrentTie},
 	{"CreateNeedsGroupAndUniqueID", testDeploymentCreateRefused},
+	{"GetAndReverts", testDeploymentGetReverts},
 }
 
 // newDevice returns an unregistered device whose ID ascends with the harness clock.
@@ -846,6 +847,12 @@ func (h *harness) currentDeployment(tid tenant.ID, g product.Group) (device.Depl
 	})
 }
 
+func (h *harness) getDeployment(tid tenant.ID, g product.Group, id string) (device.Deployment, error) {
+	return readIn(h, tid, func(ctx context.Context, tt store.TenantTx) (device.Deployment, error) {
+		return tt.Deployments().Get(ctx, g.ProductID, g.ID, id)
+	})
+}
+
 func (h *harness) listDeployments(tid tenant.ID, g product.Group, p store.Page) ([]device.Deployment, error) {
 	return readIn(h, tid, func(ctx context.Context, tt store.TenantTx) ([]device.Deployment, error) {
 		return tt.Deployments().List(ctx, g.ProductID, g.ID, p)
@@ -902,6 +909,35 @@ func testDeploymentCurrentTie(h *harness) {
 	}
 	got, err := h.currentDeployment(a.ID, g)
 	wantEqual(h.t, "Deployments().Current(two at the same time)", got, err, ds[0]) // the greater ID
+}
+
+// testDeploymentGetReverts: Get finds a deployment only in its own group, and a rollback's
+// Reverts survives the round trip while an ordinary deployment's stays empty.
+func testDeploymentGetReverts(h *harness) {
+	a := h.tenant("A")
+	p := h.product(a.ID, "DW100")
+	g, other := h.group(a.ID, p.ID, "Production"), h.group(a.ID, p.ID, "Development")
+	first := h.deployment(a.ID, g, "apps/dishwasher/1.0.0")
+	second := h.deployment(a.ID, g, "apps/dishwasher/1.0.1")
+	back := h.newDeployment(a.ID, g, first.Target)
+	back.Reverts = second.ID
+	if err := h.createDeployment(a.ID, back); err != nil {
+		h.t.Fatalf("Deployments().Create(rollback) = %v", err)
+	}
+
+	got, err := h.getDeployment(a.ID, g, first.ID)
+	wantEqual(h.t, "Deployments().Get(first)", got, err, first)
+	got, err = h.getDeployment(a.ID, g, back.ID)
+	wantEqual(h.t, "Deployments().Get(rollback)", got, err, back)
+	got, err = h.currentDeployment(a.ID, g)
+	wantEqual(h.t, "Deployments().Current after a rollback", got, err, back)
+	list, err := h.listDeployments(a.ID, g, store.Page{})
+	wantEqual(h.t, "Deployments().List with a rollback", list, err, []device.Deployment{back, second, first})
+
+	_, err = h.getDeployment(a.ID, other, first.ID)
+	wantErr(h.t, "Deployments().Get(another group's deployment)", err, store.ErrNotFound)
+	_, err = h.getDeployment(a.ID, g, h.ids(device.DeploymentIDPrefix, 1)[0])
+	wantErr(h.t, "Deployments().Get(unknown ID)", err, store.ErrNotFound)
 }
 
 func testDeploymentCreateRefused(h *harness) {
@@ -1038,6 +1074,8 @@ func testIsolationDeployments(h *harness) {
 	d := h.deployment(a.ID, g, "apps/dishwasher/1.0.0")
 	_, err := h.currentDeployment(b.ID, g)
 	wantErr(h.t, "B: Deployments().Current(A's group)", err, store.ErrNotFound)
+	_, err = h.getDeployment(b.ID, g, d.ID)
+	wantErr(h.t, "B: Deployments().Get(A's deployment)", err, store.ErrNotFound)
 	list, err := h.listDeployments(b.ID, g, store.Page{})
 	wantEmpty(h.t, "B: Deployments().List(A's group)", list, err)
 
