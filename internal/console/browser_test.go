@@ -6,7 +6,6 @@ import (
 	"encoding/csv"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -19,48 +18,18 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/testenv/browserenv"
 )
 
 // ArtifactsDir is where the browser test saves a screenshot of each page, from the
 // repository root (gitignored; named in the README).
 const ArtifactsDir = "test-artifacts/console"
 
-// chromium finds Debian's chromium (or MOAT_CHROMIUM). Without it the browser tests skip
-// locally and fail under CI=true: scripts/test.sh installs it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MOAT_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (set MOAT_CHROMIUM or install Debian's chromium; scripts/test.sh does)")
-	}
-	t.Skip("chromium not found; install Debian's chromium or set MOAT_CHROMIUM")
-	return ""
-}
-
 // headless starts a headless Chromium for the test. It trusts the test server by ignoring
 // certificate errors: this browser only, in this test, against a loopback server.
 func headless(t *testing.T) (context.Context, *dialogs) {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.IgnoreCertErrors,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to sandbox as root
-	}
+	opts := browserenv.Options(t, 1280, 900)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelC(); cancelA() })

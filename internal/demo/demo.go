@@ -88,10 +88,6 @@ type Result struct {
 	ShopURL string
 	// Owners are the owners who claimed the first two dishwashers in the owners' portal.
 	Owners []DemoOwner
-	// HeaterAlert and RinseAlert are the cloud's alerts of the story; HeaterDiagnostic the
-	// self-test the heater alert ran; Reservation the shop's reference for the heater.
-	HeaterAlert, RinseAlert, Reservation string
-	HeaterDiagnostic                     client.Diagnostic
 	// Devices is the demo fleet: what each device attested and installed; the last one
 	// is the device with a tampered app.
 	Devices []DeviceResult
@@ -116,6 +112,9 @@ type Demo struct {
 	srv    *server.Server
 	dir    string
 	played chan struct{}
+	// storyDone receives the owners' story's outcome (story) once it has played; it plays
+	// after the scenario, so --exit-after does not wait for it.
+	storyDone chan StoryResult
 	// Contoso's offline signing state for apps.json (the demo plays Contoso's engineers).
 	apps      map[string]tuf.TargetFile
 	appSigner signature.Signer
@@ -137,6 +136,20 @@ type Demo struct {
 // Played is closed when the scenario has been played and Result is complete.
 func (d *Demo) Played() <-chan struct{} { return d.played }
 
+// StoryDone delivers the outcome of the owners' story, which unfolds after the scenario
+// has played (about a minute, as the simulated heater fails and the cloud acts): what the
+// cloud did, or why the story did not finish.
+func (d *Demo) StoryDone() <-chan StoryResult { return d.storyDone }
+
+// StoryResult is what the owners' story came to.
+type StoryResult struct {
+	// HeaterAlert and RinseAlert are the cloud's alerts of the story; HeaterDiagnostic the
+	// self-test the heater alert ran; Reservation the shop's reference for the heater.
+	HeaterAlert, RinseAlert, Reservation string
+	HeaterDiagnostic                     client.Diagnostic
+	Err                                  error
+}
+
 // Start starts the server and plays the scenario. The caller runs Serve.
 func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*Demo, error) {
 	scfg := server.DefaultConfig()
@@ -156,7 +169,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if err != nil {
 		return nil, err
 	}
-	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
+	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), storyDone: make(chan StoryResult, 1), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
 		URL: srv.URL, DeviceURL: srv.DeviceURL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
@@ -204,6 +217,18 @@ func (d *Demo) Serve(ctx context.Context, out io.Writer) error {
 		return errors.Join(fmt.Errorf("demo scenario: %w", err), <-done)
 	}
 	close(d.played)
+	var story sync.WaitGroup
+	defer story.Wait() // ended with ctx
+	story.Go(func() {
+		res := d.story(ctx, out, func(format string, args ...any) { fmt.Fprintf(out, "  - "+format+"\n", args...) })
+		err := res.Err
+		if err != nil && ctx.Err() == nil {
+			fmt.Fprintf(out, "\nThe owners' story did not finish: %v\n", err)
+		} else if err == nil {
+			fmt.Fprintln(out, "\nThe owners' story has played; the demo runs until Ctrl-C.")
+		}
+		d.storyDone <- res
+	})
 	err := <-done
 	d.agentsWG.Wait()
 	d.cloudWG.Wait()
@@ -312,7 +337,9 @@ Try it from another terminal:
   moat cloud service-requests list --cloud %s --cloud-ca %s
   moat cloud reservations list --cloud %s --cloud-ca %s
 
-The demo runs until Ctrl-C.
+The demo runs until Ctrl-C. The owners' story follows below as it happens (about a minute:
+a heater fails, rinse agent runs low, and the cloud acts):
+
 `, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
 		d.Result.URL, d.Result.CloudURL, d.Result.CloudMQTT, d.Result.CloudCAFile,
 		d.Result.CloudURL, d.Result.Owners[0].Email, d.Result.Owners[0].Password, d.Result.Owners[1].Email, d.Result.Owners[1].Password,

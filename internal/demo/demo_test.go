@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
@@ -181,20 +182,29 @@ func TestDemo_SeedScenario(t *testing.T) {
 			t.Errorf("cloud telemetry of %s = %+v, %v; want its drying temperatures", dv.ID, page.Items, err)
 		}
 	}
+	var story demo.StoryResult
+	select {
+	case story = <-d.StoryDone():
+		if story.Err != nil {
+			t.Fatalf("the owners' story: %v\n%s", story.Err, outc.String())
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("the owners' story did not end\n%s", outc.String())
+	}
 	// The owners' side of the seed story: the failing heater was spotted against the fleet,
 	// the self-test run remotely confirmed it, its owner was mailed, and the part reserved at
 	// her repair shop because the machine is under warranty; the other owner was prompted to
 	// buy rinse agent. Every mail went over TLS to the demo's mail server.
-	if dg := r.HeaterDiagnostic; dg.Command != "heater-self-test" || dg.State != "succeeded" || !strings.Contains(string(dg.Result), "heater_failing") {
+	if dg := story.HeaterDiagnostic; dg.Command != "heater-self-test" || dg.State != "succeeded" || !strings.Contains(string(dg.Result), "heater_failing") {
 		t.Errorf("heater diagnostic = %+v, want a succeeded self-test with verdict heater_failing", dg)
 	}
-	if len(r.Owners) != 2 || r.HeaterAlert == "" || r.RinseAlert == "" || r.Reservation == "" {
-		t.Errorf("demo story = owners %+v, heater alert %q, rinse alert %q, reservation %q", r.Owners, r.HeaterAlert, r.RinseAlert, r.Reservation)
+	if len(r.Owners) != 2 || story.HeaterAlert == "" || story.RinseAlert == "" || story.Reservation == "" {
+		t.Errorf("demo story = owners %+v, heater alert %q, rinse alert %q, reservation %q", r.Owners, story.HeaterAlert, story.RinseAlert, story.Reservation)
 	}
 	if res, _ := cc.ListReservations(ctx, client.ReservationQuery{}); len(res.Items) != 1 || res.Items[0].Device != r.Owners[0].Device || res.Items[0].State != "reserved" {
 		t.Errorf("reservations = %+v, want one, for the heater of the appliance under warranty", res.Items)
 	}
-	if a, err := cc.GetAlert(ctx, r.HeaterAlert); err != nil || a.Device != r.Owners[0].Device || a.Rule != "heater-drying-anomaly" {
+	if a, err := cc.GetAlert(ctx, story.HeaterAlert); err != nil || a.Device != r.Owners[0].Device || a.Rule != "heater-drying-anomaly" {
 		t.Errorf("heater alert = %+v, %v", a, err)
 	}
 	mails := map[string]int{}

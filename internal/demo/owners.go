@@ -141,7 +141,12 @@ func (d *Demo) failAndRunLow(fleet []*demoDevice, step func(string, ...any)) {
 }
 
 // story waits for the cloud to do what the seed says and prints it.
-func (d *Demo) story(ctx context.Context, out io.Writer, step func(string, ...any)) error {
+func (d *Demo) story(ctx context.Context, out io.Writer, step func(string, ...any)) (res StoryResult) {
+	res.Err = d.playStory(ctx, out, step, &res)
+	return res
+}
+
+func (d *Demo) playStory(ctx context.Context, out io.Writer, step func(string, ...any), res *StoryResult) error {
 	cc, err := d.cloudClient()
 	if err != nil {
 		return err
@@ -178,14 +183,14 @@ func (d *Demo) story(ctx context.Context, out io.Writer, step func(string, ...an
 	step("the cloud found Alice's drying temperature unusual against the DW100 fleet (alert %s): %s", heat.ID, heat.Message)
 	dg := heat.Diagnostics[len(heat.Diagnostics)-1]
 	step("it ran the %s diagnostic on the dishwasher remotely: %s, %s", dg.Command, dg.State, strings.TrimSpace(string(dg.Result)+dg.Error))
-	d.Result.HeaterDiagnostic = dg
+	res.HeaterDiagnostic = dg
 	notice, err := d.waitMail(ctx, alice.Email, "needs attention")
 	if err != nil {
 		return err
 	}
 	step("Alice was notified:")
 	printMail(out, notice)
-	res, err := waitFor(ctx, func() (*client.Reservation, error) {
+	rsv, err := waitFor(ctx, func() (*client.Reservation, error) {
 		page, err := cc.ListReservations(ctx, client.ReservationQuery{Device: alice.Device})
 		if err != nil || len(page.Items) == 0 {
 			return nil, err
@@ -195,7 +200,7 @@ func (d *Demo) story(ctx context.Context, out io.Writer, step func(string, ...an
 	if err != nil {
 		return fmt.Errorf("part reservation: %w", err)
 	}
-	step("her DW100 is under warranty, so the cloud reserved a %s at her repair shop, %s: %s %s", res.Part, demoShopName, res.State, res.Reference)
+	step("her DW100 is under warranty, so the cloud reserved a %s at her repair shop, %s: %s %s", rsv.Part, demoShopName, rsv.State, rsv.Reference)
 	sr, err := waitFor(ctx, func() (*client.ServiceRequest, error) {
 		page, err := cc.ListServiceRequests(ctx, client.ServiceRequestQuery{Device: alice.Device})
 		if err != nil || len(page.Items) == 0 {
@@ -207,7 +212,7 @@ func (d *Demo) story(ctx context.Context, out io.Writer, step func(string, ...an
 		return fmt.Errorf("service request: %w", err)
 	}
 	step("and opened service request %s for it (%s), which Alice sees in the portal and Contoso's support staff in the support view", sr.ID, sr.State)
-	d.Result.HeaterAlert, d.Result.RinseAlert, d.Result.Reservation = heat.ID, low.ID, res.Reference
+	res.HeaterAlert, res.RinseAlert, res.Reservation = heat.ID, low.ID, rsv.Reference
 	return nil
 }
 

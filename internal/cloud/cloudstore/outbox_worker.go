@@ -178,51 +178,12 @@ type OutboxFilter struct {
 
 // ListOutbox returns rows newest first.
 func (s *Store) ListOutbox(ctx context.Context, f OutboxFilter) ([]OutboxRow, error) {
-	limit, err := pageLimit(f.Limit)
-	if err != nil {
-		return nil, err
-	}
-	var conds []string
-	var args []any
-	add := func(cond string, v any) {
-		args = append(args, v)
-		conds = append(conds, fmt.Sprintf(cond, len(args)))
-	}
-	if f.Device != "" {
-		add("device = $%d", f.Device)
-	}
-	if f.AlertID != 0 {
-		add("alert_id = $%d", f.AlertID)
-	}
-	if f.State != "" {
-		add("state = $%d", f.State)
-	}
-	if f.BeforeID != 0 {
-		add("id < $%d", f.BeforeID)
-	}
-	q := `SELECT ` + outboxColumns + ` FROM outbox`
-	if len(conds) > 0 {
-		q += " WHERE " + strings.Join(conds, " AND ")
-	}
-	args = append(args, limit)
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT $%d", len(args)) //nolint:gosec // G201/G202: only constant SQL and $n placeholders are formatted in; every value is bound
-	var out []OutboxRow
-	err = s.inReadTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanOutbox(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return rows.Err()
-	})
-	return out, err
+	var w where
+	w.add("device = $%d", f.Device, f.Device != "")
+	w.add("alert_id = $%d", f.AlertID, f.AlertID != 0)
+	w.add("state = $%d", f.State, f.State != "")
+	w.add("id < $%d", f.BeforeID, f.BeforeID != 0)
+	return listRows(ctx, s, `SELECT `+outboxColumns+` FROM outbox`, w, "id DESC", f.Limit, scanOutbox)
 }
 
 // OutboxBacklog describes the pending rows.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,30 +18,12 @@ import (
 
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
 	"github.com/moat-iot/moat/internal/telemetry"
+	"github.com/moat-iot/moat/internal/testenv/browserenv"
 )
 
 // ArtifactsDir is where the browser test saves a screenshot of each page, from the
 // repository root (gitignored).
 const ArtifactsDir = "test-artifacts/portal"
-
-// chromium finds Debian's chromium (or MOAT_CHROMIUM). Without it the browser test skips
-// locally and fails under CI=true.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MOAT_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (set MOAT_CHROMIUM or install Debian's chromium; scripts/test.sh does)")
-	}
-	t.Skip("chromium not found; install Debian's chromium or set MOAT_CHROMIUM")
-	return ""
-}
 
 // seen records what the browser saw: JavaScript dialogs (a payload that ran would open
 // one) and the CSP header of each document.
@@ -76,20 +57,7 @@ type tab struct {
 
 func newTab(t *testing.T) tab {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		// This browser only, in this test, against a loopback test server.
-		chromedp.IgnoreCertErrors,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(420, 900), // a phone-sized window: the portal is for owners' phones
-	}
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox) // Chromium refuses to sandbox as root
-	}
+	opts := browserenv.Options(t, 420, 900) // a phone-sized window: the portal is for owners' phones
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)

@@ -3,7 +3,6 @@ package support_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,29 +14,11 @@ import (
 
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/cloud/cloudstore"
+	"github.com/moat-iot/moat/internal/testenv/browserenv"
 )
 
 // ArtifactsDir is where the browser test saves screenshots, from the repository root.
 const ArtifactsDir = "test-artifacts/support"
-
-// chromium finds Debian's chromium (or MOAT_CHROMIUM); without it the test skips locally
-// and fails under CI=true.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("MOAT_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found (set MOAT_CHROMIUM or install Debian's chromium)")
-	}
-	t.Skip("chromium not found; install Debian's chromium or set MOAT_CHROMIUM")
-	return ""
-}
 
 // TestBrowser_Support drives the support view in headless Chromium: a staff member signs
 // in with their moat token, sees an alert with its diagnostics result (hostile text shown
@@ -46,12 +27,7 @@ func chromium(t *testing.T) string {
 func TestBrowser_Support(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(chromium(t)), chromedp.Headless, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.IgnoreCertErrors, chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900)}
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox)
-	}
+	opts := browserenv.Options(t, 1280, 900)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	defer func() { cancelC(); cancelA() }()
