@@ -36,7 +36,12 @@ its apps.json offline, so any TUF client pinned to the printed root can verify t
 fleet of in-process agents then attests over the device listener, installs the OS and the
 app, rolls back a crashing update, and one device with a tampered app is refused. It prints
 what it did, the server's two URLs (management API, device API), the tokens and a ready
-'moat login' line, then stays up until Ctrl-C (or --exit-after). Nothing needs to be
+'moat login' line and the addresses of Contoso's cloud, owners' portal and support view.
+Then the owners' story plays below it, in about a minute: two owners have claimed their
+dishwashers in the portal; one heater fails and the cloud spots it against the fleet, runs
+the self-test remotely, mails the owner and reserves the part at her repair shop; the other
+owner is prompted to buy rinse agent. The demo stays up until Ctrl-C; --exit-after stops it
+that long after the scenario, whether or not the story has finished. Nothing needs to be
 installed. Where --addr or --device-addr is in use (another demo or server), the demo takes
 a free port for it and says so.
 
