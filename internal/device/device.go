@@ -314,6 +314,12 @@ type Deployment struct {
 	// Reverts is set on a rollback: the ID of the deployment that was current and is
 	// reverted; Target is then an earlier deployment's target.
 	Reverts string `json:"reverts,omitempty"`
+	// Rollout is set on a staged deployment (rollout.go); nil: the whole group at once.
+	Rollout *Rollout `json:"rollout,omitempty"`
+	// IgnoreWindow: devices install the image at once, outside their group's maintenance
+	// window. Allowed only for an image whose security version is above the base's (a
+	// security update that raises the anti-rollback floor).
+	IgnoreWindow bool `json:"ignore_window,omitempty"`
 }
 
 // DeploymentIDPrefix starts every deployment ID; CAIDPrefix every CA ID.
@@ -325,6 +331,10 @@ const (
 // DeploymentCreate is the body of a deployment request.
 type DeploymentCreate struct {
 	Target string `json:"target"`
+	// Rollout, when set, deploys in stages (rollout.go).
+	Rollout *RolloutCreate `json:"rollout,omitempty"`
+	// IgnoreWindow: see Deployment.IgnoreWindow.
+	IgnoreWindow bool `json:"ignore_window,omitempty"`
 }
 
 // DeploymentRollback is the body of a rollback request: To names the earlier deployment
@@ -347,6 +357,9 @@ func (d DeploymentCreate) Validate() error {
 	var v problem.Validation
 	if len(d.Target) < len("apps/x/1") || len(d.Target) > 255 || d.Target[:5] != "apps/" {
 		v.Add("target", "invalid_target", "target must be an app image path apps/<name>/<version>")
+	}
+	if d.Rollout != nil {
+		d.Rollout.Validate(&v)
 	}
 	return v.Err()
 }

@@ -83,6 +83,16 @@ type Tx interface {
 	Leases() Leases
 	// ConsoleSessions holds the web console's sessions and sign-in links.
 	ConsoleSessions() ConsoleSessions
+	// Rollouts finds the staged rollouts of every tenant that the advance job looks at.
+	Rollouts() Rollouts
+}
+
+// Rollouts reads staged rollouts across tenants, for the job that advances them.
+type Rollouts interface {
+	// Running returns the deployments, of every tenant, whose rollout is running and that
+	// are their group's current deployment, ordered by ID after the ID after ("" from the
+	// start), at most limit (MaxLimit when not positive or larger).
+	Running(ctx context.Context, after string, limit int) ([]device.Deployment, error)
 }
 
 // Leases hand each period of a named background job to one claimant among the server
@@ -457,6 +467,15 @@ type Deployments interface {
 	Get(ctx context.Context, pid product.ID, gid product.GroupID, id string) (device.Deployment, error)
 	// List returns a group's deployments, newest first.
 	List(ctx context.Context, pid product.ID, gid product.GroupID, p Page) ([]device.Deployment, error)
+	// UpdateRollout writes d.Rollout (d must have one) when the stored rollout's version is
+	// d.Rollout.Version-1: one conditional UPDATE, so of two replicas that read the same
+	// rollout and both try to advance it, one writes and the other gets ErrStale. ErrNotFound
+	// when the tenant has no such deployment or it has no rollout.
+	UpdateRollout(ctx context.Context, d device.Deployment) error
+	// GateFigures counts, in set-based statements, the figures a rollout gate judges for the
+	// devices of group (pid, gid) and the image target, over [since, until] (docs in
+	// device.GateFigures).
+	GateFigures(ctx context.Context, pid product.ID, gid product.GroupID, target string, since, until time.Time) (device.GateFigures, error)
 }
 
 // MaxErrorReportsPerDevice bounds the error reports stored for one device: ErrorReports.Add

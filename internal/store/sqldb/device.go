@@ -358,21 +358,50 @@ func (s certificates) ListForDevice(ctx context.Context, id device.ID, n int) ([
 
 type deployments struct{ t *tenantTx }
 
-const deploymentCols = `id, tenant_id, product_id, group_id, target, sha256, created_at, created_by, reverts`
+const deploymentCols = `id, tenant_id, product_id, group_id, target, sha256, created_at, created_by, reverts, rollout, ignore_window`
 
 func scanDeployment(row interface{ Scan(...any) error }) (device.Deployment, error) {
 	var d device.Deployment
-	var reverts sql.NullString
-	err := row.Scan(&d.ID, &d.TenantID, &d.ProductID, &d.GroupID, &d.Target, &d.SHA256, &d.CreatedAt, &d.CreatedBy, &reverts)
+	var reverts, rollout sql.NullString
+	err := row.Scan(&d.ID, &d.TenantID, &d.ProductID, &d.GroupID, &d.Target, &d.SHA256, &d.CreatedAt, &d.CreatedBy, &reverts, &rollout, &d.IgnoreWindow)
+	if err != nil {
+		return d, err
+	}
 	d.CreatedAt, d.Reverts = utc(d.CreatedAt), reverts.String
-	return d, err
+	if rollout.Valid {
+		d.Rollout = new(device.Rollout)
+		if err := json.Unmarshal([]byte(rollout.String), d.Rollout); err != nil {
+			return d, fmt.Errorf("deployment %s: rollout: %w", d.ID, err)
+		}
+	}
+	return d, nil
+}
+
+// rolloutColumns are the stored forms of d's rollout: its JSON, state and version, all NULL
+// without one.
+func rolloutColumns(d device.Deployment) (rollout, state sql.NullString, version sql.NullInt64, err error) {
+	if d.Rollout == nil {
+		return rollout, state, version, nil
+	}
+	b, err := json.Marshal(d.Rollout)
+	if err != nil {
+		return rollout, state, version, err
+	}
+	return sql.NullString{String: string(b), Valid: true}, sql.NullString{String: string(d.Rollout.State), Valid: true},
+		sql.NullInt64{Int64: d.Rollout.Version, Valid: true}, nil
 }
 
 // Create stores the deployment in the TenantTx's tenant; the foreign key to device_groups
 // (tenant_id first) refuses a group that is not the tenant's.
 func (s deployments) Create(ctx context.Context, d device.Deployment) error {
-	_, err := s.t.tx.exec(ctx, `INSERT INTO deployments (`+deploymentCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		d.ID, s.t.id, d.ProductID, d.GroupID, d.Target, d.SHA256, utc(d.CreatedAt), d.CreatedBy, sql.NullString{String: d.Reverts, Valid: d.Reverts != ""})
+	rollout, state, version, err := rolloutColumns(d)
+	if err != nil {
+		return err
+	}
+	_, err = s.t.tx.exec(ctx, `INSERT INTO deployments (`+deploymentCols+`, rollout_state, rollout_version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		d.ID, s.t.id, d.ProductID, d.GroupID, d.Target, d.SHA256, utc(d.CreatedAt), d.CreatedBy,
+		sql.NullString{String: d.Reverts, Valid: d.Reverts != ""}, rollout, d.IgnoreWindow, state, version)
 	return err
 }
 

@@ -39,9 +39,9 @@ func (s updateEvents) Add(ctx context.Context, id device.ID, r updstate.Report, 
 	}
 	// at is kept to the microsecond in both databases, so that (at, id) orders alike.
 	at := utc(r.At).Truncate(time.Microsecond)
-	res, err = s.t.tx.exec(ctx, `INSERT INTO device_update_events (tenant_id, device_id, id, state, at, received_at, body)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
-		s.t.id, id, r.ID, r.State, at, utc(receivedAt).Truncate(time.Microsecond), string(body))
+	res, err = s.t.tx.exec(ctx, `INSERT INTO device_update_events (tenant_id, device_id, id, state, at, received_at, body, target)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, device_id, id) DO NOTHING`,
+		s.t.id, id, r.ID, r.State, at, utc(receivedAt).Truncate(time.Microsecond), string(body), r.Target)
 	if err != nil {
 		return err
 	}
