@@ -45,9 +45,9 @@ const (
 
 // Gate figures, as GateTrip.Figure names them.
 const (
-	FigureCrashRate      = "crash_rate"               // app_crash reports per device-hour on the new version
-	FigureCrashFree      = "crash_free_percent"       // % of devices on the new version without an app_crash
-	FigureFailedInstalls = "failed_install_percent"   // % of install attempts of the new image that failed or rolled back
+	FigureCrashRate      = "crash_rate"             // app_crash reports per device-hour on the new version
+	FigureCrashFree      = "crash_free_percent"     // % of devices on the new version without an app_crash
+	FigureFailedInstalls = "failed_install_percent" // % of install attempts of the new image that failed or rolled back
 )
 
 // Rollout bounds.
@@ -114,8 +114,8 @@ type Rollout struct {
 	Trip *GateTrip `json:"trip,omitempty"`
 	// BaseTarget and BaseSHA256 name the image devices outside the open stages are
 	// assigned: the target of the deployment current when this one was created ("" none).
-	BaseTarget string `json:"base_target,omitempty"`
-	BaseSHA256 string `json:"base_sha256,omitempty"`
+	BaseTarget string    `json:"base_target,omitempty"`
+	BaseSHA256 string    `json:"base_sha256,omitempty"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	// Version counts the rollout's changes: a change is written only over the version it
 	// read (store.Deployments.UpdateRollout), so each stage advances once.
