@@ -21,42 +21,6 @@ import (
 
 var errTODO = errors.New("rollout: not implemented yet")
 
-// New makes the rollout of a new deployment from the request: state running, stage 0
-// opened at now, version 1, the base image taken from base (the group's current
-// deployment, nil when none). Errors are *problem.Error (Invalid).
-func New(c device.RolloutCreate, base *device.Deployment, now time.Time) (*device.Rollout, error) {
-	return nil, errTODO
-}
-
-// Pause stops a running rollout (Conflict for another state). Pause, Resume, Abort and
-// Promote return the changed rollout with Version+1 and UpdatedAt now, to be written with
-// store.Deployments.UpdateRollout; a state that forbids the change is a *problem.Error
-// of Kind Conflict whose Detail says the state.
-func Pause(r device.Rollout, now time.Time) (device.Rollout, error) { return r, errTODO }
-
-// Resume restarts a paused rollout: Trip is cleared and the open stage's soak starts again
-// at now.
-func Resume(r device.Rollout, now time.Time) (device.Rollout, error) { return r, errTODO }
-
-// Abort stops a running or paused rollout for good.
-func Abort(r device.Rollout, now time.Time) (device.Rollout, error) { return r, errTODO }
-
-// Promote opens the next stage now (or completes the rollout from its last stage),
-// skipping the soak and the gate's minimum device-hours and installs, never the gate's
-// thresholds unless force: without force, a trip in f is a Conflict naming the figure.
-// Only a running or paused rollout is promoted.
-func Promote(r device.Rollout, f device.GateFigures, force bool, now time.Time) (device.Rollout, error) {
-	return r, errTODO
-}
-
-// Judge applies the gate to the figures: trip is the first threshold passed (nil when
-// none), judged only for figures with enough data (MinDeviceHours for the crash figures,
-// MinInstalls for the failed-install rate); ready reports that every threshold set has
-// enough data to be judged and passed, so the stage may advance once its soak is over.
-func Judge(g device.Gate, f device.GateFigures, stage int, now time.Time) (trip *device.GateTrip, ready bool) {
-	return nil, false
-}
-
 // StageStatus is one stage of a rollout now.
 type StageStatus struct {
 	Percent float64 `json:"percent"`
