@@ -171,4 +171,3 @@ func Judge(g device.Gate, f device.GateFigures, stage int, now time.Time) (trip 
 	}
 	return trip, ready && trip == nil
 }
-

@@ -150,10 +150,12 @@ func TestStateChanges(t *testing.T) {
 	t.Parallel()
 	t1 := t0.Add(time.Hour)
 	verbs := map[string]func(device.Rollout) (device.Rollout, error){
-		"pause":   func(r device.Rollout) (device.Rollout, error) { return rollout.Pause(r, t1) },
-		"resume":  func(r device.Rollout) (device.Rollout, error) { return rollout.Resume(r, t1) },
-		"abort":   func(r device.Rollout) (device.Rollout, error) { return rollout.Abort(r, t1) },
-		"promote": func(r device.Rollout) (device.Rollout, error) { return rollout.Promote(r, device.GateFigures{}, false, t1) },
+		"pause":  func(r device.Rollout) (device.Rollout, error) { return rollout.Pause(r, t1) },
+		"resume": func(r device.Rollout) (device.Rollout, error) { return rollout.Resume(r, t1) },
+		"abort":  func(r device.Rollout) (device.Rollout, error) { return rollout.Abort(r, t1) },
+		"promote": func(r device.Rollout) (device.Rollout, error) {
+			return rollout.Promote(r, device.GateFigures{}, false, t1)
+		},
 	}
 	allowed := map[string]map[device.RolloutState]device.RolloutState{
 		"pause":   {device.RolloutRunning: device.RolloutPaused},
