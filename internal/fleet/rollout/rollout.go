@@ -9,8 +9,6 @@
 package rollout
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -18,8 +16,6 @@ import (
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/tenant"
 )
-
-var errTODO = errors.New("rollout: not implemented yet")
 
 // StageStatus is one stage of a rollout now.
 type StageStatus struct {
@@ -48,11 +44,6 @@ type Status struct {
 	NextStageAt *time.Time `json:"next_stage_at,omitempty"`
 }
 
-// ReadStatus computes the status of d (which must have a rollout) in tx at now.
-func ReadStatus(ctx context.Context, tx store.TenantTx, d device.Deployment, now time.Time) (Status, error) {
-	return Status{}, errTODO
-}
-
 // Advancer advances running rollouts: the body of the server's "rollout-advance" job.
 type Advancer struct {
 	Store store.Store
@@ -64,13 +55,4 @@ type Advancer struct {
 // Result counts what one Run did.
 type Result struct {
 	Advanced, Completed, Tripped, RolledBack int
-}
-
-// Run looks at every running rollout once: a stage whose soak is over and whose gate is
-// ready advances (or the rollout completes); a tripped gate pauses the rollout with its
-// Trip and, with AutoRollback, rolls the group back by a new deployment that reverts it.
-// Each change is one conditional write with its audit event in one transaction, so a
-// stage advances once however many replicas run the job at once.
-func (a *Advancer) Run(ctx context.Context, now time.Time) (Result, error) {
-	return Result{}, errTODO
 }
