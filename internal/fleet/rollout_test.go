@@ -28,6 +28,7 @@ import (
 	"github.com/moat-iot/moat/internal/store/postgres"
 	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/testenv"
+	"github.com/moat-iot/moat/internal/updstate"
 )
 
 // The server's own rollout-advance job runs in these fleets on the real clock. The tests
@@ -655,4 +656,71 @@ type newImageForAll struct{}
 func (newImageForAll) Choose(_ context.Context, in assign.Input) (assign.Choice, error) {
 	im := in.Catalog.Images[in.Deployment.Target]
 	return assign.Choice{App: &im}, nil
+}
+
+// TestReadStatus_CountsEachStage: the status places every device of the group in the stage
+// its hash says, and counts those on the new image, failing, and crashing; the figures and
+// the verdict are the gate's.
+func TestReadStatus_CountsEachStage(t *testing.T) {
+	t.Parallel()
+	r := newRolled(t)
+	d := r.stage(t, device.RolloutCreate{Stages: []float64{50, 100}, Soak: soak, Gate: device.Gate{MinCrashFree: ptrF(10)}})
+	st := r.Server.Store()
+	on := r.onNew(t, 4)
+	r.crash(t, on[0].ID)
+	var failed []testenv.Device
+	for range 3 {
+		dev := r.NewDevice(true, "DW100/Production")
+		now := time.Now()
+		rep := updstate.Report{ID: errreport.NewID(now), At: now, State: updstate.Failed, Kind: updstate.KindApp,
+			Target: r.newApp.Path, Version: r.newApp.Version, Code: "health_check_failed", Message: "crashed"}
+		err := st.InTx(t.Context(), func(tx store.Tx) error {
+			tt, _ := tx.ForTenant(r.tid)
+			return tt.UpdateEvents().Add(t.Context(), device.ID(dev.ID), rep, now)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed = append(failed, dev)
+	}
+	idle := []testenv.Device{r.NewDevice(true, "DW100/Production"), r.NewDevice(true, "DW100/Production")}
+	r.NewDevice(true, "DW100/Field Test") // another group
+
+	want := make([]rollout.StageStatus, 2)
+	want[0] = rollout.StageStatus{Percent: 50, Open: true}
+	want[1] = rollout.StageStatus{Percent: 100}
+	count := func(devs []testenv.Device, fn func(*rollout.StageStatus)) {
+		for _, dev := range devs {
+			s := &want[d.Rollout.StageOf(d.ID, device.ID(dev.ID))]
+			s.Targeted++
+			fn(s)
+		}
+	}
+	count(on, func(s *rollout.StageStatus) { s.OnNew++ })
+	count(on[:1], func(s *rollout.StageStatus) { s.Targeted--; s.Crashing++ })
+	count(failed, func(s *rollout.StageStatus) { s.Failed++ })
+	count(idle, func(*rollout.StageStatus) {})
+
+	now := time.Now().Add(time.Minute)
+	var got rollout.Status
+	err := st.InReadTx(t.Context(), func(tx store.Tx) error {
+		tt, err := tx.ForTenant(r.tid)
+		if err != nil {
+			return err
+		}
+		got, err = rollout.ReadStatus(t.Context(), tt, d, now)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Stages, want) {
+		t.Errorf("ReadStatus stages = %+v, want %+v", got.Stages, want)
+	}
+	if f := got.Figures; f.Running != 4 || f.CrashedRunning != 1 || f.Crashes != 1 || f.InstallAttempts != 7 || f.FailedInstalls != 3 {
+		t.Errorf("ReadStatus figures = %+v, want 4 running, 1 crashed, 7 attempts, 3 failed", f)
+	}
+	if next := d.Rollout.StageStartedAt.Add(time.Hour); got.Verdict != rollout.VerdictSoaking || got.NextStageAt == nil || !got.NextStageAt.Equal(next) {
+		t.Errorf("ReadStatus verdict = %s, next stage at %v, want soaking until %v", got.Verdict, got.NextStageAt, next)
+	}
 }
