@@ -15,7 +15,8 @@ import (
 // Assignment computes what the device should run and returns it signed by the director
 // key: what Config.Policy chooses (assign.Default when nil: the newest OS image on its
 // group's feed, and, unless the group takes OS updates only, the app its group's current
-// deployment names). An image that is no longer in the catalog (revoked) or is below the
+// deployment names; with a staged rollout, the new image only where assign.NewImageAllowed
+// lets it, the rollout's base image elsewhere). An image that is no longer in the catalog (revoked) or is below the
 // device's floor is never assigned, whatever the policy chooses (assign.Images); a device
 // outside any group is assigned nothing. The counter is the issuing time in milliseconds,
 // kept strictly increasing by this process, so assignments need no write per check.

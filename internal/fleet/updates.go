@@ -50,8 +50,8 @@ func (s *Service) Stop() { s.waits.Stop() }
 
 // generation fingerprints what the director's assignment for the device is computed from:
 // the device's group and state, the group's feed and policy, its current deployment, and
-// the tenant's published images. A Config.Policy whose choice depends on more (a rollout's
-// stage) must add that here too, or a waiting device learns of its change only at its
+// its staged rollout's state, stage and version, and the tenant's published images. A
+// Config.Policy whose choice depends on more must add that here too, or a waiting device learns of its change only at its
 // next periodic check.
 func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
 	h := sha256.New()
@@ -77,6 +77,11 @@ func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (st
 		switch {
 		case err == nil:
 			fmt.Fprintf(h, "deployment %s\n", d.ID)
+			if r := d.Rollout; r != nil {
+				// A stage that opens, a pause or a completion changes assignments without a
+				// new deployment: waiting devices wake on it (assign.NewImageAllowed).
+				fmt.Fprintf(h, "rollout %s %d %d\n", r.State, r.Stage, r.Version)
+			}
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moat-iot/moat/internal/fleet/rollout"
 	"github.com/moat-iot/moat/internal/store"
 )
 
@@ -56,7 +57,23 @@ func (s *Server) builtinJobs() []Job {
 			return err
 		}},
 		s.errorReportRetentionJob(),
+		s.rolloutAdvanceJob(),
 	}
+}
+
+// RolloutAdvanceInterval is how often the server looks at the running staged rollouts: a
+// stage opens at most this long after its soak ended.
+const RolloutAdvanceInterval = 10 * time.Second
+
+// rolloutAdvanceJob advances staged rollouts (issue 12). The lease runs it on one replica
+// per period; each change is also a conditional write (rollout.Advancer), so a stage
+// advances once even when two replicas run it at once.
+func (s *Server) rolloutAdvanceJob() Job {
+	a := &rollout.Advancer{Store: s.store, Notify: s.fleet.Notify, Log: s.log.With("component", "rollout")}
+	return Job{Name: "rollout-advance", Interval: RolloutAdvanceInterval, Run: func(ctx context.Context, now time.Time) error {
+		_, err := a.Run(ctx, now)
+		return err
+	}}
 }
 
 // AddJob adds a background job; call it after Open and before Serve. The composition root

@@ -14,7 +14,10 @@
 // assigns only an image the catalog lists now at that path with that hash (a revoked image
 // never), of the kind its slot is for, at or above the device's anti-rollback floor for its
 // component; a choice that fails is left out, not assigned (TestImages_RefusesWhatThePolicy
-// MayNotAssign). The device checks the assignment against TUF again.
+// MayNotAssign). Nor does any Policy assign a staged rollout's new image to a device the
+// rollout holds it back from (NewImageAllowed: outside the open stages, or not running it
+// already while the rollout is paused or aborted); Default assigns such a device the
+// rollout's base image instead. The device checks the assignment against TUF again.
 //
 // A Policy must answer from its Input and its own state only, and must be safe for
 // concurrent use: the director asks it on every assignment, from many requests at once.
@@ -92,15 +95,21 @@ func NewestOS(in Input) (repo.Image, bool) {
 	return best, found
 }
 
-// DeploymentApp is the app image the group's current deployment names, when the group takes
-// app updates and the catalog still lists it with the deployed hash at or above the device's
-// floor.
+// DeploymentApp is the app image the group's current deployment assigns the device, when
+// the group takes app updates and the catalog still lists it with the deployed hash at or
+// above the device's floor: the deployment's target, or, while a staged rollout holds it
+// back from the device (NewImageAllowed), the rollout's base image (none without one).
 func DeploymentApp(in Input) (repo.Image, bool) {
-	if in.Group.UpdatePolicy != product.UpdateAll || in.Deployment == nil {
+	d := in.Deployment
+	if in.Group.UpdatePolicy != product.UpdateAll || d == nil {
 		return repo.Image{}, false
 	}
-	im, ok := in.Catalog.Images[in.Deployment.Target]
-	if !ok || im.SHA256 != in.Deployment.SHA256 || im.SecurityVersion < in.Device.Floors[im.Component()] {
+	target, sha := d.Target, d.SHA256
+	if !NewImageAllowed(in) {
+		target, sha = d.Rollout.BaseTarget, d.Rollout.BaseSHA256
+	}
+	im, ok := in.Catalog.Images[target]
+	if target == "" || !ok || im.SHA256 != sha || im.SecurityVersion < in.Device.Floors[im.Component()] {
 		return repo.Image{}, false
 	}
 	return im, true
@@ -121,7 +130,7 @@ func Images(ctx context.Context, p Policy, in Input) ([]director.Image, error) {
 	if c.OS != nil && Assignable(in, *c.OS, director.KindOS) {
 		out = append(out, toDirector(in.Catalog.Images[c.OS.Path]))
 	}
-	if c.App != nil && Assignable(in, *c.App, director.KindApp) {
+	if c.App != nil && Assignable(in, *c.App, director.KindApp) && !heldBack(in, *c.App) {
 		out = append(out, toDirector(in.Catalog.Images[c.App.Path]))
 	}
 	return out, nil
@@ -134,6 +143,14 @@ func Assignable(in Input, im repo.Image, kind string) bool {
 	listed, ok := in.Catalog.Images[im.Path]
 	return ok && listed.SHA256 == im.SHA256 && listed.Kind == kind &&
 		listed.SecurityVersion >= in.Device.Floors[listed.Component()]
+}
+
+// heldBack reports whether im is the new image of a staged rollout that does not let the
+// device have it: whatever a Policy chooses, a device outside the open stages, or any device
+// that does not run it yet while the rollout is paused or aborted, is not assigned it.
+func heldBack(in Input, im repo.Image) bool {
+	d := in.Deployment
+	return d != nil && d.Rollout != nil && im.Path == d.Target && d.Target != d.Rollout.BaseTarget && !NewImageAllowed(in)
 }
 
 func toDirector(im repo.Image) director.Image {

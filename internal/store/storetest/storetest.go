@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeviceCAs", deviceCATests},
 		{"Certificates", certificateTests},
 		{"Deployments", deploymentTests},
+		{"Rollouts", rolloutTests},
 		{"ErrorReports", errorReportTests},
 		{"UpdateEvents", updateEventTests},
 		{"ErrorIssues", errorIssueTests},
