@@ -3,6 +3,7 @@ package mgmt_test
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/moat-iot/moat/client"
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/store"
@@ -317,5 +319,182 @@ func onPlatforms(t *testing.T, fn func(t *testing.T, w *platformWorld)) {
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
 		fn(t, newPlatformWorld(t, testenv.WithDatabase(testenv.FreshPostgresDatabase(t))))
+	})
+}
+
+// auditActions lists the tenant's audit events of deployment rollouts, oldest first.
+func (w *platformWorld) auditActions(t *testing.T) []auditRow {
+	t.Helper()
+	var l struct {
+		Items []auditRow `json:"items"`
+	}
+	w.admin.must(200, "GET", w.auditPath()+"?limit=1000", nil).decode(t, &l)
+	var out []auditRow
+	for _, e := range l.Items {
+		if strings.HasPrefix(e.Action, "deployment.") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type auditRow struct {
+	Action    string `json:"action"`
+	ActorName string `json:"actor_name"`
+	ObjectID  string `json:"object_id"`
+	Detail    string `json:"detail"`
+}
+
+// crashOn makes a device of group run img (it attests with it) and report an app_crash
+// naming it: the gate's figures of img then show a crashing device.
+func (w *platformWorld) crashOn(t *testing.T, group string, osImg, img testenv.Image) {
+	t.Helper()
+	d := w.p.NewDevice(true, "DW100/"+group)
+	cert, err := w.p.Attest(d, osImg.Measurement(), img.Measurement())
+	if err != nil {
+		t.Fatalf("attest %s with %s: %v", d.ID, img.Path, err)
+	}
+	_, err = w.p.DeviceClient(cert).CreateErrorReports(t.Context(), client.ErrorReportBatch{Reports: []client.ErrorReport{{
+		ID: errreport.NewID(time.Now()), Kind: "app_crash", At: time.Now().UTC(), ImagePath: img.Path, ImageVersion: img.Version,
+		Signal: "SIGSEGV", Message: "segmentation fault"}}})
+	if err != nil {
+		t.Fatalf("report a crash of %s: %v", img.Path, err)
+	}
+}
+
+// TestDeployments_PauseResumeAbortPromote drives a staged deployment's state machine through
+// the API: create (running, stage 1 of 4, the previous deployment as base), pause, resume,
+// promote (stage 2); then a device on the new version crashes, so promote without force is
+// 409 gate_tripped and changes nothing, while promote with force opens stage 3 and is
+// audited as deployment.promote_forced with its reason; abort; then every change of the
+// aborted rollout is 409. Each change answers the deployment with the rollout's version one
+// higher, and eight concurrent pauses of one version let exactly one through. A rollout
+// that a newer deployment replaced is not paused, resumed or promoted (409). The status
+// shows the stages and the gate's figures.
+func TestDeployments_PauseResumeAbortPromote(t *testing.T) {
+	t.Parallel()
+	onPlatforms(t, func(t *testing.T, w *platformWorld) {
+		p := w.p
+		osImg := p.PublishOS("moat-os", "1.0.0", 1, "Retail", "RetailEval")
+		app1 := p.PublishApp("dw100-app", "1.0.0", 1, "DW100")
+		app2 := p.PublishApp("dw100-app", "2.0.0", 1, "DW100")
+		deps := w.deploymentsPath("Production")
+		base := decodeDeployment(t, w.contrib.must(201, "POST", deps, map[string]string{"target": app1.Path}))
+		d := decodeDeployment(t, w.contrib.must(201, "POST", deps, rolloutBody(app2.Path, func(r, _ map[string]any) {
+			gateOf(r)["min_device_hours"] = 0
+			gateOf(r)["min_installs"] = 0
+		})))
+		r := d.Rollout
+		if r == nil || r.State != device.RolloutRunning || r.Stage != 0 || r.Version != 1 || r.BaseTarget != base.Target || r.SoakSeconds != 3600 ||
+			!cmp.Equal(r.Stages, []float64{1, 10, 50, 100}) || r.Gate.MinCrashFree == nil || *r.Gate.MinCrashFree != 99 {
+			t.Fatalf("created rollout = %+v, want running at stage 1 of 1,10,50,100 over base %s, version 1", r, base.Target)
+		}
+		path := deps + "/" + d.ID
+		step := func(caller *api, verb string, body any, state device.RolloutState, stage int) device.Rollout {
+			t.Helper()
+			got := decodeDeployment(t, caller.must(200, "POST", path+"/"+verb, body)).Rollout
+			if got == nil || got.State != state || got.Stage != stage || got.Version != r.Version+1 {
+				t.Fatalf("%s = %+v, want %s at stage %d, version %d", verb, got, state, stage+1, r.Version+1)
+			}
+			r = got
+			return *got
+		}
+		refused := func(verb string, body any, code string) {
+			t.Helper()
+			if pr := w.contrib.must(409, "POST", path+"/"+verb, body).problem(t); pr.Code != code {
+				t.Errorf("%s of a %s rollout: code %q, want %s", verb, r.State, pr.Code, code)
+			}
+		}
+		step(w.contrib, "pause", map[string]any{"reason": "looking at a report"}, device.RolloutPaused, 0)
+		refused("pause", map[string]any{}, "rollout_paused")
+		step(w.contrib, "resume", map[string]any{}, device.RolloutRunning, 0)
+		refused("resume", map[string]any{}, "rollout_running")
+		step(w.contrib, "promote", map[string]any{}, device.RolloutRunning, 1)
+
+		// A device on the new version crashes: the gate holds the rollout.
+		w.crashOn(t, "Production", osImg, app2)
+		held := r
+		if pr := w.contrib.must(409, "POST", path+"/promote", map[string]any{}).problem(t); pr.Code != "gate_tripped" || !strings.Contains(pr.Detail, device.FigureCrashFree) {
+			t.Errorf("promote while the gate trips: code %q detail %q, want gate_tripped naming %s", pr.Code, pr.Detail, device.FigureCrashFree)
+		}
+		var st struct {
+			Stages []struct {
+				Percent  float64 `json:"percent"`
+				Open     bool    `json:"open"`
+				Targeted int     `json:"targeted"`
+				OnNew    int     `json:"on_new"`
+				Crashing int     `json:"crashing"`
+			} `json:"stages"`
+			Figures device.GateFigures `json:"figures"`
+			Verdict string             `json:"verdict"`
+		}
+		w.reader.must(200, "GET", path+"/status", nil).decode(t, &st)
+		if len(st.Stages) != 4 || !st.Stages[1].Open || st.Stages[2].Open || st.Figures.Running != 1 || st.Figures.CrashedRunning != 1 || st.Verdict != "tripped" {
+			t.Errorf("status = %+v, want 4 stages, 2 open, one device running and crashing, verdict tripped", st)
+		}
+		onNew, crashing := 0, 0
+		for _, s := range st.Stages {
+			onNew, crashing = onNew+s.OnNew, crashing+s.Crashing
+		}
+		if onNew != 1 || crashing != 1 {
+			t.Errorf("status counts %d on the new version and %d crashing, want 1 and 1", onNew, crashing)
+		}
+		step(w.contrib, "promote", map[string]any{"force": true, "reason": "the crash is a test rig"}, device.RolloutRunning, 2)
+		if held.Stage != 1 || held.Version != r.Version-1 {
+			t.Errorf("the refused promote changed the rollout: %+v before the forced one", held)
+		}
+
+		// Eight pauses of one version at once: one pauses, the others are told it changed.
+		codes := make(chan int, 8)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() { codes <- w.contrib.do("POST", path+"/pause", map[string]any{}).Status })
+		}
+		wg.Wait()
+		close(codes)
+		count := map[int]int{}
+		for c := range codes {
+			count[c]++
+		}
+		if count[200] != 1 || count[409] != 7 {
+			t.Errorf("eight concurrent pauses: statuses %v, want one 200 and seven 409", count)
+		}
+		var now device.Deployment
+		w.reader.must(200, "GET", path, nil).decode(t, &now)
+		r = now.Rollout
+		step(w.admin, "abort", map[string]any{"reason": "replaced by 2.0.1"}, device.RolloutAborted, 2)
+		for _, verb := range []string{"pause", "resume", "abort", "promote"} {
+			refused(verb, map[string]any{"force": verb == "promote"}, "rollout_aborted")
+		}
+
+		// A newer deployment replaces the rollout: its changes are refused as not current.
+		d2 := decodeDeployment(t, w.contrib.must(201, "POST", deps, rolloutBody(app2.Path, nil)))
+		if d2.Rollout.BaseTarget != app2.Path {
+			t.Errorf("the second rollout's base = %q, want the current deployment's %s", d2.Rollout.BaseTarget, app2.Path)
+		}
+		w.contrib.must(201, "POST", deps, map[string]string{"target": app1.Path})
+		for _, verb := range []string{"pause", "resume", "promote"} {
+			if pr := w.contrib.must(409, "POST", deps+"/"+d2.ID+"/"+verb, map[string]any{}).problem(t); pr.Code != "not_current_deployment" {
+				t.Errorf("%s of a replaced rollout: code %q, want not_current_deployment", verb, pr.Code)
+			}
+		}
+
+		var got []string
+		var forced *auditRow
+		for _, e := range w.auditActions(t) {
+			got = append(got, e.Action)
+			if e.Action == "deployment.promote_forced" {
+				forced = &e
+			}
+		}
+		want := []string{"deployment.create", "deployment.create", "deployment.pause", "deployment.resume", "deployment.promote",
+			"deployment.promote_forced", "deployment.pause", "deployment.abort", "deployment.create", "deployment.create"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("audit actions (-want +got):\n%s", diff)
+		}
+		if forced == nil || forced.ActorName != "release-engineer" || forced.ObjectID != d.ID ||
+			!strings.Contains(forced.Detail, "the crash is a test rig") || !strings.Contains(forced.Detail, "crash-free 0%") {
+			t.Errorf("forced promote audit event = %+v, want the engineer, the deployment, the reason and the gate's figures", forced)
+		}
 	})
 }
