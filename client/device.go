@@ -125,6 +125,10 @@ type Deployment struct {
 	CreatedBy string    `json:"created_by"`
 	// Reverts is set on a rollback: the deployment that was current and is reverted.
 	Reverts string `json:"reverts,omitempty"`
+	// Rollout is set on a staged deployment (rollout.go); nil: the whole group at once.
+	Rollout *Rollout `json:"rollout,omitempty"`
+	// IgnoreWindow: devices install at once, outside their group's maintenance window.
+	IgnoreWindow bool `json:"ignore_window,omitempty"`
 }
 
 // DeploymentRollback names the earlier deployment to deploy again; empty To means the one
@@ -133,9 +137,15 @@ type DeploymentRollback struct {
 	To string `json:"to,omitempty"`
 }
 
-// DeploymentCreate names the app image (apps/<name>/<version>) to deploy.
+// DeploymentCreate names the app image (apps/<name>/<version>) to deploy, at once or in
+// stages (Rollout).
 type DeploymentCreate struct {
 	Target string `json:"target"`
+	// Rollout, when set, deploys in stages.
+	Rollout *RolloutCreate `json:"rollout,omitempty"`
+	// IgnoreWindow: install outside maintenance windows; only for an image whose security
+	// version is above the current deployment's (else 422 ignore_window_refused).
+	IgnoreWindow bool `json:"ignore_window,omitempty"`
 }
 
 // NonceRequest asks for an attestation nonce for a device.

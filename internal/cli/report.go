@@ -32,7 +32,7 @@ var exitCodes = []struct {
 	{ExitOK, "success"},
 	{ExitError, "any other error: the server cannot be reached, a local file cannot be read or written"},
 	{ExitUsage, "usage: unknown command or flag, missing or malformed argument or flag value, no tenant selected"},
-	{ExitInvalid, "the server refused the request as invalid (HTTP 400, 413, 415)"},
+	{ExitInvalid, "the server refused the request as invalid (HTTP 400, 413, 415, 422)"},
 	{ExitUnauthenticated, "not logged in, or the token is wrong, expired or revoked (HTTP 401)"},
 	{ExitForbidden, "your role does not allow this (HTTP 403)"},
 	{ExitNotFound, "no such object, or one you may not see; also a name that matches nothing (HTTP 404)"},

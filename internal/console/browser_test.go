@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,10 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
 	"github.com/moat-iot/moat/internal/testenv/browserenv"
 )
 
@@ -175,6 +180,7 @@ func TestBrowser_Console(t *testing.T) {
 	}
 
 	insights(t, b, w, tbase, noScriptRan)
+	stagedRollout(t, b, w, tbase, noScriptRan)
 
 	// The device page: the chart is an inline SVG with a bar per day, and the payloads are
 	// text, not elements.
@@ -326,4 +332,75 @@ func insights(t *testing.T, b tab, w *world, tbase string, noScriptRan func(stri
 	if err := os.WriteFile(filepath.Join(b.dir, "error-reports.csv"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stagedRollout checks the group page of a group whose current deployment is staged (issue
+// 12): the rollout's state, a row per stage with its share and whether it is open, the
+// gate's figures beside their thresholds, and the trip that paused it, all as text in the
+// group whose name is a payload.
+func stagedRollout(t *testing.T, b tab, w *world, tbase string, noScriptRan func(string)) {
+	t.Helper()
+	ctx, p := t.Context(), w.p
+	app2 := p.PublishApp("dw100-app", "1.1.0", 1, "DW100")
+	if _, err := p.Admin.CreateDeployment(ctx, p.Tenant, p.Product, w.evilGrp.ID, client.DeploymentCreate{Target: w.app.Path}); err != nil {
+		t.Fatal(err)
+	}
+	crashFree, failed := 99.0, 5.0
+	d, err := p.Admin.CreateDeployment(ctx, p.Tenant, p.Product, w.evilGrp.ID, client.DeploymentCreate{Target: app2.Path,
+		Rollout: &client.RolloutCreate{Stages: []float64{1, 50, 100}, Soak: "1h", AutoRollback: true,
+			Gate: client.Gate{MinCrashFree: &crashFree, MaxFailedInstalls: &failed, MinDeviceHours: 24, MinInstalls: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The gate paused it, as the advance job records a trip.
+	err = p.Server.Store().InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(tenant.ID(p.Tenant))
+		if err != nil {
+			return err
+		}
+		dep, err := tt.Deployments().Get(ctx, product.ID(p.Product), product.GroupID(w.evilGrp.ID), d.ID)
+		if err != nil {
+			return err
+		}
+		dep.Rollout.State, dep.Rollout.Version = device.RolloutPaused, dep.Rollout.Version+1
+		dep.Rollout.Trip = &device.GateTrip{Figure: device.FigureCrashFree, Value: 50, Threshold: 99, Stage: 0, At: time.Now()}
+		return tt.Deployments().UpdateRollout(ctx, dep)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do("group with a staged deployment", chromedp.Navigate(tbase+"/products/"+p.Product+"/groups/"+w.evilGrp.ID),
+		chromedp.WaitVisible(chromedp.ID("rollout-stages")))
+	b.shot("08a-group-rollout")
+	rows := run(b, "read stages", chromedp.Evaluate[[]string](`[...document.querySelectorAll("#rollout-stages tbody tr")].map(r => [...r.cells].map(c => c.textContent).join("|"))`))
+	// The evil group's one device is counted in the stage its hash places it in.
+	want := []string{"1|1 %|open|", "2|50 %|closed|", "3|100 %|closed|"}
+	targeted := 0
+	for i, r := range rows {
+		if i < len(want) && !strings.HasPrefix(r, want[i]) {
+			t.Errorf("stage row %d = %q, want it to start %q", i+1, r, want[i])
+		}
+		if cells := strings.Split(r, "|"); len(cells) == 7 {
+			n, _ := strconv.Atoi(cells[3])
+			targeted += n
+		}
+	}
+	if len(rows) != 3 || targeted != 1 {
+		t.Errorf("stage rows = %q, want 3 rows targeting the group's one device", rows)
+	}
+	state := run(b, "read state", chromedp.Text(chromedp.ID("rollout-state")))
+	trip := run(b, "read trip", chromedp.Text(chromedp.ID("rollout-trip")))
+	gate := run(b, "read gate", chromedp.Text(chromedp.ID("rollout-gate")))
+	if state != "paused, stage 1 of 3 (1 %)" || !strings.Contains(trip, "crash_free_percent 50 beyond the threshold 99 in stage 1") {
+		t.Errorf("rollout state %q, trip %q; want paused at stage 1 of 3 and the crash-free trip", state, trip)
+	}
+	for _, s := range []string{"Crash-free devices", "at least 99 %", "Failed installs", "at most 5 %", "Crash rate", "not checked", "at least 24 to judge crashes"} {
+		if !strings.Contains(gate, s) {
+			t.Errorf("gate table lacks %q:\n%s", s, gate)
+		}
+	}
+	if n := run(b, "count elements", chromedp.Evaluate[int](`document.querySelectorAll("main img, main script").length`)); n != 0 {
+		t.Errorf("rollout page has %d img/script elements in main, want 0", n)
+	}
+	noScriptRan("group with a staged deployment")
 }

@@ -463,6 +463,8 @@ type groupView struct {
 	Deployments []client.Deployment
 	Next        string
 	Target      string
+	// Rollout is the current deployment's rollout, when it is staged.
+	Rollout *rolloutView
 }
 
 func (q *req) group() (groupRef, error) {
@@ -490,6 +492,11 @@ func groupPage(q *req) error {
 	v.Deployments = page.Items
 	if page.NextPageToken != "" {
 		v.Next = v.Href + "?" + url.Values{"page_token": {page.NextPageToken}}.Encode()
+	}
+	if len(v.Deployments) > 0 && q.r.URL.Query().Get("page_token") == "" {
+		if v.Rollout, err = q.currentRollout(g, &v.Deployments[0]); err != nil {
+			return err
+		}
 	}
 	return q.render(http.StatusOK, "group.html", g.Path(), v)
 }

@@ -32,6 +32,7 @@ var funcs = template.FuncMap{
 	"number":     number,
 	"percent":    percent,
 	"rate":       rate,
+	"soak":       soak,
 }
 
 func parseTemplates() (map[string]*pageTemplate, error) {

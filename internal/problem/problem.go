@@ -32,6 +32,9 @@ const (
 	Unsupported
 	Unavailable
 	MethodNotAllowed
+	// Unprocessable: a well-formed request that a rule refuses on what is stored (a
+	// deployment that ignores maintenance windows without raising the anti-rollback floor).
+	Unprocessable
 )
 
 var kindInfo = map[Kind]struct {
@@ -52,6 +55,7 @@ var kindInfo = map[Kind]struct {
 	Unsupported:          {http.StatusUnsupportedMediaType, "Unsupported Media Type", 3, "unsupported_media_type"},
 	Unavailable:          {http.StatusServiceUnavailable, "Service Unavailable", 9, "unavailable"},
 	MethodNotAllowed:     {http.StatusMethodNotAllowed, "Method Not Allowed", 2, "method_not_allowed"},
+	Unprocessable:        {http.StatusUnprocessableEntity, "Unprocessable Content", 3, "unprocessable"},
 }
 
 // Status is the HTTP status code of the kind.

@@ -395,13 +395,19 @@ func (a *API) putPlatformCertificate(c *call) (any, error) {
 func (a *API) createDeployment(c *call) (any, error) {
 	req := c.body.(device.DeploymentCreate)
 	pid, gid := product.ID(c.r.PathValue("product")), product.GroupID(c.r.PathValue("group"))
-	var p product.Product
+	var (
+		p    product.Product
+		base *device.Deployment // the group's current deployment: a rollout's base
+	)
 	err := a.readTenant(c, func(tt store.TenantTx) error {
 		var err error
 		if p, err = tt.Products().Get(c.ctx, pid); err != nil {
 			return err
 		}
-		_, err = tt.Groups().Get(c.ctx, pid, gid)
+		if _, err = tt.Groups().Get(c.ctx, pid, gid); err != nil {
+			return err
+		}
+		base, err = currentOf(c, tt, pid, gid)
 		return err
 	})
 	if err != nil {
@@ -411,16 +417,29 @@ func (a *API) createDeployment(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	r, err := a.stagedParts(c, req, im, base)
+	if err != nil {
+		return nil, err
+	}
 	d := device.Deployment{ID: ident.New(device.DeploymentIDPrefix, c.now), TenantID: c.tenant, ProductID: pid, GroupID: gid,
-		Target: im.Path, SHA256: im.SHA256, CreatedAt: c.now, CreatedBy: c.principal.User.Name}
+		Target: im.Path, SHA256: im.SHA256, CreatedAt: c.now, CreatedBy: c.principal.User.Name, Rollout: r, IgnoreWindow: req.IgnoreWindow}
 	err = a.inTenant(c, func(tt store.TenantTx) error {
 		if _, err := tt.Groups().Get(c.ctx, pid, gid); err != nil {
 			return err
 		}
+		if r != nil || req.IgnoreWindow { // both were judged against base: it must still be current
+			now, err := currentOf(c, tt, pid, gid)
+			if err != nil {
+				return err
+			}
+			if !sameDeployment(now, base) {
+				return problem.New(problem.Conflict, "deployment_changed", "the group's current deployment changed while this one was made; look again and retry")
+			}
+		}
 		if err := tt.Deployments().Create(c.ctx, d); err != nil {
 			return err
 		}
-		return c.audit(tt, "deployment.create", "deployment", d.ID, im.Path+" to group "+string(gid))
+		return c.audit(tt, "deployment.create", "deployment", d.ID, deploymentAuditDetail(d, gid))
 	})
 	if err != nil {
 		return nil, storeProblem(err, "device_group", string(gid))

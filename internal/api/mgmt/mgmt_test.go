@@ -481,6 +481,8 @@ func validBody(t *testing.T, op string) any {
 		return map[string]string{"target": "apps/dw100-app/1.0.0"}
 	case "rollbackDeployment":
 		return map[string]string{}
+	case "pauseDeployment", "resumeDeployment", "abortDeployment", "promoteDeployment":
+		return map[string]any{"reason": "cross-tenant", "force": true}
 	}
 	t.Fatalf("no valid body for operation %s; add one to validBody", op)
 	return nil

@@ -207,6 +207,9 @@ func OpenAPI() map[string]any {
 		if rt.Method == http.MethodPost || rt.Method == http.MethodPatch || rt.Method == http.MethodPut || rt.Method == http.MethodDelete {
 			responses["409"] = problemResponse("The change conflicts with the current state (a duplicate name, the last Administrator).")
 		}
+		if why, ok := unprocessable[rt.OperationID]; ok {
+			responses["422"] = problemResponse(why)
+		}
 		if rt.Auth.Unauthenticated() {
 			busy := problemResponse("The server is serving as many unauthenticated requests as it allows; retry after Retry-After seconds.")
 			busy["headers"] = obj{"Retry-After": obj{"description": "Seconds to wait before retrying.", "schema": obj{"type": "integer", "minimum": 0}}}
@@ -273,4 +276,9 @@ var commonFilterDescriptions = map[string]string{
 	"product": "The product, by name (case-insensitive); required for the fleet status and by the group and state filters.",
 	"group":   "A device group of the product, by name (case-insensitive).",
 	"state":   "Fleet state: never, refused, current, failed or pending (docs/fleet-status.md).",
+}
+
+// unprocessable names the operations that answer 422 (problem.Unprocessable), and why.
+var unprocessable = map[string]string{
+	"createDeployment": "ignore_window is set, but the image's security version is not above the current deployment's (only a security update with a new anti-rollback floor may ignore maintenance windows).",
 }

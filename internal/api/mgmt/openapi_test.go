@@ -148,6 +148,15 @@ func TestOpenAPI_ResponsesMatchSchema(t *testing.T) {
 		check(a.admin, "GET", deps+"/"+a.deployments[0], "")
 		check(a.admin, "POST", deps+"/rollback", `{}`)                              // 400 problem: the planted target is in no apps.json
 		check(a.admin, "POST", deps+"/rollback", `{"to":"`+w.b.deployments[0]+`"}`) // 404 problem
+		staged := deps + "/" + w.plantStaged(t, a, "apps/contoso-app/2.0.0")
+		check(a.admin, "GET", staged+"/status", "")
+		check(a.admin, "POST", staged+"/pause", `{"reason":"a look"}`)
+		check(a.admin, "POST", staged+"/pause", `{}`)                                                                                                           // 409 problem
+		check(a.admin, "POST", staged+"/promote", `{"force":true}`)                                                                                             // resumes and opens stage 2
+		check(a.admin, "GET", staged+"/status", "")                                                                                                             // with next_stage_at
+		check(a.admin, "GET", deps+"/"+a.deployments[0]+"/status", "")                                                                                          // 404 problem: no rollout
+		check(a.admin, "POST", deps+"/"+a.deployments[0]+"/abort", `{}`)                                                                                        // 409 problem: no rollout
+		check(a.admin, "POST", deps, `{"target":"apps/contoso-app/2.0.0","rollout":{"stages":[1],"soak":"1h","gate":{"min_device_hours":1,"min_installs":1}}}`) // 400 problem
 		var mc struct {
 			Member struct {
 				User struct{ ID string } `json:"user"`

@@ -9,6 +9,7 @@ import (
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/errreport"
 	"github.com/moat-iot/moat/internal/fleet"
+	"github.com/moat-iot/moat/internal/fleet/rollout"
 	"github.com/moat-iot/moat/internal/insight"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/store"
@@ -178,6 +179,16 @@ func Routes() []Route {
 			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.DeploymentCreate](), Response: typeOf[device.Deployment](), Status: 201, Handler: (*API).createDeployment},
 		{Method: "GET", Pattern: groupPath + "/deployments/{deployment}", OperationID: "getDeployment", Summary: "Get one of a device group's deployments",
 			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).getDeployment},
+		{Method: "GET", Pattern: groupPath + "/deployments/{deployment}/status", OperationID: "getDeploymentStatus", Summary: "Show a staged deployment's rollout now: per stage the devices targeted, on the new version, failed and crashing, and the gate's figures and verdict",
+			Auth: AuthTenant, MinRole: auth.Reader, Response: typeOf[rollout.Status](), Status: 200, Handler: (*API).getDeploymentStatus},
+		{Method: "POST", Pattern: groupPath + "/deployments/{deployment}/pause", OperationID: "pauseDeployment", Summary: "Pause the group's current staged deployment: nothing new is assigned until it is resumed",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.RolloutAction](), Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).pauseDeployment},
+		{Method: "POST", Pattern: groupPath + "/deployments/{deployment}/resume", OperationID: "resumeDeployment", Summary: "Resume the group's current paused staged deployment; the open stage soaks again from now",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.RolloutAction](), Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).resumeDeployment},
+		{Method: "POST", Pattern: groupPath + "/deployments/{deployment}/abort", OperationID: "abortDeployment", Summary: "Stop a staged deployment for good; devices outside its open stages stay on the base image",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.RolloutAction](), Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).abortDeployment},
+		{Method: "POST", Pattern: groupPath + "/deployments/{deployment}/promote", OperationID: "promoteDeployment", Summary: "Open the next stage of the group's current staged deployment now, skipping the soak but not the gate's thresholds (force skips the gate too; audited as deployment.promote_forced)",
+			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.RolloutAction](), Response: typeOf[device.Deployment](), Status: 200, Handler: (*API).promoteDeployment},
 		{Method: "POST", Pattern: groupPath + "/deployments/rollback", OperationID: "rollbackDeployment", Summary: "Deploy an earlier deployment's target again (default: the one before the current one); the new deployment names the one it reverts",
 			Auth: AuthTenant, MinRole: auth.Contributor, Request: typeOf[device.DeploymentRollback](), Response: typeOf[device.Deployment](), Status: 201, Handler: (*API).rollbackDeployment},
 
