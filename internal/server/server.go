@@ -14,7 +14,10 @@
 // Both accept TLS 1.2 only with ECDHE and AEAD suites, or TLS 1.3, and bound slow clients
 // with read timeouts and a header size limit. Background work (TUF timestamp re-signing,
 // expired nonce pruning, and whatever the caller adds with AddJob) runs as jobs that a
-// lease in the store gives to exactly one replica per period. Serve shuts down gracefully:
+// lease in the store gives to exactly one replica per period. With PostgreSQL, replicas
+// wake each other's waiting devices by LISTEN/NOTIFY (internal/store/postgres/notify,
+// replicas.go), and with --s3-endpoint they share image blobs in an S3 bucket
+// (internal/blob/s3blob) instead of DATA/blobs. Serve shuts down gracefully:
 // in-flight requests finish and their writes commit before the store closes. Wiring only:
 // the behaviour lives in the packages it composes. A Server is used by one caller: Open,
 // then AddJob, then Serve (or Close).
