@@ -67,7 +67,7 @@ func VersityGWBinary(t testing.TB) string {
 
 func buildVersityGW() (string, error) {
 	if p := os.Getenv(VersityGWEnv); p != "" {
-		if _, err := os.Stat(p); err != nil {
+		if _, err := os.Stat(p); err != nil { //nolint:gosec // G703: the developer's own setting
 			return "", fmt.Errorf("%s: %w", VersityGWEnv, err)
 		}
 		return p, nil
@@ -87,10 +87,10 @@ func buildVersityGW() (string, error) {
 	}
 	dir := filepath.Join(cache, "moat-test")
 	bin := filepath.Join(dir, "versitygw-"+hex.EncodeToString(h[:6]))
-	if _, err := os.Stat(bin); err == nil {
+	if _, err := os.Stat(bin); err == nil { //nolint:gosec // G703: a path in the user's cache directory
 		return bin, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return "", err
 	}
 	// Built to a temporary name and renamed, so a concurrent build elsewhere never sees a
@@ -98,13 +98,13 @@ func buildVersityGW() (string, error) {
 	tmp := bin + ".tmp-" + rand.Text()[:8]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-modfile=tools/go.mod", "-o", tmp, "github.com/versity/versitygw/cmd/versitygw")
+	cmd := exec.CommandContext(ctx, "go", "build", "-modfile=tools/go.mod", "-o", tmp, "github.com/versity/versitygw/cmd/versitygw") //nolint:gosec // G204: a fixed command; tmp is in the user's cache directory
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) //nolint:gosec // G703: our own temporary file
 		return "", fmt.Errorf("go build versitygw: %w\n%s", err, out)
 	}
-	if err := os.Rename(tmp, bin); err != nil {
+	if err := os.Rename(tmp, bin); err != nil { //nolint:gosec // G703: both in the user's cache directory
 		return "", err
 	}
 	return bin, nil
@@ -112,7 +112,9 @@ func buildVersityGW() (string, error) {
 
 // moduleRoot is the directory of moat's go.mod.
 func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
 	}
@@ -160,16 +162,20 @@ func StartS3(t testing.TB) *S3Server {
 func (s *S3Server) start(t testing.TB, bin, addr, root string) error {
 	out := &syncWriter{}
 	// The keys by environment, not arguments, which any local user can list.
-	cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", root)
+	cmd := exec.Command(bin, "--port", addr, "--quiet", "posix", root) //nolint:gosec,noctx // G204: the test's own build of versitygw; it lives until the test's cleanup, not a context
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan struct{})
+	var waitErr error
+	go func() {
+		waitErr = cmd.Wait()
+		close(exited)
+	}()
 	stop := func() {
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill() // it may have exited already; Wait below reports nothing we need
 		<-exited
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -181,8 +187,8 @@ func (s *S3Server) start(t testing.TB, bin, addr, root string) error {
 			return nil
 		}
 		select {
-		case err := <-exited:
-			return fmt.Errorf("versitygw exited: %v\n%s", err, out.String())
+		case <-exited:
+			return fmt.Errorf("versitygw exited: %w\n%s", waitErr, out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -193,7 +199,8 @@ func (s *S3Server) start(t testing.TB, bin, addr, root string) error {
 }
 
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}

@@ -239,7 +239,7 @@ func (s *Store) putLarge(ctx context.Context, r io.Reader, hr *hashingReader) (i
 		}
 	}()
 	up, err := s.c.PutObject(ctx, s.bucket, tmp, r, -1, minio.PutObjectOptions{
-		ContentType: "application/octet-stream", PartSize: uint64(s.partSize)})
+		ContentType: "application/octet-stream", PartSize: uint64(s.partSize)}) //nolint:gosec // G115: Validate keeps it within 5 MiB..512 MiB
 	if err != nil {
 		return blob.Info{}, hr.cause(err)
 	}
