@@ -173,6 +173,32 @@ if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/nul
 fi
 echo "--- $({ mosquitto_pub --help 2>/dev/null || true; } | grep -m1 -i version || echo mosquitto_pub)" >&2
 
+# S3: the blob store's tests and the replica tests start versitygw's POSIX gateway (a real
+# S3 server, pinned in tools/go.mod). It is built here once per run into the user's cache
+# (later runs reuse it; internal/testenv/s3.go names it the same way) so that test packages
+# running in parallel do not each build it. Without it those tests skip, or fail when CI=true.
+if [[ -z ${MOAT_TEST_VERSITYGW:-} ]]; then
+	vgw_dir="${XDG_CACHE_HOME:-$HOME/.cache}/moat-test"
+	vgw="$vgw_dir/versitygw-$(sha256sum tools/go.sum | cut -c1-12)"
+	if [[ ! -x $vgw ]]; then
+		echo "--- building versitygw (tools/go.mod) for the S3 tests" >&2
+		mkdir -p "$vgw_dir"
+		if go build -modfile=tools/go.mod -o "$vgw.tmp.$$" github.com/versity/versitygw/cmd/versitygw; then
+			mv "$vgw.tmp.$$" "$vgw"
+		else
+			rm -f "$vgw.tmp.$$"
+			echo "versitygw did not build." >&2
+			if [[ ${CI:-} == true ]]; then
+				exit 1
+			fi
+			echo "the S3 tests will build it themselves or skip." >&2
+		fi
+	fi
+	if [[ -x $vgw ]]; then
+		export MOAT_TEST_VERSITYGW="$vgw"
+	fi
+fi
+
 args=("$@")
 if [[ ${#args[@]} -eq 0 ]]; then
 	args=(./...)

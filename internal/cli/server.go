@@ -39,6 +39,12 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.IntVar(&cfg.MaxUnauthenticatedRequests, "max-unauthenticated-requests", cfg.MaxUnauthenticatedRequests, "requests served at once on routes that need no credential (attestation); past it 503 with Retry-After (MOAT_MAX_UNAUTHENTICATED_REQUESTS)")
 	fs.DurationVar(&cfg.ErrorReportRetention, "error-report-retention", cfg.ErrorReportRetention, "how long error reports are kept after they are received, 24h to 87600h; older ones are deleted in the background (MOAT_ERROR_REPORT_RETENTION)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", cfg.S3Endpoint, "keep image blobs in an S3-compatible bucket instead of DATA/blobs, so replicas share them: https://host[:port] (http:// on loopback only) (MOAT_S3_ENDPOINT)")
+	fs.StringVar(&cfg.S3Bucket, "s3-bucket", cfg.S3Bucket, "the S3 bucket for blobs; it must exist (MOAT_S3_BUCKET)")
+	fs.StringVar(&cfg.S3Region, "s3-region", cfg.S3Region, "the S3 bucket's region; empty is us-east-1 (MOAT_S3_REGION)")
+	fs.StringVar(&cfg.S3Prefix, "s3-prefix", cfg.S3Prefix, "put before every S3 key: empty or ending in / (MOAT_S3_PREFIX)")
+	fs.StringVar(&cfg.S3CredentialsFile, "s3-credentials-file", cfg.S3CredentialsFile, "file (mode 0600) of two lines: the S3 access key ID, then the secret access key (MOAT_S3_CREDENTIALS_FILE)")
+	fs.StringVar(&cfg.S3CAFile, "s3-ca-file", cfg.S3CAFile, "PEM CA certificates that verify the S3 endpoint's TLS certificate; empty: the system's (MOAT_S3_CA_FILE)")
 	fs.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", cfg.MetricsTokenFile, "file (mode 0600) holding the token /metrics requires as 'Authorization: Bearer TOKEN'; empty leaves /metrics open to anyone who reaches --addr (MOAT_METRICS_TOKEN_FILE)")
 }
 
@@ -58,7 +64,9 @@ its TLS certificate (a local CA in DATA/tls, unless --tls-cert/--tls-key are giv
 database, and prints a platform-operator token once. With --database postgres://... state
 lives in PostgreSQL, so several servers can share it (with the same --online-key and --ca-kek
 files); background jobs (TUF timestamp re-signing, nonce pruning) then run on one of them at a
-time.
+time, and a change made through one wakes the devices waiting on every one (PostgreSQL
+LISTEN/NOTIFY). Replicas share image blobs through an S3-compatible bucket (--s3-endpoint,
+--s3-bucket, --s3-credentials-file).
 
 Two listeners, both TLS 1.2 (ECDHE with AEAD suites only) or 1.3:
   --addr         /api/v1 (management API, OpenAPI at /api/v1/openapi.json), /healthz,
@@ -75,6 +83,7 @@ EXAMPLES
   moat server
   moat server --data /var/lib/moat --addr 0.0.0.0:8443 --device-addr 0.0.0.0:8444
   MOAT_DATABASE=postgres://moat:secret@db/moat moat server
+  moat server --s3-endpoint https://s3.example.com --s3-bucket moat-blobs --s3-credentials-file /etc/moat/s3
   moat server --config /etc/moat/server.json --check-config`,
 		FlagSet: fs,
 		Options: []ff.Option{

@@ -113,6 +113,11 @@ type Config struct {
 	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
 	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
 	MaxWaiters int
+	// Broadcast, when set, is told of every Notify after this replica's waiters were
+	// woken, so that the other replicas wake theirs (internal/server wires it to
+	// PostgreSQL NOTIFY); they call WakeLocal. Nil for a single process (SQLite). It must
+	// not block.
+	Broadcast func(tenant.ID)
 }
 
 // Service is the device side of the security service.

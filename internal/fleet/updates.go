@@ -43,7 +43,7 @@ func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since stri
 // deployments, groups, devices or the published images), never from a transport layer.
 // It is cheap: a tenant without waiters costs a map lookup, and a false alarm one
 // generation read per waiter, spread over up to two seconds.
-func (s *Service) Notify(t tenant.ID) { s.waits.Notify(t) }
+func (s *Service) Notify(t tenant.ID) { s.waits.Notify(t); s.broadcast(t) }
 
 // Stop ends every wait at once (the server is shutting down).
 func (s *Service) Stop() { s.waits.Stop() }

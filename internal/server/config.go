@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/api/mgmt"
+	"github.com/moat-iot/moat/internal/blob/s3blob"
 	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/repo"
 )
@@ -63,6 +64,21 @@ type Config struct {
 	// ErrorReportRetention is how long the server keeps an error report after receiving
 	// it; a background job deletes older ones and takes them out of their issues.
 	ErrorReportRetention time.Duration `json:"error-report-retention"`
+	// S3Endpoint, when set, keeps image blobs in an S3-compatible bucket instead of
+	// DATA/blobs, so that replicas sharing a PostgreSQL database share them too:
+	// https://host[:port] (http:// on a loopback address only).
+	S3Endpoint string `json:"s3-endpoint"`
+	// S3Bucket is the bucket (it must exist); S3Region its region (empty: us-east-1);
+	// S3Prefix is put before every key (empty or ending in "/").
+	S3Bucket string `json:"s3-bucket"`
+	S3Region string `json:"s3-region"`
+	S3Prefix string `json:"s3-prefix"`
+	// S3CredentialsFile is a file (0600) of two lines: the access key ID, then the secret
+	// access key.
+	S3CredentialsFile string `json:"s3-credentials-file"`
+	// S3CAFile is a PEM file of the CA certificates that verify the S3 endpoint's TLS
+	// certificate; empty: the system's.
+	S3CAFile string `json:"s3-ca-file"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -147,7 +163,39 @@ func (c Config) Validate() error {
 	if c.ErrorReportRetention < 24*time.Hour || c.ErrorReportRetention > 10*365*24*time.Hour {
 		bad("error-report-retention", "must be between 24h and 87600h (ten years), got %s", c.ErrorReportRetention)
 	}
+	errs = append(errs, c.validateS3()...)
 	return errors.Join(errs...)
+}
+
+// validateS3 checks the blob store settings: all S3 ones need s3-endpoint, and with it a
+// bucket and a credentials file.
+func (c Config) validateS3() []error {
+	var errs []error
+	if c.S3Endpoint == "" {
+		if c.S3Bucket != "" || c.S3Region != "" || c.S3Prefix != "" || c.S3CredentialsFile != "" || c.S3CAFile != "" {
+			errs = append(errs, errors.New("s3-endpoint: required with the other s3-* settings"))
+		}
+		return errs
+	}
+	// The shape of endpoint, bucket and prefix; the credentials are read at start-up.
+	shape := s3blob.Config{Endpoint: c.S3Endpoint, Bucket: c.S3Bucket, Region: c.S3Region, Prefix: c.S3Prefix, AccessKey: "-", SecretKey: "-"}
+	if err := shape.Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			errs = append(errs, fmt.Errorf("s3: %w", e))
+		}
+	}
+	if c.S3CredentialsFile == "" {
+		errs = append(errs, errors.New("s3-credentials-file: required with s3-endpoint"))
+	}
+	return errs
+}
+
+// unjoin splits an errors.Join error into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // sameHost reports whether two host:port addresses name the same host, or one of them
@@ -164,6 +212,13 @@ func (c Config) databaseKind() string {
 		return "postgres"
 	}
 	return "sqlite"
+}
+
+func (c Config) blobKind() string {
+	if c.S3Endpoint != "" {
+		return "s3"
+	}
+	return "file"
 }
 
 // Redacted returns the config with secrets (a database password) masked, for printing.

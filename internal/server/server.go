@@ -14,7 +14,10 @@
 // Both accept TLS 1.2 only with ECDHE and AEAD suites, or TLS 1.3, and bound slow clients
 // with read timeouts and a header size limit. Background work (TUF timestamp re-signing,
 // expired nonce pruning, and whatever the caller adds with AddJob) runs as jobs that a
-// lease in the store gives to exactly one replica per period. Serve shuts down gracefully:
+// lease in the store gives to exactly one replica per period. With PostgreSQL, replicas
+// wake each other's waiting devices by LISTEN/NOTIFY (internal/store/postgres/notify,
+// replicas.go), and with --s3-endpoint they share image blobs in an S3 bucket
+// (internal/blob/s3blob) instead of DATA/blobs. Serve shuts down gracefully:
 // in-flight requests finish and their writes commit before the store closes. Wiring only:
 // the behaviour lives in the packages it composes. A Server is used by one caller: Open,
 // then AddJob, then Serve (or Close).
@@ -42,7 +45,6 @@ import (
 	"github.com/moat-iot/moat/internal/api/httpapi"
 	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/auth"
-	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/console"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/ident"
@@ -50,6 +52,7 @@ import (
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/postgres"
+	"github.com/moat-iot/moat/internal/store/postgres/notify"
 	"github.com/moat-iot/moat/internal/store/sqlite"
 )
 
@@ -69,6 +72,8 @@ type Server struct {
 	holder  string // this replica's name on the leases it takes
 	jobs    []Job
 	serving atomic.Bool
+	// notifier carries wake-ups between replicas (PostgreSQL); nil with SQLite.
+	notifier *notify.Notifier
 
 	// URL is the management listener's base URL, e.g. https://127.0.0.1:8443: the
 	// management API, its OpenAPI document, health and metrics.
@@ -136,9 +141,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	if err != nil {
 		return nil, err
 	}
-	blobs, err := fsblob.Open(filepath.Join(cfg.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("open blob store: %w", err)
+		return nil, err
 	}
 	if s.repo, err = repo.New(s.store, blobs, onlinePriv, now); err != nil {
 		return nil, err
@@ -148,10 +153,16 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	if err != nil {
 		return nil, err
 	}
+	if s.notifier, err = newNotifier(cfg, s, reg); err != nil {
+		return nil, err
+	}
 	s.fleet, err = fleet.New(fleet.Config{Store: s.store, Repo: s.repo, Logger: log.With("component", "fleet"), Now: now,
 		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime,
-		NoncesPerMinute: cfg.AttestationNoncesPerMinute})
+		NoncesPerMinute: cfg.AttestationNoncesPerMinute, Broadcast: broadcast(s.notifier)})
 	if err != nil {
+		return nil, err
+	}
+	if err := handleWakes(s.notifier, s.fleet); err != nil {
 		return nil, err
 	}
 	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet,
@@ -312,8 +323,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- s.device.Serve(s.devLn) }()
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	jobsDone := s.runJobs(jobsCtx)
+	notifierDone := runNotifier(jobsCtx, s.notifier, s.log)
 	s.log.InfoContext(ctx, "moat server listening", "url", s.URL, "device_url", s.DeviceURL,
-		"data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind(), "metrics_token", s.cfg.MetricsTokenFile != "")
+		"data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind(), "blobs", s.cfg.blobKind(),
+		"metrics_token", s.cfg.MetricsTokenFile != "")
+	if s.cfg.databaseKind() == "postgres" && s.cfg.S3Endpoint == "" {
+		s.log.WarnContext(ctx, "blobs are kept in the data directory: another replica sharing the database cannot serve them; set --s3-endpoint")
+	}
 
 	var serveErr error
 	pending := 2
@@ -327,6 +343,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.fleet.Stop() // devices waiting for updates get their answer now
 	stopJobs()
 	<-jobsDone
+	<-notifierDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, hs := range []*http.Server{s.mgmt, s.device} {

@@ -55,8 +55,14 @@ type Platform struct {
 // NewPlatform builds a platform on a fresh server; opts configure the server.
 func NewPlatform(t testing.TB, opts ...ServerOption) *Platform {
 	t.Helper()
+	return NewPlatformOn(t, StartServer(t, opts...))
+}
+
+// NewPlatformOn builds a platform on a fresh server that runs already: one of
+// StartServer, or ExternalServer (a `moat server` process).
+func NewPlatformOn(t testing.TB, s *Server) *Platform {
+	t.Helper()
 	ctx := context.Background()
-	s := StartServer(t, opts...)
 	p := &Platform{t: t, Server: s, Expires: time.Now().Add(365 * 24 * time.Hour),
 		os: map[string]tuf.TargetFile{}, apps: map[string]tuf.TargetFile{}}
 	p.Op = p.Client(s.OperatorToken)
