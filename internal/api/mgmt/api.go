@@ -72,6 +72,10 @@ type API struct {
 	fleet   *fleet.Service
 	// unauth caps the requests served at once on routes that need no credential.
 	unauth *httpapi.Limiter
+	// authCache holds recently verified tokens (auth_cache.go); publishAuth tells the
+	// other replicas of a change to them (Config.PublishAuthChange, may be nil).
+	authCache   *authCache
+	publishAuth Invalidator
 }
 
 // Config holds the API's dependencies and limits. The dependencies are required.
@@ -86,6 +90,17 @@ type Config struct {
 	// credential (AuthNone, AuthDeviceProof: nonces and attestation); past it they are
 	// answered 503 with Retry-After. 0 means DefaultMaxUnauthenticatedRequests.
 	MaxUnauthenticatedRequests int
+	// AuthCacheTTL is how long a verified token is trusted without reading the store again
+	// (auth_cache.go): at most MaxAuthCacheTTL; 0 means DefaultAuthCacheTTL. A change on
+	// this replica applies at once; one on another replica within this time, or at once
+	// when PublishAuthChange carries it there.
+	AuthCacheTTL time.Duration
+	// AuthCacheEntries bounds the verified-token cache; 0 means DefaultAuthCacheEntries.
+	AuthCacheEntries int
+	// PublishAuthChange, when set, is told of every change to what tokens authenticate as,
+	// after it committed, for the other replicas (see Invalidator and InvalidateAuth). nil:
+	// a single replica, or replicas that accept AuthCacheTTL of staleness.
+	PublishAuthChange Invalidator
 }
 
 // New returns the API.
@@ -112,6 +127,12 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxUnauthenticatedRequests < 0 {
 		errs = append(errs, errors.New("mgmt: MaxUnauthenticatedRequests must not be negative"))
 	}
+	if cfg.AuthCacheTTL < 0 || cfg.AuthCacheTTL > MaxAuthCacheTTL {
+		errs = append(errs, fmt.Errorf("mgmt: AuthCacheTTL must be from 0 to %v", MaxAuthCacheTTL))
+	}
+	if cfg.AuthCacheEntries < 0 {
+		errs = append(errs, errors.New("mgmt: AuthCacheEntries must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -122,8 +143,15 @@ func New(cfg Config) (*API, error) {
 	if n == 0 {
 		n = DefaultMaxUnauthenticatedRequests
 	}
+	ttl, entries := cfg.AuthCacheTTL, cfg.AuthCacheEntries
+	if ttl == 0 {
+		ttl = DefaultAuthCacheTTL
+	}
+	if entries == 0 {
+		entries = DefaultAuthCacheEntries
+	}
 	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet,
-		unauth: httpapi.NewLimiter(n)}, nil
+		unauth: httpapi.NewLimiter(n), authCache: newAuthCache(ttl, entries), publishAuth: cfg.PublishAuthChange}, nil
 }
 
 // Audience is who a route serves, and so which listener carries it.
