@@ -28,12 +28,13 @@ import (
 // replica is one management API over a database it shares with the others, as `moat
 // server` replicas share PostgreSQL; requests go straight to its handler.
 type replica struct {
-	t   *testing.T
+	t   testing.TB
 	api *mgmt.API
 	mux *http.ServeMux
 }
 
-func (r *replica) do(token, method, path string, body any) (int, string) {
+// serve sends a request with a JSON body (nil: none) and returns the recorded answer.
+func (r *replica) serve(token, method, path string, body any) *httptest.ResponseRecorder {
 	r.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -50,19 +51,30 @@ func (r *replica) do(token, method, path string, body any) (int, string) {
 	}
 	rec := httptest.NewRecorder()
 	r.mux.ServeHTTP(rec, req)
-	return rec.Code, rec.Body.String()
+	return rec
+}
+
+// decodeRec decodes a 2xx answer's JSON into v.
+func decodeRec(t testing.TB, rec *httptest.ResponseRecorder, v any) {
+	t.Helper()
+	if rec.Code/100 != 2 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (r *replica) must(want int, token, method, path string, body any) {
 	r.t.Helper()
-	if got, b := r.do(token, method, path, body); got != want {
-		r.t.Fatalf("%s %s = %d %s, want %d", method, path, got, b, want)
+	if rec := r.serve(token, method, path, body); rec.Code != want {
+		r.t.Fatalf("%s %s = %d %s, want %d", method, path, rec.Code, rec.Body, want)
 	}
 }
 
 // newReplicas opens one SQLite database and n management APIs over it; publish, when set,
 // is replica i's Config.PublishAuthChange.
-func newReplicas(t *testing.T, n int, publish func(i int) mgmt.Invalidator) (store.Store, []*replica) {
+func newReplicas(t testing.TB, n int, publish func(i int) mgmt.Invalidator) (store.Store, []*replica) {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "moat.db"), time.Now)
@@ -78,7 +90,7 @@ func newReplicas(t *testing.T, n int, publish func(i int) mgmt.Invalidator) (sto
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.DiscardHandler)
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil)) // formatted as in production, then dropped
 	rs := make([]*replica, n)
 	for i := range rs {
 		rp, err := repo.New(st, blobs, online, time.Now)
@@ -108,7 +120,7 @@ func newReplicas(t *testing.T, n int, publish func(i int) mgmt.Invalidator) (sto
 
 // newOperator stores a platform operator and its token directly, as `moat server` does at
 // its first start.
-func newOperator(t *testing.T, st store.Store) string {
+func newOperator(t testing.TB, st store.Store) string {
 	t.Helper()
 	now := time.Now()
 	u := auth.User{ID: "usr_01a24b07de1c9c95e7397fa86db9a6a3", Name: "operator", PlatformOperator: true, CreatedAt: now}
@@ -162,31 +174,13 @@ func TestAuth_InvalidatorClearsEntry(t *testing.T) {
 		Token  struct{ ID string } `json:"token"`
 		Secret string              `json:"secret"`
 	}
-	decode := func(rec *httptest.ResponseRecorder, v any) {
-		t.Helper()
-		if rec.Code/100 != 2 {
-			t.Fatalf("status %d: %s", rec.Code, rec.Body)
-		}
-		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	post := func(r *replica, token, path string, body any) *httptest.ResponseRecorder {
-		b, _ := json.Marshal(body)
-		req := httptest.NewRequestWithContext(t.Context(), "POST", path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		r.mux.ServeHTTP(rec, req)
-		return rec
-	}
-	decode(post(a, op, "/api/v1/tenants", map[string]string{"name": "Contoso"}), &ten)
+	decodeRec(t, a.serve(op, "POST", "/api/v1/tenants", map[string]string{"name": "Contoso"}), &ten)
 	products := "/api/v1/tenants/" + ten.ID + "/products"
 	// The creator holds its role on the other replica at once, too.
 	b.must(200, op, "GET", products, nil)
 
 	newMember := func(role string) {
-		decode(post(a, op, "/api/v1/tenants/"+ten.ID+"/members", map[string]string{"name": "bob-" + role, "role": role}), &mc)
+		decodeRec(t, a.serve(op, "POST", "/api/v1/tenants/"+ten.ID+"/members", map[string]string{"name": "bob-" + role, "role": role}), &mc)
 	}
 
 	// Revoked on A: B refuses the token it holds in its cache.
