@@ -130,15 +130,31 @@ func (x *Exchange) Fail(log *slog.Logger, route string, err error) {
 	problem.Write(x.W, x.R, p)
 }
 
-// Done writes the access line (one per request) with extra attributes and observes the
-// request in m.
+// Done writes the access line (one per request) with extra attributes (key, value pairs)
+// and observes the request in m.
 func (x *Exchange) Done(log *slog.Logger, m *Metrics, route string, extra ...any) {
+	var buf [4]slog.Attr
+	attrs := buf[:0]
+	for i := 0; i+1 < len(extra); i += 2 {
+		k, _ := extra[i].(string)
+		attrs = append(attrs, slog.Any(k, extra[i+1]))
+	}
+	x.DoneAttrs(log, m, route, attrs...)
+}
+
+// DoneAttrs is Done with typed attributes: the access line is built without boxing its
+// values (issue 15: the line was a sixth of an authenticated read's handler time).
+func (x *Exchange) DoneAttrs(log *slog.Logger, m *Metrics, route string, extra ...slog.Attr) {
 	d := time.Since(x.Start)
-	attrs := make([]any, 0, 14+len(extra))
-	attrs = append(attrs,
-		"request_id", x.ID, "method", x.R.Method, "route", route, "status", x.W.status,
-		"duration_ms", float64(d.Microseconds())/1000, "remote_addr", x.R.RemoteAddr)
-	attrs = append(attrs, extra...)
-	log.InfoContext(x.R.Context(), "http request", attrs...)
+	ctx := x.R.Context()
+	if log.Enabled(ctx, slog.LevelInfo) {
+		var buf [12]slog.Attr
+		attrs := append(buf[:0],
+			slog.String("request_id", x.ID), slog.String("method", x.R.Method), slog.String("route", route),
+			slog.Int("status", x.W.status), slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.String("remote_addr", x.R.RemoteAddr))
+		attrs = append(attrs, extra...)
+		log.LogAttrs(ctx, slog.LevelInfo, "http request", attrs...)
+	}
 	m.observe(route, x.W.status, d)
 }

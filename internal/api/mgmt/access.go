@@ -130,6 +130,9 @@ func (a *API) revokeToken(c *call) (any, error) {
 		}
 		return a.auditEverywhere(c, tx, "token.revoke", "token", id, "token "+out.Name)
 	})
+	// The very next request with the token is refused, on this replica before this one
+	// returns (TestAuth_RevokedTokenStopsAtOnce), on the others through the publisher.
+	a.authChanged(AuthChangeToken, id)
 	return out, storeProblem(err, "token", id)
 }
 
@@ -218,6 +221,8 @@ func (a *API) createTenant(c *call) (any, error) {
 		}
 		return c.audit(tt, "member.put", "user", string(c.principal.User.ID), "creator granted Administrator")
 	})
+	// The creator's cached principal lacks the new tenant's role.
+	a.authChanged(AuthChangeUser, string(c.principal.User.ID))
 	if err != nil {
 		return nil, storeProblem(err, "tenant", string(t.ID))
 	}
@@ -346,6 +351,8 @@ func (a *API) putMember(c *call) (any, error) {
 		}
 		return c.audit(tt, "member.put", "user", id, "role "+string(req.Role))
 	})
+	// A lowered role binds at the user's very next request (TestAuth_RoleChangeAppliesAtOnce).
+	a.authChanged(AuthChangeUser, id)
 	return m, storeProblem(err, "user", id)
 }
 
@@ -363,6 +370,9 @@ func (a *API) deleteMember(c *call) (any, error) {
 		}
 		return c.audit(tt, "member.delete", "user", id, "role removed")
 	})
+	// A removed member sees nothing of the tenant from its very next request
+	// (TestAuth_RemovedMemberStopsAtOnce).
+	a.authChanged(AuthChangeUser, id)
 	return nil, storeProblem(err, "user", id)
 }
 

@@ -72,6 +72,10 @@ type API struct {
 	fleet   *fleet.Service
 	// unauth caps the requests served at once on routes that need no credential.
 	unauth *httpapi.Limiter
+	// authCache holds recently verified tokens (auth_cache.go); publishAuth tells the
+	// other replicas of a change to them (Config.PublishAuthChange, may be nil).
+	authCache   *authCache
+	publishAuth Invalidator
 }
 
 // Config holds the API's dependencies and limits. The dependencies are required.
@@ -86,6 +90,17 @@ type Config struct {
 	// credential (AuthNone, AuthDeviceProof: nonces and attestation); past it they are
 	// answered 503 with Retry-After. 0 means DefaultMaxUnauthenticatedRequests.
 	MaxUnauthenticatedRequests int
+	// AuthCacheTTL is how long a verified token is trusted without reading the store again
+	// (auth_cache.go): at most MaxAuthCacheTTL; 0 means DefaultAuthCacheTTL. A change on
+	// this replica applies at once; one on another replica within this time, or at once
+	// when PublishAuthChange carries it there.
+	AuthCacheTTL time.Duration
+	// AuthCacheEntries bounds the verified-token cache; 0 means DefaultAuthCacheEntries.
+	AuthCacheEntries int
+	// PublishAuthChange, when set, is told of every change to what tokens authenticate as,
+	// after it committed, for the other replicas (see Invalidator and InvalidateAuth). nil:
+	// a single replica, or replicas that accept AuthCacheTTL of staleness.
+	PublishAuthChange Invalidator
 }
 
 // New returns the API.
@@ -112,6 +127,12 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxUnauthenticatedRequests < 0 {
 		errs = append(errs, errors.New("mgmt: MaxUnauthenticatedRequests must not be negative"))
 	}
+	if cfg.AuthCacheTTL < 0 || cfg.AuthCacheTTL > MaxAuthCacheTTL {
+		errs = append(errs, fmt.Errorf("mgmt: AuthCacheTTL must be from 0 to %v", MaxAuthCacheTTL))
+	}
+	if cfg.AuthCacheEntries < 0 {
+		errs = append(errs, errors.New("mgmt: AuthCacheEntries must not be negative"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -122,8 +143,15 @@ func New(cfg Config) (*API, error) {
 	if n == 0 {
 		n = DefaultMaxUnauthenticatedRequests
 	}
+	ttl, entries := cfg.AuthCacheTTL, cfg.AuthCacheEntries
+	if ttl == 0 {
+		ttl = DefaultAuthCacheTTL
+	}
+	if entries == 0 {
+		entries = DefaultAuthCacheEntries
+	}
 	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet,
-		unauth: httpapi.NewLimiter(n)}, nil
+		unauth: httpapi.NewLimiter(n), authCache: newAuthCache(ttl, entries), publishAuth: cfg.PublishAuthChange}, nil
 }
 
 // Audience is who a route serves, and so which listener carries it.
@@ -245,14 +273,15 @@ func (a *API) wrap(rt Route) http.Handler {
 		if err != nil {
 			x.Fail(a.log, rt.Pattern, err)
 		}
-		attrs := make([]any, 0, 4)
+		var buf [2]slog.Attr // on the stack: the access line of a read allocates no attribute slice
+		attrs := buf[:0]
 		if c.principal != nil {
-			attrs = append(attrs, "user_id", c.principal.User.ID)
+			attrs = append(attrs, slog.String("user_id", string(c.principal.User.ID)))
 		}
 		if c.tenant != "" {
-			attrs = append(attrs, "tenant_id", c.tenant)
+			attrs = append(attrs, slog.String("tenant_id", string(c.tenant)))
 		}
-		x.Done(a.log, a.metrics, name, attrs...)
+		x.DoneAttrs(a.log, a.metrics, name, attrs...)
 	})
 }
 
@@ -336,21 +365,26 @@ func (a *API) authenticate(c *call) (*auth.Principal, error) {
 	if p, ok := c.ctx.Value(principalKey{}).(*auth.Principal); ok && p != nil {
 		return p, nil
 	}
-	unauth := problem.New(problem.Unauthenticated, "unauthenticated", "a valid bearer token is required (moat login)")
 	h := c.r.Header.Get("Authorization")
 	presented, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok {
-		return nil, unauth
+		return nil, errUnauthenticated()
 	}
 	p, err := a.AuthenticateToken(c.ctx, strings.TrimSpace(presented))
 	if errors.Is(err, ErrUnauthenticated) {
 		a.log.WarnContext(c.ctx, "authentication refused", "request_id", c.requestID, "token_fingerprint", auth.Fingerprint(presented))
-		return nil, unauth
+		return nil, errUnauthenticated()
 	}
 	if err != nil {
 		return nil, problem.Wrap(fmt.Errorf("authenticate: %w", err))
 	}
 	return p, nil
+}
+
+// errUnauthenticated is the one answer to every failed authentication, made only on a
+// failure: an authenticated read builds no problem.
+func errUnauthenticated() error {
+	return &problem.Error{Kind: problem.Unauthenticated, Code: "unauthenticated", Detail: "a valid bearer token is required (moat login)"}
 }
 
 func (a *API) authorize(c *call) error {

@@ -9,9 +9,15 @@ import (
 )
 
 // BenchmarkAPI_AuthenticatedRead measures GET of one product over HTTPS on loopback with a
-// bearer token (token lookup, role check, tenant-scoped read, JSON, access log, metrics),
-// and reports it as a ratio to a minimal Go HTTPS handler measured in the same run with the
-// same kind of client (TLS 1.3, keep-alive).
+// bearer token (token check, role check, tenant-scoped read, JSON, access log, metrics),
+// and reports it as a ratio to a minimal Go HTTPS handler serving the same body, measured
+// in the same run with the same kind of client (TLS 1.3, keep-alive).
+//
+// Each iteration sends one request to each server in turn and times them apart, so a
+// change in the machine's load (other processes, GC) weighs on both alike. Reported:
+// api-ns/op and baseline-ns/op; x-baseline, their ratio (time per request, lower is
+// better); and throughput-ratio, its inverse (requests per second against the baseline's,
+// the figure issue 15 states: 0.35 before the verified-token cache, aim at least 0.6).
 func BenchmarkAPI_AuthenticatedRead(b *testing.B) {
 	w := newWorld(b)
 	path := w.a.productPath()
@@ -22,8 +28,8 @@ func BenchmarkAPI_AuthenticatedRead(b *testing.B) {
 		rw.Write(body)
 	}))
 	defer baseline.Close()
-	bc := baseline.Client()
-	get := func(c *http.Client, req *http.Request) {
+	get := func(c *http.Client, req *http.Request) time.Duration {
+		start := time.Now()
 		res, err := c.Do(req)
 		if err != nil {
 			b.Fatal(err)
@@ -33,31 +39,55 @@ func BenchmarkAPI_AuthenticatedRead(b *testing.B) {
 		if res.StatusCode != 200 {
 			b.Fatalf("status %d", res.StatusCode)
 		}
+		return time.Since(start)
 	}
+	bc := baseline.Client()
 	baseReq, _ := http.NewRequest("GET", baseline.URL, nil)
-	const baseN = 3000
-	for range 100 { // warm up the connection
-		get(bc, baseReq)
-	}
-	start := time.Now()
-	for range baseN {
-		get(bc, baseReq)
-	}
-	baseNs := float64(time.Since(start).Nanoseconds()) / baseN
-
 	hc := w.srv.HTTPClient(b)
 	req, _ := http.NewRequest("GET", w.srv.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+w.a.admin.token)
-	for range 100 {
+	for range 100 { // warm up the connections
+		get(bc, baseReq)
 		get(hc, req)
 	}
-	b.ResetTimer()
+	var base, api time.Duration
+	n := 0
 	for b.Loop() {
-		get(hc, req)
+		base += get(bc, baseReq)
+		api += get(hc, req)
+		n++
 	}
-	b.StopTimer()
-	ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	baseNs := float64(base.Nanoseconds()) / float64(n)
+	apiNs := float64(api.Nanoseconds()) / float64(n)
+	b.ReportMetric(apiNs, "api-ns/op")
 	b.ReportMetric(baseNs, "baseline-ns/op")
-	b.ReportMetric(ns/baseNs, "x-baseline")
-	b.ReportMetric(1e9/ns, "req/s")
+	b.ReportMetric(apiNs/baseNs, "x-baseline")
+	b.ReportMetric(baseNs/apiNs, "throughput-ratio")
+	b.ReportMetric(1e9/apiNs, "req/s")
+}
+
+// BenchmarkAPI_AuthenticatedReadHandler is the same read without TLS or a socket: the
+// management API's handler alone (token check from the cache, role check, the product's
+// read transaction on SQLite, JSON, access line, metrics), for profiling it apart from the
+// network and the client.
+func BenchmarkAPI_AuthenticatedReadHandler(b *testing.B) {
+	st, rs := newReplicas(b, 1, nil)
+	r := rs[0]
+	op := newOperator(b, st)
+	var ten struct{ ID string }
+	rec := r.serve(op, "POST", "/api/v1/tenants", map[string]string{"name": "Contoso"})
+	decodeRec(b, rec, &ten)
+	var p struct{ ID string }
+	decodeRec(b, r.serve(op, "POST", "/api/v1/tenants/"+ten.ID+"/products", map[string]string{"name": "DW100"}), &p)
+	path := "/api/v1/tenants/" + ten.ID + "/products/" + p.ID
+	req := httptest.NewRequestWithContext(b.Context(), "GET", path, nil)
+	req.Header.Set("Authorization", "Bearer "+op)
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		r.mux.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("GET %s = %d %s", path, rec.Code, rec.Body)
+		}
+	}
 }

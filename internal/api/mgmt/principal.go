@@ -47,11 +47,25 @@ func (a *API) Principal(ctx context.Context, user auth.UserID, token auth.TokenI
 	return a.principal(ctx, user, token, func(auth.Token) bool { return true })
 }
 
+// principal finds the principal of token id, which ok accepts and which belongs to user
+// when user is set: from the verified-token cache when it holds the token (auth_cache.go),
+// from the store otherwise. ok and the token's expiry are checked on a hit as on a miss, so
+// the cache never lets through what the store would refuse; only a refusal on what the
+// store alone knows (revoked, roles) waits for an invalidation.
 func (a *API) principal(ctx context.Context, user auth.UserID, id auth.TokenID, ok func(auth.Token) bool) (*auth.Principal, error) {
 	now := a.now()
+	if e, hit := a.authCache.get(id, now); hit {
+		if !ok(e.tok) || !e.tok.Active(now) || (user != "" && e.tok.UserID != user) {
+			return nil, ErrUnauthenticated
+		}
+		return e.p, nil
+	}
+	gen := a.authCache.generation() // before the read: an invalidation after it fences the result off
 	var p *auth.Principal
+	var tok auth.Token
 	err := a.store.InReadTx(ctx, func(tx store.Tx) error {
-		tok, err := tx.Tokens().Get(ctx, id)
+		var err error
+		tok, err = tx.Tokens().Get(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -75,5 +89,6 @@ func (a *API) principal(ctx context.Context, user auth.UserID, id auth.TokenID, 
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
+	a.authCache.put(gen, tok, p, now)
 	return p, nil
 }
