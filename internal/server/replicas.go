@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/moat-iot/moat/internal/api/mgmt"
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/blob/s3blob"
@@ -136,4 +137,51 @@ func runNotifier(ctx context.Context, n *notify.Notifier, log *slog.Logger) <-ch
 		}
 	}()
 	return done
+}
+
+// Token checks are cached for a few seconds on each replica (internal/api/mgmt,
+// auth_cache.go): a revocation, removal or role change on one replica clears the entry
+// there before it answers, and is published here so that every other replica clears it
+// at once too (TestReplicas_RevocationStopsTokenOnEveryReplica). The event's tenant field
+// carries the token or user ID; a lost LISTEN connection clears every entry, since
+// changes may have been missed meanwhile.
+const (
+	kindAuthToken notify.Kind = "auth-token"
+	kindAuthUser  notify.Kind = "auth-user"
+)
+
+// publishAuthChange is mgmt's Config.PublishAuthChange: nil without a notifier.
+func publishAuthChange(n *notify.Notifier) mgmt.Invalidator {
+	if n == nil {
+		return nil
+	}
+	return func(kind, id string) {
+		switch kind {
+		case mgmt.AuthChangeToken:
+			n.Publish(notify.Event{Kind: kindAuthToken, Tenant: tenant.ID(id)})
+		case mgmt.AuthChangeUser:
+			n.Publish(notify.Event{Kind: kindAuthUser, Tenant: tenant.ID(id)})
+		default:
+			n.Publish(notify.Event{Kind: kindAuthToken, Tenant: notify.AllTenants})
+		}
+	}
+}
+
+// handleAuthChanges clears this replica's cached token checks on the other replicas' word.
+func handleAuthChanges(n *notify.Notifier, api *mgmt.API) error {
+	if n == nil {
+		return nil
+	}
+	for k, kind := range map[notify.Kind]string{kindAuthToken: mgmt.AuthChangeToken, kindAuthUser: mgmt.AuthChangeUser} {
+		if err := n.Handle(k, func(e notify.Event) {
+			if e.Tenant == notify.AllTenants {
+				api.InvalidateAuth(mgmt.AuthChangeAll, "")
+				return
+			}
+			api.InvalidateAuth(kind, string(e.Tenant))
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
