@@ -33,7 +33,7 @@ const runPage = 100
 // Each change is one conditional write with its audit event in one transaction, so a
 // stage advances once however many replicas run the job at once.
 //
-// Per rollout it costs, once the soak is over, the few set-based statements of
+// Per rollout it costs, on every run, the few set-based statements of
 // GateFigures and one transaction; it never loops over the group's devices. A rollout
 // that fails is logged and the others go on; the errors are returned joined.
 func (a *Advancer) Run(ctx context.Context, now time.Time) (Result, error) {
@@ -80,7 +80,7 @@ type change struct {
 // advance judges one running rollout read by Run and writes what it decided.
 func (a *Advancer) advance(ctx context.Context, d device.Deployment, now time.Time, res *Result) error {
 	r := *d.Rollout
-	if r.State != device.RolloutRunning || now.Before(r.StageStartedAt.Add(r.Soak())) {
+	if r.State != device.RolloutRunning {
 		return nil
 	}
 	var f device.GateFigures
@@ -97,7 +97,7 @@ func (a *Advancer) advance(ctx context.Context, d device.Deployment, now time.Ti
 	}
 	c, ok := decide(d, f, now)
 	if !ok {
-		return nil // waiting for data
+		return nil // soaking, or waiting for data
 	}
 	err = a.Store.InTx(ctx, func(tx store.Tx) error { return write(ctx, tx, d, c) })
 	switch {
@@ -118,7 +118,10 @@ func (a *Advancer) advance(ctx context.Context, d device.Deployment, now time.Ti
 	return nil
 }
 
-// decide judges d's rollout on f at now: ok is false when it waits for data.
+// decide judges d's rollout on f at now: ok is false while the stage soaks or waits for
+// data. The gate is judged on every run, during the soak too, so a crashing release is
+// stopped as soon as its figures pass a threshold with enough data behind them, not at the
+// end of the soak; only an advance waits for the soak (TestAdvance_TripPausesAndRollsBack).
 func decide(d device.Deployment, f device.GateFigures, now time.Time) (change, bool) {
 	r := *d.Rollout
 	trip, ready := Judge(r.Gate, f, r.Stage, now)
@@ -143,7 +146,7 @@ func decide(d device.Deployment, f device.GateFigures, now time.Time) (change, b
 			detail += "; nothing to roll back to: the group had no deployment before"
 		}
 		c.events = append([]audit.Event{event(d, now, ActionGateTripped, d.ID, detail)}, c.events...)
-	case !ready:
+	case !ready || now.Before(r.StageStartedAt.Add(r.Soak())):
 		return change{}, false
 	case r.Stage >= len(r.Stages)-1:
 		next.State = device.RolloutCompleted
