@@ -26,7 +26,10 @@ func NewImageAllowed(in Input) bool {
 	r := d.Rollout
 	switch r.State {
 	case device.RolloutRunning:
-		return r.Stage >= 0 && r.Stage < len(r.Stages) && r.InOpenStage(d.ID, in.Device.ID)
+		// No device ID: the group's should of the fleet status (internal/fleet/status.go),
+		// which is the base until the rollout completes; each device's own should follows
+		// its stage.
+		return in.Device.ID != "" && r.Stage >= 0 && r.Stage < len(r.Stages) && r.InOpenStage(d.ID, in.Device.ID)
 	case device.RolloutCompleted:
 		return true
 	case device.RolloutPaused, device.RolloutAborted:
