@@ -18,6 +18,7 @@ import (
 	devicepkg "github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -25,8 +26,8 @@ import (
 )
 
 // Issue 12 on the device: maintenance windows and the app's update deferral, with real
-// agents against a real server. The device's clock is injected (clock); the server's is
-// real, so the clock only moves forward by less than the assignment's hour of validity.
+// agents against a real server. Time is injected (clock): the tests that move it move the
+// device's and the server's together; nothing sleeps.
 
 // clock is a device clock ahead of the real one by an offset the test sets.
 type clock struct{ off atomic.Int64 }
@@ -34,6 +35,19 @@ type clock struct{ off atomic.Int64 }
 func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 func (c *clock) setTo(t time.Time)       { c.off.Store(int64(time.Until(t))) }
+
+// newClockedFleet is newFleet with the server on clk too: the test moves the device and
+// the service forward together, as real time would (attestation refuses evidence more
+// than five minutes off the service's clock).
+func newClockedFleet(t *testing.T, clk *clock) *fleet {
+	t.Helper()
+	p := testenv.NewPlatform(t, testenv.WithConfig(func(c *server.Config) { c.Now = clk.now }))
+	f := &fleet{Platform: p}
+	f.os = p.PublishOS("moat-os", "1.0.0", 1, "Retail", "RetailEval")
+	f.app = p.PublishAppWith("dw100-app", "1.0.0", 1, "DW100", testApp(t, "healthy"))
+	f.deploy(f.app.Path)
+	return f
+}
 
 // startClocked is fleet.start with the device's clock, and a count of the checks that
 // reached the install gate with the image kept on disk (each re-verifies it: step
@@ -180,9 +194,9 @@ func appClient(t *testing.T, state string) *sdk.Client {
 // check; once the device's clock is inside the window it installs and runs it.
 func TestAgent_OutsideWindowDownloadsButDoesNotInstall(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
-	d := f.NewDevice(true, "DW100/Production")
 	clk := &clock{}
+	f := newClockedFleet(t, clk)
+	d := f.NewDevice(true, "DW100/Production")
 	var downloads atomic.Int32
 	state := t.TempDir()
 	dv := f.startClocked(t, d, state, clk, &downloads)
@@ -248,10 +262,10 @@ func (f *fleet) plantDeployment(t *testing.T, im testenv.Image, ignoreWindow boo
 // the bound has passed although the app still defers.
 func TestAgent_DeferralIsBounded(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
+	clk := &clock{}
+	f := newClockedFleet(t, clk)
 	f.setDeferral(t, 10*time.Minute)
 	d := f.NewDevice(true, "DW100/Production")
-	clk := &clock{}
 	var downloads atomic.Int32
 	state := t.TempDir()
 	dv := f.startClocked(t, d, state, clk, &downloads)
@@ -311,10 +325,10 @@ func TestAgent_AllowUpdatesInstalls(t *testing.T) {
 // deferred-until, not one ten minutes from its restart, and installs when it passes.
 func TestAgent_DeferralSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	f := newFleet(t)
+	clk := &clock{}
+	f := newClockedFleet(t, clk)
 	f.setDeferral(t, 10*time.Minute)
 	d := f.NewDevice(true, "DW100/Production")
-	clk := &clock{}
 	state := t.TempDir()
 	dv := f.startClocked(t, d, state, clk, nil)
 	eventually(t, "first boot", attested(f, t, d.ID, f.os.Path, f.app.Path))
