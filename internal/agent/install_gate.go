@@ -38,7 +38,7 @@ const deferralFile = "deferral.json"
 const maxFirstHeld = 8
 
 type deferralState struct {
-	AppUntil  time.Time            `json:"app_until,omitzero"`  // the app asked to install nothing before
+	AppUntil  time.Time            `json:"app_until,omitzero"`   // the app asked to install nothing before
 	FirstHeld map[string]time.Time `json:"first_held,omitempty"` // by image SHA-256
 }
 

@@ -20,8 +20,8 @@ import (
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/server"
 	"github.com/moat-iot/moat/internal/store"
-	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/testenv"
 	"github.com/moat-iot/moat/sdk"
 )
 
