@@ -145,25 +145,41 @@ type AuditEvent struct {
 
 // Product is a model of device.
 type Product struct {
-	ID          string    `json:"id"`
-	TenantID    string    `json:"tenant_id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	Version     int64     `json:"version"`
+	ID          string `json:"id"`
+	TenantID    string `json:"tenant_id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// MaxUpdateDeferralSeconds bounds how long an app on the product's devices may defer
+	// an update, from its first deferral of a pending image (0 to 7 days; 0: no deferral).
+	MaxUpdateDeferralSeconds int64     `json:"max_update_deferral_seconds"`
+	CreatedAt                time.Time `json:"created_at"`
+	UpdatedAt                time.Time `json:"updated_at"`
+	Version                  int64     `json:"version"`
 }
 
 // ProductCreate is the body of a product creation.
 type ProductCreate struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
+	// MaxUpdateDeferralSeconds, optional: 86400 (24 h) when nil.
+	MaxUpdateDeferralSeconds *int64 `json:"max_update_deferral_seconds,omitempty"`
 }
 
 // ProductUpdate is a merge patch of a product: nil fields stay as they are.
 type ProductUpdate struct {
-	Name        *string `json:"name,omitempty"`
-	Description *string `json:"description,omitempty"`
+	Name                     *string `json:"name,omitempty"`
+	Description              *string `json:"description,omitempty"`
+	MaxUpdateDeferralSeconds *int64  `json:"max_update_deferral_seconds,omitempty"`
+}
+
+// MaintenanceWindow is when a device group's devices install updates: on Days ("mon" to
+// "sun"), from Start ("HH:MM" local time in TimeZone, an IANA name) for Length (a Go
+// duration, 15m to 24h).
+type MaintenanceWindow struct {
+	Days     []string `json:"days"`
+	Start    string   `json:"start"`
+	Length   string   `json:"length"`
+	TimeZone string   `json:"time_zone"`
 }
 
 // DeviceGroup is a device group of a product.
@@ -175,9 +191,11 @@ type DeviceGroup struct {
 	Description  string       `json:"description"`
 	OSFeed       OSFeed       `json:"os_feed"`
 	UpdatePolicy UpdatePolicy `json:"update_policy"`
-	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time    `json:"updated_at"`
-	Version      int64        `json:"version"`
+	// MaintenanceWindow is nil when the devices install at any time.
+	MaintenanceWindow *MaintenanceWindow `json:"maintenance_window,omitempty"`
+	CreatedAt         time.Time          `json:"created_at"`
+	UpdatedAt         time.Time          `json:"updated_at"`
+	Version           int64              `json:"version"`
 }
 
 // DeviceGroupCreate is the body of a device-group creation. OSFeed and UpdatePolicy are
@@ -187,6 +205,8 @@ type DeviceGroupCreate struct {
 	Description  string       `json:"description,omitempty"`
 	OSFeed       OSFeed       `json:"os_feed"`
 	UpdatePolicy UpdatePolicy `json:"update_policy"`
+	// MaintenanceWindow, optional: nil installs at any time.
+	MaintenanceWindow *MaintenanceWindow `json:"maintenance_window,omitempty"`
 }
 
 // DeviceGroupUpdate is a merge patch of a device group: nil fields stay as they are.
@@ -195,6 +215,9 @@ type DeviceGroupUpdate struct {
 	Description  *string       `json:"description,omitempty"`
 	OSFeed       *OSFeed       `json:"os_feed,omitempty"`
 	UpdatePolicy *UpdatePolicy `json:"update_policy,omitempty"`
+	// MaintenanceWindow replaces the group's window; ClearMaintenanceWindow removes it.
+	MaintenanceWindow      *MaintenanceWindow `json:"maintenance_window,omitempty"`
+	ClearMaintenanceWindow bool               `json:"clear_maintenance_window,omitempty"`
 }
 
 // ListOptions selects one page of a list.

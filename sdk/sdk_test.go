@@ -45,8 +45,14 @@ var dw100Caps = image.Capabilities{
 
 func startRuntime(t *testing.T) *runtime {
 	t.Helper()
+	return startRuntimeWith(t, nil)
+}
+
+// startRuntimeWith is startRuntime with mod applied to the server's configuration.
+func startRuntimeWith(t *testing.T, mod func(*periph.Config)) *runtime {
+	t.Helper()
 	rt := &runtime{sim: periph.NewDW100()}
-	srv, err := periph.New(periph.Config{
+	cfg := periph.Config{
 		Capabilities: dw100Caps,
 		Backend:      rt.sim,
 		Denied: func(c string) {
@@ -61,7 +67,11 @@ func startRuntime(t *testing.T) *runtime {
 			return nil
 		},
 		Now: time.Now,
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := periph.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

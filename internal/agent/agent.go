@@ -182,6 +182,10 @@ type Agent struct {
 	app        *periph.Server  // the running app's local API, for diagnostics
 	link       *cloudlink.Link // nil without Config.Cloud
 
+	deferral     *deferral             // the app's update deferral (install_gate.go)
+	lastDeferred map[image.Kind]string // the deferral last reported, per kind
+	wake         time.Time             // when a held update may install: check then
+
 	noSandboxOnce sync.Once // NoSandboxWarning is logged once per agent
 }
 
@@ -227,7 +231,11 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: log.With("device_id", id), deviceID: id, slots: slots, reports: q, states: states,
-		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1)}
+		nudge: make(chan struct{}, 1), appKick: make(chan struct{}, 1), sendKick: make(chan struct{}, 1),
+		lastDeferred: map[image.Kind]string{}}
+	if a.deferral, err = openDeferral(cfg.StateDir, cfg.Now, a.log, a.Nudge); err != nil {
+		return nil, err
+	}
 	if cfg.Cloud != nil {
 		if a.link, err = a.newLink(); err != nil {
 			return nil, err
@@ -360,6 +368,9 @@ func (a *Agent) checkLoop(ctx context.Context) error {
 			wait, retry = min(wait, retry), min(2*retry, maxRetry)
 		} else {
 			retry = minRetry
+		}
+		if w := a.nextWake(); w > 0 {
+			wait = min(wait, w) // a held update may install then (install_gate.go)
 		}
 		a.sendReports(ctx, s)
 		if !a.wait(ctx, s, wait) {

@@ -102,6 +102,7 @@ func (a *Agent) runApp(ctx context.Context, c boot.Choice) appOutcome {
 		Capabilities: caps, Backend: a.cfg.Backend, Now: a.cfg.Now, Logger: a.log,
 		Denied:    func(capability string) { a.denied(c, capability) },
 		Telemetry: a.telemetry,
+		Updates:   a.deferral,
 	})
 	if err != nil {
 		a.log.ErrorContext(ctx, "peripheral server", "err", err)

@@ -203,7 +203,25 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 		staged = append(staged, stagedImage{kind: kind, im: im, file: dst})
 	}
 	reboot := false
+	now := a.cfg.Now()
+	pending := map[string]bool{}
 	for _, s := range staged {
+		pending[s.im.SHA256] = true
+	}
+	a.deferral.prune(pending)
+	for _, s := range staged {
+		// Issue 12: downloaded and verified, but installed only inside the install windows
+		// and not while the app defers (install_gate.go); the download waits meanwhile.
+		code, until, err := a.installGate(plan, s, now)
+		if err != nil {
+			return err
+		}
+		if code != "" {
+			a.deferred(s, code, until)
+			a.wakeAt(until)
+			continue
+		}
+		a.clearDeferred(s.kind)
 		if err := a.install(ctx, upd, s); err != nil {
 			a.log.WarnContext(ctx, "update failed", "target", s.im.Path, "err", err)
 			continue
@@ -262,8 +280,26 @@ func (a *Agent) download(ctx context.Context, upd *update.Client, kind image.Kin
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	dst := filepath.Join(dir, string(kind)+".pkg")
-	a.downloading(kind, im, dst)
+	// Named by its hash, so that a download kept for a later install is never taken for
+	// another image; those of other images of the kind are stale and go.
+	dst := filepath.Join(dir, fmt.Sprintf("%s-%.16s.pkg", kind, im.SHA256))
+	if old, err := filepath.Glob(filepath.Join(dir, string(kind)+"-*.pkg*")); err == nil {
+		for _, o := range old {
+			if o != dst && o != dst+".part" {
+				_ = os.Remove(o)
+			}
+		}
+	}
+	// A download kept while the update waited for its window or the app (install_gate.go)
+	// is verified again from its bytes, not fetched again: as a complete .part file, Fetch
+	// hashes it and finds nothing missing.
+	if _, err := os.Stat(dst); err == nil {
+		if err := os.Rename(dst, dst+".part"); err != nil {
+			return "", err
+		}
+	} else {
+		a.downloading(kind, im, dst)
+	}
 	if err := upd.Download(ctx, im, dst); err != nil {
 		step, code := errreport.StepDownload, "download_failed"
 		if errors.Is(err, blob.ErrDigestMismatch) || errors.Is(err, update.ErrManifestMismatch) || errors.Is(err, blob.ErrTooLarge) {

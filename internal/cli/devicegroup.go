@@ -28,7 +28,7 @@ EXAMPLES
 
 func groupFields(g client.DeviceGroup) [][2]string {
 	return [][2]string{{"ID", g.ID}, {"Product", g.ProductID}, {"Name", g.Name}, {"Description", g.Description},
-		{"OS feed", string(g.OSFeed)}, {"Update policy", string(g.UpdatePolicy)},
+		{"OS feed", string(g.OSFeed)}, {"Update policy", string(g.UpdatePolicy)}, {"Maintenance window", windowText(g.MaintenanceWindow)},
 		{"Created", fmtTime(g.CreatedAt)}, {"Updated", fmtTime(g.UpdatedAt)}, {"Version", itoa(g.Version)}}
 }
 
@@ -100,23 +100,29 @@ func productFlag(fs *flag.FlagSet, v *string) {
 }
 
 func newGroupCreate(env *Env) *ffcli.Command {
-	var product, name, desc, feed, policy string
+	var product, name, desc, feed, policy, window string
 	return newVerb(env, "device-group", verb{
 		name:   "create",
 		short:  "Create a device group in a product.",
 		tenant: true,
 		long: `Creates a device group. Its OS feed and update policy are required: a group's update
-behaviour is never a silent default. Needs the Contributor role.
+behaviour is never a silent default. With --maintenance-window the group's devices download
+new images at once but install them only inside the window (DAYS HH:MM LENGTH ZONE: days
+mon..sun comma-separated or "daily", local start time, a length from 15m to 24h, an IANA
+time zone); a deployment made with --ignore-window installs at once. Needs the Contributor
+role.
 
 EXAMPLES
   moat device-group create --product DW100 --name Beta --os-feed Retail --update-policy UpdateAll
-  moat device-group create --product DW100 --name Lab --os-feed RetailEval --update-policy UpdateOSOnly --description "bench devices"`,
+  moat device-group create --product DW100 --name Lab --os-feed RetailEval --update-policy UpdateOSOnly --description "bench devices"
+  moat device-group create --product DW100 --name Night --os-feed Retail --update-policy UpdateAll --maintenance-window "mon,tue,wed,thu,fri 02:00 3h Europe/Berlin"`,
 		flags: func(fs *flag.FlagSet) {
 			productFlag(fs, &product)
 			fs.StringVar(&name, "name", "", "group `NAME` (required, unique in the product)")
 			fs.StringVar(&desc, "description", "", "free-text `DESCRIPTION`")
 			fs.StringVar(&feed, "os-feed", "", "`FEED`: Retail or RetailEval (required)")
 			fs.StringVar(&policy, "update-policy", "", "`POLICY`: UpdateAll or UpdateOSOnly (required)")
+			fs.StringVar(&window, "maintenance-window", "", "install only inside `\"DAYS HH:MM LENGTH ZONE\"` (default: any time)")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 0, ""); err != nil {
@@ -134,6 +140,16 @@ EXAMPLES
 			if err := checkPolicy(policy); err != nil {
 				return err
 			}
+			req := client.DeviceGroupCreate{
+				Name: name, Description: desc, OSFeed: client.OSFeed(feed), UpdatePolicy: client.UpdatePolicy(policy),
+			}
+			if s.given("maintenance-window") {
+				w, err := parseWindow(window)
+				if err != nil {
+					return err
+				}
+				req.MaintenanceWindow = w
+			}
 			c, tenant, err := s.inTenant(ctx)
 			if err != nil {
 				return err
@@ -142,9 +158,7 @@ EXAMPLES
 			if err != nil {
 				return err
 			}
-			g, err := c.CreateDeviceGroup(ctx, tenant, p.ID, client.DeviceGroupCreate{
-				Name: name, Description: desc, OSFeed: client.OSFeed(feed), UpdatePolicy: client.UpdatePolicy(policy),
-			})
+			g, err := c.CreateDeviceGroup(ctx, tenant, p.ID, req)
 			if err != nil {
 				return err
 			}
@@ -217,11 +231,12 @@ EXAMPLES
 }
 
 func newGroupUpdate(env *Env) *ffcli.Command {
-	var product, name, desc, feed, policy string
+	var product, name, desc, feed, policy, window string
+	var clearWindow bool
 	return newVerb(env, "device-group", verb{
 		name:   "update",
 		args:   "PRODUCT/GROUP | --product PRODUCT GROUP",
-		short:  "Change a device group's name, description, OS feed or update policy.",
+		short:  "Change a device group's name, description, OS feed, update policy or maintenance window.",
 		tenant: true,
 		long: `Reads the group, then changes the given fields on exactly the version read: if someone
 else changed the group in between, nothing changes and the command exits 8; run it again.
@@ -229,13 +244,17 @@ Fields not given stay as they are. Needs the Contributor role.
 
 EXAMPLES
   moat device-group update DW100/Beta --os-feed RetailEval
-  moat device-group update --product DW100 Beta --name "Beta testers" --update-policy UpdateOSOnly`,
+  moat device-group update --product DW100 Beta --name "Beta testers" --update-policy UpdateOSOnly
+  moat device-group update DW100/Production --maintenance-window "daily 01:30 2h America/New_York"
+  moat device-group update DW100/Production --clear-maintenance-window`,
 		flags: func(fs *flag.FlagSet) {
 			productFlag(fs, &product)
 			fs.StringVar(&name, "name", "", "new `NAME`")
 			fs.StringVar(&desc, "description", "", "new `DESCRIPTION` (\"\" clears it)")
 			fs.StringVar(&feed, "os-feed", "", "new `FEED`: Retail or RetailEval")
 			fs.StringVar(&policy, "update-policy", "", "new `POLICY`: UpdateAll or UpdateOSOnly")
+			fs.StringVar(&window, "maintenance-window", "", "install only inside `\"DAYS HH:MM LENGTH ZONE\"`")
+			fs.BoolVar(&clearWindow, "clear-maintenance-window", false, "remove the maintenance window: install at any time")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if _, _, err := groupRef(product, args); err != nil {
@@ -265,8 +284,19 @@ EXAMPLES
 				p := client.UpdatePolicy(policy)
 				upd.UpdatePolicy = &p
 			}
+			if s.given("maintenance-window") {
+				w, err := parseWindow(window)
+				if err != nil {
+					return err
+				}
+				upd.MaintenanceWindow = w
+			}
+			upd.ClearMaintenanceWindow = clearWindow
+			if upd.MaintenanceWindow != nil && clearWindow {
+				return usagef("give --maintenance-window or --clear-maintenance-window, not both")
+			}
 			if upd == (client.DeviceGroupUpdate{}) {
-				return usagef("nothing to change: give --name, --description, --os-feed or --update-policy")
+				return usagef("nothing to change: give --name, --description, --os-feed, --update-policy, --maintenance-window or --clear-maintenance-window")
 			}
 			c, tenant, g, err := s.resolveGroup(ctx, product, args)
 			if err != nil {

@@ -27,24 +27,29 @@ EXAMPLES
 
 func productFields(p client.Product) [][2]string {
 	return [][2]string{{"ID", p.ID}, {"Name", p.Name}, {"Description", p.Description},
+		{"Max update deferral", deferralText(p.MaxUpdateDeferralSeconds)},
 		{"Created", fmtTime(p.CreatedAt)}, {"Updated", fmtTime(p.UpdatedAt)}, {"Version", itoa(p.Version)}}
 }
 
 func newProductCreate(env *Env) *ffcli.Command {
-	var name, desc string
+	var name, desc, deferral string
 	return newVerb(env, "product", verb{
 		name:   "create",
 		short:  "Create a product with its five default device groups.",
 		tenant: true,
 		long: `Creates a product in the tenant, with the default device groups Development, Field Test,
 Production, Field Test OS Evaluation and Production OS Evaluation. Needs the Contributor role.
+--max-update-deferral bounds how long an app on the product's devices may defer an update,
+counted from its first deferral of a pending image (default 24h, at most 168h; 0s: never).
 
 EXAMPLES
   moat product create --name DW100
-  moat product create --name DW100 --description "Contoso dishwasher" --tenant Contoso`,
+  moat product create --name DW100 --description "Contoso dishwasher" --tenant Contoso
+  moat product create --name DW200 --max-update-deferral 4h`,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "name", "", "product `NAME` (required, unique in the tenant)")
 			fs.StringVar(&desc, "description", "", "free-text `DESCRIPTION`")
+			fs.StringVar(&deferral, "max-update-deferral", "", "how long an app may defer an update, a `DURATION` from 0s to 168h (default 24h)")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 0, ""); err != nil {
@@ -53,11 +58,19 @@ EXAMPLES
 			if err := checkName("name", name); err != nil {
 				return err
 			}
+			req := client.ProductCreate{Name: name, Description: desc}
+			if s.given("max-update-deferral") {
+				secs, err := parseDeferral(deferral)
+				if err != nil {
+					return err
+				}
+				req.MaxUpdateDeferralSeconds = &secs
+			}
 			c, tenant, err := s.inTenant(ctx)
 			if err != nil {
 				return err
 			}
-			p, err := c.CreateProduct(ctx, tenant, client.ProductCreate{Name: name, Description: desc})
+			p, err := c.CreateProduct(ctx, tenant, req)
 			if err != nil {
 				return err
 			}
@@ -130,11 +143,11 @@ EXAMPLES
 }
 
 func newProductUpdate(env *Env) *ffcli.Command {
-	var name, desc string
+	var name, desc, deferral string
 	return newVerb(env, "product", verb{
 		name:   "update",
 		args:   "ID|NAME",
-		short:  "Rename a product or change its description.",
+		short:  "Rename a product or change its description or update-deferral bound.",
 		tenant: true,
 		long: `Reads the product, then changes the given fields on exactly the version read: if someone
 else changed the product in between, nothing changes and the command exits 8; run it again.
@@ -142,10 +155,12 @@ Fields not given stay as they are. Needs the Contributor role.
 
 EXAMPLES
   moat product update DW100 --description "Contoso DW100 dishwasher"
-  moat product update DW100 --name DW100-EU`,
+  moat product update DW100 --name DW100-EU
+  moat product update DW100 --max-update-deferral 12h`,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&name, "name", "", "new `NAME`")
 			fs.StringVar(&desc, "description", "", "new `DESCRIPTION` (\"\" clears it)")
+			fs.StringVar(&deferral, "max-update-deferral", "", "how long an app may defer an update, a `DURATION` from 0s to 168h")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 1, "the product (ID or name)"); err != nil {
@@ -161,8 +176,15 @@ EXAMPLES
 			if s.given("description") {
 				upd.Description = &desc
 			}
-			if upd.Name == nil && upd.Description == nil {
-				return usagef("nothing to change: give --name or --description")
+			if s.given("max-update-deferral") {
+				secs, err := parseDeferral(deferral)
+				if err != nil {
+					return err
+				}
+				upd.MaxUpdateDeferralSeconds = &secs
+			}
+			if upd.Name == nil && upd.Description == nil && upd.MaxUpdateDeferralSeconds == nil {
+				return usagef("nothing to change: give --name, --description or --max-update-deferral")
 			}
 			c, tenant, err := s.inTenant(ctx)
 			if err != nil {

@@ -26,6 +26,11 @@
 // TestCheckAgainstRepo_RejectsBelowFloor). A compromise of the online director key can
 // therefore withhold updates or re-assign an older signed image that the floor still
 // allows, but cannot make a device install bytes the offline keys did not sign.
+// The install windows, the deferral bound and IgnoreWindow (issue 12) are signed like the
+// rest and held to one encoding (TestVerify_RejectsAmbiguousWindowEncoding); windows must
+// be ascending and apart, at most MaxWindows (TestValidate_RefusesBadWindows). They only
+// delay the install of an image the checks above admitted, so a compromised director key
+// gains nothing from them beyond the withholding it can already do.
 // ATTACKS row 20 (partial bundle) is the update client's: an assignment is all-or-nothing
 // input to it. Bad input of any shape is an error and never a panic (FuzzVerify).
 //
@@ -51,6 +56,8 @@ const Format = 1
 // Limits of an assignment.
 const (
 	MaxImages       = 8                  // images in one assignment
+	MaxWindows      = 16                 // install windows in one assignment
+	MaxDeferral     = 7 * 24 * time.Hour // MaxDeferralSeconds
 	MaxImageBytes   = 4 << 30            // length of one image (4 GiB)
 	MaxValidity     = 7 * 24 * time.Hour // ExpiresAt - IssuedAt
 	ClockSkew       = 5 * time.Minute    // how far IssuedAt may be ahead of the device's clock
@@ -90,7 +97,26 @@ type Assignment struct {
 	IssuedAt  time.Time `json:"issued_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Images    []Image   `json:"images"` // at most one per kind; empty: nothing assigned
+	// InstallWindows are the device group's maintenance windows from about now on (issue
+	// 12): the device installs an image only inside one, unless the image has
+	// IgnoreWindow. Ascending, non-overlapping, UTC, at most MaxWindows; none: install at
+	// any time. They decide only when an image the device verified is installed, never
+	// which one.
+	InstallWindows []Window `json:"install_windows,omitempty"`
+	// MaxDeferralSeconds bounds how long the device's app may defer installing a pending
+	// image, counted from its first deferral (the product's setting, 0 to MaxDeferral);
+	// 0: the app cannot defer.
+	MaxDeferralSeconds int64 `json:"max_deferral_seconds,omitempty"`
 }
+
+// Window is one install window: From inclusive, Until exclusive, in UTC to the second.
+type Window struct {
+	From  time.Time `json:"from"`
+	Until time.Time `json:"until"`
+}
+
+// Contains reports whether t is inside w.
+func (w Window) Contains(t time.Time) bool { return !t.Before(w.From) && t.Before(w.Until) }
 
 // Image is one image the device should run, named as the TUF image repository names it.
 type Image struct {
@@ -100,6 +126,8 @@ type Image struct {
 	Length          int64  `json:"length"` // bytes, 1..MaxImageBytes
 	Version         string `json:"version"`
 	SecurityVersion uint32 `json:"security_version"`
+	// IgnoreWindow: install at once, outside the install windows (a security update).
+	IgnoreWindow bool `json:"ignore_window,omitempty"`
 }
 
 // Validate reports every problem with the assignment's content, joined.
@@ -122,16 +150,8 @@ func (a Assignment) Validate() error {
 		name string
 		t    time.Time
 	}{{"issued_at", a.IssuedAt}, {"expires_at", a.ExpiresAt}} {
-		name, t := f.name, f.t
-		switch {
-		case t.IsZero():
-			bad("%s: missing", name)
-		case t.Location() != time.UTC:
-			bad("%s: %s is not in UTC", name, t.Format(time.RFC3339))
-		case t.Nanosecond() != 0:
-			bad("%s: %s has a fraction of a second", name, t.Format(time.RFC3339Nano))
-		case t.Year() < 2000 || t.Year() > 9999:
-			bad("%s: year %d out of range", name, t.Year())
+		if err := checkTime(f.name, f.t); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if !a.IssuedAt.IsZero() && !a.ExpiresAt.IsZero() {
@@ -151,6 +171,50 @@ func (a Assignment) Validate() error {
 			bad("images[%d]: a second image of kind %q", i, im.Kind)
 		}
 		seen[im.Kind] = true
+	}
+	if err := checkWindows(a.InstallWindows); err != nil {
+		errs = append(errs, err)
+	}
+	if a.MaxDeferralSeconds < 0 || a.MaxDeferralSeconds > int64(MaxDeferral/time.Second) {
+		bad("max_deferral_seconds: %d, want 0 to %d", a.MaxDeferralSeconds, int64(MaxDeferral/time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+// checkTime accepts a time in UTC, to the second, in years 2000 to 9999: one encoding.
+func checkTime(name string, t time.Time) error {
+	switch {
+	case t.IsZero():
+		return fmt.Errorf("%s: missing", name)
+	case t.Location() != time.UTC:
+		return fmt.Errorf("%s: %s is not in UTC", name, t.Format(time.RFC3339))
+	case t.Nanosecond() != 0:
+		return fmt.Errorf("%s: %s has a fraction of a second", name, t.Format(time.RFC3339Nano))
+	case t.Year() < 2000 || t.Year() > 9999:
+		return fmt.Errorf("%s: year %d out of range", name, t.Year())
+	}
+	return nil
+}
+
+// checkWindows accepts at most MaxWindows windows, each valid and non-empty, in ascending
+// order with a gap between each and the next (touching windows are one window).
+func checkWindows(ws []Window) error {
+	var errs []error
+	if len(ws) > MaxWindows {
+		errs = append(errs, fmt.Errorf("install_windows: %d, at most %d", len(ws), MaxWindows))
+	}
+	for i, w := range ws {
+		errF, errU := checkTime(fmt.Sprintf("install_windows[%d].from", i), w.From), checkTime(fmt.Sprintf("install_windows[%d].until", i), w.Until)
+		if errF != nil || errU != nil {
+			errs = append(errs, errF, errU)
+			continue
+		}
+		if !w.From.Before(w.Until) {
+			errs = append(errs, fmt.Errorf("install_windows[%d]: from %s is not before until %s", i, w.From.Format(time.RFC3339), w.Until.Format(time.RFC3339)))
+		}
+		if i > 0 && !w.From.After(ws[i-1].Until) {
+			errs = append(errs, fmt.Errorf("install_windows[%d]: from %s does not come after the previous window's until %s", i, w.From.Format(time.RFC3339), ws[i-1].Until.Format(time.RFC3339)))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -56,6 +56,13 @@ func Issue(key *ecdsa.PrivateKey, a Assignment) ([]byte, error) {
 	}
 	a.IssuedAt = a.IssuedAt.UTC().Truncate(time.Second)
 	a.ExpiresAt = a.ExpiresAt.UTC().Truncate(time.Second)
+	if a.InstallWindows != nil {
+		ws := make([]Window, len(a.InstallWindows))
+		for i, w := range a.InstallWindows {
+			ws[i] = Window{From: w.From.UTC().Truncate(time.Second), Until: w.Until.UTC().Truncate(time.Second)}
+		}
+		a.InstallWindows = ws
+	}
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("issue assignment for device %s: %w", a.DeviceID, err)
 	}

@@ -72,6 +72,8 @@ func FuzzVerifySigned(f *testing.F) {
 	f.Add(replaceOnce(f, signed, `"kind":"app"`, `"kind":"os"`))
 	f.Add(replaceOnce(f, signed, `"2026-03-01T12:00:00Z"`, `"2026-03-01T12:00:00.5Z"`))
 	f.Add([]byte(`{"version":1,"images":null}`))
+	f.Add(signedOf(f, mustIssue(f, key, withWindows())))
+	f.Add(replaceOnce(f, signed, `]}`, `],"install_windows":[{"from":"2026-03-01T14:00:00Z","until":"2026-03-01T13:00:00Z"}]}`))
 	f.Fuzz(func(t *testing.T, signed []byte) {
 		env := resigned(t, signed)
 		a, err := director.Verify(env, &key.PublicKey, fuzzExpect())
@@ -104,6 +106,7 @@ func seedCorpus(t *testing.T) map[string]struct {
 	key := directorKey(t)
 	valid := mustIssue(t, key, validAssignment())
 	signed := signedOf(t, valid)
+	windowsSigned := signedOf(t, mustIssue(t, key, withWindows()))
 	noImages := validAssignment()
 	noImages.Images = nil
 	type seed = struct {
@@ -130,6 +133,11 @@ func seedCorpus(t *testing.T) map[string]struct {
 			return a
 		}()), director.ErrExpired},
 		"empty": {[]byte{}, director.ErrMalformed},
+		// Issue 12: install windows, the deferral bound and ignore_window.
+		"valid-windows":       {mustIssue(t, key, withWindows()), nil},
+		"overlapping-windows": {resigned(t, replaceOnce(t, windowsSigned, `"from":"2026-03-02T14:00:00Z"`, `"from":"2026-03-01T16:00:00Z"`)), director.ErrMalformed},
+		"empty-window-list":   {resigned(t, replaceOnce(t, signed, `]}`, `],"install_windows":[]}`)), director.ErrNotCanonical},
+		"deferral-over-bound": {resigned(t, replaceOnce(t, windowsSigned, `"max_deferral_seconds":86400`, `"max_deferral_seconds":604801`)), director.ErrMalformed},
 	}
 }
 

@@ -34,6 +34,9 @@ func (s *Service) Assignment(ctx context.Context, dev device.Device) ([]byte, di
 		}
 		a.Images = images
 	}
+	if err := s.installPolicy(ctx, dev, &a, now); err != nil { // issue 12: maintenance window, deferral (window.go)
+		return nil, director.Assignment{}, err
+	}
 	data, err := director.Issue(s.cfg.Director, a)
 	if err != nil {
 		return nil, director.Assignment{}, err

@@ -73,6 +73,9 @@ func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (st
 			return err
 		}
 		fmt.Fprintf(h, "group %s %s\n", g.OSFeed, g.UpdatePolicy)
+		if err := writeInstallPolicy(ctx, h, tt, g); err != nil { // issue 12 (window.go)
+			return err
+		}
 		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
 		switch {
 		case err == nil:

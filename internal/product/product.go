@@ -31,15 +31,28 @@ type Product struct {
 	TenantID    tenant.ID `json:"tenant_id"`
 	Name        string    `json:"name"`
 	Description string    `json:"description"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	Version     int64     `json:"version"`
+	// MaxUpdateDeferralSeconds bounds how long an application on the product's devices may
+	// defer an update (issue 12, Azure Sphere's SoftwareUpdateDeferral), counted from the
+	// first deferral of a pending image: 0 to MaxUpdateDeferral, DefaultMaxUpdateDeferral
+	// unless set. 0 means the app cannot defer.
+	MaxUpdateDeferralSeconds int64     `json:"max_update_deferral_seconds"`
+	CreatedAt                time.Time `json:"created_at"`
+	UpdatedAt                time.Time `json:"updated_at"`
+	Version                  int64     `json:"version"`
 }
+
+// Bounds of Product.MaxUpdateDeferralSeconds.
+const (
+	DefaultMaxUpdateDeferral = 24 * time.Hour
+	MaxUpdateDeferral        = 7 * 24 * time.Hour
+)
 
 // Create is the body of a product creation request.
 type Create struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
+	// MaxUpdateDeferralSeconds, optional: DefaultMaxUpdateDeferral when absent.
+	MaxUpdateDeferralSeconds *int64 `json:"max_update_deferral_seconds,omitempty"`
 }
 
 // Validate reports every problem with the request.
@@ -47,26 +60,47 @@ func (c Create) Validate() error {
 	var v problem.Validation
 	ident.CheckName(&v, "name", c.Name)
 	ident.CheckDescription(&v, "description", c.Description)
+	if c.MaxUpdateDeferralSeconds != nil {
+		checkDeferral(&v, *c.MaxUpdateDeferralSeconds)
+	}
 	return v.Err()
+}
+
+// Deferral returns the request's MaxUpdateDeferralSeconds, or the default.
+func (c Create) Deferral() int64 {
+	if c.MaxUpdateDeferralSeconds == nil {
+		return int64(DefaultMaxUpdateDeferral / time.Second)
+	}
+	return *c.MaxUpdateDeferralSeconds
+}
+
+func checkDeferral(v *problem.Validation, s int64) {
+	if s < 0 || s > int64(MaxUpdateDeferral/time.Second) {
+		v.Add("max_update_deferral_seconds", "invalid_max_update_deferral", "max_update_deferral_seconds must be 0 to %d (7 days)", int64(MaxUpdateDeferral/time.Second))
+	}
 }
 
 // Update is the body of a product update (a JSON merge patch: absent fields stay).
 type Update struct {
-	Name        *string `json:"name,omitempty"`
-	Description *string `json:"description,omitempty"`
+	Name                     *string `json:"name,omitempty"`
+	Description              *string `json:"description,omitempty"`
+	MaxUpdateDeferralSeconds *int64  `json:"max_update_deferral_seconds,omitempty"`
 }
 
 // Validate reports every problem with the request.
 func (u Update) Validate() error {
 	var v problem.Validation
-	if u.Name == nil && u.Description == nil {
-		v.Add("", "empty_update", "the update changes nothing: give name or description")
+	if u.Name == nil && u.Description == nil && u.MaxUpdateDeferralSeconds == nil {
+		v.Add("", "empty_update", "the update changes nothing: give name, description or max_update_deferral_seconds")
 	}
 	if u.Name != nil {
 		ident.CheckName(&v, "name", *u.Name)
 	}
 	if u.Description != nil {
 		ident.CheckDescription(&v, "description", *u.Description)
+	}
+	if u.MaxUpdateDeferralSeconds != nil {
+		checkDeferral(&v, *u.MaxUpdateDeferralSeconds)
 	}
 	return v.Err()
 }
@@ -78,6 +112,9 @@ func (u Update) Apply(p Product) Product {
 	}
 	if u.Description != nil {
 		p.Description = *u.Description
+	}
+	if u.MaxUpdateDeferralSeconds != nil {
+		p.MaxUpdateDeferralSeconds = *u.MaxUpdateDeferralSeconds
 	}
 	return p
 }
@@ -120,9 +157,12 @@ type Group struct {
 	Description  string       `json:"description"`
 	OSFeed       OSFeed       `json:"os_feed"`
 	UpdatePolicy UpdatePolicy `json:"update_policy"`
-	CreatedAt    time.Time    `json:"created_at"`
-	UpdatedAt    time.Time    `json:"updated_at"`
-	Version      int64        `json:"version"`
+	// MaintenanceWindow, optional, is when the group's devices install updates; nil: any
+	// time.
+	MaintenanceWindow *MaintenanceWindow `json:"maintenance_window,omitempty"`
+	CreatedAt         time.Time          `json:"created_at"`
+	UpdatedAt         time.Time          `json:"updated_at"`
+	Version           int64              `json:"version"`
 }
 
 // GroupCreate is the body of a device-group creation request. OSFeed and UpdatePolicy are
@@ -132,6 +172,8 @@ type GroupCreate struct {
 	Description  string       `json:"description,omitempty"`
 	OSFeed       OSFeed       `json:"os_feed"`
 	UpdatePolicy UpdatePolicy `json:"update_policy"`
+	// MaintenanceWindow, optional: nil installs any time.
+	MaintenanceWindow *MaintenanceWindow `json:"maintenance_window,omitempty"`
 }
 
 // Validate reports every problem with the request.
@@ -141,6 +183,9 @@ func (c GroupCreate) Validate() error {
 	ident.CheckDescription(&v, "description", c.Description)
 	checkFeed(&v, c.OSFeed)
 	checkPolicy(&v, c.UpdatePolicy)
+	if c.MaintenanceWindow != nil {
+		c.MaintenanceWindow.check(&v, "maintenance_window.")
+	}
 	return v.Err()
 }
 
@@ -162,13 +207,23 @@ type GroupUpdate struct {
 	Description  *string       `json:"description,omitempty"`
 	OSFeed       *OSFeed       `json:"os_feed,omitempty"`
 	UpdatePolicy *UpdatePolicy `json:"update_policy,omitempty"`
+	// MaintenanceWindow replaces the group's window; ClearMaintenanceWindow removes it (the
+	// devices install any time again). At most one of the two.
+	MaintenanceWindow      *MaintenanceWindow `json:"maintenance_window,omitempty"`
+	ClearMaintenanceWindow bool               `json:"clear_maintenance_window,omitempty"`
 }
 
 // Validate reports every problem with the request.
 func (u GroupUpdate) Validate() error {
 	var v problem.Validation
-	if u.Name == nil && u.Description == nil && u.OSFeed == nil && u.UpdatePolicy == nil {
-		v.Add("", "empty_update", "the update changes nothing: give name, description, os_feed or update_policy")
+	if u.Name == nil && u.Description == nil && u.OSFeed == nil && u.UpdatePolicy == nil && u.MaintenanceWindow == nil && !u.ClearMaintenanceWindow {
+		v.Add("", "empty_update", "the update changes nothing: give name, description, os_feed, update_policy, maintenance_window or clear_maintenance_window")
+	}
+	switch {
+	case u.MaintenanceWindow != nil && u.ClearMaintenanceWindow:
+		v.Add("clear_maintenance_window", "conflicting_window_update", "give maintenance_window or clear_maintenance_window, not both")
+	case u.MaintenanceWindow != nil:
+		u.MaintenanceWindow.check(&v, "maintenance_window.")
 	}
 	if u.Name != nil {
 		ident.CheckName(&v, "name", *u.Name)
@@ -198,6 +253,13 @@ func (u GroupUpdate) Apply(g Group) Group {
 	}
 	if u.UpdatePolicy != nil {
 		g.UpdatePolicy = *u.UpdatePolicy
+	}
+	if u.MaintenanceWindow != nil {
+		w := *u.MaintenanceWindow
+		g.MaintenanceWindow = &w
+	}
+	if u.ClearMaintenanceWindow {
+		g.MaintenanceWindow = nil
 	}
 	return g
 }

@@ -85,6 +85,9 @@ type Config struct {
 	Telemetry func(ctx context.Context, topic string, payload json.RawMessage) error
 	// Health, optional, receives every health.report.
 	Health func(Health)
+	// Updates, optional, takes update.defer and update.allow (issue 12); without it they
+	// are answered unsupported.
+	Updates UpdateControl
 	// Now is the device's clock, for Health.At.
 	Now func() time.Time
 	// MaxConns bounds the connections served at once; 8 if zero.
@@ -112,6 +115,18 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("max_conns: must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// UpdateControl is the runtime's side of the app's update deferral (Azure Sphere's
+// SoftwareUpdateDeferral): the app asks to hold updates while it is busy, or lets them go.
+// The runtime bounds a deferral by the product's setting; its methods are called from the
+// app's connection goroutines.
+type UpdateControl interface {
+	// DeferUpdates asks to install no update for d (1 s to 7 days) from now; it returns
+	// until when the app asked (the runtime may install earlier, once its bound passes).
+	DeferUpdates(d time.Duration) (time.Time, error)
+	// AllowUpdates ends the app's deferral: pending updates may install now.
+	AllowUpdates() error
 }
 
 // ErrTelemetryRefused, wrapped by a Config.Telemetry error, says the message itself is
@@ -343,6 +358,8 @@ func (s *Server) do(ctx context.Context, r *request) (map[string]any, *protoErro
 			return map[string]any{"request": nil}, nil
 		}
 		return map[string]any{"request": map[string]any{"request_id": c.id, "name": c.name, "args": c.args}}, nil
+	case OpUpdateDefer, OpUpdateAllow:
+		return s.updates(r)
 	case OpDiagnosticsReply:
 		if !s.diag.reply(r.RequestID, r.Result, r.Error, r.HasError) {
 			return nil, &protoError{Code: CodeUnknownRequest, Message: fmt.Sprintf("no diagnostics request %q is waiting for a reply", truncate(r.RequestID, 64))}
@@ -350,6 +367,25 @@ func (s *Server) do(ctx context.Context, r *request) (map[string]any, *protoErro
 		return nil, nil
 	}
 	return nil, &protoError{Code: CodeInternal, Message: "op " + r.Op + " has no handler"}
+}
+
+// updates answers update.defer and update.allow.
+func (s *Server) updates(r *request) (map[string]any, *protoError) {
+	u := s.cfg.Updates
+	if u == nil {
+		return nil, &protoError{Code: CodeUnsupported, Message: "this runtime does not take update deferrals"}
+	}
+	if r.Op == OpUpdateAllow {
+		if err := u.AllowUpdates(); err != nil {
+			return nil, &protoError{Code: CodeUnavailable, Message: "allow updates: " + err.Error()}
+		}
+		return nil, nil
+	}
+	until, err := u.DeferUpdates(time.Duration(r.Seconds) * time.Second)
+	if err != nil {
+		return nil, &protoError{Code: CodeUnavailable, Message: "defer updates: " + err.Error()}
+	}
+	return map[string]any{"until": until.UTC().Format(time.RFC3339)}, nil
 }
 
 func nonNil(p []byte) []byte {

@@ -31,6 +31,8 @@ const (
 	OpHealthReport     = "health.report"
 	OpDiagnosticsNext  = "diagnostics.next"
 	OpDiagnosticsReply = "diagnostics.reply"
+	OpUpdateDefer      = "update.defer"
+	OpUpdateAllow      = "update.allow"
 )
 
 // Error codes of the local API: the stable strings an app branches on.
@@ -71,6 +73,9 @@ const (
 	maxReqIDBytes   = 64
 	maxDiagErrBytes = 1024
 	maxI2CAddress   = 0x7f // 7-bit addresses
+	// MaxDeferSeconds bounds one update.defer (7 days). The runtime bounds it further by
+	// the product's setting, counted from the first deferral of a pending image.
+	MaxDeferSeconds = 7 * 24 * 60 * 60
 )
 
 // request is one decoded request line. Only the fields of its op are set.
@@ -84,6 +89,7 @@ type request struct {
 	UART, Bus, PWM        string
 	Data, Write           []byte
 	PeriodNS, DutyNS      int64
+	Seconds               int64
 	Topic                 string
 	Payload, Result       json.RawMessage
 	Status, Detail        string
@@ -105,6 +111,8 @@ var opFields = map[string][]field{
 	OpHealthReport:     {{"status", false}, {"detail", true}},
 	OpDiagnosticsNext:  {{"timeout_ms", false}},
 	OpDiagnosticsReply: {{"request_id", false}, {"result", true}, {"error", true}},
+	OpUpdateDefer:      {{"seconds", false}},
+	OpUpdateAllow:      {},
 }
 
 type field struct {
@@ -252,6 +260,8 @@ func (r *request) set(name string, raw json.RawMessage) *protoError {
 		err = decodeInt(raw, &r.PeriodNS)
 	case "duty_ns":
 		err = decodeInt(raw, &r.DutyNS)
+	case "seconds":
+		err = decodeInt(raw, &r.Seconds)
 	case "value":
 		err = json.Unmarshal(raw, &r.Value)
 	case "enabled":
@@ -332,6 +342,10 @@ func (r *request) check() *protoError {
 	case OpDiagnosticsNext:
 		if r.TimeoutMS < 0 || r.TimeoutMS > maxDiagWaitMS {
 			return badRequest("timeout_ms must be from 0 to %d", maxDiagWaitMS)
+		}
+	case OpUpdateDefer:
+		if r.Seconds < 1 || r.Seconds > MaxDeferSeconds {
+			return badRequest("seconds must be from 1 to %d", MaxDeferSeconds)
 		}
 	case OpDiagnosticsReply:
 		if r.RequestID == "" || len(r.RequestID) > maxReqIDBytes {

@@ -32,6 +32,9 @@ func TestDecodeRequest_Accepts(t *testing.T) {
 		{"diag reply result", `{"id":9,"op":"diagnostics.reply","request_id":"1","result":[1,2]}`, request{ID: 9, Op: OpDiagnosticsReply, RequestID: "1", Result: json.RawMessage(`[1,2]`)}},
 		{"diag reply error", `{"id":9,"op":"diagnostics.reply","request_id":"1","error":"heater open circuit"}`, request{ID: 9, Op: OpDiagnosticsReply, RequestID: "1", Error: "heater open circuit", HasError: true}},
 		{"largest id", `{"id":9007199254740991,"op":"gpio.get","pin":0}`, request{ID: 9007199254740991, Op: OpGPIOGet}},
+		{"update.defer", `{"id":10,"op":"update.defer","seconds":3600}`, request{ID: 10, Op: OpUpdateDefer, Seconds: 3600}},
+		{"update.defer longest", `{"id":10,"op":"update.defer","seconds":604800}`, request{ID: 10, Op: OpUpdateDefer, Seconds: MaxDeferSeconds}},
+		{"update.allow", `{"id":11,"op":"update.allow"}`, request{ID: 11, Op: OpUpdateAllow}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +103,14 @@ func TestDecodeRequest_RejectsBadInput(t *testing.T) {
 		{"diag reply both", `{"id":3,"op":"diagnostics.reply","request_id":"1","result":1,"error":"x"}`, 3, CodeBadRequest},
 		{"diag reply neither", `{"id":3,"op":"diagnostics.reply","request_id":"1"}`, 3, CodeBadRequest},
 		{"diag reply empty error", `{"id":3,"op":"diagnostics.reply","request_id":"1","error":""}`, 3, CodeBadRequest},
+		{"defer zero", `{"id":3,"op":"update.defer","seconds":0}`, 3, CodeBadRequest},
+		{"defer negative", `{"id":3,"op":"update.defer","seconds":-60}`, 3, CodeBadRequest},
+		{"defer over 7 days", `{"id":3,"op":"update.defer","seconds":604801}`, 3, CodeBadRequest},
+		{"defer huge", `{"id":3,"op":"update.defer","seconds":99999999999999999999}`, 3, CodeBadRequest},
+		{"defer fraction", `{"id":3,"op":"update.defer","seconds":1.5}`, 3, CodeBadRequest},
+		{"defer string", `{"id":3,"op":"update.defer","seconds":"3600"}`, 3, CodeBadRequest},
+		{"defer missing seconds", `{"id":3,"op":"update.defer"}`, 3, CodeBadRequest},
+		{"allow with a field", `{"id":3,"op":"update.allow","seconds":1}`, 3, CodeBadRequest},
 		{"too many fields", `{"id":3,"op":"gpio.get","a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1,"l":1,"m":1,"n":1,"o":1}`, 0, CodeBadRequest},
 	}
 	for _, tt := range tests {
@@ -154,6 +165,8 @@ func encodeRequest(r request) []byte {
 			v = r.PeriodNS
 		case "duty_ns":
 			v = r.DutyNS
+		case "seconds":
+			v = r.Seconds
 		case "value":
 			v = r.Value
 		case "enabled":
@@ -209,6 +222,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	// More seeds are in testdata/fuzz/FuzzDecodeRequest.
 	f.Add([]byte(`{"id":1,"op":"gpio.set","pin":4,"value":true}`))
 	f.Add([]byte(`{"id":2,"op":"telemetry.publish","topic":"dw100/cycle","payload":{"a":[1,"<&>"]}}`))
+	f.Add([]byte(`{"id":3,"op":"update.defer","seconds":3600}`))
+	f.Add([]byte(`{"id":4,"op":"update.allow"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		if len(line) > MaxLineBytes {
 			return // readLine never hands such a line over

@@ -150,6 +150,7 @@ type reply struct {
 	Value   json.RawMessage `json:"value"`
 	Data    []byte          `json:"data"`
 	Written int             `json:"written"`
+	Until   string          `json:"until"`
 	Request *struct {
 		RequestID string          `json:"request_id"`
 		Name      string          `json:"name"`

@@ -190,6 +190,11 @@ func New(cfg Config) (*Client, error) {
 type Plan struct {
 	Counter uint64 // the assignment's counter, now recorded as the last accepted
 	Images  []PlannedImage
+	// InstallWindows are when the images may be installed (the group's maintenance window),
+	// ascending; none: at any time. An image with IgnoreWindow is installed at once.
+	InstallWindows []director.Window
+	// MaxDeferral bounds how long the app may defer installing a pending image.
+	MaxDeferral time.Duration
 }
 
 // PlannedImage is one image to download and install, as both the director and the
@@ -202,6 +207,7 @@ type PlannedImage struct {
 	Version         string
 	SecurityVersion uint32
 	URL             string // hash-prefixed target URL: <TargetsURL><dir>/<sha256>.<basename>
+	IgnoreWindow    bool   // install outside the install windows (a security update)
 }
 
 // repoTarget is the verified repository's entry for one target path.
@@ -265,12 +271,12 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 		}
 	}
 	consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
-	plan := Plan{Counter: a.Counter}
+	plan := Plan{Counter: a.Counter, InstallWindows: a.InstallWindows, MaxDeferral: time.Duration(a.MaxDeferralSeconds) * time.Second}
 	for _, im := range a.Images {
 		plan.Images = append(plan.Images, PlannedImage{
 			Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Length: im.Length,
 			Version: im.Version, SecurityVersion: im.SecurityVersion,
-			URL: targetURL(c.cfg.TargetsURL, im.Path, im.SHA256, consistent),
+			URL: targetURL(c.cfg.TargetsURL, im.Path, im.SHA256, consistent), IgnoreWindow: im.IgnoreWindow,
 		})
 	}
 	if err := writeCounter(c.cfg.StateDir, a.Counter); err != nil {

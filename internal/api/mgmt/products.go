@@ -40,7 +40,8 @@ func (a *API) createProduct(c *call) (any, error) {
 	req := c.body.(product.Create)
 	p := product.Product{
 		ID: product.ID(ident.New(product.IDPrefix, c.now)), TenantID: c.tenant,
-		Name: req.Name, Description: req.Description, CreatedAt: c.now, UpdatedAt: c.now, Version: 1,
+		Name: req.Name, Description: req.Description, MaxUpdateDeferralSeconds: req.Deferral(),
+		CreatedAt: c.now, UpdatedAt: c.now, Version: 1,
 	}
 	err := a.inTenant(c, func(tt store.TenantTx) error {
 		if err := tt.Products().Create(c.ctx, p); err != nil {
@@ -65,7 +66,7 @@ func newGroup(c *call, pid product.ID, req product.GroupCreate) product.Group {
 	return product.Group{
 		ID: product.GroupID(ident.New(product.GroupIDPrefix, c.now)), TenantID: c.tenant, ProductID: pid,
 		Name: req.Name, Description: req.Description, OSFeed: req.OSFeed, UpdatePolicy: req.UpdatePolicy,
-		CreatedAt: c.now, UpdatedAt: c.now, Version: 1,
+		MaintenanceWindow: req.MaintenanceWindow, CreatedAt: c.now, UpdatedAt: c.now, Version: 1,
 	}
 }
 

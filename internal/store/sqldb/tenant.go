@@ -2,6 +2,7 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"time"
 
@@ -15,19 +16,19 @@ import (
 
 type products struct{ t *tenantTx }
 
-const productCols = `id, tenant_id, name, description, created_at, updated_at, version`
+const productCols = `id, tenant_id, name, description, max_update_deferral_seconds, created_at, updated_at, version`
 
 func scanProduct(row interface{ Scan(...any) error }) (product.Product, error) {
 	var p product.Product
-	err := row.Scan(&p.ID, &p.TenantID, &p.Name, &p.Description, &p.CreatedAt, &p.UpdatedAt, &p.Version)
+	err := row.Scan(&p.ID, &p.TenantID, &p.Name, &p.Description, &p.MaxUpdateDeferralSeconds, &p.CreatedAt, &p.UpdatedAt, &p.Version)
 	p.CreatedAt, p.UpdatedAt = utc(p.CreatedAt), utc(p.UpdatedAt)
 	return p, err
 }
 
 func (s products) Create(ctx context.Context, p product.Product) error {
-	_, err := s.t.tx.exec(ctx, `INSERT INTO products (id, tenant_id, name, name_fold, description, created_at, updated_at, version)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		p.ID, s.t.id, p.Name, fold(p.Name), p.Description, utc(p.CreatedAt), utc(p.UpdatedAt), p.Version)
+	_, err := s.t.tx.exec(ctx, `INSERT INTO products (id, tenant_id, name, name_fold, description, max_update_deferral_seconds, created_at, updated_at, version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		p.ID, s.t.id, p.Name, fold(p.Name), p.Description, p.MaxUpdateDeferralSeconds, utc(p.CreatedAt), utc(p.UpdatedAt), p.Version)
 	return err
 }
 
@@ -49,9 +50,9 @@ func (s products) List(ctx context.Context, p store.Page) ([]product.Product, er
 }
 
 func (s products) Update(ctx context.Context, p product.Product) error {
-	r, err := s.t.tx.exec(ctx, `UPDATE products SET name = $1, name_fold = $2, description = $3, updated_at = $4, version = $5
-		WHERE tenant_id = $6 AND id = $7 AND version = $8`,
-		p.Name, fold(p.Name), p.Description, utc(p.UpdatedAt), p.Version, s.t.id, p.ID, p.Version-1)
+	r, err := s.t.tx.exec(ctx, `UPDATE products SET name = $1, name_fold = $2, description = $3, max_update_deferral_seconds = $4, updated_at = $5, version = $6
+		WHERE tenant_id = $7 AND id = $8 AND version = $9`,
+		p.Name, fold(p.Name), p.Description, p.MaxUpdateDeferralSeconds, utc(p.UpdatedAt), p.Version, s.t.id, p.ID, p.Version-1)
 	if err != nil {
 		return err
 	}
@@ -74,19 +75,27 @@ func (s products) Delete(ctx context.Context, id product.ID, version int64) erro
 
 type groups struct{ t *tenantTx }
 
-const groupCols = `id, tenant_id, product_id, name, description, os_feed, update_policy, created_at, updated_at, version`
+const groupCols = `id, tenant_id, product_id, name, description, os_feed, update_policy, maintenance_window, created_at, updated_at, version`
 
 func scanGroup(row interface{ Scan(...any) error }) (product.Group, error) {
 	var g product.Group
-	err := row.Scan(&g.ID, &g.TenantID, &g.ProductID, &g.Name, &g.Description, &g.OSFeed, &g.UpdatePolicy, &g.CreatedAt, &g.UpdatedAt, &g.Version)
+	var window sql.NullString
+	err := row.Scan(&g.ID, &g.TenantID, &g.ProductID, &g.Name, &g.Description, &g.OSFeed, &g.UpdatePolicy, &window, &g.CreatedAt, &g.UpdatedAt, &g.Version)
 	g.CreatedAt, g.UpdatedAt = utc(g.CreatedAt), utc(g.UpdatedAt)
+	if err == nil && window.Valid {
+		g.MaintenanceWindow, err = decodeWindow(window.String)
+	}
 	return g, err
 }
 
 func (s groups) Create(ctx context.Context, g product.Group) error {
-	_, err := s.t.tx.exec(ctx, `INSERT INTO device_groups (id, tenant_id, product_id, name, name_fold, description, os_feed, update_policy, created_at, updated_at, version)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		g.ID, s.t.id, g.ProductID, g.Name, fold(g.Name), g.Description, g.OSFeed, g.UpdatePolicy, utc(g.CreatedAt), utc(g.UpdatedAt), g.Version)
+	window, err := encodeWindow(g.MaintenanceWindow)
+	if err != nil {
+		return err
+	}
+	_, err = s.t.tx.exec(ctx, `INSERT INTO device_groups (id, tenant_id, product_id, name, name_fold, description, os_feed, update_policy, maintenance_window, created_at, updated_at, version)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		g.ID, s.t.id, g.ProductID, g.Name, fold(g.Name), g.Description, g.OSFeed, g.UpdatePolicy, window, utc(g.CreatedAt), utc(g.UpdatedAt), g.Version)
 	return err
 }
 
@@ -109,9 +118,13 @@ func (s groups) List(ctx context.Context, pid product.ID, p store.Page) ([]produ
 }
 
 func (s groups) Update(ctx context.Context, g product.Group) error {
-	r, err := s.t.tx.exec(ctx, `UPDATE device_groups SET name = $1, name_fold = $2, description = $3, os_feed = $4, update_policy = $5, updated_at = $6, version = $7
-		WHERE tenant_id = $8 AND product_id = $9 AND id = $10 AND version = $11`,
-		g.Name, fold(g.Name), g.Description, g.OSFeed, g.UpdatePolicy, utc(g.UpdatedAt), g.Version, s.t.id, g.ProductID, g.ID, g.Version-1)
+	window, err := encodeWindow(g.MaintenanceWindow)
+	if err != nil {
+		return err
+	}
+	r, err := s.t.tx.exec(ctx, `UPDATE device_groups SET name = $1, name_fold = $2, description = $3, os_feed = $4, update_policy = $5, maintenance_window = $6, updated_at = $7, version = $8
+		WHERE tenant_id = $9 AND product_id = $10 AND id = $11 AND version = $12`,
+		g.Name, fold(g.Name), g.Description, g.OSFeed, g.UpdatePolicy, window, utc(g.UpdatedAt), g.Version, s.t.id, g.ProductID, g.ID, g.Version-1)
 	if err != nil {
 		return err
 	}

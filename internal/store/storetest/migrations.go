@@ -99,8 +99,7 @@ func CheckFleetBackfill(t *testing.T, older func(t *testing.T) (store.Store, *sq
 	old, db, migrate := older(t)
 	h := newHarness(t, old)
 	a := h.tenant("A")
-	p := h.product(a.ID, "DW100")
-	g := h.group(a.ID, p.ID, "Production")
+	p, g := legacyProductAndGroup(h, db, a.ID)
 	ctx := t.Context()
 	exec := func(q string, args ...any) {
 		t.Helper()

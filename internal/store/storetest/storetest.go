@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Tokens", tokenTests},
 		{"Products", productTests},
 		{"Groups", groupTests},
+		{"MaintenanceWindows", windowTests},
 		{"Members", memberTests},
 		{"Audit", auditTests},
 		{"SigningKeys", signingKeyTests},
