@@ -357,6 +357,13 @@ func TestReplicas_KilledReplicaLeavesRolloutToTheOther(t *testing.T) {
 			victim.Kill(t)
 			killedAt = time.Now()
 			t.Logf("killed replica %s (pid %d), holder of the rollout-advance lease, in stage %d of %d", victim.Name, victim.PID(), after.Stage+1, len(after.Stages))
+			for readLeases(t, rp.DSN)["rollout-advance"] != survivor.LeaseHolder(t) {
+				if time.Since(killedAt) > time.Minute {
+					t.Fatalf("%s did not take the rollout-advance lease over within a minute of the kill", survivor.Name)
+				}
+				time.Sleep(20 * time.Millisecond) // polling a condition, not timing an assertion
+			}
+			t.Logf("%s took the rollout-advance lease over %s after the kill", survivor.Name, time.Since(killedAt).Round(time.Millisecond))
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("rollout not completed within 3 minutes: %+v", after)
