@@ -404,6 +404,10 @@ func TestReplicas_KilledReplicaLeavesRolloutToTheOther(t *testing.T) {
 	if !slices.Equal(got, want) || completed != 1 {
 		t.Errorf("audit: stage_advanced %q and %d rollout_completed, want %q and 1", got, completed, want)
 	}
+	// One write per step: created at version 1, three advances and the completion.
+	if final := readRollout(); final.Version != int64(len(final.Stages)+1) {
+		t.Errorf("rollout at version %d, want %d: one write per stage and the completion", final.Version, len(final.Stages)+1)
+	}
 	// The survivor took the lease over and advanced the stages after the kill.
 	if holder := readLeases(t, rp.DSN)["rollout-advance"]; holder != survivor.LeaseHolder(t) {
 		t.Errorf("rollout-advance lease held by %q at the end, want the survivor %s (%s)", holder, survivor.Name, survivor.LeaseHolder(t))
