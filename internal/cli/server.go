@@ -38,6 +38,8 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.IntVar(&cfg.AttestationNoncesPerMinute, "attestation-nonces-per-minute", cfg.AttestationNoncesPerMinute, "attestation nonces each device ID may ask for per minute on one server; past it 503 with Retry-After (MOAT_ATTESTATION_NONCES_PER_MINUTE)")
 	fs.IntVar(&cfg.MaxUnauthenticatedRequests, "max-unauthenticated-requests", cfg.MaxUnauthenticatedRequests, "requests served at once on routes that need no credential (attestation); past it 503 with Retry-After (MOAT_MAX_UNAUTHENTICATED_REQUESTS)")
 	fs.DurationVar(&cfg.ErrorReportRetention, "error-report-retention", cfg.ErrorReportRetention, "how long error reports are kept after they are received, 24h to 87600h; older ones are deleted in the background (MOAT_ERROR_REPORT_RETENTION)")
+	fs.DurationVar(&cfg.RolloutAdvanceInterval, "rollout-advance-interval", cfg.RolloutAdvanceInterval, "how often staged rollouts are looked at and advanced (one replica at a time), 1s to 1h (MOAT_ROLLOUT_ADVANCE_INTERVAL)")
+	fs.DurationVar(&cfg.AuthCacheTTL, "auth-cache-ttl", cfg.AuthCacheTTL, "how long a verified API token is trusted before the database is read again, 1s to 1m; revocations and role changes apply at once on every replica (MOAT_AUTH_CACHE_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM (MOAT_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", cfg.S3Endpoint, "keep image blobs in an S3-compatible bucket instead of DATA/blobs, so replicas share them: https://host[:port] (http:// on loopback only) (MOAT_S3_ENDPOINT)")
 	fs.StringVar(&cfg.S3Bucket, "s3-bucket", cfg.S3Bucket, "the S3 bucket for blobs; it must exist (MOAT_S3_BUCKET)")

@@ -79,6 +79,15 @@ type Config struct {
 	// S3CAFile is a PEM file of the CA certificates that verify the S3 endpoint's TLS
 	// certificate; empty: the system's.
 	S3CAFile string `json:"s3-ca-file"`
+	// RolloutAdvanceInterval is how often a replica looks at the running staged rollouts
+	// (the rollout-advance job's lease period): a stage opens at most this long after its
+	// soak ended, and a killed replica's lease lapses within it.
+	RolloutAdvanceInterval time.Duration `json:"rollout-advance-interval"`
+	// AuthCacheTTL is how long a verified API token is trusted without reading the
+	// database again (internal/api/mgmt). A revocation or role change clears it at once on
+	// every replica (LISTEN/NOTIFY with PostgreSQL); the TTL bounds staleness only when such
+	// a notification is lost.
+	AuthCacheTTL time.Duration `json:"auth-cache-ttl"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -100,6 +109,8 @@ func DefaultConfig() Config {
 		MaxUnauthenticatedRequests: mgmt.DefaultMaxUnauthenticatedRequests,
 		AttestationNoncesPerMinute: nonce.PerWindow,
 		ErrorReportRetention:       DefaultErrorReportRetention,
+		RolloutAdvanceInterval:     RolloutAdvanceInterval,
+		AuthCacheTTL:               mgmt.DefaultAuthCacheTTL,
 	}
 }
 
@@ -162,6 +173,12 @@ func (c Config) Validate() error {
 	}
 	if c.ErrorReportRetention < 24*time.Hour || c.ErrorReportRetention > 10*365*24*time.Hour {
 		bad("error-report-retention", "must be between 24h and 87600h (ten years), got %s", c.ErrorReportRetention)
+	}
+	if c.RolloutAdvanceInterval < time.Second || c.RolloutAdvanceInterval > time.Hour {
+		bad("rollout-advance-interval", "must be between 1s and 1h, got %s", c.RolloutAdvanceInterval)
+	}
+	if c.AuthCacheTTL < time.Second || c.AuthCacheTTL > mgmt.MaxAuthCacheTTL {
+		bad("auth-cache-ttl", "must be between 1s and %s, got %s", mgmt.MaxAuthCacheTTL, c.AuthCacheTTL)
 	}
 	errs = append(errs, c.validateS3()...)
 	return errors.Join(errs...)

@@ -61,8 +61,9 @@ func (s *Server) builtinJobs() []Job {
 	}
 }
 
-// RolloutAdvanceInterval is how often the server looks at the running staged rollouts: a
-// stage opens at most this long after its soak ended.
+// RolloutAdvanceInterval is the default of Config.RolloutAdvanceInterval: how often the
+// server looks at the running staged rollouts; a stage opens at most this long after its
+// soak ended.
 const RolloutAdvanceInterval = 10 * time.Second
 
 // rolloutAdvanceJob advances staged rollouts (issue 12). The lease runs it on one replica
@@ -70,7 +71,7 @@ const RolloutAdvanceInterval = 10 * time.Second
 // advances once even when two replicas run it at once.
 func (s *Server) rolloutAdvanceJob() Job {
 	a := &rollout.Advancer{Store: s.store, Notify: s.fleet.Notify, Log: s.log.With("component", "rollout")}
-	return Job{Name: "rollout-advance", Interval: RolloutAdvanceInterval, Run: func(ctx context.Context, now time.Time) error {
+	return Job{Name: "rollout-advance", Interval: s.cfg.RolloutAdvanceInterval, Run: func(ctx context.Context, now time.Time) error {
 		_, err := a.Run(ctx, now)
 		return err
 	}}
@@ -107,6 +108,8 @@ func holderName() string {
 // runJobs starts one goroutine per job and returns a channel closed when all have returned
 // after ctx is done.
 func (s *Server) runJobs(ctx context.Context) <-chan struct{} {
+	// The holder name ties this process to its rows in the leases table.
+	s.log.InfoContext(ctx, "background jobs started", "lease_holder", s.holder, "jobs", len(s.jobs))
 	var wg sync.WaitGroup
 	for _, j := range s.jobs {
 		wg.Go(func() { s.runJob(ctx, j) })

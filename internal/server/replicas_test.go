@@ -307,16 +307,16 @@ type replicaPair struct {
 }
 
 // StartReplicaPair starts two replicas on one fresh PostgreSQL database and one S3
-// server, and a platform on them.
-func StartReplicaPair(t *testing.T) *replicaPair {
+// server, and a platform on them; args are further flags for both.
+func StartReplicaPair(t *testing.T, args ...string) *replicaPair {
 	t.Helper()
 	bin := MoatBinary(t)
 	rp := &replicaPair{DSN: testenv.FreshPostgresDatabase(t), S3: testenv.StartS3(t)}
 	creds := S3CredentialsFile(t, rp.S3, t.TempDir())
 	dirA, dirB := t.TempDir(), t.TempDir()
-	rp.A = StartReplica(t, bin, ReplicaConfig{Name: "A", Database: rp.DSN, S3: rp.S3, S3Credentials: creds, DataDir: dirA, First: true})
+	rp.A = StartReplica(t, bin, ReplicaConfig{Name: "A", Database: rp.DSN, S3: rp.S3, S3Credentials: creds, DataDir: dirA, First: true, Args: args})
 	CopySecrets(t, dirA, dirB)
-	rp.B = StartReplica(t, bin, ReplicaConfig{Name: "B", Database: rp.DSN, S3: rp.S3, S3Credentials: creds, DataDir: dirB})
+	rp.B = StartReplica(t, bin, ReplicaConfig{Name: "B", Database: rp.DSN, S3: rp.S3, S3Credentials: creds, DataDir: dirB, Args: args})
 	rp.P = testenv.NewPlatformOn(t, testenv.ExternalServer(rp.A.URL, rp.A.DeviceURL, rp.A.CAPEM(t), rp.A.Token))
 	return rp
 }

@@ -166,7 +166,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet,
-		MaxUnauthenticatedRequests: cfg.MaxUnauthenticatedRequests, PublishAuthChange: publishAuthChange(s.notifier)})
+		MaxUnauthenticatedRequests: cfg.MaxUnauthenticatedRequests, AuthCacheTTL: cfg.AuthCacheTTL, PublishAuthChange: publishAuthChange(s.notifier)})
 	if err != nil {
 		return nil, err
 	}
