@@ -113,6 +113,15 @@ type Config struct {
 	// MaxWaiters bounds the devices waiting for updates at once on this replica (one wait
 	// each); 0 is DefaultMaxWaiters. Each holds a connection and a goroutine.
 	MaxWaiters int
+	// AttestQueue bounds the attestation writes waiting for their shared commit on this
+	// replica; past it an attestation is turned away with ErrBusy (503, Retry-After).
+	// AttestBatch is the most writes one commit carries, AttestBatchWait the longest a
+	// batch waits for attestations still being verified (a lone one never waits). Zero
+	// means DefaultAttestQueue, DefaultAttestBatch, DefaultAttestBatchWait; a negative
+	// AttestBatchWait means no wait.
+	AttestQueue     int
+	AttestBatch     int
+	AttestBatchWait time.Duration
 }
 
 // Service is the device side of the security service.
@@ -121,7 +130,10 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	nonces *nonce.Issuer // attestation nonces and their request budgets
+	nonces  *nonce.Issuer // attestation nonces and their request budgets
+	spent   *spentSet     // nonces spent through this replica, in front of the store's record
+	commits *committer    // group commit of attestation writes
+	devKeys *deviceKeys   // parsed device identity keys
 
 	waits *push.Waits // devices waiting for updates
 
@@ -159,6 +171,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxWaiters == 0 {
 		cfg.MaxWaiters = DefaultMaxWaiters
 	}
+	if cfg.AttestQueue == 0 {
+		cfg.AttestQueue = DefaultAttestQueue
+	}
+	if cfg.AttestBatch == 0 {
+		cfg.AttestBatch = DefaultAttestBatch
+	}
+	if cfg.AttestBatchWait == 0 {
+		cfg.AttestBatchWait = DefaultAttestBatchWait
+	}
+	if cfg.AttestQueue < 0 || cfg.AttestBatch < 0 {
+		errs = append(errs, fmt.Errorf("fleet: AttestQueue %d and AttestBatch %d must not be negative", cfg.AttestQueue, cfg.AttestBatch))
+	}
 	if cfg.MaxWaiters < 0 {
 		errs = append(errs, fmt.Errorf("fleet: MaxWaiters %d is negative", cfg.MaxWaiters))
 	}
@@ -174,6 +198,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.nonces.SetPerWindow(cfg.NoncesPerMinute)
+	s.spent = newSpentSet(maxSpent)
+	s.commits = newCommitter(cfg.Store, cfg.AttestQueue, cfg.AttestBatch, max(cfg.AttestBatchWait, 0))
+	s.devKeys = newDeviceKeys(maxDeviceKeys)
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
