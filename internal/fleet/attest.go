@@ -205,7 +205,7 @@ type attempt struct {
 
 type signedCert struct {
 	caID, chain, serial string
-	notAfter           time.Time
+	notAfter            time.Time
 }
 
 // verify checks the evidence's signature with the device's registered key, once per
