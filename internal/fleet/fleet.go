@@ -49,6 +49,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -134,6 +135,7 @@ type Service struct {
 	spent   *spentSet     // nonces spent through this replica, in front of the store's record
 	commits *committer    // group commit of attestation writes
 	devKeys *deviceKeys   // parsed device identity keys
+	cpu     chan struct{} // one token per CPU for attestations' crypto (attempt.workOut)
 
 	waits *push.Waits // devices waiting for updates
 
@@ -201,6 +203,7 @@ func New(cfg Config) (*Service, error) {
 	s.spent = newSpentSet(maxSpent)
 	s.commits = newCommitter(cfg.Store, cfg.AttestQueue, cfg.AttestBatch, max(cfg.AttestBatchWait, 0))
 	s.devKeys = newDeviceKeys(maxDeviceKeys)
+	s.cpu = make(chan struct{}, runtime.GOMAXPROCS(0))
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
