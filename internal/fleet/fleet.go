@@ -38,6 +38,14 @@
 // The assignment's and the generation's store reads (assignment.go, updates.go) stay here
 // too, so assign and push never see the store.
 //
+// Attestation runs at the crypto limit (issue 15): the evidence's signature is verified
+// once and the certificate signed once, in the caller's goroutine; what must be durable
+// (the spent nonce, the certificate record, the device's new state) is one write, which
+// concurrent attestations commit together (batch.go: a bounded queue, ErrBusy past it);
+// nonces spent through a replica are remembered in memory (spent.go) in front of the
+// store's record, which decides; parsed device keys (devkeys.go) and each tenant CA's
+// signer (ca.go) are cached.
+//
 // A Service is safe for concurrent use: its caches take one mutex, the assignment counter
 // is atomic, and the sub-packages' types are safe for concurrent use.
 package fleet

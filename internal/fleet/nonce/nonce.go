@@ -12,8 +12,11 @@
 // fill the store nor tell registered IDs from others by its work or its time (issue 10,
 // defect 6; attacked by TestNonce_FloodOfOneDeviceStoresNothing and
 // TestNonce_RegisteredAndUnknownDoTheSameStoreWork). Single use is enforced when the nonce
-// is spent: the attestation's own transaction records it (store.Nonces.Spend), kept until it
-// expires, so a second use is refused (TestAttest_Refusals "replayed nonce"); a nonce of
+// is spent: the attestation's own transaction records it (Record, store.Nonces.Spend), kept
+// until it expires, so a second use is refused (TestAttest_Refusals "replayed nonce",
+// TestNonce_SingleUseAcrossRestart); internal/fleet keeps the nonces spent through a
+// replica in memory in front of that record, but the store's uniqueness decides
+// (TestNonce_SingleUseUnderConcurrency); a nonce of
 // another device, another secret or past its expiry is refused before that
 // (TestNonce_RejectsNonceNotIssuedByThePlatform, TestAttest_Refusals; the tests are internal/fleet's,
 // since they attack the endpoint and the attestation, and TestIssuer_* here).
