@@ -64,9 +64,3 @@ func (c *deviceKeys) get(id device.ID, pemText string) (*ecdsa.PublicKey, error)
 	}
 	return pub, nil
 }
-
-func (c *deviceKeys) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.ll.Len()
-}

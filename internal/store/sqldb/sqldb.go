@@ -249,7 +249,7 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 		if s, ok := t.local[q]; ok {
 			return s
 		}
-		s, err := t.tx.PrepareContext(ctx, q) //nolint:sqlclosecheck // closed with the transaction
+		s, err := t.tx.PrepareContext(ctx, q) // closed with the transaction
 		if err != nil {
 			return nil
 		}
