@@ -119,7 +119,13 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 		if a.write == nil { // refused without a write (a replay seen before)
 			return Issued{}, a.refusal
 		}
-		if err := s.commits.do(ctx, t, a.run); err != nil {
+		err := s.commits.do(ctx, t, a.run)
+		if errors.Is(err, store.ErrStale) {
+			// Another replica's write to the device came between this write's read and
+			// its update; the batch went on without it, its nonce unspent: work it out again.
+			a.changed, err = true, nil
+		}
+		if err != nil {
 			a.unreserve()
 			return Issued{}, err
 		}
@@ -362,8 +368,13 @@ func (a *attempt) run(ctx context.Context, tx store.Tx) error {
 			if !errors.Is(err, nonce.ErrRefused) {
 				return err
 			}
-			// Spent before: on another replica, or before this one restarted.
+			// Spent before: on another replica, or before this one restarted. The insert
+			// waited for the spender's commit, which may have changed the device since
+			// this transaction read it (PostgreSQL, read committed): read it again.
 			a.replayed = true
+			if dev, err = tx.Devices().Get(ctx, a.id); err != nil {
+				return err
+			}
 			return s.record(ctx, tx, dev, *a.ev, outcome{refusal: a.replay}, a.now)
 		}
 	}
