@@ -90,18 +90,8 @@ func Issue(ca *x509.Certificate, caKey crypto.Signer, req IssueRequest) (der []b
 	if err != nil {
 		return nil, "", fmt.Errorf("issue device certificate for %s: %w", req.DeviceID, err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               deviceSubject(req.TenantID, req.DeviceID),
-		URIs:                  []*url.URL{deviceURI(req.TenantID, req.DeviceID)},
-		NotBefore:             req.NotBefore,
-		NotAfter:              req.NotAfter,
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		SignatureAlgorithm:    x509.ECDSAWithSHA256,
-	}
+	tmpl := deviceTemplate(req)
+	tmpl.SerialNumber = sn
 	// AuthorityKeyId is taken from ca.SubjectKeyId, which checkTenantCA requires.
 	der, err = x509.CreateCertificate(rand.Reader, tmpl, ca, req.DevicePublicKey, caKey)
 	if err != nil {

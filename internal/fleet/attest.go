@@ -19,7 +19,6 @@ import (
 	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
-	"github.com/moat-iot/moat/internal/keys"
 	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 )
@@ -90,6 +89,19 @@ func peek(data []byte) (claimed, error) {
 	return c, nil
 }
 
+// maxAttestAttempts bounds how often one attestation is worked out again because its
+// device changed between the read and the write (another attestation of it, an
+// operator's change).
+const maxAttestAttempts = 4
+
+// errDeviceChanged: the device changed after the attestation read it.
+var errDeviceChanged = errors.New("device changed during attestation")
+
+// attest works an attestation out in the caller's goroutine (read the device, verify the
+// evidence once, check the policy, sign the certificate: the crypto, in parallel with
+// other callers) and then has its one write committed with concurrent ones (batch.go).
+// The write re-reads the device and applies the outcome only if the device is still the
+// version the outcome was worked out from; otherwise the outcome is worked out again.
 func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 	now := s.cfg.Now().UTC()
 	c, err := peek(data)
@@ -97,118 +109,303 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 		return Issued{}, refuse(device.RefusedBadSignature, "evidence: %v", err)
 	}
 	id := device.ID(c.DeviceID)
-	var dev device.Device
-	err = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
-		var err error
-		dev, err = tx.Devices().Get(ctx, id)
-		return err
-	})
+	t := s.commits.announce()
+	defer t.release()
+	a := &attempt{s: s, id: id, nonce: c.Nonce, now: now}
+	for n := 1; ; n++ {
+		if err := a.workOut(ctx, data); err != nil {
+			return Issued{}, err
+		}
+		if a.write == nil { // refused without a write (a replay seen before)
+			return Issued{}, a.refusal
+		}
+		err := s.commits.do(ctx, t, a.run)
+		if errors.Is(err, store.ErrStale) {
+			// Another replica's write to the device came between this write's read and
+			// its update; the batch went on without it, its nonce unspent: work it out again.
+			a.changed, err = true, nil
+		}
+		if err != nil {
+			a.unreserve()
+			return Issued{}, err
+		}
+		switch {
+		case a.changed && n < maxAttestAttempts:
+			t = nil // announced and queued already
+			continue
+		case a.changed:
+			a.unreserve()
+			return Issued{}, fmt.Errorf("device %s: %w", id, errDeviceChanged)
+		case a.replayed:
+			return Issued{}, a.replay
+		case a.refusal != nil:
+			return Issued{}, a.refusal
+		}
+		return a.issued, nil
+	}
+}
+
+// workOut reads the device, verifies the evidence (once) and decides the outcome, with at
+// most one caller per CPU at a time: past that, more callers would only take turns on the
+// CPUs with the committer, whose one goroutine every attestation waits for (profiled:
+// with 32 at once, the committer's batches took ten times as long).
+func (a *attempt) workOut(ctx context.Context, data []byte) error {
+	select {
+	case a.s.cpu <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-a.s.cpu }()
+	dev, productName, err := a.s.readAttesting(ctx, a.id)
 	if errors.Is(err, store.ErrNotFound) {
-		return Issued{}, refuse(device.RefusedUnknownDevice, "device %s is not registered", id)
+		return refuse(device.RefusedUnknownDevice, "device %s is not registered", a.id)
 	}
 	if err != nil {
-		return Issued{}, err
+		return err
 	}
-	pub, err := keys.ParsePublicPEM([]byte(dev.PublicKeyPEM))
+	if a.ev == nil {
+		if err := a.verify(ctx, dev, data); err != nil {
+			return err
+		}
+	}
+	if err := a.decide(ctx, dev, productName); err != nil {
+		a.unreserve()
+		return err
+	}
+	return nil
+}
+
+// readAttesting reads the device and the name of its product in one read transaction.
+func (s *Service) readAttesting(ctx context.Context, id device.ID) (device.Device, string, error) {
+	var dev device.Device
+	var productName string
+	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+		var err error
+		if dev, err = tx.Devices().Get(ctx, id); err != nil {
+			return err
+		}
+		if dev.TenantID == "" || dev.ProductID == "" {
+			return nil
+		}
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
+			productName = p.Name
+		}
+		return nil
+	})
+	return dev, productName, err
+}
+
+// attempt is one attestation on its way: what the caller's goroutine worked out, and the
+// write that makes it durable (run, in a shared transaction).
+type attempt struct {
+	s     *Service
+	id    device.ID
+	nonce string
+	now   time.Time
+
+	ev       *attest.Evidence
+	pub      *ecdsa.PublicKey
+	expires  time.Time // the nonce's, once Check accepted it
+	reserved bool      // the nonce is claimed in the replica's spent set
+	replay   *Refusal  // the answer when the store finds the nonce spent
+
+	// The outcome, from decide, for the device at version.
+	version int64
+	write   *outcome // nil: nothing to write
+	spend   bool     // the write spends the nonce
+	cert    *device.Certificate
+	issued  Issued
+	refusal *Refusal
+	signed  *signedCert // kept across attempts while the issuing CA is the same
+
+	// Set by run.
+	changed, replayed bool
+}
+
+type signedCert struct {
+	caID, chain, serial string
+	notAfter            time.Time
+}
+
+// verify checks the evidence's signature with the device's registered key, once per
+// attestation, and then its nonce (issued to this device, unexpired, and not seen spent
+// by this replica).
+func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) error {
+	s := a.s
+	pub, err := s.devKeys.get(dev.ID, dev.PublicKeyPEM)
 	if err != nil {
-		return Issued{}, fmt.Errorf("stored key of device %s: %w", id, err)
+		return fmt.Errorf("stored key of device %s: %w", dev.ID, err)
 	}
-	ev, err := attest.Verify(data, pub, attest.Expect{DeviceID: string(id), Nonce: c.Nonce, Now: now})
+	ev, err := attest.Verify(data, pub, attest.Expect{DeviceID: string(dev.ID), Nonce: a.nonce, Now: a.now})
 	if err != nil {
 		reason := device.RefusedBadSignature
 		if errors.Is(err, attest.ErrStale) {
 			reason = device.RefusedNonce
 		}
 		// Not recorded on the device: anybody can send evidence that names it.
-		r := refuse(reason, "device %s: %v", id, err)
+		r := refuse(reason, "device %s: %v", dev.ID, err)
 		if reason == device.RefusedBadSignature && dev.TenantID != "" {
-			if err := s.auditForgery(ctx, dev, c.Nonce, r, now); err != nil {
-				return Issued{}, err
+			if err := s.auditForgery(ctx, dev, a.nonce, r, a.now); err != nil {
+				return err
 			}
 		}
-		return Issued{}, r
+		return r
 	}
-	// The catalog and the tenant's CAs are read before the write transaction, not inside
-	// it: a read transaction nested in a write one needs a second pooled connection, and
-	// as many concurrent attestations as the pool has connections then wait for each
-	// other forever (TestAttest_1000Concurrent on PostgreSQL).
+	a.ev, a.pub = &ev, pub
+	a.replay = refuse(device.RefusedNonce, "nonce: %v", store.ErrNonceUsed)
+	return nil
+}
+
+// decide works out the outcome for dev as read: a nonce refusal, a policy refusal, or a
+// certificate (signed here, outside any transaction).
+func (a *attempt) decide(ctx context.Context, dev device.Device, productName string) error {
+	s := a.s
+	a.version, a.write, a.spend, a.cert, a.refusal, a.issued = dev.Version, nil, false, nil, nil, Issued{}
+	if a.expires.IsZero() {
+		expires, err := s.nonces.Check(a.id, a.nonce, a.now)
+		if err != nil {
+			// A nonce not issued to the device, or expired: recorded, but the device's
+			// current certificate stands (a replayer must not be able to revoke it).
+			a.refusal = refuse(device.RefusedNonce, "nonce: %v", err)
+			a.write, a.version = &outcome{refusal: a.refusal}, 0
+			return nil
+		}
+		fresh, note := s.spent.reserve(a.nonce, expires, a.now)
+		if !fresh {
+			// A replay this replica saw spent (or being spent): the first replay is
+			// recorded, later ones only counted (TestNonce_SingleUseUnderConcurrency).
+			a.refusal = a.replay
+			if note {
+				a.write, a.version = &outcome{refusal: a.refusal}, 0
+			}
+			return nil
+		}
+		a.expires, a.reserved = expires, true
+	}
+	a.spend = true
 	var cat *repo.Catalog
 	var tr *tenantTrust
 	if dev.TenantID != "" {
+		var err error
 		if cat, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
-			return Issued{}, err
+			return err
 		}
 		if tr, err = s.tenantTrust(ctx, dev.TenantID); err != nil {
-			return Issued{}, err
+			return err
 		}
 	}
-	var is Issued
-	var refusal *Refusal
-	err = s.cfg.Store.InTx(ctx, func(tx store.Tx) error {
-		refusal = nil
-		if err := s.nonces.Spend(ctx, tx, id, c.Nonce, now); err != nil {
-			if errors.Is(err, nonce.ErrRefused) {
-				// A replay of genuine evidence, or a nonce not issued to the device or
-				// expired: recorded, but the device's current certificate stands (a
-				// replayer must not be able to revoke it).
-				refusal = refuse(device.RefusedNonce, "nonce: %v", err)
-				dev, err := tx.Devices().Get(ctx, id)
-				if err != nil {
-					return err
-				}
-				return s.record(ctx, tx, dev, ev, outcome{refusal: refusal}, now)
+	if r := s.check(ctx, dev, productName, *a.ev, cat); r != nil {
+		if recoverable[r.Reason] {
+			var err error
+			if r.Recovery, err = s.newRecovery(dev, a.now); err != nil {
+				return err
 			}
-			return err
 		}
-		dev, err := tx.Devices().Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		if refusal = s.check(ctx, tx, dev, ev, cat); refusal != nil {
-			if recoverable[refusal.Reason] {
-				if refusal.Recovery, err = s.newRecovery(dev, now); err != nil {
-					return err
-				}
-			}
-			// Fresh evidence the device signed shows it may not be trusted now: its current
-			// certificate stops working too.
-			return s.record(ctx, tx, dev, ev, outcome{refusal: refusal, revoke: true}, now)
-		}
-		is, refusal, err = s.issue(ctx, tx, tr, dev, pub, ev, now)
-		if err != nil {
-			return err
-		}
-		if refusal != nil {
-			return s.record(ctx, tx, dev, ev, outcome{refusal: refusal}, now)
-		}
-		return s.record(ctx, tx, dev, ev, outcome{issued: &is}, now)
+		// Fresh evidence the device signed shows it may not be trusted now: its current
+		// certificate stops working too.
+		a.refusal, a.write = r, &outcome{refusal: r, revoke: true}
+		return nil
+	}
+	if tr.issuer == nil {
+		a.refusal = refuse(device.RefusedNoCA, "tenant %s has no active device CA", dev.TenantID)
+		a.write = &outcome{refusal: a.refusal}
+		return nil
+	}
+	if err := a.sign(tr.issuer, dev); err != nil {
+		return err
+	}
+	a.issued = Issued{ChainPEM: a.signed.chain, Serial: a.signed.serial, NotAfter: a.signed.notAfter}
+	a.cert = &device.Certificate{
+		Serial: a.signed.serial, DeviceID: dev.ID, TenantID: dev.TenantID, CAID: tr.issuer.id,
+		ProductID: dev.ProductID, GroupID: dev.GroupID, Images: measurements(*a.ev),
+		IssuedAt: a.now, NotAfter: a.signed.notAfter,
+	}
+	a.write = &outcome{issued: &a.issued}
+	return nil
+}
+
+// sign issues the device certificate from the tenant's active CA, unless an earlier
+// attempt of this attestation signed one with the same CA already.
+func (a *attempt) sign(iss *issuer, dev device.Device) error {
+	if a.signed != nil && a.signed.caID == iss.id {
+		return nil
+	}
+	notAfter := a.now.Add(a.s.cfg.CertLifetime)
+	if notAfter.After(iss.cert.NotAfter) {
+		notAfter = iss.cert.NotAfter
+	}
+	der, serial, err := iss.signer.Issue(deviceca.IssueRequest{
+		DevicePublicKey: a.pub, TenantID: string(dev.TenantID), DeviceID: string(dev.ID),
+		NotBefore: a.now.Add(-5 * time.Minute), NotAfter: notAfter,
 	})
 	if err != nil {
-		return Issued{}, err
+		return fmt.Errorf("issue certificate: %w", err)
 	}
-	if refusal != nil {
-		return Issued{}, refusal
+	a.signed = &signedCert{caID: iss.id, serial: serial, notAfter: notAfter.UTC().Truncate(time.Second),
+		chain: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) + iss.pem}
+	return nil
+}
+
+// run is the attestation's write, in a transaction shared with concurrent ones. It may run
+// more than once (batch.go), so it sets its results afresh.
+func (a *attempt) run(ctx context.Context, tx store.Tx) error {
+	s := a.s
+	a.changed, a.replayed = false, false
+	dev, err := tx.Devices().Get(ctx, a.id)
+	if err != nil {
+		return err
 	}
-	return is, nil
+	if a.version != 0 && dev.Version != a.version {
+		a.changed = true // nothing written: worked out again by the caller
+		return nil
+	}
+	if a.spend {
+		if err := nonce.Record(ctx, tx, a.id, a.nonce, a.expires, a.now); err != nil {
+			if !errors.Is(err, nonce.ErrRefused) {
+				return err
+			}
+			// Spent before: on another replica, or before this one restarted. The insert
+			// waited for the spender's commit, which may have changed the device since
+			// this transaction read it (PostgreSQL, read committed): read it again.
+			a.replayed = true
+			if dev, err = tx.Devices().Get(ctx, a.id); err != nil {
+				return err
+			}
+			return s.record(ctx, tx, dev, *a.ev, outcome{refusal: a.replay}, a.now)
+		}
+	}
+	if a.cert != nil {
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		if err := tt.Certificates().Record(ctx, *a.cert); err != nil {
+			return fmt.Errorf("record certificate %s: %w", a.cert.Serial, err)
+		}
+	}
+	return s.record(ctx, tx, dev, *a.ev, *a.write, a.now)
+}
+
+// unreserve forgets the nonce's claim after a failure that wrote nothing durable.
+func (a *attempt) unreserve() {
+	if a.reserved {
+		a.s.spent.release(a.nonce)
+		a.reserved = false
+	}
 }
 
 // check applies the policy to verified evidence, in the order of device.RefusalReasons.
-func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev attest.Evidence, cat *repo.Catalog) *Refusal {
+// productName is the name of the device's product ("" when it has none).
+func (s *Service) check(ctx context.Context, dev device.Device, productName string, ev attest.Evidence, cat *repo.Catalog) *Refusal {
 	switch {
 	case dev.TenantID == "" || cat == nil:
 		return refuse(device.RefusedUnclaimed, "device %s is not claimed by a tenant", dev.ID)
 	case dev.Blocked:
 		return refuse(device.RefusedBlocked, "device %s is blocked", dev.ID)
-	}
-	tt, err := tx.ForTenant(dev.TenantID)
-	if err != nil {
-		return refuse(device.RefusedUnclaimed, "device %s: %v", dev.ID, err)
-	}
-	var productName string
-	if dev.ProductID != "" {
-		if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
-			productName = p.Name
-		}
 	}
 	sawOS := false
 	for _, m := range ev.Measurements {
@@ -218,7 +415,7 @@ func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev 
 		if m.Kind == attest.KindApp && ev.DevelopmentMode && dev.Development {
 			continue // a development device may run a side-loaded app
 		}
-		if r := s.checkImage(ctx, tt, dev, m, cat, productName); r != nil {
+		if r := s.checkImage(ctx, dev, m, cat, productName); r != nil {
 			return r
 		}
 	}
@@ -231,10 +428,10 @@ func (s *Service) check(ctx context.Context, tx store.Tx, dev device.Device, ev 
 	return nil
 }
 
-func (s *Service) checkImage(ctx context.Context, tt store.TenantTx, dev device.Device, m attest.Measurement, cat *repo.Catalog, productName string) *Refusal {
+func (s *Service) checkImage(ctx context.Context, dev device.Device, m attest.Measurement, cat *repo.Catalog, productName string) *Refusal {
 	im, ok := cat.Images[m.Path]
 	if !ok || im.SHA256 != m.SHA256 {
-		if was, err := repo.WasListedIn(ctx, tt, m.Path, m.SHA256); err == nil && was {
+		if s.wasListed(ctx, dev, m) {
 			return refuse(device.RefusedRevokedImage, "%s (sha256 %.16s) is revoked", m.Path, m.SHA256)
 		}
 		return refuse(device.RefusedUnknownImage, "%s (sha256 %.16s) is not a signed image of the tenant", m.Path, m.SHA256)
@@ -250,6 +447,21 @@ func (s *Service) checkImage(ctx context.Context, tt store.TenantTx, dev device.
 		return refuse(device.RefusedBelowFloor, "%s security version %d is below the device's floor %d", m.Path, m.SecurityVersion, floor)
 	}
 	return nil
+}
+
+// wasListed reports whether the measured image was ever a signed image of the device's
+// tenant (then revoked); read only on the refusal path.
+func (s *Service) wasListed(ctx context.Context, dev device.Device, m attest.Measurement) bool {
+	was := false
+	_ = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(dev.TenantID)
+		if err != nil {
+			return err
+		}
+		was, err = repo.WasListedIn(ctx, tt, m.Path, m.SHA256)
+		return err
+	})
+	return was
 }
 
 // auditForgery writes evidence that named a claimed device but was not signed by its key
@@ -276,40 +488,6 @@ func (s *Service) auditForgery(ctx context.Context, dev device.Device, presented
 			Detail: r.Reason + ": " + r.Detail,
 		})
 	})
-}
-
-// issue signs the device certificate and records it; a tenant without an active CA is a
-// refusal the operator resolves (moat platform ca-sign).
-func (s *Service) issue(ctx context.Context, tx store.Tx, tr *tenantTrust, dev device.Device, pub *ecdsa.PublicKey, ev attest.Evidence, now time.Time) (Issued, *Refusal, error) {
-	if tr.issuer == nil {
-		return Issued{}, refuse(device.RefusedNoCA, "tenant %s has no active device CA", dev.TenantID), nil
-	}
-	notAfter := now.Add(s.cfg.CertLifetime)
-	if notAfter.After(tr.issuer.cert.NotAfter) {
-		notAfter = tr.issuer.cert.NotAfter
-	}
-	der, serial, err := deviceca.Issue(tr.issuer.cert, tr.issuer.key, deviceca.IssueRequest{
-		DevicePublicKey: pub, TenantID: string(dev.TenantID), DeviceID: string(dev.ID),
-		NotBefore: now.Add(-5 * time.Minute), NotAfter: notAfter,
-	})
-	if err != nil {
-		return Issued{}, nil, fmt.Errorf("issue certificate: %w", err)
-	}
-	tt, err := tx.ForTenant(dev.TenantID)
-	if err != nil {
-		return Issued{}, nil, err
-	}
-	rec := device.Certificate{
-		Serial: serial, DeviceID: dev.ID, TenantID: dev.TenantID, CAID: tr.issuer.id,
-		ProductID: dev.ProductID, GroupID: dev.GroupID, Images: measurements(ev),
-		IssuedAt: now, NotAfter: notAfter.UTC().Truncate(time.Second),
-	}
-	if err := tt.Certificates().Record(ctx, rec); err != nil {
-		return Issued{}, nil, fmt.Errorf("record certificate %s: %w", serial, err)
-	}
-	chain := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
-		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.issuer.cert.Raw}))
-	return Issued{ChainPEM: chain, Serial: serial, NotAfter: rec.NotAfter}, nil, nil
 }
 
 // outcome is what an attestation ends in: a certificate issued, or a refusal that may

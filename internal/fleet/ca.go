@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -24,10 +23,13 @@ type tenantTrust struct {
 	issuer  *issuer             // the newest active CA, nil when none
 }
 
+// issuer is the tenant's active CA, ready to sign: checked once per load of the tenant's
+// trust (deviceca.Issuer), with its certificate's PEM for the chains it hands out.
 type issuer struct {
-	id   string
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	id     string
+	cert   *x509.Certificate
+	signer *deviceca.Issuer
+	pem    string
 }
 
 // NewPendingCA creates a tenant device CA: its key, wrapped under the KEK and bound to the
@@ -182,7 +184,12 @@ func (s *Service) tenantTrust(ctx context.Context, t tenant.ID) (*tenantTrust, e
 			if err != nil {
 				return nil, fmt.Errorf("unwrap key of CA %s: %w", ca.ID, err)
 			}
-			tr.issuer = &issuer{id: ca.ID, cert: cert, key: key}
+			signer, err := deviceca.NewIssuer(cert, key)
+			if err != nil {
+				return nil, fmt.Errorf("CA %s: %w", ca.ID, err)
+			}
+			tr.issuer = &issuer{id: ca.ID, cert: cert, signer: signer,
+				pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))}
 		}
 	}
 	s.mu.Lock()

@@ -38,6 +38,14 @@
 // The assignment's and the generation's store reads (assignment.go, updates.go) stay here
 // too, so assign and push never see the store.
 //
+// Attestation runs at the crypto limit (issue 15): the evidence's signature is verified
+// once and the certificate signed once, in the caller's goroutine; what must be durable
+// (the spent nonce, the certificate record, the device's new state) is one write, which
+// concurrent attestations commit together (batch.go: a bounded queue, ErrBusy past it);
+// nonces spent through a replica are remembered in memory (spent.go) in front of the
+// store's record, which decides; parsed device keys (devkeys.go) and each tenant CA's
+// signer (ca.go) are cached.
+//
 // A Service is safe for concurrent use: its caches take one mutex, the assignment counter
 // is atomic, and the sub-packages' types are safe for concurrent use.
 package fleet
@@ -49,6 +57,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -118,6 +127,15 @@ type Config struct {
 	// PostgreSQL NOTIFY); they call WakeLocal. Nil for a single process (SQLite). It must
 	// not block.
 	Broadcast func(tenant.ID)
+	// AttestQueue bounds the attestation writes waiting for their shared commit on this
+	// replica; past it an attestation is turned away with ErrBusy (503, Retry-After).
+	// AttestBatch is the most writes one commit carries, AttestBatchWait the longest a
+	// batch waits for attestations still being verified (a lone one never waits). Zero
+	// means DefaultAttestQueue, DefaultAttestBatch, DefaultAttestBatchWait; a negative
+	// AttestBatchWait means no wait.
+	AttestQueue     int
+	AttestBatch     int
+	AttestBatchWait time.Duration
 }
 
 // Service is the device side of the security service.
@@ -126,7 +144,11 @@ type Service struct {
 	metrics metrics
 	counter atomic.Uint64 // last assignment counter issued by this process
 
-	nonces *nonce.Issuer // attestation nonces and their request budgets
+	nonces  *nonce.Issuer // attestation nonces and their request budgets
+	spent   *spentSet     // nonces spent through this replica, in front of the store's record
+	commits *committer    // group commit of attestation writes
+	devKeys *deviceKeys   // parsed device identity keys
+	cpu     chan struct{} // one token per CPU for attestations' crypto (attempt.workOut)
 
 	waits *push.Waits // devices waiting for updates
 
@@ -164,6 +186,18 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxWaiters == 0 {
 		cfg.MaxWaiters = DefaultMaxWaiters
 	}
+	if cfg.AttestQueue == 0 {
+		cfg.AttestQueue = DefaultAttestQueue
+	}
+	if cfg.AttestBatch == 0 {
+		cfg.AttestBatch = DefaultAttestBatch
+	}
+	if cfg.AttestBatchWait == 0 {
+		cfg.AttestBatchWait = DefaultAttestBatchWait
+	}
+	if cfg.AttestQueue < 0 || cfg.AttestBatch < 0 {
+		errs = append(errs, fmt.Errorf("fleet: AttestQueue %d and AttestBatch %d must not be negative", cfg.AttestQueue, cfg.AttestBatch))
+	}
 	if cfg.MaxWaiters < 0 {
 		errs = append(errs, fmt.Errorf("fleet: MaxWaiters %d is negative", cfg.MaxWaiters))
 	}
@@ -179,6 +213,10 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	s.nonces.SetPerWindow(cfg.NoncesPerMinute)
+	s.spent = newSpentSet(maxSpent)
+	s.commits = newCommitter(cfg.Store, cfg.AttestQueue, cfg.AttestBatch, max(cfg.AttestBatchWait, 0))
+	s.devKeys = newDeviceKeys(maxDeviceKeys)
+	s.cpu = make(chan struct{}, runtime.GOMAXPROCS(0))
 	s.metrics = metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestations_total", Help: "Attestations by result (issued, refused)."}, []string{"result"}),
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),

@@ -623,6 +623,12 @@ func (a *API) attest(c *call) (any, error) {
 		}
 		return nil, p
 	}
+	if errors.Is(err, fleet.ErrBusy) {
+		// The attestation write queue is full (issue 15): come back, do not queue.
+		p := problem.New(problem.Unavailable, "server_busy", "the server is attesting as many devices as it can; retry later")
+		p.RetryAfter = fleet.BusyRetryAfter
+		return nil, p
+	}
 	if err != nil {
 		return nil, problem.Wrap(err)
 	}

@@ -12,8 +12,11 @@
 // fill the store nor tell registered IDs from others by its work or its time (issue 10,
 // defect 6; attacked by TestNonce_FloodOfOneDeviceStoresNothing and
 // TestNonce_RegisteredAndUnknownDoTheSameStoreWork). Single use is enforced when the nonce
-// is spent: the attestation's own transaction records it (store.Nonces.Spend), kept until it
-// expires, so a second use is refused (TestAttest_Refusals "replayed nonce"); a nonce of
+// is spent: the attestation's own transaction records it (Record, store.Nonces.Spend), kept
+// until it expires, so a second use is refused (TestAttest_Refusals "replayed nonce",
+// TestNonce_SingleUseAcrossRestart); internal/fleet keeps the nonces spent through a
+// replica in memory in front of that record, but the store's uniqueness decides
+// (TestNonce_SingleUseUnderConcurrency); a nonce of
 // another device, another secret or past its expiry is refused before that
 // (TestNonce_RejectsNonceNotIssuedByThePlatform, TestAttest_Refusals; the tests are internal/fleet's,
 // since they attack the endpoint and the attestation, and TestIssuer_* here).
@@ -142,13 +145,31 @@ func (i *Issuer) open(id device.ID, nonce string, now time.Time) (time.Time, err
 	return expires, nil
 }
 
+// Check checks, without the store, that nonce was issued to id by a replica sharing the
+// secret and is unexpired at now, and returns its expiry. Its errors are errors.Is
+// ErrRefused. Record makes the spend durable.
+func (i *Issuer) Check(id device.ID, nonce string, now time.Time) (time.Time, error) {
+	expires, err := i.open(id, nonce, now)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return expires, nil
+}
+
 // Spend checks the device's nonce and records it spent in tx. Its errors that are the
 // device's (forged, expired, spent) are errors.Is ErrRefused.
 func (i *Issuer) Spend(ctx context.Context, tx store.Tx, id device.ID, nonce string, now time.Time) error {
-	expires, err := i.open(id, nonce, now)
+	expires, err := i.Check(id, nonce, now)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrRefused, err)
+		return err
 	}
+	return Record(ctx, tx, id, nonce, expires, now)
+}
+
+// Record records a nonce Check accepted as spent in tx, kept until it expires; a nonce
+// spent before, here or on any replica sharing the database, is errors.Is ErrRefused (the
+// store's uniqueness decides).
+func Record(ctx context.Context, tx store.Tx, id device.ID, nonce string, expires, now time.Time) error {
 	if err := tx.Nonces().Spend(ctx, string(id), nonce, expires, now); err != nil {
 		if errors.Is(err, store.ErrNonceUsed) {
 			return fmt.Errorf("%w: %w", ErrRefused, err)

@@ -236,11 +236,29 @@ type tx struct {
 	tx    *sql.Tx
 	d     Dialect
 	stmts *stmtCache // nil: no caching (the driver caches, as pgx does)
+	// local holds the statements prepared in this transaction, where the dialect caches
+	// statements but the pool cannot (SQLite's one writer connection): a transaction that
+	// repeats a query (the group commit of attestations, issue 15) parses it once.
+	local map[string]*sql.Stmt
 }
 
 // stmt returns q prepared for this transaction. With a cache, each pooled connection parses
 // a query once rather than on every call (parsing was a fifth of an authenticated read).
 func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if t.stmts == nil && t.d.CacheStatements {
+		if s, ok := t.local[q]; ok {
+			return s
+		}
+		s, err := t.tx.PrepareContext(ctx, q) // closed with the transaction
+		if err != nil {
+			return nil
+		}
+		if t.local == nil {
+			t.local = map[string]*sql.Stmt{}
+		}
+		t.local[q] = s
+		return s
+	}
 	if t.stmts == nil {
 		return nil
 	}
