@@ -65,6 +65,15 @@ type device struct {
 	states  []client.UpdateState
 	reports []client.ErrorReport
 	fails   int
+	// installed lists the images installed since the last attestation: committed once the
+	// device attests with them, rolled back if that attestation is refused.
+	installed []installed
+}
+
+// installed is an image in its slot on trial, with what the slot held before.
+type installed struct {
+	im   update.PlannedImage
+	prev *runImage
 }
 
 // certificate is a device's current certificate.
@@ -136,7 +145,11 @@ func (d *device) run(ctx context.Context) {
 
 // step is one turn of the loop.
 func (d *device) step(ctx context.Context, since *string, check *bool) error {
-	if c := d.cert.Load(); c == nil || !d.s.now().Before(c.renewAt) {
+	if len(d.installed) > 0 {
+		if err := d.settle(ctx); err != nil {
+			return err
+		}
+	} else if c := d.cert.Load(); c == nil || !d.s.now().Before(c.renewAt) {
 		if err := d.attest(ctx); err != nil {
 			return err
 		}
@@ -302,6 +315,42 @@ func (d *device) check(ctx context.Context) error {
 			return err
 		}
 	}
+	return d.settle(ctx)
+}
+
+// settle attests with the images installed since the last attestation: the service learns
+// what runs now. Accepted, they are committed; refused, their slots go back (a rollback).
+// Any other failure (503, a lost connection) keeps them on trial, and the next turn of the
+// loop attests again before anything else, without downloading them again.
+func (d *device) settle(ctx context.Context) error {
+	if len(d.installed) == 0 {
+		return nil
+	}
+	err := d.attest(ctx)
+	if ce, ok := errors.AsType[*client.Error](err); ok && ce.Status == http.StatusForbidden {
+		for _, in := range d.installed {
+			d.slot(in.im.Kind).Store(in.prev)
+			d.queueState(updstate.RolledBack, in.im, func(r *client.UpdateState) { r.Code, r.Message = "attestation_refused", "the new image was refused at attestation; rolled back" })
+		}
+		d.installed = nil
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	for _, in := range d.installed {
+		im := in.im
+		if err := d.upd.Commit(im.Kind, im.SecurityVersion); err != nil && !errors.Is(err, update.ErrFloorDecrease) {
+			return err
+		}
+		d.queueState(updstate.Committed, im, nil)
+		d.s.installs.Add(1)
+		if im.Kind == "app" && d.crash && im.Version == d.s.cfg.CrashVersion {
+			d.queueReport(client.ErrorReport{Kind: string(errreport.AppCrash), ImagePath: im.Path, ImageVersion: im.Version,
+				Signal: "SIGSEGV", UptimeSeconds: 5, Message: "simulated crash (moat sim --crash-version)"})
+		}
+	}
+	d.installed = nil
 	return nil
 }
 
@@ -312,8 +361,8 @@ func (d *device) slot(kind string) *atomic.Pointer[runImage] {
 	return &d.app
 }
 
-// install downloads and verifies im, moves its slot to it and attests with it; the update
-// states follow the agent's: assigned, downloading, installed, committed.
+// install downloads and verifies im and moves its slot to it, on trial until settle; the
+// update states follow the agent's: assigned, downloading, installed, then committed.
 func (d *device) install(ctx context.Context, im update.PlannedImage) error {
 	d.queueState(updstate.Assigned, im, nil)
 	d.queueState(updstate.Downloading, im, func(r *client.UpdateState) { r.BytesTotal = im.Length })
@@ -329,22 +378,8 @@ func (d *device) install(ctx context.Context, im update.PlannedImage) error {
 	}
 	d.queueState(updstate.Downloading, im, func(r *client.UpdateState) { r.BytesDone, r.BytesTotal = im.Length, im.Length })
 	prev := d.slot(im.Kind).Swap(&runImage{kind: im.Kind, path: im.Path, sha256: im.SHA256, version: im.Version, securityVersion: im.SecurityVersion})
+	d.installed = append(d.installed, installed{im: im, prev: prev})
 	d.queueState(updstate.Installed, im, nil)
-	// The new image runs: the service learns it at the next attestation, now.
-	if err := d.attest(ctx); err != nil {
-		d.slot(im.Kind).Store(prev) // refused or failed: back to what it ran, as a rollback
-		d.queueState(updstate.RolledBack, im, func(r *client.UpdateState) { r.Code, r.Message = "attest_failed", clip(err.Error()) })
-		return err
-	}
-	if err := d.upd.Commit(im.Kind, im.SecurityVersion); err != nil && !errors.Is(err, update.ErrFloorDecrease) {
-		return err
-	}
-	d.queueState(updstate.Committed, im, nil)
-	d.s.installs.Add(1)
-	if im.Kind == "app" && d.crash && im.Version == d.s.cfg.CrashVersion {
-		d.queueReport(client.ErrorReport{Kind: string(errreport.AppCrash), ImagePath: im.Path, ImageVersion: im.Version,
-			Signal: "SIGSEGV", UptimeSeconds: 5, Message: "simulated crash (moat sim --crash-version)"})
-	}
 	return nil
 }
 
