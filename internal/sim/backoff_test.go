@@ -120,4 +120,3 @@ func TestSim_RetriesLostConnections(t *testing.T) {
 		t.Errorf("stats = %s, want every device still trying", st.Line())
 	}
 }
-

@@ -330,7 +330,9 @@ func (d *device) settle(ctx context.Context) error {
 	if ce, ok := errors.AsType[*client.Error](err); ok && ce.Status == http.StatusForbidden {
 		for _, in := range d.installed {
 			d.slot(in.im.Kind).Store(in.prev)
-			d.queueState(updstate.RolledBack, in.im, func(r *client.UpdateState) { r.Code, r.Message = "attestation_refused", "the new image was refused at attestation; rolled back" })
+			d.queueState(updstate.RolledBack, in.im, func(r *client.UpdateState) {
+				r.Code, r.Message = "attestation_refused", "the new image was refused at attestation; rolled back"
+			})
 		}
 		d.installed = nil
 		return err
