@@ -15,23 +15,29 @@ import (
 	"github.com/moat-iot/moat/internal/keys"
 )
 
-// populate makes the devices batch by batch (keys, registration, one claim, group moves)
-// and hands each to start at the ramp rate. Management calls that fail for a passing
-// reason (503, a lost connection) are retried with backoff; any other failure ends it.
+// populate makes every device batch by batch (keys, registration, one claim, group
+// moves), then hands each to start at the ramp rate. The whole fleet is set up before any
+// device starts: a device claimed or moved wakes the long-polls of the tenant's waiting
+// devices (each then checks its assignment), so setting up devices while others wait would
+// cost the server a check per waiting device per setup call. Management calls that fail
+// for a passing reason (503, a lost connection) are retried with backoff; any other
+// failure ends it.
 func (s *Sim) populate(ctx context.Context, start func(*device)) error {
-	lim := rate.NewLimiter(rate.Limit(s.cfg.Ramp), 1)
+	var all []*device
 	for first := 0; first < s.cfg.Devices; first += batchSize {
-		n := min(batchSize, s.cfg.Devices-first)
-		batch, err := s.makeBatch(ctx, first, n)
+		batch, err := s.makeBatch(ctx, first, min(batchSize, s.cfg.Devices-first))
 		if err != nil {
 			return err
 		}
-		for _, d := range batch {
-			if err := lim.Wait(ctx); err != nil {
-				return err
-			}
-			start(d)
+		all = append(all, batch...)
+	}
+	s.log.InfoContext(ctx, "every simulated device registered, claimed and in its group", "devices", len(all))
+	lim := rate.NewLimiter(rate.Limit(s.cfg.Ramp), 1)
+	for _, d := range all {
+		if err := lim.Wait(ctx); err != nil {
+			return err
 		}
+		start(d)
 	}
 	return nil
 }
