@@ -122,8 +122,8 @@ func version(im *runImage) string {
 // Line is the progress line: how many devices are where, and on which app version.
 func (st Stats) Line() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "devices %d/%d started, %d attested, %d with a certificate; %d waiting, %d updating, %d attesting, %d backing off; gave up %d",
-		st.Started, st.Devices, st.Attested, st.Certified, st.Waiting, st.Updating, st.Attesting, st.Backoff, st.GaveUp)
+	fmt.Fprintf(&b, "devices %d registered, %d/%d started, %d attested, %d with a certificate; %d waiting, %d updating, %d attesting, %d backing off; gave up %d",
+		st.Registered, st.Started, st.Devices, st.Attested, st.Certified, st.Waiting, st.Updating, st.Attesting, st.Backoff, st.GaveUp)
 	vs := make([]string, 0, len(st.Apps))
 	for v := range st.Apps {
 		vs = append(vs, v)
