@@ -266,8 +266,9 @@ func (d *device) accept(chainPEM string) (*certificate, error) {
 	// Renewed at two thirds of its lifetime, as the agent does (without its jitter: the
 	// devices were started over the ramp, which spreads them already).
 	renew := start.Add(leaf.NotAfter.Sub(start) / 3 * 2)
-	leaf.Raw = ders[0]
-	return &certificate{tls: tls.Certificate{Certificate: ders, PrivateKey: d.key, Leaf: leaf}, notAfter: leaf.NotAfter, renewAt: renew}, nil
+	// The parsed leaf is not kept: TLS parses it again at the rare handshake, and 10,000
+	// of them would cost tens of MiB.
+	return &certificate{tls: tls.Certificate{Certificate: ders, PrivateKey: d.key}, notAfter: leaf.NotAfter, renewAt: renew}, nil
 }
 
 // check fetches the assignment, verifies it with the update client, downloads and

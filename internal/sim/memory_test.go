@@ -14,7 +14,7 @@ import (
 // asserts nothing about time, only that nothing leaks per device beyond a generous bound.
 func TestSim_MemoryPerDevice(t *testing.T) {
 	t.Parallel()
-	const n = 200
+	const n = 100
 	f := newFleet(t)
 	s, err := sim.New(f.config(t, n))
 	if err != nil {
@@ -22,7 +22,7 @@ func TestSim_MemoryPerDevice(t *testing.T) {
 	}
 	before, goBefore := heap(), runtime.NumGoroutine()
 	start(t, s)
-	waitFor(t, s, 2*time.Minute, "all waiting", func(st sim.Stats) bool { return st.Waiting == n })
+	waitFor(t, s, 5*time.Minute, "all waiting", func(st sim.Stats) bool { return st.Waiting == n })
 	after, goAfter := heap(), runtime.NumGoroutine()
 	perDevice := (int64(after) - int64(before)) / n
 	t.Logf("%d waiting devices: %d bytes of heap and %.1f goroutines per device (simulator and server together)",

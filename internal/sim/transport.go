@@ -10,11 +10,12 @@ import (
 
 // Per-connection memory is what decides how many devices fit in one process: a device
 // holds one HTTP/1.1 connection (two goroutines, a bufio reader and writer, the TLS
-// state), so the buffers are small and a device keeps at most one idle connection. HTTP/2
-// would add a framer and flow-control buffers per connection for nothing: a device sends
-// one request at a time.
+// state), so the buffers are small (a device's requests are a few hundred bytes; longer
+// header lines and bodies pass through bufio unbuffered) and a device keeps at most one
+// idle connection. HTTP/2 would add a framer and flow-control buffers per connection for
+// nothing: a device sends one request at a time.
 const (
-	deviceBufferBytes = 4 << 10
+	deviceBufferBytes = 1 << 10
 	idleTimeout       = 2 * time.Minute // longer than the 50 s long-poll, so the connection stays
 	headerTimeout     = 90 * time.Second
 )
