@@ -16,6 +16,8 @@
 #   after_update     runs once every device holds the new assignment: the reconnect storm
 # Define them in a file and pass it as MOAT_LOAD_HOOKS=FILE; each gets the environment below
 # (MOAT_SERVER, MOAT_DEVICE_SERVER, MOAT_CONFIG_DIR, STATS, WORK, SERVER_PID, SIM_PID, N).
+# MOAT_LOAD_TIMEOUT (seconds) bounds the wait for every device to wait (default N/20 + 300);
+# MOAT_SIM_LOG_LEVEL sets the simulator's log level (its log is WORK/sim.err; --keep keeps WORK).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -113,7 +115,7 @@ MOAT_TOKEN=$OP_TOKEN MOAT_OPERATOR_TOKEN=$OP_TOKEN "$WORK/moat" sim --log-level 
 	>"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
 start=$SECONDS
-wait_for "$N devices waiting" "s['waiting'] == $N" $((N / 20 + 300))
+wait_for "$N devices waiting" "s['waiting'] == $N" "${MOAT_LOAD_TIMEOUT:-$((N / 20 + 300))}"
 echo "all $N devices attested and waiting after $((SECONDS - start)) s (attestations $(stat "s['attestations']"), retries $(stat "s['retries']"), answered busy $(stat "s['unavailable']"), gave up $(stat "s['gave_up']"))"
 sleep 5 # let the last connections settle before measuring memory
 SERVER_RSS=$(rss_kib "$SERVER_PID")
