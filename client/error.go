@@ -30,6 +30,9 @@ type Error struct {
 	Instance string
 	// RequestID is the server's ID for the request (X-Request-Id), for its logs.
 	RequestID string
+	// RetryAfter is what the server's Retry-After header asked to wait (a 503 or 429 when
+	// it is busy), 0 without one.
+	RetryAfter time.Duration
 	// Recovery is the grant that comes with an attestation refused only because the
 	// device's software is out of date: a token that opens the device API's update routes
 	// (WithToken) until ExpiresAt, so the device can install its update and attest again.
@@ -88,7 +91,8 @@ type problemBody struct {
 // decodeError turns an unsuccessful response into an *Error. The HTTP status always wins
 // over a status in the body.
 func decodeError(resp *http.Response, data []byte) *Error {
-	e := &Error{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode), RequestID: resp.Header.Get("X-Request-Id")}
+	e := &Error{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode), RequestID: resp.Header.Get("X-Request-Id"),
+		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt != "application/problem+json" {
 		return e
@@ -103,4 +107,22 @@ func decodeError(resp *http.Response, data []byte) *Error {
 		e.Title = p.Title
 	}
 	return e
+}
+
+// maxRetryAfter bounds what a Retry-After header can ask for.
+const maxRetryAfter = time.Hour
+
+// retryAfter reads a Retry-After value: seconds, or an HTTP date (RFC 9110 section
+// 10.2.3); anything else is 0. It is capped at maxRetryAfter.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }

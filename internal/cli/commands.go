@@ -38,6 +38,7 @@ func commands(env *Env) []*ffcli.Command {
 		newAgentCmd(env),
 		newBootCmd(env),
 		newDemoCmd(env),
+		newSimCmd(env),
 	}
 }
 

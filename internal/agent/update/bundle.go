@@ -42,6 +42,9 @@ type Bundle struct {
 func (c *Client) Bundle(ctx context.Context) (Bundle, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.cfg.Memory != nil {
+		return Bundle{}, errors.New("bundle: a client with memory state keeps no root chain")
+	}
 	dir := filepath.Join(c.cfg.StateDir, tufDir)
 	trustedRaw, err := os.ReadFile(filepath.Join(dir, metadata.ROOT+".json"))
 	if errors.Is(err, fs.ErrNotExist) {

@@ -39,7 +39,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
@@ -56,7 +55,6 @@ import (
 
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/director"
-	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/target"
 )
 
@@ -89,8 +87,17 @@ type Config struct {
 	DeviceID string
 	TenantID string
 	// StateDir holds the client's state: the last accepted counter, the floors and the
-	// trusted TUF metadata. It is created (mode 0700) if missing.
+	// trusted TUF metadata. It is created (mode 0700) if missing. Exactly one of StateDir
+	// and Memory is set.
 	StateDir string
+	// Memory, instead of StateDir, keeps the counter and the floors in memory (a simulated
+	// device, `moat sim`, which holds no disk); it needs Repository for the TUF metadata.
+	// A real device never uses it: its state would not survive a restart.
+	Memory *MemoryState
+	// Repository, optional, is a view of the tenant's image repository that the Clients of
+	// many devices of one tenant share (shared.go) instead of each refreshing its own in
+	// StateDir; its URLs must be MetadataURL and TargetsURL.
+	Repository *Repository
 	// HTTPClient carries the device's credential to the server.
 	HTTPClient *http.Client
 	// Now is the device's clock.
@@ -109,27 +116,7 @@ type Config struct {
 
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {
-	var errs []error
-	for _, u := range []struct{ name, v string }{{"metadata_url", c.MetadataURL}, {"targets_url", c.TargetsURL}} {
-		p, err := url.Parse(u.v)
-		switch {
-		case u.v == "":
-			errs = append(errs, fmt.Errorf("%s: required", u.name))
-		case err != nil:
-			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
-		case p.Scheme != "https" || p.Host == "":
-			errs = append(errs, fmt.Errorf("%s: %q is not an https URL", u.name, u.v))
-		case !strings.HasSuffix(p.Path, "/") || p.RawQuery != "" || p.Fragment != "":
-			errs = append(errs, fmt.Errorf("%s: %q must end in / and have no query or fragment", u.name, u.v))
-		}
-	}
-	if len(c.Root) == 0 {
-		errs = append(errs, errors.New("root: required"))
-	} else if r, err := metadata.Root().FromBytes(c.Root); err != nil {
-		errs = append(errs, fmt.Errorf("root: %w", err))
-	} else if err := r.VerifyDelegate(metadata.ROOT, r); err != nil {
-		errs = append(errs, fmt.Errorf("root: not signed by its own root keys: %w", err))
-	}
+	errs := validateRepo(c.MetadataURL, c.TargetsURL, c.Root)
 	if c.DirectorKey == nil {
 		errs = append(errs, errors.New("director_key: required"))
 	} else if c.DirectorKey.Curve != elliptic.P256() {
@@ -141,8 +128,16 @@ func (c Config) Validate() error {
 	if c.TenantID == "" {
 		errs = append(errs, errors.New("tenant_id: required"))
 	}
-	if c.StateDir == "" {
+	switch {
+	case c.StateDir == "" && c.Memory == nil:
 		errs = append(errs, errors.New("state_dir: required"))
+	case c.StateDir != "" && c.Memory != nil:
+		errs = append(errs, errors.New("state_dir and memory: give one, not both"))
+	case c.Memory != nil && c.Repository == nil:
+		errs = append(errs, errors.New("memory: needs a repository for the TUF metadata"))
+	}
+	if r := c.Repository; r != nil && (r.cfg.MetadataURL != c.MetadataURL || r.cfg.TargetsURL != c.TargetsURL) {
+		errs = append(errs, errors.New("repository: its URLs differ from metadata_url and targets_url"))
 	}
 	if c.HTTPClient == nil {
 		errs = append(errs, errors.New("http_client: required"))
@@ -162,6 +157,32 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validateRepo checks the image repository's URLs and the pinned root.
+func validateRepo(metadataURL, targetsURL string, root []byte) []error {
+	var errs []error
+	for _, u := range []struct{ name, v string }{{"metadata_url", metadataURL}, {"targets_url", targetsURL}} {
+		p, err := url.Parse(u.v)
+		switch {
+		case u.v == "":
+			errs = append(errs, fmt.Errorf("%s: required", u.name))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s: %w", u.name, err))
+		case p.Scheme != "https" || p.Host == "":
+			errs = append(errs, fmt.Errorf("%s: %q is not an https URL", u.name, u.v))
+		case !strings.HasSuffix(p.Path, "/") || p.RawQuery != "" || p.Fragment != "":
+			errs = append(errs, fmt.Errorf("%s: %q must end in / and have no query or fragment", u.name, u.v))
+		}
+	}
+	if len(root) == 0 {
+		errs = append(errs, errors.New("root: required"))
+	} else if r, err := metadata.Root().FromBytes(root); err != nil {
+		errs = append(errs, fmt.Errorf("root: %w", err))
+	} else if err := r.VerifyDelegate(metadata.ROOT, r); err != nil {
+		errs = append(errs, fmt.Errorf("root: not signed by its own root keys: %w", err))
+	}
+	return errs
+}
+
 // Client checks assignments, downloads images and keeps the anti-rollback state of one device.
 type Client struct {
 	cfg Config
@@ -174,16 +195,20 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("update client config: %w", err)
 	}
+	c := &Client{cfg: cfg}
+	if cfg.Memory != nil {
+		return c, nil
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("update client state: %w", err)
 	}
-	if _, err := readCounter(cfg.StateDir); err != nil {
+	if _, err := c.readCounter(); err != nil {
 		return nil, err
 	}
-	if _, err := readFloors(cfg.StateDir); err != nil {
+	if _, err := c.readFloors(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg}, nil
+	return c, nil
 }
 
 // Plan is what an accepted assignment asks the device to install.
@@ -225,7 +250,7 @@ type repoTarget struct {
 func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	last, err := readCounter(c.cfg.StateDir)
+	last, err := c.readCounter()
 	if err != nil {
 		return Plan{}, err
 	}
@@ -235,24 +260,20 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 	if err != nil {
 		return Plan{}, fmt.Errorf("verify assignment: %w", err)
 	}
-	floors, err := readFloors(c.cfg.StateDir)
+	floors, err := c.readFloors()
 	if err != nil {
 		return Plan{}, err
 	}
-	up, err := c.refresh(ctx)
+	var view repoView
+	if c.cfg.Repository != nil {
+		view, err = c.cfg.Repository.view(ctx, c.cfg.HTTPClient, a.Images, c.cfg.Now())
+	} else {
+		view, err = c.ownView(ctx, a.Images)
+	}
 	if err != nil {
 		return Plan{}, err
 	}
-	repo := make(map[string]repoTarget, len(a.Images))
-	var lookupErrs []error
-	for _, im := range a.Images {
-		rt, err := lookupTarget(up, im.Path)
-		if err != nil {
-			lookupErrs = append(lookupErrs, err)
-			continue
-		}
-		repo[im.Path] = rt
-	}
+	repo, lookupErrs := view.targets, view.lookupErrs
 	lookup := func(path string) (string, int64, uint32, bool) {
 		rt, ok := repo[path]
 		return rt.sha256, rt.length, rt.securityVersion, ok
@@ -270,7 +291,7 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 			}
 		}
 	}
-	consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
+	consistent := view.consistent
 	plan := Plan{Counter: a.Counter, InstallWindows: a.InstallWindows, MaxDeferral: time.Duration(a.MaxDeferralSeconds) * time.Second}
 	for _, im := range a.Images {
 		plan.Images = append(plan.Images, PlannedImage{
@@ -279,40 +300,70 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 			URL: targetURL(c.cfg.TargetsURL, im.Path, im.SHA256, consistent), IgnoreWindow: im.IgnoreWindow,
 		})
 	}
-	if err := writeCounter(c.cfg.StateDir, a.Counter); err != nil {
+	if err := c.writeCounter(a.Counter); err != nil {
 		return Plan{}, err
 	}
 	return plan, nil
 }
 
-// refresh builds a go-tuf updater from the trusted root (the cached one, which go-tuf
-// verified from the pinned one, when present) and refreshes the top-level metadata.
-func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
-	dir := filepath.Join(c.cfg.StateDir, tufDir)
-	root := c.cfg.Root
+// repoView is what the verified image repository says about an assignment's images.
+type repoView struct {
+	targets    map[string]repoTarget
+	lookupErrs []error // why a path is missing from targets
+	consistent bool    // the root uses consistent snapshots
+}
+
+// ownView refreshes the Client's own view of the repository, in StateDir, and looks up
+// images in it.
+func (c *Client) ownView(ctx context.Context, images []director.Image) (repoView, error) {
+	up, err := refresh(ctx, filepath.Join(c.cfg.StateDir, tufDir), c.cfg.Root, c.cfg.MetadataURL, c.cfg.TargetsURL, c.cfg.HTTPClient, c.cfg.MaxMetadataBytes, c.cfg.Now())
+	if err != nil {
+		return repoView{}, err
+	}
+	return lookupAll(up, images), nil
+}
+
+// lookupAll looks up every image's path in a refreshed updater.
+func lookupAll(up *updater.Updater, images []director.Image) repoView {
+	v := repoView{targets: make(map[string]repoTarget, len(images)), consistent: up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot}
+	for _, im := range images {
+		rt, err := lookupTarget(up, im.Path)
+		if err != nil {
+			v.lookupErrs = append(v.lookupErrs, err)
+			continue
+		}
+		v.targets[im.Path] = rt
+	}
+	return v
+}
+
+// refresh builds a go-tuf updater from the trusted root in dir (the cached one, which
+// go-tuf verified from the pinned one, when present) and refreshes the top-level metadata.
+func refresh(ctx context.Context, dir string, pinned []byte, metadataURL, targetsURL string, hc *http.Client, limit int64, now time.Time) (*updater.Updater, error) {
+	root := pinned
 	switch b, err := os.ReadFile(filepath.Join(dir, metadata.ROOT+".json")); {
 	case err == nil:
 		root = b
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("read trusted root: %w", err)
 	}
-	tc, err := config.New(c.cfg.MetadataURL, root)
+	tc, err := config.New(metadataURL, root)
 	if err != nil {
 		return nil, fmt.Errorf("image repository: %w", err)
 	}
 	tc.LocalMetadataDir, tc.LocalTargetsDir = dir, dir // targets are never written here
-	tc.RemoteTargetsURL = c.cfg.TargetsURL
-	tc.Fetcher = tufFetcher{ctx: ctx, hc: c.cfg.HTTPClient, limit: c.cfg.MaxMetadataBytes, roots: filepath.Join(dir, rootsDir)}
-	tc.RootMaxLength = min(tc.RootMaxLength, c.cfg.MaxMetadataBytes)
-	tc.TimestampMaxLength = min(tc.TimestampMaxLength, c.cfg.MaxMetadataBytes)
-	tc.SnapshotMaxLength = min(tc.SnapshotMaxLength, c.cfg.MaxMetadataBytes)
-	tc.TargetsMaxLength = min(tc.TargetsMaxLength, c.cfg.MaxMetadataBytes)
+	tc.RemoteTargetsURL = targetsURL
+	tc.Fetcher = tufFetcher{ctx: ctx, hc: hc, limit: limit, roots: filepath.Join(dir, rootsDir)}
+	tc.RootMaxLength = min(tc.RootMaxLength, limit)
+	tc.TimestampMaxLength = min(tc.TimestampMaxLength, limit)
+	tc.SnapshotMaxLength = min(tc.SnapshotMaxLength, limit)
+	tc.TargetsMaxLength = min(tc.TargetsMaxLength, limit)
 	up, err := updater.New(tc)
 	if err != nil {
 		return nil, fmt.Errorf("load trusted root: %w", err)
 	}
 	// Expiry is judged by the device's clock, the same one the assignment is judged by.
-	up.UnsafeSetRefTime(c.cfg.Now().UTC())
+	up.UnsafeSetRefTime(now.UTC())
 	if err := up.Refresh(); err != nil {
 		return nil, fmt.Errorf("refresh image repository: %w", err)
 	}
@@ -389,24 +440,7 @@ func checkPackage(name string, p PlannedImage) error {
 		return err
 	}
 	defer f.Close()
-	r, err := image.Open(f)
-	if err != nil {
-		return err
-	}
-	m := r.Manifest()
-	prefix := "apps/"
-	if p.Kind == director.KindOS {
-		prefix = "os/"
-	}
-	if string(m.Kind) != p.Kind || m.Version != p.Version || m.SecurityVersion != p.SecurityVersion ||
-		p.Path != prefix+m.Name+"/"+m.Version {
-		return fmt.Errorf("%w: package holds %s %s %s security version %d, plan %s security version %d",
-			ErrManifestMismatch, m.Kind, m.Name, m.Version, m.SecurityVersion, p.Path, p.SecurityVersion)
-	}
-	if _, err := io.Copy(io.Discard, r.Payload()); err != nil {
-		return err
-	}
-	return nil
+	return checkStream(f, p)
 }
 
 // Commit records that an image of kind with securityVersion is installed: it raises the
@@ -415,7 +449,7 @@ func checkPackage(name string, p PlannedImage) error {
 func (c *Client) Commit(kind string, securityVersion uint32) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	floors, err := readFloors(c.cfg.StateDir)
+	floors, err := c.readFloors()
 	if err != nil {
 		return err
 	}
@@ -430,7 +464,7 @@ func (c *Client) Commit(kind string, securityVersion uint32) error {
 		return nil
 	}
 	floors[kind] = securityVersion
-	return writeFloors(c.cfg.StateDir, floors)
+	return c.writeFloors(floors)
 }
 
 // DirectorKeyFromRoot returns the server's online key as a platform root names it for the
