@@ -47,6 +47,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.StringVar(&cfg.S3Prefix, "s3-prefix", cfg.S3Prefix, "put before every S3 key: empty or ending in / (MOAT_S3_PREFIX)")
 	fs.StringVar(&cfg.S3CredentialsFile, "s3-credentials-file", cfg.S3CredentialsFile, "file (mode 0600) of two lines: the S3 access key ID, then the secret access key (MOAT_S3_CREDENTIALS_FILE)")
 	fs.StringVar(&cfg.S3CAFile, "s3-ca-file", cfg.S3CAFile, "PEM CA certificates that verify the S3 endpoint's TLS certificate; empty: the system's (MOAT_S3_CA_FILE)")
+	fs.StringVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go's runtime profiles (CPU, heap, goroutines, trace) at http://ADDR/debug/pprof/ for go tool pprof; ADDR must be a loopback host:port such as 127.0.0.1:6060; empty: off (MOAT_PPROF)")
 	fs.StringVar(&cfg.MetricsTokenFile, "metrics-token-file", cfg.MetricsTokenFile, "file (mode 0600) holding the token /metrics requires as 'Authorization: Bearer TOKEN'; empty leaves /metrics open to anyone who reaches --addr (MOAT_METRICS_TOKEN_FILE)")
 }
 

@@ -88,6 +88,9 @@ type Config struct {
 	// every replica (LISTEN/NOTIFY with PostgreSQL); the TTL bounds staleness only when such
 	// a notification is lost.
 	AuthCacheTTL time.Duration `json:"auth-cache-ttl"`
+	// Pprof, when set, is a loopback host:port serving Go's runtime profiles under
+	// /debug/pprof/ (pprof.go); empty: off.
+	Pprof string `json:"pprof"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
@@ -179,6 +182,11 @@ func (c Config) Validate() error {
 	}
 	if c.AuthCacheTTL < time.Second || c.AuthCacheTTL > mgmt.MaxAuthCacheTTL {
 		bad("auth-cache-ttl", "must be between 1s and %s, got %s", mgmt.MaxAuthCacheTTL, c.AuthCacheTTL)
+	}
+	if c.Pprof != "" {
+		if err := checkPprofAddr(c.Pprof); err != nil {
+			bad("pprof", "%v", err)
+		}
 	}
 	errs = append(errs, c.validateS3()...)
 	return errors.Join(errs...)

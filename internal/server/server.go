@@ -68,6 +68,8 @@ type Server struct {
 	device  *http.Server
 	mgmtLn  net.Listener
 	devLn   net.Listener
+	pprofLn net.Listener // nil without --pprof
+	pprof   *http.Server
 	ready   atomic.Bool
 	holder  string // this replica's name on the leases it takes
 	jobs    []Job
@@ -81,6 +83,9 @@ type Server struct {
 	// DeviceURL is the device listener's base URL, e.g. https://127.0.0.1:8444: the device
 	// API (attestation, then mutual TLS with device certificates). Agents' --server.
 	DeviceURL string
+	// PprofURL is the profiles' base URL with --pprof (http://127.0.0.1:PORT/debug/pprof/),
+	// else "".
+	PprofURL string
 	// CAPEM is the certificate clients pin to trust the server (the local CA, or the chain
 	// given with --tls-cert); both listeners serve the same certificate.
 	CAPEM []byte
@@ -113,6 +118,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.URL, s.DeviceURL = baseURL(s.mgmtLn), baseURL(s.devLn)
+	if err = s.openPprof(ctx); err != nil {
+		return nil, err
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -210,7 +218,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 
 // release closes what Open took, for a server that does not Serve.
 func (s *Server) release() {
-	for _, ln := range []net.Listener{s.mgmtLn, s.devLn} {
+	for _, ln := range []net.Listener{s.mgmtLn, s.devLn, s.pprofLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -321,21 +329,26 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("serve: the server was closed or is already serving")
 	}
 	s.ready.Store(true)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.mgmt.Serve(s.mgmtLn) }()
 	go func() { errc <- s.device.Serve(s.devLn) }()
+	servers := []*http.Server{s.mgmt, s.device}
+	if s.pprof != nil {
+		servers = append(servers, s.pprof)
+		go func() { errc <- s.pprof.Serve(s.pprofLn) }()
+	}
 	jobsCtx, stopJobs := context.WithCancel(ctx)
 	jobsDone := s.runJobs(jobsCtx)
 	notifierDone := runNotifier(jobsCtx, s.notifier, s.log)
 	s.log.InfoContext(ctx, "moat server listening", "url", s.URL, "device_url", s.DeviceURL,
 		"data_dir", s.cfg.DataDir, "database", s.cfg.databaseKind(), "blobs", s.cfg.blobKind(),
-		"metrics_token", s.cfg.MetricsTokenFile != "")
+		"metrics_token", s.cfg.MetricsTokenFile != "", "pprof", s.PprofURL)
 	if s.cfg.databaseKind() == "postgres" && s.cfg.S3Endpoint == "" {
 		s.log.WarnContext(ctx, "blobs are kept in the data directory: another replica sharing the database cannot serve them; set --s3-endpoint")
 	}
 
 	var serveErr error
-	pending := 2
+	pending := len(servers)
 	select {
 	case err := <-errc:
 		pending--
@@ -349,7 +362,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-notifierDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	for _, hs := range []*http.Server{s.mgmt, s.device} {
+	for _, hs := range servers {
 		if err := hs.Shutdown(sctx); err != nil {
 			serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))
 		}
