@@ -68,6 +68,10 @@ type Capabilities struct {
 	UART         []string `json:"uart,omitempty"`
 	I2CMaster    []string `json:"i2c_master,omitempty"`
 	PWM          []string `json:"pwm,omitempty"`
+	// SoftwareUpdateDeferral lets the app defer updates while it is busy (the local API's
+	// update.defer; Azure Sphere's capability of the same name). Bounded by the product's
+	// max_update_deferral however it asks (docs/rollouts.md).
+	SoftwareUpdateDeferral bool `json:"software_update_deferral,omitempty"`
 }
 
 // Payload describes the payload section: a zstd-compressed tar of exactly Length bytes

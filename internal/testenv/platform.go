@@ -185,7 +185,7 @@ func (p *Platform) PackFiles(kind, name, version string, securityVersion uint32,
 			name, version, securityVersion)
 	default:
 		file = image.AppManifestFile
-		manifest = fmt.Sprintf(`{"format":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","name":%q,"kind":"app","version":%q,"security_version":%d,"product":%q,"app":{"entry_point":"bin/app","capabilities":{}}}`,
+		manifest = fmt.Sprintf(`{"format":1,"component_id":"3b0c6f2e-5a57-4d4b-9c6e-2f1a8d7b9e10","name":%q,"kind":"app","version":%q,"security_version":%d,"product":%q,"app":{"entry_point":"bin/app","capabilities":{"software_update_deferral":true}}}`,
 			name, version, securityVersion, product)
 	}
 	p.must(os.WriteFile(filepath.Join(dir, file), []byte(manifest), 0o600))

@@ -11,6 +11,7 @@ import (
 type capSet struct {
 	gpio, adc      map[int]bool
 	uart, i2c, pwm map[string]bool
+	deferUpdates   bool
 }
 
 func newCapSet(c image.Capabilities) capSet {
@@ -20,6 +21,8 @@ func newCapSet(c image.Capabilities) capSet {
 		uart: setOf(c.UART),
 		i2c:  setOf(c.I2CMaster),
 		pwm:  setOf(c.PWM),
+
+		deferUpdates: c.SoftwareUpdateDeferral,
 	}
 }
 
@@ -46,6 +49,10 @@ func (c capSet) need(r *request) (string, bool) {
 		return "i2c_master:" + printable(r.Bus), c.i2c[r.Bus]
 	case OpPWMSet:
 		return "pwm:" + printable(r.PWM), c.pwm[r.PWM]
+	case OpUpdateDefer:
+		// Allowing updates (update.allow) needs nothing: it only ends a deferral.
+		// Attacked by TestServer_RefusesDeferralWithoutCapability.
+		return "software_update_deferral", c.deferUpdates
 	}
 	return "", true
 }

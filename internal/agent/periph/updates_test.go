@@ -39,7 +39,7 @@ func (u *fakeUpdates) AllowUpdates() error {
 func TestServer_UpdateDeferral(t *testing.T) {
 	t.Parallel()
 	u := &fakeUpdates{}
-	f := startServer(t, NewSimulated(), func(c *Config) { c.Updates = u })
+	f := startServer(t, NewSimulated(), func(c *Config) { c.Updates, c.Capabilities.SoftwareUpdateDeferral = u, true })
 	c := f.dial(t)
 	if r := c.send(`{"id":1,"op":"update.defer","seconds":3600}`); !r.OK || r.Until != "2026-11-25T11:00:00Z" {
 		t.Errorf("update.defer 3600 = %+v, want ok until 2026-11-25T11:00:00Z", r)
@@ -66,11 +66,35 @@ func TestServer_UpdateDeferral(t *testing.T) {
 		t.Errorf("update.defer with a failing runtime = %+v, want %s", r, CodeUnavailable)
 	}
 
-	none := startServer(t, NewSimulated(), nil)
+	none := startServer(t, NewSimulated(), func(c *Config) { c.Capabilities.SoftwareUpdateDeferral = true })
 	nc := none.dial(t)
 	for _, line := range []string{`{"id":1,"op":"update.defer","seconds":60}`, `{"id":2,"op":"update.allow"}`} {
 		if r := nc.send(line); r.code() != CodeUnsupported {
 			t.Errorf("%s without Config.Updates = %+v, want %s", line, r, CodeUnsupported)
 		}
+	}
+}
+
+// TestServer_RefusesDeferralWithoutCapability: an app whose manifest does not declare
+// software_update_deferral cannot hold updates back (DESIGN rule 6: it uses only what its
+// manifest declares); the refusal is reported once, and allowing updates needs nothing.
+func TestServer_RefusesDeferralWithoutCapability(t *testing.T) {
+	t.Parallel()
+	u := &fakeUpdates{}
+	f := startServer(t, NewSimulated(), func(c *Config) { c.Updates = u })
+	c := f.dial(t)
+	if r := c.send(`{"id":1,"op":"update.defer","seconds":3600}`); r.code() != CodeCapabilityDenied {
+		t.Errorf("update.defer without the capability = %+v, want %s", r, CodeCapabilityDenied)
+	}
+	if r := c.send(`{"id":2,"op":"update.allow"}`); !r.OK {
+		t.Errorf("update.allow without the capability = %+v, want ok", r)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.defers) != 0 {
+		t.Errorf("runtime saw defers %v, want none", u.defers)
+	}
+	if got := f.rec.Denials(); len(got) != 1 || got[0] != "software_update_deferral" {
+		t.Errorf("denials reported = %v, want [software_update_deferral]", got)
 	}
 }
