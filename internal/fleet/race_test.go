@@ -9,3 +9,10 @@ package fleet_test
 // races with 300; scripts/test.sh also runs the test without the race detector, where
 // SQLite takes the whole thousand (about 8 s).
 const sqliteFleet = 300
+
+// postgresFleet is the same for PostgreSQL under the race detector: a thousand devices'
+// TLS handshakes and attestations, every one instrumented, took past the test's 10 minutes
+// beside the other packages on the 2-core machine (issue 15's group commit made no
+// difference there: the handshakes dominate). Without the race detector the thousand take
+// about 11 s, and scripts/test.sh runs that too.
+const postgresFleet = 300

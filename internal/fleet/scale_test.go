@@ -65,7 +65,7 @@ func attestRetrying(ctx context.Context, anon *client.Client, d testenv.Device, 
 
 // TestAttest_1000Concurrent: a fleet attesting at once gets 1000 certificates with
 // distinct serials, each recorded with its device, on both databases (on SQLite under the
-// race detector, sqliteFleet of them: see race_test.go).
+// race detector, sqliteFleet and postgresFleet of them: see race_test.go).
 //
 // Not parallel: the package's parallel tests wait until it is done, so that a thousand
 // handshakes at once do not starve their latency bounds.
@@ -74,7 +74,7 @@ func TestAttest_1000Concurrent(t *testing.T) {
 	// starved the machine is.
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
-			n := 1000
+			n := postgresFleet
 			if db == "sqlite" {
 				n = sqliteFleet
 			}
