@@ -80,8 +80,7 @@ share of the devices that install that app version report app_crash, for staged 
 docs/sim.md has the figures of memory per device and the load script.
 
 EXAMPLES
-  moat sim --server https://127.0.0.1:8443 --device-server https://127.0.0.1:8444 --ca-cert ./moat-data/tls/ca.pem \
-    --token - --operator-token "$(cat operator.token)" --product DW100 --group Production --devices 10000 < admin.token
+  MOAT_OPERATOR_TOKEN="$(cat operator.token)" moat sim --server https://127.0.0.1:8443 --device-server https://127.0.0.1:8444 --ca-cert ./moat-data/tls/ca.pem --token - --product DW100 --group Production --devices 10000 < admin.token
   moat sim ... --devices 1000 --crash-version 2.0.0 --crash-percent 5 --duration 10m --json`,
 		FlagSet: fs,
 		Exec: func(ctx context.Context, args []string) error {
