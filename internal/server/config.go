@@ -81,6 +81,10 @@ type Config struct {
 	S3CAFile string `json:"s3-ca-file"`
 	// Now is the server's clock; nil means time.Now. Tests move it to expire certificates.
 	Now func() time.Time `json:"-"`
+	// RolloutAdvanceInterval is how often the "rollout-advance" job looks at the running
+	// staged rollouts; 0 means RolloutAdvanceInterval (10 s). Not a flag: `moat demo` and
+	// tests shorten it so that a stage opens within a second of its soak's end.
+	RolloutAdvanceInterval time.Duration `json:"-"`
 	// ShutdownTimeout bounds how long in-flight requests may take to finish on shutdown.
 	ShutdownTimeout time.Duration `json:"shutdown-timeout"`
 }
@@ -162,6 +166,9 @@ func (c Config) Validate() error {
 	}
 	if c.ErrorReportRetention < 24*time.Hour || c.ErrorReportRetention > 10*365*24*time.Hour {
 		bad("error-report-retention", "must be between 24h and 87600h (ten years), got %s", c.ErrorReportRetention)
+	}
+	if d := c.RolloutAdvanceInterval; d != 0 && (d < MinRolloutAdvanceInterval || d > time.Hour) {
+		bad("rollout-advance-interval", "must be 0 (the default, %s) or between %s and 1h, got %s", RolloutAdvanceInterval, MinRolloutAdvanceInterval, d)
 	}
 	errs = append(errs, c.validateS3()...)
 	return errors.Join(errs...)
