@@ -30,6 +30,7 @@ import (
 func TestMain(m *testing.M) {
 	sandbox.MaybeInit()
 	demo.MaybeRunApp()
+	maybeRunGateApp()
 	os.Exit(m.Run())
 }
 

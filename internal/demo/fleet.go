@@ -194,7 +194,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 
-	v11, err := d.publishApp(ctx, contoso, "1.1.0", false, step)
+	v11, err := d.publishApp(ctx, contoso, "1.1.0", appRuns, step)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 
-	v2, err := d.publishApp(ctx, contoso, "2.0.0", true, step)
+	v2, err := d.publishApp(ctx, contoso, "2.0.0", appCrashesAtStart, step)
 	if err != nil {
 		return err
 	}
@@ -403,20 +403,23 @@ func (d *Demo) attestTampered(ctx context.Context, contoso *client.Client, dv *d
 }
 
 // publishApp packs the DW100 app at version (a launcher for the app built into this
-// binary, or one that crashes at start), signs it into apps.json offline and uploads it.
-func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version string, crash bool, step func(string, ...any)) (string, error) {
+// binary, or a faulty one: see appMode), signs it into apps.json offline and uploads it.
+// The app that crashes at start also raises the security version (it is never committed,
+// so no device's floor rises); the others keep security version 1, so that a rollout can be
+// rolled back to the release before it.
+func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version string, mode appMode, step func(string, ...any)) (string, error) {
 	src := filepath.Join(d.dir, "contoso", "dw100-app-"+version)
 	if err := os.MkdirAll(filepath.Join(src, "bin"), 0o700); err != nil {
 		return "", err
 	}
 	manifest := strings.Replace(dw100App, `"version": "1.0.0"`, `"version": "`+version+`"`, 1)
-	if crash {
+	if mode == appCrashesAtStart {
 		manifest = strings.Replace(manifest, `"security_version": 1`, `"security_version": 2`, 1)
 	}
 	if err := os.WriteFile(filepath.Join(src, image.AppManifestFile), []byte(manifest), 0o600); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, crash), 0o700); err != nil { //nolint:gosec // G306: executable entry point
+	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, mode), 0o700); err != nil { //nolint:gosec // G306: executable entry point
 		return "", err
 	}
 	var buf bytes.Buffer
