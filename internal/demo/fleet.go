@@ -105,11 +105,18 @@ type demoDevice struct {
 	dir   string
 	group string
 	dw    *periph.DW100 // its simulated dishwasher, once its agent runs
+	agent *agent.Agent
 }
 
-// fleetGroups are the groups of the demo fleet's devices: the last one is a field-test
-// device, which gets app 2.0.0 first.
+// fleetGroups are the groups of the demo fleet's story devices: the last one is a
+// field-test device, which gets app 2.0.0 first.
 var fleetGroups = []string{"Production", "Production", "Production", "Field Test"}
+
+// rolloutFleet is how many further DW100s the demo runs in Production, so that the staged
+// rollouts of the rollout story have stages of a few devices each. They run real agents and
+// the demo's app like the others but are not connected to Contoso's cloud: their telemetry
+// is dropped, which keeps the demo light (the cloud's story needs only the first four).
+const rolloutFleet = 16
 
 // fleet plays the device side with real agents (in process, each with its own state
 // directory and a simulated DW100): the platform manufactures DW100s and registers their
@@ -128,7 +135,8 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	}
 	step("Contoso deployed %s to DW100/Production and DW100/Field Test", appPath)
 
-	devs := make([]*demoDevice, len(fleetGroups)+1) // the last one is the tampered device
+	// The story devices, then the rollout fleet, then the tampered device.
+	devs := make([]*demoDevice, len(fleetGroups)+rolloutFleet+1)
 	ids := make([]string, len(devs))
 	for i := range devs {
 		dir := filepath.Join(d.dir, "devices", fmt.Sprintf("dw100-%04d", i+1))
@@ -171,16 +179,23 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.startCloud(ctx, contoso, d.log.With("component", "cloud"), step); err != nil {
 		return err
 	}
-	fleet := devs[:len(fleetGroups)]
-	if err := d.startAgents(ctx, fleet); err != nil {
+	fleet, all := devs[:len(fleetGroups)], devs[:len(devs)-1]
+	d.running = all
+	if err := d.startAgents(ctx, fleet, true); err != nil {
 		return err
 	}
-	step("%d devices run moat agent with a simulated DW100; each knows only its identity key, the pinned root and its cloud's address", len(fleet))
+	if err := d.startAgents(ctx, all[len(fleet):], false); err != nil {
+		return err
+	}
+	for _, dv := range fleet {
+		d.Result.CloudDevices = append(d.Result.CloudDevices, string(dv.key.ID()))
+	}
+	step("%d devices run moat agent with a simulated DW100; each knows only its identity key and the pinned root, and the first %d their cloud's address", len(all), len(fleet))
 	osPath := d.Result.OSPath
-	if err := d.converge(ctx, contoso, fleet, osPath, appPath); err != nil {
+	if err := d.converge(ctx, contoso, all, osPath, appPath); err != nil {
 		return err
 	}
-	if err := d.fleetTable(ctx, contoso, fleet, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
+	if err := d.fleetTable(ctx, contoso, all, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
 		return err
 	}
 	if err := d.cloudTelemetry(ctx, fleet, out, step); err != nil {
@@ -204,10 +219,10 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		}
 	}
 	// No nudge: each agent's long-poll hears of the deployment at once.
-	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
+	if err := d.converge(ctx, contoso, all, osPath, v11); err != nil {
 		return err
 	}
-	if err := d.fleetTable(ctx, contoso, fleet, out, "Contoso deployed "+v11+": every agent heard of it at once (long-poll), downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
+	if err := d.fleetTable(ctx, contoso, all, out, "Contoso deployed "+v11+": every agent heard of it at once (long-poll), downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
 		return err
 	}
 
@@ -223,9 +238,10 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err != nil {
 		return err
 	}
-	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
+	if err := d.converge(ctx, contoso, all, osPath, v11); err != nil {
 		return err
 	}
+	d.v11 = v11
 	step("Contoso deployed %s, which crashes at start, to DW100/Field Test: device %s... crashed %d times on trial, rolled back to %s, and reported it:",
 		v2, string(field.key.ID())[:16], boot.DefaultTries, v11)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -261,8 +277,9 @@ func (d *Demo) deploy(ctx context.Context, contoso *client.Client, group, target
 	return fmt.Errorf("no device group %s", group)
 }
 
-// startAgents starts one in-process agent per device; they stop when the demo does.
-func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
+// startAgents starts one in-process agent per device, connected to Contoso's cloud when
+// cloud is set; they stop when the demo does.
+func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice, cloud bool) error {
 	root, err := os.ReadFile(d.Result.TrustAnchor)
 	if err != nil {
 		return err
@@ -280,16 +297,20 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 		start := time.Now()
 		dw.RealTime(func() time.Time { return start.Add(time.Since(start) * SimSpeed) })
 		dv.dw = dw
-		a, err := agent.New(agent.Config{
+		cfg := agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: dw, Now: time.Now, CheckInterval: 30 * time.Second,
 			HealthTimeout: 10 * time.Second, Logger: log, Product: d.Result.Product.Name,
-			Cloud: &agent.CloudConfig{Broker: "mqtts://" + d.Result.CloudMQTT, CAs: cloudCAs},
-		})
+		}
+		if cloud {
+			cfg.Cloud = &agent.CloudConfig{Broker: "mqtts://" + d.Result.CloudMQTT, CAs: cloudCAs}
+		}
+		a, err := agent.New(cfg)
 		if err != nil {
 			return err
 		}
 		d.agents = append(d.agents, a)
+		dv.agent = a
 		d.agentsWG.Go(func() {
 			if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 				d.agentLog.Error("agent stopped", "err", err)
@@ -341,12 +362,14 @@ func runs(rec client.Device, paths ...string) bool {
 	return true
 }
 
-// fleetTable prints what each device runs, as the security service knows it.
+// fleetTable prints what each story device runs, as the security service knows it, and
+// what the rest of devs run, in one line per group and images.
 func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*demoDevice, out io.Writer, title string) error {
 	fmt.Fprintf(out, "  - %s\n", title)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "      DEVICE\tGROUP\tRUNS (attested)\tCERTIFICATE")
-	for _, dv := range devs {
+	var rest []string // "group\timages" of each device past the story devices
+	for i, dv := range devs {
 		rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, string(dv.key.ID()))
 		if err != nil {
 			return err
@@ -355,11 +378,23 @@ func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*d
 		for _, im := range rec.Attestation.Images {
 			paths = append(paths, im.Path)
 		}
+		if i >= len(fleetGroups) {
+			rest = append(rest, dv.group+"\t"+strings.Join(paths, ", "))
+			continue
+		}
 		cert := "-"
 		if rec.Certificate != nil {
 			cert = fmt.Sprintf("serial %.12s..., until %s", rec.Certificate.Serial, rec.Certificate.NotAfter.Format(time.RFC3339))
 		}
 		fmt.Fprintf(tw, "      %.16s...\t%s\t%s\t%s\n", rec.ID, dv.group, strings.Join(paths, ", "), cert)
+	}
+	for len(rest) > 0 {
+		n := 1
+		for n < len(rest) && rest[n] == rest[0] {
+			n++
+		}
+		fmt.Fprintf(tw, "      and %d more\t%s\teach with its own certificate\n", n, rest[0])
+		rest = rest[n:]
 	}
 	return tw.Flush()
 }
