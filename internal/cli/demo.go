@@ -41,7 +41,7 @@ Contoso's cloud, owners' portal and support view.
 Then the owners' story plays below it, in about a minute: two owners have claimed their
 dishwashers in the portal; one heater fails and the cloud spots it against the fleet, runs
 the self-test remotely, mails the owner and reserves the part at her repair shop; the other
-owner is prompted to buy rinse agent. Then the rollout story, in under a minute: app 1.2.0
+owner is prompted to buy rinse agent. Then the rollout story, in about a minute: app 1.2.0
 rolls out across DW100/Production in stages (20%, 50%, 100%, a 10 s soak each), the demo
 printing each stage's devices as it opens; then a 3.0.0 that crashes after it reports
 healthy is stopped by the health gate in its first stage, and the service rolls the group

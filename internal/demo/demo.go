@@ -131,13 +131,13 @@ type Demo struct {
 	v11       string        // app 1.1.0's target, which the fleet runs after the scenario
 	// rolloutDone receives the rollout story's outcome; it plays after the owners' story.
 	rolloutDone chan RolloutResult
-	agentsWG  sync.WaitGroup
-	agentLog  *slog.Logger
-	log       *slog.Logger
-	cloud     *cloud.Cloud // Contoso's manufacturer cloud
-	mail      *mailbox.Mailbox
-	shop      *repairshop.Server
-	cloudWG   sync.WaitGroup
+	agentsWG    sync.WaitGroup
+	agentLog    *slog.Logger
+	log         *slog.Logger
+	cloud       *cloud.Cloud // Contoso's manufacturer cloud
+	mail        *mailbox.Mailbox
+	shop        *repairshop.Server
+	cloudWG     sync.WaitGroup
 	// Result is complete once Played is closed.
 	Result Result
 }
