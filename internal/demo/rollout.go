@@ -207,8 +207,8 @@ func (d *Demo) watchStages(ctx context.Context, contoso *client.Client, dep clie
 		if r.State == client.RolloutCompleted {
 			open = len(r.Stages) - 1
 		}
-		// A stage is shown once the devices of every open stage run the new version
-		// (the tampered device never does: it was refused and runs nothing).
+		// A stage is shown once its running devices run the new version (the tampered
+		// device, in Production too, never does: it was refused and runs nothing).
 		for i := shown + 1; i <= open; i++ {
 			s := st.Stages[i]
 			if s.OnNew < d.runningIn(dep, i) {
@@ -217,8 +217,8 @@ func (d *Demo) watchStages(ctx context.Context, contoso *client.Client, dep clie
 			onNew += s.OnNew
 			shown = i
 			res.HealthyStages = append(res.HealthyStages, i)
-			step("stage %d of %d (%g %%) open: %d devices targeted, %d on %s (%d in all), %d failed, %d crashing; gate: %s",
-				i+1, len(r.Stages), s.Percent, s.Targeted, s.OnNew, versionOf(target), onNew, s.Failed, s.Crashing, gateText(st.Figures))
+			step("stage %d of %d (%g %%) open: %d devices targeted (%d running), %d on %s (%d in all), %d failed, %d crashing; gate: %s",
+				i+1, len(r.Stages), s.Percent, s.Targeted, d.runningIn(dep, i), s.OnNew, versionOf(target), onNew, s.Failed, s.Crashing, gateText(st.Figures))
 		}
 		if r.State == client.RolloutCompleted && shown == len(r.Stages)-1 {
 			step("the rollout of %s completed: the gate held at every stage", target)
@@ -256,10 +256,10 @@ func (d *Demo) watchTrip(ctx context.Context, contoso *client.Client, dep client
 		if r.Stage != 0 || r.State == client.RolloutCompleted {
 			return fmt.Errorf("the rollout of %s reached stage %d (%s): the gate did not stop it", target, r.Stage+1, r.State)
 		}
-		if s := st.Stages[0]; !crashing && s.Crashing > 0 {
+		if s := st.Stages[0]; !crashing && r.State == client.RolloutRunning && st.NextStageAt != nil && s.Crashing == len(first) && s.OnNew == len(first) {
 			crashing = true
-			step("stage 1: %d of %d devices committed %s (it reported healthy), and %d crash at every start; each crash is an app_crash report",
-				s.OnNew, len(first), versionOf(target), s.Crashing)
+			step("stage 1: its %d devices committed %s (it reported healthy) and now crash at every start, each crash an app_crash report; the stage soaks until %s",
+				len(first), versionOf(target), st.NextStageAt.Local().Format("15:04:05"))
 		}
 		if r.State != client.RolloutRunning {
 			if r.Trip == nil || r.State != client.RolloutRolledBack {
