@@ -44,9 +44,9 @@ the self-test remotely, mails the owner and reserves the part at her repair shop
 owner is prompted to buy rinse agent. Then the rollout story, in about a minute: app 1.2.0
 rolls out across DW100/Production in stages (20%, 50%, 100%, a 10 s soak each), the demo
 printing each stage's devices as it opens; then a 3.0.0 that crashes after it reports
-healthy is stopped by the health gate in its first stage, and the service rolls the group
-back to 1.2.0 itself; the demo prints the gate's figures, the figure that tripped it and
-the console page of the group. The demo stays up until Ctrl-C; --exit-after stops it that
+healthy is stopped by the health gate in its first stage (after a 20 s soak), and the
+service rolls the group back to 1.2.0 itself; the demo prints the gate's figures, the
+figure that tripped it and the console page of the group. The demo stays up until Ctrl-C; --exit-after stops it that
 long after the scenario, whether or not the stories have finished. Nothing needs to be
 installed. Where --addr or --device-addr is in use (another demo or server), the demo takes
 a free port for it and says so.

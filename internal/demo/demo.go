@@ -54,7 +54,16 @@ type Config struct {
 	DeviceAddr string
 	// DataDir holds the demo's state.
 	DataDir string
+	// TripSoak is the soak of the crashing 3.0.0's rollout in the rollout story: how long
+	// its first stage runs before the gate judges it; 0 means DefaultTripSoak. The devices
+	// of that stage must install, commit and crash within it (a second or two on a
+	// workstation); the demo's tests, whose app is a race-detector binary slow to start on
+	// a loaded machine, lengthen it.
+	TripSoak time.Duration
 }
+
+// DefaultTripSoak is Config.TripSoak's default.
+const DefaultTripSoak = 20 * time.Second
 
 // Result is what the demo made, for the caller to print or use.
 type Result struct {
@@ -129,6 +138,7 @@ type Demo struct {
 	agents    []*agent.Agent
 	running   []*demoDevice // every device but the tampered one
 	v11       string        // app 1.1.0's target, which the fleet runs after the scenario
+	tripSoak  time.Duration // Config.TripSoak
 	// rolloutDone receives the rollout story's outcome; it plays after the owners' story.
 	rolloutDone chan RolloutResult
 	agentsWG    sync.WaitGroup
@@ -172,6 +182,9 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TripSoak < 0 || cfg.TripSoak > time.Hour {
+		return nil, errors.Join(fmt.Errorf("trip soak %s: want 0 (the default, %s) to 1h", cfg.TripSoak, DefaultTripSoak), srv.Close())
+	}
 	if srv.BootstrapToken == "" {
 		return nil, errors.Join(fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir), srv.Close())
 	}
@@ -179,7 +192,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if err != nil {
 		return nil, err
 	}
-	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), storyDone: make(chan StoryResult, 1), rolloutDone: make(chan RolloutResult, 1), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
+	tripSoak := cfg.TripSoak
+	if tripSoak == 0 {
+		tripSoak = DefaultTripSoak
+	}
+	return &Demo{srv: srv, dir: cfg.DataDir, tripSoak: tripSoak, played: make(chan struct{}), storyDone: make(chan StoryResult, 1), rolloutDone: make(chan RolloutResult, 1), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
 		URL: srv.URL, DeviceURL: srv.DeviceURL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }

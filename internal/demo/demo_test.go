@@ -43,7 +43,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	// The management address is taken, as 8443 is on many machines (defect 1): the demo
 	// plays its whole scenario on a free port instead.
 	busy := occupy(t)
-	d, err := demo.Start(ctx, demo.Config{Addr: busy, DeviceAddr: "127.0.0.1:0", DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)), &out)
+	d, err := demo.Start(ctx, demo.Config{Addr: busy, DeviceAddr: "127.0.0.1:0", DataDir: t.TempDir(), TripSoak: 90 * time.Second}, slog.New(slog.NewTextHandler(logs, nil)), &out)
 	if err != nil {
 		t.Fatalf("demo.Start on busy %s: %v", busy, err)
 	}

@@ -23,6 +23,9 @@ import (
 // minutes), so in a demo of seconds they stay near zero: a min_device_hours above zero
 // would hold every stage until minutes after its devices updated. Real rollouts soak for
 // hours and judge from many device-hours (the default is device.DefaultMinDeviceHours).
+// The healthy release soaks rolloutSoak per stage; the crashing one Config.TripSoak, long
+// enough for its first stage to install, commit and crash: with no device-hours to wait
+// for, the gate judges whatever the stage shows when the soak ends.
 var (
 	rolloutStages = []float64{20, 50, 100}
 	rolloutSoak   = 10 * time.Second
@@ -81,14 +84,14 @@ func (d *Demo) playRollout(ctx context.Context, out io.Writer, step func(string,
 	res.ConsoleURL = d.Result.URL + "/ui/t/" + d.Result.Tenant.ID + "/products/" + d.Result.Product.ID + "/groups/" + prod
 	fmt.Fprintf(out, "\nThe rollout story: staged rollouts across the %d running devices of DW100/Production, watched by a health gate.\n", len(d.production()))
 	g := rolloutGate()
-	step("the gate of each rollout: at least %g %% of the devices on the new version crash-free, at most %g crashes per device-hour, at most %g %% failed installs; stages %s of the group, each soaking %s",
-		*g.MinCrashFree, *g.MaxCrashRate, *g.MaxFailedInstalls, stagesText(rolloutStages), rolloutSoak)
+	step("the gate of each rollout: at least %g %% of the devices on the new version crash-free, at most %g crashes per device-hour, at most %g %% failed installs; stages %s of the group",
+		*g.MinCrashFree, *g.MaxCrashRate, *g.MaxFailedInstalls, stagesText(rolloutStages))
 
 	v12, err := d.publishApp(ctx, contoso, "1.2.0", appRuns, step)
 	if err != nil {
 		return err
 	}
-	dep, _, err := d.stagedDeploy(ctx, contoso, prod, d.v11, v12, step)
+	dep, _, err := d.stagedDeploy(ctx, contoso, prod, d.v11, v12, rolloutSoak, step)
 	if err != nil {
 		return err
 	}
@@ -106,7 +109,7 @@ func (d *Demo) playRollout(ctx context.Context, out io.Writer, step func(string,
 	if err != nil {
 		return err
 	}
-	dep3, first, err := d.stagedDeploy(ctx, contoso, prod, v12, v3, step)
+	dep3, first, err := d.stagedDeploy(ctx, contoso, prod, v12, v3, d.tripSoak, step)
 	if err != nil {
 		return err
 	}
@@ -141,18 +144,18 @@ func (d *Demo) groupID(name string) string {
 // 19 running devices the first 20 % holds none about one time in 70: then Contoso aborts
 // the rollout, rolls the group back to base and deploys again, as an operator would, and
 // says so.
-func (d *Demo) stagedDeploy(ctx context.Context, contoso *client.Client, group, base, target string, step func(string, ...any)) (client.Deployment, []*demoDevice, error) {
+func (d *Demo) stagedDeploy(ctx context.Context, contoso *client.Client, group, base, target string, soak time.Duration, step func(string, ...any)) (client.Deployment, []*demoDevice, error) {
 	tenant, prod := d.Result.Tenant.ID, d.Result.Product.ID
 	for range 5 {
 		dep, err := contoso.CreateDeployment(ctx, tenant, prod, group, client.DeploymentCreate{Target: target,
-			Rollout: &client.RolloutCreate{Stages: rolloutStages, Soak: rolloutSoak.String(), Gate: rolloutGate(), AutoRollback: true}})
+			Rollout: &client.RolloutCreate{Stages: rolloutStages, Soak: soak.String(), Gate: rolloutGate(), AutoRollback: true}})
 		if err != nil {
 			return client.Deployment{}, nil, fmt.Errorf("deploy %s in stages: %w", target, err)
 		}
 		first := d.inFirstStage(dep)
 		if len(first) > 0 {
-			step("Contoso deployed %s to DW100/Production in stages (%s, auto-rollback), replacing %s: %d devices are in stage 1",
-				target, dep.ID, base, len(first))
+			step("Contoso deployed %s to DW100/Production in stages (%s, each soaking %s, auto-rollback), replacing %s: %d devices are in stage 1",
+				target, dep.ID, soak, base, len(first))
 			return dep, first, nil
 		}
 		step("stage 1 of %s holds none of the running devices (a stage is a hash of deployment and device): Contoso aborts it, rolls back to %s and deploys again", dep.ID, base)
