@@ -143,6 +143,7 @@ type Demo struct {
 	rolloutDone chan RolloutResult
 	agentsWG    sync.WaitGroup
 	agentLog    *slog.Logger
+	fleetLog    *slog.Logger // the agents' log (newFleetLog), made by the first startAgents
 	log         *slog.Logger
 	cloud       *cloud.Cloud // Contoso's manufacturer cloud
 	mail        *mailbox.Mailbox

@@ -287,8 +287,11 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice, cloud bool) 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(d.srv.CAPEM)
 	// Each agent names its device (device_id) itself; a further attribute here named it
-	// twice on every line.
-	log := slog.New(newFleetLog(d.agentLog.Handler()))
+	// twice on every line. One fleet log for every call, so that the fleet warns once.
+	if d.fleetLog == nil {
+		d.fleetLog = slog.New(newFleetLog(d.agentLog.Handler()))
+	}
+	log := d.fleetLog
 	cloudCAs := d.cloudAgentCAs()
 	for _, dv := range devs {
 		dw := periph.NewDW100()
