@@ -73,7 +73,19 @@ func runDW100(ctx context.Context) error {
 	}
 	d := &dw100{c: c, tick: time.Second / SimSpeed}
 	go func() { _ = c.Diagnostics(ctx, d.diagnose) }()
+	door := c.GPIO(dwDoor)
 	for n := 1; ; n++ {
+		// A dishwasher with its door open waits (the demo's rollout fleet stands open, so
+		// that sixteen idle apps cost the demo a GPIO read a second each, not a wash cycle).
+		if open, err := door.Get(ctx); err != nil || open {
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			if sleepCtx(ctx, time.Second) != nil {
+				return nil
+			}
+			continue
+		}
 		if err := d.cycle(ctx, fmt.Sprintf("c-%d-%d", time.Now().Unix(), n)); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -92,6 +104,7 @@ const SimSpeed = 4
 // The DW100's wiring (examples/dw100/app/app.json) and its cycle.
 const (
 	dwHeater, dwWater, dwDrying, dwRinse = 4, 0, 1, 2
+	dwDoor                               = 17       // input, high: open
 	dwWashTarget, dwDryTarget            = 550, 650 // tenths of a degree C
 	dwHeatLimit                          = 40       // ticks a heating phase may take (a working heater needs under 20)
 	dwHeaterKW                           = 2.0      // the heater's power, for energy_used

@@ -114,8 +114,9 @@ var fleetGroups = []string{"Production", "Production", "Production", "Field Test
 
 // rolloutFleet is how many further DW100s the demo runs in Production, so that the staged
 // rollouts of the rollout story have stages of a few devices each. They run real agents and
-// the demo's app like the others but are not connected to Contoso's cloud: their telemetry
-// is dropped, which keeps the demo light (the cloud's story needs only the first four).
+// the demo's app like the others but are not connected to Contoso's cloud, and their doors
+// stand open, so that their apps wait instead of running wash cycles: that keeps the demo
+// light, and the cloud's fleet comparisons to the first four.
 const rolloutFleet = 16
 
 // fleet plays the device side with real agents (in process, each with its own state
@@ -300,6 +301,9 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice, cloud bool) 
 		start := time.Now()
 		dw.RealTime(func() time.Time { return start.Add(time.Since(start) * SimSpeed) })
 		dv.dw = dw
+		if !cloud {
+			dw.SetDoorOpen(true) // the rollout fleet idles: see rolloutFleet
+		}
 		cfg := agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: dw, Now: time.Now, CheckInterval: 30 * time.Second,
