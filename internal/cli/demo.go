@@ -33,16 +33,16 @@ makes its offline image signing key, registers only the public half, and packs t
 application image; the platform operator makes its offline root and OS keys, publishes the
 root and delegates Contoso's apps to Contoso's key; Contoso uploads the package and signs
 its apps.json offline, so any TUF client pinned to the printed root can verify the app. A
-fleet of 20 simulated DW100s, each an in-process agent with its own identity, then attests
-over the device listener, installs the OS and the app, rolls back a crashing update, and one
-device with a tampered app is refused. It prints what it did, the server's two URLs
+fleet of in-process agents then attests over the device listener, installs the OS and the
+app, rolls back a crashing update, and one device with a tampered app is refused. It prints what it did, the server's two URLs
 (management API, device API), the tokens and a ready 'moat login' line and the addresses of
 Contoso's cloud, owners' portal and support view.
 Then the owners' story plays below it, in about a minute: two owners have claimed their
 dishwashers in the portal; one heater fails and the cloud spots it against the fleet, runs
 the self-test remotely, mails the owner and reserves the part at her repair shop; the other
-owner is prompted to buy rinse agent. Then the rollout story, in about a minute: app 1.2.0
-rolls out across DW100/Production in stages (20%, 50%, 100%, a 10 s soak each), the demo
+owner is prompted to buy rinse agent. Then the rollout story, in about a minute: 16 more
+DW100s join DW100/Production (20 simulated DW100s with real agents in all), and app 1.2.0
+rolls out across the group in stages (20%, 50%, 100%, a 10 s soak each), the demo
 printing each stage's devices as it opens; then a 3.0.0 that crashes after it reports
 healthy is stopped by the health gate in its first stage (after a 20 s soak), and the
 service rolls the group back to 1.2.0 itself; the demo prints the gate's figures, the

@@ -11,9 +11,9 @@
 // attests, installs the OS and app, rolls back a crashing app 2.0.0 on the field-test
 // device, and one device with a tampered app is refused with its reason on record. The
 // demo reports each step and what a user can try next. Two stories play after it: the
-// owners' (owners.go), then the rollout story (rollout.go), in which staged rollouts
-// across the 19 running devices of DW100/Production advance, and one is stopped by its
-// health gate and rolled back.
+// owners' (owners.go), then the rollout story (rollout.go), in which sixteen more DW100s
+// join DW100/Production and staged rollouts across its 19 running devices advance, and one
+// is stopped by its health gate and rolled back.
 //
 // It holds the offline keys a real tenant and platform keep away from the server: a demo
 // only. A Demo is driven by one goroutine: Start, then Serve (or Close).
@@ -107,6 +107,9 @@ type Result struct {
 	FieldDevice string
 	// CloudDevices are the devices connected to Contoso's cloud: the first four.
 	CloudDevices []string
+	// RolloutFleet are the further DW100s of DW100/Production whose agents start with the
+	// rollout story (not in Devices).
+	RolloutFleet []string
 }
 
 // DeviceResult is one demo device's story.
@@ -136,7 +139,8 @@ type Demo struct {
 	osImage   []byte // the OS image package the fleet booted
 	exe       string // this binary: the demo's DW100 app images launch it as the app
 	agents    []*agent.Agent
-	running   []*demoDevice // every device but the tampered one
+	running   []*demoDevice // every device but the tampered one, once the scenario played
+	extra     []*demoDevice // the rollout fleet, whose agents the rollout story starts
 	v11       string        // app 1.1.0's target, which the fleet runs after the scenario
 	tripSoak  time.Duration // Config.TripSoak
 	// rolloutDone receives the rollout story's outcome; it plays after the owners' story.

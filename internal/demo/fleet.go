@@ -113,7 +113,9 @@ type demoDevice struct {
 var fleetGroups = []string{"Production", "Production", "Production", "Field Test"}
 
 // rolloutFleet is how many further DW100s the demo runs in Production, so that the staged
-// rollouts of the rollout story have stages of a few devices each. They run real agents and
+// rollouts of the rollout story have stages of a few devices each. They are registered and
+// claimed with the others, but their agents start with the rollout story (they install 1.1.0
+// from nothing first). They run real agents and
 // the demo's app like the others but are not connected to Contoso's cloud, and their doors
 // stand open, so that their apps wait instead of running wash cycles: that keeps the demo
 // light, and the cloud's fleet comparisons to the first four.
@@ -180,23 +182,19 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.startCloud(ctx, contoso, d.log.With("component", "cloud"), step); err != nil {
 		return err
 	}
-	fleet, all := devs[:len(fleetGroups)], devs[:len(devs)-1]
-	d.running = all
+	fleet, extra := devs[:len(fleetGroups)], devs[len(fleetGroups):len(devs)-1]
 	if err := d.startAgents(ctx, fleet, true); err != nil {
-		return err
-	}
-	if err := d.startAgents(ctx, all[len(fleet):], false); err != nil {
 		return err
 	}
 	for _, dv := range fleet {
 		d.Result.CloudDevices = append(d.Result.CloudDevices, string(dv.key.ID()))
 	}
-	step("%d devices run moat agent with a simulated DW100; each knows only its identity key and the pinned root, and the first %d their cloud's address", len(all), len(fleet))
+	step("%d devices run moat agent with a simulated DW100; each knows only its identity key, the pinned root and its cloud's address", len(fleet))
 	osPath := d.Result.OSPath
-	if err := d.converge(ctx, contoso, all, osPath, appPath); err != nil {
+	if err := d.converge(ctx, contoso, fleet, osPath, appPath); err != nil {
 		return err
 	}
-	if err := d.fleetTable(ctx, contoso, all, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
+	if err := d.fleetTable(ctx, contoso, fleet, out, "every device was refused at first (nothing booted), installed its OS and app with the recovery grant, rebooted into them and attested:"); err != nil {
 		return err
 	}
 	if err := d.cloudTelemetry(ctx, fleet, out, step); err != nil {
@@ -220,10 +218,10 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		}
 	}
 	// No nudge: each agent's long-poll hears of the deployment at once.
-	if err := d.converge(ctx, contoso, all, osPath, v11); err != nil {
+	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
 		return err
 	}
-	if err := d.fleetTable(ctx, contoso, all, out, "Contoso deployed "+v11+": every agent heard of it at once (long-poll), downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
+	if err := d.fleetTable(ctx, contoso, fleet, out, "Contoso deployed "+v11+": every agent heard of it at once (long-poll), downloaded it into its inactive slot, verified it against the pinned root, started it, saw it report healthy and committed it:"); err != nil {
 		return err
 	}
 
@@ -239,7 +237,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err != nil {
 		return err
 	}
-	if err := d.converge(ctx, contoso, all, osPath, v11); err != nil {
+	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
 		return err
 	}
 	d.v11 = v11
@@ -258,8 +256,14 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 	d.Result.FieldDevice = string(field.key.ID())
-	if err := d.collect(ctx, contoso, devs); err != nil {
+	if err := d.collect(ctx, contoso, append(fleet[:len(fleet):len(fleet)], devs[len(devs)-1])); err != nil {
 		return err
+	}
+	// The rollout fleet's agents start with the rollout story, so that their first boot
+	// holds up neither the summary nor the owners' story.
+	d.running, d.extra = append(fleet[:len(fleet):len(fleet)], extra...), extra
+	for _, dv := range extra {
+		d.Result.RolloutFleet = append(d.Result.RolloutFleet, string(dv.key.ID()))
 	}
 	return nil
 }
@@ -369,14 +373,12 @@ func runs(rec client.Device, paths ...string) bool {
 	return true
 }
 
-// fleetTable prints what each story device runs, as the security service knows it, and
-// what the rest of devs run, in one line per group and images.
+// fleetTable prints what each device runs, as the security service knows it.
 func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*demoDevice, out io.Writer, title string) error {
 	fmt.Fprintf(out, "  - %s\n", title)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "      DEVICE\tGROUP\tRUNS (attested)\tCERTIFICATE")
-	var rest []string // "group\timages" of each device past the story devices
-	for i, dv := range devs {
+	for _, dv := range devs {
 		rec, err := contoso.GetDevice(ctx, d.Result.Tenant.ID, string(dv.key.ID()))
 		if err != nil {
 			return err
@@ -385,23 +387,11 @@ func (d *Demo) fleetTable(ctx context.Context, contoso *client.Client, devs []*d
 		for _, im := range rec.Attestation.Images {
 			paths = append(paths, im.Path)
 		}
-		if i >= len(fleetGroups) {
-			rest = append(rest, dv.group+"\t"+strings.Join(paths, ", "))
-			continue
-		}
 		cert := "-"
 		if rec.Certificate != nil {
 			cert = fmt.Sprintf("serial %.12s..., until %s", rec.Certificate.Serial, rec.Certificate.NotAfter.Format(time.RFC3339))
 		}
 		fmt.Fprintf(tw, "      %.16s...\t%s\t%s\t%s\n", rec.ID, dv.group, strings.Join(paths, ", "), cert)
-	}
-	for len(rest) > 0 {
-		n := 1
-		for n < len(rest) && rest[n] == rest[0] {
-			n++
-		}
-		fmt.Fprintf(tw, "      and %d more\t%s\teach with its own certificate\n", n, rest[0])
-		rest = rest[n:]
 	}
 	return tw.Flush()
 }

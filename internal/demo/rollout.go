@@ -83,6 +83,15 @@ func (d *Demo) playRollout(ctx context.Context, out io.Writer, step func(string,
 	res.Group = prod
 	res.ConsoleURL = d.Result.URL + "/ui/t/" + d.Result.Tenant.ID + "/products/" + d.Result.Product.ID + "/groups/" + prod
 	fmt.Fprintf(out, "\nThe rollout story: staged rollouts across the %d running devices of DW100/Production, watched by a health gate.\n", len(d.production()))
+	if err := d.startAgents(ctx, d.extra, false); err != nil {
+		return err
+	}
+	prodDevs := d.production()
+	if err := d.converge(ctx, contoso, prodDevs, d.Result.OSPath, d.v11); err != nil {
+		return err
+	}
+	step("%d more DW100s (their doors open, not connected to the cloud) started their agents, attested from nothing and installed %s: all %d devices of the group run it",
+		len(d.extra), d.v11, len(prodDevs))
 	g := rolloutGate()
 	step("the gate of each rollout: at least %g %% of the devices on the new version crash-free, at most %g crashes per device-hour, at most %g %% failed installs; stages %s of the group",
 		*g.MinCrashFree, *g.MaxCrashRate, *g.MaxFailedInstalls, stagesText(rolloutStages))
@@ -100,7 +109,6 @@ func (d *Demo) playRollout(ctx context.Context, out io.Writer, step func(string,
 		return err
 	}
 	res.Completed = true
-	prodDevs := d.production()
 	if err := d.converge(ctx, contoso, prodDevs, d.Result.OSPath, v12); err != nil {
 		return err
 	}

@@ -70,26 +70,33 @@ func checkRolloutStory(ctx context.Context, t *testing.T, d *demo.Demo, contoso 
 			t.Errorf("%s runs on %d devices; want 1.2.0 on the 19 running Production devices and 3.0.0 on none", v.Target, v.Devices)
 		}
 	}
+	var running []string
 	for _, dv := range r.Devices[:len(r.Devices)-1] {
-		if slices.Contains(res.FirstStage, dv.ID) {
+		running = append(running, dv.ID)
+	}
+	if len(running) != 4 || len(r.RolloutFleet) != 16 {
+		t.Fatalf("demo fleet = %d story devices and %d rollout devices, want 4 and 16", len(running), len(r.RolloutFleet))
+	}
+	for _, id := range append(running, r.RolloutFleet...) {
+		if slices.Contains(res.FirstStage, id) {
 			continue
 		}
-		states, err := contoso.ListUpdateStates(ctx, r.Tenant.ID, dv.ID, client.ListOptions{Limit: 100})
+		states, err := contoso.ListUpdateStates(ctx, r.Tenant.ID, id, client.ListOptions{Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range states.Items {
 			if s.Report.Target == v3 {
-				t.Errorf("device %s outside 3.0.0's first stage reported %s for it", dv.ID, s.Report.State)
+				t.Errorf("device %s outside 3.0.0's first stage reported %s for it", id, s.Report.State)
 			}
 		}
-		reports, err := contoso.ListErrorReports(ctx, r.Tenant.ID, dv.ID, client.ListOptions{Limit: 100})
+		reports, err := contoso.ListErrorReports(ctx, r.Tenant.ID, id, client.ListOptions{Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, rep := range reports.Items {
 			if rep.Report.ImagePath == v3 || rep.Report.Target == v3 {
-				t.Errorf("device %s outside 3.0.0's first stage reported %s for it", dv.ID, rep.Report.Kind)
+				t.Errorf("device %s outside 3.0.0's first stage reported %s for it", id, rep.Report.Kind)
 			}
 		}
 	}
