@@ -34,14 +34,20 @@ application image; the platform operator makes its offline root and OS keys, pub
 root and delegates Contoso's apps to Contoso's key; Contoso uploads the package and signs
 its apps.json offline, so any TUF client pinned to the printed root can verify the app. A
 fleet of in-process agents then attests over the device listener, installs the OS and the
-app, rolls back a crashing update, and one device with a tampered app is refused. It prints
-what it did, the server's two URLs (management API, device API), the tokens and a ready
-'moat login' line and the addresses of Contoso's cloud, owners' portal and support view.
+app, rolls back a crashing update, and one device with a tampered app is refused. It prints what it did, the server's two URLs
+(management API, device API), the tokens and a ready 'moat login' line and the addresses of
+Contoso's cloud, owners' portal and support view.
 Then the owners' story plays below it, in about a minute: two owners have claimed their
 dishwashers in the portal; one heater fails and the cloud spots it against the fleet, runs
 the self-test remotely, mails the owner and reserves the part at her repair shop; the other
-owner is prompted to buy rinse agent. The demo stays up until Ctrl-C; --exit-after stops it
-that long after the scenario, whether or not the story has finished. Nothing needs to be
+owner is prompted to buy rinse agent. Then the rollout story, in about a minute: 16 more
+DW100s join DW100/Production (20 simulated DW100s with real agents in all), and app 1.2.0
+rolls out across the group in stages (20%, 50%, 100%, a 10 s soak each), the demo
+printing each stage's devices as it opens; then a 3.0.0 that crashes after it reports
+healthy is stopped by the health gate in its first stage (after a 20 s soak), and the
+service rolls the group back to 1.2.0 itself; the demo prints the gate's figures, the
+figure that tripped it and the console page of the group. The demo stays up until Ctrl-C; --exit-after stops it that
+long after the scenario, whether or not the stories have finished. Nothing needs to be
 installed. Where --addr or --device-addr is in use (another demo or server), the demo takes
 a free port for it and says so.
 

@@ -10,7 +10,10 @@
 // apps.json. A fleet of in-process agents (internal/agent) on the device listener then
 // attests, installs the OS and app, rolls back a crashing app 2.0.0 on the field-test
 // device, and one device with a tampered app is refused with its reason on record. The
-// demo reports each step and what a user can try next.
+// demo reports each step and what a user can try next. Two stories play after it: the
+// owners' (owners.go), then the rollout story (rollout.go), in which sixteen more DW100s
+// join DW100/Production and staged rollouts across its 19 running devices advance, and one
+// is stopped by its health gate and rolled back.
 //
 // It holds the offline keys a real tenant and platform keep away from the server: a demo
 // only. A Demo is driven by one goroutine: Start, then Serve (or Close).
@@ -51,7 +54,16 @@ type Config struct {
 	DeviceAddr string
 	// DataDir holds the demo's state.
 	DataDir string
+	// TripSoak is the soak of the crashing 3.0.0's rollout in the rollout story: how long
+	// its first stage runs before the gate judges it; 0 means DefaultTripSoak. The devices
+	// of that stage must install, commit and crash within it (a second or two on a
+	// workstation); the demo's tests, whose app is a race-detector binary slow to start on
+	// a loaded machine, lengthen it.
+	TripSoak time.Duration
 }
+
+// DefaultTripSoak is Config.TripSoak's default.
+const DefaultTripSoak = 20 * time.Second
 
 // Result is what the demo made, for the caller to print or use.
 type Result struct {
@@ -93,6 +105,11 @@ type Result struct {
 	Devices []DeviceResult
 	// FieldDevice is the field-test device that rolled back the crashing app 2.0.0.
 	FieldDevice string
+	// CloudDevices are the devices connected to Contoso's cloud: the first four.
+	CloudDevices []string
+	// RolloutFleet are the further DW100s of DW100/Production whose agents start with the
+	// rollout story (not in Devices).
+	RolloutFleet []string
 }
 
 // DeviceResult is one demo device's story.
@@ -122,13 +139,20 @@ type Demo struct {
 	osImage   []byte // the OS image package the fleet booted
 	exe       string // this binary: the demo's DW100 app images launch it as the app
 	agents    []*agent.Agent
-	agentsWG  sync.WaitGroup
-	agentLog  *slog.Logger
-	log       *slog.Logger
-	cloud     *cloud.Cloud // Contoso's manufacturer cloud
-	mail      *mailbox.Mailbox
-	shop      *repairshop.Server
-	cloudWG   sync.WaitGroup
+	running   []*demoDevice // every device but the tampered one, once the scenario played
+	extra     []*demoDevice // the rollout fleet, whose agents the rollout story starts
+	v11       string        // app 1.1.0's target, which the fleet runs after the scenario
+	tripSoak  time.Duration // Config.TripSoak
+	// rolloutDone receives the rollout story's outcome; it plays after the owners' story.
+	rolloutDone chan RolloutResult
+	agentsWG    sync.WaitGroup
+	agentLog    *slog.Logger
+	fleetLog    *slog.Logger // the agents' log (newFleetLog), made by the first startAgents
+	log         *slog.Logger
+	cloud       *cloud.Cloud // Contoso's manufacturer cloud
+	mail        *mailbox.Mailbox
+	shop        *repairshop.Server
+	cloudWG     sync.WaitGroup
 	// Result is complete once Played is closed.
 	Result Result
 }
@@ -158,9 +182,13 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 		scfg.DeviceAddr = server.DefaultConfig().DeviceAddr
 	}
 	scfg.DataDir = cfg.DataDir
+	scfg.RolloutAdvanceInterval = RolloutAdvanceInterval // a stage opens within a second of its soak
 	srv, err := openOnFreePorts(ctx, scfg, log, out)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.TripSoak < 0 || cfg.TripSoak > time.Hour {
+		return nil, errors.Join(fmt.Errorf("trip soak %s: want 0 (the default, %s) to 1h", cfg.TripSoak, DefaultTripSoak), srv.Close())
 	}
 	if srv.BootstrapToken == "" {
 		return nil, errors.Join(fmt.Errorf("data directory %s already has a platform operator; the demo needs a fresh one", cfg.DataDir), srv.Close())
@@ -169,7 +197,11 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, out io.Writer) (*D
 	if err != nil {
 		return nil, err
 	}
-	return &Demo{srv: srv, dir: cfg.DataDir, played: make(chan struct{}), storyDone: make(chan StoryResult, 1), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
+	tripSoak := cfg.TripSoak
+	if tripSoak == 0 {
+		tripSoak = DefaultTripSoak
+	}
+	return &Demo{srv: srv, dir: cfg.DataDir, tripSoak: tripSoak, played: make(chan struct{}), storyDone: make(chan StoryResult, 1), rolloutDone: make(chan RolloutResult, 1), exe: exe, agentLog: log.With("component", "agent"), log: log, Result: Result{
 		URL: srv.URL, DeviceURL: srv.DeviceURL, CAFile: filepath.Join(cfg.DataDir, "tls", "ca.pem"), OperatorToken: srv.BootstrapToken,
 	}}, nil
 }
@@ -225,9 +257,22 @@ func (d *Demo) Serve(ctx context.Context, out io.Writer) error {
 		if err != nil && ctx.Err() == nil {
 			fmt.Fprintf(out, "\nThe owners' story did not finish: %v\n", err)
 		} else if err == nil {
-			fmt.Fprintln(out, "\nThe owners' story has played; the demo runs until Ctrl-C.")
+			fmt.Fprintln(out, "\nThe owners' story has played.")
 		}
 		d.storyDone <- res
+		if ctx.Err() != nil {
+			d.rolloutDone <- RolloutResult{Err: ctx.Err()}
+			return
+		}
+		// After the owners' story, so that updates do not restart the apps whose
+		// telemetry and diagnostics that story watches.
+		rres := d.rolloutStory(ctx, out, func(format string, args ...any) { fmt.Fprintf(out, "  - "+format+"\n", args...) })
+		if rres.Err != nil && ctx.Err() == nil {
+			fmt.Fprintf(out, "\nThe rollout story did not finish: %v\n", rres.Err)
+		} else if rres.Err == nil {
+			fmt.Fprintln(out, "\nThe rollout story has played; the demo runs until Ctrl-C.")
+		}
+		d.rolloutDone <- rres
 	})
 	err := <-done
 	d.agentsWG.Wait()
@@ -338,7 +383,9 @@ Try it from another terminal:
   moat cloud reservations list --cloud %s --cloud-ca %s
 
 The demo runs until Ctrl-C. The owners' story follows below as it happens (about a minute:
-a heater fails, rinse agent runs low, and the cloud acts):
+a heater fails, rinse agent runs low, and the cloud acts), then the rollout story (about a
+minute: app 1.2.0 rolls out across DW100/Production in stages, and a crashing 3.0.0 is
+stopped by the health gate in its first stage and rolled back):
 
 `, d.Result.URL, d.Result.DeviceURL, d.Result.CAFile, localtls.Fingerprint(d.srv.CAPEM), d.Result.OperatorToken, d.Result.AdminToken,
 		d.Result.URL, d.Result.CloudURL, d.Result.CloudMQTT, d.Result.CloudCAFile,

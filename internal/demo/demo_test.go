@@ -30,6 +30,7 @@ import (
 func TestMain(m *testing.M) {
 	sandbox.MaybeInit()
 	demo.MaybeRunApp()
+	maybeRunGateApp()
 	os.Exit(m.Run())
 }
 
@@ -42,7 +43,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	// The management address is taken, as 8443 is on many machines (defect 1): the demo
 	// plays its whole scenario on a free port instead.
 	busy := occupy(t)
-	d, err := demo.Start(ctx, demo.Config{Addr: busy, DeviceAddr: "127.0.0.1:0", DataDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)), &out)
+	d, err := demo.Start(ctx, demo.Config{Addr: busy, DeviceAddr: "127.0.0.1:0", DataDir: t.TempDir(), TripSoak: 90 * time.Second}, slog.New(slog.NewTextHandler(logs, nil)), &out)
 	if err != nil {
 		t.Fatalf("demo.Start on busy %s: %v", busy, err)
 	}
@@ -118,8 +119,8 @@ func TestDemo_SeedScenario(t *testing.T) {
 	// The fleet of real agents: every device but the tampered one attested running the OS
 	// and app 1.1.0 (the field-test device after rolling back 2.0.0); the tampered one was
 	// refused with its reason on record.
-	if len(r.Devices) != 5 {
-		t.Fatalf("demo fleet = %d devices, want 5", len(r.Devices))
+	if len(r.Devices) != 5 || len(r.RolloutFleet) != 16 {
+		t.Fatalf("demo fleet = %d devices and %d in the rollout fleet, want 5 (4 running, 1 tampered) and 16", len(r.Devices), len(r.RolloutFleet))
 	}
 	for i, dev := range r.Devices {
 		if i == len(r.Devices)-1 {
@@ -155,12 +156,12 @@ func TestDemo_SeedScenario(t *testing.T) {
 	for _, v := range health.Versions {
 		devicesOn[v.Target], crashes[v.Target] = v.Devices, v.Crashes
 	}
-	if err != nil || devicesOn["apps/dw100-app/1.1.0"] != 4 || devicesOn[r.OSPath] != 4 || devicesOn["apps/dw100-app/2.0.0"] != 0 || crashes["apps/dw100-app/2.0.0"] == 0 {
-		t.Errorf("devices per version = %v, crashes %v, %v; want 4 on %s and on app 1.1.0, none on 2.0.0 and its crashes", devicesOn, crashes, err, r.OSPath)
+	if err != nil || devicesOn["apps/dw100-app/1.1.0"] < 4 || devicesOn[r.OSPath] < 4 || devicesOn["apps/dw100-app/2.0.0"] != 0 || crashes["apps/dw100-app/2.0.0"] == 0 {
+		t.Errorf("devices per version = %v, crashes %v, %v; want the 4 story devices (and the rollout fleet as it joins) on %s and on app 1.1.0, none on 2.0.0 and its crashes", devicesOn, crashes, err, r.OSPath)
 	}
 	fleet, err := contoso.GetFleetStatus(ctx, r.Tenant.ID, "DW100", "")
-	if err != nil || fleet.Totals.Devices != len(r.Devices) || fleet.Totals.Refused != 1 {
-		t.Errorf("DW100's fleet status totals = %+v, %v; want %d devices, 1 refused", fleet.Totals, err, len(r.Devices))
+	if err != nil || fleet.Totals.Devices != len(r.Devices)+len(r.RolloutFleet) || fleet.Totals.Refused != 1 {
+		t.Errorf("DW100's fleet status totals = %+v, %v; want %d devices, 1 refused", fleet.Totals, err, len(r.Devices)+len(r.RolloutFleet))
 	}
 	chain := mustRead(t, r.CAChain)
 	if strings.Count(string(chain), "BEGIN CERTIFICATE") != 2 {
@@ -173,13 +174,13 @@ func TestDemo_SeedScenario(t *testing.T) {
 		t.Fatal(err)
 	}
 	cds, err := cc.ListCloudDevices(ctx, client.ListOptions{})
-	if err != nil || len(cds.Items) != len(r.Devices)-1 {
-		t.Errorf("cloud devices = %+v, %v; want the %d running devices", cds.Items, err, len(r.Devices)-1)
+	if err != nil || len(cds.Items) != 4 || len(r.CloudDevices) != 4 {
+		t.Errorf("cloud devices = %+v, %v; want the 4 story devices %v", cds.Items, err, r.CloudDevices)
 	}
-	for _, dv := range r.Devices[:len(r.Devices)-1] {
-		page, err := cc.ListTelemetry(ctx, dv.ID, client.TelemetryQuery{Metric: "drying_temp"})
+	for _, id := range r.CloudDevices {
+		page, err := cc.ListTelemetry(ctx, id, client.TelemetryQuery{Metric: "drying_temp"})
 		if err != nil || len(page.Items) == 0 || page.Items[0].Unit != "Cel" {
-			t.Errorf("cloud telemetry of %s = %+v, %v; want its drying temperatures", dv.ID, page.Items, err)
+			t.Errorf("cloud telemetry of %s = %+v, %v; want its drying temperatures", id, page.Items, err)
 		}
 	}
 	var story demo.StoryResult
@@ -227,6 +228,7 @@ func TestDemo_SeedScenario(t *testing.T) {
 	if !notified || !prompted {
 		t.Errorf("mails = %v; want one heater notice to %s and one rinse-agent prompt to %s", mails, r.Owners[0].Email, r.Owners[1].Email)
 	}
+	checkRolloutStory(ctx, t, d, contoso, outc)
 	root1 := mustRead(t, r.TrustAnchor)
 	base := r.URL + "/api/v1/tenants/" + r.Tenant.ID + "/tuf/"
 	cfg, err := config.New(base+"metadata/", root1)
@@ -260,7 +262,9 @@ func TestDemo_SeedScenario(t *testing.T) {
 		t.Errorf("demo Serve after cancel = %v, want nil", err)
 	}
 	for _, want := range []string{"tenant Contoso", "product DW100", "Field Test OS Evaluation", "moat login --server " + r.URL, "support staff see unknown_image", "rolled back to apps/dw100-app/1.1.0", "Web console:         " + r.URL + "/ui/", "Console sign-in:     " + r.URL + "/ui/sign-in/link?code=", "Contoso's cloud:     " + r.CloudURL, "streams its DW100's readings to Contoso's cloud",
-		"Owners' portal:      " + r.CloudURL + "/portal/", "Support view:        " + r.CloudURL + "/support/", "reserved a DW100-HTR-2 at her repair shop", "Subject: Your "} {
+		"Owners' portal:      " + r.CloudURL + "/portal/", "Support view:        " + r.CloudURL + "/support/", "reserved a DW100-HTR-2 at her repair shop", "Subject: Your ",
+		"stage 1 of 3 (20 %) open", "stage 3 of 3 (100 %) open", "completed: the gate held at every stage", "the health gate stopped apps/dw100-app/3.0.0 in stage 1",
+		"The rollouts in the web console: " + r.URL + "/ui/t/" + r.Tenant.ID + "/products/" + r.Product.ID + "/groups/"} {
 		if !strings.Contains(outc.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, outc.String())
 		}

@@ -20,6 +20,20 @@ import (
 // holds the app itself, examples/dw100/app-sdk-demo). The script is what the image signs.
 const appEnv = "MOAT_DEMO_APP"
 
+// faultEnv, set to faultCrashAfterHealthy, makes the demo's DW100 app crash a moment after it
+// reported healthy (app 3.0.0 of the rollout story): the agent commits it, then restarts it
+// after each crash, and each crash is an app_crash report that the rollout gate counts.
+const (
+	faultEnv               = "MOAT_DEMO_FAULT"
+	faultCrashAfterHealthy = "crash-after-healthy"
+	// crashAfter is how long the faulty app runs after it reported healthy: long enough for
+	// the agent to see the report and commit the app before the process exits.
+	crashAfter = time.Second
+)
+
+// errFanDriver is the faulty app's crash.
+var errFanDriver = errors.New("drying fan driver: nil pointer dereference at the first drying phase")
+
 // MaybeRunApp runs the demo's DW100 application and exits when the process was started as
 // one (by the agent, through the image's launcher script); otherwise it returns at once.
 // The moat binary's main calls it first.
@@ -51,9 +65,27 @@ func runDW100(ctx context.Context) error {
 	if err := c.ReportHealthy(ctx); err != nil {
 		return err
 	}
+	if os.Getenv(faultEnv) == faultCrashAfterHealthy {
+		if err := sleepCtx(ctx, crashAfter); err != nil {
+			return nil
+		}
+		return errFanDriver
+	}
 	d := &dw100{c: c, tick: time.Second / SimSpeed}
 	go func() { _ = c.Diagnostics(ctx, d.diagnose) }()
+	door := c.GPIO(dwDoor)
 	for n := 1; ; n++ {
+		// A dishwasher with its door open waits (the demo's rollout fleet stands open, so
+		// that sixteen idle apps cost the demo a GPIO read a second each, not a wash cycle).
+		if open, err := door.Get(ctx); err != nil || open {
+			if err != nil && ctx.Err() == nil {
+				return err
+			}
+			if sleepCtx(ctx, time.Second) != nil {
+				return nil
+			}
+			continue
+		}
 		if err := d.cycle(ctx, fmt.Sprintf("c-%d-%d", time.Now().Unix(), n)); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -72,6 +104,7 @@ const SimSpeed = 4
 // The DW100's wiring (examples/dw100/app/app.json) and its cycle.
 const (
 	dwHeater, dwWater, dwDrying, dwRinse = 4, 0, 1, 2
+	dwDoor                               = 17       // input, high: open
 	dwWashTarget, dwDryTarget            = 550, 650 // tenths of a degree C
 	dwHeatLimit                          = 40       // ticks a heating phase may take (a working heater needs under 20)
 	dwHeaterKW                           = 2.0      // the heater's power, for energy_used
@@ -211,11 +244,24 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// appMode is how a demo app image behaves.
+type appMode int
+
+const (
+	appRuns                appMode = iota // the DW100 app built into this binary
+	appCrashesAtStart                     // 2.0.0: fails before it reports healthy
+	appCrashesAfterHealthy                // 3.0.0: reports healthy, then crashes (faultEnv)
+)
+
 // appScript is the entry point of the demo's app images: a launcher for the app built into
-// exe, or, with crash, an app that fails at start.
-func appScript(exe string, crash bool) []byte {
-	if crash {
+// exe, or an app that fails at start.
+func appScript(exe string, mode appMode) []byte {
+	launch := appEnv + "=dw100 exec '" + strings.ReplaceAll(exe, "'", `'\''`) + "'\n"
+	switch mode {
+	case appCrashesAtStart:
 		return []byte("#!/bin/sh\necho 'dw100 2.0.0: heater calibration table missing' >&2\nexit 3\n")
+	case appCrashesAfterHealthy:
+		return []byte("#!/bin/sh\n" + faultEnv + "=" + faultCrashAfterHealthy + " " + launch)
 	}
-	return []byte("#!/bin/sh\n" + appEnv + "=dw100 exec '" + strings.ReplaceAll(exe, "'", `'\''`) + "'\n")
+	return []byte("#!/bin/sh\n" + launch)
 }

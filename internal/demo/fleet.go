@@ -105,11 +105,21 @@ type demoDevice struct {
 	dir   string
 	group string
 	dw    *periph.DW100 // its simulated dishwasher, once its agent runs
+	agent *agent.Agent
 }
 
-// fleetGroups are the groups of the demo fleet's devices: the last one is a field-test
-// device, which gets app 2.0.0 first.
+// fleetGroups are the groups of the demo fleet's story devices: the last one is a
+// field-test device, which gets app 2.0.0 first.
 var fleetGroups = []string{"Production", "Production", "Production", "Field Test"}
+
+// rolloutFleet is how many further DW100s the demo runs in Production, so that the staged
+// rollouts of the rollout story have stages of a few devices each. They are registered and
+// claimed with the others, but their agents start with the rollout story (they install 1.1.0
+// from nothing first). They run real agents and
+// the demo's app like the others but are not connected to Contoso's cloud, and their doors
+// stand open, so that their apps wait instead of running wash cycles: that keeps the demo
+// light, and the cloud's fleet comparisons to the first four.
+const rolloutFleet = 16
 
 // fleet plays the device side with real agents (in process, each with its own state
 // directory and a simulated DW100): the platform manufactures DW100s and registers their
@@ -128,7 +138,8 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	}
 	step("Contoso deployed %s to DW100/Production and DW100/Field Test", appPath)
 
-	devs := make([]*demoDevice, len(fleetGroups)+1) // the last one is the tampered device
+	// The story devices, then the rollout fleet, then the tampered device.
+	devs := make([]*demoDevice, len(fleetGroups)+rolloutFleet+1)
 	ids := make([]string, len(devs))
 	for i := range devs {
 		dir := filepath.Join(d.dir, "devices", fmt.Sprintf("dw100-%04d", i+1))
@@ -171,9 +182,12 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.startCloud(ctx, contoso, d.log.With("component", "cloud"), step); err != nil {
 		return err
 	}
-	fleet := devs[:len(fleetGroups)]
-	if err := d.startAgents(ctx, fleet); err != nil {
+	fleet, extra := devs[:len(fleetGroups)], devs[len(fleetGroups):len(devs)-1]
+	if err := d.startAgents(ctx, fleet, true); err != nil {
 		return err
+	}
+	for _, dv := range fleet {
+		d.Result.CloudDevices = append(d.Result.CloudDevices, string(dv.key.ID()))
 	}
 	step("%d devices run moat agent with a simulated DW100; each knows only its identity key, the pinned root and its cloud's address", len(fleet))
 	osPath := d.Result.OSPath
@@ -194,7 +208,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 
-	v11, err := d.publishApp(ctx, contoso, "1.1.0", false, step)
+	v11, err := d.publishApp(ctx, contoso, "1.1.0", appRuns, step)
 	if err != nil {
 		return err
 	}
@@ -211,7 +225,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 
-	v2, err := d.publishApp(ctx, contoso, "2.0.0", true, step)
+	v2, err := d.publishApp(ctx, contoso, "2.0.0", appCrashesAtStart, step)
 	if err != nil {
 		return err
 	}
@@ -226,6 +240,7 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 	if err := d.converge(ctx, contoso, fleet, osPath, v11); err != nil {
 		return err
 	}
+	d.v11 = v11
 	step("Contoso deployed %s, which crashes at start, to DW100/Field Test: device %s... crashed %d times on trial, rolled back to %s, and reported it:",
 		v2, string(field.key.ID())[:16], boot.DefaultTries, v11)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -241,8 +256,14 @@ func (d *Demo) fleet(ctx context.Context, op, contoso *client.Client, out io.Wri
 		return err
 	}
 	d.Result.FieldDevice = string(field.key.ID())
-	if err := d.collect(ctx, contoso, devs); err != nil {
+	if err := d.collect(ctx, contoso, append(fleet[:len(fleet):len(fleet)], devs[len(devs)-1])); err != nil {
 		return err
+	}
+	// The rollout fleet's agents start with the rollout story, so that their first boot
+	// holds up neither the summary nor the owners' story.
+	d.running, d.extra = append(fleet[:len(fleet):len(fleet)], extra...), extra
+	for _, dv := range extra {
+		d.Result.RolloutFleet = append(d.Result.RolloutFleet, string(dv.key.ID()))
 	}
 	return nil
 }
@@ -261,8 +282,9 @@ func (d *Demo) deploy(ctx context.Context, contoso *client.Client, group, target
 	return fmt.Errorf("no device group %s", group)
 }
 
-// startAgents starts one in-process agent per device; they stop when the demo does.
-func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
+// startAgents starts one in-process agent per device, connected to Contoso's cloud when
+// cloud is set; they stop when the demo does.
+func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice, cloud bool) error {
 	root, err := os.ReadFile(d.Result.TrustAnchor)
 	if err != nil {
 		return err
@@ -270,8 +292,11 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(d.srv.CAPEM)
 	// Each agent names its device (device_id) itself; a further attribute here named it
-	// twice on every line.
-	log := slog.New(newFleetLog(d.agentLog.Handler()))
+	// twice on every line. One fleet log for every call, so that the fleet warns once.
+	if d.fleetLog == nil {
+		d.fleetLog = slog.New(newFleetLog(d.agentLog.Handler()))
+	}
+	log := d.fleetLog
 	cloudCAs := d.cloudAgentCAs()
 	for _, dv := range devs {
 		dw := periph.NewDW100()
@@ -280,16 +305,23 @@ func (d *Demo) startAgents(ctx context.Context, devs []*demoDevice) error {
 		start := time.Now()
 		dw.RealTime(func() time.Time { return start.Add(time.Since(start) * SimSpeed) })
 		dv.dw = dw
-		a, err := agent.New(agent.Config{
+		if !cloud {
+			dw.SetDoorOpen(true) // the rollout fleet idles: see rolloutFleet
+		}
+		cfg := agent.Config{
 			StateDir: filepath.Join(dv.dir, "state"), ServerURL: d.Result.DeviceURL, ServerCAs: pool, Root: root,
 			Identity: dv.key, Backend: dw, Now: time.Now, CheckInterval: 30 * time.Second,
 			HealthTimeout: 10 * time.Second, Logger: log, Product: d.Result.Product.Name,
-			Cloud: &agent.CloudConfig{Broker: "mqtts://" + d.Result.CloudMQTT, CAs: cloudCAs},
-		})
+		}
+		if cloud {
+			cfg.Cloud = &agent.CloudConfig{Broker: "mqtts://" + d.Result.CloudMQTT, CAs: cloudCAs}
+		}
+		a, err := agent.New(cfg)
 		if err != nil {
 			return err
 		}
 		d.agents = append(d.agents, a)
+		dv.agent = a
 		d.agentsWG.Go(func() {
 			if err := a.Run(ctx); err != nil && ctx.Err() == nil {
 				d.agentLog.Error("agent stopped", "err", err)
@@ -403,20 +435,23 @@ func (d *Demo) attestTampered(ctx context.Context, contoso *client.Client, dv *d
 }
 
 // publishApp packs the DW100 app at version (a launcher for the app built into this
-// binary, or one that crashes at start), signs it into apps.json offline and uploads it.
-func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version string, crash bool, step func(string, ...any)) (string, error) {
+// binary, or a faulty one: see appMode), signs it into apps.json offline and uploads it.
+// The app that crashes at start also raises the security version (it is never committed,
+// so no device's floor rises); the others keep security version 1, so that a rollout can be
+// rolled back to the release before it.
+func (d *Demo) publishApp(ctx context.Context, contoso *client.Client, version string, mode appMode, step func(string, ...any)) (string, error) {
 	src := filepath.Join(d.dir, "contoso", "dw100-app-"+version)
 	if err := os.MkdirAll(filepath.Join(src, "bin"), 0o700); err != nil {
 		return "", err
 	}
 	manifest := strings.Replace(dw100App, `"version": "1.0.0"`, `"version": "`+version+`"`, 1)
-	if crash {
+	if mode == appCrashesAtStart {
 		manifest = strings.Replace(manifest, `"security_version": 1`, `"security_version": 2`, 1)
 	}
 	if err := os.WriteFile(filepath.Join(src, image.AppManifestFile), []byte(manifest), 0o600); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, crash), 0o700); err != nil { //nolint:gosec // G306: executable entry point
+	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, mode), 0o700); err != nil { //nolint:gosec // G306: executable entry point
 		return "", err
 	}
 	var buf bytes.Buffer

@@ -74,7 +74,7 @@ func (d *Demo) offline(ctx context.Context, contoso *client.Client, out io.Write
 	if err := os.WriteFile(filepath.Join(src, "app.json"), []byte(dw100App), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, false), 0o700); err != nil { //nolint:gosec // G306: an entry point must be executable; the packer keeps only that bit
+	if err := os.WriteFile(filepath.Join(src, "bin", "dw100"), appScript(d.exe, appRuns), 0o700); err != nil { //nolint:gosec // G306: an entry point must be executable; the packer keeps only that bit
 		return err
 	}
 	pkg := filepath.Join(dir, "dw100-app-1.0.0.img")

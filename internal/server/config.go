@@ -177,8 +177,8 @@ func (c Config) Validate() error {
 	if c.ErrorReportRetention < 24*time.Hour || c.ErrorReportRetention > 10*365*24*time.Hour {
 		bad("error-report-retention", "must be between 24h and 87600h (ten years), got %s", c.ErrorReportRetention)
 	}
-	if c.RolloutAdvanceInterval < time.Second || c.RolloutAdvanceInterval > time.Hour {
-		bad("rollout-advance-interval", "must be between 1s and 1h, got %s", c.RolloutAdvanceInterval)
+	if d := c.RolloutAdvanceInterval; d != 0 && (d < MinRolloutAdvanceInterval || d > time.Hour) {
+		bad("rollout-advance-interval", "must be 0 (the default, %s) or between %s and 1h, got %s", RolloutAdvanceInterval, MinRolloutAdvanceInterval, d)
 	}
 	if c.AuthCacheTTL < time.Second || c.AuthCacheTTL > mgmt.MaxAuthCacheTTL {
 		bad("auth-cache-ttl", "must be between 1s and %s, got %s", mgmt.MaxAuthCacheTTL, c.AuthCacheTTL)

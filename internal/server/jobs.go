@@ -66,12 +66,25 @@ func (s *Server) builtinJobs() []Job {
 // soak ended.
 const RolloutAdvanceInterval = 10 * time.Second
 
+// MinRolloutAdvanceInterval bounds Config.RolloutAdvanceInterval from below: each run
+// reads every running rollout, and its lease is one write per period.
+const MinRolloutAdvanceInterval = 100 * time.Millisecond
+
+// rolloutAdvanceEvery is the rollout-advance job's interval: RolloutAdvanceInterval unless
+// the config shortens it.
+func (c Config) rolloutAdvanceEvery() time.Duration {
+	if c.RolloutAdvanceInterval == 0 {
+		return RolloutAdvanceInterval
+	}
+	return c.RolloutAdvanceInterval
+}
+
 // rolloutAdvanceJob advances staged rollouts (issue 12). The lease runs it on one replica
 // per period; each change is also a conditional write (rollout.Advancer), so a stage
 // advances once even when two replicas run it at once.
 func (s *Server) rolloutAdvanceJob() Job {
 	a := &rollout.Advancer{Store: s.store, Notify: s.fleet.Notify, Log: s.log.With("component", "rollout")}
-	return Job{Name: "rollout-advance", Interval: s.cfg.RolloutAdvanceInterval, Run: func(ctx context.Context, now time.Time) error {
+	return Job{Name: "rollout-advance", Interval: s.cfg.rolloutAdvanceEvery(), Run: func(ctx context.Context, now time.Time) error {
 		_, err := a.Run(ctx, now)
 		return err
 	}}
