@@ -211,7 +211,7 @@ func OpenAPI() map[string]any {
 			responses["422"] = problemResponse(why)
 		}
 		if rt.Auth.Unauthenticated() {
-			busy := problemResponse("The server is serving as many unauthenticated requests as it allows; retry after Retry-After seconds.")
+			busy := problemResponse("The server is busy: it is serving as many unauthenticated requests as it allows, or (attest) its queue of attestations waiting for their shared commit is full; retry after Retry-After seconds.")
 			busy["headers"] = obj{"Retry-After": obj{"description": "Seconds to wait before retrying.", "schema": obj{"type": "integer", "minimum": 0}}}
 			responses["503"] = busy
 		}
