@@ -9,7 +9,8 @@ import (
 
 // New makes the rollout of a new deployment from the request: state running, stage 0
 // opened at now, version 1, the base image taken from base (the group's current
-// deployment, nil when none). Errors are *problem.Error (Invalid).
+// deployment, nil when none; when its own rollout did not complete, that rollout's base).
+// Errors are *problem.Error (Invalid).
 //
 // The gate is kept as asked: a zero MinDeviceHours judges the crash figures from the first
 // device-hour (the CLI and API default it to device.DefaultMinDeviceHours).
@@ -34,7 +35,15 @@ func New(c device.RolloutCreate, base *device.Deployment, now time.Time) (*devic
 		UpdatedAt:      now.UTC(),
 		Version:        1,
 	}
-	if base != nil {
+	switch {
+	case base == nil:
+	case base.Rollout != nil && base.Rollout.State != device.RolloutCompleted:
+		// The current deployment's own rollout never finished (running, paused, aborted,
+		// rolled back): its image reached only some devices, or was stopped. The devices
+		// outside the new stages keep what the whole group last had, its base, never the
+		// unfinished image (TestNew_BaseOfAnUnfinishedRolloutIsItsBase).
+		r.BaseTarget, r.BaseSHA256 = base.Rollout.BaseTarget, base.Rollout.BaseSHA256
+	default:
 		r.BaseTarget, r.BaseSHA256 = base.Target, base.SHA256
 	}
 	return r, nil

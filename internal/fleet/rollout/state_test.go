@@ -217,3 +217,30 @@ func TestPromote_NeverSkipsTheGateWithoutForce(t *testing.T) {
 		t.Fatalf("Promote(last stage) = %s stage %d, %v, want completed", got.State, got.Stage, err)
 	}
 }
+
+// TestNew_BaseOfAnUnfinishedRolloutIsItsBase: a rollout made over a deployment whose own
+// rollout did not complete (aborted, paused, running, rolled back) takes that rollout's
+// base, never its unfinished image: the devices outside the new stages must not be handed
+// an image that was stopped. Over a completed rollout, or a plain deployment, the base is
+// the current deployment's image.
+func TestNew_BaseOfAnUnfinishedRolloutIsItsBase(t *testing.T) {
+	t.Parallel()
+	c := device.RolloutCreate{Stages: []float64{10, 100}, Soak: "1h"}
+	for _, state := range []device.RolloutState{device.RolloutAborted, device.RolloutPaused, device.RolloutRunning, device.RolloutRolledBack} {
+		cur := &device.Deployment{ID: "dep_1", Target: "apps/wash/3.0.0", SHA256: "bad",
+			Rollout: &device.Rollout{State: state, BaseTarget: "apps/wash/1.2.0", BaseSHA256: "good"}}
+		r, err := rollout.New(c, cur, t0)
+		if err != nil || r.BaseTarget != "apps/wash/1.2.0" || r.BaseSHA256 != "good" {
+			t.Errorf("New over a %s rollout: base %q %q, %v; want its base apps/wash/1.2.0", state, r.BaseTarget, r.BaseSHA256, err)
+		}
+	}
+	for _, cur := range []*device.Deployment{
+		{ID: "dep_2", Target: "apps/wash/2.0.0", SHA256: "two", Rollout: &device.Rollout{State: device.RolloutCompleted, BaseTarget: "apps/wash/1.2.0", BaseSHA256: "good"}},
+		{ID: "dep_3", Target: "apps/wash/2.0.0", SHA256: "two"},
+	} {
+		r, err := rollout.New(c, cur, t0)
+		if err != nil || r.BaseTarget != "apps/wash/2.0.0" || r.BaseSHA256 != "two" {
+			t.Errorf("New over %s: base %q %q, %v; want apps/wash/2.0.0", cur.ID, r.BaseTarget, r.BaseSHA256, err)
+		}
+	}
+}
