@@ -468,9 +468,10 @@ func TestDeployments_PauseResumeAbortPromote(t *testing.T) {
 		}
 
 		// A newer deployment replaces the rollout: its changes are refused as not current.
+		// Its base is the aborted rollout's base, never the aborted image.
 		d2 := decodeDeployment(t, w.contrib.must(201, "POST", deps, rolloutBody(app2.Path, nil)))
-		if d2.Rollout.BaseTarget != app2.Path {
-			t.Errorf("the second rollout's base = %q, want the current deployment's %s", d2.Rollout.BaseTarget, app2.Path)
+		if r.BaseTarget == "" || d2.Rollout.BaseTarget != r.BaseTarget || d2.Rollout.BaseTarget == app2.Path {
+			t.Errorf("the second rollout's base = %q, want the aborted rollout's base %s", d2.Rollout.BaseTarget, r.BaseTarget)
 		}
 		w.contrib.must(201, "POST", deps, map[string]string{"target": app1.Path})
 		for _, verb := range []string{"pause", "resume", "promote"} {
