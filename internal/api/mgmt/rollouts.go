@@ -210,7 +210,10 @@ func stagedDeployment(c *call, tt store.TenantTx, pid product.ID, gid product.Gr
 // again, not a precondition of the caller's.
 func rolloutWriteProblem(err error, id string) error {
 	if errors.Is(err, store.ErrStale) {
-		return &problem.Error{Kind: problem.Conflict, Code: "rollout_changed", Err: err,
+		// Not wrapping err: the transaction's caller maps a wrapped ErrStale to 412 (an
+		// If-Match precondition), which this is not (TestDeployments_PauseResumeAbortPromote
+		// on PostgreSQL, where concurrent pauses read the same version).
+		return &problem.Error{Kind: problem.Conflict, Code: "rollout_changed",
 			Detail: fmt.Sprintf("the rollout of %s changed while this request ran; look at its status and retry", id)}
 	}
 	return storeProblem(err, "deployment", id)
