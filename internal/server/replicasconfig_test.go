@@ -18,8 +18,8 @@ func TestServer_RefusesOutOfRangeReplicaSettings(t *testing.T) {
 		set  func(*server.Config)
 		want string
 	}{
-		"advance interval zero":      {func(c *server.Config) { c.RolloutAdvanceInterval = 0 }, "rollout-advance-interval"},
-		"advance interval 100ms":     {func(c *server.Config) { c.RolloutAdvanceInterval = 100 * time.Millisecond }, "rollout-advance-interval"},
+		"advance interval negative":  {func(c *server.Config) { c.RolloutAdvanceInterval = -time.Second }, "rollout-advance-interval"},
+		"advance interval 50ms":      {func(c *server.Config) { c.RolloutAdvanceInterval = 50 * time.Millisecond }, "rollout-advance-interval"},
 		"advance interval two hours": {func(c *server.Config) { c.RolloutAdvanceInterval = 2 * time.Hour }, "rollout-advance-interval"},
 		"auth cache TTL zero":        {func(c *server.Config) { c.AuthCacheTTL = 0 }, "auth-cache-ttl"},
 		"auth cache TTL two minutes": {func(c *server.Config) { c.AuthCacheTTL = 2 * time.Minute }, "auth-cache-ttl"},
@@ -32,10 +32,13 @@ func TestServer_RefusesOutOfRangeReplicaSettings(t *testing.T) {
 			}
 		})
 	}
-	cfg := server.DefaultConfig()
-	cfg.RolloutAdvanceInterval, cfg.AuthCacheTTL = time.Second, time.Minute
-	if err := cfg.Validate(); err != nil {
-		t.Errorf("Validate(1s interval, 1m TTL) = %v, want nil", err)
+	// 0 is the default interval; 100ms is the shortest (moat demo and tests use it).
+	for _, d := range []time.Duration{0, server.MinRolloutAdvanceInterval, time.Second, time.Hour} {
+		cfg := server.DefaultConfig()
+		cfg.RolloutAdvanceInterval, cfg.AuthCacheTTL = d, time.Minute
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate(%s interval, 1m TTL) = %v, want nil", d, err)
+		}
 	}
 	if d := server.DefaultConfig(); d.RolloutAdvanceInterval != server.RolloutAdvanceInterval || d.AuthCacheTTL != 5*time.Second {
 		t.Errorf("DefaultConfig() = interval %s, TTL %s, want %s and 5s", d.RolloutAdvanceInterval, d.AuthCacheTTL, server.RolloutAdvanceInterval)
