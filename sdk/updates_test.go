@@ -38,7 +38,7 @@ func (u *updates) AllowUpdates() error {
 func TestClient_DeferAndAllowUpdates(t *testing.T) {
 	t.Parallel()
 	u := &updates{}
-	rt := startRuntimeWith(t, func(c *periph.Config) { c.Updates = u })
+	rt := startRuntimeWith(t, func(c *periph.Config) { c.Updates, c.Capabilities.SoftwareUpdateDeferral = u, true })
 	c := connect(t, rt)
 	until, err := c.DeferUpdates(t.Context(), 90*time.Minute+time.Millisecond)
 	if want := deferNow.Add(90*time.Minute + time.Second); err != nil || !until.Equal(want) {
@@ -61,8 +61,13 @@ func TestClient_DeferAndAllowUpdates(t *testing.T) {
 	}
 	u.mu.Unlock()
 
-	plain := connect(t, startRuntime(t))
+	plain := connect(t, startRuntimeWith(t, func(c *periph.Config) { c.Capabilities.SoftwareUpdateDeferral = true }))
 	if _, err := plain.DeferUpdates(t.Context(), time.Hour); !errors.Is(err, sdk.ErrUnsupported) {
 		t.Errorf("DeferUpdates on a runtime without deferral = %v, want ErrUnsupported", err)
+	}
+	// The manifest must declare software_update_deferral (DESIGN rule 6).
+	undeclared := connect(t, startRuntimeWith(t, func(c *periph.Config) { c.Updates = u }))
+	if _, err := undeclared.DeferUpdates(t.Context(), time.Hour); !errors.Is(err, sdk.ErrCapabilityDenied) {
+		t.Errorf("DeferUpdates without the manifest capability = %v, want ErrCapabilityDenied", err)
 	}
 }
