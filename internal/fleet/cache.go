@@ -47,11 +47,12 @@ import (
 // device on what it already accepted, until that expires, which a server that stops
 // answering could do too. Only a byte-identical copy of the last accepted assignment is
 // "unchanged" there; an older one is still refused as replayed
-// (TestUpdate_ReservedAssignmentIsUnchangedOlderIsReplayed).
+// (TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed).
 //
-// The cache is bounded (Config.AssignmentCacheEntries, least recently used out; the
-// tenants' epochs at maxEpochTenants, past which every entry ends: _IsBounded) and safe for
-// concurrent use (one mutex; a hit allocates nothing).
+// The cache is bounded (Config.AssignmentCacheEntries, least recently used out:
+// TestAssignmentCache_IsBounded; the tenants' epochs at maxEpochTenants, past which every
+// entry ends: TestAssignmentCache_EpochsAreBounded) and safe for concurrent use (one
+// mutex; a hit allocates nothing).
 
 // CacheMaxAge bounds how long a signed assignment is confirmed as current: a quarter of
 // AssignmentTTL.

@@ -12,7 +12,9 @@
 // must be signed by the pinned director key, name this device and tenant, be unexpired and
 // carry a counter above the last accepted one (director.Verify;
 // TestUpdate_RejectsAssignmentForOtherDevice, TestUpdate_RejectsReplayedAssignment, which
-// also restarts the Client: the counter is persisted). The tenant's view of the image
+// also restarts the Client: the counter is persisted); only a byte-identical copy of the
+// last accepted assignment, kept in StateDir, passes with an equal counter, as unchanged
+// (TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed). The tenant's view of the image
 // repository is then verified with go-tuf's updater from the pinned root (rollback, freeze,
 // mix-and-match and endless-data protections included), and every assigned image must be
 // listed there with the same SHA-256, length and security version, which the offline key
@@ -231,7 +233,7 @@ type repoTarget struct {
 //
 // An assignment byte for byte the one accepted last is no change, not a replay (issue 15:
 // the server answers an unchanged check with 304, and the device checks what it holds;
-// TestUpdate_ReservedAssignmentIsUnchangedOlderIsReplayed): it passes every check again,
+// TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed): it passes every check again,
 // signature, device, expiry (a held assignment that expired is refused, as a freeze) and
 // the repository (an image revoked since is refused), except that its counter may equal
 // the last accepted one; nothing is written, and the plan says Unchanged. Any other
