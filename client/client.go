@@ -167,6 +167,8 @@ type request struct {
 	stream  io.Reader // a body streamed as application/octet-stream, instead of body
 	sink    io.Writer // a success response streamed here instead of decoded
 	ifMatch int64     // 0: no If-Match header
+	// ifNoneMatch, when set, is sent as If-None-Match; a 304 answer is errNotModified.
+	ifNoneMatch string
 }
 
 // do sends req and decodes a success response into out (nil for none).
@@ -218,11 +220,17 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	if req.ifMatch != 0 {
 		hr.Header.Set("If-Match", ETag(req.ifMatch))
 	}
+	if req.ifNoneMatch != "" {
+		hr.Header.Set("If-None-Match", req.ifNoneMatch)
+	}
 	resp, err := c.hc.Do(hr)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", req.method, u.Path, err)
 	}
 	defer resp.Body.Close()
+	if req.ifNoneMatch != "" && resp.StatusCode == http.StatusNotModified {
+		return errNotModified
+	}
 	if req.sink != nil && resp.StatusCode >= 200 && resp.StatusCode <= 299 {
 		n, err := io.Copy(req.sink, resp.Body)
 		if err != nil {

@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -313,6 +316,37 @@ func (c *Client) GetAssignment(ctx context.Context) ([]byte, error) {
 	err := c.do(ctx, request{method: http.MethodGet, path: []string{"device", "assignment"}}, &out)
 	return out, err
 }
+
+// GetAssignmentIfChanged is GetAssignment for a device that holds an assignment already
+// (held: its bytes as served, nil for none): it sends the held one's AssignmentETag as
+// If-None-Match, and when the server answers 304 Not Modified it returns (nil, false,
+// nil): the held one is current. The caller verifies what it acts on either way, the held
+// bytes included (their expiry above all).
+func (c *Client) GetAssignmentIfChanged(ctx context.Context, held []byte) ([]byte, bool, error) {
+	req := request{method: http.MethodGet, path: []string{"device", "assignment"}}
+	if held != nil {
+		req.ifNoneMatch = AssignmentETag(held)
+	}
+	var out []byte
+	err := c.do(ctx, req, &out)
+	if errors.Is(err, errNotModified) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+// AssignmentETag is the strong ETag the server gives a signed assignment: the first 128
+// bits of the SHA-256 of its bytes in hex, quoted.
+func AssignmentETag(signed []byte) string {
+	sum := sha256.Sum256(signed)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
+}
+
+// errNotModified: the server answered 304 to a conditional request.
+var errNotModified = errors.New("not modified")
 
 // GetDeviceTUFFile returns a file of the calling device's tenant TUF view.
 func (c *Client) GetDeviceTUFFile(ctx context.Context, name string) ([]byte, error) {

@@ -159,9 +159,18 @@ func (a *Agent) check(ctx context.Context, s *session) error {
 	if err != nil {
 		return err
 	}
-	raw, err := api.GetAssignment(ctx)
+	// The assignment held is named to the server; when it is still current the server
+	// answers 304 and the held bytes are checked again (expiry included), not fetched.
+	held, err := upd.Held()
+	if err != nil {
+		return err
+	}
+	raw, changed, err := api.GetAssignmentIfChanged(ctx, held)
 	if err != nil {
 		return fmt.Errorf("assignment: %w", err)
+	}
+	if !changed {
+		raw = held
 	}
 	plan, err := upd.Check(ctx, raw)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/fleet/assign"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/repo"
 	"github.com/moat-iot/moat/internal/store"
 )
 
@@ -20,7 +22,20 @@ import (
 // device's floor is never assigned, whatever the policy chooses (assign.Images); a device
 // outside any group is assigned nothing. The counter is the issuing time in milliseconds,
 // kept strictly increasing by this process, so assignments need no write per check.
+//
+// It always reads the inputs and signs anew; a device's update check goes through
+// CheckAssignment, which answers "not modified" when the device holds the current one.
 func (s *Service) Assignment(ctx context.Context, dev device.Device) ([]byte, director.Assignment, error) {
+	data, a, _, err := s.assignment(ctx, dev)
+	return data, a, err
+}
+
+// assignment is Assignment, with the generation of the inputs it was computed from.
+func (s *Service) assignment(ctx context.Context, dev device.Device) ([]byte, director.Assignment, string, error) {
+	in, err := s.readInputs(ctx, dev)
+	if err != nil {
+		return nil, director.Assignment{}, "", err
+	}
 	now := s.cfg.Now().UTC()
 	a := director.Assignment{
 		Version: director.Format, DeviceID: string(dev.ID), TenantID: string(dev.TenantID),
@@ -28,21 +43,21 @@ func (s *Service) Assignment(ctx context.Context, dev device.Device) ([]byte, di
 		ExpiresAt: now.Truncate(time.Second).Add(AssignmentTTL), Images: []director.Image{},
 	}
 	if dev.ProductID != "" {
-		images, err := s.assignedImages(ctx, dev)
+		images, err := assign.Images(ctx, s.cfg.Policy, in.assignInput())
 		if err != nil {
-			return nil, director.Assignment{}, err
+			return nil, director.Assignment{}, "", err
 		}
-		a.Images = images
+		if images != nil {
+			a.Images = images
+		}
 	}
-	if err := s.installPolicy(ctx, dev, &a, now); err != nil { // issue 12: maintenance window, deferral (window.go)
-		return nil, director.Assignment{}, err
-	}
+	in.installPolicy(&a, now) // issue 12: maintenance window, deferral (window.go)
 	data, err := director.Issue(s.cfg.Director, a)
 	if err != nil {
-		return nil, director.Assignment{}, err
+		return nil, director.Assignment{}, "", err
 	}
 	s.metrics.assignments.Inc()
-	return data, a, nil
+	return data, a, in.generation(), nil
 }
 
 func (s *Service) nextCounter(now time.Time) uint64 {
@@ -56,32 +71,64 @@ func (s *Service) nextCounter(now time.Time) uint64 {
 	}
 }
 
-// assignedImages reads the device's assignment inputs and asks the policy (assign.Images).
-func (s *Service) assignedImages(ctx context.Context, dev device.Device) ([]director.Image, error) {
-	in := assign.Input{Device: dev}
+// inputs is everything a device's assignment is computed from (and so everything its
+// generation fingerprints, updates.go): the device, its group, its product, the group's
+// current deployment and the tenant's catalog.
+type inputs struct {
+	dev     device.Device
+	grouped bool // the device is in a group: group and product are set
+	group   product.Group
+	product product.Product
+	dep     *device.Deployment // nil without one
+	catalog *repo.Catalog
+}
+
+// readInputs reads the assignment inputs of dev (as authentication read it) in one
+// snapshot, and the catalog after it.
+func (s *Service) readInputs(ctx context.Context, dev device.Device) (inputs, error) {
+	in := inputs{dev: dev}
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(dev.TenantID)
 		if err != nil {
 			return err
 		}
-		if in.Group, err = tt.Groups().Get(ctx, dev.ProductID, dev.GroupID); err != nil {
-			return err
-		}
-		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
-		if err == nil {
-			in.Deployment = &d
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		return nil
+		return in.readGroup(ctx, tt)
 	})
 	if err != nil {
-		return nil, err
+		return inputs{}, err
 	}
-	if in.Catalog, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
-		return nil, err
+	if in.catalog, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
+		return inputs{}, err
 	}
-	return assign.Images(ctx, s.cfg.Policy, in)
+	return in, nil
+}
+
+// readGroup reads what in.dev's group contributes: the group, its product and its
+// current deployment. A device outside any group has none of them.
+func (in *inputs) readGroup(ctx context.Context, tt store.TenantTx) error {
+	if in.dev.ProductID == "" {
+		return nil
+	}
+	var err error
+	if in.product, err = tt.Products().Get(ctx, in.dev.ProductID); err != nil {
+		return err
+	}
+	if in.group, err = tt.Groups().Get(ctx, in.dev.ProductID, in.dev.GroupID); err != nil {
+		return err
+	}
+	in.grouped = true
+	d, err := tt.Deployments().Current(ctx, in.dev.ProductID, in.dev.GroupID)
+	switch {
+	case err == nil:
+		in.dep = &d
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	return nil
+}
+
+func (in *inputs) assignInput() assign.Input {
+	return assign.Input{Device: in.dev, Group: in.group, Deployment: in.dep, Catalog: in.catalog}
 }
 
 // CapabilityValidity is how long a development capability lasts; the device fetches it

@@ -36,30 +36,27 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		return device.Device{}, fmt.Errorf("%w: no client certificate", ErrUnauthenticated)
 	}
 	leaf := cs.PeerCertificates[0]
-	t, _, err := deviceca.ParseDeviceURI(leaf)
-	if err != nil {
-		return device.Device{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	tid, did, ok := s.recentlyVerified(leaf)
+	if !ok {
+		var err error
+		if tid, did, err = s.verifyLeaf(ctx, leaf, cs.PeerCertificates[1:]); err != nil {
+			return device.Device{}, err
+		}
 	}
-	root, _, err := s.rootCert(ctx)
-	if errors.Is(err, ErrNoPlatformCA) {
-		return device.Device{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
-	} else if err != nil {
-		return device.Device{}, err
-	}
-	tr, err := s.trustFor(ctx, tenant.ID(t), leaf, cs.PeerCertificates[1:], root)
-	if err != nil {
-		return device.Device{}, err
-	}
-	tid, did, err := s.verifyChain(leaf, tr, root)
-	if err != nil {
-		return device.Device{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
-	}
-	serial := fmt.Sprintf("%x", leaf.SerialNumber)
+	serial := leaf.SerialNumber.Text(16)
 	var dev device.Device
-	err = s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(tenant.ID(tid))
 		if err != nil {
 			return err
+		}
+		if dev, err = tt.Devices().Get(ctx, device.ID(did)); err != nil {
+			return err
+		}
+		if dev.Certificate != nil && dev.Certificate.Serial == serial {
+			// The device's current certificate: recorded as issued to it in the same
+			// transaction that made it current (attest.go), and records are never removed.
+			return nil
 		}
 		rec, err := tt.Certificates().Get(ctx, serial)
 		if err != nil {
@@ -68,8 +65,7 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		if string(rec.DeviceID) != did {
 			return store.ErrNotFound
 		}
-		dev, err = tt.Devices().Get(ctx, device.ID(did))
-		return err
+		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return device.Device{}, fmt.Errorf("%w: certificate %s of device %s is not on record for tenant %s", ErrUnauthenticated, serial, did, tid)
@@ -93,6 +89,46 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 	}
 	s.seen(ctx, dev)
 	return dev, nil
+}
+
+// verifyLeaf checks the leaf's names and its chain through the tenant it names to the
+// platform root, and returns the tenant and device it names.
+func (s *Service) verifyLeaf(ctx context.Context, leaf *x509.Certificate, presented []*x509.Certificate) (string, string, error) {
+	t, _, err := deviceca.ParseDeviceURI(leaf)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	root, _, err := s.rootCert(ctx)
+	if errors.Is(err, ErrNoPlatformCA) {
+		return "", "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	} else if err != nil {
+		return "", "", err
+	}
+	tr, err := s.trustFor(ctx, tenant.ID(t), leaf, presented, root)
+	if err != nil {
+		return "", "", err
+	}
+	tid, did, err := s.verifyChain(leaf, tr, root)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	return tid, did, nil
+}
+
+// recentlyVerified returns the tenant and device of a leaf whose very bytes verifyChain
+// verified against the tenant's trust that is still the cached one now: the same bytes
+// parse and verify the same way, so an update check does neither again (issue 15). The
+// device's state is still read on every request.
+func (s *Service) recentlyVerified(leaf *x509.Certificate) (string, string, bool) {
+	now := s.cfg.Now()
+	key := sha256.Sum256(leaf.Raw)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.verified[key]
+	if !ok || !now.Before(v.until) || now.Before(leaf.NotBefore) || s.trust[tenant.ID(v.tenant)] != v.trust {
+		return "", "", false
+	}
+	return v.tenant, v.device, true
 }
 
 // trustFor returns the trust to verify the leaf with, for the tenant the leaf names. The

@@ -136,6 +136,10 @@ type Config struct {
 	AttestQueue     int
 	AttestBatch     int
 	AttestBatchWait time.Duration
+	// AssignmentCacheEntries bounds the devices whose last signed assignment this replica
+	// remembers to answer their update checks "not modified" (cache.go); 0 is
+	// DefaultAssignmentCacheEntries.
+	AssignmentCacheEntries int
 }
 
 // Service is the device side of the security service.
@@ -152,6 +156,8 @@ type Service struct {
 
 	waits *push.Waits // devices waiting for updates
 
+	cache *assignmentCache // the assignment signed for each device last (cache.go)
+
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
 	untrusted map[tenant.ID]time.Time    // tenant IDs with no trusted CA, when looked up; at most maxUntrusted
@@ -165,6 +171,7 @@ type metrics struct {
 	refusals     *prometheus.CounterVec // reason
 	authFailures prometheus.Counter
 	assignments  prometheus.Counter
+	notModified  prometheus.Counter
 	conflicts    prometheus.Counter
 }
 
@@ -201,13 +208,20 @@ func New(cfg Config) (*Service, error) {
 	if cfg.MaxWaiters < 0 {
 		errs = append(errs, fmt.Errorf("fleet: MaxWaiters %d is negative", cfg.MaxWaiters))
 	}
+	if cfg.AssignmentCacheEntries == 0 {
+		cfg.AssignmentCacheEntries = DefaultAssignmentCacheEntries
+	}
+	if cfg.AssignmentCacheEntries < 0 {
+		errs = append(errs, fmt.Errorf("fleet: AssignmentCacheEntries %d is negative", cfg.AssignmentCacheEntries))
+	}
 	if cfg.CertLifetime < 5*time.Minute || cfg.CertLifetime > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("fleet: certificate lifetime %s outside 5m..720h", cfg.CertLifetime))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{}}
+	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{},
+		cache: newAssignmentCache(cfg.AssignmentCacheEntries)}
 	var err error
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err
@@ -222,6 +236,7 @@ func New(cfg Config) (*Service, error) {
 		refusals:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_attestation_refusals_total", Help: "Refused attestations by reason."}, []string{"reason"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_auth_failures_total", Help: "Device API requests refused for want of a valid device certificate."}),
 		assignments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignments_total", Help: "Update assignments signed."}),
+		notModified:  prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_assignment_not_modified_total", Help: "Update checks answered 304: the device holds the current assignment."}),
 		conflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_identity_conflicts_total", Help: "Superseded device certificates presented: one identity key in use on two devices."}),
 	}
 	for _, r := range device.RefusalReasons {
@@ -229,7 +244,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.metrics.attestations.WithLabelValues("issued")
 	s.metrics.attestations.WithLabelValues("refused")
-	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.conflicts} {
+	for _, c := range []prometheus.Collector{s.metrics.attestations, s.metrics.refusals, s.metrics.authFailures, s.metrics.assignments, s.metrics.notModified, s.metrics.conflicts} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("fleet: register metrics: %w", err)
 		}

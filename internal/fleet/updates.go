@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -31,9 +30,18 @@ const (
 // WaitUpdates answers when the device's generation differs from since, or after MaxWait,
 // or at once with the generation it last read when a newer wait of the same device
 // replaces it. Past Config.MaxWaiters it is a problem.Unavailable with a Retry-After.
+//
+// Each generation it reads also checks the device's cached assignment (cache.go): one
+// computed from other inputs is dropped, so a change whose notification was lost (another
+// replica's, while this one's LISTEN connection was down) is not answered "not modified"
+// once the wait's periodic re-check has seen it.
 func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since string) (Updates, error) {
 	return s.waits.Wait(ctx, dev, since, func(ctx context.Context) (string, error) {
-		return s.generation(ctx, dev.TenantID, dev.ID)
+		g, err := s.generation(ctx, dev.TenantID, dev.ID)
+		if err == nil {
+			s.cache.dropUnless(dev.TenantID, dev.ID, g)
+		}
+		return g, err
 	})
 }
 
@@ -43,60 +51,71 @@ func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since stri
 // deployments, groups, devices or the published images), never from a transport layer.
 // It is cheap: a tenant without waiters costs a map lookup, and a false alarm one
 // generation read per waiter, spread over up to two seconds.
-func (s *Service) Notify(t tenant.ID) { s.waits.Notify(t); s.broadcast(t) }
+//
+// It also ends the tenant's cached assignments on this replica, before the waiters wake,
+// and, through Config.Broadcast, on the others (cache.go).
+func (s *Service) Notify(t tenant.ID) {
+	s.cache.changed(t)
+	s.waits.Notify(t)
+	s.broadcast(t)
+}
 
 // Stop ends every wait at once (the server is shutting down).
 func (s *Service) Stop() { s.waits.Stop() }
 
-// generation fingerprints what the director's assignment for the device is computed from:
-// the device's group and state, the group's feed and policy, its current deployment, and
+// generation fingerprints what the director's assignment for the device is computed from
+// (inputs, assignment.go): the device's group, state, floors and what it runs (a paused
+// rollout keeps the new image for devices that run it), the group's feed, policy and
+// maintenance window, the product's deferral bound, the group's current deployment and
 // its staged rollout's state, stage and version, and the tenant's published images. A
-// Config.Policy whose choice depends on more must add that here too, or a waiting device learns of its change only at its
-// next periodic check.
+// Config.Policy whose choice depends on more must add that here too, or a waiting device
+// learns of its change only at its next periodic check (and a cached assignment outlives
+// it up to CacheMaxAge when the change's notification is lost).
 func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
-	h := sha256.New()
+	var in inputs
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err
 		}
-		dev, err := tt.Devices().Get(ctx, id)
-		if err != nil {
+		if in.dev, err = tt.Devices().Get(ctx, id); err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "device %s %s %t %v\n", dev.ProductID, dev.GroupID, dev.Blocked, dev.Floors)
-		if dev.ProductID == "" {
-			return nil
-		}
-		g, err := tt.Groups().Get(ctx, dev.ProductID, dev.GroupID)
-		if err != nil {
-			return err
-		}
+		return in.readGroup(ctx, tt)
+	})
+	if err != nil {
+		return "", err
+	}
+	if in.catalog, err = s.cfg.Repo.Catalog(ctx, t); err != nil {
+		return "", err
+	}
+	return in.generation(), nil
+}
+
+// generation is the fingerprint of in (Service.generation).
+func (in *inputs) generation() string {
+	h := sha256.New()
+	dev := &in.dev
+	run, ok := dev.Attestation.Running()
+	fmt.Fprintf(h, "device %s %s %t %v\n", dev.ProductID, dev.GroupID, dev.Blocked, dev.Floors)
+	fmt.Fprintf(h, "running %t %q %q\n", ok, run.OSTarget, run.AppTarget)
+	if in.grouped {
+		g := in.group
 		fmt.Fprintf(h, "group %s %s\n", g.OSFeed, g.UpdatePolicy)
-		if err := writeInstallPolicy(ctx, h, tt, g); err != nil { // issue 12 (window.go)
-			return err
+		// A window that does not encode cannot be in a stored group; were it, the
+		// fingerprint names it apart from every encodable one.
+		if err := writeInstallPolicy(h, g, in.product); err != nil {
+			fmt.Fprintf(h, "install unencodable\n")
 		}
-		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
-		switch {
-		case err == nil:
+		if d := in.dep; d != nil {
 			fmt.Fprintf(h, "deployment %s\n", d.ID)
 			if r := d.Rollout; r != nil {
 				// A stage that opens, a pause or a completion changes assignments without a
 				// new deployment: waiting devices wake on it (assign.NewImageAllowed).
 				fmt.Fprintf(h, "rollout %s %d %d\n", r.State, r.Stage, r.Version)
 			}
-		case !errors.Is(err, store.ErrNotFound):
-			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return "", err
 	}
-	cat, err := s.cfg.Repo.Catalog(ctx, t)
-	if err != nil {
-		return "", err
-	}
-	fmt.Fprintf(h, "catalog %s\n", cat.Fingerprint())
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+	fmt.Fprintf(h, "catalog %s\n", in.catalog.Fingerprint())
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -1,17 +1,13 @@
 package fleet
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"time"
 
-	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/director"
 	"github.com/moat-iot/moat/internal/product"
-	"github.com/moat-iot/moat/internal/store"
 )
 
 // WindowHorizon is how far ahead an assignment lists its group's maintenance windows: a
@@ -25,46 +21,19 @@ const WindowHorizon = 8 * 24 * time.Hour
 // deferral bound, and IgnoreWindow on the app image of the group's current deployment
 // when that deployment ignores the window (a security update). It decides only when, never
 // what: the images are chosen before it runs.
-func (s *Service) installPolicy(ctx context.Context, dev device.Device, a *director.Assignment, now time.Time) error {
-	if dev.ProductID == "" {
-		return nil
+func (in *inputs) installPolicy(a *director.Assignment, now time.Time) {
+	if !in.grouped {
+		return
 	}
-	var g product.Group
-	var p product.Product
-	var dep *device.Deployment
-	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(dev.TenantID)
-		if err != nil {
-			return err
-		}
-		if p, err = tt.Products().Get(ctx, dev.ProductID); err != nil {
-			return err
-		}
-		if g, err = tt.Groups().Get(ctx, dev.ProductID, dev.GroupID); err != nil {
-			return err
-		}
-		d, err := tt.Deployments().Current(ctx, dev.ProductID, dev.GroupID)
-		switch {
-		case err == nil:
-			dep = &d
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("install policy of device %s: %w", dev.ID, err)
-	}
-	a.InstallWindows = installWindows(g.MaintenanceWindow, now)
-	a.MaxDeferralSeconds = p.MaxUpdateDeferralSeconds
-	if dep != nil && dep.IgnoreWindow {
+	a.InstallWindows = installWindows(in.group.MaintenanceWindow, now)
+	a.MaxDeferralSeconds = in.product.MaxUpdateDeferralSeconds
+	if dep := in.dep; dep != nil && dep.IgnoreWindow {
 		for i := range a.Images {
 			if a.Images[i].Kind == director.KindApp && a.Images[i].Path == dep.Target {
 				a.Images[i].IgnoreWindow = true
 			}
 		}
 	}
-	return nil
 }
 
 // installWindows is w's intervals over [now, now+WindowHorizon] as the director signs
@@ -94,11 +63,7 @@ func installWindows(w *product.MaintenanceWindow, now time.Time) []director.Wind
 // writeInstallPolicy adds the group's maintenance window and the product's deferral bound
 // to a device's update generation (updates.go), so a waiting device learns of a change at
 // once.
-func writeInstallPolicy(ctx context.Context, h io.Writer, tt store.TenantTx, g product.Group) error {
-	p, err := tt.Products().Get(ctx, g.ProductID)
-	if err != nil {
-		return err
-	}
+func writeInstallPolicy(h io.Writer, g product.Group, p product.Product) error {
 	w, err := json.Marshal(g.MaintenanceWindow)
 	if err != nil {
 		return err

@@ -289,11 +289,20 @@ func (d *device) check(ctx context.Context) error {
 		}
 		d.upd = upd
 	}
+	// As the agent does: the held assignment is named to the server, and when it is still
+	// current (304) the held bytes are checked again instead of fetched.
+	held, err := d.upd.Held()
+	if err != nil {
+		return err
+	}
 	actx, cancel := context.WithTimeout(ctx, requestTimeout)
-	raw, err := d.api.GetAssignment(actx)
+	raw, changed, err := d.api.GetAssignmentIfChanged(actx, held)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("assignment: %w", err)
+	}
+	if !changed {
+		raw = held
 	}
 	plan, err := d.upd.Check(ctx, raw)
 	if err != nil {

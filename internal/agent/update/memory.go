@@ -1,20 +1,22 @@
 package update
 
 import (
+	"bytes"
 	"maps"
 	"sync"
 
 	"github.com/moat-iot/moat/internal/director"
 )
 
-// MemoryState is a Client's anti-rollback state (the last accepted counter and the floors)
-// held in memory instead of in StateDir, for simulated devices that hold no disk (`moat
-// sim`). The checks are the same; only the place differs, so the state is lost with the
+// MemoryState is a Client's anti-rollback state (the last accepted counter, the floors and
+// the held assignment) held in memory instead of in StateDir, for simulated devices that
+// hold no disk (`moat sim`). The checks are the same; only the place differs, so the state is lost with the
 // process: a real device never uses it. Safe for concurrent use; one per device.
 type MemoryState struct {
 	mu      sync.Mutex
 	counter uint64
 	floors  map[string]uint32
+	held    []byte
 }
 
 // NewMemoryState returns the state of a device that accepted no assignment yet: counter
@@ -66,4 +68,23 @@ func (c *Client) writeFloors(floors map[string]uint32) error {
 		return nil
 	}
 	return writeFloors(c.cfg.StateDir, floors)
+}
+
+func (c *Client) readHeld() ([]byte, error) {
+	if m := c.cfg.Memory; m != nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.held, nil
+	}
+	return readHeld(c.cfg.StateDir)
+}
+
+func (c *Client) writeHeld(assignment []byte) error {
+	if m := c.cfg.Memory; m != nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.held = bytes.Clone(assignment)
+		return nil
+	}
+	return writeAtomic(c.cfg.StateDir, heldFile, assignment)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 // Files in Config.StateDir.
 const (
 	counterFile = "counter"     // decimal counter of the last accepted assignment
+	heldFile    = "assignment"  // the last accepted assignment, byte for byte
 	floorsFile  = "floors.json" // {"app": N, "os": N}
 	tufDir      = "tuf"         // go-tuf's trusted metadata
 )
@@ -39,6 +41,27 @@ func readCounter(dir string) (uint64, error) {
 
 func writeCounter(dir string, n uint64) error {
 	return writeAtomic(dir, counterFile, []byte(strconv.FormatUint(n, 10)+"\n"))
+}
+
+// readHeld returns the last accepted assignment as it was served, nil if none was (or it
+// was accepted before this file was kept).
+func readHeld(dir string) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, heldFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read held assignment: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, director.DefaultMaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read held assignment: %w", err)
+	}
+	if len(b) > director.DefaultMaxBytes {
+		return nil, fmt.Errorf("read held assignment: larger than %d bytes", director.DefaultMaxBytes)
+	}
+	return b, nil
 }
 
 // readFloors returns the anti-rollback floor of every kind; a missing file means 0 for all.

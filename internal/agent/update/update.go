@@ -12,7 +12,9 @@
 // must be signed by the pinned director key, name this device and tenant, be unexpired and
 // carry a counter above the last accepted one (director.Verify;
 // TestUpdate_RejectsAssignmentForOtherDevice, TestUpdate_RejectsReplayedAssignment, which
-// also restarts the Client: the counter is persisted). The tenant's view of the image
+// also restarts the Client: the counter is persisted); only a byte-identical copy of the
+// last accepted assignment, kept in StateDir, passes with an equal counter, as unchanged
+// (TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed). The tenant's view of the image
 // repository is then verified with go-tuf's updater from the pinned root (rollback, freeze,
 // mix-and-match and endless-data protections included), and every assigned image must be
 // listed there with the same SHA-256, length and security version, which the offline key
@@ -33,6 +35,7 @@
 package update
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -208,13 +211,18 @@ func New(cfg Config) (*Client, error) {
 	if _, err := c.readFloors(); err != nil {
 		return nil, err
 	}
+	if _, err := c.readHeld(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
 // Plan is what an accepted assignment asks the device to install.
 type Plan struct {
 	Counter uint64 // the assignment's counter, now recorded as the last accepted
-	Images  []PlannedImage
+	// Unchanged: the assignment is byte for byte the one accepted last (see Check).
+	Unchanged bool
+	Images    []PlannedImage
 	// InstallWindows are when the images may be installed (the group's maintenance window),
 	// ascending; none: at any time. An image with IgnoreWindow is installed at once.
 	InstallWindows []director.Window
@@ -245,8 +253,17 @@ type repoTarget struct {
 
 // Check verifies an assignment envelope and cross-checks it against the tenant's image
 // repository, verified now with go-tuf from the pinned root. Only when every check passes is
-// the assignment's counter recorded, and the plan returned. A plan with no images means the
-// director assigns nothing.
+// the assignment's counter recorded, with the assignment itself (Held), and the plan
+// returned. A plan with no images means the director assigns nothing.
+//
+// An assignment byte for byte the one accepted last is no change, not a replay (issue 15:
+// the server answers an unchanged check with 304, and the device checks what it holds;
+// TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed): it passes every check again,
+// signature, device, expiry (a held assignment that expired is refused, as a freeze) and
+// the repository (an image revoked since is refused), except that its counter may equal
+// the last accepted one; nothing is written, and the plan says Unchanged. Any other
+// assignment whose counter is not above the last accepted one is refused as replayed
+// (director.ErrReplayed), an older one of the same server included.
 func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -254,12 +271,22 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	a, err := director.Verify(assignment, c.cfg.DirectorKey, director.Expect{
-		DeviceID: c.cfg.DeviceID, TenantID: c.cfg.TenantID, Now: c.cfg.Now(), LastCounter: last,
-	})
+	held, err := c.readHeld()
+	if err != nil {
+		return Plan{}, err
+	}
+	want := director.Expect{DeviceID: c.cfg.DeviceID, TenantID: c.cfg.TenantID, Now: c.cfg.Now(), LastCounter: last}
+	unchanged := last > 0 && held != nil && bytes.Equal(held, assignment)
+	if unchanged {
+		want.LastCounter = last - 1 // the same bytes carry the same counter: equal, never below
+	}
+	a, err := director.Verify(assignment, c.cfg.DirectorKey, want)
 	if err != nil {
 		return Plan{}, fmt.Errorf("verify assignment: %w", err)
 	}
+	// Held bytes whose counter is above the recorded one (a crash between the two writes
+	// below) are accepted as new.
+	unchanged = unchanged && a.Counter == last
 	floors, err := c.readFloors()
 	if err != nil {
 		return Plan{}, err
@@ -292,7 +319,7 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 		}
 	}
 	consistent := view.consistent
-	plan := Plan{Counter: a.Counter, InstallWindows: a.InstallWindows, MaxDeferral: time.Duration(a.MaxDeferralSeconds) * time.Second}
+	plan := Plan{Counter: a.Counter, Unchanged: unchanged, InstallWindows: a.InstallWindows, MaxDeferral: time.Duration(a.MaxDeferralSeconds) * time.Second}
 	for _, im := range a.Images {
 		plan.Images = append(plan.Images, PlannedImage{
 			Kind: im.Kind, Path: im.Path, SHA256: im.SHA256, Length: im.Length,
@@ -300,10 +327,29 @@ func (c *Client) Check(ctx context.Context, assignment []byte) (Plan, error) {
 			URL: targetURL(c.cfg.TargetsURL, im.Path, im.SHA256, consistent), IgnoreWindow: im.IgnoreWindow,
 		})
 	}
+	if unchanged {
+		return plan, nil
+	}
+	// The assignment first, then its counter: a crash between them leaves held bytes with a
+	// counter above the recorded one, which are accepted again as new (never the reverse,
+	// which would take an older assignment for the held one).
+	if err := c.writeHeld(assignment); err != nil {
+		return Plan{}, err
+	}
 	if err := c.writeCounter(a.Counter); err != nil {
 		return Plan{}, err
 	}
 	return plan, nil
+}
+
+// Held returns the assignment accepted last, byte for byte as it was served (nil if none
+// was, or it was accepted by an agent that did not keep it). The device names it to the
+// server (client.Client.GetAssignmentIfChanged) and, when told it is still current, checks
+// it again with Check.
+func (c *Client) Held() ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readHeld()
 }
 
 // repoView is what the verified image repository says about an assignment's images.

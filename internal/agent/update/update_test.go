@@ -127,8 +127,9 @@ func TestUpdate_RejectsReplayedAssignment(t *testing.T) {
 		t.Fatalf("Check = %v", err)
 	}
 	c := w.newClient(state) // a restart: the counter was persisted
+	// The same envelope again is no change, not a replay (issue 15): see
+	// TestUpdate_ResentAssignmentIsUnchangedOlderIsReplayed.
 	for name, a := range map[string][]byte{
-		"same envelope":  first,
 		"same counter":   w.assign(deviceID, 5, p.image(1)),
 		"lower counter":  w.assign(deviceID, 4, p.image(1)),
 		"same, no image": w.assign(deviceID, 5),

@@ -637,14 +637,6 @@ func (a *API) attest(c *call) (any, error) {
 
 func (a *API) getDeviceSelf(c *call) (any, error) { return *c.device, nil }
 
-func (a *API) getAssignment(c *call) (any, error) {
-	data, _, err := a.fleet.Assignment(c.ctx, *c.device)
-	if err != nil {
-		return nil, problem.Wrap(err)
-	}
-	return rawJSON(data), nil
-}
-
 func (a *API) getDevelopmentCapability(c *call) (any, error) {
 	data, err := a.fleet.DevelopmentCapability(*c.device)
 	if errors.Is(err, fleet.ErrNoCapability) {

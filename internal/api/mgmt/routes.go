@@ -198,7 +198,7 @@ func Routes() []Route {
 			Auth: AuthDeviceProof, RawRequest: true, MaxBodyBytes: fleet.MaxEvidenceBytes, Response: typeOf[fleet.Issued](), Status: 201, Handler: (*API).attest},
 		{Method: "GET", Pattern: "/api/v1/device/me", OperationID: "getDeviceSelf", Summary: "Device (mutual TLS): what the security service holds about the calling device",
 			Auth: AuthDevice, Response: typeOf[device.Device](), Status: 200, Handler: (*API).getDeviceSelf},
-		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key",
+		{Method: "GET", Pattern: "/api/v1/device/assignment", OperationID: "getAssignment", Summary: "Device (mutual TLS): the update assignment signed by the director key, with a strong ETag; 304 when If-None-Match names the one the device holds and it is still current",
 			Auth: AuthDevice, Recovery: true, RawResponse: true, Status: 200, Handler: (*API).getAssignment},
 		{Method: "POST", Pattern: "/api/v1/device/updates", OperationID: "waitForUpdates", Summary: "Device (mutual TLS): long-poll for a change of what it should run; answers at once when the generation differs from since, else within 50 s",
 			Auth: AuthDevice, Request: typeOf[fleet.UpdatesWait](), Response: typeOf[fleet.Updates](), Status: 200, Handler: (*API).waitForUpdates},

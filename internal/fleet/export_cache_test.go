@@ -1,0 +1,5 @@
+package fleet
+
+// AssignmentCacheLen is the number of devices whose assignment the service remembers
+// (compiled into tests only).
+func AssignmentCacheLen(s *Service) int { return s.cache.len() }
