@@ -5,11 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -170,77 +165,4 @@ func BenchmarkAttestParallel(b *testing.B) {
 			reportRatio(b, raw, cpu0)
 		})
 	}
-}
-
-// BenchmarkUpdateCheck measures device update checks over mutual TLS on loopback (GET
-// /api/v1/device/assignment: authenticate the certificate and the device's state, compute
-// the assignment, sign it) and reports checks per second next to a minimal Go HTTPS
-// handler that also requires a client certificate and answers a fixed body of the same
-// size, measured in the same run with the same client (x-baseline: the ratio of rates).
-func BenchmarkUpdateCheck(b *testing.B) {
-	p := testenv.NewPlatform(b)
-	osImg := p.PublishOS("moat-os", "1.0.0", 1, "Retail")
-	app := p.PublishApp("dw100-app", "1.0.0", 1, "DW100")
-	gs, err := p.Admin.ListDeviceGroups(context.Background(), p.Tenant, p.Product, client.ListOptions{Name: "Production"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := p.Admin.CreateDeployment(context.Background(), p.Tenant, p.Product, gs.Items[0].ID, client.DeploymentCreate{Target: app.Path}); err != nil {
-		b.Fatal(err)
-	}
-	d := p.NewDevice(true, "DW100/Production")
-	cert, err := p.Attest(d, osImg.Measurement(), app.Measurement())
-	if err != nil {
-		b.Fatal(err)
-	}
-	dc := p.DeviceClient(cert)
-	ctx := context.Background()
-	body, err := dc.GetAssignment(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-
-	// Baseline: the least a Go mTLS server does per request.
-	base := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if len(r.TLS.PeerCertificates) == 0 {
-			http.Error(w, "no certificate", http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(body)
-	}))
-	base.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert, MinVersion: tls.VersionTLS12}
-	base.StartTLS()
-	defer base.Close()
-	pool := x509.NewCertPool()
-	pool.AddCert(base.Certificate())
-	bc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
-	get := func() {
-		resp, err := bc.Get(base.URL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-	get()
-	const baseN = 2000
-	start := time.Now()
-	for range baseN {
-		get()
-	}
-	baseNs := float64(time.Since(start).Nanoseconds()) / baseN
-
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := dc.GetAssignment(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
-	ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
-	b.ReportMetric(1e9/ns, "checks/s")
-	b.ReportMetric(1e9/baseNs, "baseline-req/s")
-	b.ReportMetric(baseNs/ns, "x-baseline")
 }
