@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -71,6 +73,10 @@ image (signed hash, length, manifest) and discards it, "installs" it by moving i
 in-memory slot and attesting with the new measurement, and reports its update states and
 error reports. Devices never give up: 503 with Retry-After and lost connections are retried
 with jittered exponential backoff. Each run registers new devices.
+
+SIGUSR1 plays a reconnect storm, as after a regional power cut: the certificate of every
+started device expires at once; each drops its connections and attests again, and the
+summary (and --stats-file's "storm") says when they all held a new certificate.
 
 A progress line shows how many devices are attested, hold a certificate, wait, update, and
 which app versions they run; at the end (--duration, or Ctrl-C) a summary follows (--json
@@ -199,11 +205,20 @@ func runSim(ctx context.Context, env *Env, f simFlags, cfg sim.Config) error {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
+	// SIGUSR1 plays the reconnect storm: every device's certificate expires at once.
+	storms := make(chan os.Signal, 1)
+	signal.Notify(storms, syscall.SIGUSR1)
+	defer signal.Stop(storms)
 	tty := isTerminal(env.Stderr)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for n := 1; ; n++ {
 		select {
+		case <-storms:
+			if tty {
+				fmt.Fprintln(env.Stderr)
+			}
+			fmt.Fprintf(env.Stderr, "moat sim: SIGUSR1: the certificates of %d devices expired; they attest again\n", s.Expire())
 		case err := <-done:
 			if tty {
 				fmt.Fprintln(env.Stderr)
@@ -279,6 +294,13 @@ func printSummary(env *Env, f simFlags, st sim.Stats) error {
 	for t, ts := range st.Targets {
 		fmt.Fprintf(env.Stdout, "%s: %d devices held the verified assignment, first %s, p50 %s, p99 %s, last %s\n", t, ts.Devices,
 			ts.First.Format(time.RFC3339Nano), ts.P50.Format(time.RFC3339Nano), ts.P99.Format(time.RFC3339Nano), ts.Last.Format(time.RFC3339Nano))
+	}
+	if sm := st.Storm; sm != nil {
+		fmt.Fprintf(env.Stdout, "reconnect storm at %s: %d of %d expired devices hold a new certificate", sm.At.Format(time.RFC3339Nano), sm.Devices, sm.Expired)
+		if sm.Devices > 0 {
+			fmt.Fprintf(env.Stdout, ", p50 after %s, p99 after %s, last after %s", sm.P50.Sub(sm.At).Round(time.Millisecond), sm.P99.Sub(sm.At).Round(time.Millisecond), sm.Last.Sub(sm.At).Round(time.Millisecond))
+		}
+		fmt.Fprintln(env.Stdout)
 	}
 	return nil
 }

@@ -62,6 +62,8 @@ type device struct {
 	upd  *update.Client
 	held map[string]string // per kind: the target whose verified assignment it holds
 
+	stormSeen int64 // the last Expire this device recovered from (or that came before it started)
+
 	states  []client.UpdateState
 	reports []client.ErrorReport
 	fails   int
@@ -118,6 +120,7 @@ func (d *device) setPhase(p phase) { d.phase.Store(int32(p)) }
 // says it changed, report, wait again. It never gives up; it ends with ctx.
 func (d *device) run(ctx context.Context) {
 	defer d.tr.CloseIdleConnections()
+	d.stormSeen = d.s.storm.seq.Load()
 	var since string
 	check := false
 	for ctx.Err() == nil {
@@ -145,6 +148,7 @@ func (d *device) run(ctx context.Context) {
 
 // step is one turn of the loop.
 func (d *device) step(ctx context.Context, since *string, check *bool) error {
+	seen := d.s.storm.seq.Load()
 	if len(d.installed) > 0 {
 		if err := d.settle(ctx); err != nil {
 			return err
@@ -163,10 +167,16 @@ func (d *device) step(ctx context.Context, since *string, check *bool) error {
 	if err := d.flush(ctx); err != nil {
 		return err
 	}
+	wctx, cancel, skip := d.waitContext(ctx, seen)
+	if skip {
+		return nil // expired during this turn: attest first
+	}
 	d.setPhase(phaseWaiting)
-	wctx, cancel := context.WithTimeout(ctx, waitTimeout)
 	u, err := d.api.WaitForUpdates(wctx, client.UpdatesWait{Since: *since})
 	cancel()
+	if err != nil && d.s.storm.seq.Load() != seen && ctx.Err() == nil {
+		return nil // ended by Expire: not a failure
+	}
 	if err != nil {
 		return fmt.Errorf("wait for updates: %w", err)
 	}
@@ -218,6 +228,7 @@ func (d *device) attest(ctx context.Context) error {
 	d.tr.CloseIdleConnections() // new connections present the new certificate
 	d.attested.Store(true)
 	d.s.attestations.Add(1)
+	d.recovered()
 	return nil
 }
 

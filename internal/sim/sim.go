@@ -148,6 +148,7 @@ type Sim struct {
 	mu      sync.Mutex
 	devices []*device
 	held    map[string][]time.Time // per target: when each device held its verified assignment
+	storm   storm
 
 	counters
 }
@@ -174,6 +175,7 @@ func New(cfg Config) (*Sim, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sim{cfg: cfg, log: log, now: cfg.Now, held: map[string][]time.Time{}}
+	s.storm.wake, s.storm.end = context.WithCancel(context.Background()) //nolint:gosec // G118: ended by the next Expire
 	var err error
 	mgmtHC := newHTTPClient(newSharedTransport(cfg.ServerCAs))
 	if s.mgmt, err = client.New(cfg.ServerURL, client.WithHTTPClient(mgmtHC), client.WithToken(cfg.Token), client.WithUserAgent(userAgent)); err != nil {

@@ -151,3 +151,46 @@ func TestNew_RejectsIncompleteConfig(t *testing.T) {
 		t.Errorf("New(empty config) = %v, want every missing field named", err)
 	}
 }
+
+// TestSim_ReconnectStorm: after Expire every device drops its certificate and its
+// long-poll at once and attests again; the storm statistics count each device once, and
+// the server issued each a new certificate (one more attestation each).
+func TestSim_ReconnectStorm(t *testing.T) {
+	t.Parallel()
+	const n = 30
+	f := newFleet(t)
+	s, err := sim.New(f.config(t, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, s)
+	before := waitFor(t, s, time.Minute, "all attested and waiting", func(st sim.Stats) bool {
+		return st.Attested == n && st.Waiting == n
+	})
+	if before.Storm != nil {
+		t.Fatalf("Storm = %+v before any Expire, want nil", before.Storm)
+	}
+	if got := s.Expire(); got != n {
+		t.Fatalf("Expire() = %d, want %d", got, n)
+	}
+	// The long-poll lasts up to 50 s: recovering well within it shows the waits were ended.
+	st := waitFor(t, s, 40*time.Second, "all recovered and waiting", func(st sim.Stats) bool {
+		return st.Storm != nil && st.Storm.Devices == n && st.Waiting == n && st.Certified == n
+	})
+	sm := st.Storm
+	if sm.Expired != n || sm.Last.Before(sm.P99) || sm.P99.Before(sm.P50) || sm.P50.Before(sm.At) {
+		t.Errorf("Storm = %+v, want %d expired and At <= P50 <= P99 <= Last", sm, n)
+	}
+	if st.Attestations < before.Attestations+n {
+		t.Errorf("attestations %d after the storm, %d before: want one more per device", st.Attestations, before.Attestations)
+	}
+	ds, err := f.p.Admin.ListDevices(t.Context(), f.p.Tenant, client.ListOptions{Product: "DW100", Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds.Items {
+		if d.Attestation == nil || d.Attestation.At.Before(sm.At.Truncate(time.Second)) {
+			t.Errorf("device %.16s: last attestation %+v, want one after the storm at %s", d.ID, d.Attestation, sm.At)
+		}
+	}
+}

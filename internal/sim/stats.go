@@ -41,6 +41,8 @@ type Stats struct {
 	ReportsDropped int64 `json:"reports_dropped"`
 	// Targets says, per assigned target, when the devices held its verified assignment.
 	Targets map[string]TargetStats `json:"targets"`
+	// Storm is how the devices came back from the last Expire; nil before the first.
+	Storm *StormStats `json:"storm,omitempty"`
 }
 
 // TargetStats is when devices held a target's verified assignment: the first, the median,
@@ -73,6 +75,13 @@ func (s *Sim) Stats() Stats {
 	held := make(map[string][]time.Time, len(s.held))
 	for t, ts := range s.held {
 		held[t] = slices.Clone(ts)
+	}
+	if s.storm.seq.Load() > 0 {
+		st.Storm = &StormStats{At: s.storm.at.UTC(), Expired: s.storm.expired, Devices: len(s.storm.times)}
+		if n := len(s.storm.times); n > 0 {
+			// Appended in the order the devices recovered: sorted already.
+			st.Storm.P50, st.Storm.P99, st.Storm.Last = s.storm.times[percentile(n, 50)].UTC(), s.storm.times[percentile(n, 99)].UTC(), s.storm.times[n-1].UTC()
+		}
 	}
 	s.mu.Unlock()
 	for _, d := range devices {
