@@ -175,7 +175,7 @@ func New(cfg Config) (*Sim, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Sim{cfg: cfg, log: log, now: cfg.Now, held: map[string][]time.Time{}}
-	s.storm.wake, s.storm.end = context.WithCancel(context.Background()) //nolint:gosec // G118: ended by the next Expire
+	s.storm.wake, s.storm.end = context.WithCancel(context.Background())
 	var err error
 	mgmtHC := newHTTPClient(newSharedTransport(cfg.ServerCAs))
 	if s.mgmt, err = client.New(cfg.ServerURL, client.WithHTTPClient(mgmtHC), client.WithToken(cfg.Token), client.WithUserAgent(userAgent)); err != nil {

@@ -49,7 +49,7 @@ func (s *Sim) Expire() int {
 	s.storm.seq.Add(1)
 	s.storm.at, s.storm.times = s.now(), make([]time.Time, 0, len(devices))
 	old := s.storm.end
-	s.storm.wake, s.storm.end = context.WithCancel(context.Background()) //nolint:gosec // G118: ended by the next Expire
+	s.storm.wake, s.storm.end = context.WithCancel(context.Background())
 	s.mu.Unlock()
 	n := 0
 	for _, d := range devices {
