@@ -1,23 +1,35 @@
 #!/usr/bin/env bash
-# Issue 15's load benchmark with `moat sim`: update latency for N connected devices.
+# Issue 15's load benchmark with `moat sim`: update latency and the reconnect storm for N
+# connected devices, each next to the ideal measured in the same run.
 #
-#   scripts/load.sh [--devices N] [--ramp R/s] [--postgres DSN] [--keep]
+#   scripts/load.sh [--devices N] [--ramp R/s] [--postgres DSN] [--no-storm] [--profile] [--keep]
 #
 # It builds moat, starts a `moat server` (SQLite in a temporary directory, or PostgreSQL with
-# --postgres DSN: give a fresh database), sets up the platform and tenant Contoso with
-# product DW100 and app 1.0.0 deployed to DW100/Production through the CLI, runs `moat sim`
-# with N devices (default 10000) and waits until all of them wait in the update long-poll.
-# Then it deploys app 2.0.0 and times, from `moat deployment create`, how long until the
-# devices hold the new verified assignment (p50, p99 and the last, from the simulator's
-# statistics), and prints the server's and the simulator's memory (RSS) per waiting device.
+# --postgres DSN: give a fresh database) with --pprof on loopback, sets up the platform and
+# tenant Contoso with product DW100 and app 1.0.0 deployed to DW100/Production through the
+# CLI, runs `moat sim` with N devices (default 10000) and waits until all of them wait in the
+# update long-poll. Then:
 #
-# Hooks for the comparisons measured in the same run (issue 15, item 5):
-#   after_waiting    runs once every device waits: measure the director's signing rate here
-#   after_update     runs once every device holds the new assignment: the reconnect storm
-# Define them in a file and pass it as MOAT_LOAD_HOOKS=FILE; each gets the environment below
-# (MOAT_SERVER, MOAT_DEVICE_SERVER, MOAT_CONFIG_DIR, STATS, WORK, SERVER_PID, SIM_PID, N).
-# MOAT_LOAD_TIMEOUT (seconds) bounds the wait for every device to wait (default N/20 + 300);
-# MOAT_SIM_LOG_LEVEL sets the simulator's log level (its log is WORK/sim.err; --keep keeps WORK).
+#  1. memory: the server's heap and goroutine stacks in use (after a GC, from
+#     /debug/pprof/heap?debug=1) with N devices waiting, minus the same before the fleet
+#     came, per waiting device; and both processes' RSS;
+#  2. update latency: it deploys app 2.0.0 and times, from `moat deployment create`, how long
+#     until the devices hold the new verified assignment (p50, p99, last, from the
+#     simulator's statistics), next to the ideal N / the director's signing rate
+#     (BenchmarkIssueParallel in internal/director, run for N assignments right after);
+#  3. the reconnect storm (unless --no-storm): SIGUSR1 makes every device's certificate
+#     expire at once; it times until all hold a new one (p50, p99, last), next to the ideal
+#     N / the attestation rate (BenchmarkAttestParallel in internal/fleet, on the same
+#     database kind, run for N attestations right after), and counts 503 answers and
+#     devices that gave up.
+#
+# --profile saves 20 s CPU profiles of the server from the start of the deployment and of
+# the storm in WORK (cpu-update.pb.gz, cpu-storm.pb.gz; go tool pprof -top FILE) and keeps
+# WORK. Hooks, if MOAT_LOAD_HOOKS=FILE defines them, run after each step: after_waiting,
+# after_update, after_storm; each gets MOAT_SERVER, MOAT_DEVICE_SERVER, MOAT_CONFIG_DIR, STATS,
+# WORK, SERVER_PID, SIM_PID, PPROF, N. MOAT_LOAD_TIMEOUT (seconds) bounds the wait for every
+# device to wait (default N/20 + 300); MOAT_SIM_LOG_LEVEL sets the simulator's log level
+# (its log is WORK/sim.err; --keep keeps WORK).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,18 +37,23 @@ N=10000
 RAMP=500/s
 DSN=""
 KEEP=0
+STORM=1
+PROFILE=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--devices) N=$2; shift 2 ;;
 	--ramp) RAMP=$2; shift 2 ;;
 	--postgres) DSN=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
-	*) echo "usage: $0 [--devices N] [--ramp R/s] [--postgres DSN] [--keep]" >&2; exit 2 ;;
+	--no-storm) STORM=0; shift ;;
+	--profile) PROFILE=1; KEEP=1; shift ;;
+	*) echo "usage: $0 [--devices N] [--ramp R/s] [--postgres DSN] [--no-storm] [--profile] [--keep]" >&2; exit 2 ;;
 	esac
 done
 
 after_waiting() { :; }
 after_update() { :; }
+after_storm() { :; }
 if [ -n "${MOAT_LOAD_HOOKS:-}" ]; then
 	# shellcheck source=/dev/null
 	. "$MOAT_LOAD_HOOKS"
@@ -53,12 +70,32 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$WORK/moat" ./cmd/moat
+# The benchmarks that give the ideals, built before anything runs.
+go test -c -o "$WORK/director.test" ./internal/director
+go test -c -o "$WORK/fleet.test" ./internal/fleet
 moat() { "$WORK/moat" "$@"; }
 export MOAT_CONFIG_DIR="$WORK/config"
 STATS="$WORK/stats.json"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# inuse_bytes: the server's heap and goroutine stacks in use, after a GC.
+inuse_bytes() {
+	curl -sf "http://$PPROF/debug/pprof/heap?gc=1&debug=1" | awk '/^# HeapInuse = / {h=$4} /^# StackInuse = / {s=$4} END {print h + s}'
+}
+PROF_PID=""
+profile() { # profile NAME: with --profile, a 20 s CPU profile of the server into WORK/NAME.pb.gz
+	[ "$PROFILE" = 1 ] || return 0
+	curl -sf -o "$WORK/$1.pb.gz" "http://$PPROF/debug/pprof/profile?seconds=20" &
+	PROF_PID=$!
+}
+wait_profile() { [ -z "$PROF_PID" ] || wait "$PROF_PID" || true; PROF_PID=""; }
+now() { python3 -c 'import time; print(time.time())'; }
+# bench BINARY PATTERN N METRIC: run a benchmark for N iterations and print METRIC.
+bench() {
+	"$1" -test.run '^$' -test.bench "$2" -test.benchtime "$3x" 2>&1 | tee -a "$WORK/bench.out" |
+		awk -v m="$4" '/^Benchmark/ {for (i = 2; i <= NF; i++) if ($i == m) print $(i - 1)}' | tail -1
+}
 # stat FIELD: a field of the simulator's last statistics (jq-free: python).
 stat() { python3 -c "import json,sys; s=json.load(open('$STATS')); print(eval(sys.argv[1]))" "$1"; }
 wait_for() { # wait_for DESCRIPTION PYTHON-CONDITION-ON-s TIMEOUT-SECONDS
@@ -73,7 +110,8 @@ wait_for() { # wait_for DESCRIPTION PYTHON-CONDITION-ON-s TIMEOUT-SECONDS
 echo "--- moat load: $N devices, ramp $RAMP, database ${DSN:+PostgreSQL}${DSN:-SQLite}; $(nproc) CPUs"
 ADDR=127.0.0.1:$(free_port)
 DADDR=127.0.0.1:$(free_port)
-server_args=(server --data "$WORK/data" --addr "$ADDR" --device-addr "$DADDR" --log-level error)
+PPROF=127.0.0.1:$(free_port)
+server_args=(server --data "$WORK/data" --addr "$ADDR" --device-addr "$DADDR" --pprof "$PPROF" --log-level error)
 [ -n "$DSN" ] && export MOAT_DATABASE="$DSN"
 "$WORK/moat" "${server_args[@]}" >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
@@ -108,6 +146,7 @@ moat image add "$WORK/app1.img" --key "$WORK/release.key" >/dev/null
 moat image add "$WORK/app2.img" --key "$WORK/release.key" >/dev/null
 moat deployment create --device-group DW100/Production --image apps/dw100-app/1.0.0 >/dev/null
 SERVER_RSS_IDLE=$(rss_kib "$SERVER_PID")
+SERVER_INUSE_IDLE=$(inuse_bytes)
 
 # The fleet. The platform operator is also Contoso's Administrator here (it created it).
 MOAT_TOKEN=$OP_TOKEN MOAT_OPERATOR_TOKEN=$OP_TOKEN "$WORK/moat" sim --log-level "${MOAT_SIM_LOG_LEVEL:-warn}" --server "$MOAT_SERVER" --device-server "$MOAT_DEVICE_SERVER" \
@@ -119,21 +158,53 @@ wait_for "$N devices waiting" "s['waiting'] == $N" "${MOAT_LOAD_TIMEOUT:-$((N / 
 echo "all $N devices attested and waiting after $((SECONDS - start)) s (attestations $(stat "s['attestations']"), retries $(stat "s['retries']"), answered busy $(stat "s['unavailable']"), gave up $(stat "s['gave_up']"))"
 sleep 5 # let the last connections settle before measuring memory
 SERVER_RSS=$(rss_kib "$SERVER_PID")
+SERVER_INUSE=$(inuse_bytes)
 SIM_RSS=$(rss_kib "$SIM_PID")
-echo "memory: server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per waiting device over idle), simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
-export MOAT_SERVER MOAT_DEVICE_SERVER STATS WORK SERVER_PID SIM_PID N
+echo "memory: server heap+stacks in use $((SERVER_INUSE / 1048576)) MiB, $(((SERVER_INUSE - SERVER_INUSE_IDLE) / N)) bytes per waiting device over idle; server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per device over idle); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
+export MOAT_SERVER MOAT_DEVICE_SERVER STATS WORK SERVER_PID SIM_PID PPROF N
 after_waiting
 
 # Update latency: from `moat deployment create` to the devices holding the verified assignment.
-t0=$(python3 -c 'import time; print(time.time())')
+t0=$(now)
 moat deployment create --device-group DW100/Production --image apps/dw100-app/2.0.0 >/dev/null
+profile cpu-update
 wait_for "$N devices holding apps/dw100-app/2.0.0" "s['targets'].get('apps/dw100-app/2.0.0', {}).get('devices', 0) == $N" $((N / 10 + 300))
-python3 - "$STATS" "$t0" <<'PY'
+wait_for "$N devices on app 2.0.0 and waiting" "s['apps'].get('2.0.0', 0) == $N and s['waiting'] == $N" $((N / 10 + 300))
+wait_profile
+SIGN_RATE=$(bench "$WORK/director.test" '^BenchmarkIssueParallel$' "$N" assignments/s)
+python3 - "$STATS" "$t0" "$N" "$SIGN_RATE" <<'PY'
 import json, sys
 from datetime import datetime
-s = json.load(open(sys.argv[1])); t0 = float(sys.argv[2])
+s = json.load(open(sys.argv[1])); t0, n, rate = float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 t = s["targets"]["apps/dw100-app/2.0.0"]
 ts = lambda k: datetime.fromisoformat(t[k].replace("Z", "+00:00")).timestamp() - t0
+ideal = n / rate
 print(f"update latency for {t['devices']} devices: first {ts('first'):.2f} s, p50 {ts('p50'):.2f} s, p99 {ts('p99'):.2f} s, last {ts('last'):.2f} s")
+print(f"  ideal: {n} / the director's signing rate {rate:.0f}/s = {ideal:.3f} s; p50 {ts('p50') / ideal:.1f}x, p99 {ts('p99') / ideal:.1f}x the ideal")
 PY
 after_update
+
+[ "$STORM" = 1 ] || exit 0
+# The reconnect storm: every certificate expires at once; all attest again.
+before_busy=$(stat "s['unavailable']")
+kill -USR1 "$SIM_PID"
+profile cpu-storm
+wait_for "the storm to begin" "s.get('storm') is not None" 30
+wait_for "$N devices to hold a new certificate" "s['storm']['devices'] == $N" "${MOAT_LOAD_TIMEOUT:-$((N / 20 + 300))}"
+wait_profile
+if [ -n "$DSN" ]; then
+	ATTEST_RATE=$(MOAT_TEST_POSTGRES_DSN=$DSN bench "$WORK/fleet.test" '^BenchmarkAttestParallel/postgres$' "$N" attestations/s)
+else
+	ATTEST_RATE=$(bench "$WORK/fleet.test" '^BenchmarkAttestParallel/sqlite$' "$N" attestations/s)
+fi
+python3 - "$STATS" "$N" "$ATTEST_RATE" "$before_busy" <<'PY'
+import json, sys
+from datetime import datetime
+s = json.load(open(sys.argv[1])); n, rate, busy0 = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+m = s["storm"]
+ts = lambda k: datetime.fromisoformat(m[k].replace("Z", "+00:00")).timestamp() - datetime.fromisoformat(m["at"].replace("Z", "+00:00")).timestamp()
+ideal = n / rate
+print(f"reconnect storm: {m['devices']} of {m['expired']} devices hold a new certificate: p50 {ts('p50'):.2f} s, p99 {ts('p99'):.2f} s, last {ts('last'):.2f} s; answered busy (503) {s['unavailable'] - busy0} times, gave up {s['gave_up']}")
+print(f"  ideal: {n} / the attestation rate {rate:.0f}/s = {ideal:.2f} s; last {ts('last') / ideal:.1f}x the ideal")
+PY
+after_storm

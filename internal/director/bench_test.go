@@ -45,3 +45,25 @@ func BenchmarkVerify(b *testing.B) {
 	b.ReportMetric(baseNs, "baseline-ns/op")
 	b.ReportMetric(ns/baseNs, "x-baseline")
 }
+
+// BenchmarkIssueParallel is the director's signing rate: director.Issue of a two-image
+// assignment, as the server signs one per update check (internal/fleet/assignment.go),
+// on every CPU at once. scripts/load.sh runs it with -benchtime Nx for the N devices of a
+// load run: N divided by its assignments/s is the ideal update latency the run's p50 and
+// p99 are compared with (docs/performance.md, "Load").
+func BenchmarkIssueParallel(b *testing.B) {
+	key := directorKey(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		a := validAssignment()
+		for pb.Next() {
+			a.Counter++
+			if _, err := director.Issue(key, a); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "assignments/s")
+}

@@ -63,9 +63,10 @@ func Open(ctx context.Context, db, ro *sql.DB, d Dialect, migrations fs.FS, now 
 	}
 	s := &DB{db: db, ro: ro, dialect: d}
 	if d.CacheStatements && ro != db {
-		// Only the read pool: it is unbounded, so preparing on a second connection while a
-		// transaction holds one cannot wait forever. The writer pool has one connection,
-		// which the open transaction holds, so preparing there would deadlock.
+		// Only the read pool: its statements are prepared in the background, by a goroutine
+		// that holds no connection while it waits for one (stmtCache.get). The writer pool
+		// has one connection, which the open transaction holds: a transaction there prepares
+		// on its own connection (tx.local).
 		s.roStmts = newStmtCache(ro)
 	}
 	if err := s.migrate(ctx, migrations, now); err != nil {
@@ -262,9 +263,9 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 	if t.stmts == nil {
 		return nil
 	}
-	s, err := t.stmts.get(ctx, q)
-	if err != nil {
-		return nil
+	s := t.stmts.get(q)
+	if s == nil {
+		return nil // not prepared yet: this once, the query is parsed where it runs
 	}
 	return t.tx.StmtContext(ctx, s) // a transaction's statements close when it ends
 }
@@ -284,32 +285,69 @@ func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error
 }
 
 // stmtCache holds one prepared statement per query text for a pool.
+//
+// A statement missing from it is prepared by a goroutine of its own, never by the
+// transaction that asked: preparing takes a connection from the pool, and a transaction
+// already holds one, so with the pool bounded (SQLite's readers: sqlite.readConns) and every
+// connection held by a transaction waiting to prepare, nobody would ever get one (issue
+// 15's load run deadlocked that way: TestStmtCache_PrepareDoesNotWaitForAConnection). The
+// transaction runs the query unprepared meanwhile.
 type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	db        *sql.DB
+	mu        sync.Mutex
+	m         map[string]*sql.Stmt
+	preparing map[string]bool
+	closed    bool
+	wg        sync.WaitGroup
 }
 
-func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+// prepareTimeout bounds a background prepare's wait for a connection.
+const prepareTimeout = 30 * time.Second
 
-func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+func newStmtCache(db *sql.DB) *stmtCache {
+	return &stmtCache{db: db, m: map[string]*sql.Stmt{}, preparing: map[string]bool{}}
+}
+
+// get returns q's statement, or nil when it is not prepared yet; then it starts preparing
+// it, once.
+func (c *stmtCache) get(q string) *sql.Stmt {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s, ok := c.m[q]; ok {
-		return s, nil
+		return s
 	}
+	if !c.closed && !c.preparing[q] {
+		c.preparing[q] = true
+		c.wg.Go(func() { c.prepare(q) })
+	}
+	return nil
+}
+
+func (c *stmtCache) prepare(q string) {
+	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
+	defer cancel()
 	s, err := c.db.PrepareContext(ctx, q) //nolint:sqlclosecheck // cached for the pool's life; closed by stmtCache.close
-	if err != nil {
-		return nil, err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.preparing, q)
+	switch {
+	case err != nil:
+		// Left unprepared: the next get tries again.
+	case c.closed:
+		s.Close()
+	default:
+		c.m[q] = s
 	}
-	c.m[q] = s
-	return s, nil
 }
 
 func (c *stmtCache) close() error {
 	if c == nil {
 		return nil
 	}
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait() // each ends within prepareTimeout
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
