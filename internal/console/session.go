@@ -94,7 +94,7 @@ func (c *Console) wrap(rt route) http.Handler {
 		}
 		if err == nil && rt.auth == authNone {
 			var release func()
-			if release, err = c.signIns.Acquire(w.Header()); err == nil {
+			if release, err = c.signIns.Acquire(r.Context(), w.Header()); err == nil {
 				defer release()
 			}
 		}

@@ -218,7 +218,7 @@ func (a *API) authenticate(x httpapi.Exchange) (operator.Principal, error) {
 		x.W.Header().Set("WWW-Authenticate", `Bearer realm="moat cloud"`)
 		return operator.Principal{}, problem.New(problem.Unauthenticated, "unauthenticated", "send your moat API token as 'Authorization: Bearer TOKEN'")
 	}
-	release, err := a.checks.Acquire(x.W.Header())
+	release, err := a.checks.Acquire(x.R.Context(), x.W.Header())
 	if err != nil {
 		return operator.Principal{}, err
 	}

@@ -168,8 +168,9 @@ func TestAPI_RejectsOversizedAttestation(t *testing.T) {
 
 // TestAPI_CapsUnauthenticatedRequests holds mgmt.DefaultMaxUnauthenticatedRequests
 // attestations open with slow bodies (each has reached the handler: the server asked for the
-// body with 100 Continue); the next unauthenticated request is refused at once with 503,
-// Retry-After and a problem document, and once the held ones finish a new one is served.
+// body with 100 Continue); the next unauthenticated request waits in the bounded queue for
+// mgmt.UnauthenticatedQueueWait and is refused with 503, Retry-After and a problem
+// document, and once the held ones finish a new one is served.
 // Issue 10 defect 2.
 func TestAPI_CapsUnauthenticatedRequests(t *testing.T) {
 	t.Parallel()

@@ -224,7 +224,7 @@ func (p *Portal) handle(rt route) func(*req) {
 		if q.owner == nil {
 			// Strangers share a bounded number of slots: a flood of them is refused at
 			// once rather than queued.
-			release, err := p.anon.Acquire(w.Header())
+			release, err := p.anon.Acquire(r.Context(), w.Header())
 			if err != nil {
 				p.fail(w, r, http.StatusServiceUnavailable, "The portal is busy; try again in a few seconds.")
 				return

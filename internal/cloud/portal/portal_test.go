@@ -327,7 +327,7 @@ func TestPortal_AnonymousFloodIsRefused(t *testing.T) {
 	b := w.browser()
 	b.signIn(a.Email, "password of a")
 	for range w.portal.anon.Cap() {
-		if _, err := w.portal.anon.Acquire(http.Header{}); err != nil {
+		if _, err := w.portal.anon.Acquire(t.Context(), http.Header{}); err != nil {
 			t.Fatal(err)
 		}
 	}
