@@ -49,7 +49,7 @@ func (f *simFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.appPath, "app", "", "app target `PATH` the devices run at start (default: the group's current deployment)")
 	fs.StringVar(&f.crashVersion, "crash-version", "", "devices running this app `VERSION` report app_crash error reports (with --crash-percent)")
 	fs.Float64Var(&f.crashPercent, "crash-percent", 0, "the `PERCENT` of devices that crash on --crash-version")
-	fs.StringVar(&f.cloud, "cloud", "", "the tenant's cloud MQTT listener, mqtts://`HOST:PORT` ('moat cloud' prints it): each device sends it DW100 telemetry")
+	fs.StringVar(&f.cloud, "cloud", "", "`URL` of the tenant's cloud MQTT listener, mqtts://HOST:PORT ('moat cloud' prints it): each device sends it DW100 telemetry")
 	fs.StringVar(&f.cloudCAFile, "cloud-ca-cert", "", "PEM `FILE` of the CA to trust for --cloud, the cloud's ca.pem (required with --cloud)")
 	fs.DurationVar(&f.telemetryInterval, "telemetry-interval", sim.DefaultTelemetryInterval, "how often each device publishes telemetry to --cloud (1s to 1h, with jitter)")
 	fs.Float64Var(&f.failingHeaterPercent, "failing-heater-percent", 0, "the `PERCENT` of devices whose heater fails: their drying air stays cool, for the cloud's heater rule (with --cloud)")

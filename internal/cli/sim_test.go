@@ -15,7 +15,7 @@ import (
 func TestSim_Help(t *testing.T) {
 	t.Parallel()
 	r := newUser(t).want(0, "sim", "--help")
-	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--cloud HOST:PORT", "--cloud-ca-cert FILE", "--telemetry-interval", "--json", "EXAMPLES"} {
+	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--cloud URL", "--cloud-ca-cert FILE", "--telemetry-interval", "--json", "EXAMPLES"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("moat sim --help lacks %q:\n%s", want, r.stderr)
 		}
