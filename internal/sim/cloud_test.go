@@ -23,27 +23,10 @@ func TestSim_TelemetryReachesCloudAndFailingHeaterAlerts(t *testing.T) {
 	t.Parallel()
 	const n = 20
 	ctx := t.Context()
-	e := cloudenv.NewCloud(t)
-	e.Start(t, e.Config())
-	f := &fleet{p: e.P, app1: e.App}
-	gs, err := f.p.Admin.ListDeviceGroups(ctx, f.p.Tenant, f.p.Product, client.ListOptions{Name: "Production"})
-	if err != nil || len(gs.Items) != 1 {
-		t.Fatalf("ListDeviceGroups(Production) = %+v, %v", gs, err)
-	}
-	f.group = gs.Items[0].ID
-	f.deploy(t, f.app1)
-	m, err := f.p.Admin.CreateMember(ctx, f.p.Tenant, client.MemberCreate{Name: "sim-admin", Role: client.RoleAdministrator})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.admin = m.Secret
-
+	f, e := newCloudFleet(t)
 	cfg := f.config(t, n)
-	cas := x509.NewCertPool()
-	if !cas.AppendCertsFromPEM(e.CAPEM) {
-		t.Fatal("cloud CA PEM holds no certificate")
-	}
-	cfg.Cloud = &sim.CloudConfig{Broker: "mqtts://" + e.MQTTAddr, CAs: cas, Interval: time.Second, FailingHeaterPercent: 5}
+	cfg.Cloud = cloudConfig(t, e)
+	cfg.Cloud.FailingHeaterPercent = 5
 	s, err := sim.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +88,38 @@ func TestSim_TelemetryReachesCloudAndFailingHeaterAlerts(t *testing.T) {
 	waitFor(t, s, time.Minute, "all reconnected after the storm", func(st sim.Stats) bool {
 		return st.Storm != nil && st.Storm.Devices == n && st.Cloud.Connected == n && st.Cloud.Connects >= before.Connects+n
 	})
+}
+
+// newCloudFleet is a fleet (as newFleet, app 1.0.0 deployed) whose tenant runs `moat
+// cloud` with the DW100 rules of examples/dw100; the cloud trusts the tenant's device CA
+// chain.
+func newCloudFleet(t *testing.T) (*fleet, *cloudenv.Cloud) {
+	t.Helper()
+	e := cloudenv.NewCloud(t)
+	e.Start(t, e.Config())
+	f := &fleet{p: e.P, app1: e.App}
+	gs, err := f.p.Admin.ListDeviceGroups(t.Context(), f.p.Tenant, f.p.Product, client.ListOptions{Name: "Production"})
+	if err != nil || len(gs.Items) != 1 {
+		t.Fatalf("ListDeviceGroups(Production) = %+v, %v", gs, err)
+	}
+	f.group = gs.Items[0].ID
+	f.deploy(t, f.app1)
+	m, err := f.p.Admin.CreateMember(t.Context(), f.p.Tenant, client.MemberCreate{Name: "sim-admin", Role: client.RoleAdministrator})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.admin = m.Secret
+	return f, e
+}
+
+// cloudConfig sends telemetry to e's broker every second.
+func cloudConfig(t *testing.T, e *cloudenv.Cloud) *sim.CloudConfig {
+	t.Helper()
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(e.CAPEM) {
+		t.Fatal("cloud CA PEM holds no certificate")
+	}
+	return &sim.CloudConfig{Broker: "mqtts://" + e.MQTTAddr, CAs: cas, Interval: time.Second}
 }
 
 // eventually polls cond until it holds, failing the test after deadline.
