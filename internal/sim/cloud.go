@@ -11,31 +11,37 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/moat-iot/moat/internal/agent/cloudlink"
 	"github.com/moat-iot/moat/internal/telemetry"
 )
 
 // Telemetry to the tenant's cloud (`moat cloud`, Config.Cloud). Each device that holds a
-// certificate keeps one MQTT session with the broker through the agent's own cloud link
-// (internal/agent/cloudlink: MQTT 3.1.1 over TLS with the attested certificate, client ID =
-// device ID, user name = product, the topics and payloads of internal/telemetry, diagnostics
-// requests answered once), with its outbox in memory (cloudlink.Config.MemoryQueue, at most
-// cloudQueueMessages). The link reconnects with the new certificate after a renewal, and a
-// reconnect storm (Expire) ends every session at once, as the power cut it plays would: the
-// device connects again once it holds a new certificate, with a new link and an empty
-// outbox.
+// certificate keeps one MQTT session with the broker, speaking what the agent's cloud link
+// (internal/agent/cloudlink) speaks: MQTT 3.1.1 over TLS trusting only CloudConfig.CAs,
+// presenting the attested certificate, client ID = device ID, user name = product, a
+// persistent session (clean session false), keep-alive 60 s, the device's diagnostics
+// subscribed at QoS 1, telemetry and replies published at QoS 1 and kept until the broker's
+// PUBACK, the topics and payload encoders of internal/telemetry, and the link's rules for
+// requests (a request decoded strictly, answered once, "expired" past its deadline, "busy"
+// while another runs). It is not the cloud link itself: paho's client costs ten goroutines
+// and about 100 KB per session, which 10,000 devices in one process cannot spare; the
+// session here (mqtt.go) is one goroutine. The outbox is in memory, at most
+// cloudQueueMessages (the oldest telemetry goes first). A renewed certificate ends the
+// session and the device connects again with the new one; a reconnect storm (Expire) ends
+// every session at once, as the power cut it plays would.
 //
 // The device's app is a model of the DW100 (examples/dw100, internal/demo/dw100app.go): every
 // Interval (with jitter of a tenth either way) it publishes one telemetry message of its wash
 // cycle (heat, wash, rinse, drying, drying) with the water temperature, the drying
 // temperature and the rinse-agent level, which falls a little each cycle and is refilled when
-// it runs out. The devices of FailingHeaterPercent have a failing heater: their water and
-// drying air stay cool, which the product's fleet rule (heater-drying-anomaly) catches. The
-// "heater-self-test" diagnostic is answered as the DW100 app answers it, within min(its
-// seconds, Interval) instead of its seconds.
+// it runs out; it runs while the device holds a certificate. The devices of
+// FailingHeaterPercent have a failing heater: their water and drying air stay cool, which
+// the product's fleet rule (heater-drying-anomaly) catches. The "heater-self-test"
+// diagnostic is answered as the DW100 app answers it, within min(its seconds, Interval)
+// instead of its seconds.
 
 // Telemetry interval bounds and default.
 const (
@@ -45,7 +51,6 @@ const (
 	// cloudQueueMessages bounds a device's outbox: a device offline for long holds the
 	// newest readings only, and 10,000 of them a few MiB at most.
 	cloudQueueMessages = 16
-	cloudQueueBytes    = 64 << 10 // cloudlink's least
 )
 
 // CloudConfig is where the simulated devices send telemetry. Fields without "optional" are
@@ -102,35 +107,50 @@ type CloudStats struct {
 	Connected int   `json:"connected"`
 	Connects  int64 `json:"connects"`
 	// Published counts the telemetry messages the devices' apps published; TelemetrySent
-	// the messages the broker acknowledged (PUBACK: telemetry, and diagnostics replies);
-	// Dropped those dropped from a full outbox (a device offline for long).
+	// those the broker acknowledged (PUBACK); Dropped the messages dropped from a full
+	// outbox (a device offline for long).
 	Published     int64 `json:"published"`
 	TelemetrySent int64 `json:"telemetry_sent"`
 	Dropped       int64 `json:"dropped"`
-	// DiagnosticsAnswered counts the diagnostics requests the devices ran and answered.
+	// DiagnosticsAnswered counts the diagnostics requests the devices answered (a result
+	// or an error such as "busy").
 	DiagnosticsAnswered int64 `json:"diagnostics_answered"`
 	// FailingHeaters is how many devices have a failing heater.
 	FailingHeaters int `json:"failing_heaters"`
 }
 
-// cloudCounters are the Sim's cloud totals that no link holds.
+// cloudCounters are the Sim's cloud totals.
 type cloudCounters struct {
-	published, diagnostics atomic.Int64
+	published, sent, dropped, connects, diagnostics atomic.Int64
 }
 
-// cloudDevice is one device's side of the cloud: its link and its DW100.
+// cloudDevice is one device's side of the cloud: its MQTT session and its DW100.
 type cloudDevice struct {
 	d       *device
 	failing bool
 	changed atomic.Pointer[chan struct{}] // closed when the certificate changes
-	link    atomic.Pointer[cloudlink.Link]
-	// The totals of the device's links that ended (Expire makes a new one).
-	sent, connects, dropped atomic.Int64
+	live    atomic.Pointer[tls.Conn]      // the session's connection while it is up
+	renewed atomic.Bool                   // the certificate changed: the session ended for it
+
+	mu     sync.Mutex
+	conn   *tls.Conn // the session's, once up; writes hold mu
+	out    []outMessage
+	nextID uint16
+	seen   []string // the last diagnostics request IDs, answered once
+	busy   bool     // a diagnostic runs
 
 	// The DW100, owned by the telemetry timer's callback.
 	timer        *time.Timer
 	cycle, step  int
 	rinse, drift float64
+}
+
+// outMessage is a message published, or to publish, and not yet acknowledged.
+type outMessage struct {
+	id    uint16
+	reply bool
+	topic string
+	data  []byte
 }
 
 // newCloudDevice is d's cloud side, nil without Config.Cloud.
@@ -147,75 +167,68 @@ func (s *Sim) newCloudDevice(d *device) *cloudDevice {
 	return c
 }
 
-// certificateChanged tells d's cloud link that its certificate changed (attested, dropped).
+// certificateChanged tells d's cloud side that its certificate changed (attested, dropped):
+// the session with the old one ends. Closing does not wait for a write in progress.
 func (d *device) certificateChanged() {
-	if d.cloud == nil {
+	c := d.cloud
+	if c == nil {
 		return
 	}
+	c.renewed.Store(true)
+	if conn := c.live.Load(); conn != nil {
+		conn.Close() //nolint:errcheck // ending the session is all that matters
+	}
 	ch := make(chan struct{})
-	close(*d.cloud.changed.Swap(&ch))
+	close(*c.changed.Swap(&ch))
 }
 
-// certificate is the device's current certificate for the link; without one it waits for
-// one (the device is attesting).
-func (c *cloudDevice) certificate(ctx context.Context) (tls.Certificate, error) {
+// certificate is the device's current certificate; without one it waits for one (the
+// device is attesting).
+func (c *cloudDevice) certificate(ctx context.Context) (*certificate, error) {
 	for {
 		ch := *c.changed.Load()
 		if cert := c.d.cert.Load(); cert != nil {
-			return cert.tls, nil
+			return cert, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return tls.Certificate{}, fmt.Errorf("no certificate yet: %w", ctx.Err())
+			return nil, ctx.Err()
 		}
 	}
 }
 
-func (c *cloudDevice) certificateChanges() <-chan struct{} { return *c.changed.Load() }
-
 // runCloud holds the device's cloud session until ctx ends: from its first certificate on,
-// and again after each Expire.
+// again at once after a renewal, and after a capped backoff with jitter when the broker
+// cannot be reached or ends the session.
 func (d *device) runCloud(ctx context.Context) {
-	c, s := d.cloud, d.s
+	c := d.cloud
 	c.startApp(ctx)
+	fails := 0
 	for ctx.Err() == nil {
-		if _, err := c.certificate(ctx); err != nil {
-			return
-		}
-		s.mu.Lock()
-		wake := s.storm.wake
-		s.mu.Unlock()
-		lctx, cancel := context.WithCancel(ctx)
-		stop := context.AfterFunc(wake, cancel)
-		l, err := cloudlink.New(cloudlink.Config{
-			Broker: s.cfg.Cloud.Broker, CAs: s.cfg.Cloud.CAs, DeviceID: d.id, Product: s.world.product.Name,
-			Certificate: c.certificate, CertificateChanged: c.certificateChanges, Diagnose: c.diagnose, Now: s.now,
-			MemoryQueue: true, MaxQueueMessages: cloudQueueMessages, MaxQueueBytes: cloudQueueBytes, MaxDiagnostics: 1,
-		})
+		cert, err := c.certificate(ctx)
 		if err != nil {
-			// The broker and CAs were checked by Validate: a bug, not the server's doing.
-			s.log.ErrorContext(ctx, "simulated device has no cloud link", "device_id", d.id[:16], "err", err)
-			stop()
-			cancel()
 			return
 		}
-		c.link.Store(l)
-		_ = l.Run(lctx) // nil: it ends with lctx
-		stop()
-		cancel()
-		// Unpublished first, then counted: Stats may miss this link for a moment, never
-		// count it twice.
-		c.link.Store(nil)
-		ls := l.Stats()
-		c.sent.Add(ls.Sent)
-		c.connects.Add(ls.Connects)
-		c.dropped.Add(ls.Dropped)
+		c.renewed.Store(false)
+		up, err := c.session(ctx, cert)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case c.renewed.Load():
+			fails = 0
+			continue
+		case up:
+			fails = 0
+		}
+		fails++
+		d.s.log.DebugContext(ctx, "simulated device's cloud session ended", "device_id", d.id[:16], "failures", fails, "err", err)
+		sleep(ctx, backoff(fails, err))
 	}
 }
 
 // startApp starts the DW100's telemetry: a timer, not a goroutine, so that an idle device
-// costs no stack. It publishes only while the device has a link.
+// costs no stack.
 func (c *cloudDevice) startApp(ctx context.Context) {
 	iv := c.d.s.cfg.Cloud.Interval
 	c.timer = time.AfterFunc(MaxTelemetryInterval, func() { c.tick(ctx) })
@@ -227,11 +240,10 @@ func (c *cloudDevice) tick(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	if l := c.link.Load(); l != nil {
+	if c.d.cert.Load() != nil {
 		if data, err := telemetry.Encode(c.reading(c.d.s.now())); err == nil {
-			if l.Publish(ctx, cloudlink.TopicTelemetry, data) == nil {
-				c.d.s.cloud.published.Add(1)
-			}
+			c.publish(telemetry.TelemetryTopic(c.d.id), data, false)
+			c.d.s.cloud.published.Add(1)
 		}
 	}
 	iv := c.d.s.cfg.Cloud.Interval
@@ -322,33 +334,23 @@ func (c *cloudDevice) diagnose(ctx context.Context, command string, args json.Ra
 	if rise < selfTestMinRise {
 		verdict = "heater_failing"
 	}
-	c.d.s.cloud.diagnostics.Add(1)
 	return json.Marshal(map[string]any{"ok": verdict == "ok", "rise_c_per_min": round1(rise), "verdict": verdict,
 		"seconds": a.Seconds, "drying_temp_start": start, "drying_temp_end": round1(start + rise*float64(a.Seconds)/60)})
 }
 
-// cloudStats sums the devices' cloud side; nil without Config.Cloud.
+// cloudStats counts the devices' cloud side; nil without Config.Cloud.
 func (s *Sim) cloudStats(devices []*device) *CloudStats {
 	if s.cfg.Cloud == nil {
 		return nil
 	}
-	st := &CloudStats{Published: s.cloud.published.Load(), DiagnosticsAnswered: s.cloud.diagnostics.Load()}
+	st := &CloudStats{Published: s.cloud.published.Load(), TelemetrySent: s.cloud.sent.Load(), Dropped: s.cloud.dropped.Load(),
+		Connects: s.cloud.connects.Load(), DiagnosticsAnswered: s.cloud.diagnostics.Load()}
 	for _, d := range devices {
-		c := d.cloud
-		if c.failing {
+		if d.cloud.failing {
 			st.FailingHeaters++
 		}
-		st.TelemetrySent += c.sent.Load()
-		st.Connects += c.connects.Load()
-		st.Dropped += c.dropped.Load()
-		if l := c.link.Load(); l != nil {
-			ls := l.Stats()
-			st.TelemetrySent += ls.Sent
-			st.Connects += ls.Connects
-			st.Dropped += ls.Dropped
-			if ls.Connected {
-				st.Connected++
-			}
+		if d.cloud.live.Load() != nil {
+			st.Connected++
 		}
 	}
 	return st

@@ -102,13 +102,8 @@ type Config struct {
 	DeviceID string
 	// Product is the device's product: the MQTT user name.
 	Product string
-	// QueueDir holds the outbox; not used, and may be empty, with MemoryQueue.
+	// QueueDir holds the outbox.
 	QueueDir string
-	// MemoryQueue, optional, keeps the outbox in memory (memqueue.go) instead of in
-	// QueueDir: what is queued is lost when the process ends. For the simulator (`moat
-	// sim`, thousands of links in one process), never a device: it gives up the durability
-	// of ATTACKS row 35.
-	MemoryQueue bool
 	// Now is the device's clock (payload times, request deadlines, TLS validity).
 	Now func() time.Time
 	// Diagnose runs a diagnostic in the app (periph.Server.Diagnose) and returns its result.
@@ -155,7 +150,7 @@ func (c Config) Validate() error {
 	if c.Product == "" {
 		errs = append(errs, errors.New("product: required (the MQTT user name)"))
 	}
-	if c.QueueDir == "" && !c.MemoryQueue {
+	if c.QueueDir == "" {
 		errs = append(errs, errors.New("queue_dir: required"))
 	}
 	if c.Now == nil {
@@ -196,7 +191,6 @@ type Stats struct {
 	Sent      int64 // messages the broker acknowledged
 	Dropped   int64 // messages dropped because the queue was full
 	Connects  int64 // sessions established
-	Connected bool  // a session is established now
 	Refused   int64 // app messages refused
 	Diagnoses int64 // diagnostics run
 }
@@ -206,7 +200,7 @@ type Link struct {
 	cfg    Config
 	broker *url.URL
 	log    *slog.Logger
-	q      outbox
+	q      *queue
 	kick   chan struct{} // a message was queued
 	certK  chan struct{} // the certificate may have changed
 	diagWG sync.WaitGroup
@@ -214,7 +208,6 @@ type Link struct {
 	pace   *rate.Limiter // publishes, within the cloud's per-device limit
 
 	sent, dropped, connects, refused, diagnoses atomic.Int64
-	connected                                   atomic.Bool
 }
 
 // New validates cfg and opens the queue.
@@ -238,17 +231,13 @@ func New(cfg Config) (*Link, error) {
 	u, _ := brokerAddr(cfg.Broker)
 	l := &Link{cfg: cfg, broker: u, log: log, kick: make(chan struct{}, 1), certK: make(chan struct{}, 1),
 		pace: rate.NewLimiter(rate.Limit(cfg.PublishRate), cfg.PublishBurst)}
-	if cfg.MemoryQueue {
-		l.q = newMemQueue(cfg.MaxQueueBytes, cfg.MaxQueueMessages, func(string) { l.dropped.Add(1) })
-	} else {
-		q, err := openQueue(cfg.QueueDir, cfg.MaxQueueBytes, cfg.MaxQueueMessages, log, func(kind string) {
-			l.dropped.Add(1)
-		})
-		if err != nil {
-			return nil, err
-		}
-		l.q = q
+	q, err := openQueue(cfg.QueueDir, cfg.MaxQueueBytes, cfg.MaxQueueMessages, log, func(kind string) {
+		l.dropped.Add(1)
+	})
+	if err != nil {
+		return nil, err
 	}
+	l.q = q
 	l.diag = newDiagnostics(cfg.MaxDiagnostics)
 	return l, nil
 }
@@ -265,7 +254,7 @@ func cmp0[T comparable](v, def T) T {
 func (l *Link) Stats() Stats {
 	n, b := l.q.size()
 	return Stats{Queued: n, Bytes: b, Sent: l.sent.Load(), Dropped: l.dropped.Load(), Connects: l.connects.Load(),
-		Connected: l.connected.Load(), Refused: l.refused.Load(), Diagnoses: l.diagnoses.Load()}
+		Refused: l.refused.Load(), Diagnoses: l.diagnoses.Load()}
 }
 
 // Kick tells the link its certificate may have changed (a new attestation session).

@@ -88,10 +88,8 @@ func (l *Link) session(ctx context.Context) error {
 		return fmt.Errorf("connect to %s: %w", l.broker.Host, err)
 	}
 	l.connects.Add(1)
-	l.connected.Store(true)
 	l.log.InfoContext(ctx, "cloud link connected", "broker", l.broker.Host, "serial", fmt.Sprintf("%x", id.serial), "not_after", id.notAfter)
 	err = l.serve(ctx, c, id, lost)
-	l.connected.Store(false)
 	if !errors.Is(err, errLost) {
 		c.Disconnect(250)
 	}
