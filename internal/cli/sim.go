@@ -89,7 +89,7 @@ p99 give the update latency of a deployment). --crash-version and --crash-percen
 share of the devices that install that app version report app_crash, for staged rollouts.
 
 With --cloud, each device that holds a certificate also keeps an MQTT session with the
-tenant's cloud ('moat cloud') as the agent's cloud link does (mutual TLS with its attested
+tenant's cloud ('moat cloud') on the agent's cloud protocol (mutual TLS with its attested
 certificate, client ID = device ID, user name = product; reconnected after each renewal
 and after SIGUSR1's storm) and runs a model of the DW100 app: every --telemetry-interval it
 publishes one step of its wash cycle (water and drying temperatures, rinse-agent level)
