@@ -131,6 +131,7 @@ type cloudDevice struct {
 	changed atomic.Pointer[chan struct{}] // closed when the certificate changes
 	live    atomic.Pointer[tls.Conn]      // the session's connection while it is up
 	renewed atomic.Bool                   // the certificate changed: the session ended for it
+	up      atomic.Bool                   // the broker accepted the session, which lasts
 
 	mu     sync.Mutex
 	conn   *tls.Conn // the session's, once up; writes hold mu
@@ -349,7 +350,7 @@ func (s *Sim) cloudStats(devices []*device) *CloudStats {
 		if d.cloud.failing {
 			st.FailingHeaters++
 		}
-		if d.cloud.live.Load() != nil {
+		if d.cloud.up.Load() {
 			st.Connected++
 		}
 	}

@@ -57,8 +57,8 @@ func (c *cloudDevice) session(ctx context.Context, cert *certificate) (up bool, 
 		return false, fmt.Errorf("connect to %s: %w", u.Host, err)
 	}
 	conn := nc.(*tls.Conn)
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer conn.Close()                                          //nolint:errcheck // the session is over either way
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() }) // ends a read or write in progress
 	defer stop()
 	c.live.Store(conn)
 	defer c.live.Store(nil)
@@ -101,7 +101,9 @@ func (c *cloudDevice) session(ctx context.Context, cert *certificate) (up bool, 
 	}
 	c.mu.Unlock()
 	s.cloud.connects.Add(1)
+	c.up.Store(true)
 	defer func() {
+		c.up.Store(false)
 		c.mu.Lock()
 		c.conn = nil
 		c.mu.Unlock()
