@@ -25,10 +25,10 @@ import (
 type simFlags struct {
 	server, deviceServer, token, opToken, tenant, product, group string
 	caFile, rootFile, ramp, osPath, appPath, crashVersion        string
-	statsFile, logLevel                                          string
+	statsFile, logLevel, cloud, cloudCAFile                      string
 	devices                                                      int
-	crashPercent                                                 float64
-	duration                                                     time.Duration
+	crashPercent, failingHeaterPercent                           float64
+	duration, telemetryInterval                                  time.Duration
 	jsonOut                                                      bool
 }
 
@@ -49,6 +49,10 @@ func (f *simFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.appPath, "app", "", "app target `PATH` the devices run at start (default: the group's current deployment)")
 	fs.StringVar(&f.crashVersion, "crash-version", "", "devices running this app `VERSION` report app_crash error reports (with --crash-percent)")
 	fs.Float64Var(&f.crashPercent, "crash-percent", 0, "the `PERCENT` of devices that crash on --crash-version")
+	fs.StringVar(&f.cloud, "cloud", "", "`URL` of the tenant's cloud MQTT listener, mqtts://HOST:PORT ('moat cloud' prints it): each device sends it DW100 telemetry")
+	fs.StringVar(&f.cloudCAFile, "cloud-ca-cert", "", "PEM `FILE` of the CA to trust for --cloud, the cloud's ca.pem (required with --cloud)")
+	fs.DurationVar(&f.telemetryInterval, "telemetry-interval", sim.DefaultTelemetryInterval, "how often each device publishes telemetry to --cloud (1s to 1h, with jitter)")
+	fs.Float64Var(&f.failingHeaterPercent, "failing-heater-percent", 0, "the `PERCENT` of devices whose heater fails: their drying air stays cool, for the cloud's heater rule (with --cloud)")
 	fs.StringVar(&f.statsFile, "stats-file", "", "rewrite `FILE` with the statistics as JSON every second (for scripts)")
 	fs.StringVar(&f.logLevel, "log-level", "warn", "log level on standard error: debug, info, warn or error")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the summary as JSON")
@@ -83,11 +87,20 @@ which app versions they run; at the end (--duration, or Ctrl-C) a summary follow
 for JSON, with per-target times at which devices held their verified assignment: p50 and
 p99 give the update latency of a deployment). --crash-version and --crash-percent make a
 share of the devices that install that app version report app_crash, for staged rollouts.
+
+With --cloud, each device that holds a certificate also keeps an MQTT session with the
+tenant's cloud ('moat cloud') on the agent's cloud protocol (mutual TLS with its attested
+certificate, client ID = device ID, user name = product; reconnected after each renewal
+and after SIGUSR1's storm) and runs a model of the DW100 app: every --telemetry-interval it
+publishes one step of its wash cycle (water and drying temperatures, rinse-agent level)
+and answers the cloud's heater-self-test. --failing-heater-percent gives that share of the
+devices a failing heater, which the product's heater-drying-anomaly rule catches.
 docs/sim.md has the figures of memory per device and the load script.
 
 EXAMPLES
   MOAT_OPERATOR_TOKEN="$(cat operator.token)" moat sim --server https://127.0.0.1:8443 --device-server https://127.0.0.1:8444 --ca-cert ./moat-data/tls/ca.pem --token - --product DW100 --group Production --devices 10000 < admin.token
-  moat sim ... --devices 1000 --crash-version 2.0.0 --crash-percent 5 --duration 10m --json`,
+  moat sim ... --devices 1000 --crash-version 2.0.0 --crash-percent 5 --duration 10m --json
+  moat sim ... --devices 1000 --cloud mqtts://127.0.0.1:8883 --cloud-ca-cert ./cloud-data/tls/ca.pem --telemetry-interval 60s --failing-heater-percent 1`,
 		FlagSet: fs,
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -148,16 +161,42 @@ func (f *simFlags) config(env *Env) (sim.Config, error) {
 			return sim.Config{}, fmt.Errorf("read --root: %w", err)
 		}
 	}
+	cloud, err := f.cloudConfig()
+	if err != nil {
+		return sim.Config{}, err
+	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(f.logLevel)) // checked above
 	cfg := sim.Config{ServerURL: strings.TrimRight(f.server, "/"), DeviceURL: strings.TrimRight(f.deviceServer, "/"), ServerCAs: pool,
 		Token: token, OperatorToken: opToken, Tenant: f.tenant, Product: f.product, Group: f.group, Devices: f.devices, Ramp: ramp,
-		OS: f.osPath, App: f.appPath, Root: root, CrashVersion: f.crashVersion, CrashPercent: f.crashPercent,
+		OS: f.osPath, App: f.appPath, Root: root, CrashVersion: f.crashVersion, CrashPercent: f.crashPercent, Cloud: cloud,
 		Logger: slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))}
 	if err := cfg.Validate(); err != nil {
 		return sim.Config{}, usageError{err.Error()}
 	}
 	return cfg, nil
+}
+
+// cloudConfig is --cloud's configuration, nil without it.
+func (f *simFlags) cloudConfig() (*sim.CloudConfig, error) {
+	if f.cloud == "" {
+		if f.cloudCAFile != "" || f.failingHeaterPercent != 0 {
+			return nil, usagef("--cloud-ca-cert and --failing-heater-percent need --cloud")
+		}
+		return nil, nil
+	}
+	if f.cloudCAFile == "" {
+		return nil, usagef("--cloud needs --cloud-ca-cert FILE (the cloud's CA certificate)")
+	}
+	b, err := os.ReadFile(f.cloudCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --cloud-ca-cert: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, usagef("--cloud-ca-cert %s holds no PEM certificate", f.cloudCAFile)
+	}
+	return &sim.CloudConfig{Broker: f.cloud, CAs: pool, Interval: f.telemetryInterval, FailingHeaterPercent: f.failingHeaterPercent}, nil
 }
 
 // secretFlag is a token flag's value: given, "-" for standard input, or the variable.
@@ -301,6 +340,10 @@ func printSummary(env *Env, f simFlags, st sim.Stats) error {
 			fmt.Fprintf(env.Stdout, ", p50 after %s, p99 after %s, last after %s", sm.P50.Sub(sm.At).Round(time.Millisecond), sm.P99.Sub(sm.At).Round(time.Millisecond), sm.Last.Sub(sm.At).Round(time.Millisecond))
 		}
 		fmt.Fprintln(env.Stdout)
+	}
+	if c := st.Cloud; c != nil {
+		fmt.Fprintf(env.Stdout, "cloud: %d devices connected, %d sessions established, %d telemetry messages published, %d acknowledged by the broker, %d dropped, %d diagnostics answered, %d failing heaters\n",
+			c.Connected, c.Connects, c.Published, c.TelemetrySent, c.Dropped, c.DiagnosticsAnswered, c.FailingHeaters)
 	}
 	return nil
 }

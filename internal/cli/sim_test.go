@@ -15,7 +15,7 @@ import (
 func TestSim_Help(t *testing.T) {
 	t.Parallel()
 	r := newUser(t).want(0, "sim", "--help")
-	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--json", "EXAMPLES"} {
+	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--cloud URL", "--cloud-ca-cert FILE", "--telemetry-interval", "--json", "EXAMPLES"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("moat sim --help lacks %q:\n%s", want, r.stderr)
 		}
@@ -39,6 +39,9 @@ func TestSim_RejectsBadFlags(t *testing.T) {
 		"two stdin tokens": {"sim", "--server", "https://127.0.0.1:1", "--device-server", "https://127.0.0.1:2", "--product", "DW100", "--group", "Production", "--token", "-", "--operator-token", "-"},
 		"argument":         append(base, "extra"),
 		"log level":        append(base, "--log-level", "loud"),
+		"cloud without ca": append(base, "--cloud", "mqtts://127.0.0.1:8883"),
+		"cloud ca alone":   append(base, "--cloud-ca-cert", "ca.pem"),
+		"heater alone":     append(base, "--failing-heater-percent", "5"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

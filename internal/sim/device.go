@@ -50,7 +50,8 @@ type device struct {
 	index int
 	key   *ecdsa.PrivateKey
 	id    string
-	crash bool // reports app_crash while it runs Config.CrashVersion
+	crash bool         // reports app_crash while it runs Config.CrashVersion
+	cloud *cloudDevice // nil without Config.Cloud
 
 	phase    atomic.Int32
 	attested atomic.Bool
@@ -88,6 +89,7 @@ type certificate struct {
 func (s *Sim) newDevice(index int, k *ecdsa.PrivateKey) *device {
 	d := &device{s: s, index: index, key: k, id: string(identity.IDFromPublicKey(&k.PublicKey)), held: map[string]string{}}
 	d.crash = crashes(d.id, s.cfg.CrashPercent)
+	d.cloud = s.newCloudDevice(d)
 	d.os.Store(s.world.os)
 	d.app.Store(s.world.app)
 	d.tr = newDeviceTransport(s.cfg.ServerCAs, d.clientCertificate)
@@ -188,6 +190,7 @@ func (d *device) step(ctx context.Context, since *string, check *bool) error {
 func (d *device) dropCertificate() {
 	d.cert.Store(nil)
 	d.tr.CloseIdleConnections()
+	d.certificateChanged()
 }
 
 // attest gets a nonce, signs evidence of what the device runs and keeps the certificate
@@ -226,6 +229,7 @@ func (d *device) attest(ctx context.Context) error {
 	}
 	d.cert.Store(c)
 	d.tr.CloseIdleConnections() // new connections present the new certificate
+	d.certificateChanged()
 	d.attested.Store(true)
 	d.s.attestations.Add(1)
 	d.recovered()

@@ -32,6 +32,40 @@ func TestSim_MemoryPerDevice(t *testing.T) {
 	}
 }
 
+// TestSim_MemoryPerDeviceWithCloud is TestSim_MemoryPerDevice with a cloud: each waiting
+// device also holds its MQTT session and publishes telemetry. The broker and the cloud run
+// in the process too, so the figure covers both ends of both connections.
+func TestSim_MemoryPerDeviceWithCloud(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	f, e := newCloudFleet(t)
+	cfg := f.config(t, n)
+	cfg.Cloud = cloudConfig(t, e)
+	cfg.Cloud.Interval = 10 * time.Second
+	s, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, goBefore, stackBefore := heap(), runtime.NumGoroutine(), stacks()
+	start(t, s)
+	waitFor(t, s, 5*time.Minute, "all waiting and connected to the cloud", func(st sim.Stats) bool {
+		return st.Waiting == n && st.Cloud.Connected == n && st.Cloud.TelemetrySent >= n
+	})
+	after, goAfter, stackAfter := heap(), runtime.NumGoroutine(), stacks()
+	perDevice := (int64(after) - int64(before)) / n
+	t.Logf("%d waiting devices with a cloud: %d bytes of heap, %d of goroutine stacks and %.1f goroutines per device (simulator, server, broker and cloud together)",
+		n, perDevice, (int64(stackAfter)-int64(stackBefore))/n, float64(goAfter-goBefore)/n)
+	if perDevice > 1<<20 {
+		t.Errorf("%d bytes of heap per waiting device, want well under 1 MiB", perDevice)
+	}
+}
+
+func stacks() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.StackInuse
+}
+
 func heap() uint64 {
 	runtime.GC()
 	var m runtime.MemStats

@@ -83,6 +83,9 @@ type Config struct {
 	// version CrashVersion report an app_crash error report (the staged-rollout demo).
 	CrashVersion string
 	CrashPercent float64
+	// Cloud, optional, is the tenant's cloud (`moat cloud`) the devices send telemetry to
+	// (cloud.go); nil: none.
+	Cloud *CloudConfig
 	// WorkDir, optional, holds the shared verified TUF metadata (one directory for all the
 	// devices); by default a temporary directory removed when Run returns.
 	WorkDir string
@@ -128,6 +131,9 @@ func (c Config) Validate() error {
 	if (c.CrashVersion == "") != (c.CrashPercent == 0) {
 		errs = append(errs, errors.New("crash_version and crash_percent: give both or neither"))
 	}
+	if c.Cloud != nil {
+		errs = append(errs, c.Cloud.validate()...)
+	}
 	return errors.Join(errs...)
 }
 
@@ -151,6 +157,7 @@ type Sim struct {
 	storm   storm
 
 	counters
+	cloud cloudCounters
 }
 
 // counters are the totals Stats reports.
@@ -170,6 +177,7 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Cloud = cfg.Cloud.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -223,7 +231,12 @@ func (s *Sim) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if err := s.populate(ctx, func(d *device) { wg.Go(func() { d.run(ctx) }) }); err != nil {
+	if err := s.populate(ctx, func(d *device) {
+		wg.Go(func() { d.run(ctx) })
+		if d.cloud != nil {
+			wg.Go(func() { d.runCloud(ctx) })
+		}
+	}); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -43,6 +43,8 @@ type Stats struct {
 	Targets map[string]TargetStats `json:"targets"`
 	// Storm is how the devices came back from the last Expire; nil before the first.
 	Storm *StormStats `json:"storm,omitempty"`
+	// Cloud is what the devices did with the cloud; nil without Config.Cloud.
+	Cloud *CloudStats `json:"cloud,omitempty"`
 }
 
 // TargetStats is when devices held a target's verified assignment: the first, the median,
@@ -107,6 +109,7 @@ func (s *Sim) Stats() Stats {
 		st.Apps[version(d.app.Load())]++
 		st.OSes[version(d.os.Load())]++
 	}
+	st.Cloud = s.cloudStats(devices)
 	for t, ts := range held {
 		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
 		st.Targets[t] = TargetStats{Devices: len(ts), First: ts[0].UTC(), P50: ts[percentile(len(ts), 50)].UTC(),
@@ -144,6 +147,9 @@ func (st Stats) Line() string {
 			sep = ", "
 		}
 		fmt.Fprintf(&b, "%s%s: %d", sep, v, st.Apps[v])
+	}
+	if c := st.Cloud; c != nil {
+		fmt.Fprintf(&b, "; cloud %d connected, %d messages sent, %d diagnostics answered", c.Connected, c.TelemetrySent, c.DiagnosticsAnswered)
 	}
 	return b.String()
 }
