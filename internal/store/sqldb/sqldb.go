@@ -326,7 +326,7 @@ func (c *stmtCache) get(q string) *sql.Stmt {
 func (c *stmtCache) prepare(q string) {
 	ctx, cancel := context.WithTimeout(context.Background(), prepareTimeout)
 	defer cancel()
-	s, err := c.db.PrepareContext(ctx, q) //nolint:sqlclosecheck // cached for the pool's life; closed by stmtCache.close
+	s, err := c.db.PrepareContext(ctx, q) // cached for the pool's life; closed by stmtCache.close
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.preparing, q)
@@ -334,7 +334,7 @@ func (c *stmtCache) prepare(q string) {
 	case err != nil:
 		// Left unprepared: the next get tries again.
 	case c.closed:
-		s.Close()
+		_ = s.Close() //nolint:sqlclosecheck // the cache closed while it was prepared: nobody will use it
 	default:
 		c.m[q] = s
 	}
