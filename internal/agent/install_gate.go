@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/internal/agent/update"
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/image"
 	"github.com/moat-iot/moat/internal/updstate"
 )
@@ -109,7 +110,7 @@ func (d *deferral) save(st deferralState) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(d.dir, deferralFile, b); err != nil {
+	if err := atomicfile.Write(d.dir, deferralFile, b); err != nil {
 		return err
 	}
 	d.st = st
@@ -237,39 +238,4 @@ func (a *Agent) clearDeferred(kind image.Kind) {
 	a.mu.Lock()
 	delete(a.lastDeferred, kind)
 	a.mu.Unlock()
-}
-
-// writeFileAtomic replaces dir/name with data so that a crash leaves either the old or the
-// new content: a temporary file written and synced, renamed over name, dir synced.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -99,6 +99,7 @@ import (
 	"time"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/attest"
 	"github.com/moat-iot/moat/internal/identity"
 )
@@ -331,7 +332,7 @@ func (c *Client) run(ctx context.Context, f *flight) {
 	refused := errors.Is(err, ErrRefused)
 	switch {
 	case err == nil:
-		if werr := writeAtomic(c.cfg.StateDir, CertificateFile, pemChain); werr != nil {
+		if werr := atomicfile.Write(c.cfg.StateDir, CertificateFile, pemChain); werr != nil {
 			// The service issued it: use it from memory rather than go without.
 			c.log.ErrorContext(ctx, "certificate not saved; using it from memory", "device_id", c.id, "err", werr)
 			if rerr := removeFile(c.cfg.StateDir, CertificateFile); rerr != nil {
@@ -470,40 +471,6 @@ func (c *Client) accept(chainPEM []byte, now time.Time) (*current, []byte, error
 	}, out.Bytes(), nil
 }
 
-// writeAtomic replaces dir/name with data (mode 0600) so that a crash leaves the old or the
-// new content: a temporary file is written and synced, renamed over name, and dir is synced.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(f.Name())
-		}
-	}()
-	err = f.Chmod(0o600) // CreateTemp's mode already; explicit, independent of umask
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err == nil {
-		err = syncDir(dir)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return nil
-}
-
 // removeFile removes dir/name durably; a missing file is not an error.
 func removeFile(dir, name string) error {
 	err := os.Remove(filepath.Join(dir, name))
@@ -511,19 +478,10 @@ func removeFile(dir, name string) error {
 		return nil
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = atomicfile.SyncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

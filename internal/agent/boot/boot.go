@@ -41,6 +41,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/image"
 )
 
@@ -282,7 +283,7 @@ func (s *Slots) install(ctx context.Context, rec *Record, kind image.Kind, targe
 	if err := s.copyPackage(pkgFile, dir, in.SHA256); err != nil {
 		return err
 	}
-	if err := writeAtomic(dir, bundleName, bundleJSON, s.op); err != nil {
+	if err := atomicfile.WriteHooked(dir, bundleName, bundleJSON, s.op); err != nil {
 		return err
 	}
 	if err := s.unpack(ctx, dir); err != nil {
@@ -294,10 +295,10 @@ func (s *Slots) install(ctx context.Context, rec *Record, kind image.Kind, targe
 	if err := syncTree(filepath.Join(dir, rootName)); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return err
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return err
 	}
 	v, err := Verify(s.cfg.Root, dir, kind, in, s.cfg.MaxPayloadBytes)

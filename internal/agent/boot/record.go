@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/image"
 )
 
@@ -288,63 +289,5 @@ func writeRecord(dir string, r Record, op func(string) error) error {
 	if err != nil {
 		return fmt.Errorf("write boot record: %w", err)
 	}
-	return writeAtomic(dir, recordFile, append(b, '\n'), op)
-}
-
-// writeAtomic replaces dir/name with data so that a crash leaves either the old or the new
-// content: a temporary file is written and synced, renamed over name, and dir is synced.
-// op, when not nil, is called before each of those steps (the crash tests' fault hook).
-func writeAtomic(dir, name string, data []byte, op func(string) error) (err error) {
-	if op == nil {
-		op = func(string) error { return nil }
-	}
-	if err := op("create " + name); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if err = op("write " + name); err == nil {
-		if _, err = f.Write(data); err == nil {
-			err = f.Sync()
-		}
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = op("rename " + name); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := op("sync dir of " + name); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir fsyncs a directory, so that a rename or a new entry in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.WriteHooked(dir, recordFile, append(b, '\n'), op)
 }

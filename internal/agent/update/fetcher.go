@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -85,7 +86,7 @@ func saveRoot(dir string, version int64, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("keep root version %d: %w", version, err)
 	}
-	return writeAtomic(dir, rootName(version), data)
+	return atomicfile.Write(dir, rootName(version), data)
 }
 
 func rootName(version int64) string {

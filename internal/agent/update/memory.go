@@ -5,6 +5,7 @@ import (
 	"maps"
 	"sync"
 
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/director"
 )
 
@@ -86,5 +87,5 @@ func (c *Client) writeHeld(assignment []byte) error {
 		m.held = bytes.Clone(assignment)
 		return nil
 	}
-	return writeAtomic(c.cfg.StateDir, heldFile, assignment)
+	return atomicfile.Write(c.cfg.StateDir, heldFile, assignment)
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/moat-iot/moat/internal/atomicfile"
 	"github.com/moat-iot/moat/internal/director"
 )
 
@@ -40,7 +41,7 @@ func readCounter(dir string) (uint64, error) {
 }
 
 func writeCounter(dir string, n uint64) error {
-	return writeAtomic(dir, counterFile, []byte(strconv.FormatUint(n, 10)+"\n"))
+	return atomicfile.Write(dir, counterFile, []byte(strconv.FormatUint(n, 10)+"\n"))
 }
 
 // readHeld returns the last accepted assignment as it was served, nil if none was (or it
@@ -96,43 +97,5 @@ func writeFloors(dir string, floors map[string]uint32) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(dir, floorsFile, append(b, '\n'))
-}
-
-// writeAtomic replaces dir/name with data so that a crash leaves either the old or the new
-// content: a temporary file is written and synced, renamed over name, and dir is synced.
-func writeAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err = os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Write(dir, floorsFile, append(b, '\n'))
 }
