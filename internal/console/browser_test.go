@@ -208,9 +208,15 @@ func TestBrowser_Console(t *testing.T) {
 		t.Errorf("device state after Block = %q, want blocked", state)
 	}
 	b.do("unblock", chromedp.Click(chromedp.ID("unblock")), chromedp.WaitVisible(chromedp.ID("block")))
+	// #device-group is on the page before the move too: mark this page, and wait for the
+	// page the move answers with (one without the mark) before reading it.
+	if !run(b, "mark the page before the move", chromedp.Evaluate[bool](`(document.body.dataset.beforeMove = "1") === "1" && document.querySelector("body[data-before-move]") !== null`)) {
+		t.Fatal("the page before the move could not be marked")
+	}
 	b.do("move",
 		chromedp.SetValue(chromedp.ID("group"), "DW100/Field Test"),
 		chromedp.Click(chromedp.ID("move")),
+		chromedp.WaitVisible(chromedp.CSS("body:not([data-before-move])")),
 		chromedp.WaitVisible(chromedp.ID("device-group")),
 	)
 	if group := run(b, "read group", chromedp.Text(chromedp.ID("device-group"))); group != "DW100/Field Test" {
