@@ -120,6 +120,10 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			return Issued{}, a.refusal
 		}
 		err := s.commits.do(ctx, t, a.run)
+		// The device's row may have changed (whatever the outcome: a commit that succeeded
+		// under an error still counts): its cached copies end, here and elsewhere, before
+		// the device hears the answer (devcache.go).
+		s.deviceChanged(id)
 		if errors.Is(err, store.ErrStale) {
 			// Another replica's write to the device came between this write's read and
 			// its update; the batch went on without it, its nonce unspent: work it out again.

@@ -20,9 +20,11 @@ import (
 // Authenticate identifies the device behind a TLS connection by its client certificate:
 // the certificate must chain through a CA of the tenant it names, trusted now, to the
 // platform root; the server must have recorded it as issued to that device; and the
-// device must still be claimed by that tenant and not blocked (checked on every request,
-// so blocking takes effect at once). Every failure is ErrUnauthenticated, wrapped with the
-// reason for the log.
+// device must still be claimed by that tenant and not blocked. The device's row is read
+// from the store, or from the device cache (devcache.go) while no change to the device or
+// its tenant has been heard of since it was read, so blocking takes effect at once on this
+// replica and, through their change events, on the others. Every failure is
+// ErrUnauthenticated, wrapped with the reason for the log.
 func (s *Service) Authenticate(ctx context.Context, cs *tls.ConnectionState) (device.Device, error) {
 	dev, err := s.authenticate(ctx, cs)
 	if err != nil && errors.Is(err, ErrUnauthenticated) {
@@ -44,6 +46,14 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		}
 	}
 	serial := leaf.SerialNumber.Text(16)
+	now := s.cfg.Now()
+	if dev, ok := s.devices.get(tenant.ID(tid), device.ID(did), serial, now); ok {
+		// The row as read for an earlier request with this certificate, current then, and
+		// no change to the device, its tenant or every tenant since (devcache.go).
+		s.seen(ctx, dev)
+		return dev, nil
+	}
+	epoch := s.cache.epoch() // before the row is read: a change meanwhile keeps it out of the cache
 	var dev device.Device
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(tenant.ID(tid))
@@ -80,7 +90,8 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 	case cur == nil:
 		return device.Device{}, fmt.Errorf("%w: device %s: its latest attestation was refused", ErrUnauthenticated, did)
 	case cur.Serial == serial:
-	case !connStart(ctx, s.cfg.Now()).After(cur.IssuedAt.Add(SupersedeGrace)):
+		s.devices.put(dev, epoch, now)
+	case !connStart(ctx, now).After(cur.IssuedAt.Add(SupersedeGrace)):
 		// A connection the device opened before it renewed (or just after, racing the
 		// renewal) still carries the previous certificate: the same device.
 	default:
@@ -118,7 +129,7 @@ func (s *Service) verifyLeaf(ctx context.Context, leaf *x509.Certificate, presen
 // recentlyVerified returns the tenant and device of a leaf whose very bytes verifyChain
 // verified against the tenant's trust that is still the cached one now: the same bytes
 // parse and verify the same way, so an update check does neither again (issue 15). The
-// device's state is still read on every request.
+// device's state is checked on every request (devcache.go).
 func (s *Service) recentlyVerified(leaf *x509.Certificate) (string, string, bool) {
 	now := s.cfg.Now()
 	key := sha256.Sum256(leaf.Raw)
@@ -231,7 +242,7 @@ const maxVerified = 1 << 17
 // (deviceca.VerifyDevice), remembering the result for the same certificate bytes until the
 // tenant's trust is reloaded (trustTTL) or the certificate expires: two ECDSA verifications
 // per request are most of an update check's cost otherwise. Device state (blocked, claimed,
-// certificate on record) is still read on every request.
+// certificate on record) is still checked on every request.
 func (s *Service) verifyChain(leaf *x509.Certificate, tr *tenantTrust, root *x509.Certificate) (string, string, error) {
 	now := s.cfg.Now()
 	key := sha256.Sum256(leaf.Raw)

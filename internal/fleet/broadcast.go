@@ -1,6 +1,9 @@
 package fleet
 
-import "github.com/moat-iot/moat/internal/tenant"
+import (
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/tenant"
+)
 
 // Replicas: Notify wakes this replica's waiting devices and tells Config.Broadcast, which
 // carries the change to the other replicas; there it arrives as WakeLocal (or, when
@@ -19,5 +22,22 @@ func (s *Service) WakeAllLocal() { s.cache.changedAll(); s.waits.NotifyAll() }
 func (s *Service) broadcast(t tenant.ID) {
 	if s.cfg.Broadcast != nil {
 		s.cfg.Broadcast(t)
+	}
+}
+
+// DeviceChangedLocal ends this replica's cached copies of the device's row and assignment
+// (devcache.go, cache.go): another replica changed the device (an attestation).
+func (s *Service) DeviceChangedLocal(id device.ID) { s.cache.changedDevice(id) }
+
+// DevicesChangedAllLocal ends every cached device row and assignment here: device changes
+// made through other replicas may have been missed. It wakes no waiting device.
+func (s *Service) DevicesChangedAllLocal() { s.cache.changedAll() }
+
+// deviceChanged ends the cached copies of the device's row here and on the other replicas:
+// this replica changed it.
+func (s *Service) deviceChanged(id device.ID) {
+	s.cache.changedDevice(id)
+	if s.cfg.BroadcastDevice != nil {
+		s.cfg.BroadcastDevice(id)
 	}
 }

@@ -62,8 +62,13 @@ const CacheMaxAge = AssignmentTTL / 4
 // (a few hundred bytes an entry).
 const DefaultAssignmentCacheEntries = 1 << 17
 
-// maxEpochTenants bounds the tenants whose last change the cache remembers.
-const maxEpochTenants = 1 << 14
+// maxEpochTenants bounds the tenants whose last change the cache remembers, and
+// maxEpochDevices the devices (a reconnect storm of more devices ends every entry once per
+// maxEpochDevices attestations: correct, only slower).
+const (
+	maxEpochTenants = 1 << 14
+	maxEpochDevices = 1 << 16
+)
 
 // AssignmentCheck is the answer to a device's update check.
 type AssignmentCheck struct {
@@ -206,10 +211,11 @@ type assignmentCache struct {
 	seq        uint64               // bumped by every change event
 	allAt      uint64               // seq of the last change of every tenant
 	tenantAt   map[tenant.ID]uint64 // seq of each tenant's last change, at most maxEpochTenants
+	deviceAt   map[device.ID]uint64 // seq of each device's last change, at most maxEpochDevices
 }
 
 func newAssignmentCache(max int) *assignmentCache {
-	return &assignmentCache{max: max, entries: map[cacheKey]*cacheEntry{}, tenantAt: map[tenant.ID]uint64{}}
+	return &assignmentCache{max: max, entries: map[cacheKey]*cacheEntry{}, tenantAt: map[tenant.ID]uint64{}, deviceAt: map[device.ID]uint64{}}
 }
 
 // epoch is the cache's epoch now, to be taken before an entry's inputs are read.
@@ -227,10 +233,37 @@ func (c *assignmentCache) changed(t tenant.ID) {
 	if _, ok := c.tenantAt[t]; !ok && len(c.tenantAt) >= maxEpochTenants {
 		// Forgetting the tenants' epochs would revive their ended entries: end all instead.
 		clear(c.tenantAt)
+		clear(c.deviceAt)
 		c.allAt = c.seq
 		return
 	}
 	c.tenantAt[t] = c.seq
+}
+
+// changedDevice ends the device's entries, here and in the device cache (devcache.go):
+// its row changed (an attestation, here or on another replica).
+func (c *assignmentCache) changedDevice(id device.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	if _, ok := c.deviceAt[id]; !ok && len(c.deviceAt) >= maxEpochDevices {
+		clear(c.tenantAt)
+		clear(c.deviceAt)
+		c.allAt = c.seq
+		return
+	}
+	c.deviceAt[id] = c.seq
+}
+
+// ended reports whether a change event for the tenant or the device came after epoch.
+func (c *assignmentCache) ended(epoch uint64, t tenant.ID, id device.ID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.endedLocked(epoch, t, id)
+}
+
+func (c *assignmentCache) endedLocked(epoch uint64, t tenant.ID, id device.ID) bool {
+	return epoch < c.allAt || epoch < c.tenantAt[t] || epoch < c.deviceAt[id]
 }
 
 // changedAll ends every entry.
@@ -240,6 +273,7 @@ func (c *assignmentCache) changedAll() {
 	c.seq++
 	c.allAt = c.seq
 	clear(c.tenantAt)
+	clear(c.deviceAt)
 }
 
 // current reports whether the device's entry names tag and is still current for dev (the
@@ -252,7 +286,7 @@ func (c *assignmentCache) current(dev *device.Device, tag etag, now time.Time) b
 		return false
 	}
 	age := now.Sub(e.signedAt)
-	if e.epoch < c.allAt || e.epoch < c.tenantAt[dev.TenantID] || age < 0 || age >= CacheMaxAge || !e.dev.same(dev) {
+	if c.endedLocked(e.epoch, dev.TenantID, dev.ID) || age < 0 || age >= CacheMaxAge || !e.dev.same(dev) {
 		c.remove(e)
 		return false
 	}

@@ -166,9 +166,10 @@ func TestAssignmentCache_NotServedAfterDeploymentChange(t *testing.T) {
 }
 
 // TestAssignmentCache_NotServedAfterGroupChange: the device moved to another group (here
-// written to the store alone, as another replica does before its notification arrives:
-// the device's own row, read by authentication, ends the entry), and its group's feed,
-// update policy and maintenance window changed (the change event ends it).
+// written to the store, and the tenant's change event delivered as another replica's
+// NOTIFY arrives: WakeLocal; the event ends the entry and the device row authentication
+// kept, devcache.go), and its group's feed, update policy and maintenance window changed
+// (the change event ends it).
 func TestAssignmentCache_NotServedAfterGroupChange(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
@@ -180,6 +181,7 @@ func TestAssignmentCache_NotServedAfterGroupChange(t *testing.T) {
 		h.unchanged(t, "before the move")
 		dev := f.group("Development")
 		writeDevice(t, st, d.ID, func(x *device.Device) { x.GroupID = product.GroupID(dev.ID) })
+		f.Server.Fleet().WakeLocal(tenant.ID(f.Tenant))
 		h.changed(t, "the device moved to Development")
 		if got := h.path(director.KindApp); got != "" {
 			t.Errorf("app after the move to a group without a deployment = %q, want none", got)
@@ -221,11 +223,11 @@ func TestAssignmentCache_NotServedAfterGroupChange(t *testing.T) {
 	}
 }
 
-// TestAssignmentCache_NotServedAfterBlockedChange: a device blocked (here written to the
-// store alone, before any notification) is refused at authentication; and the cache
-// itself never confirms an assignment to a device row whose blocked state differs from the
-// one it was computed for (asked directly, past authentication). Unblocked, the device
-// gets a new assignment.
+// TestAssignmentCache_NotServedAfterBlockedChange: the cache never confirms an assignment
+// to a device row whose blocked state differs from the one it was computed for (asked
+// directly, past authentication, with the row written to the store alone); a device
+// blocked through another replica (the row written, its event delivered: WakeLocal) is
+// refused at authentication. Unblocked, the device gets a new assignment.
 func TestAssignmentCache_NotServedAfterBlockedChange(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
@@ -240,6 +242,7 @@ func TestAssignmentCache_NotServedAfterBlockedChange(t *testing.T) {
 	if err != nil || res.NotModified {
 		t.Errorf("CheckAssignment(blocked device) = %+v, %v; want a new assignment, not 304", res, err)
 	}
+	f.Server.Fleet().WakeLocal(tenant.ID(f.Tenant))
 	if _, err := h.check(t); !isStatus(err, http.StatusUnauthorized) {
 		t.Errorf("check of the blocked device = %v, want 401", err)
 	}

@@ -19,8 +19,9 @@
 // once the evidence's signature is the device's (a forged claim cannot rewrite a device's
 // record). On the device API a device is identified only by a certificate that chains to a
 // CA of its own tenant trusted now, that the server recorded as issued, for a device that is
-// still claimed by that tenant and not blocked, checked on every request (rule 3;
-// TestAuthenticate_*). Assignments name only images in the catalog at or above the device's
+// still claimed by that tenant and not blocked, checked on every request against the
+// device's row as stored, or as cached until a change event for the device or its tenant
+// (devcache.go; rule 3; TestAuthenticate_*, TestDeviceCache_*). Assignments name only images in the catalog at or above the device's
 // floors (rule 2: the device checks them against TUF again), whatever Config.Policy chooses.
 //
 // Layout. Parts that need none of the service's state are sub-packages:
@@ -44,7 +45,9 @@
 // concurrent attestations commit together (batch.go: a bounded queue, ErrBusy past it);
 // nonces spent through a replica are remembered in memory (spent.go) in front of the
 // store's record, which decides; parsed device keys (devkeys.go) and each tenant CA's
-// signer (ca.go) are cached.
+// signer (ca.go) are cached. Update checks run at the TLS limit: an unchanged device is
+// authenticated from its cached row (devcache.go) and answered 304 from its cached
+// assignment (cache.go), with no store read.
 //
 // A Service is safe for concurrent use: its caches take one mutex, the assignment counter
 // is atomic, and the sub-packages' types are safe for concurrent use.
@@ -140,6 +143,15 @@ type Config struct {
 	// remembers to answer their update checks "not modified" (cache.go); 0 is
 	// DefaultAssignmentCacheEntries.
 	AssignmentCacheEntries int
+	// DeviceCacheEntries bounds the devices whose rows this replica keeps to authenticate
+	// their next requests without a store read (devcache.go); 0 is
+	// DefaultDeviceCacheEntries.
+	DeviceCacheEntries int
+	// BroadcastDevice, when set, is told of every device whose row this replica changed
+	// outside the management API (an attestation), so that the other replicas end their
+	// cached copy of it (they call DeviceChangedLocal). Nil for a single process. It must
+	// not block.
+	BroadcastDevice func(device.ID)
 }
 
 // Service is the device side of the security service.
@@ -156,7 +168,8 @@ type Service struct {
 
 	waits *push.Waits // devices waiting for updates
 
-	cache *assignmentCache // the assignment signed for each device last (cache.go)
+	cache   *assignmentCache // the assignment signed for each device last (cache.go)
+	devices *deviceCache     // device rows read for authentication (devcache.go)
 
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
@@ -214,6 +227,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.AssignmentCacheEntries < 0 {
 		errs = append(errs, fmt.Errorf("fleet: AssignmentCacheEntries %d is negative", cfg.AssignmentCacheEntries))
 	}
+	if cfg.DeviceCacheEntries == 0 {
+		cfg.DeviceCacheEntries = DefaultDeviceCacheEntries
+	}
+	if cfg.DeviceCacheEntries < 0 {
+		errs = append(errs, fmt.Errorf("fleet: DeviceCacheEntries %d is negative", cfg.DeviceCacheEntries))
+	}
 	if cfg.CertLifetime < 5*time.Minute || cfg.CertLifetime > 30*24*time.Hour {
 		errs = append(errs, fmt.Errorf("fleet: certificate lifetime %s outside 5m..720h", cfg.CertLifetime))
 	}
@@ -222,6 +241,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{},
 		cache: newAssignmentCache(cfg.AssignmentCacheEntries)}
+	s.devices = newDeviceCache(cfg.DeviceCacheEntries, s.cache)
 	var err error
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err

@@ -38,9 +38,13 @@ func (s *Service) writeSeen(ctx context.Context, t tenant.ID, id device.ID, now 
 		_, err = tt.Devices().Seen(ctx, id, now, SeenEvery)
 		return err
 	})
-	if err != nil && ctx.Err() == nil {
-		s.cfg.Logger.WarnContext(ctx, "record device last seen", "device_id", id, "tenant_id", t, "err", err)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.cfg.Logger.WarnContext(ctx, "record device last seen", "device_id", id, "tenant_id", t, "err", err)
+		}
+		return
 	}
+	s.devices.seen(t, id, now) // or its cached row would write it again on every request
 }
 
 // seenAttesting records an attestation as the device's last contact, in the attestation's

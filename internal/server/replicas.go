@@ -16,6 +16,7 @@ import (
 	"github.com/moat-iot/moat/internal/blob"
 	"github.com/moat-iot/moat/internal/blob/fsblob"
 	"github.com/moat-iot/moat/internal/blob/s3blob"
+	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/fleet"
 	"github.com/moat-iot/moat/internal/store/postgres/notify"
 	"github.com/moat-iot/moat/internal/tenant"
@@ -109,10 +110,34 @@ func broadcast(n *notify.Notifier) func(tenant.ID) {
 	return func(t tenant.ID) { n.Publish(notify.Event{Kind: notify.KindWake, Tenant: t}) }
 }
 
-// handleWakes hands the wake-ups other replicas publish to this replica's waiting devices.
+// kindDevice ends the other replicas' cached copies of a device's row (internal/fleet,
+// devcache.go): an attestation changed it. The event's tenant field carries the device ID
+// (64 hex digits); "every tenant" (a lost LISTEN connection, or events collapsed past the
+// notifier's bound) ends every cached row.
+const kindDevice notify.Kind = "device"
+
+// broadcastDevice is fleet's Config.BroadcastDevice: nil without a notifier.
+func broadcastDevice(n *notify.Notifier) func(device.ID) {
+	if n == nil {
+		return nil
+	}
+	return func(id device.ID) { n.Publish(notify.Event{Kind: kindDevice, Tenant: tenant.ID(id)}) }
+}
+
+// handleWakes hands the wake-ups other replicas publish to this replica's waiting devices,
+// and their device changes to its device cache.
 func handleWakes(n *notify.Notifier, f *fleet.Service) error {
 	if n == nil {
 		return nil
+	}
+	if err := n.Handle(kindDevice, func(e notify.Event) {
+		if e.Tenant == notify.AllTenants {
+			f.DevicesChangedAllLocal()
+			return
+		}
+		f.DeviceChangedLocal(device.ID(e.Tenant))
+	}); err != nil {
+		return err
 	}
 	return n.Handle(notify.KindWake, func(e notify.Event) {
 		if e.Tenant == notify.AllTenants {

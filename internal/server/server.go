@@ -166,7 +166,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	}
 	s.fleet, err = fleet.New(fleet.Config{Store: s.store, Repo: s.repo, Logger: log.With("component", "fleet"), Now: now,
 		KEK: kek, Director: onlinePriv, Registerer: reg, CertLifetime: cfg.CertLifetime,
-		NoncesPerMinute: cfg.AttestationNoncesPerMinute, Broadcast: broadcast(s.notifier)})
+		NoncesPerMinute: cfg.AttestationNoncesPerMinute, Broadcast: broadcast(s.notifier), BroadcastDevice: broadcastDevice(s.notifier)})
 	if err != nil {
 		return nil, err
 	}

@@ -635,7 +635,18 @@ func (a *API) attest(c *call) (any, error) {
 	return is, nil
 }
 
-func (a *API) getDeviceSelf(c *call) (any, error) { return *c.device, nil }
+// getDeviceSelf reads the device anew: authentication may have used its row as read for
+// an earlier request (fleet's device cache, up to fleet.DeviceCacheMaxAge old), and the
+// device asks for its state as it is now (its update state, last seen).
+func (a *API) getDeviceSelf(c *call) (any, error) {
+	var d device.Device
+	err := a.readTenant(c, func(tt store.TenantTx) error {
+		var err error
+		d, err = tt.Devices().Get(c.ctx, c.device.ID)
+		return err
+	})
+	return d, storeProblem(err, "device", string(c.device.ID))
+}
 
 func (a *API) getDevelopmentCapability(c *call) (any, error) {
 	data, err := a.fleet.DevelopmentCapability(*c.device)
