@@ -3,6 +3,7 @@
 # connected devices, each next to the ideal measured in the same run.
 #
 #   scripts/load.sh [--devices N] [--ramp R/s] [--postgres DSN] [--no-storm] [--profile] [--keep]
+#                   [--cloud [--telemetry-interval D]]
 #
 # It builds moat, starts a `moat server` (SQLite in a temporary directory, or PostgreSQL with
 # --postgres DSN: give a fresh database) with --pprof on loopback, sets up the platform and
@@ -23,6 +24,16 @@
 #     database kind, run for N attestations right after), and counts 503 answers and
 #     devices that gave up.
 #
+# --cloud also starts a `moat cloud` (SQLite in WORK/cloud even with --postgres; its API and
+# MQTT listeners on loopback, its TLS CA in WORK/cloud/tls/ca.pem, the tenant's device CA
+# from `moat ca-certificate download`, no rules) and gives the simulator --cloud
+# mqtts://... --cloud-ca ... --telemetry-interval D (default 10s). Once every device waits
+# and holds its MQTT session, it reports before the update: the telemetry messages the
+# cloud stored per second over 30 s (moat_cloud_ingest_stored_total on its /metrics: the
+# simulator sends no events, and nothing asks for diagnostics without rules) next to the
+# N / D the fleet publishes; the cloud's RSS per connected device over its RSS before the
+# fleet came (RSS only: moat cloud has no --pprof); and the simulator's RSS.
+#
 # --profile saves 20 s CPU profiles of the server from the start of the deployment and of
 # the storm in WORK (cpu-update.pb.gz, cpu-storm.pb.gz; go tool pprof -top FILE) and keeps
 # WORK. Hooks, if MOAT_LOAD_HOOKS=FILE defines them, run after each step: after_waiting,
@@ -39,6 +50,8 @@ DSN=""
 KEEP=0
 STORM=1
 PROFILE=0
+CLOUD=0
+TELEMETRY_INTERVAL=10s
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--devices) N=$2; shift 2 ;;
@@ -47,7 +60,9 @@ while [ $# -gt 0 ]; do
 	--keep) KEEP=1; shift ;;
 	--no-storm) STORM=0; shift ;;
 	--profile) PROFILE=1; KEEP=1; shift ;;
-	*) echo "usage: $0 [--devices N] [--ramp R/s] [--postgres DSN] [--no-storm] [--profile] [--keep]" >&2; exit 2 ;;
+	--cloud) CLOUD=1; shift ;;
+	--telemetry-interval) TELEMETRY_INTERVAL=$2; shift 2 ;;
+	*) echo "usage: $0 [--devices N] [--ramp R/s] [--postgres DSN] [--no-storm] [--profile] [--keep] [--cloud [--telemetry-interval D]]" >&2; exit 2 ;;
 	esac
 done
 
@@ -62,8 +77,10 @@ fi
 WORK=$(mktemp -d)
 SERVER_PID=""
 SIM_PID=""
+CLOUD_PID=""
 cleanup() {
 	[ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
+	[ -n "$CLOUD_PID" ] && kill "$CLOUD_PID" 2>/dev/null && wait "$CLOUD_PID" 2>/dev/null
 	[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
 	if [ "$KEEP" = 1 ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
@@ -107,7 +124,9 @@ wait_for() { # wait_for DESCRIPTION PYTHON-CONDITION-ON-s TIMEOUT-SECONDS
 	done
 }
 
-echo "--- moat load: $N devices, ramp $RAMP, database ${DSN:+PostgreSQL}${DSN:-SQLite}; $(nproc) CPUs"
+cloud_note=""
+[ "$CLOUD" = 1 ] && cloud_note="; moat cloud, telemetry every $TELEMETRY_INTERVAL"
+echo "--- moat load: $N devices, ramp $RAMP, database ${DSN:+PostgreSQL}${DSN:-SQLite}; $(nproc) CPUs$cloud_note"
 ADDR=127.0.0.1:$(free_port)
 DADDR=127.0.0.1:$(free_port)
 PPROF=127.0.0.1:$(free_port)
@@ -148,9 +167,34 @@ moat deployment create --device-group DW100/Production --image apps/dw100-app/1.
 SERVER_RSS_IDLE=$(rss_kib "$SERVER_PID")
 SERVER_INUSE_IDLE=$(inuse_bytes)
 
+# The tenant's cloud (--cloud), trusting the tenant's device CA; its own SQLite database.
+sim_cloud=()
+if [ "$CLOUD" = 1 ]; then
+	moat ca-certificate download --out "$WORK/devices.pem" >/dev/null
+	CLOUD_ADDR=127.0.0.1:$(free_port)
+	CLOUD_MQTT=127.0.0.1:$(free_port)
+	env -u MOAT_DATABASE "$WORK/moat" cloud --data "$WORK/cloud" --addr "$CLOUD_ADDR" --mqtt-addr "$CLOUD_MQTT" \
+		--device-ca "$WORK/devices.pem" --server "$MOAT_SERVER" --server-ca "$CA" --log-level error \
+		>"$WORK/cloud.out" 2>"$WORK/cloud.err" &
+	CLOUD_PID=$!
+	until grep -q '^TLS CA: ' "$WORK/cloud.out" 2>/dev/null; do
+		kill -0 "$CLOUD_PID" || { cat "$WORK/cloud.err" >&2; exit 1; }
+		sleep 0.1
+	done
+	CLOUD_CA=$(sed -n 's/^TLS CA: \(.*\) (SHA-256 .*/\1/p' "$WORK/cloud.out")
+	CLOUD_URL=$(sed -n 's/^MQTT for devices: //p' "$WORK/cloud.out")
+	CLOUD_RSS_IDLE=$(rss_kib "$CLOUD_PID")
+	sim_cloud=(--cloud "$CLOUD_URL" --cloud-ca "$CLOUD_CA" --telemetry-interval "$TELEMETRY_INTERVAL")
+fi
+# stored_total: the device messages the cloud stored so far, from its /metrics.
+stored_total() {
+	curl -sf --cacert "$CLOUD_CA" "https://$CLOUD_ADDR/metrics" | awk '/^moat_cloud_ingest_stored_total / {printf "%d\n", $2}' ||
+		{ echo "cannot read https://$CLOUD_ADDR/metrics" >&2; exit 1; }
+}
+
 # The fleet. The platform operator is also Contoso's Administrator here (it created it).
 MOAT_TOKEN=$OP_TOKEN MOAT_OPERATOR_TOKEN=$OP_TOKEN "$WORK/moat" sim --log-level "${MOAT_SIM_LOG_LEVEL:-warn}" --server "$MOAT_SERVER" --device-server "$MOAT_DEVICE_SERVER" \
-	--ca-cert "$CA" --product DW100 --group Production --devices "$N" --ramp "$RAMP" --stats-file "$STATS" \
+	--ca-cert "$CA" --product DW100 --group Production --devices "$N" --ramp "$RAMP" --stats-file "$STATS" ${sim_cloud[@]+"${sim_cloud[@]}"} \
 	>"$WORK/sim.out" 2>"$WORK/sim.err" &
 SIM_PID=$!
 start=$SECONDS
@@ -161,6 +205,29 @@ SERVER_RSS=$(rss_kib "$SERVER_PID")
 SERVER_INUSE=$(inuse_bytes)
 SIM_RSS=$(rss_kib "$SIM_PID")
 echo "memory: server heap+stacks in use $((SERVER_INUSE / 1048576)) MiB, $(((SERVER_INUSE - SERVER_INUSE_IDLE) / N)) bytes per waiting device over idle; server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per device over idle); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
+if [ "$CLOUD" = 1 ]; then
+	# Telemetry stored by the cloud over 30 s, once every device holds its MQTT session.
+	wait_for "$N devices connected to the cloud" "s.get('cloud', {}).get('connected', 0) == $N" "${MOAT_LOAD_TIMEOUT:-$((N / 20 + 300))}"
+	sent0=$(stat "s['cloud']['telemetry_sent']")
+	stored0=$(stored_total)
+	t0=$(now)
+	sleep 30
+	stored1=$(stored_total)
+	t1=$(now)
+	sent1=$(stat "s['cloud']['telemetry_sent']")
+	CLOUD_RSS=$(rss_kib "$CLOUD_PID")
+	SIM_RSS=$(rss_kib "$SIM_PID")
+	connected=$(stat "s['cloud']['connected']")
+	python3 - "$N" "$TELEMETRY_INTERVAL" "$stored0" "$stored1" "$t0" "$t1" "$sent0" "$sent1" <<'PY'
+import re, sys
+n, iv, s0, s1, t0, t1, a0, a1 = sys.argv[1:]
+secs = sum(float(v) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for v, u in re.findall(r"([\d.]+)(ms|h|m|s)", iv))
+w = float(t1) - float(t0)
+print(f"cloud telemetry: {int(s1) - int(s0)} messages stored in {w:.1f} s = {(int(s1) - int(s0)) / w:.1f}/s (moat_cloud_ingest_stored_total); "
+      f"the fleet publishes {int(n) / secs:.1f}/s ({n} devices every {iv}); the broker acknowledged about {int(a1) - int(a0)} in the window (simulator's statistics)")
+PY
+	echo "cloud memory: $connected devices connected; cloud RSS $((CLOUD_RSS / 1024)) MiB ($(((CLOUD_RSS - CLOUD_RSS_IDLE) * 1024 / connected)) bytes per connected device over idle $((CLOUD_RSS_IDLE / 1024)) MiB; RSS only: moat cloud has no --pprof); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
+fi
 export MOAT_SERVER MOAT_DEVICE_SERVER STATS WORK SERVER_PID SIM_PID PPROF N
 after_waiting
 

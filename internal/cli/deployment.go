@@ -40,18 +40,29 @@ EXAMPLES
 		newRolloutVerb(env, "promote"))
 }
 
-// deploymentGroup resolves --device-group (and --product) to a group.
-func (s *session) deploymentGroup(ctx context.Context, product, group string) (*client.Client, string, client.DeviceGroup, string, error) {
-	if group == "" {
+// groupFlags are --product and --device-group, the device group every deployment command
+// acts on: registered and resolved in one place, so that the commands share one help text
+// and one set of errors.
+type groupFlags struct{ product, group string }
+
+func (gf *groupFlags) register(fs *flag.FlagSet) {
+	productFlag(fs, &gf.product)
+	fs.StringVar(&gf.group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
+}
+
+// resolve looks the group up: its tenant's client, the tenant, the group and its name as
+// PRODUCT/GROUP or as given.
+func (gf *groupFlags) resolve(ctx context.Context, s *session) (*client.Client, string, client.DeviceGroup, string, error) {
+	if gf.group == "" {
 		return nil, "", client.DeviceGroup{}, "", usagef("--device-group PRODUCT/GROUP is required")
 	}
-	c, tenant, g, err := s.resolveGroup(ctx, product, []string{group})
+	c, tenant, g, err := s.resolveGroup(ctx, gf.product, []string{gf.group})
 	if err != nil {
 		return nil, "", client.DeviceGroup{}, "", err
 	}
-	name := group
-	if product != "" {
-		name = product + "/" + group
+	name := gf.group
+	if gf.product != "" {
+		name = gf.product + "/" + gf.group
 	}
 	return c, tenant, g, name, nil
 }
@@ -80,8 +91,9 @@ func deploymentFields(d client.Deployment, group string) [][2]string {
 }
 
 func newDeploymentCreate(env *Env) *ffcli.Command {
-	var product, group, target string
+	var gf groupFlags
 	var st stagedFlags
+	var target string
 	return newVerb(env, "deployment", verb{
 		name:   "create",
 		short:  "Deploy an application image to a device group, at once or in stages.",
@@ -112,8 +124,7 @@ EXAMPLES
   moat deployment create --device-group DW100/Production --image apps/dw100-app/1.2.1 --ignore-window
   moat deployment create --product DW100 --device-group "Field Test" --image apps/dw100-app/1.1.0 -o json`,
 		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
+			gf.register(fs)
 			fs.StringVar(&target, "image", "", "the application image `apps/NAME/VERSION` (required)")
 			st.register(fs)
 		},
@@ -128,7 +139,7 @@ EXAMPLES
 			if err != nil {
 				return err
 			}
-			c, tenant, g, name, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, name, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -142,7 +153,7 @@ EXAMPLES
 }
 
 func newDeploymentList(env *Env) *ffcli.Command {
-	var product, group string
+	var gf groupFlags
 	return newVerb(env, "deployment", verb{
 		name:   "list",
 		short:  "List a device group's deployments, the current one first.",
@@ -153,15 +164,12 @@ run now.
 EXAMPLES
   moat deployment list --device-group DW100/Production
   moat deployment list --product DW100 --device-group Production -o json`,
-		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
-		},
+		flags: gf.register,
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 0, ""); err != nil {
 				return err
 			}
-			c, tenant, g, _, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, _, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -183,7 +191,7 @@ EXAMPLES
 }
 
 func newDeploymentShow(env *Env) *ffcli.Command {
-	var product, group string
+	var gf groupFlags
 	return newVerb(env, "deployment", verb{
 		name:   "show",
 		args:   "ID",
@@ -195,15 +203,12 @@ and, for a rollback, the deployment it reverts.
 EXAMPLES
   moat deployment show dep_0193... --device-group DW100/Production
   moat deployment show dep_0193... --device-group DW100/Production -o json`,
-		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
-		},
+		flags: gf.register,
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 1, "deployment ID"); err != nil {
 				return err
 			}
-			c, tenant, g, name, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, name, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -217,7 +222,8 @@ EXAMPLES
 }
 
 func newDeploymentRollback(env *Env) *ffcli.Command {
-	var product, group, to string
+	var gf groupFlags
+	var to string
 	return newVerb(env, "deployment", verb{
 		name:   "rollback",
 		short:  "Deploy an earlier deployment's image to a device group again.",
@@ -232,15 +238,14 @@ EXAMPLES
   moat deployment rollback --device-group DW100/Production
   moat deployment rollback --device-group DW100/Production --to dep_0193... -o json`,
 		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
+			gf.register(fs)
 			fs.StringVar(&to, "to", "", "the earlier deployment `ID` whose image to deploy again (default: the one before the current one)")
 		},
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 0, ""); err != nil {
 				return err
 			}
-			c, tenant, g, name, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, name, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -384,7 +389,7 @@ func fmtTrip(t client.GateTrip) string {
 }
 
 func newDeploymentStatus(env *Env) *ffcli.Command {
-	var product, group string
+	var gf groupFlags
 	return newVerb(env, "deployment", verb{
 		name:   "status",
 		args:   "ID",
@@ -401,15 +406,12 @@ rollout (exit 6). Devices are counted in the stage of their hash, not an earlier
 EXAMPLES
   moat deployment status dep_0193... --device-group DW100/Production
   moat deployment status dep_0193... --device-group DW100/Production -o json`,
-		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
-		},
+		flags: gf.register,
 		run: func(ctx context.Context, s *session, args []string) error {
 			if err := wantArgs(args, 1, "deployment ID"); err != nil {
 				return err
 			}
-			c, tenant, g, name, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, name, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -497,7 +499,8 @@ Contributor role.`, "Promoted"},
 
 // newRolloutVerb is 'moat deployment pause|resume|abort|promote ID'.
 func newRolloutVerb(env *Env, name string) *ffcli.Command {
-	var product, group, reason string
+	var gf groupFlags
+	var reason string
 	var force bool
 	h := rolloutVerbs[name]
 	examples := "\n\nEXAMPLES\n  moat deployment " + name + " dep_0193... --device-group DW100/Production --reason \"support ticket 4711\""
@@ -511,8 +514,7 @@ func newRolloutVerb(env *Env, name string) *ffcli.Command {
 		tenant: true,
 		long:   h.long + examples,
 		flags: func(fs *flag.FlagSet) {
-			productFlag(fs, &product)
-			fs.StringVar(&group, "device-group", "", "the device group `PRODUCT/GROUP`, or GROUP with --product (required)")
+			gf.register(fs)
 			fs.StringVar(&reason, "reason", "", "why, for the audit log (at most 500 bytes)")
 			if name == "promote" {
 				fs.BoolVar(&force, "force", false, "skip the health gate too (audited as deployment.promote_forced)")
@@ -525,7 +527,7 @@ func newRolloutVerb(env *Env, name string) *ffcli.Command {
 			if len(reason) > 500 {
 				return usagef("--reason must be at most 500 bytes")
 			}
-			c, tenant, g, gname, err := s.deploymentGroup(ctx, product, group)
+			c, tenant, g, gname, err := gf.resolve(ctx, s)
 			if err != nil {
 				return err
 			}

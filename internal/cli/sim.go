@@ -25,7 +25,7 @@ import (
 type simFlags struct {
 	server, deviceServer, token, opToken, tenant, product, group string
 	caFile, rootFile, ramp, osPath, appPath, crashVersion        string
-	statsFile, logLevel, cloud, cloudCAFile                      string
+	statsFile, logLevel, cloud, cloudCA                          string
 	devices                                                      int
 	crashPercent, failingHeaterPercent                           float64
 	duration, telemetryInterval                                  time.Duration
@@ -50,7 +50,7 @@ func (f *simFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.crashVersion, "crash-version", "", "devices running this app `VERSION` report app_crash error reports (with --crash-percent)")
 	fs.Float64Var(&f.crashPercent, "crash-percent", 0, "the `PERCENT` of devices that crash on --crash-version")
 	fs.StringVar(&f.cloud, "cloud", "", "`URL` of the tenant's cloud MQTT listener, mqtts://HOST:PORT ('moat cloud' prints it): each device sends it DW100 telemetry")
-	fs.StringVar(&f.cloudCAFile, "cloud-ca-cert", "", "PEM `FILE` of the CA to trust for --cloud, the cloud's ca.pem (required with --cloud)")
+	fs.StringVar(&f.cloudCA, "cloud-ca", "", "PEM `FILE` of the cloud's TLS CA (its DATA/tls/ca.pem), the only trust for --cloud (required with --cloud); default $MOAT_CLOUD_CA")
 	fs.DurationVar(&f.telemetryInterval, "telemetry-interval", sim.DefaultTelemetryInterval, "how often each device publishes telemetry to --cloud (1s to 1h, with jitter)")
 	fs.Float64Var(&f.failingHeaterPercent, "failing-heater-percent", 0, "the `PERCENT` of devices whose heater fails: their drying air stays cool, for the cloud's heater rule (with --cloud)")
 	fs.StringVar(&f.statsFile, "stats-file", "", "rewrite `FILE` with the statistics as JSON every second (for scripts)")
@@ -100,7 +100,7 @@ docs/sim.md has the figures of memory per device and the load script.
 EXAMPLES
   MOAT_OPERATOR_TOKEN="$(cat operator.token)" moat sim --server https://127.0.0.1:8443 --device-server https://127.0.0.1:8444 --ca-cert ./moat-data/tls/ca.pem --token - --product DW100 --group Production --devices 10000 < admin.token
   moat sim ... --devices 1000 --crash-version 2.0.0 --crash-percent 5 --duration 10m --json
-  moat sim ... --devices 1000 --cloud mqtts://127.0.0.1:8883 --cloud-ca-cert ./cloud-data/tls/ca.pem --telemetry-interval 60s --failing-heater-percent 1`,
+  moat sim ... --devices 1000 --cloud mqtts://127.0.0.1:8883 --cloud-ca ./cloud-data/tls/ca.pem --telemetry-interval 60s --failing-heater-percent 1`,
 		FlagSet: fs,
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -161,7 +161,7 @@ func (f *simFlags) config(env *Env) (sim.Config, error) {
 			return sim.Config{}, fmt.Errorf("read --root: %w", err)
 		}
 	}
-	cloud, err := f.cloudConfig()
+	cloud, err := f.cloudConfig(env)
 	if err != nil {
 		return sim.Config{}, err
 	}
@@ -177,24 +177,30 @@ func (f *simFlags) config(env *Env) (sim.Config, error) {
 	return cfg, nil
 }
 
-// cloudConfig is --cloud's configuration, nil without it.
-func (f *simFlags) cloudConfig() (*sim.CloudConfig, error) {
+// cloudConfig is --cloud's configuration, nil without it. --cloud-ca defaults to
+// MOAT_CLOUD_CA as it does for the 'moat cloud' commands, but only with --cloud: the
+// variable set for those commands must not make a run without --cloud a usage error.
+func (f *simFlags) cloudConfig(env *Env) (*sim.CloudConfig, error) {
 	if f.cloud == "" {
-		if f.cloudCAFile != "" || f.failingHeaterPercent != 0 {
-			return nil, usagef("--cloud-ca-cert and --failing-heater-percent need --cloud")
+		if f.cloudCA != "" || f.failingHeaterPercent != 0 {
+			return nil, usagef("--cloud-ca and --failing-heater-percent need --cloud")
 		}
 		return nil, nil
 	}
-	if f.cloudCAFile == "" {
-		return nil, usagef("--cloud needs --cloud-ca-cert FILE (the cloud's CA certificate)")
+	caFile := f.cloudCA
+	if caFile == "" && env.Getenv != nil {
+		caFile = env.Getenv("MOAT_CLOUD_CA")
 	}
-	b, err := os.ReadFile(f.cloudCAFile)
+	if caFile == "" {
+		return nil, usagef("--cloud needs --cloud-ca FILE or MOAT_CLOUD_CA (the cloud's CA certificate)")
+	}
+	b, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("read --cloud-ca-cert: %w", err)
+		return nil, fmt.Errorf("read --cloud-ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(b) {
-		return nil, usagef("--cloud-ca-cert %s holds no PEM certificate", f.cloudCAFile)
+		return nil, usagef("--cloud-ca %s holds no PEM certificate", caFile)
 	}
 	return &sim.CloudConfig{Broker: f.cloud, CAs: pool, Interval: f.telemetryInterval, FailingHeaterPercent: f.failingHeaterPercent}, nil
 }

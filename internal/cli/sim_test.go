@@ -2,12 +2,17 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
+	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/moat-iot/moat/client"
+	"github.com/moat-iot/moat/internal/localtls"
 	"github.com/moat-iot/moat/internal/sim"
 	"github.com/moat-iot/moat/internal/testenv"
 )
@@ -15,7 +20,7 @@ import (
 func TestSim_Help(t *testing.T) {
 	t.Parallel()
 	r := newUser(t).want(0, "sim", "--help")
-	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--cloud URL", "--cloud-ca-cert FILE", "--telemetry-interval", "--json", "EXAMPLES"} {
+	for _, want := range []string{"USAGE", "--server URL", "--device-server URL", "--operator-token TOKEN", "--ramp N/S", "--crash-version VERSION", "--cloud URL", "--cloud-ca FILE", "--telemetry-interval", "--json", "EXAMPLES"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("moat sim --help lacks %q:\n%s", want, r.stderr)
 		}
@@ -40,7 +45,7 @@ func TestSim_RejectsBadFlags(t *testing.T) {
 		"argument":         append(base, "extra"),
 		"log level":        append(base, "--log-level", "loud"),
 		"cloud without ca": append(base, "--cloud", "mqtts://127.0.0.1:8883"),
-		"cloud ca alone":   append(base, "--cloud-ca-cert", "ca.pem"),
+		"cloud ca alone":   append(base, "--cloud-ca", "ca.pem"),
 		"heater alone":     append(base, "--failing-heater-percent", "5"),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -86,5 +91,53 @@ func TestSim_RunsAndSummarizes(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, adm.Secret) || strings.Contains(r.stdout, adm.Secret) {
 		t.Error("the token shows in the output")
+	}
+}
+
+// TestSim_CloudCAFromEnvironment: --cloud-ca defaults to MOAT_CLOUD_CA as it does for the
+// 'moat cloud' commands, the flag wins over it, and the variable alone (set for those
+// commands) does not make a run without --cloud a usage error.
+func TestSim_CloudCAFromEnvironment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, caPEM, err := localtls.Load(dir, "moat cloud", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "cloud-ca.pem")
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notPEM, []byte("no certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--server", "https://127.0.0.1:1", "--device-server", "https://127.0.0.1:2", "--product", "DW100", "--group", "Production",
+		"--token", "moat_tok_a.b", "--operator-token", "moat_tok_c.d"}
+	config := func(variable string, args ...string) (sim.Config, error) {
+		var f simFlags
+		fs := flag.NewFlagSet("moat sim", flag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(append(append([]string{}, base...), args...)); err != nil {
+			t.Fatal(err)
+		}
+		return f.config(&Env{Stderr: io.Discard, Getenv: func(k string) string {
+			if k == "MOAT_CLOUD_CA" {
+				return variable
+			}
+			return ""
+		}})
+	}
+	if cfg, err := config(ca, "--cloud", "mqtts://127.0.0.1:8883"); err != nil || cfg.Cloud == nil {
+		t.Errorf("--cloud with MOAT_CLOUD_CA = %v, %v; want the cloud configured", cfg.Cloud, err)
+	}
+	if cfg, err := config(notPEM, "--cloud", "mqtts://127.0.0.1:8883", "--cloud-ca", ca); err != nil || cfg.Cloud == nil {
+		t.Errorf("--cloud-ca over a bad MOAT_CLOUD_CA = %v, %v; want the flag to win", cfg.Cloud, err)
+	}
+	if _, err := config(notPEM, "--cloud", "mqtts://127.0.0.1:8883"); !errors.As(err, new(usageError)) {
+		t.Errorf("--cloud with MOAT_CLOUD_CA holding no certificate = %v, want a usage error", err)
+	}
+	if cfg, err := config(ca); err != nil || cfg.Cloud != nil {
+		t.Errorf("MOAT_CLOUD_CA without --cloud = %v, %v; want no cloud and no error", cfg.Cloud, err)
 	}
 }
