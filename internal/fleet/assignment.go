@@ -83,24 +83,46 @@ type inputs struct {
 	catalog *repo.Catalog
 }
 
-// readInputs reads the assignment inputs of dev (as authentication read it) in one
-// snapshot, and the catalog after it.
+// readInputs reads the assignment inputs of dev (as authentication read it): what its
+// group contributes in one snapshot, and the catalog after it, each reused from the memo
+// while no change to the tenant has been heard of and for inputsMemoMaxAge at most
+// (memo.go).
 func (s *Service) readInputs(ctx context.Context, dev device.Device) (inputs, error) {
 	in := inputs{dev: dev}
+	if err := s.readGroupMemo(ctx, &in); err != nil {
+		return inputs{}, err
+	}
+	var err error
+	if in.catalog, err = s.catalogFor(ctx, dev.TenantID); err != nil {
+		return inputs{}, err
+	}
+	return in, nil
+}
+
+// readGroupMemo is readGroup through the memo (memo.go).
+func (s *Service) readGroupMemo(ctx context.Context, in *inputs) error {
+	if in.dev.ProductID == "" {
+		return nil
+	}
+	now := s.cfg.Now()
+	k := groupKey{tenant: in.dev.TenantID, product: in.dev.ProductID, group: in.dev.GroupID}
+	if g, ok := s.memo.group(k, now); ok {
+		in.product, in.group, in.dep, in.grouped = g.product, g.group, g.dep, true
+		return nil
+	}
+	epoch := s.cache.epoch() // before the read: a change meanwhile keeps it out of the memo
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(dev.TenantID)
+		tt, err := tx.ForTenant(in.dev.TenantID)
 		if err != nil {
 			return err
 		}
 		return in.readGroup(ctx, tt)
 	})
 	if err != nil {
-		return inputs{}, err
+		return err
 	}
-	if in.catalog, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
-		return inputs{}, err
-	}
-	return in, nil
+	s.memo.putGroup(k, groupShare{product: in.product, group: in.group, dep: in.dep}, epoch, now)
+	return nil
 }
 
 // readGroup reads what in.dev's group contributes: the group, its product and its

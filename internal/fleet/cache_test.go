@@ -454,7 +454,9 @@ func TestAssignmentCache_NotServedPastMaxAge(t *testing.T) {
 
 // TestAssignmentCache_WaitRecheckEndsStaleEntry: a change whose event never arrived (here
 // a deployment written to the store with no Notify) is found by the waiting device's
-// generation read, which ends the entry: the check that follows is a new assignment.
+// generation read once the group's memoized inputs have aged out (memo.go; a re-check is
+// 15 s apart, more than their age), which ends the entry: the check that follows is a new
+// assignment.
 func TestAssignmentCache_WaitRecheckEndsStaleEntry(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t)
@@ -479,6 +481,8 @@ func TestAssignmentCache_WaitRecheckEndsStaleEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.offset.Add(int64(fleetsvc.InputsMemoMaxAge))
+	defer f.offset.Store(0)
 	u, err := h.dc.WaitForUpdates(ctx, client.UpdatesWait{Since: first.Generation})
 	if err != nil || !u.Changed {
 		t.Fatalf("wait after the change = %+v, %v; want changed at once", u, err)

@@ -170,6 +170,7 @@ type Service struct {
 
 	cache   *assignmentCache // the assignment signed for each device last (cache.go)
 	devices *deviceCache     // device rows read for authentication (devcache.go)
+	memo    *inputsMemo      // the groups' and tenants' assignment inputs (memo.go)
 
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
@@ -242,6 +243,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{cfg: cfg, trust: map[tenant.ID]*tenantTrust{}, untrusted: map[tenant.ID]time.Time{}, verified: map[[32]byte]verified{}, conflicts: map[string]bool{},
 		cache: newAssignmentCache(cfg.AssignmentCacheEntries)}
 	s.devices = newDeviceCache(cfg.DeviceCacheEntries, s.cache)
+	s.memo = newInputsMemo(s.cache)
 	var err error
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err

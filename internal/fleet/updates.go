@@ -71,22 +71,27 @@ func (s *Service) Stop() { s.waits.Stop() }
 // Config.Policy whose choice depends on more must add that here too, or a waiting device
 // learns of its change only at its next periodic check (and a cached assignment outlives
 // it up to CacheMaxAge when the change's notification is lost).
+//
+// The device's row is read on every call (and kept for its next request's authentication,
+// devcache.go); what its group and tenant contribute comes through the memo (memo.go), so
+// the wake of a whole group after a deployment costs one small read per device.
 func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
-	var in inputs
+	epoch := s.cache.epoch() // before the row is read, for the device cache
+	var dev device.Device
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err
 		}
-		if in.dev, err = tt.Devices().Get(ctx, id); err != nil {
-			return err
-		}
-		return in.readGroup(ctx, tt)
+		dev, err = tt.Devices().Get(ctx, id)
+		return err
 	})
 	if err != nil {
 		return "", err
 	}
-	if in.catalog, err = s.cfg.Repo.Catalog(ctx, t); err != nil {
+	s.devices.put(dev, epoch, s.cfg.Now())
+	in, err := s.readInputs(ctx, dev)
+	if err != nil {
 		return "", err
 	}
 	return in.generation(), nil

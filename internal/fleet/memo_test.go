@@ -1,0 +1,58 @@
+package fleet_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/internal/device"
+	"github.com/moat-iot/moat/internal/director"
+	fleetsvc "github.com/moat-iot/moat/internal/fleet"
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/tenant"
+)
+
+// TestInputsMemo_LostChangeReachesTheAssignmentWithinItsAge: a deployment written to the
+// store with no change event (another replica's, whose NOTIFY was lost) is not seen by
+// an assignment computed from the group's inputs read just before it (the memo is in
+// play), and is seen by every assignment computed fleetsvc.InputsMemoMaxAge later: a lost event
+// costs at most that on the update path, never the assignment cache's 15 minutes.
+func TestInputsMemo_LostChangeReachesTheAssignmentWithinItsAge(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	ctx := t.Context()
+	v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
+	h := hold(t, f, f.NewDevice(true, "DW100/Production"))
+	read := time.Now()
+	g := f.group("Production")
+	now := time.Now().UTC()
+	err := f.Server.Store().InTx(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(tenant.ID(f.Tenant))
+		if err != nil {
+			return err
+		}
+		return tt.Deployments().Create(ctx, device.Deployment{ID: ident.New(device.DeploymentIDPrefix, now), TenantID: tenant.ID(f.Tenant),
+			ProductID: product.ID(f.Product), GroupID: product.GroupID(g.ID), Target: v2.Path, SHA256: v2.SHA256, CreatedAt: now, CreatedBy: "lost"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assigned := func() string {
+		t.Helper()
+		data, err := h.dc.GetAssignment(ctx) // no If-None-Match: computed and signed anew
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.accept(t, data)
+		return h.path(director.KindApp)
+	}
+	if got := assigned(); time.Since(read) < fleetsvc.InputsMemoMaxAge/2 && got == v2.Path {
+		t.Fatal("the lost deployment was seen at once: the memo is not in play, the test proves nothing")
+	}
+	f.offset.Add(int64(fleetsvc.InputsMemoMaxAge))
+	defer f.offset.Store(0)
+	if got := assigned(); got != v2.Path {
+		t.Errorf("app %s after the memo's age, want the lost deployment's %s", got, v2.Path)
+	}
+}
