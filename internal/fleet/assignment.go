@@ -23,16 +23,18 @@ import (
 // outside any group is assigned nothing. The counter is the issuing time in milliseconds,
 // kept strictly increasing by this process, so assignments need no write per check.
 //
-// It always reads the inputs and signs anew; a device's update check goes through
-// CheckAssignment, which answers "not modified" when the device holds the current one.
+// It always reads the inputs from the store and signs anew; a device's update check goes
+// through CheckAssignment, which answers "not modified" when the device holds the current
+// one, and reuses what the device's group and tenant contribute (memo.go).
 func (s *Service) Assignment(ctx context.Context, dev device.Device) ([]byte, director.Assignment, error) {
-	data, a, _, err := s.assignment(ctx, dev)
+	data, a, _, err := s.assignment(ctx, dev, false)
 	return data, a, err
 }
 
-// assignment is Assignment, with the generation of the inputs it was computed from.
-func (s *Service) assignment(ctx context.Context, dev device.Device) ([]byte, director.Assignment, string, error) {
-	in, err := s.readInputs(ctx, dev)
+// assignment is Assignment, with the generation of the inputs it was computed from; with
+// memo, the group's and tenant's inputs come through the memo.
+func (s *Service) assignment(ctx context.Context, dev device.Device, memo bool) ([]byte, director.Assignment, string, error) {
+	in, err := s.readInputs(ctx, dev, memo)
 	if err != nil {
 		return nil, director.Assignment{}, "", err
 	}
@@ -84,29 +86,30 @@ type inputs struct {
 }
 
 // readInputs reads the assignment inputs of dev (as authentication read it): what its
-// group contributes in one snapshot, and the catalog after it, each reused from the memo
-// while no change to the tenant has been heard of and for inputsMemoMaxAge at most
-// (memo.go).
-func (s *Service) readInputs(ctx context.Context, dev device.Device) (inputs, error) {
+// group contributes in one snapshot, and the catalog after it; with memo, each is reused
+// from the memo while no change to the tenant has been heard of and for inputsMemoMaxAge
+// at most (memo.go).
+func (s *Service) readInputs(ctx context.Context, dev device.Device, memo bool) (inputs, error) {
 	in := inputs{dev: dev}
-	if err := s.readGroupMemo(ctx, &in); err != nil {
+	if err := s.readGroupMemo(ctx, &in, memo); err != nil {
 		return inputs{}, err
 	}
 	var err error
-	if in.catalog, err = s.catalogFor(ctx, dev.TenantID); err != nil {
+	if in.catalog, err = s.catalogFor(ctx, dev.TenantID, memo); err != nil {
 		return inputs{}, err
 	}
 	return in, nil
 }
 
-// readGroupMemo is readGroup through the memo (memo.go).
-func (s *Service) readGroupMemo(ctx context.Context, in *inputs) error {
+// readGroupMemo is readGroup, through the memo (memo.go) when memo is set; the inputs it
+// reads are kept in the memo either way.
+func (s *Service) readGroupMemo(ctx context.Context, in *inputs, memo bool) error {
 	if in.dev.ProductID == "" {
 		return nil
 	}
 	now := s.cfg.Now()
 	k := groupKey{tenant: in.dev.TenantID, product: in.dev.ProductID, group: in.dev.GroupID}
-	if g, ok := s.memo.group(k, now); ok {
+	if g, ok := s.memo.group(k, now); memo && ok {
 		in.product, in.group, in.dep, in.grouped = g.product, g.group, g.dep, true
 		return nil
 	}

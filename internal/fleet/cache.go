@@ -132,7 +132,7 @@ func (s *Service) CheckAssignment(ctx context.Context, dev device.Device, ifNone
 		return AssignmentCheck{ETag: ifNoneMatch, NotModified: true}, nil
 	}
 	epoch := s.cache.epoch() // before the inputs are read: a change meanwhile ends the entry
-	data, _, gen, err := s.assignment(ctx, dev)
+	data, _, gen, err := s.assignment(ctx, dev, true)
 	if err != nil {
 		return AssignmentCheck{}, err
 	}

@@ -120,11 +120,11 @@ func (m *inputsMemo) putCatalog(t tenant.ID, c *repo.Catalog, epoch uint64, now 
 	m.catalogs[t] = memoEntry[*repo.Catalog]{v: c, epoch: epoch, at: now}
 }
 
-// catalogFor is the tenant's catalog for the update path: reused from the memo, or read
-// (repo.Service.Catalog) and kept.
-func (s *Service) catalogFor(ctx context.Context, t tenant.ID) (*repo.Catalog, error) {
+// catalogFor is the tenant's catalog for the update path: with memo, reused from the memo;
+// else read (repo.Service.Catalog) and kept.
+func (s *Service) catalogFor(ctx context.Context, t tenant.ID, memo bool) (*repo.Catalog, error) {
 	now := s.cfg.Now()
-	if c, ok := s.memo.catalog(t, now); ok {
+	if c, ok := s.memo.catalog(t, now); memo && ok {
 		return c, nil
 	}
 	epoch := s.cache.epoch()

@@ -90,7 +90,7 @@ func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (st
 		return "", err
 	}
 	s.devices.put(dev, epoch, s.cfg.Now())
-	in, err := s.readInputs(ctx, dev)
+	in, err := s.readInputs(ctx, dev, true)
 	if err != nil {
 		return "", err
 	}

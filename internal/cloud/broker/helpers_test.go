@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/moat-iot/moat/internal/cloud/broker"
@@ -349,6 +350,16 @@ func publish(t testing.TB, b *broker.Broker, d *device, topic, msg string, extra
 // stream returns the device stream.
 func stream(t testing.TB, b *broker.Broker) jetstream.Stream {
 	t.Helper()
+	s, err := streamOf(t, b)
+	if err != nil {
+		t.Fatalf("Stream(%s) = %v", telemetry.Stream, err)
+	}
+	return s
+}
+
+// streamOf is the broker's telemetry stream, or the error of looking it up.
+func streamOf(t testing.TB, b *broker.Broker) (jetstream.Stream, error) {
+	t.Helper()
 	nc, err := b.Conn()
 	if err != nil {
 		t.Fatalf("Conn = %v", err)
@@ -358,36 +369,53 @@ func stream(t testing.TB, b *broker.Broker) jetstream.Stream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(t.Context(), telemetry.Stream)
-	if err != nil {
-		t.Fatalf("Stream(%s) = %v", telemetry.Stream, err)
-	}
-	return s
+	return js.Stream(t.Context(), telemetry.Stream)
 }
 
 // stored returns the payloads the stream holds for subject (a device subject without
 // the stored prefix).
+//
+// A clustered stream's consumer may find no responder while the cluster still settles its
+// leaders (seen on a loaded machine: "nats: no responders available for request"): such a
+// read is tried again, for up to 20 s.
 func stored(t testing.TB, b *broker.Broker, subject string) []string {
 	t.Helper()
-	s := stream(t, b)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := readStored(t, b, subject)
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			if err != nil {
+				t.Fatalf("read %s: %v", subject, err)
+			}
+			return got
+		}
+		time.Sleep(100 * time.Millisecond) // polling for the cluster's leaders, not timing
+	}
+}
+
+func readStored(t testing.TB, b *broker.Broker, subject string) ([]string, error) {
+	s, err := streamOf(t, b)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.OrderedConsumer(t.Context(), jetstream.OrderedConsumerConfig{FilterSubjects: []string{broker.StoredPrefix + subject}})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(broker.StoredPrefix+subject))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	n := int(info.State.Subjects[broker.StoredPrefix+subject])
 	var got []string
 	for range n {
 		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {
-			t.Fatalf("read %s: %v", subject, err)
+			return nil, err
 		}
 		got = append(got, string(m.Data()))
 	}
-	return got
+	return got, nil
 }
 
 // total is the number of messages in the stream.
