@@ -66,7 +66,18 @@ func (t *tx) sole() error {
 
 // poolRow runs the statement of a one-statement read on the read pool, prepared on the
 // connection when the pool's cache holds it.
+//
+// One row is read without watching ctx once it started: watching costs two goroutines and
+// a context per statement (database/sql's for the rows, the driver's to interrupt SQLite),
+// a third of what was left of the read, to be able to stop a lookup that ends within
+// microseconds anyway. A request cancelled before its read does not read
+// (TestReadOne_CancelledRequestDoesNotRead); its wait for a pooled connection is as long as
+// the reads ahead of it take. A statement of many rows (poolQuery) stays interruptible.
 func (t *tx) poolRow(ctx context.Context, q string, args ...any) row {
+	if err := ctx.Err(); err != nil {
+		return errRow{err}
+	}
+	ctx = context.WithoutCancel(ctx)
 	if s := t.cached(q); s != nil {
 		return s.QueryRowContext(ctx, args...)
 	}

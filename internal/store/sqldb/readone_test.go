@@ -261,3 +261,17 @@ func TestReadOne_DoesNotWaitForWriters(t *testing.T) {
 		<-done
 	})
 }
+
+// TestReadOne_CancelledRequestDoesNotRead: a one-row read does not watch its context once
+// started (poolRow), but one whose request already ended is not run.
+func TestReadOne_CancelledRequestDoesNotRead(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "DW100")
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := getOne(ctx, s, ten.ID, ps[0].ID); !errors.Is(err, context.Canceled) {
+			t.Errorf("ReadOne(Products().Get) with a cancelled context = %v, want context.Canceled", err)
+		}
+	})
+}
