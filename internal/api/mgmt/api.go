@@ -256,6 +256,7 @@ func RequestID(ctx context.Context) string { return httpapi.RequestID(ctx) }
 // around this audience's authentication, authorization and handler.
 func (a *API) wrap(rt Route) http.Handler {
 	name := rt.Name()
+	metrics := a.metrics.Route(name) // label lookups once per route, not per request
 	limit := rt.BodyLimit()
 	unauthenticated := rt.Auth.Unauthenticated()
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -291,7 +292,7 @@ func (a *API) wrap(rt Route) http.Handler {
 		if c.tenant != "" {
 			attrs = append(attrs, slog.String("tenant_id", string(c.tenant)))
 		}
-		x.DoneAttrs(a.log, a.metrics, name, attrs...)
+		x.DoneRoute(a.log, metrics, attrs...)
 	})
 }
 
