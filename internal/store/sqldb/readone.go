@@ -78,14 +78,14 @@ func (t *tx) poolRow(ctx context.Context, q string, args ...any) row {
 		return errRow{err}
 	}
 	ctx = context.WithoutCancel(ctx)
-	if s := t.cached(q); s != nil {
+	if s := t.cached(q); s != nil { //nolint:sqlclosecheck // the pool's statement, closed with the store
 		return s.QueryRowContext(ctx, args...)
 	}
 	return t.pool.QueryRowContext(ctx, q, args...)
 }
 
 func (t *tx) poolQuery(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	if s := t.cached(q); s != nil {
+	if s := t.cached(q); s != nil { //nolint:sqlclosecheck // the pool's statement, closed with the store
 		return s.QueryContext(ctx, args...)
 	}
 	return t.pool.QueryContext(ctx, q, args...)
