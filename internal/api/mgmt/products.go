@@ -16,7 +16,7 @@ func (a *API) listProducts(c *call) (any, error) {
 	}
 	name := c.r.URL.Query().Get("name")
 	var out []product.Product
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		if name != "" {
 			x, err := tt.Products().GetByName(c.ctx, name)
 			if err == nil {
