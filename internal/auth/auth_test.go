@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,33 @@ func TestToken_RoundTrip(t *testing.T) {
 	other, _ := auth.NewToken("usr_x", "ci", now, 0)
 	if other.Matches(secret) {
 		t.Error("another token matches this secret")
+	}
+}
+
+// TestToken_RejectsWrongSecret: Matches hashes the presented secret from a buffer on the
+// stack; a secret that differs anywhere, is cut short, runs on, or is longer than that
+// buffer, does not match.
+func TestToken_RejectsWrongSecret(t *testing.T) {
+	t.Parallel()
+	tok, presented := auth.NewToken("usr_x", "ci", time.Now(), 0)
+	_, secret, err := auth.ParseToken(presented)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := []byte(secret)
+	flipped[len(flipped)-1] ^= 1
+	for _, s := range []string{"", secret[:len(secret)-1], secret + "A", string(flipped), secret + strings.Repeat("A", 100)} {
+		if tok.Matches(s) {
+			t.Errorf("Token.Matches(%q) = true, want false", s)
+		}
+	}
+	if !tok.Matches(secret) {
+		t.Errorf("Token.Matches(its secret) = false, want true")
+	}
+	long := strings.Repeat("s", 100) // past the stack buffer: hashed all the same
+	tok.Hash = func() []byte { h := sha256.Sum256([]byte(long)); return h[:] }()
+	if !tok.Matches(long) || tok.Matches(long[:64]) {
+		t.Errorf("Token.Matches of a 100-byte secret: want true for it and false for its first 64 bytes")
 	}
 }
 

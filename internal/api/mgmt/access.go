@@ -285,7 +285,7 @@ func (a *API) listMembers(c *call) (any, error) {
 		return nil, err
 	}
 	var out []auth.Member
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.Members().List(c.ctx, p)
 		return err
 	})
@@ -405,7 +405,7 @@ func (a *API) listAudit(c *call) (any, error) {
 		return nil, err
 	}
 	var out []audit.Event
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.Audit().List(c.ctx, p)
 		return err
 	})

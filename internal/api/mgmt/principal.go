@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/moat-iot/moat/internal/auth"
 	"github.com/moat-iot/moat/internal/store"
@@ -34,7 +35,7 @@ func (a *API) AuthenticateToken(ctx context.Context, presented string) (*auth.Pr
 	if err != nil {
 		return nil, ErrUnauthenticated
 	}
-	return a.principal(ctx, "", id, func(tok auth.Token) bool { return tok.Matches(secret) })
+	return a.principal(ctx, id, tokenCheck{secret: secret})
 }
 
 // Principal rebuilds the principal of a user acting with one of its tokens (a console
@@ -44,18 +45,34 @@ func (a *API) Principal(ctx context.Context, user auth.UserID, token auth.TokenI
 	if user == "" {
 		return nil, ErrUnauthenticated
 	}
-	return a.principal(ctx, user, token, func(auth.Token) bool { return true })
+	return a.principal(ctx, token, tokenCheck{user: user})
 }
 
-// principal finds the principal of token id, which ok accepts and which belongs to user
-// when user is set: from the verified-token cache when it holds the token (auth_cache.go),
-// from the store otherwise. ok and the token's expiry are checked on a hit as on a miss, so
-// the cache never lets through what the store would refuse; only a refusal on what the
-// store alone knows (revoked, roles) waits for an invalidation.
-func (a *API) principal(ctx context.Context, user auth.UserID, id auth.TokenID, ok func(auth.Token) bool) (*auth.Principal, error) {
+// tokenCheck is what a token must pass besides being active: the presented secret
+// (AuthenticateToken), or belonging to the session's user (Principal). A value, not a
+// closure, so that a request served from the cache allocates none.
+type tokenCheck struct {
+	secret string      // the presented secret; "" for a console session's token
+	user   auth.UserID // the session's user; "" for a presented token
+}
+
+// ok reports whether tok passes the check at now.
+func (k tokenCheck) ok(tok auth.Token, now time.Time) bool {
+	if k.user == "" && !tok.Matches(k.secret) {
+		return false
+	}
+	return tok.Active(now) && (k.user == "" || tok.UserID == k.user)
+}
+
+// principal finds the principal of token id, which passes check: from the verified-token
+// cache when it holds the token (auth_cache.go), from the store otherwise. check, with the
+// token's expiry, is made on a hit as on a miss, so the cache never lets through what the
+// store would refuse; only a refusal on what the store alone knows (revoked, roles) waits
+// for an invalidation.
+func (a *API) principal(ctx context.Context, id auth.TokenID, check tokenCheck) (*auth.Principal, error) {
 	now := a.now()
 	if e, hit := a.authCache.get(id, now); hit {
-		if !ok(e.tok) || !e.tok.Active(now) || (user != "" && e.tok.UserID != user) {
+		if !check.ok(e.tok, now) {
 			return nil, ErrUnauthenticated
 		}
 		return e.p, nil
@@ -69,7 +86,7 @@ func (a *API) principal(ctx context.Context, user auth.UserID, id auth.TokenID, 
 		if err != nil {
 			return err
 		}
-		if !ok(tok) || !tok.Active(now) || (user != "" && tok.UserID != user) {
+		if !check.ok(tok, now) {
 			return store.ErrNotFound
 		}
 		u, err := tx.Users().Get(ctx, tok.UserID)

@@ -16,7 +16,7 @@ func (a *API) listProducts(c *call) (any, error) {
 	}
 	name := c.r.URL.Query().Get("name")
 	var out []product.Product
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		if name != "" {
 			x, err := tt.Products().GetByName(c.ctx, name)
 			if err == nil {
@@ -81,7 +81,7 @@ func (a *API) getProduct(c *call) (any, error) {
 		return nil, err
 	}
 	var out product.Product
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.Products().Get(c.ctx, id)
 		return err
 	})
@@ -209,7 +209,7 @@ func (a *API) getGroup(c *call) (any, error) {
 		return nil, err
 	}
 	var out product.Group
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.Groups().Get(c.ctx, pid, gid)
 		return err
 	})

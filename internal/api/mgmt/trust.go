@@ -14,7 +14,7 @@ func (a *API) listSigningKeys(c *call) (any, error) {
 		return nil, err
 	}
 	var out []trust.SigningKey
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.SigningKeys().List(c.ctx, p)
 		return err
 	})
@@ -65,7 +65,7 @@ func (a *API) getSigningKey(c *call) (any, error) {
 		return nil, err
 	}
 	var out trust.SigningKey
-	err = a.readTenant(c, func(tt store.TenantTx) error {
+	err = a.readTenantOne(c, func(tt store.TenantTx) error {
 		out, err = tt.SigningKeys().Get(c.ctx, id)
 		return err
 	})

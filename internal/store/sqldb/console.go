@@ -80,6 +80,9 @@ func (s consoleSessions) CreateLink(ctx context.Context, l store.SignInLink, max
 // database lets one delete the row and the other finds none.
 func (s consoleSessions) ConsumeLink(ctx context.Context, codeHash string, now time.Time) (store.SignInLink, error) {
 	l := store.SignInLink{CodeHash: codeHash}
+	if s.t.one {
+		return store.SignInLink{}, errReadOneWrite
+	}
 	err := s.t.tx.QueryRowContext(ctx, `DELETE FROM console_sign_in_links WHERE code_hash = $1 AND expires_at > $2
 		RETURNING user_id, token_id, created_at, expires_at`, codeHash, utc(now)).Scan(&l.UserID, &l.TokenID, &l.CreatedAt, &l.ExpiresAt)
 	l.CreatedAt, l.ExpiresAt = l.CreatedAt.UTC(), l.ExpiresAt.UTC()

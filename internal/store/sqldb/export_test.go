@@ -2,7 +2,10 @@ package sqldb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+
+	"github.com/moat-iot/moat/internal/store"
 )
 
 // Statements of the fleet queries, for the query-plan tests.
@@ -25,4 +28,10 @@ func RebuildIssues(ctx context.Context, s *DB) error {
 		return fmt.Errorf("rebuild issues: %w", err)
 	}
 	return sqltx.Commit()
+}
+
+// QueryIn runs q through tx's query path (a one-statement read's included), for tests that
+// hold a statement's rows open while another transaction writes.
+func QueryIn(ctx context.Context, t store.Tx, q string, args ...any) (*sql.Rows, error) {
+	return t.(*tx).query(ctx, q, args...)
 }

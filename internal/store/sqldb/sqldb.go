@@ -198,6 +198,11 @@ func (s *DB) InTx(ctx context.Context, fn func(store.Tx) error) error {
 
 // InReadTx runs fn in a read-only transaction.
 func (s *DB) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
+	return s.inReadTx(ctx, fn, false)
+}
+
+// inReadTx runs fn in a read-only transaction, of one statement only when one is set.
+func (s *DB) inReadTx(ctx context.Context, fn func(store.Tx) error, one bool) error {
 	opts := &sql.TxOptions{}
 	if s.ro == s.db {
 		// One pool (PostgreSQL): read-only, and REPEATABLE READ so that every statement sees
@@ -211,7 +216,7 @@ func (s *DB) InReadTx(ctx context.Context, fn func(store.Tx) error) error {
 		return fmt.Errorf("begin read-only: %w", err)
 	}
 	defer sqltx.Rollback() // read-only: nothing to keep or lose
-	return fn(&tx{tx: sqltx, d: s.dialect, stmts: s.roStmts})
+	return fn(&tx{tx: sqltx, d: s.dialect, stmts: s.roStmts, one: one})
 }
 
 func (s *DB) inTx(ctx context.Context, fn func(store.Tx) error) error {
@@ -241,6 +246,12 @@ type tx struct {
 	// statements but the pool cannot (SQLite's one writer connection): a transaction that
 	// repeats a query (the group commit of attestations, issue 15) parses it once.
 	local map[string]*sql.Stmt
+	// one: a one-statement read (ReadOne, readone.go), which refuses a second statement
+	// and any write; ran records that its statement ran. pool is set when it runs without a
+	// transaction (tx is nil), on the read-only pool.
+	one  bool
+	ran  bool
+	pool *sql.DB
 }
 
 // stmt returns q prepared for this transaction. With a cache, each pooled connection parses
@@ -270,7 +281,19 @@ func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 	return t.tx.StmtContext(ctx, s) // a transaction's statements close when it ends
 }
 
-func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+// row is one row of a query: *sql.Row, or the refusal of a second statement in a
+// one-statement read (errRow).
+type row interface{ Scan(dest ...any) error }
+
+func (t *tx) queryRow(ctx context.Context, q string, args ...any) row {
+	if t.one {
+		if err := t.sole(); err != nil {
+			return errRow{err}
+		}
+		if t.pool != nil {
+			return t.poolRow(ctx, q, args...)
+		}
+	}
 	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction
 		return s.QueryRowContext(ctx, args...)
 	}
@@ -278,6 +301,14 @@ func (t *tx) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 }
 
 func (t *tx) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if t.one {
+		if err := t.sole(); err != nil {
+			return nil, err
+		}
+		if t.pool != nil {
+			return t.poolQuery(ctx, q, args...)
+		}
+	}
 	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction; the caller closes the rows
 		return s.QueryContext(ctx, args...)
 	}
@@ -358,6 +389,9 @@ func (c *stmtCache) close() error {
 }
 
 func (t *tx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if t.one {
+		return nil, errReadOneWrite
+	}
 	var r sql.Result
 	var err error
 	if s := t.stmt(ctx, q); s != nil { //nolint:sqlclosecheck // closed with the transaction

@@ -1,0 +1,277 @@
+package sqldb_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/moat-iot/moat/internal/ident"
+	"github.com/moat-iot/moat/internal/product"
+	"github.com/moat-iot/moat/internal/store"
+	"github.com/moat-iot/moat/internal/store/postgres"
+	"github.com/moat-iot/moat/internal/store/sqldb"
+	"github.com/moat-iot/moat/internal/store/sqlite"
+	"github.com/moat-iot/moat/internal/tenant"
+	"github.com/moat-iot/moat/internal/testenv"
+)
+
+// eachStore runs f on a fresh SQLite store and a fresh PostgreSQL one: ReadOne takes
+// another path on each (no transaction on SQLite's read-only pool, a read-only
+// transaction on PostgreSQL), and both must keep its rules.
+func eachStore(t *testing.T, f func(t *testing.T, s *sqldb.DB)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "moat.db"), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		f(t, s)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		s, err := postgres.Open(t.Context(), testenv.FreshPostgresDatabase(t), time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		f(t, s)
+	})
+}
+
+// readOneFixture stores a tenant with products named names and returns them.
+func readOneFixture(t *testing.T, s *sqldb.DB, names ...string) (tenant.Tenant, []product.Product) {
+	t.Helper()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	ten := tenant.Tenant{ID: tenant.ID(ident.New(tenant.IDPrefix, at)), Name: "Contoso " + string(ident.New("x", at)), CreatedAt: at, UpdatedAt: at, Version: 1}
+	var ps []product.Product
+	err := s.InTx(t.Context(), func(tx store.Tx) error {
+		if err := tx.Tenants().Create(t.Context(), ten); err != nil {
+			return err
+		}
+		tt, err := tx.ForTenant(ten.ID)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			p := newReadOneProduct(ten.ID, n)
+			if err := tt.Products().Create(t.Context(), p); err != nil {
+				return err
+			}
+			ps = append(ps, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ten, ps
+}
+
+func newReadOneProduct(tid tenant.ID, name string) product.Product {
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	return product.Product{ID: product.ID(ident.New(product.IDPrefix, at)), TenantID: tid, Name: name,
+		Description: "The " + name + " product.", CreatedAt: at, UpdatedAt: at, Version: 1}
+}
+
+// getOne reads product id of tenant tid with ReadOne.
+func getOne(ctx context.Context, s *sqldb.DB, tid tenant.ID, id product.ID) (product.Product, error) {
+	var p product.Product
+	err := s.ReadOne(ctx, func(tx store.Tx) error {
+		tt, err := tx.ForTenant(tid)
+		if err != nil {
+			return err
+		}
+		p, err = tt.Products().Get(ctx, id)
+		return err
+	})
+	return p, err
+}
+
+func TestReadOne_ReadsOneObject(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "DW100", "DW200")
+		for range 3 { // the second and later reads use the pool's prepared statement
+			got, err := getOne(t.Context(), s, ten.ID, ps[1].ID)
+			if err != nil || got.ID != ps[1].ID || got.Name != "DW200" || !got.CreatedAt.Equal(ps[1].CreatedAt) {
+				t.Fatalf("ReadOne(Products().Get(%s)) = %+v, %v, want %+v", ps[1].ID, got, err, ps[1])
+			}
+		}
+		var list []product.Product
+		err := s.ReadOne(t.Context(), func(tx store.Tx) error {
+			tt, err := tx.ForTenant(ten.ID)
+			if err != nil {
+				return err
+			}
+			list, err = tt.Products().List(t.Context(), store.Page{})
+			return err
+		})
+		if err != nil || len(list) != 2 {
+			t.Errorf("ReadOne(Products().List) = %d products, %v, want 2, nil", len(list), err)
+		}
+	})
+}
+
+// TestReadOne_IsTenantScoped: another tenant's product is not found through ReadOne, and
+// no tenant is no read (rule 3).
+func TestReadOne_IsTenantScoped(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		_, ps := readOneFixture(t, s, "DW100")
+		other, _ := readOneFixture(t, s)
+		if _, err := getOne(t.Context(), s, other.ID, ps[0].ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ReadOne(another tenant's Products().Get) = %v, want ErrNotFound", err)
+		}
+		if _, err := getOne(t.Context(), s, "", ps[0].ID); !errors.Is(err, store.ErrNoTenant) {
+			t.Errorf("ReadOne(ForTenant(\"\")) = %v, want ErrNoTenant", err)
+		}
+	})
+}
+
+// TestReadOne_RefusesSecondStatement: a second statement would see another snapshot than
+// the first, so it fails instead of running, on both databases alike.
+func TestReadOne_RefusesSecondStatement(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "DW100", "DW200")
+		var second error
+		err := s.ReadOne(t.Context(), func(tx store.Tx) error {
+			tt, err := tx.ForTenant(ten.ID)
+			if err != nil {
+				return err
+			}
+			if _, err := tt.Products().Get(t.Context(), ps[0].ID); err != nil {
+				return err
+			}
+			_, second = tt.Products().Get(t.Context(), ps[1].ID)
+			if _, err := tt.Products().List(t.Context(), store.Page{}); err == nil {
+				t.Errorf("ReadOne: third statement (Products().List) = nil, want an error")
+			}
+			return second
+		})
+		if second == nil || err == nil {
+			t.Errorf("ReadOne: second statement = %v (ReadOne = %v), want an error", second, err)
+		}
+	})
+}
+
+// TestReadOne_RefusesWrites: nothing is written through a one-statement read, neither by
+// an exec (Create) nor by a write that returns a row (the console's DELETE ... RETURNING).
+func TestReadOne_RefusesWrites(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, _ := readOneFixture(t, s)
+		p := newReadOneProduct(ten.ID, "Written in a read")
+		err := s.ReadOne(t.Context(), func(tx store.Tx) error {
+			tt, err := tx.ForTenant(ten.ID)
+			if err != nil {
+				return err
+			}
+			return tt.Products().Create(t.Context(), p)
+		})
+		if err == nil {
+			t.Errorf("ReadOne(Products().Create) = nil, want an error")
+		}
+		if _, err := getOne(t.Context(), s, ten.ID, p.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Products().Get(product created in ReadOne) = %v, want ErrNotFound", err)
+		}
+		err = s.ReadOne(t.Context(), func(tx store.Tx) error {
+			_, err := tx.ConsoleSessions().ConsumeLink(t.Context(), "code", time.Now())
+			return err
+		})
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ReadOne(ConsoleSessions().ConsumeLink) = %v, want the write refused", err)
+		}
+	})
+}
+
+// TestReadOne_StatementSeesOneSnapshot: the one statement's rows come from the snapshot it
+// started on, however long they are read and whatever commits meanwhile: what makes a
+// single statement safe to run without a transaction.
+func TestReadOne_StatementSeesOneSnapshot(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "A", "B", "C")
+		n := 0
+		err := s.ReadOne(t.Context(), func(tx store.Tx) error {
+			rows, err := sqldb.QueryIn(t.Context(), tx, `SELECT id FROM products WHERE tenant_id = $1 ORDER BY id`, ten.ID)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				if n++; n == 1 {
+					// Mid-statement: add a product and delete the last one.
+					if err := s.InTx(t.Context(), func(tx store.Tx) error {
+						tt, err := tx.ForTenant(ten.ID)
+						if err != nil {
+							return err
+						}
+						if err := tt.Products().Create(t.Context(), newReadOneProduct(ten.ID, "D")); err != nil {
+							return err
+						}
+						return tt.Products().Delete(t.Context(), ps[2].ID, 0)
+					}); err != nil {
+						return err
+					}
+				}
+			}
+			return rows.Err()
+		})
+		if err != nil || n != 3 {
+			t.Errorf("ReadOne: a statement read %d rows (%v) across a commit, want the 3 of its snapshot", n, err)
+		}
+	})
+}
+
+// TestReadOne_DoesNotWaitForWriters: a read runs while a write transaction holds the
+// write lock, and does not see its uncommitted write.
+func TestReadOne_DoesNotWaitForWriters(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, _ := readOneFixture(t, s)
+		p := newReadOneProduct(ten.ID, "Uncommitted")
+		written, release := make(chan struct{}), make(chan struct{})
+		done := make(chan error, 1)
+		go func() {
+			done <- s.InTx(context.Background(), func(tx store.Tx) error {
+				tt, err := tx.ForTenant(ten.ID)
+				if err != nil {
+					return err
+				}
+				if err := tt.Products().Create(context.Background(), p); err != nil {
+					return err
+				}
+				close(written)
+				<-release
+				return errors.New("roll back")
+			})
+		}()
+		<-written
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		_, err := getOne(ctx, s, ten.ID, p.ID)
+		close(release)
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ReadOne(Products().Get) while a writer holds the lock = %v, want ErrNotFound at once", err)
+		}
+		<-done
+	})
+}
+
+// TestReadOne_CancelledRequestDoesNotRead: a one-row read does not watch its context once
+// started (poolRow), but one whose request already ended is not run.
+func TestReadOne_CancelledRequestDoesNotRead(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "DW100")
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := getOne(ctx, s, ten.ID, ps[0].ID); !errors.Is(err, context.Canceled) {
+			t.Errorf("ReadOne(Products().Get) with a cancelled context = %v, want context.Canceled", err)
+		}
+	})
+}
