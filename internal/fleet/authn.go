@@ -54,29 +54,36 @@ func (s *Service) authenticate(ctx context.Context, cs *tls.ConnectionState) (de
 		return dev, nil
 	}
 	epoch := s.cache.epoch() // before the row is read: a change meanwhile keeps it out of the cache
+	// One statement each, each on its own snapshot (store.OneRead): the device's row, and
+	// only for a certificate other than its current one the certificate's record, which is
+	// never removed once written, so the two need not agree on a snapshot.
 	var dev device.Device
-	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+	err := s.readOne(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(tenant.ID(tid))
 		if err != nil {
 			return err
 		}
-		if dev, err = tt.Devices().Get(ctx, device.ID(did)); err != nil {
-			return err
-		}
-		if dev.Certificate != nil && dev.Certificate.Serial == serial {
-			// The device's current certificate: recorded as issued to it in the same
-			// transaction that made it current (attest.go), and records are never removed.
-			return nil
-		}
-		rec, err := tt.Certificates().Get(ctx, serial)
-		if err != nil {
-			return err
-		}
-		if string(rec.DeviceID) != did {
-			return store.ErrNotFound
-		}
-		return nil
+		dev, err = tt.Devices().Get(ctx, device.ID(did))
+		return err
 	})
+	if err == nil && (dev.Certificate == nil || dev.Certificate.Serial != serial) {
+		// Not the device's current certificate (that one was recorded as issued to it in the
+		// same transaction that made it current, attest.go): its record must name the device.
+		err = s.readOne(ctx, func(tx store.Tx) error {
+			tt, err := tx.ForTenant(tenant.ID(tid))
+			if err != nil {
+				return err
+			}
+			rec, err := tt.Certificates().Get(ctx, serial)
+			if err != nil {
+				return err
+			}
+			if string(rec.DeviceID) != did {
+				return store.ErrNotFound
+			}
+			return nil
+		})
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return device.Device{}, fmt.Errorf("%w: certificate %s of device %s is not on record for tenant %s", ErrUnauthenticated, serial, did, tid)
 	}

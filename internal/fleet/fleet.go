@@ -168,9 +168,10 @@ type Service struct {
 
 	waits *push.Waits // devices waiting for updates
 
-	cache   *assignmentCache // the assignment signed for each device last (cache.go)
-	devices *deviceCache     // device rows read for authentication (devcache.go)
-	memo    *inputsMemo      // the groups' and tenants' assignment inputs (memo.go)
+	cache   *assignmentCache                                  // the assignment signed for each device last (cache.go)
+	devices *deviceCache                                      // device rows read for authentication (devcache.go)
+	memo    *inputsMemo                                       // the groups' and tenants' assignment inputs (memo.go)
+	readOne func(context.Context, func(store.Tx) error) error // store.OneRead
 
 	mu        sync.Mutex
 	trust     map[tenant.ID]*tenantTrust // cached CA certificates and keys, at most maxTrust
@@ -244,6 +245,7 @@ func New(cfg Config) (*Service, error) {
 		cache: newAssignmentCache(cfg.AssignmentCacheEntries)}
 	s.devices = newDeviceCache(cfg.DeviceCacheEntries, s.cache)
 	s.memo = newInputsMemo(s.cache)
+	s.readOne = store.OneRead(cfg.Store)
 	var err error
 	if s.nonces, err = nonce.NewIssuer(cfg.KEK); err != nil {
 		return nil, err

@@ -78,7 +78,7 @@ func (s *Service) Stop() { s.waits.Stop() }
 func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
 	epoch := s.cache.epoch() // before the row is read, for the device cache
 	var dev device.Device
-	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+	err := s.readOne(ctx, func(tx store.Tx) error {
 		tt, err := tx.ForTenant(t)
 		if err != nil {
 			return err

@@ -511,3 +511,19 @@ type ReportCount struct {
 	Kind         errreport.Kind
 	Reports      int
 }
+
+// OneReader is a Store that reads with one statement on that statement's own snapshot,
+// without the cost of a read-only transaction (sqldb.DB.ReadOne, issue 15: on SQLite the
+// transaction was most of a one-row read's time). fn must run one statement: a second one
+// fails there.
+type OneReader interface {
+	ReadOne(ctx context.Context, fn func(Tx) error) error
+}
+
+// OneRead is st's one-statement read, or InReadTx where st has none.
+func OneRead(st Store) func(context.Context, func(Tx) error) error {
+	if r, ok := st.(OneReader); ok {
+		return r.ReadOne
+	}
+	return st.InReadTx
+}

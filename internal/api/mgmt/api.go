@@ -161,7 +161,7 @@ func New(cfg Config) (*API, error) {
 	}
 	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet,
 		unauth: httpapi.NewQueuedLimiter(n, 4*n, UnauthenticatedQueueWait), authCache: newAuthCache(ttl, entries), publishAuth: cfg.PublishAuthChange,
-		readOne: oneRead(cfg.Store)}, nil
+		readOne: store.OneRead(cfg.Store)}, nil
 }
 
 // Audience is who a route serves, and so which listener carries it.
@@ -476,7 +476,7 @@ func (a *API) inTenant(c *call, fn func(store.TenantTx) error) error {
 }
 
 // readTenantOne runs fn, a read of one statement, scoped to the call's tenant, without a
-// transaction where the store can (oneReader): an object's GET. A second statement in fn
+// transaction where the store can (store.OneRead): an object's GET. A second statement in fn
 // fails; reads that must agree with each other use readTenant.
 func (a *API) readTenantOne(c *call, fn func(store.TenantTx) error) error {
 	return a.readOne(c.ctx, func(tx store.Tx) error {
@@ -486,22 +486,6 @@ func (a *API) readTenantOne(c *call, fn func(store.TenantTx) error) error {
 		}
 		return fn(tt)
 	})
-}
-
-// oneReader is a store that reads with one statement on that statement's own snapshot,
-// without the cost of a read-only transaction (sqldb.DB.ReadOne, issue 15 item 4: on
-// SQLite the transaction was most of an authenticated GET's store time). A store without
-// it reads in InReadTx.
-type oneReader interface {
-	ReadOne(ctx context.Context, fn func(store.Tx) error) error
-}
-
-// oneRead is st's one-statement read, or InReadTx where st has none.
-func oneRead(st store.Store) func(context.Context, func(store.Tx) error) error {
-	if r, ok := st.(oneReader); ok {
-		return r.ReadOne
-	}
-	return st.InReadTx
 }
 
 // readTenant runs fn in a read-only transaction scoped to the call's tenant.
