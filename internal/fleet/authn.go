@@ -134,17 +134,22 @@ func (s *Service) verifyLeaf(ctx context.Context, leaf *x509.Certificate, presen
 }
 
 // recentlyVerified returns the tenant and device of a leaf whose very bytes verifyChain
-// verified against the tenant's trust that is still the cached one now: the same bytes
-// parse and verify the same way, so an update check does neither again (issue 15). The
-// device's state is checked on every request (devcache.go).
+// verified against the same CAs and root as the tenant's trust and the root cached, fresh,
+// now: the same bytes parse and verify the same way, so an update check does neither again
+// (issue 15). The device's state is checked on every request (devcache.go).
 func (s *Service) recentlyVerified(leaf *x509.Certificate) (string, string, bool) {
 	now := s.cfg.Now()
 	key := sha256.Sum256(leaf.Raw)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	v, ok := s.verified[key]
-	if !ok || !now.Before(v.until) || now.Before(leaf.NotBefore) || s.trust[tenant.ID(v.tenant)] != v.trust {
+	if !ok || !now.Before(v.until) || now.Before(leaf.NotBefore) {
 		return "", "", false
+	}
+	tr, root := s.trust[tenant.ID(v.tenant)], s.root
+	if tr == nil || now.Sub(tr.loaded) >= trustTTL || tr.sum != v.trust ||
+		root.cert == nil || now.Sub(root.loaded) >= trustTTL || root.sum != v.root {
+		return "", "", false // reloaded first, then verifyChain finds it by the sums
 	}
 	return v.tenant, v.device, true
 }
@@ -237,7 +242,7 @@ func (s *Service) identityConflict(ctx context.Context, dev device.Device, seria
 // verified is a certificate chain checked once, reused until it must be checked again.
 type verified struct {
 	tenant, device string
-	trust          *tenantTrust // the tenant trust it was checked against
+	trust, root    [32]byte // the sums of the tenant's trusted CAs and of the root it was checked against
 	until          time.Time
 }
 
@@ -246,32 +251,38 @@ type verified struct {
 const maxVerified = 1 << 17
 
 // verifyChain verifies the leaf's chain to the root through the tenant's trusted CAs
-// (deviceca.VerifyDevice), remembering the result for the same certificate bytes until the
-// tenant's trust is reloaded (trustTTL) or the certificate expires: two ECDSA verifications
-// per request are most of an update check's cost otherwise. Device state (blocked, claimed,
+// (deviceca.VerifyDevice), remembering the result for the same certificate bytes while the
+// tenant's trusted CAs and the root are the same certificates (by their sums: a reload
+// every trustTTL that finds the same CAs keeps it, a CA added, retired past its overlap or
+// removed ends it), until the first of the leaf, its CAs and the root expires: two ECDSA
+// verifications per request, and per device at every reload of its tenant's trust, are
+// most of an update's authentication otherwise. Device state (blocked, claimed,
 // certificate on record) is still checked on every request.
 func (s *Service) verifyChain(leaf *x509.Certificate, tr *tenantTrust, root *x509.Certificate) (string, string, error) {
 	now := s.cfg.Now()
 	key := sha256.Sum256(leaf.Raw)
+	rootSum := sha256.Sum256(root.Raw)
 	s.mu.Lock()
 	v, ok := s.verified[key]
 	s.mu.Unlock()
-	if ok && v.trust == tr && now.Before(v.until) && !now.Before(leaf.NotBefore) {
+	if ok && v.trust == tr.sum && v.root == rootSum && now.Before(v.until) && !now.Before(leaf.NotBefore) {
 		return v.tenant, v.device, nil
 	}
 	tid, did, _, err := deviceca.VerifyDevice(leaf, tr.trusted, root, now)
 	if err != nil {
 		return "", "", err
 	}
-	until := tr.loaded.Add(trustTTL)
-	if leaf.NotAfter.Before(until) {
-		until = leaf.NotAfter
+	until := leaf.NotAfter
+	for _, t := range []time.Time{tr.notAfter, root.NotAfter} {
+		if !t.IsZero() && t.Before(until) {
+			until = t
+		}
 	}
 	s.mu.Lock()
 	if len(s.verified) >= maxVerified {
 		clear(s.verified)
 	}
-	s.verified[key] = verified{tenant: tid, device: did, trust: tr, until: until}
+	s.verified[key] = verified{tenant: tid, device: did, trust: tr.sum, root: rootSum, until: until}
 	s.mu.Unlock()
 	return tid, did, nil
 }

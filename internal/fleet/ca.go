@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -21,6 +22,23 @@ type tenantTrust struct {
 	loaded  time.Time
 	trusted []*x509.Certificate // CAs whose device certificates are accepted now
 	issuer  *issuer             // the newest active CA, nil when none
+	// sum names trusted by content (SHA-256 over each certificate's DER, in order), so that
+	// a chain verified against one load is known verified against the next load of the
+	// same CAs (authn.go, verifyChain); notAfter is the earliest end of their validity.
+	sum      [32]byte
+	notAfter time.Time
+}
+
+// seal computes the trust's sum and notAfter once its CAs are all added.
+func (tr *tenantTrust) seal() {
+	h := sha256.New()
+	for _, c := range tr.trusted {
+		h.Write(c.Raw)
+		if tr.notAfter.IsZero() || c.NotAfter.Before(tr.notAfter) {
+			tr.notAfter = c.NotAfter
+		}
+	}
+	h.Sum(tr.sum[:0])
 }
 
 // issuer is the tenant's active CA, ready to sign: checked once per load of the tenant's
@@ -192,6 +210,7 @@ func (s *Service) tenantTrust(ctx context.Context, t tenant.ID) (*tenantTrust, e
 				pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))}
 		}
 	}
+	tr.seal()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(tr.trusted) == 0 {

@@ -56,6 +56,7 @@ package fleet
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -286,6 +287,7 @@ type cachedRoot struct {
 	cert   *x509.Certificate
 	pem    string
 	loaded time.Time
+	sum    [32]byte // SHA-256 of cert's DER (authn.go, verifyChain)
 }
 
 // rootCert returns the platform root certificate (cached for trustTTL).
@@ -314,7 +316,7 @@ func (s *Service) rootCert(ctx context.Context) (*x509.Certificate, string, erro
 		return nil, "", fmt.Errorf("stored platform root certificate: %w", err)
 	}
 	s.mu.Lock()
-	s.root = cachedRoot{cert: cert, pem: pemText, loaded: now}
+	s.root = cachedRoot{cert: cert, pem: pemText, loaded: now, sum: sha256.Sum256(cert.Raw)}
 	s.mu.Unlock()
 	return cert, pemText, nil
 }
