@@ -113,18 +113,40 @@ func (s *Service) readGroupMemo(ctx context.Context, in *inputs, memo bool) erro
 		in.product, in.group, in.dep, in.grouped = g.product, g.group, g.dep, true
 		return nil
 	}
-	epoch := s.cache.epoch() // before the read: a change meanwhile keeps it out of the memo
-	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(in.dev.TenantID)
+	readShare := func() (read[groupShare], error) {
+		epoch := s.cache.epoch() // before the read: a change meanwhile keeps it out of the memo
+		g := inputs{dev: in.dev}
+		err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
+			tt, err := tx.ForTenant(g.dev.TenantID)
+			if err != nil {
+				return err
+			}
+			return g.readGroup(ctx, tt)
+		})
+		if err != nil {
+			return read[groupShare]{}, err
+		}
+		share := groupShare{product: g.product, group: g.group, dep: g.dep}
+		s.memo.putGroup(k, share, epoch, now)
+		return read[groupShare]{v: share, epoch: epoch}, nil
+	}
+	var share groupShare
+	ok := false
+	if memo {
+		share, ok = shared(ctx, s.memo, "group/"+string(k.tenant)+"/"+string(k.product)+"/"+string(k.group), k.tenant, readShare)
+		if ok && share.dep != nil {
+			d := *share.dep // the shared read's deployment is every joiner's: copy it
+			share.dep = &d
+		}
+	}
+	if !ok {
+		r, err := readShare()
 		if err != nil {
 			return err
 		}
-		return in.readGroup(ctx, tt)
-	})
-	if err != nil {
-		return err
+		share = r.v
 	}
-	s.memo.putGroup(k, groupShare{product: in.product, group: in.group, dep: in.dep}, epoch, now)
+	in.product, in.group, in.dep, in.grouped = share.product, share.group, share.dep, true
 	return nil
 }
 

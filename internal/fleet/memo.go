@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/product"
 	"github.com/moat-iot/moat/internal/repo"
@@ -26,6 +28,11 @@ import (
 // within that, and a waiting device's periodic re-check (every 15 s) always reads anew.
 // Attestation does not use it: it reads the catalog on every call, so that a revocation
 // through any replica refuses at once (internal/repo, Catalog).
+//
+// Concurrent misses of one key share one read (singleflight): a deployment wakes thousands
+// of devices within two seconds, and on a loaded machine hundreds of them missed together
+// while the first read ran. A caller that joins a read uses its result only when no change
+// event came after the read's epoch, as for an entry; else it reads on its own.
 //
 // Entries are handed out by value (the deployment copied), bounded (maxMemoEntries per
 // map; past it the map starts anew) and safe for concurrent use.
@@ -56,7 +63,8 @@ type memoEntry[T any] struct {
 }
 
 type inputsMemo struct {
-	epochs *assignmentCache
+	epochs  *assignmentCache
+	flights singleflight.Group // reads in flight, by key (groupFlight, catalogFlight)
 
 	mu       sync.Mutex
 	groups   map[groupKey]memoEntry[groupShare]
@@ -120,18 +128,51 @@ func (m *inputsMemo) putCatalog(t tenant.ID, c *repo.Catalog, epoch uint64, now 
 	m.catalogs[t] = memoEntry[*repo.Catalog]{v: c, epoch: epoch, at: now}
 }
 
-// catalogFor is the tenant's catalog for the update path: with memo, reused from the memo;
-// else read (repo.Service.Catalog) and kept.
+// read is one read's result with the epoch taken before it.
+type read[T any] struct {
+	v     T
+	epoch uint64
+}
+
+// shared runs fn once for the concurrent callers of key (memo's flights) and returns its
+// result when no change event for tenant t came after its epoch; ok is false when the
+// caller must read on its own (the shared read failed, is stale, or ctx ended the wait).
+func shared[T any](ctx context.Context, m *inputsMemo, key string, t tenant.ID, fn func() (read[T], error)) (T, bool) {
+	ch := m.flights.DoChan(key, func() (any, error) { return fn() })
+	var zero T
+	select {
+	case res := <-ch:
+		r, ok := res.Val.(read[T])
+		if res.Err != nil || !ok || m.epochs.ended(r.epoch, t, "") {
+			return zero, false
+		}
+		return r.v, true
+	case <-ctx.Done():
+		return zero, false
+	}
+}
+
+// catalogFor is the tenant's catalog for the update path: with memo, reused from the memo
+// or read once for concurrent callers; else read (repo.Service.Catalog). Kept either way.
 func (s *Service) catalogFor(ctx context.Context, t tenant.ID, memo bool) (*repo.Catalog, error) {
 	now := s.cfg.Now()
 	if c, ok := s.memo.catalog(t, now); memo && ok {
 		return c, nil
 	}
-	epoch := s.cache.epoch()
-	c, err := s.cfg.Repo.Catalog(ctx, t)
-	if err != nil {
-		return nil, err
+	readCatalog := func() (read[*repo.Catalog], error) {
+		epoch := s.cache.epoch() // before the read: a change meanwhile keeps it out of the memo
+		c, err := s.cfg.Repo.Catalog(ctx, t)
+		if err != nil {
+			return read[*repo.Catalog]{}, err
+		}
+		s.memo.putCatalog(t, c, epoch, now)
+		return read[*repo.Catalog]{v: c, epoch: epoch}, nil
 	}
-	s.memo.putCatalog(t, c, epoch, now)
-	return c, nil
+	if memo {
+		if c, ok := shared(ctx, s.memo, "catalog/"+string(t), t, readCatalog); ok {
+			return c, nil
+		}
+	}
+	r, err := readCatalog()
+	return r.v, err
 }

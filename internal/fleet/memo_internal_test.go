@@ -2,7 +2,9 @@ package fleet
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -92,5 +94,48 @@ func TestInputsMemo_IsBoundedAndCopiesTheDeployment(t *testing.T) {
 	g.dep.ID = "changed"
 	if g2, ok := m.group(k, now); !ok || g2.dep.ID != "dep1" {
 		t.Errorf("deployment handed out next = %+v (reused %t), want dep1", g2.dep, ok)
+	}
+}
+
+// TestInputsMemo_ConcurrentMissesShareOneRead: callers that miss together wait for one
+// read instead of each reading (a woken group's thundering herd); a read that a change
+// event overtook is not used by anyone, so each reads on its own.
+func TestInputsMemo_ConcurrentMissesShareOneRead(t *testing.T) {
+	t.Parallel()
+	for _, overtaken := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			epochs := newAssignmentCache(10)
+			m := newInputsMemo(epochs)
+			var reads atomic.Int32
+			release := make(chan struct{})
+			fn := func() (read[int], error) {
+				epoch := epochs.epoch()
+				reads.Add(1)
+				<-release
+				return read[int]{v: 7, epoch: epoch}, nil
+			}
+			const n = 50
+			results := make(chan bool, n)
+			for range n {
+				go func() { v, ok := shared(t.Context(), m, "k", "t1", fn); results <- ok && v == 7 }()
+			}
+			synctest.Wait() // every caller is waiting: one in the read, the others for it
+			if overtaken {
+				epochs.changed("t1")
+			}
+			close(release)
+			used := 0
+			for range n {
+				if <-results {
+					used++
+				}
+			}
+			if r := reads.Load(); r != 1 {
+				t.Errorf("overtaken %t: %d reads for %d concurrent misses, want 1", overtaken, r, n)
+			}
+			if want := map[bool]int{false: n, true: 0}[overtaken]; used != want {
+				t.Errorf("overtaken %t: %d callers used the shared read, want %d", overtaken, used, want)
+			}
+		})
 	}
 }
