@@ -240,8 +240,9 @@ func (c *assignmentCache) changed(t tenant.ID) {
 	c.tenantAt[t] = c.seq
 }
 
-// changedDevice ends the device's entries, here and in the device cache (devcache.go):
-// its row changed (an attestation, here or on another replica).
+// changedDevice ends the device's cached row (devcache.go): its row changed (an
+// attestation, here or on another replica). Its cached assignment stands or falls by the
+// fresh row (deviceInputs.same).
 func (c *assignmentCache) changedDevice(id device.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -286,7 +287,10 @@ func (c *assignmentCache) current(dev *device.Device, tag etag, now time.Time) b
 		return false
 	}
 	age := now.Sub(e.signedAt)
-	if c.endedLocked(e.epoch, dev.TenantID, dev.ID) || age < 0 || age >= CacheMaxAge || !e.dev.same(dev) {
+	// Not the device's own events: what of its row the entry depends on is compared below
+	// (same), so an attestation that changed nothing of it keeps the device's 304 (a
+	// reconnect storm re-attests every device with the same images).
+	if e.epoch < c.allAt || e.epoch < c.tenantAt[dev.TenantID] || age < 0 || age >= CacheMaxAge || !e.dev.same(dev) {
 		c.remove(e)
 		return false
 	}
