@@ -71,3 +71,21 @@ func TestDeviceCache_RefusedAttestationEndsACachedCertificateAtOnce(t *testing.T
 		t.Fatalf("check with the certificate a refused attestation ended = %v, want 401 at once", err)
 	}
 }
+
+// TestAssignmentCache_KeptAcrossAnAttestationThatChangesNothing: a device that attests
+// again with the same images (a reconnect storm: every certificate renewed at once) is
+// still answered 304 with its new certificate: the attestation ends its cached row, not
+// its cached assignment, which the fresh row finds unchanged. Signing every device anew
+// there sent each into a verification of its assignment against TUF again.
+func TestAssignmentCache_KeptAcrossAnAttestationThatChangesNothing(t *testing.T) {
+	t.Parallel()
+	f := newFleet(t)
+	h := hold(t, f, f.NewDevice(true, "DW100/Production"))
+	h.unchanged(t, "before the attestation")
+	cert, err := f.Attest(h.d, f.os.Measurement(), f.app.Measurement())
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := &holder{f: f, d: h.d, dc: f.DeviceClient(cert), held: h.held, a: h.a}
+	renewed.unchanged(t, "after an attestation with the same images")
+}
