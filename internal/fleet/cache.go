@@ -229,15 +229,7 @@ func (c *assignmentCache) epoch() uint64 {
 func (c *assignmentCache) changed(t tenant.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.seq++
-	if _, ok := c.tenantAt[t]; !ok && len(c.tenantAt) >= maxEpochTenants {
-		// Forgetting the tenants' epochs would revive their ended entries: end all instead.
-		clear(c.tenantAt)
-		clear(c.deviceAt)
-		c.allAt = c.seq
-		return
-	}
-	c.tenantAt[t] = c.seq
+	bump(c, c.tenantAt, t, maxEpochTenants)
 }
 
 // changedDevice ends the device's cached row (devcache.go): its row changed (an
@@ -246,14 +238,21 @@ func (c *assignmentCache) changed(t tenant.ID) {
 func (c *assignmentCache) changedDevice(id device.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	bump(c, c.deviceAt, id, maxEpochDevices)
+}
+
+// bump records a change of k now in at, bounded at limit: forgetting the epochs of a full
+// map would revive the entries they ended, so past the bound every entry ends instead.
+// c.mu is held.
+func bump[K comparable](c *assignmentCache, at map[K]uint64, k K, limit int) {
 	c.seq++
-	if _, ok := c.deviceAt[id]; !ok && len(c.deviceAt) >= maxEpochDevices {
+	if _, ok := at[k]; !ok && len(at) >= limit {
 		clear(c.tenantAt)
 		clear(c.deviceAt)
 		c.allAt = c.seq
 		return
 	}
-	c.deviceAt[id] = c.seq
+	at[k] = c.seq
 }
 
 // ended reports whether a change event for the tenant or the device came after epoch.

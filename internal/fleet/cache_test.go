@@ -468,19 +468,7 @@ func TestAssignmentCache_WaitRecheckEndsStaleEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.unchanged(t, "before the change")
-	g := f.group("Production")
-	now := time.Now().UTC()
-	err = f.Server.Store().InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(tenant.ID(f.Tenant))
-		if err != nil {
-			return err
-		}
-		return tt.Deployments().Create(ctx, device.Deployment{ID: ident.New(device.DeploymentIDPrefix, now), TenantID: tenant.ID(f.Tenant),
-			ProductID: product.ID(f.Product), GroupID: product.GroupID(g.ID), Target: v2.Path, SHA256: v2.SHA256, CreatedAt: now, CreatedBy: "lost"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	deployLost(t, f, "Production", v2)
 	f.offset.Add(int64(fleetsvc.InputsMemoMaxAge))
 	defer f.offset.Store(0)
 	u, err := h.dc.WaitForUpdates(ctx, client.UpdatesWait{Since: first.Generation})
@@ -538,5 +526,24 @@ func TestAssignmentETag_ClientAgrees(t *testing.T) {
 		if res, _ := get(inm); res.StatusCode != http.StatusOK {
 			t.Errorf("GET with If-None-Match %q = %d, want 200", inm, res.StatusCode)
 		}
+	}
+}
+
+// deployLost writes a deployment of im to the group straight into the store, with no
+// change event: another replica's deployment whose NOTIFY was lost.
+func deployLost(t *testing.T, f *fleet, group string, im testenv.Image) {
+	t.Helper()
+	g := f.group(group)
+	now := time.Now().UTC()
+	err := f.Server.Store().InTx(t.Context(), func(tx store.Tx) error {
+		tt, err := tx.ForTenant(tenant.ID(f.Tenant))
+		if err != nil {
+			return err
+		}
+		return tt.Deployments().Create(t.Context(), device.Deployment{ID: ident.New(device.DeploymentIDPrefix, now), TenantID: tenant.ID(f.Tenant),
+			ProductID: product.ID(f.Product), GroupID: product.GroupID(g.ID), Target: im.Path, SHA256: im.SHA256, CreatedAt: now, CreatedBy: "lost"})
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

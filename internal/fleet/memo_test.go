@@ -4,13 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/director"
 	fleetsvc "github.com/moat-iot/moat/internal/fleet"
-	"github.com/moat-iot/moat/internal/ident"
-	"github.com/moat-iot/moat/internal/product"
-	"github.com/moat-iot/moat/internal/store"
-	"github.com/moat-iot/moat/internal/tenant"
 )
 
 // TestInputsMemo_LostChangeReachesTheAssignmentWithinItsAge: a deployment written to the
@@ -25,19 +20,7 @@ func TestInputsMemo_LostChangeReachesTheAssignmentWithinItsAge(t *testing.T) {
 	v2 := f.PublishApp("dw100-app", "2.0.0", 2, "DW100")
 	h := hold(t, f, f.NewDevice(true, "DW100/Production"))
 	read := time.Now()
-	g := f.group("Production")
-	now := time.Now().UTC()
-	err := f.Server.Store().InTx(ctx, func(tx store.Tx) error {
-		tt, err := tx.ForTenant(tenant.ID(f.Tenant))
-		if err != nil {
-			return err
-		}
-		return tt.Deployments().Create(ctx, device.Deployment{ID: ident.New(device.DeploymentIDPrefix, now), TenantID: tenant.ID(f.Tenant),
-			ProductID: product.ID(f.Product), GroupID: product.GroupID(g.ID), Target: v2.Path, SHA256: v2.SHA256, CreatedAt: now, CreatedBy: "lost"})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	deployLost(t, f, "Production", v2)
 	assigned := func() string {
 		t.Helper()
 		data, err := h.dc.GetAssignment(ctx) // no If-None-Match: computed and signed anew
