@@ -194,6 +194,17 @@ func WithConnStart(ctx context.Context, t time.Time) context.Context {
 	return context.WithValue(ctx, connStartKey{}, t)
 }
 
+// ConnRestore returns what puts ctx's connection start (WithConnStart) into another
+// context, or nil when ctx has none: a connection handed from one server to another
+// (httpapi.Parking) keeps when it was first accepted.
+func ConnRestore(ctx context.Context) func(context.Context) context.Context {
+	t, ok := ctx.Value(connStartKey{}).(time.Time)
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context) context.Context { return WithConnStart(ctx, t) }
+}
+
 // connStart returns when the request's connection was accepted, or now when unknown.
 func connStart(ctx context.Context, now time.Time) time.Time {
 	if t, ok := ctx.Value(connStartKey{}).(time.Time); ok {

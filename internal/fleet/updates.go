@@ -36,13 +36,27 @@ const (
 // replica's, while this one's LISTEN connection was down) is not answered "not modified"
 // once the wait's periodic re-check has seen it.
 func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since string) (Updates, error) {
-	return s.waits.Wait(ctx, dev, since, func(ctx context.Context) (string, error) {
+	return s.waits.Wait(ctx, dev, since, s.generationOf(dev))
+}
+
+// ParkUpdates is WaitUpdates without a goroutine (push.Waits.Park): when it answers at once
+// cancel is nil; otherwise done gets the answer later, on another goroutine, and must not
+// block. Its re-checks read the store with ctx, which should not end with the request that
+// parked (context.WithoutCancel).
+func (s *Service) ParkUpdates(ctx context.Context, dev device.Device, since string, done func(Updates, error)) (u Updates, cancel func() bool, err error) {
+	return s.waits.Park(ctx, dev, since, s.generationOf(dev), done)
+}
+
+// generationOf reads the device's generation for its wait, and drops its cached assignment
+// when that was computed from other inputs.
+func (s *Service) generationOf(dev device.Device) push.Generation {
+	return func(ctx context.Context) (string, error) {
 		g, err := s.generation(ctx, dev.TenantID, dev.ID)
 		if err == nil {
 			s.cache.dropUnless(dev.TenantID, dev.ID, g)
 		}
 		return g, err
-	})
+	}
 }
 
 // Notify wakes every device of the tenant waiting on this replica: something that may

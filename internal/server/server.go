@@ -66,6 +66,10 @@ type Server struct {
 	fleet   *fleet.Service
 	mgmt    *http.Server
 	device  *http.Server
+	// resumed serves the device connections whose parked long-poll was answered (devices
+	// send their next request on them), as device does; parking holds them meanwhile.
+	resumed *http.Server
+	parking *httpapi.Parking
 	mgmtLn  net.Listener
 	devLn   net.Listener
 	pprofLn net.Listener // nil without --pprof
@@ -173,7 +177,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	if err := handleWakes(s.notifier, s.fleet); err != nil {
 		return nil, err
 	}
-	api, err := mgmt.New(mgmt.Config{Store: s.store, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet,
+	s.parking = httpapi.NewParking(idleTimeout)
+	api, err := mgmt.New(mgmt.Config{Store: s.store, Parking: s.parking, Logger: log.With("component", "mgmt"), Now: now, Metrics: mgmt.NewMetrics(reg), Repo: s.repo, Fleet: s.fleet,
 		MaxUnauthenticatedRequests: cfg.MaxUnauthenticatedRequests, AuthCacheTTL: cfg.AuthCacheTTL, PublishAuthChange: publishAuthChange(s.notifier)})
 	if err != nil {
 		return nil, err
@@ -211,6 +216,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Server, err err
 	s.device = newHTTPServer(ctx, devMux, log, func(ctx context.Context, _ net.Conn) context.Context {
 		return fleet.WithConnStart(ctx, now())
 	})
+	s.resumed = newHTTPServer(ctx, devMux, log, s.parking.ConnContext)
 	s.mgmtLn, s.devLn = tls.NewListener(s.mgmtLn, mgmtTLS), tls.NewListener(s.devLn, devTLS)
 	s.jobs = append(s.builtinJobs(), Job{Name: "console-sessions", Interval: console.PruneInterval, Run: cons.Prune})
 	return s, nil
@@ -329,10 +335,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		return errors.New("serve: the server was closed or is already serving")
 	}
 	s.ready.Store(true)
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- s.mgmt.Serve(s.mgmtLn) }()
 	go func() { errc <- s.device.Serve(s.devLn) }()
-	servers := []*http.Server{s.mgmt, s.device}
+	go func() { errc <- s.resumed.Serve(s.parking.Listener()) }()
+	servers := []*http.Server{s.mgmt, s.device, s.resumed}
 	if s.pprof != nil {
 		servers = append(servers, s.pprof)
 		go func() { errc <- s.pprof.Serve(s.pprofLn) }()
@@ -362,6 +369,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	<-notifierDone
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
+	if err := s.parking.Drain(sctx); err != nil { // the parked ones among them
+		serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))
+	}
 	for _, hs := range servers {
 		if err := hs.Shutdown(sctx); err != nil {
 			serveErr = errors.Join(serveErr, fmt.Errorf("shutdown: %w", err))

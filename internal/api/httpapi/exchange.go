@@ -103,6 +103,15 @@ func Begin(rw http.ResponseWriter, r *http.Request, bodyLimit int64) Exchange {
 	return x
 }
 
+// Park redirects the exchange's answer to rec once its connection was hijacked
+// (Parking.Park), and lets go of the request's body and the connection's writer, which a
+// parked request must not hold (their buffers are what parking saves).
+func (x *Exchange) Park(rec *Recorder) {
+	x.W.ResponseWriter = rec
+	x.R.Body = http.NoBody
+	x.body = nil
+}
+
 // CheckLength refuses a body whose declared length is over the limit before any of it is
 // read, and closes the connection after the answer rather than draining the body.
 func (x *Exchange) CheckLength() error {

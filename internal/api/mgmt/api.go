@@ -85,6 +85,8 @@ type API struct {
 	publishAuth Invalidator
 	// readOne reads with one statement (readTenantOne).
 	readOne func(context.Context, func(store.Tx) error) error
+	// parking parks the device long-polls that wait (Config.Parking; may be nil).
+	parking *httpapi.Parking
 }
 
 // Config holds the API's dependencies and limits. The dependencies are required.
@@ -110,6 +112,12 @@ type Config struct {
 	// after it committed, for the other replicas (see Invalidator and InvalidateAuth). nil:
 	// a single replica, or replicas that accept AuthCacheTTL of staleness.
 	PublishAuthChange Invalidator
+	// Parking, when set, parks the device long-polls (POST /device/updates) that wait:
+	// their connections are hijacked and held without a goroutine each until the answer,
+	// then handed back through Parking's Listener, which the server must serve with an
+	// http.Server configured as the device listener's. nil: a waiting request holds its
+	// connection as any other.
+	Parking *httpapi.Parking
 }
 
 // New returns the API.
@@ -161,6 +169,7 @@ func New(cfg Config) (*API, error) {
 	}
 	return &API{store: cfg.Store, log: cfg.Logger, now: cfg.Now, metrics: cfg.Metrics, repo: cfg.Repo, fleet: cfg.Fleet,
 		unauth: httpapi.NewQueuedLimiter(n, 4*n, UnauthenticatedQueueWait), authCache: newAuthCache(ttl, entries), publishAuth: cfg.PublishAuthChange,
+		parking: cfg.Parking,
 		readOne: store.OneRead(cfg.Store)}, nil
 }
 
@@ -247,6 +256,9 @@ type call struct {
 	requestID string
 	now       time.Time
 	status    int // success status, when a handler overrides the route's
+
+	x  httpapi.Exchange      // the request as the core sees it
+	rm *httpapi.RouteMetrics // the route's metrics
 }
 
 // RequestID returns the request ID of ctx, or "".
@@ -260,10 +272,12 @@ func (a *API) wrap(rt Route) http.Handler {
 	limit := rt.BodyLimit()
 	unauthenticated := rt.Auth.Unauthenticated()
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		x := httpapi.Begin(rw, r, limit)
-		w, r := x.W, x.R
-		ctx := r.Context()
-		c := &call{ctx: ctx, w: w, r: r, route: &rt, requestID: x.ID, now: a.now().UTC()}
+		c := &call{route: &rt, now: a.now().UTC(), x: httpapi.Begin(rw, r, limit), rm: metrics}
+		x := &c.x
+		c.w, c.r, c.requestID = x.W, x.R, x.ID
+		ctx := c.r.Context()
+		c.ctx = ctx
+		w := c.w
 
 		var err error
 		if unauthenticated {
@@ -281,19 +295,28 @@ func (a *API) wrap(rt Route) http.Handler {
 		if err == nil {
 			err = a.serve(c)
 		}
-		if err != nil {
-			x.Fail(a.log, rt.Pattern, err)
+		if errors.Is(err, errParked) {
+			return // answered later, through answerParked
 		}
-		var buf [2]slog.Attr // on the stack: the access line of a read allocates no attribute slice
-		attrs := buf[:0]
-		if c.principal != nil {
-			attrs = append(attrs, slog.String("user_id", string(c.principal.User.ID)))
-		}
-		if c.tenant != "" {
-			attrs = append(attrs, slog.String("tenant_id", string(c.tenant)))
-		}
-		x.DoneRoute(a.log, metrics, attrs...)
+		a.done(c, err)
 	})
+}
+
+// done answers err as a problem when it is not nil (the answer was written otherwise), and
+// writes the request's access line and metrics.
+func (a *API) done(c *call, err error) {
+	if err != nil {
+		c.x.Fail(a.log, c.route.Pattern, err)
+	}
+	var buf [2]slog.Attr // on the stack: the access line of a read allocates no attribute slice
+	attrs := buf[:0]
+	if c.principal != nil {
+		attrs = append(attrs, slog.String("user_id", string(c.principal.User.ID)))
+	}
+	if c.tenant != "" {
+		attrs = append(attrs, slog.String("tenant_id", string(c.tenant)))
+	}
+	c.x.DoneRoute(a.log, c.rm, attrs...)
 }
 
 func (a *API) serve(c *call) error {
@@ -338,6 +361,11 @@ func (a *API) serve(c *call) error {
 	if err != nil {
 		return err
 	}
+	return a.write(c, out)
+}
+
+// write answers a handler's out with the route's status (or the one the handler set).
+func (a *API) write(c *call, out any) error {
 	status := c.route.Status
 	if c.status != 0 {
 		status = c.status

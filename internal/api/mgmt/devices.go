@@ -661,6 +661,9 @@ func (a *API) getDevelopmentCapability(c *call) (any, error) {
 
 func (a *API) waitForUpdates(c *call) (any, error) {
 	req := c.body.(fleet.UpdatesWait)
+	if a.parking != nil {
+		return a.parkForUpdates(c, req.Since)
+	}
 	// The answer may take up to fleet.MaxWait: the connection's write deadline allows it.
 	_ = http.NewResponseController(c.w).SetWriteDeadline(time.Now().Add(fleet.MaxWait + 10*time.Second))
 	u, err := a.fleet.WaitUpdates(c.ctx, *c.device, req.Since)

@@ -9,10 +9,8 @@ func (n *Waits) NotifyAll() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	total := len(n.byDevice)
-	for t, wk := range n.wakes {
+	for _, set := range n.byTenant {
 		n.metrics.wakeups.Inc()
-		wk.woken = total
-		close(wk.c)
-		delete(n.wakes, t)
+		n.wakeLocked(set, total)
 	}
 }

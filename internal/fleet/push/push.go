@@ -8,9 +8,10 @@
 // What it enforces (issue 10, defect 5): one wait per device, at most MaxWaiters per
 // replica, wake-ups spread over time (the bounds below, and the tests named there).
 //
-// Concurrency: a Waits is safe for concurrent use; one mutex guards its tables, and each
-// wait is one goroutine (the request's) that blocks on channels and timers, never on the
-// mutex while it waits.
+// Concurrency: a Waits is safe for concurrent use; one mutex guards its tables and its
+// waits. A wait holds no goroutine: a timer drives it (Park), and its re-checks read the
+// store on the timer's goroutine, never under the mutex. Wait blocks its caller on a
+// parked wait for those who keep a goroutine per request anyway.
 package push
 
 import (
@@ -83,32 +84,43 @@ const (
 // errTooManyWaiters: the replica holds as many waits as New allowed already.
 var errTooManyWaiters = errors.New("too many devices waiting")
 
+// recheckTimeout bounds one re-check's generation read: a parked wait has no request whose
+// end would stop it.
+const recheckTimeout = 10 * time.Second
+
 type waitKey struct {
 	tenant tenant.ID
 	device device.ID
 }
 
-// waiter is one device's wait; ended is closed when a newer wait of the device replaces it.
-type waiter struct{ ended chan struct{} }
+// waiter is one device's wait. It holds no goroutine (issue 15, memory per waiting
+// device): one timer drives it, set to its next re-check (the periodic one, or a woken
+// one's spread delay) and never past its deadline, and a re-check's read runs on the
+// timer's goroutine. Every field after done is guarded by Waits.mu.
+type waiter struct {
+	k        waitKey
+	ctx      context.Context
+	since    string
+	gen      Generation
+	done     func(Updates, error)
+	deadline time.Time
 
-// wake is a tenant's next wake-up: Notify closes c, having set woken to the number of the
-// tenant's waiters then (which the woken spread their re-checks by).
-type wake struct {
-	c     chan struct{}
-	woken int
+	timer    *time.Timer
+	last     string // the generation last read
+	checking bool   // a re-check is reading the generation
+	woken    int    // a wake-up came while checking: re-check after a spread for this many (0: none)
+	over     bool   // ended: done was called, or will not be (Cancel)
 }
 
 // Waits holds the waits of a replica and wakes those of a tenant.
 type Waits struct {
 	max     int
 	metrics metrics
-	stopped chan struct{} // closed by Stop
-	once    sync.Once
 
 	mu       sync.Mutex
+	stopped  bool
 	byDevice map[waitKey]*waiter
-	count    map[tenant.ID]int // waiters per tenant
-	wakes    map[tenant.ID]*wake
+	byTenant map[tenant.ID]map[*waiter]struct{}
 }
 
 type metrics struct {
@@ -123,8 +135,7 @@ func New(maxWaiters int, reg prometheus.Registerer) (*Waits, error) {
 	if maxWaiters < 1 {
 		return nil, fmt.Errorf("push: at most %d waiters: want at least 1", maxWaiters)
 	}
-	n := &Waits{max: maxWaiters, stopped: make(chan struct{}),
-		byDevice: map[waitKey]*waiter{}, count: map[tenant.ID]int{}, wakes: map[tenant.ID]*wake{}}
+	n := &Waits{max: maxWaiters, byDevice: map[waitKey]*waiter{}, byTenant: map[tenant.ID]map[*waiter]struct{}{}}
 	n.metrics = metrics{
 		waiters:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_device_update_waiters", Help: "Devices waiting for updates on this replica (long-polls)."}),
 		waitsRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_device_update_waits_refused_total", Help: "Waits for updates refused because the replica held MaxWaiters already."}),
@@ -138,47 +149,110 @@ func New(maxWaiters int, reg prometheus.Registerer) (*Waits, error) {
 	return n, nil
 }
 
-// add registers the device's wait, ending its earlier one; a device that does not wait
-// yet is refused when n.max devices do.
-func (n *Waits) add(k waitKey) (*waiter, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	w := &waiter{ended: make(chan struct{})}
-	if old, ok := n.byDevice[k]; ok {
-		close(old.ended)
-	} else {
-		if len(n.byDevice) >= n.max {
-			return nil, errTooManyWaiters
-		}
-		n.count[k.tenant]++
-	}
-	n.byDevice[k] = w
-	return w, nil
+// ended is a wait that ended and the answer its done gets, called once the lock is
+// released (done may take locks of its own).
+type ended struct {
+	w   *waiter
+	u   Updates
+	err error
 }
 
-// remove ends the device's wait w unless a newer one replaced it.
-func (n *Waits) remove(k waitKey, w *waiter) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.byDevice[k] != w {
+func (e ended) answer() {
+	if e.w != nil {
+		e.w.done(e.u, e.err)
+	}
+}
+
+// endLocked ends w, which gets u and err.
+func (n *Waits) endLocked(w *waiter, u Updates, err error) ended {
+	if w.over {
+		return ended{}
+	}
+	w.over = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if n.byDevice[w.k] == w {
+		delete(n.byDevice, w.k)
+	}
+	if set := n.byTenant[w.k.tenant]; set != nil {
+		delete(set, w)
+		if len(set) == 0 {
+			delete(n.byTenant, w.k.tenant)
+		}
+	}
+	n.metrics.waiters.Dec()
+	return ended{w, u, err}
+}
+
+// add registers w, ending the device's earlier wait (returned, to be answered unchanged); a
+// device that does not wait yet is refused when n.max devices do.
+func (n *Waits) addLocked(w *waiter) (ended, error) {
+	var old ended
+	if prev, ok := n.byDevice[w.k]; ok {
+		old = n.endLocked(prev, Updates{Generation: prev.last}, nil)
+	} else if len(n.byDevice) >= n.max {
+		return old, errTooManyWaiters
+	}
+	n.byDevice[w.k] = w
+	set := n.byTenant[w.k.tenant]
+	if set == nil {
+		set = map[*waiter]struct{}{}
+		n.byTenant[w.k.tenant] = set
+	}
+	set[w] = struct{}{}
+	n.metrics.waiters.Inc()
+	return old, nil
+}
+
+// scheduleLocked sets w's next re-check d from now, or its deadline if that comes first.
+func (n *Waits) scheduleLocked(w *waiter, d time.Duration) {
+	d = min(d, time.Until(w.deadline))
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, func() { n.fire(w) })
 		return
 	}
-	delete(n.byDevice, k)
-	if n.count[k.tenant]--; n.count[k.tenant] == 0 {
-		delete(n.count, k.tenant)
-		delete(n.wakes, k.tenant)
-	}
+	w.timer.Reset(d)
 }
 
-func (n *Waits) next(t tenant.ID) *wake {
+// fire is w's timer: at the deadline the wait ends unchanged; before it, a re-check.
+func (n *Waits) fire(w *waiter) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	wk, ok := n.wakes[t]
-	if !ok {
-		wk = &wake{c: make(chan struct{})}
-		n.wakes[t] = wk
+	if w.over || w.checking {
+		n.mu.Unlock()
+		return
 	}
-	return wk
+	if !time.Now().Before(w.deadline) {
+		e := n.endLocked(w, Updates{Generation: w.last}, nil)
+		n.mu.Unlock()
+		e.answer()
+		return
+	}
+	w.checking, w.woken = true, 0
+	n.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(w.ctx, recheckTimeout)
+	gen, err := w.gen(ctx)
+	cancel()
+
+	n.mu.Lock()
+	w.checking = false
+	var e ended
+	switch {
+	case w.over: // replaced, cancelled or stopped while it read: answered already
+	case err != nil:
+		e = n.endLocked(w, Updates{}, err)
+	case gen != w.since:
+		e = n.endLocked(w, Updates{Generation: gen, Changed: true}, nil)
+	case w.woken > 0: // woken while it read: that change may not be in what it read
+		w.last = gen
+		n.scheduleLocked(w, wakeDelay(w.woken))
+	default:
+		w.last = gen
+		n.scheduleLocked(w, recheckEvery)
+	}
+	n.mu.Unlock()
+	e.answer()
 }
 
 // Notify wakes every device of the tenant waiting on this replica: something that may
@@ -190,11 +264,23 @@ func (n *Waits) next(t tenant.ID) *wake {
 func (n *Waits) Notify(t tenant.ID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if wk, ok := n.wakes[t]; ok {
-		n.metrics.wakeups.Inc()
-		wk.woken = n.count[t]
-		close(wk.c)
-		delete(n.wakes, t)
+	set := n.byTenant[t]
+	if len(set) == 0 {
+		return
+	}
+	n.metrics.wakeups.Inc()
+	n.wakeLocked(set, len(set))
+}
+
+// wakeLocked has each waiter of set re-check after a spread for woken waiters; one that
+// reads already re-checks once more after it, since its read may predate the change.
+func (n *Waits) wakeLocked(set map[*waiter]struct{}, woken int) {
+	for w := range set {
+		if w.checking {
+			w.woken = woken
+			continue
+		}
+		n.scheduleLocked(w, wakeDelay(woken))
 	}
 }
 
@@ -208,8 +294,20 @@ func wakeDelay(woken int) time.Duration {
 	return rand.N(spread) //nolint:gosec // G404: jitter to spread re-checks, not a secret
 }
 
-// Stop ends every wait at once (the server is shutting down).
-func (n *Waits) Stop() { n.once.Do(func() { close(n.stopped) }) }
+// Stop ends every wait at once, unchanged (the server is shutting down); a wait that comes
+// after reads its generation once and answers at once.
+func (n *Waits) Stop() {
+	n.mu.Lock()
+	n.stopped = true
+	all := make([]ended, 0, len(n.byDevice))
+	for _, w := range n.byDevice {
+		all = append(all, n.endLocked(w, Updates{Generation: w.last}, nil))
+	}
+	n.mu.Unlock()
+	for _, e := range all {
+		e.answer()
+	}
+}
 
 // Len is the number of devices waiting.
 func (n *Waits) Len() int {
@@ -218,12 +316,11 @@ func (n *Waits) Len() int {
 	return len(n.byDevice)
 }
 
-// Armed reports whether a device of the tenant waits for a wake-up.
+// Armed reports whether a device of the tenant waits (a change from now on wakes it).
 func (n *Waits) Armed(t tenant.ID) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	_, ok := n.wakes[t]
-	return ok
+	return len(n.byTenant[t]) > 0
 }
 
 // Generation computes a device's generation: a fingerprint of what its assignment is
@@ -232,64 +329,82 @@ type Generation func(ctx context.Context) (string, error)
 
 // Wait answers when the device's generation differs from since, or after MaxWait, or at
 // once with the generation it last read when a newer wait of the same device replaces it.
-// Past the replica's bound of waiters it is a problem.Unavailable with a Retry-After.
+// Past the replica's bound of waiters it is a problem.Unavailable with a Retry-After. It
+// blocks its caller: Park is the same wait without a goroutine.
 func (n *Waits) Wait(ctx context.Context, dev device.Device, since string, generation Generation) (Updates, error) {
-	k := waitKey{dev.TenantID, dev.ID}
-	w, err := n.add(k)
-	if err != nil {
-		n.metrics.waitsRefused.Inc()
-		return Updates{}, &problem.Error{Kind: problem.Unavailable, Code: "too_many_waiters", Err: err,
-			Detail:     "the server holds as many waiting devices as it may; check again later",
-			RetryAfter: waitRetryAfter + rand.N(waitRetryAfter)} //nolint:gosec // G404: jitter to spread retries, not a secret
+	answer := make(chan result, 1)
+	u, cancel, err := n.Park(ctx, dev, since, generation, func(u Updates, err error) { answer <- result{u, err} })
+	if err != nil || cancel == nil {
+		return u, err
 	}
-	n.metrics.waiters.Inc()
-	defer n.metrics.waiters.Dec()
-	defer n.remove(k, w)
-	deadline := time.NewTimer(MaxWait)
-	defer deadline.Stop()
-	for {
-		wk := n.next(dev.TenantID)
-		gen, err := generation(ctx)
-		if err != nil {
-			return Updates{}, err
-		}
-		if gen != since {
-			return Updates{Generation: gen, Changed: true}, nil
-		}
-		// Until a wake-up, then a spread delay, or the periodic re-check (changes made
-		// through another replica).
-		woken, err := n.pause(ctx, w, deadline.C, wk.c, recheckEvery)
-		if err == nil && woken {
-			_, err = n.pause(ctx, w, deadline.C, nil, wakeDelay(wk.woken))
-		}
-		if errors.Is(err, errWaitOver) {
-			return Updates{Generation: gen}, nil
-		}
-		if err != nil {
-			return Updates{}, err
-		}
+	select {
+	case r := <-answer:
+		return r.u, r.err
+	case <-ctx.Done():
+		cancel()
+		return Updates{}, ctx.Err()
 	}
 }
 
-// errWaitOver: the wait ends with the generation unchanged (MaxWait passed, a newer wait
-// of the device replaced it, or the server is stopping).
-var errWaitOver = errors.New("wait over")
+type result struct {
+	u   Updates
+	err error
+}
 
-// pause waits d, or until woken is closed (woken reports it), or the wait is over or its
-// context done.
-func (n *Waits) pause(ctx context.Context, w *waiter, deadline <-chan time.Time, wake <-chan struct{}, d time.Duration) (woken bool, err error) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return false, nil
-	case <-wake:
-		return true, nil
-	case <-deadline:
-	case <-w.ended:
-	case <-n.stopped:
-	case <-ctx.Done():
-		return false, ctx.Err()
+// Park is Wait for a caller that does not block on it. It reads the device's generation
+// once: when it differs from since, or the read fails, or the wait is refused, Park
+// answers at once and cancel is nil. Otherwise the wait is parked: done gets its answer
+// exactly once, later, on another goroutine (a timer's, or that of the Notify, Stop or
+// newer wait that ends it), and must not block; cancel ends the wait without an answer,
+// and reports false when it had ended already (done has, or will have, its answer).
+// The re-checks read the generation with ctx, each for at most recheckTimeout.
+func (n *Waits) Park(ctx context.Context, dev device.Device, since string, generation Generation, done func(Updates, error)) (u Updates, cancel func() bool, err error) {
+	w := &waiter{k: waitKey{dev.TenantID, dev.ID}, ctx: ctx, since: since, gen: generation, done: done,
+		deadline: time.Now().Add(MaxWait), last: since, checking: true}
+	n.mu.Lock()
+	if n.stopped {
+		n.mu.Unlock()
+		gen, err := generation(ctx)
+		return Updates{Generation: gen, Changed: err == nil && gen != since}, nil, err
 	}
-	return false, errWaitOver
+	old, err := n.addLocked(w)
+	n.mu.Unlock()
+	old.answer()
+	if err != nil {
+		n.metrics.waitsRefused.Inc()
+		return Updates{}, nil, &problem.Error{Kind: problem.Unavailable, Code: "too_many_waiters", Err: err,
+			Detail:     "the server holds as many waiting devices as it may; check again later",
+			RetryAfter: waitRetryAfter + rand.N(waitRetryAfter)} //nolint:gosec // G404: jitter to spread retries, not a secret
+	}
+
+	// Registered before the read: a change committed after it wakes the wait.
+	gen, err := generation(ctx)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	w.checking = false
+	switch {
+	case w.over: // ended while it read (a newer wait, Stop): done has its answer
+		return Updates{}, func() bool { return false }, nil
+	case err != nil:
+		n.endLocked(w, Updates{}, nil) // answered here, not through done
+		return Updates{}, nil, err
+	case gen != since:
+		n.endLocked(w, Updates{}, nil)
+		return Updates{Generation: gen, Changed: true}, nil, nil
+	}
+	w.last = gen
+	if w.woken > 0 {
+		n.scheduleLocked(w, wakeDelay(w.woken))
+	} else {
+		n.scheduleLocked(w, recheckEvery)
+	}
+	return Updates{}, func() bool { return n.cancel(w) }, nil
+}
+
+// cancel ends w without an answer (its caller is gone), and reports whether it did: false
+// when it had ended already, and done has its answer.
+func (n *Waits) cancel(w *waiter) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.endLocked(w, Updates{}, nil).w != nil
 }
