@@ -58,14 +58,14 @@ import (
 
 // Server is a running security service.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	now     func() time.Time
-	store   store.Store
-	repo    *repo.Service
-	fleet   *fleet.Service
-	mgmt    *http.Server
-	device  *http.Server
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	store  store.Store
+	repo   *repo.Service
+	fleet  *fleet.Service
+	mgmt   *http.Server
+	device *http.Server
 	// resumed serves the device connections whose parked long-poll was answered (devices
 	// send their next request on them), as device does; parking holds them meanwhile.
 	resumed *http.Server

@@ -53,9 +53,9 @@ type Parking struct {
 	parked sync.WaitGroup // requests parked and not yet answered
 
 	mu       sync.Mutex
-	closing  bool                                                   // Drain or Close: answers close their connection
+	closing  bool                                               // Drain or Close: answers close their connection
 	restore  map[net.Conn]func(context.Context) context.Context // handed back, until ConnContext takes it
-	watching map[*Parked]struct{}                                   // connections with a watch goroutine
+	watching map[*Parked]struct{}                               // connections with a watch goroutine
 }
 
 // NewParking returns a Parking whose connections may stay idle idle after an answer
