@@ -34,8 +34,9 @@
 # N / D the fleet publishes; the cloud's RSS per connected device over its RSS before the
 # fleet came (RSS only: moat cloud has no --pprof); and the simulator's RSS.
 #
-# --profile saves 20 s CPU profiles of the server from the start of the deployment and of
-# the storm in WORK (cpu-update.pb.gz, cpu-storm.pb.gz; go tool pprof -top FILE) and keeps
+# --profile saves the server's heap and goroutines with the fleet waiting (heap-waiting.pb.gz,
+# goroutine-waiting.txt) and 20 s CPU profiles of the server from the start of the
+# deployment and of the storm in WORK (cpu-update.pb.gz, cpu-storm.pb.gz; go tool pprof -top FILE) and keeps
 # WORK. Hooks, if MOAT_LOAD_HOOKS=FILE defines them, run after each step: after_waiting,
 # after_update, after_storm; each gets MOAT_SERVER, MOAT_DEVICE_SERVER, MOAT_CONFIG_DIR, STATS,
 # WORK, SERVER_PID, SIM_PID, PPROF, N. MOAT_LOAD_TIMEOUT (seconds) bounds the wait for every
@@ -204,6 +205,10 @@ sleep 5 # let the last connections settle before measuring memory
 SERVER_RSS=$(rss_kib "$SERVER_PID")
 SERVER_INUSE=$(inuse_bytes)
 SIM_RSS=$(rss_kib "$SIM_PID")
+if [ "$PROFILE" = 1 ]; then # what the waiting fleet holds: go tool pprof -sample_index=inuse_space -top FILE
+	curl -sf -o "$WORK/heap-waiting.pb.gz" "http://$PPROF/debug/pprof/heap?gc=1" || true
+	curl -sf -o "$WORK/goroutine-waiting.txt" "http://$PPROF/debug/pprof/goroutine?debug=1" || true
+fi
 echo "memory: server heap+stacks in use $((SERVER_INUSE / 1048576)) MiB, $(((SERVER_INUSE - SERVER_INUSE_IDLE) / N)) bytes per waiting device over idle; server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per device over idle); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
 if [ "$CLOUD" = 1 ]; then
 	# Telemetry stored by the cloud over 30 s, once every device holds its MQTT session.
