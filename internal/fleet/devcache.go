@@ -102,8 +102,12 @@ func (c *deviceCache) put(dev device.Device, epoch uint64, now time.Time) {
 		c.ll.Remove(el)
 	}
 	c.m[k] = c.ll.PushFront(&devEntry{key: k, dev: dev, epoch: epoch, readAt: now})
-	for c.ll.Len() > c.max {
-		last := c.ll.Back()
+	// Past the bound the least recently used goes; so does one that expired, which would
+	// only hold its row (a fleet that waits for updates reads rows every 15 s that live 5).
+	for last := c.ll.Back(); last != nil; last = c.ll.Back() {
+		if c.ll.Len() <= c.max && now.Sub(last.Value.(*devEntry).readAt) < DeviceCacheMaxAge {
+			break
+		}
 		c.ll.Remove(last)
 		delete(c.m, last.Value.(*devEntry).key)
 	}

@@ -174,3 +174,24 @@ func TestDeviceCache_SeenIsKept(t *testing.T) {
 		t.Error("seen changed a row handed out before")
 	}
 }
+
+// TestDeviceCache_ExpiredEntriesGo (issue 15, memory per waiting device): an entry past
+// DeviceCacheMaxAge is served no more, so it does not stay to hold its row; a put lets the
+// expired ones at the back go, well before the bound would.
+func TestDeviceCache_ExpiredEntriesGo(t *testing.T) {
+	t.Parallel()
+	epochs := newAssignmentCache(1000)
+	c := newDeviceCache(1000, epochs)
+	start := time.Now()
+	for i := range 100 {
+		c.put(cachedDevice(device.ID(fmt.Sprintf("old%d", i)), "t1"), epochs.epoch(), start)
+	}
+	later := start.Add(DeviceCacheMaxAge)
+	c.put(cachedDevice("new", "t1"), epochs.epoch(), later)
+	if n := c.len(); n != 1 {
+		t.Errorf("%d entries after 100 expired and one fresh put, want 1", n)
+	}
+	if _, ok := c.get("t1", "new", "s1", later); !ok {
+		t.Error("the fresh entry is not served")
+	}
+}

@@ -36,7 +36,7 @@ const (
 // replica's, while this one's LISTEN connection was down) is not answered "not modified"
 // once the wait's periodic re-check has seen it.
 func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since string) (Updates, error) {
-	return s.waits.Wait(ctx, dev, since, s.generationOf(dev))
+	return s.waits.Wait(ctx, dev, since, s.generationOf(dev.TenantID, dev.ID, since))
 }
 
 // ParkUpdates is WaitUpdates without a goroutine (push.Waits.Park): when it answers at once
@@ -44,16 +44,17 @@ func (s *Service) WaitUpdates(ctx context.Context, dev device.Device, since stri
 // block. Its re-checks read the store with ctx, which should not end with the request that
 // parked (context.WithoutCancel).
 func (s *Service) ParkUpdates(ctx context.Context, dev device.Device, since string, done func(Updates, error)) (u Updates, cancel func() bool, err error) {
-	return s.waits.Park(ctx, dev, since, s.generationOf(dev), done)
+	return s.waits.Park(ctx, dev, since, s.generationOf(dev.TenantID, dev.ID, since), done)
 }
 
-// generationOf reads the device's generation for its wait, and drops its cached assignment
-// when that was computed from other inputs.
-func (s *Service) generationOf(dev device.Device) push.Generation {
+// generationOf reads the device's generation for its wait since a generation, and drops
+// its cached assignment when that was computed from other inputs. It keeps the device's
+// tenant and ID only: a parked wait holds this function for up to MaxWait.
+func (s *Service) generationOf(t tenant.ID, id device.ID, since string) push.Generation {
 	return func(ctx context.Context) (string, error) {
-		g, err := s.generation(ctx, dev.TenantID, dev.ID)
+		g, err := s.generation(ctx, t, id, since)
 		if err == nil {
-			s.cache.dropUnless(dev.TenantID, dev.ID, g)
+			s.cache.dropUnless(t, id, g)
 		}
 		return g, err
 	}
@@ -86,10 +87,12 @@ func (s *Service) Stop() { s.waits.Stop() }
 // learns of its change only at its next periodic check (and a cached assignment outlives
 // it up to CacheMaxAge when the change's notification is lost).
 //
-// The device's row is read on every call (and kept for its next request's authentication,
-// devcache.go); what its group and tenant contribute comes through the memo (memo.go), so
-// the wake of a whole group after a deployment costs one small read per device.
-func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (string, error) {
+// The device's row is read on every call; what its group and tenant contribute comes
+// through the memo (memo.go), so the wake of a whole group after a deployment costs one
+// small read per device. When the generation differs from since the device is answered
+// now and asks for its assignment next: its row is kept for that request's authentication
+// (devcache.go). Otherwise it waits on, and its row would only expire in the cache.
+func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID, since string) (string, error) {
 	epoch := s.cache.epoch() // before the row is read, for the device cache
 	var dev device.Device
 	err := s.readOne(ctx, func(tx store.Tx) error {
@@ -103,12 +106,15 @@ func (s *Service) generation(ctx context.Context, t tenant.ID, id device.ID) (st
 	if err != nil {
 		return "", err
 	}
-	s.devices.put(dev, epoch, s.cfg.Now())
 	in, err := s.readInputs(ctx, dev, true)
 	if err != nil {
 		return "", err
 	}
-	return in.generation(), nil
+	g := in.generation()
+	if g != since {
+		s.devices.put(dev, epoch, s.cfg.Now())
+	}
+	return g, nil
 }
 
 // generation is the fingerprint of in (Service.generation).

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/moat-iot/moat/internal/problem"
@@ -108,8 +109,13 @@ func Begin(rw http.ResponseWriter, r *http.Request, bodyLimit int64) Exchange {
 // parked request must not hold (their buffers are what parking saves).
 func (x *Exchange) Park(rec *Recorder) {
 	x.W.ResponseWriter = rec
-	x.R.Body = http.NoBody
 	x.body = nil
+	// The request as the answer and its access line use it: the header, the body and what
+	// else the request holds go.
+	r := &http.Request{Method: x.R.Method, URL: &url.URL{Path: x.R.URL.Path}, Proto: x.R.Proto,
+		ProtoMajor: x.R.ProtoMajor, ProtoMinor: x.R.ProtoMinor, RemoteAddr: x.R.RemoteAddr,
+		Header: http.Header{}, Body: http.NoBody}
+	x.R = r.WithContext(x.R.Context())
 }
 
 // CheckLength refuses a body whose declared length is over the limit before any of it is

@@ -53,6 +53,7 @@ func (a *API) parkForUpdates(c *call, since string) (any, error) {
 	if pc, perr = a.parking.Park(c.w, c.r, fleet.ConnRestore(c.ctx), gone); perr == nil {
 		rec = httpapi.NewRecorder(c.w.Header())
 		c.x.Park(rec)
+		c.r, c.device, c.body = c.x.R, nil, nil // what the answer needs of them is kept
 		close(ready)
 		return nil, errParked
 	}
