@@ -399,7 +399,7 @@ func TestReadOne_CancelledRequestDoesNotRead(t *testing.T) {
 
 // BenchmarkReadOne is an object's GET through ReadOne on each database: one request at a
 // time (serial), and 16 at once per core (parallel), as the device and management reads of
-// a large fleet arrive. On PostgreSQL it counts the round trips of the read.
+// a large fleet arrive (docs/performance.md, "One-statement reads").
 func BenchmarkReadOne(b *testing.B) {
 	open := map[string]func(b *testing.B) *sqldb.DB{
 		"sqlite": func(b *testing.B) *sqldb.DB {
