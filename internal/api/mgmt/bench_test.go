@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/moat-iot/moat/internal/testenv"
 )
 
 // BenchmarkAPI_AuthenticatedRead measures GET of one product over HTTPS on loopback with a
@@ -18,8 +20,17 @@ import (
 // api-ns/op and baseline-ns/op; x-baseline, their ratio (time per request, lower is
 // better); and throughput-ratio, its inverse (requests per second against the baseline's,
 // the figure issue 15 states: 0.35 before the verified-token cache, aim at least 0.6).
-func BenchmarkAPI_AuthenticatedRead(b *testing.B) {
-	w := newWorld(b)
+func BenchmarkAPI_AuthenticatedRead(b *testing.B) { benchAuthenticatedRead(b) }
+
+// BenchmarkAPI_AuthenticatedReadPostgres is the same read with the server on PostgreSQL
+// (MOAT_TEST_POSTGRES_DSN), where the product's one-statement read is one round trip on
+// the pool of read-only connections (sqldb.DB.ReadOne).
+func BenchmarkAPI_AuthenticatedReadPostgres(b *testing.B) {
+	benchAuthenticatedRead(b, testenv.WithDatabase(testenv.FreshPostgresDatabase(b)))
+}
+
+func benchAuthenticatedRead(b *testing.B, opts ...testenv.ServerOption) {
+	w := newWorld(b, opts...)
 	path := w.a.productPath()
 	body := w.a.admin.must(200, "GET", path, nil).Body
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/moat-iot/moat/internal/store"
 	"github.com/moat-iot/moat/internal/store/postgres"
 	"github.com/moat-iot/moat/internal/store/sqldb"
@@ -130,4 +132,30 @@ func TestPostgres_Migration16BackfillsRunningSince(t *testing.T) {
 			return open(t, dsn)
 		}
 	})
+}
+
+// TestPostgres_ReadOnlyPoolRefusesWritableConnection: a connection of the one-statement
+// read pool whose default_transaction_read_only did not take (a pooler that dropped the
+// startup parameter) is refused rather than read on; one where it took is used.
+func TestPostgres_ReadOnlyPoolRefusesWritableConnection(t *testing.T) {
+	dsn := testenv.FreshPostgresDatabase(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, on := range []bool{false, true} {
+		c := cfg.Copy()
+		if on {
+			c.RuntimeParams["default_transaction_read_only"] = "on"
+		}
+		conn, err := pgx.ConnectConfig(t.Context(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = postgres.CheckReadOnly(t.Context(), conn)
+		conn.Close(t.Context())
+		if (err == nil) != on {
+			t.Errorf("CheckReadOnly(connection with default_transaction_read_only=%v) = %v", on, err)
+		}
+	}
 }

@@ -14,24 +14,38 @@ import (
 // that SELECT costs three statements on SQLite (BEGIN, the SELECT, ROLLBACK), each with
 // the driver's cancellation watcher, plus database/sql's transaction (its context and
 // goroutine, the cached statement re-bound to the transaction): together more than half of
-// the management API's handler time for the read. A single statement needs none of it to
-// be consistent: SQLite runs a statement outside a transaction in a read transaction of its
-// own, on one WAL snapshot from its first step until it is reset, and PostgreSQL takes one
-// snapshot per statement. So ReadOne runs that statement on the read pool directly.
+// the management API's handler time for the read. On PostgreSQL they are three round trips
+// (BEGIN READ ONLY, the SELECT, COMMIT), each holding a connection of the pool while it
+// waits: in the 10,000-device load run the server waited on PostgreSQL with half a core
+// idle, its device authentications and generation reads queued for the pool. A single
+// statement needs none of it to be consistent: SQLite runs a statement outside a
+// transaction in a read transaction of its own, on one WAL snapshot from its first step
+// until it is reset, and PostgreSQL takes one snapshot per statement. So ReadOne runs that
+// statement alone, in one round trip, on a pool whose connections the database keeps
+// read-only.
 //
 // What InReadTx promises still holds for the one statement: one consistent snapshot, never
-// waiting for writers, and no writes. SQLite's read pool is query_only (a write fails in the
-// database), and a one-statement read refuses exec and the console's DELETE ... RETURNING
-// before they reach it (errReadOneWrite). A second statement, which would see another
-// snapshot than the first, is refused (errSecondStatement) rather than run: a caller that
-// needs two reads to agree uses InReadTx. Attacked by TestReadOne_RefusesSecondStatement
-// and TestReadOne_RefusesWrites; tenant scoping is ForTenant's as in any transaction
-// (TestReadOne_IsTenantScoped).
+// waiting for writers, and no writes. No write, because the database refuses it on that
+// pool: SQLite's read pool is query_only, and PostgreSQL's pool of one-statement reads
+// (postgres.ReadOnlyConns connections) starts each connection with
+// default_transaction_read_only=on, checked when it connects, so that the implicit
+// transaction of a lone statement is read-only there; a DELETE ... RETURNING, or a SELECT
+// of a function that writes, fails in the database (TestReadOne_DatabaseRefusesWrites).
+// The one-statement read also refuses exec and the console's DELETE ... RETURNING before
+// they reach the database (errReadOneWrite, TestReadOne_RefusesWrites). A second
+// statement, which would see another snapshot than the first, is refused
+// (errSecondStatement) rather than run: a caller that needs two reads to agree uses InReadTx
+// (TestReadOne_RefusesSecondStatement). Tenant scoping is ForTenant's as in any transaction
+// (TestReadOne_IsTenantScoped). TestReadOne_PostgresRunsWithoutTransaction shows that no
+// transaction stays open on PostgreSQL once the statement's rows are read.
 //
-// Where there is no separate read-only pool (PostgreSQL: one pool, whose connections write),
-// ReadOne runs in a read-only transaction as InReadTx does, since that is what refuses a
-// write there; it refuses a second statement all the same, so that code which passes on
-// one database passes on the other.
+// Read-only transactions (InReadTx) stay on their pool (PostgreSQL: the store's pool, in
+// READ ONLY REPEATABLE READ transactions): they hold a connection for several statements
+// and whatever their caller does between them, and would starve the short reads if they
+// shared the small pool. A store given no such pool (sqldb.Open without a separate read
+// pool, as the migration tests open one) reads in a read-only transaction instead, with
+// the same refusal of a second statement, so that code which passes on one passes on the
+// other.
 
 var (
 	// errSecondStatement: a one-statement read ran a second statement.
@@ -41,13 +55,27 @@ var (
 )
 
 // ReadOne runs fn, which reads with exactly one statement, on the snapshot of that
-// statement: without a transaction where the store has a read-only pool (SQLite), in a
-// read-only one otherwise. A second statement or a write in fn fails.
+// statement: without a transaction where the store has a pool of read-only connections
+// (SQLite's read pool, PostgreSQL's from SetOneReadPool), in a read-only one otherwise. A
+// second statement or a write in fn fails.
 func (s *DB) ReadOne(ctx context.Context, fn func(store.Tx) error) error {
-	if s.ro == s.db {
+	if s.one == nil {
 		return s.inReadTx(ctx, fn, true)
 	}
-	return fn(&tx{d: s.dialect, stmts: s.roStmts, one: true, pool: s.ro})
+	return fn(&tx{d: s.dialect, stmts: s.oneStmts, one: true, pool: s.one})
+}
+
+// SetOneReadPool makes one-statement reads run without a transaction on one, a pool whose
+// connections the database itself keeps read-only (PostgreSQL's
+// default_transaction_read_only), rather than in a read-only transaction on the store's
+// pool. Read-only transactions stay where they were: they hold their connection for
+// several statements and for whatever the caller does between them. Call it before the
+// store is used; Close closes one.
+func (s *DB) SetOneReadPool(one *sql.DB) {
+	s.one = one
+	if s.dialect.CacheStatements {
+		s.oneStmts = newStmtCache(one)
+	}
 }
 
 // errRow is a row whose statement was refused.

@@ -3,9 +3,15 @@ package sqldb_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	msqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/product"
@@ -17,9 +23,9 @@ import (
 	"github.com/moat-iot/moat/internal/testenv"
 )
 
-// eachStore runs f on a fresh SQLite store and a fresh PostgreSQL one: ReadOne takes
-// another path on each (no transaction on SQLite's read-only pool, a read-only
-// transaction on PostgreSQL), and both must keep its rules.
+// eachStore runs f on a fresh SQLite store and a fresh PostgreSQL one: ReadOne runs on
+// another kind of read-only pool on each (SQLite's query_only one, PostgreSQL's of
+// default_transaction_read_only connections), and both must keep its rules.
 func eachStore(t *testing.T, f func(t *testing.T, s *sqldb.DB)) {
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
@@ -42,7 +48,7 @@ func eachStore(t *testing.T, f func(t *testing.T, s *sqldb.DB)) {
 }
 
 // readOneFixture stores a tenant with products named names and returns them.
-func readOneFixture(t *testing.T, s *sqldb.DB, names ...string) (tenant.Tenant, []product.Product) {
+func readOneFixture(t testing.TB, s *sqldb.DB, names ...string) (tenant.Tenant, []product.Product) {
 	t.Helper()
 	at := time.Now().UTC().Truncate(time.Microsecond)
 	ten := tenant.Tenant{ID: tenant.ID(ident.New(tenant.IDPrefix, at)), Name: "Contoso " + string(ident.New("x", at)), CreatedAt: at, UpdatedAt: at, Version: 1}
@@ -188,6 +194,121 @@ func TestReadOne_RefusesWrites(t *testing.T) {
 	})
 }
 
+// TestReadOne_DatabaseRefusesWrites: a write that the Go side does not recognise as one
+// (a statement run through the query path, which only refuses a second statement) fails in
+// the database, because the connection of a one-statement read is read-only there (SQLite's
+// query_only pool; on PostgreSQL the pool of default_transaction_read_only connections,
+// where the statement runs without a transaction), and nothing is written.
+func TestReadOne_DatabaseRefusesWrites(t *testing.T) {
+	t.Parallel()
+	eachStore(t, func(t *testing.T, s *sqldb.DB) {
+		ten, ps := readOneFixture(t, s, "DW100")
+		writes := []string{`DELETE FROM products WHERE tenant_id = $1 RETURNING id`}
+		if _, pg := s.SQL().Driver().(*stdlib.Driver); pg {
+			// Writes that look like reads: a function that deletes, and a sequence's nextval.
+			if _, err := s.SQL().ExecContext(t.Context(), `CREATE FUNCTION moat_test_delete(t text) RETURNS SETOF text
+				LANGUAGE sql VOLATILE AS $$ DELETE FROM products WHERE tenant_id = t RETURNING id $$`); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.SQL().ExecContext(t.Context(), `CREATE SEQUENCE moat_test_seq`); err != nil {
+				t.Fatal(err)
+			}
+			writes = append(writes, `SELECT moat_test_delete($1)`, `SELECT nextval('moat_test_seq') WHERE $1 <> ''`)
+		}
+		for _, q := range writes {
+			err := s.ReadOne(t.Context(), func(tx store.Tx) error {
+				rows, err := sqldb.QueryIn(t.Context(), tx, q, ten.ID)
+				if err != nil {
+					return err
+				}
+				defer rows.Close()
+				for rows.Next() {
+				}
+				return rows.Err()
+			})
+			if !readOnlyRefusal(err) {
+				t.Errorf("ReadOne(%s) = %v, want the database's read-only refusal", q, err)
+			}
+			if _, err := getOne(t.Context(), s, ten.ID, ps[0].ID); err != nil {
+				t.Fatalf("Products().Get after ReadOne(%s) = %v, want the product kept", q, err)
+			}
+		}
+	})
+}
+
+// readOnlyRefusal reports whether err is the database refusing a write on a read-only
+// connection, not any other failure.
+func readOnlyRefusal(err error) bool {
+	if e, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return e.Code == "25006" // read_only_sql_transaction
+	}
+	if e, ok := errors.AsType[*msqlite.Error](err); ok {
+		return e.Code()&0xff == sqlite3.SQLITE_READONLY
+	}
+	return false
+}
+
+// TestReadOne_PostgresRunsWithoutTransaction: on PostgreSQL the one statement is its own
+// transaction (one round trip, no BEGIN and COMMIT): once its rows are read, its backend
+// is idle outside any transaction, where a read-only transaction would still be open
+// until ReadOne returns. And a connection string cannot make that pool writable.
+func TestReadOne_PostgresRunsWithoutTransaction(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.FreshPostgresDatabase(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("default_transaction_read_only", "off")
+	q.Set("options", "-cdefault_transaction_read_only=off")
+	u.RawQuery = q.Encode()
+	s, err := postgres.Open(t.Context(), u.String(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ten, ps := readOneFixture(t, s, "DW100")
+	var state string
+	var inTx bool
+	err = s.ReadOne(t.Context(), func(tx store.Tx) error {
+		rows, err := sqldb.QueryIn(t.Context(), tx, `SELECT pg_backend_pid() WHERE $1 <> ''`, ten.ID)
+		if err != nil {
+			return err
+		}
+		var pid int
+		for rows.Next() {
+			if err := rows.Scan(&pid); err != nil {
+				return err
+			}
+		}
+		if err := rows.Close(); err != nil { // reads up to ReadyForQuery
+			return err
+		}
+		return s.SQL().QueryRowContext(t.Context(),
+			`SELECT state, xact_start IS NOT NULL FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&state, &inTx)
+	})
+	if err != nil || state != "idle" || inTx {
+		t.Errorf("ReadOne's backend after its statement: state %q, in a transaction %v (%v); want idle, false", state, inTx, err)
+	}
+	err = s.ReadOne(t.Context(), func(tx store.Tx) error {
+		rows, err := sqldb.QueryIn(t.Context(), tx, `DELETE FROM products WHERE tenant_id = $1 RETURNING id`, ten.ID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+		}
+		return rows.Err()
+	})
+	if !readOnlyRefusal(err) {
+		t.Errorf("ReadOne(DELETE) with default_transaction_read_only=off in the DSN = %v, want the read-only refusal", err)
+	}
+	if _, err := getOne(t.Context(), s, ten.ID, ps[0].ID); err != nil {
+		t.Errorf("Products().Get after the refused DELETE = %v, want the product kept", err)
+	}
+}
+
 // TestReadOne_StatementSeesOneSnapshot: the one statement's rows come from the snapshot it
 // started on, however long they are read and whatever commits meanwhile: what makes a
 // single statement safe to run without a transaction.
@@ -274,4 +395,53 @@ func TestReadOne_CancelledRequestDoesNotRead(t *testing.T) {
 			t.Errorf("ReadOne(Products().Get) with a cancelled context = %v, want context.Canceled", err)
 		}
 	})
+}
+
+// BenchmarkReadOne is an object's GET through ReadOne on each database: one request at a
+// time (serial), and 16 at once per core (parallel), as the device and management reads of
+// a large fleet arrive (docs/performance.md, "One-statement reads").
+func BenchmarkReadOne(b *testing.B) {
+	open := map[string]func(b *testing.B) *sqldb.DB{
+		"sqlite": func(b *testing.B) *sqldb.DB {
+			s, err := sqlite.Open(b.Context(), filepath.Join(b.TempDir(), "moat.db"), time.Now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		},
+		"postgres": func(b *testing.B) *sqldb.DB {
+			s, err := postgres.Open(b.Context(), testenv.FreshPostgresDatabase(b), time.Now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		},
+	}
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run(db, func(b *testing.B) {
+			s := open[db](b)
+			b.Cleanup(func() { s.Close() })
+			ten, ps := readOneFixture(b, s, "DW100")
+			read := func() {
+				if _, err := getOne(context.Background(), s, ten.ID, ps[0].ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run("serial", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					read()
+				}
+			})
+			b.Run("parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetParallelism(16)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						read()
+					}
+				})
+			})
+		})
+	}
 }

@@ -48,6 +48,11 @@ type DB struct {
 	dialect Dialect
 	stmts   *stmtCache
 	roStmts *stmtCache
+	// one runs one-statement reads without a transaction (ReadOne): a pool whose
+	// connections the database keeps read-only (ro where that is separate, SQLite's; the
+	// pool SetOneReadPool gives, PostgreSQL's), or nil to read in a read-only transaction.
+	one      *sql.DB
+	oneStmts *stmtCache // one's statements: roStmts when one is ro
 }
 
 var _ store.Store = (*DB)(nil)
@@ -56,7 +61,9 @@ var _ store.Store = (*DB)(nil)
 // order, each in its own transaction and recorded in schema_migrations), and returns the store.
 //
 // ro, when not nil, is a separate pool for read-only transactions (SQLite uses one whose
-// transactions do not take the write lock); Close closes it too.
+// transactions do not take the write lock), on which one-statement reads also run without
+// a transaction (ReadOne), so its connections must refuse writes (SQLite's are query_only);
+// Close closes it too.
 func Open(ctx context.Context, db, ro *sql.DB, d Dialect, migrations fs.FS, now func() time.Time) (*DB, error) {
 	if ro == nil {
 		ro = db
@@ -69,6 +76,9 @@ func Open(ctx context.Context, db, ro *sql.DB, d Dialect, migrations fs.FS, now 
 		// on its own connection (tx.local).
 		s.roStmts = newStmtCache(ro)
 	}
+	if ro != db {
+		s.one, s.oneStmts = ro, s.roStmts
+	}
 	if err := s.migrate(ctx, migrations, now); err != nil {
 		return nil, fmt.Errorf("migrate %s schema: %w", d.Name, err)
 	}
@@ -80,6 +90,9 @@ func (s *DB) Close() error {
 	errs := []error{s.stmts.close()}
 	if s.ro != s.db {
 		errs = append(errs, s.roStmts.close(), s.ro.Close())
+	}
+	if s.one != nil && s.one != s.ro {
+		errs = append(errs, s.oneStmts.close(), s.one.Close())
 	}
 	return errors.Join(append(errs, s.db.Close())...)
 }
