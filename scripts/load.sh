@@ -97,9 +97,12 @@ STATS="$WORK/stats.json"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-# inuse_bytes: the server's heap and goroutine stacks in use, after a GC.
+# inuse_bytes: the server's heap and goroutine stacks in use, after a GC; with "live", its
+# live heap objects (HeapAlloc, right after the GC) and stacks: in use less the free room
+# in the heap's spans (fragmentation), which the runtime keeps for the next allocations.
 inuse_bytes() {
-	curl -sf "http://$PPROF/debug/pprof/heap?gc=1&debug=1" | awk '/^# HeapInuse = / {h=$4} /^# StackInuse = / {s=$4} END {print h + s}'
+	curl -sf "http://$PPROF/debug/pprof/heap?gc=1&debug=1" |
+		awk -v live="${1:-}" '/^# HeapInuse = / {h=$4} /^# HeapAlloc = / {a=$4} /^# StackInuse = / {s=$4} END {print (live == "live" ? a : h) + s}'
 }
 PROF_PID=""
 profile() { # profile NAME: with --profile, a 20 s CPU profile of the server into WORK/NAME.pb.gz
@@ -167,6 +170,7 @@ moat image add "$WORK/app2.img" --key "$WORK/release.key" >/dev/null
 moat deployment create --device-group DW100/Production --image apps/dw100-app/1.0.0 >/dev/null
 SERVER_RSS_IDLE=$(rss_kib "$SERVER_PID")
 SERVER_INUSE_IDLE=$(inuse_bytes)
+SERVER_LIVE_IDLE=$(inuse_bytes live)
 
 # The tenant's cloud (--cloud), trusting the tenant's device CA; its own SQLite database.
 sim_cloud=()
@@ -204,12 +208,13 @@ echo "all $N devices attested and waiting after $((SECONDS - start)) s (attestat
 sleep 5 # let the last connections settle before measuring memory
 SERVER_RSS=$(rss_kib "$SERVER_PID")
 SERVER_INUSE=$(inuse_bytes)
+SERVER_LIVE=$(inuse_bytes live)
 SIM_RSS=$(rss_kib "$SIM_PID")
 if [ "$PROFILE" = 1 ]; then # what the waiting fleet holds: go tool pprof -sample_index=inuse_space -top FILE
 	curl -sf -o "$WORK/heap-waiting.pb.gz" "http://$PPROF/debug/pprof/heap?gc=1" || true
 	curl -sf -o "$WORK/goroutine-waiting.txt" "http://$PPROF/debug/pprof/goroutine?debug=1" || true
 fi
-echo "memory: server heap+stacks in use $((SERVER_INUSE / 1048576)) MiB, $(((SERVER_INUSE - SERVER_INUSE_IDLE) / N)) bytes per waiting device over idle; server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per device over idle); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
+echo "memory: server heap+stacks in use $((SERVER_INUSE / 1048576)) MiB, $(((SERVER_INUSE - SERVER_INUSE_IDLE) / N)) bytes per waiting device over idle (live objects and stacks $(((SERVER_LIVE - SERVER_LIVE_IDLE) / N))); server RSS $((SERVER_RSS / 1024)) MiB ($(((SERVER_RSS - SERVER_RSS_IDLE) * 1024 / N)) bytes per device over idle); simulator RSS $((SIM_RSS / 1024)) MiB ($((SIM_RSS * 1024 / N)) bytes per device)"
 if [ "$CLOUD" = 1 ]; then
 	# Telemetry stored by the cloud over 30 s, once every device holds its MQTT session.
 	wait_for "$N devices connected to the cloud" "s.get('cloud', {}).get('connected', 0) == $N" "${MOAT_LOAD_TIMEOUT:-$((N / 20 + 300))}"
