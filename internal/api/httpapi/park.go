@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -114,7 +113,7 @@ func (p *Parking) Close() error {
 		answered := pc.answered
 		pc.mu.Unlock()
 		if answered { // a parked one is closed when its answer is written
-			pc.conn.Close()
+			pc.closeConn()
 		}
 	}
 	return nil
@@ -205,9 +204,12 @@ func (pc *Parked) watch(rc syscall.RawConn) {
 		pc.p.handBack(pc)
 	default:
 		pc.p.unwatch(pc)
-		pc.conn.Close()
+		pc.closeConn()
 	}
 }
+
+// closeConn closes the connection; a failed close leaves nothing to do.
+func (pc *Parked) closeConn() { _ = pc.conn.Close() }
 
 // Answer writes the answer rec recorded, with the status it wrote, then hands the
 // connection back or closes it. It is called once.
@@ -238,13 +240,13 @@ func (pc *Parked) Answer(rec *Recorder) {
 	switch {
 	case err != nil || closeAfter:
 		pc.p.unwatch(pc)
-		pc.conn.Close() // a watch still waiting ends on it
+		pc.closeConn() // a watch still waiting ends on it
 	case !ended: // the watch hands back or closes
 	case readable:
 		pc.p.handBack(pc)
 	default:
 		pc.p.unwatch(pc)
-		pc.conn.Close()
+		pc.closeConn()
 	}
 }
 
@@ -261,7 +263,7 @@ func (p *Parking) handBack(pc *Parked) {
 	delete(p.watching, pc)
 	if p.closing {
 		p.mu.Unlock()
-		pc.conn.Close()
+		pc.closeConn()
 		return
 	}
 	if pc.restore != nil {
@@ -275,7 +277,7 @@ func (p *Parking) handBack(pc *Parked) {
 		p.mu.Lock()
 		delete(p.restore, pc.conn)
 		p.mu.Unlock()
-		pc.conn.Close()
+		pc.closeConn()
 	}
 }
 
@@ -329,7 +331,7 @@ func (r *Recorder) Write(b []byte) (int, error) {
 
 // writeTo formats the answer as HTTP/1.1 with the headers net/http would add (Date,
 // Content-Length, Connection: close when the connection closes after it).
-func (r *Recorder) writeTo(w io.Writer, closeAfter bool) {
+func (r *Recorder) writeTo(w *bytes.Buffer, closeAfter bool) {
 	status := r.status
 	if status == 0 {
 		status = http.StatusOK
@@ -342,6 +344,6 @@ func (r *Recorder) writeTo(w io.Writer, closeAfter bool) {
 	}
 	fmt.Fprintf(w, "HTTP/1.1 %03d %s\r\n", status, http.StatusText(status))
 	_ = h.Write(w)
-	io.WriteString(w, "\r\n")
+	w.WriteString("\r\n")
 	w.Write(r.body.Bytes())
 }
