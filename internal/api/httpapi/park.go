@@ -144,14 +144,20 @@ type Parked struct {
 // succeeded. When the request cannot be parked (not HTTP/1.x, a writer that cannot
 // hijack, a Parking closing) Park fails and the caller answers in place.
 func (p *Parking) Park(w http.ResponseWriter, r *http.Request, restore func(context.Context) context.Context, gone func()) (*Parked, error) {
-	p.mu.Lock()
-	closing := p.closing
-	p.mu.Unlock()
-	if closing || r.ProtoMajor != 1 {
+	if r.ProtoMajor != 1 {
 		return nil, errNotParkable
 	}
+	// Counted under the lock Drain takes to set closing: none is added once Drain waits.
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return nil, errNotParkable
+	}
+	p.parked.Add(1)
+	p.mu.Unlock()
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		p.parked.Done()
 		return nil, fmt.Errorf("%w: %w", errNotParkable, err)
 	}
 	// Nothing reads the connection until the answer; no deadline of the request's applies.
@@ -160,7 +166,6 @@ func (p *Parking) Park(w http.ResponseWriter, r *http.Request, restore func(cont
 		// Bytes net/http read past the request (a pipelined one) cannot be handed back with
 		// the connection: answer this one and close.
 		close: r.Close || !r.ProtoAtLeast(1, 1) || brw.Reader.Buffered() > 0}
-	p.parked.Add(1)
 	if rc := rawConn(conn); canWatch && rc != nil && !pc.close {
 		p.mu.Lock()
 		p.watching[pc] = struct{}{}
