@@ -91,6 +91,23 @@ func TestParkedWait_HoldsNoConnectionGoroutine(t *testing.T) {
 			t.Fatalf("the request after a parked answer: %v, reused connection %v", err, reused)
 		}
 	}
+	// The devices wait again, parked, when the server shuts down (the test's cleanup): Serve
+	// answers them and returns cleanly, which the cleanup checks.
+	for _, d := range devs {
+		u, err := d.dc.WaitForUpdates(ctx, client.UpdatesWait{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, err := d.dc.WaitForUpdates(context.Background(), client.UpdatesWait{Since: u.Generation})
+			answers <- answer{err: err}
+		}()
+	}
+	for deadline := time.Now().Add(wakeWithin); fl.Waiters(svc) < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d devices waiting again after %s", fl.Waiters(svc), n, wakeWithin)
+		}
+	}
 }
 
 // TestParkedWait_ResumedConnectionKeepsItsStart attacks the hand-back of a parked
