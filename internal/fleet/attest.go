@@ -170,7 +170,7 @@ func (a *attempt) workOut(ctx context.Context, data []byte) error {
 		return ctx.Err()
 	}
 	defer func() { <-a.s.cpu }()
-	dev, productName, err := a.s.readAttesting(ctx, a.id)
+	dev, productName, cat, err := a.s.readAttesting(ctx, a.id)
 	if errors.Is(err, store.ErrNotFound) {
 		return refuse(device.RefusedUnknownDevice, "device %s is not registered", a.id)
 	}
@@ -183,35 +183,40 @@ func (a *attempt) workOut(ctx context.Context, data []byte) error {
 			return err
 		}
 	}
-	if err := a.decide(ctx, dev, productName); err != nil {
+	if err := a.decide(ctx, dev, productName, cat); err != nil {
 		a.unreserve()
 		return err
 	}
 	return nil
 }
 
-// readAttesting reads the device and the name of its product in one read transaction.
-func (s *Service) readAttesting(ctx context.Context, id device.ID) (device.Device, string, error) {
+// readAttesting reads the device, the name of its product and its tenant's catalog (nil
+// when it is unclaimed) in one read transaction.
+func (s *Service) readAttesting(ctx context.Context, id device.ID) (device.Device, string, *repo.Catalog, error) {
 	var dev device.Device
 	var productName string
+	var cat *repo.Catalog
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		var err error
 		if dev, err = tx.Devices().Get(ctx, id); err != nil {
 			return err
 		}
-		if dev.TenantID == "" || dev.ProductID == "" {
+		if dev.TenantID == "" {
 			return nil
 		}
 		tt, err := tx.ForTenant(dev.TenantID)
 		if err != nil {
 			return err
 		}
-		if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
-			productName = p.Name
+		if dev.ProductID != "" {
+			if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
+				productName = p.Name
+			}
 		}
-		return nil
+		cat, err = s.cfg.Repo.CatalogIn(ctx, tt)
+		return err
 	})
-	return dev, productName, err
+	return dev, productName, cat, err
 }
 
 // attempt is one attestation on its way: what the caller's goroutine worked out, and the
@@ -279,9 +284,10 @@ func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) er
 	return nil
 }
 
-// decide works out the outcome for dev as read: a nonce refusal, a policy refusal, or a
-// certificate (signed here, outside any transaction).
-func (a *attempt) decide(ctx context.Context, dev device.Device, productName string) error {
+// decide works out the outcome for dev as read (with its product's name and its tenant's
+// catalog): a nonce refusal, a policy refusal, or a certificate (signed here, outside any
+// transaction).
+func (a *attempt) decide(ctx context.Context, dev device.Device, productName string, cat *repo.Catalog) error {
 	s := a.s
 	a.version, a.write, a.spend, a.cert, a.refusal, a.issued = dev.Version, nil, false, nil, nil, Issued{}
 	if a.expires.IsZero() {
@@ -306,13 +312,9 @@ func (a *attempt) decide(ctx context.Context, dev device.Device, productName str
 		a.expires, a.reserved = expires, true
 	}
 	a.spend = true
-	var cat *repo.Catalog
 	var tr *tenantTrust
 	if dev.TenantID != "" {
 		var err error
-		if cat, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
-			return err
-		}
 		if tr, err = s.tenantTrust(ctx, dev.TenantID); err != nil {
 			return err
 		}
