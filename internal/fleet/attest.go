@@ -260,11 +260,11 @@ type signedCert struct {
 // by this replica).
 func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) error {
 	s := a.s
-	pub, err := s.devKeys.get(dev.ID, dev.PublicKeyPEM)
+	key, err := s.devKeys.get(dev.ID, dev.PublicKeyPEM)
 	if err != nil {
 		return fmt.Errorf("stored key of device %s: %w", dev.ID, err)
 	}
-	ev, err := attest.Verify(data, pub, attest.Expect{DeviceID: string(dev.ID), Nonce: a.nonce, Now: a.now})
+	ev, err := attest.VerifyKey(data, key, attest.Expect{DeviceID: string(dev.ID), Nonce: a.nonce, Now: a.now})
 	if err != nil {
 		reason := device.RefusedBadSignature
 		if errors.Is(err, attest.ErrStale) {
@@ -279,7 +279,7 @@ func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) er
 		}
 		return r
 	}
-	a.ev, a.pub = &ev, pub
+	a.ev, a.pub = &ev, key.Public()
 	a.replay = refuse(device.RefusedNonce, "nonce: %v", store.ErrNonceUsed)
 	return nil
 }
