@@ -15,7 +15,6 @@ import (
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
-	"github.com/moat-iot/moat/internal/envelope"
 	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
@@ -74,19 +73,21 @@ type claimed struct {
 	Nonce    string `json:"nonce"`
 }
 
+// peek reads the claims in one pass over the envelope, not one for the envelope and
+// another for its signed bytes: it is lenient, since attest.VerifyKey decodes strictly
+// what is judged, and refuses evidence whose claims are not the device's and nonce peek
+// read.
 func peek(data []byte) (claimed, error) {
-	var env envelope.Signed
-	var c claimed
+	var env struct {
+		Signed claimed `json:"signed"`
+	}
 	if len(data) > MaxEvidenceBytes {
-		return c, attest.ErrTooLarge
+		return claimed{}, attest.ErrTooLarge
 	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return c, attest.ErrMalformed
+	if err := json.Unmarshal(data, &env); err != nil || !identity.ValidID(env.Signed.DeviceID) {
+		return claimed{}, attest.ErrMalformed
 	}
-	if err := json.Unmarshal(env.Signed, &c); err != nil || !identity.ValidID(c.DeviceID) {
-		return c, attest.ErrMalformed
-	}
-	return c, nil
+	return env.Signed, nil
 }
 
 // maxAttestAttempts bounds how often one attestation is worked out again because its
