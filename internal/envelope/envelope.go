@@ -17,15 +17,14 @@ package envelope
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/moat-iot/moat/internal/identity"
 )
 
 // Errors callers branch on; internal/director and internal/attest re-export them.
@@ -50,15 +49,11 @@ type Signature struct {
 
 // KeyID returns the hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER encoding of pub.
 func KeyID(pub *ecdsa.PublicKey) (string, error) {
-	if pub == nil || pub.Curve != elliptic.P256() {
+	id := identity.IDFromPublicKey(pub) // the same digest, without x509's encoder
+	if id == "" {
 		return "", errors.New("not an ECDSA P-256 public key")
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("key id: %w", err)
-	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	return string(id), nil
 }
 
 // Seal signs body, which must already be the canonical encoding of the document, with sign
