@@ -98,6 +98,16 @@ func Sign(s identity.Signer, e Evidence) ([]byte, error) {
 // The caller bounds its read of data to the same limit (MaxBytes+1), and consumes the
 // nonce in its store (once) before acting on the evidence.
 func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Evidence, error) {
+	k, err := envelope.NewKey(pub)
+	if err != nil {
+		return Evidence{}, fmt.Errorf("verify evidence: attest key: %w", err)
+	}
+	return VerifyKey(data, k, want)
+}
+
+// VerifyKey is Verify with the device's key and its ID worked out once (envelope.NewKey),
+// for a server that caches registered keys.
+func VerifyKey(data []byte, k envelope.Key, want Expect) (Evidence, error) {
 	max := want.MaxBytes
 	if max == 0 {
 		max = DefaultMaxBytes
@@ -116,14 +126,14 @@ func Verify(data []byte, pub *ecdsa.PublicKey, want Expect) (Evidence, error) {
 	case want.Now.IsZero():
 		return Evidence{}, errors.New("verify evidence: no current time")
 	}
-	kid, err := KeyID(pub)
-	if err != nil {
-		return Evidence{}, fmt.Errorf("verify evidence: %w", err)
+	kid := k.ID()
+	if kid == "" {
+		return Evidence{}, errors.New("verify evidence: no key")
 	}
 	// Rule 1, ATTACKS row 5: signed by the registered key, and the only encoding of what
 	// is judged (internal/envelope).
 	var e Evidence
-	if err := envelope.Open(data, pub, max, &e, func() ([]byte, error) { return canonical(e) }); err != nil {
+	if err := envelope.OpenKey(data, k, max, &e, func() ([]byte, error) { return canonical(e) }); err != nil {
 		return Evidence{}, fmt.Errorf("verify evidence: %w", err)
 	}
 	if err := e.Validate(); err != nil {

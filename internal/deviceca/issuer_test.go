@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"math/big"
 	"testing"
 	"time"
 
@@ -52,6 +53,36 @@ func TestIssuer_CertificateIsIssues(t *testing.T) {
 	tenant, dev, _, err := deviceca.VerifyDevice(fast, []*x509.Certificate{ca.cert}, p.root, t0.Add(time.Hour))
 	if err != nil || tenant != tenantA || dev != d.id {
 		t.Errorf("VerifyDevice = %s, %s, %v; want %s, %s, nil", tenant, dev, err, tenantA, d.id)
+	}
+}
+
+// TestIssuer_EncodesWhatX509Does: for CAs of two tenants, many device keys and validity
+// times (to the second or not, UTCTime and GeneralizedTime years), the to-be-signed bytes
+// the Issuer's template encodes are the bytes x509.CreateCertificate encodes for the same
+// serial. A template that misplaced or misencoded any field would differ.
+func TestIssuer_EncodesWhatX509Does(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t)
+	for _, ca := range []*tenantCA{p.newCA(t, tenantA, caIDA), p.newCA(t, tenantB, caIDB)} {
+		iss, err := deviceca.NewIssuer(ca.cert, ca.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		times := []time.Time{t0, t0.Add(1500 * time.Millisecond), time.Date(2049, 12, 31, 23, 59, 59, 0, time.UTC),
+			time.Date(2050, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2126, 7, 1, 0, 0, 0, 999, time.FixedZone("x", 3600))}
+		for n := range 40 {
+			d := newDevice(t)
+			r := ca.request(d)
+			r.NotBefore, r.NotAfter = times[n%len(times)], times[(n+1)%len(times)].Add(time.Duration(n)*time.Hour)
+			sn := new(big.Int).Lsh(big.NewInt(int64(n+1)), uint(n*3)) // short and long serials
+			fast, slow, err := iss.TBSBoth(r, sn)
+			if err != nil {
+				t.Fatalf("x509 encoding: %v", err)
+			}
+			if fast == nil || !bytes.Equal(fast, slow) {
+				t.Fatalf("%s, device %s, %v to %v, serial %x: template encodes\n%x\nx509\n%x", ca.csr.TenantID, d.id, r.NotBefore, r.NotAfter, sn, fast, slow)
+			}
+		}
 	}
 }
 

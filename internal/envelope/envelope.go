@@ -17,15 +17,14 @@ package envelope
 import (
 	"bytes"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/moat-iot/moat/internal/identity"
 )
 
 // Errors callers branch on; internal/director and internal/attest re-export them.
@@ -50,15 +49,11 @@ type Signature struct {
 
 // KeyID returns the hex SHA-256 of the PKIX (SubjectPublicKeyInfo) DER encoding of pub.
 func KeyID(pub *ecdsa.PublicKey) (string, error) {
-	if pub == nil || pub.Curve != elliptic.P256() {
+	id := identity.IDFromPublicKey(pub) // the same digest, without x509's encoder
+	if id == "" {
 		return "", errors.New("not an ECDSA P-256 public key")
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("key id: %w", err)
-	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
+	return string(id), nil
 }
 
 // Seal signs body, which must already be the canonical encoding of the document, with sign
@@ -79,13 +74,45 @@ func Seal(pub *ecdsa.PublicKey, body []byte, sign func(digest []byte) ([]byte, e
 	})
 }
 
+// Key is a public key with its KeyID, worked out once (NewKey) for a key that opens many
+// envelopes: a device's identity key, cached by the server (issue 15: the key ID was worked
+// out twice per attestation, an eighth of the evidence check beside the signature).
+type Key struct {
+	pub *ecdsa.PublicKey
+	id  string
+}
+
+// NewKey returns pub with its KeyID; an error when pub is not an ECDSA P-256 key.
+func NewKey(pub *ecdsa.PublicKey) (Key, error) {
+	id, err := KeyID(pub)
+	if err != nil {
+		return Key{}, err
+	}
+	return Key{pub: pub, id: id}, nil
+}
+
+// Public is the key.
+func (k Key) Public() *ecdsa.PublicKey { return k.pub }
+
+// ID is the key's KeyID.
+func (k Key) ID() string { return k.id }
+
 // Open checks data, signed by pub, decodes the document into v (a pointer), and checks that
 // canonical (which encodes *v the way Seal's caller did) reproduces the signed bytes. The
 // caller validates the document's content afterwards.
 func Open(data []byte, pub *ecdsa.PublicKey, maxBytes int, v any, canonical func() ([]byte, error)) error {
-	kid, err := KeyID(pub)
+	k, err := NewKey(pub)
 	if err != nil {
 		return err
+	}
+	return OpenKey(data, k, maxBytes, v, canonical)
+}
+
+// OpenKey is Open with the key's ID worked out already. The zero Key opens nothing.
+func OpenKey(data []byte, k Key, maxBytes int, v any, canonical func() ([]byte, error)) error {
+	pub, kid := k.pub, k.id
+	if pub == nil || kid == "" {
+		return errors.New("no key")
 	}
 	if len(data) > maxBytes {
 		return fmt.Errorf("%d bytes, limit %d: %w", len(data), maxBytes, ErrTooLarge)

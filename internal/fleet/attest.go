@@ -15,7 +15,6 @@ import (
 	"github.com/moat-iot/moat/internal/audit"
 	"github.com/moat-iot/moat/internal/device"
 	"github.com/moat-iot/moat/internal/deviceca"
-	"github.com/moat-iot/moat/internal/envelope"
 	"github.com/moat-iot/moat/internal/fleet/nonce"
 	"github.com/moat-iot/moat/internal/ident"
 	"github.com/moat-iot/moat/internal/identity"
@@ -74,19 +73,21 @@ type claimed struct {
 	Nonce    string `json:"nonce"`
 }
 
+// peek reads the claims in one pass over the envelope, not one for the envelope and
+// another for its signed bytes: it is lenient, since attest.VerifyKey decodes strictly
+// what is judged, and refuses evidence whose claims are not the device's and nonce peek
+// read.
 func peek(data []byte) (claimed, error) {
-	var env envelope.Signed
-	var c claimed
+	var env struct {
+		Signed claimed `json:"signed"`
+	}
 	if len(data) > MaxEvidenceBytes {
-		return c, attest.ErrTooLarge
+		return claimed{}, attest.ErrTooLarge
 	}
-	if err := json.Unmarshal(data, &env); err != nil {
-		return c, attest.ErrMalformed
+	if err := json.Unmarshal(data, &env); err != nil || !identity.ValidID(env.Signed.DeviceID) {
+		return claimed{}, attest.ErrMalformed
 	}
-	if err := json.Unmarshal(env.Signed, &c); err != nil || !identity.ValidID(c.DeviceID) {
-		return c, attest.ErrMalformed
-	}
-	return c, nil
+	return env.Signed, nil
 }
 
 // maxAttestAttempts bounds how often one attestation is worked out again because its
@@ -96,6 +97,11 @@ const maxAttestAttempts = 4
 
 // errDeviceChanged: the device changed after the attestation read it.
 var errDeviceChanged = errors.New("device changed during attestation")
+
+// errSpentElsewhere: the store found the attestation's nonce spent (on another replica, or
+// before this one restarted) after its write had changed the device in the shared
+// transaction; the write is undone with it (batch.go) and the replay recorded instead.
+var errSpentElsewhere = errors.New("nonce spent elsewhere")
 
 // attest works an attestation out in the caller's goroutine (read the device, verify the
 // evidence once, check the policy, sign the certificate: the crypto, in parallel with
@@ -120,6 +126,11 @@ func (s *Service) attest(ctx context.Context, data []byte) (Issued, error) {
 			return Issued{}, a.refusal
 		}
 		err := s.commits.do(ctx, t, a.run)
+		if errors.Is(err, errSpentElsewhere) {
+			// The batch went on without this write; the replay is recorded instead.
+			a.spentElsewhere = true
+			err = s.commits.do(ctx, nil, a.run)
+		}
 		// The device's row may have changed (whatever the outcome: a commit that succeeded
 		// under an error still counts): its cached copies end, here and elsewhere, before
 		// the device hears the answer (devcache.go).
@@ -160,47 +171,53 @@ func (a *attempt) workOut(ctx context.Context, data []byte) error {
 		return ctx.Err()
 	}
 	defer func() { <-a.s.cpu }()
-	dev, productName, err := a.s.readAttesting(ctx, a.id)
+	dev, productName, cat, err := a.s.readAttesting(ctx, a.id)
 	if errors.Is(err, store.ErrNotFound) {
 		return refuse(device.RefusedUnknownDevice, "device %s is not registered", a.id)
 	}
 	if err != nil {
 		return err
 	}
+	a.dev = dev
 	if a.ev == nil {
 		if err := a.verify(ctx, dev, data); err != nil {
 			return err
 		}
 	}
-	if err := a.decide(ctx, dev, productName); err != nil {
+	if err := a.decide(ctx, dev, productName, cat); err != nil {
 		a.unreserve()
 		return err
 	}
 	return nil
 }
 
-// readAttesting reads the device and the name of its product in one read transaction.
-func (s *Service) readAttesting(ctx context.Context, id device.ID) (device.Device, string, error) {
+// readAttesting reads the device, the name of its product and its tenant's catalog (nil
+// when it is unclaimed) in one read transaction.
+func (s *Service) readAttesting(ctx context.Context, id device.ID) (device.Device, string, *repo.Catalog, error) {
 	var dev device.Device
 	var productName string
+	var cat *repo.Catalog
 	err := s.cfg.Store.InReadTx(ctx, func(tx store.Tx) error {
 		var err error
 		if dev, err = tx.Devices().Get(ctx, id); err != nil {
 			return err
 		}
-		if dev.TenantID == "" || dev.ProductID == "" {
+		if dev.TenantID == "" {
 			return nil
 		}
 		tt, err := tx.ForTenant(dev.TenantID)
 		if err != nil {
 			return err
 		}
-		if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
-			productName = p.Name
+		if dev.ProductID != "" {
+			if p, err := tt.Products().Get(ctx, dev.ProductID); err == nil {
+				productName = p.Name
+			}
 		}
-		return nil
+		cat, err = s.cfg.Repo.CatalogIn(ctx, tt)
+		return err
 	})
-	return dev, productName, err
+	return dev, productName, cat, err
 }
 
 // attempt is one attestation on its way: what the caller's goroutine worked out, and the
@@ -217,7 +234,8 @@ type attempt struct {
 	reserved bool      // the nonce is claimed in the replica's spent set
 	replay   *Refusal  // the answer when the store finds the nonce spent
 
-	// The outcome, from decide, for the device at version.
+	// The outcome, from decide, for the device at version, as read (dev).
+	dev     device.Device
 	version int64
 	write   *outcome // nil: nothing to write
 	spend   bool     // the write spends the nonce
@@ -225,6 +243,9 @@ type attempt struct {
 	issued  Issued
 	refusal *Refusal
 	signed  *signedCert // kept across attempts while the issuing CA is the same
+
+	// spentElsewhere: the store found the nonce spent; run records the replay.
+	spentElsewhere bool
 
 	// Set by run.
 	changed, replayed bool
@@ -240,11 +261,11 @@ type signedCert struct {
 // by this replica).
 func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) error {
 	s := a.s
-	pub, err := s.devKeys.get(dev.ID, dev.PublicKeyPEM)
+	key, err := s.devKeys.get(dev.ID, dev.PublicKeyPEM)
 	if err != nil {
 		return fmt.Errorf("stored key of device %s: %w", dev.ID, err)
 	}
-	ev, err := attest.Verify(data, pub, attest.Expect{DeviceID: string(dev.ID), Nonce: a.nonce, Now: a.now})
+	ev, err := attest.VerifyKey(data, key, attest.Expect{DeviceID: string(dev.ID), Nonce: a.nonce, Now: a.now})
 	if err != nil {
 		reason := device.RefusedBadSignature
 		if errors.Is(err, attest.ErrStale) {
@@ -259,14 +280,15 @@ func (a *attempt) verify(ctx context.Context, dev device.Device, data []byte) er
 		}
 		return r
 	}
-	a.ev, a.pub = &ev, pub
+	a.ev, a.pub = &ev, key.Public()
 	a.replay = refuse(device.RefusedNonce, "nonce: %v", store.ErrNonceUsed)
 	return nil
 }
 
-// decide works out the outcome for dev as read: a nonce refusal, a policy refusal, or a
-// certificate (signed here, outside any transaction).
-func (a *attempt) decide(ctx context.Context, dev device.Device, productName string) error {
+// decide works out the outcome for dev as read (with its product's name and its tenant's
+// catalog): a nonce refusal, a policy refusal, or a certificate (signed here, outside any
+// transaction).
+func (a *attempt) decide(ctx context.Context, dev device.Device, productName string, cat *repo.Catalog) error {
 	s := a.s
 	a.version, a.write, a.spend, a.cert, a.refusal, a.issued = dev.Version, nil, false, nil, nil, Issued{}
 	if a.expires.IsZero() {
@@ -291,13 +313,9 @@ func (a *attempt) decide(ctx context.Context, dev device.Device, productName str
 		a.expires, a.reserved = expires, true
 	}
 	a.spend = true
-	var cat *repo.Catalog
 	var tr *tenantTrust
 	if dev.TenantID != "" {
 		var err error
-		if cat, err = s.cfg.Repo.Catalog(ctx, dev.TenantID); err != nil {
-			return err
-		}
 		if tr, err = s.tenantTrust(ctx, dev.TenantID); err != nil {
 			return err
 		}
@@ -356,34 +374,49 @@ func (a *attempt) sign(iss *issuer, dev device.Device) error {
 
 // run is the attestation's write, in a transaction shared with concurrent ones. It may run
 // more than once (batch.go), so it sets its results afresh.
+//
+// An outcome worked out for the device at a version is written over the device as workOut
+// read it, by a write conditional on that version (store.Devices.Attested): one statement
+// that finds the device changed having written nothing, where a read in the transaction
+// and a comparison cost one more (issue 15). So the device is written first, and the nonce
+// spent after it: a nonce found spent then fails this write alone (errSpentElsewhere),
+// and its batch goes on without it.
 func (a *attempt) run(ctx context.Context, tx store.Tx) error {
 	s := a.s
 	a.changed, a.replayed = false, false
-	dev, err := tx.Devices().Get(ctx, a.id)
-	if err != nil {
-		return err
+	if a.spentElsewhere || a.version == 0 {
+		// A replay the store found, or a refusal written whatever the device's version:
+		// over the device as this transaction reads it. The nonce insert that found the
+		// replay waited for the spender's commit, which may have changed the device since
+		// workOut read it (PostgreSQL, read committed).
+		dev, err := tx.Devices().Get(ctx, a.id)
+		if err != nil {
+			return err
+		}
+		if a.spentElsewhere {
+			a.replayed = true
+			return s.record(ctx, tx, dev, *a.ev, outcome{refusal: a.replay}, a.now)
+		}
+		return s.record(ctx, tx, dev, *a.ev, *a.write, a.now)
 	}
-	if a.version != 0 && dev.Version != a.version {
+	err := s.record(ctx, tx, a.dev, *a.ev, *a.write, a.now)
+	if errors.Is(err, store.ErrStale) {
 		a.changed = true // nothing written: worked out again by the caller
 		return nil
 	}
+	if err != nil {
+		return err
+	}
 	if a.spend {
 		if err := nonce.Record(ctx, tx, a.id, a.nonce, a.expires, a.now); err != nil {
-			if !errors.Is(err, nonce.ErrRefused) {
-				return err
+			if errors.Is(err, nonce.ErrRefused) {
+				return errSpentElsewhere
 			}
-			// Spent before: on another replica, or before this one restarted. The insert
-			// waited for the spender's commit, which may have changed the device since
-			// this transaction read it (PostgreSQL, read committed): read it again.
-			a.replayed = true
-			if dev, err = tx.Devices().Get(ctx, a.id); err != nil {
-				return err
-			}
-			return s.record(ctx, tx, dev, *a.ev, outcome{refusal: a.replay}, a.now)
+			return err
 		}
 	}
 	if a.cert != nil {
-		tt, err := tx.ForTenant(dev.TenantID)
+		tt, err := tx.ForTenant(a.dev.TenantID)
 		if err != nil {
 			return err
 		}
@@ -391,7 +424,7 @@ func (a *attempt) run(ctx context.Context, tx store.Tx) error {
 			return fmt.Errorf("record certificate %s: %w", a.cert.Serial, err)
 		}
 	}
-	return s.record(ctx, tx, dev, *a.ev, *a.write, a.now)
+	return nil
 }
 
 // unreserve forgets the nonce's claim after a failure that wrote nothing durable.
@@ -504,8 +537,10 @@ type outcome struct {
 
 // record writes the attestation outcome on the device; on success it makes the new
 // certificate the device's current one and raises the floors to the attested security
-// versions (they never fall). dev is the device as this transaction read it.
+// versions (they never fall). dev is the device as read at the version the write is
+// conditional on (ErrStale when it changed).
 func (s *Service) record(ctx context.Context, tx store.Tx, dev device.Device, ev attest.Evidence, o outcome, now time.Time) error {
+	prev := dev
 	a := &device.Attestation{At: now, DevelopmentMode: ev.DevelopmentMode, Images: measurements(ev)}
 	if o.revoke {
 		dev.Certificate = nil
@@ -529,21 +564,21 @@ func (s *Service) record(ctx context.Context, tx store.Tx, dev device.Device, ev
 	}
 	dev.Attestation = a
 	dev.Version++
-	if err := tx.Devices().Update(ctx, dev); err != nil {
+	// The attestation is the device's last contact, in the same statement; a replayed
+	// nonce is not the device calling, and an unclaimed device's contact is not kept.
+	var seen *time.Time
+	if dev.TenantID != "" && (o.refusal == nil || o.refusal.Reason != device.RefusedNonce) {
+		seen = &now
+	}
+	if err := tx.Devices().Attested(ctx, prev, dev, seen); err != nil {
 		return err
 	}
-	if dev.TenantID == "" {
+	if o.refusal == nil || dev.TenantID == "" {
 		return nil
 	}
 	tt, err := tx.ForTenant(dev.TenantID)
 	if err != nil {
 		return err
-	}
-	if err := seenAttesting(ctx, tt, dev.ID, o.refusal, now); err != nil {
-		return err
-	}
-	if o.refusal == nil {
-		return nil
 	}
 	// Support staff find refusals in the tenant's audit log too, with their reason.
 	return tt.Audit().Append(ctx, audit.Event{

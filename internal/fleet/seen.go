@@ -46,14 +46,3 @@ func (s *Service) writeSeen(ctx context.Context, t tenant.ID, id device.ID, now 
 	}
 	s.devices.seen(t, id, now) // or its cached row would write it again on every request
 }
-
-// seenAttesting records an attestation as the device's last contact, in the attestation's
-// transaction (the device row is written anyway). A replayed nonce is not the device
-// calling, so it is not counted.
-func seenAttesting(ctx context.Context, tt store.TenantTx, id device.ID, r *Refusal, now time.Time) error {
-	if r != nil && r.Reason == device.RefusedNonce {
-		return nil
-	}
-	_, err := tt.Devices().Seen(ctx, id, now, 0)
-	return err
-}

@@ -24,7 +24,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -40,16 +39,31 @@ const IDLen = 2 * sha256.Size
 // IDFromPublicKey returns the device ID of pub: the lower-case hex SHA-256 of the PKIX
 // (SubjectPublicKeyInfo) DER encoding of the P-256 public key. It returns "" for nil or
 // a key that is not on P-256, which [ValidID] refuses.
+//
+// The encoding is the same for every P-256 key up to the point, so it is written as that
+// prefix and the point, not by x509 (issue 15: x509's reflective encoding was most of the
+// cost, and the server works an ID out on every certificate it issues);
+// TestIDFromPublicKey_SameAsX509 checks the bytes against x509.MarshalPKIXPublicKey.
 func IDFromPublicKey(pub *ecdsa.PublicKey) DeviceID {
 	if pub == nil || pub.Curve != elliptic.P256() {
 		return ""
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	point, err := pub.Bytes() // the uncompressed point; an error for a point not on the curve
 	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(der)
-	return DeviceID(hex.EncodeToString(sum[:]))
+	h := sha256.New()
+	h.Write(p256SPKIPrefix)
+	h.Write(point)
+	var sum [sha256.Size]byte
+	return DeviceID(hex.EncodeToString(h.Sum(sum[:0])))
+}
+
+// p256SPKIPrefix is the PKIX encoding of a P-256 public key up to its 65-byte point:
+// SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING (no unused bits) }.
+var p256SPKIPrefix = []byte{
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 }
 
 // ValidID reports whether s has the form of a device ID: exactly 64 lower-case hex digits.

@@ -7,9 +7,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,6 +43,32 @@ func TestIDFromPublicKey_Pinned(t *testing.T) {
 	}
 	if other := identity.IDFromPublicKey(&fixedKey(t, 0x22).PublicKey); other == got {
 		t.Errorf("two keys have the same ID %q", got)
+	}
+}
+
+// TestIDFromPublicKey_SameAsX509: the ID is the SHA-256 of what x509.MarshalPKIXPublicKey
+// encodes, for many keys (points with leading zero bytes among them), and "" for a point
+// that is not on the curve.
+func TestIDFromPublicKey_SameAsX509(t *testing.T) {
+	for range 200 {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(der)
+		if got, want := identity.IDFromPublicKey(&k.PublicKey), hex.EncodeToString(sum[:]); string(got) != want {
+			t.Fatalf("IDFromPublicKey = %s, want %s (x509)", got, want)
+		}
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	off := k.PublicKey
+	off.Y = new(big.Int).Add(off.Y, big.NewInt(1))
+	if id := identity.IDFromPublicKey(&off); id != "" {
+		t.Errorf("IDFromPublicKey(point off the curve) = %s, want \"\"", id)
 	}
 }
 

@@ -82,40 +82,47 @@ func (s *Service) Catalog(ctx context.Context, t tenant.ID) (*Catalog, error) {
 		if err != nil {
 			return err
 		}
-		ts, err := tt.TUFFiles().Get(ctx, store.TimestampFile)
-		if errors.Is(err, store.ErrNotFound) {
-			c = &Catalog{Images: map[string]Image{}}
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		ks, err := allSigningKeys(ctx, tt)
-		if err != nil {
-			return err
-		}
-		key := catalogRevision(ts, ks)
-		s.catalogs.mu.Lock()
-		c = s.catalogs.m[t]
-		s.catalogs.mu.Unlock()
-		if c != nil && c.key == key {
-			return nil
-		}
-		if c, err = s.loadCatalog(ctx, tt, ts, ks); err != nil {
-			return err
-		}
-		c.key = key
-		s.catalogs.mu.Lock()
-		if s.catalogs.m == nil {
-			s.catalogs.m = map[tenant.ID]*Catalog{}
-		}
-		s.catalogs.m[t] = c
-		s.catalogs.mu.Unlock()
-		return nil
+		c, err = s.CatalogIn(ctx, tt)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// CatalogIn is Catalog read in the caller's transaction, so that a caller that reads
+// other things with it (an attestation, its device) opens one transaction, not two.
+func (s *Service) CatalogIn(ctx context.Context, tt store.TenantTx) (*Catalog, error) {
+	t := tt.ID()
+	ts, err := tt.TUFFiles().Get(ctx, store.TimestampFile)
+	if errors.Is(err, store.ErrNotFound) {
+		return &Catalog{Images: map[string]Image{}}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ks, err := allSigningKeys(ctx, tt)
+	if err != nil {
+		return nil, err
+	}
+	key := catalogRevision(ts, ks)
+	s.catalogs.mu.Lock()
+	c := s.catalogs.m[t]
+	s.catalogs.mu.Unlock()
+	if c != nil && c.key == key {
+		return c, nil
+	}
+	if c, err = s.loadCatalog(ctx, tt, ts, ks); err != nil {
+		return nil, err
+	}
+	c.key = key
+	s.catalogs.mu.Lock()
+	if s.catalogs.m == nil {
+		s.catalogs.m = map[tenant.ID]*Catalog{}
+	}
+	s.catalogs.m[t] = c
+	s.catalogs.mu.Unlock()
 	return c, nil
 }
 

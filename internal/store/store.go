@@ -364,6 +364,15 @@ type Devices interface {
 	// Update writes d when the stored version is d.Version-1 (ErrStale otherwise). It
 	// never changes the device's tenant (Claim does).
 	Update(ctx context.Context, d device.Device) error
+	// Attested writes an attestation's outcome: d over prev, the device as read at
+	// version d.Version-1 (ErrStale when the stored version is another), differing from
+	// it only in Floors, Attestation and Certificate (an error otherwise). What it stores
+	// is what Update would; and when seen is not nil, seen is recorded as the device's last
+	// contact as Seen with no coarseness does (a later one already stored stays). Only
+	// the indexed columns that differ from prev's are written, so that their indexes are
+	// not rewritten: on SQLite, Update's every column rewrote ten of the table's indexes,
+	// most of an attestation's store work (issue 15).
+	Attested(ctx context.Context, prev, d device.Device, seen *time.Time) error
 }
 
 // TenantDevices reaches the devices one tenant claimed. Another tenant's device, or an

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/moat-iot/moat/internal/device"
@@ -200,6 +201,87 @@ func (s devices) Update(ctx context.Context, d device.Device) error {
 	}
 	return s.t.versioned(ctx, r, `SELECT count(*) FROM devices WHERE id = $1`, d.ID)
 }
+
+// Attested writes an attestation's outcome (store.Devices.Attested) with one of the
+// statements attestedSQL built: floors, attestation, certificate, version and attested_at
+// always (only attested_at is indexed, and it always changes); refusal when it differs
+// from prev's; the running columns and their times when a successful attestation shows
+// other images than prev's successful one (after any other, the stored running columns are
+// not known here, and are written, as Update does); last_seen_at when seen is given.
+func (s devices) Attested(ctx context.Context, prev, d device.Device, seen *time.Time) error {
+	if d.ID != prev.ID || d.Version != prev.Version+1 || d.TenantID != prev.TenantID || d.ProductID != prev.ProductID ||
+		d.GroupID != prev.GroupID || d.Blocked != prev.Blocked || d.Development != prev.Development || d.Attestation == nil {
+		return fmt.Errorf("device %s: an attestation changes only floors, attestation and certificate", d.ID)
+	}
+	floors, att, cert, err := deviceJSON(d)
+	if err != nil {
+		return err
+	}
+	var shape int
+	args := make([]any, 0, 13)
+	args = append(args, floors, att, cert, d.Version, utc(d.Attestation.At))
+	var was string
+	if prev.Attestation != nil {
+		was = prev.Attestation.Refusal
+	}
+	if d.Attestation.Refusal != was {
+		shape |= attestedRefusal
+		args = append(args, d.Attestation.Refusal)
+	}
+	if r, ok := d.Attestation.Running(); ok {
+		if p, pok := prev.Attestation.Running(); !pok || p != r {
+			shape |= attestedRunning
+			args = append(args, r.OSTarget, r.OSVersion, r.AppTarget, r.AppVersion)
+		}
+	}
+	if seen != nil {
+		shape |= attestedSeen
+		args = append(args, utc(*seen).Truncate(time.Microsecond))
+	}
+	args = append(args, d.ID, prev.Version)
+	r, err := s.t.exec(ctx, attestedSQL[shape], args...)
+	if err != nil {
+		return err
+	}
+	return s.t.versioned(ctx, r, `SELECT count(*) FROM devices WHERE id = $1`, d.ID)
+}
+
+// The parts of an Attested statement beyond the columns it always writes.
+const (
+	attestedRefusal = 1 << iota
+	attestedRunning
+	attestedSeen
+)
+
+// attestedSQL is Attested's statement for each combination of its parts, made once. The
+// running times follow sinceSet: a version's time starts at the attestation that first
+// shows it.
+var attestedSQL = func() (qs [1 << 3]string) {
+	for shape := range qs {
+		var b strings.Builder
+		n := 5
+		arg := func() string { n++; return "$" + strconv.Itoa(n) }
+		b.WriteString(`UPDATE devices SET floors = $1, attestation = $2, certificate = $3, version = $4, attested_at = $5`)
+		if shape&attestedRefusal != 0 {
+			b.WriteString(`, refusal = ` + arg())
+		}
+		if shape&attestedRunning != 0 {
+			ot, ov, at, av := arg(), arg(), arg(), arg()
+			b.WriteString(`, running_os_target = ` + ot + `, running_os_version = ` + ov +
+				`, running_app_target = ` + at + `, running_app_version = ` + av +
+				`, running_os_since = CASE WHEN ` + ot + ` = running_os_target AND ` + ov + ` = running_os_version THEN running_os_since ELSE $5 END` +
+				`, running_app_since = CASE WHEN ` + at + ` = running_app_target AND ` + av + ` = running_app_version THEN running_app_since ELSE $5 END`)
+		}
+		if shape&attestedSeen != 0 {
+			seen := arg()
+			b.WriteString(`, last_seen_at = CASE WHEN last_seen_at > ` + seen + ` THEN last_seen_at ELSE ` + seen + ` END`)
+		}
+		id := arg()
+		b.WriteString(` WHERE id = ` + id + ` AND version = ` + arg())
+		qs[shape] = b.String()
+	}
+	return qs
+}()
 
 type tenantDevices struct{ t *tenantTx }
 

@@ -3,9 +3,11 @@ package storetest
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +26,8 @@ var deviceTests = []test{
 	{"ConcurrentClaimOneWins", testDeviceConcurrentClaim},
 	{"Update", testDeviceUpdate},
 	{"UpdateNeverChangesTenant", testDeviceUpdateKeepsTenant},
+	{"AttestedStoresWhatUpdateAndSeenDo", testDeviceAttested},
+	{"AttestedRefusesStaleAndOtherChanges", testDeviceAttestedRefused},
 	{"JSONRoundTrips", testDeviceJSON},
 	{"TenantGetUpdate", testTenantDeviceGetUpdate},
 	{"TenantUpdateGroupMustExist", testTenantDeviceGroupMustExist},
@@ -1162,4 +1166,167 @@ func testReadTxRefusesDeviceWrites(h *harness) {
 	wantErr(h.t, "Certificates().Get(recorded in InReadTx)", err, store.ErrNotFound)
 	_, err = h.currentDeployment(a.ID, g)
 	wantErr(h.t, "Deployments().Current(created in InReadTx)", err, store.ErrNotFound)
+}
+
+// deviceColumns is every stored column of a device but its identity, registration, claim
+// and tenant, read directly (the running times are read by no store method).
+type deviceColumns struct {
+	product, group, floors, refusal            string
+	blocked, development                       bool
+	attestation, certificate                   sql.NullString
+	version                                    int64
+	osTarget, osVersion, appTarget, appVersion string
+	attestedAt, osSince, appSince, lastSeen    sql.NullTime
+}
+
+func (h *harness) deviceColumns(id device.ID) deviceColumns {
+	h.t.Helper()
+	var c deviceColumns
+	var product, group sql.NullString
+	db := h.s.(interface{ SQL() *sql.DB }).SQL()
+	err := db.QueryRowContext(h.ctx(), `SELECT product_id, group_id, blocked, development, floors, attestation, certificate,
+		version, running_os_target, running_os_version, running_app_target, running_app_version, attested_at, refusal,
+		running_os_since, running_app_since, last_seen_at FROM devices WHERE id = $1`, id).Scan(&product, &group,
+		&c.blocked, &c.development, &c.floors, &c.attestation, &c.certificate, &c.version, &c.osTarget, &c.osVersion,
+		&c.appTarget, &c.appVersion, &c.attestedAt, &c.refusal, &c.osSince, &c.appSince, &c.lastSeen)
+	if err != nil {
+		h.t.Fatalf("read device %s: %v", id, err)
+	}
+	c.product, c.group = product.String, group.String
+	for _, t := range []*sql.NullTime{&c.attestedAt, &c.osSince, &c.appSince, &c.lastSeen} {
+		t.Time = t.Time.UTC()
+	}
+	return c
+}
+
+// testDeviceAttested: Attested, which writes only what changed, leaves every column as
+// Update followed by Seen (with no coarseness) does, through a run of attestations that
+// changes each part of the statement: a first success, the same images again, a refusal
+// that revokes the certificate, a success after it, a replay (not the device calling, so
+// not seen), another OS, and a last contact newer than the attestation.
+func testDeviceAttested(h *harness) {
+	a, b := h.tenant("A"), h.tenant("B")
+	ga := h.group(a.ID, h.product(a.ID, "DW100").ID, "Production")
+	gb := h.group(b.ID, h.product(b.ID, "DW100").ID, "Production")
+	byUpdate, byAttested := h.placed(a.ID, ga), h.placed(b.ID, gb)
+	ok := func(images ...device.Measurement) func(at time.Time, d *device.Device) {
+		return func(at time.Time, d *device.Device) {
+			serial := fmt.Sprintf("%x", at.UnixNano())
+			d.Attestation = &device.Attestation{At: at, Images: images, Serial: serial}
+			d.Certificate = &device.Current{Serial: serial, IssuedAt: at, NotAfter: at.Add(24 * time.Hour)}
+			for _, m := range images {
+				d.Floors[m.Path[:strings.LastIndexByte(m.Path, '/')]] = m.SecurityVersion
+			}
+		}
+	}
+	refused := func(reason string, revoke bool, images ...device.Measurement) func(at time.Time, d *device.Device) {
+		return func(at time.Time, d *device.Device) {
+			d.Attestation = &device.Attestation{At: at, Images: images, Refusal: reason, Detail: "test"}
+			if revoke {
+				d.Certificate = nil
+			}
+		}
+	}
+	steps := []struct {
+		name    string
+		outcome func(at time.Time, d *device.Device)
+		seen    bool
+		later   bool // a later contact is stored before the attestation
+	}{
+		{"first success", ok(osA, appX), true, false},
+		{"same images", ok(osA, appX), true, false},
+		{"refused, revoked", refused(device.RefusedUnknownImage, true, osA, appY), true, false},
+		{"success after a refusal", ok(osA, appY), true, false},
+		{"replay", refused(device.RefusedNonce, false, osA, appY), false, false},
+		{"another OS", ok(osB, appY), true, false},
+		{"same images, seen later", ok(osB, appY), true, true},
+		{"refused again", refused(device.RefusedBelowFloor, true, osA, appY), true, false},
+	}
+	for _, s := range steps {
+		at := h.tick()
+		if s.later {
+			later := at.Add(time.Hour)
+			for _, x := range []struct {
+				tid tenant.ID
+				id  device.ID
+			}{{a.ID, byUpdate.ID}, {b.ID, byAttested.ID}} {
+				h.mustIn("Devices().Seen(later)", x.tid, func(tt store.TenantTx) error {
+					_, err := tt.Devices().Seen(h.ctx(), x.id, later, 0)
+					return err
+				})
+			}
+		}
+		for _, d := range []*device.Device{&byUpdate, &byAttested} {
+			d.Floors = maps.Clone(d.Floors)
+			s.outcome(at, d)
+			d.Version++
+		}
+		h.mustIn("Devices().Update("+s.name+")", a.ID, func(tt store.TenantTx) error {
+			if err := tt.Devices().Update(h.ctx(), byUpdate); err != nil {
+				return err
+			}
+			if !s.seen {
+				return nil
+			}
+			_, err := tt.Devices().Seen(h.ctx(), byUpdate.ID, at, 0)
+			return err
+		})
+		var seen *time.Time
+		if s.seen {
+			seen = &at
+		}
+		prev, err := h.getDevice(byAttested.ID)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.must("Devices().Attested("+s.name+")", func(tx store.Tx) error {
+			return tx.Devices().Attested(h.ctx(), prev, byAttested, seen)
+		})
+		want, got := h.deviceColumns(byUpdate.ID), h.deviceColumns(byAttested.ID)
+		want.product, want.group, got.product, got.group = "", "", "", ""
+		if got != want {
+			h.t.Fatalf("after %s: Attested stored\n%+v\nUpdate and Seen\n%+v", s.name, got, want)
+		}
+		stored, err := h.getDevice(byAttested.ID)
+		byAttested.LastSeenAt = stored.LastSeenAt
+		wantEqual(h.t, "Devices().Get after Attested("+s.name+")", stored, err, byAttested)
+	}
+}
+
+// testDeviceAttestedRefused: Attested writes nothing over another version, and refuses an
+// outcome that changes more than an attestation does.
+func testDeviceAttestedRefused(h *harness) {
+	a := h.tenant("A")
+	g := h.group(a.ID, h.product(a.ID, "DW100").ID, "Production")
+	prev := h.placed(a.ID, g)
+	at := h.tick()
+	next := prev
+	next.Attestation, next.Version = &device.Attestation{At: at, Images: []device.Measurement{osA}}, prev.Version+1
+	attested := func(prev, d device.Device) error {
+		return h.tx(func(tx store.Tx) error { return tx.Devices().Attested(h.ctx(), prev, d, &at) })
+	}
+	stale := prev
+	stale.Version--
+	staleNext := next
+	staleNext.Version--
+	wantErr(h.t, "Devices().Attested(over an older version)", attested(stale, staleNext), store.ErrStale)
+	for name, change := range map[string]func(d *device.Device){
+		"group":          func(d *device.Device) { d.GroupID = "" },
+		"blocked":        func(d *device.Device) { d.Blocked = true },
+		"development":    func(d *device.Device) { d.Development = true },
+		"version":        func(d *device.Device) { d.Version++ },
+		"no attestation": func(d *device.Device) { d.Attestation = nil },
+	} {
+		d := next
+		change(&d)
+		if err := attested(prev, d); err == nil {
+			h.t.Errorf("Devices().Attested(changing the %s) = nil, want an error", name)
+		}
+	}
+	got, err := h.getDevice(prev.ID)
+	wantEqual(h.t, "Devices().Get after refused Attested", got, err, prev)
+	missing := h.newDevice()
+	missingNext := missing
+	missingNext.Attestation, missingNext.Version = &device.Attestation{At: at}, missing.Version+1
+	wantErr(h.t, "Devices().Attested(unregistered)", attested(missing, missingNext), store.ErrNotFound)
 }
