@@ -230,7 +230,7 @@ func (t *tbsTemplate) encode(req IssueRequest, sn *big.Int) []byte {
 		return nil
 	}
 	for _, c := range []byte(req.DeviceID) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+		if !alphanumeric(c) {
 			return nil
 		}
 	}
@@ -279,6 +279,11 @@ func (t *tbsTemplate) encode(req IssueRequest, sn *big.Int) []byte {
 		return nil
 	}
 	return der
+}
+
+// alphanumeric: c is a PrintableString character the template encodes as is.
+func alphanumeric(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 // addTime encodes a validity time as x509 does: UTCTime from 1950 to 2049, GeneralizedTime
