@@ -24,8 +24,10 @@ func connGoroutines() int {
 // goroutine and net/http's background reader are gone while it waits, and its wait still
 // answers a change on the connection it came on, which then serves the device's next
 // request without a new handshake.
+//
+// Not parallel: it counts every server connection's goroutine in the process, and the
+// parallel tests' servers would come and go while it counts.
 func TestParkedWait_HoldsNoConnectionGoroutine(t *testing.T) {
-	t.Parallel()
 	f := newFleet(t)
 	ctx := t.Context()
 	const n = 20
