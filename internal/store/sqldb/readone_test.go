@@ -216,16 +216,7 @@ func TestReadOne_DatabaseRefusesWrites(t *testing.T) {
 			writes = append(writes, `SELECT moat_test_delete($1)`, `SELECT nextval('moat_test_seq') WHERE $1 <> ''`)
 		}
 		for _, q := range writes {
-			err := s.ReadOne(t.Context(), func(tx store.Tx) error {
-				rows, err := sqldb.QueryIn(t.Context(), tx, q, ten.ID)
-				if err != nil {
-					return err
-				}
-				defer rows.Close()
-				for rows.Next() {
-				}
-				return rows.Err()
-			})
+			err := readOneQuery(t, s, q, ten.ID)
 			if !readOnlyRefusal(err) {
 				t.Errorf("ReadOne(%s) = %v, want the database's read-only refusal", q, err)
 			}
@@ -291,16 +282,7 @@ func TestReadOne_PostgresRunsWithoutTransaction(t *testing.T) {
 	if err != nil || state != "idle" || inTx {
 		t.Errorf("ReadOne's backend after its statement: state %q, in a transaction %v (%v); want idle, false", state, inTx, err)
 	}
-	err = s.ReadOne(t.Context(), func(tx store.Tx) error {
-		rows, err := sqldb.QueryIn(t.Context(), tx, `DELETE FROM products WHERE tenant_id = $1 RETURNING id`, ten.ID)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-		}
-		return rows.Err()
-	})
+	err = readOneQuery(t, s, `DELETE FROM products WHERE tenant_id = $1 RETURNING id`, ten.ID)
 	if !readOnlyRefusal(err) {
 		t.Errorf("ReadOne(DELETE) with default_transaction_read_only=off in the DSN = %v, want the read-only refusal", err)
 	}
@@ -444,4 +426,20 @@ func BenchmarkReadOne(b *testing.B) {
 			})
 		})
 	}
+}
+
+// readOneQuery runs q through the query path of a one-statement read (which the Go side
+// does not check for writes) and reads its rows.
+func readOneQuery(t *testing.T, s *sqldb.DB, q string, args ...any) error {
+	t.Helper()
+	return s.ReadOne(t.Context(), func(tx store.Tx) error {
+		rows, err := sqldb.QueryIn(t.Context(), tx, q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+		}
+		return rows.Err()
+	})
 }
